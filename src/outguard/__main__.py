@@ -1,0 +1,5 @@
+"""`python -m outguard` runs the command-line interface."""
+
+from outguard.cli.main import main
+
+main()
