@@ -1,0 +1,121 @@
+"""Policy → IR: expand lists, resolve host names and users, drop expired rules.
+
+The only step that asks the outside world (DNS, the user database, the clock), and it asks through
+functions passed in, so tests drive them. Host names are resolved here, at apply time, until the
+DNS resolver keeps FQDN sets fresh.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import socket
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
+from outguard.errors import PolicyError, Problem
+from outguard.policy.lint import as_utc
+from outguard.policy.load import Policy
+from outguard.policy.model import Rule
+from outguard.policy.targets import Target, parse_target
+
+Resolver = Callable[[str], list[str]]
+
+
+def system_resolver(name: str) -> list[str]:
+    """Addresses of a host name through the system resolver (getaddrinfo)."""
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _uid(value: str | int) -> int:
+    return value if isinstance(value, int) else pwd.getpwnam(value).pw_uid
+
+
+def _gid(value: str | int) -> int:
+    return value if isinstance(value, int) else grp.getgrnam(value).gr_gid
+
+
+def _match(rule: Rule) -> Match:
+    owner = rule.owner
+    cgroup = None
+    if owner is not None and owner.unit is not None:
+        cgroup = f"system.slice/{owner.unit}"
+    elif owner is not None and owner.cgroup is not None:
+        cgroup = owner.cgroup.strip("/")
+    return Match(
+        proto=rule.proto,
+        ports=tuple(rule.ports or ()),
+        uid=_uid(owner.user) if owner is not None and owner.user is not None else None,
+        gid=_gid(owner.group) if owner is not None and owner.group is not None else None,
+        cgroup=cgroup,
+        cgroup_level=cgroup.count("/") + 1 if cgroup else 0,
+        until=as_utc(rule.expires) if rule.expires is not None else None,
+    )
+
+
+def _resolve_all(names: Iterable[str], resolver: Resolver, source: str) -> dict[str, list[Target]]:
+    out: dict[str, list[Target]] = {}
+    missing: list[str] = []
+    for name in dict.fromkeys(names):
+        targets = []
+        for text in resolver(name):
+            try:
+                targets.append(parse_target(text))
+            except ValueError:
+                continue
+        if not targets:
+            missing.append(name)
+        out[name] = targets
+    if missing:
+        raise PolicyError([Problem(source, 1, 1, "", f"host name {n!r} does not resolve: nothing"
+                                   " would be allowed or denied for it") for n in missing])
+    return out
+
+
+def lower(policy: Policy, *, resolver: Resolver = system_resolver,
+          now: datetime | None = None) -> Ruleset:
+    now = now or datetime.now(UTC)
+    doc = policy.doc
+    live: list[tuple[Section, int, Rule]] = [
+        (s, i, r) for s, i, r in policy.rules()
+        if r.expires is None or as_utc(r.expires) > now]
+    used_lists = {t.value for _s, _i, r in live for t in r.to or [] if t.kind == "list"}
+    hosts = [t.value for _s, _i, r in live for t in r.to or [] if t.kind == "host"]
+    # Names in inline lists are resolved like a rule's own; names in list FILES (domain feeds)
+    # are for the DNS resolver, not for thousands of lookups at apply time.
+    hosts += [t.value for name in used_lists if policy.lists[name].file is None
+              for t in policy.lists[name].targets if t.kind == "host"]
+    resolved = _resolve_all(hosts, resolver, policy.source)
+
+    sources: dict[str, Source] = {}
+    for name in sorted(used_lists):
+        loaded = policy.lists[name]
+        sources[f"list:{name}"] = Source(
+            f"list:{name}", loaded.digest,
+            lambda loaded=loaded: Elements.of(loaded.targets, resolved))
+    rules: dict[Section, list[IRRule]] = {"deny": [], "allow": []}
+    for section, index, rule in live:
+        to = rule.to or []
+        elements = Elements.of([t for t in to if t.kind in ("addr", "net", "host")], resolved)
+        inline = None
+        if elements:
+            inline = f"rule:{section}:{rule.name}"
+            sources[inline] = Source(inline, elements.digest(), lambda e=elements: e)
+        rules[section].append(IRRule(
+            section=section, index=index, name=rule.name, match=_match(rule), inline=inline,
+            lists=tuple(f"list:{t.value}" for t in to if t.kind == "list"),
+            any_destination=rule.to is None,
+            names=tuple(t.value for t in to if t.kind == "host"),
+            wildcards=tuple(t.value for t in to if t.kind == "wildcard"),
+            comment=rule.comment))
+    return Ruleset(
+        mode=doc.mode, default_action=doc.options.default_action,
+        nflog_group=doc.options.nflog_group, log_rate=doc.options.rate(),
+        forward=doc.options.forward, sources=sources,
+        deny=tuple(rules["deny"]), allow=tuple(rules["allow"]), policy_digest=policy.digest,
+        resolved={k: tuple(t.value for t in v) for k, v in resolved.items()})

@@ -1,0 +1,157 @@
+"""The policy's typed model (pydantic): what a valid `policy.yaml` is.
+
+Validation of shape and of each value lives here; checks across the document (unique names,
+list references, users that exist) live in `load`. Unknown keys are errors everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator
+
+from outguard.policy.targets import Target, parse_target
+
+RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+_RATE = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*(second|minute|hour|day)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a port or port range")
+    if isinstance(value, int):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", value):
+        parts = [int(p) for p in value.split("-")]
+        low, high = parts[0], parts[-1]
+    else:
+        raise ValueError(f"{value!r} is not a port or port range (e.g. 443 or 8000-8100)")
+    for port in (low, high):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is outside 1-65535")
+    if low > high:
+        raise ValueError(f"port range {low}-{high} is reversed")
+    return (low, high)
+
+
+def _target(value: Any) -> Target:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IP address, network or host name")
+    return parse_target(value)
+
+
+PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
+Dest = Annotated[Target, BeforeValidator(_target)]
+
+
+class Owner(_Strict):
+    """Whose traffic a rule covers (`for:`)."""
+
+    user: str | StrictInt | None = None
+    group: str | StrictInt | None = None
+    unit: str | None = None
+    cgroup: str | None = None
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", value):
+            raise ValueError(f"{value!r} is not a systemd unit name")
+        return value
+
+    @field_validator("cgroup")
+    @classmethod
+    def _cgroup(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"[A-Za-z0-9:_.@/\\-]+", value)
+                                  or ".." in value.split("/")):
+            raise ValueError(f"{value!r} is not a cgroup path")
+        return value
+
+
+class Rule(_Strict):
+    name: str
+    to: list[Dest] | None = None
+    ports: list[PortRange] | None = None
+    proto: Literal["tcp", "udp", "icmp", "any"] = "any"
+    owner: Owner | None = Field(default=None, alias="for")
+    comment: str | None = Field(default=None, max_length=200)
+    expires: datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not RULE_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid rule name: letters, digits, '_', '.', '-'"
+                             ", at most 48, starting with a letter or digit")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[Target] | None) -> list[Target] | None:
+        if value is not None and not value:
+            raise ValueError("'to' is empty: leave it out to mean every destination")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        if value is not None and not value:
+            raise ValueError("'ports' is empty: leave it out to mean every port")
+        return value
+
+    @field_validator("comment")
+    @classmethod
+    def _comment(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or c == '"' for c in value):
+            raise ValueError("a comment cannot hold control characters or '\"'")
+        return value
+
+
+class ListFile(_Strict):
+    file: str
+
+
+def _list_spec(value: Any) -> Any:
+    return {"items": value} if isinstance(value, list) else value
+
+
+class ListSpec(_Strict):
+    items: list[Dest] | None = None
+    file: str | None = None
+
+
+ListDef = Annotated[ListSpec, BeforeValidator(_list_spec)]
+
+
+class Options(_Strict):
+    default_action: Literal["drop", "reject"] = "drop"
+    nflog_group: int = Field(default=0, ge=0, le=65535)
+    log_rate: str = "10/second"
+    forward: bool = False
+
+    @field_validator("log_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not _RATE.match(value):
+            raise ValueError(f"{value!r} is not a rate such as '10/second' (second, minute, hour, day)")
+        return value
+
+    def rate(self) -> tuple[int, str]:
+        match = _RATE.match(self.log_rate)
+        assert match is not None  # validated above
+        return int(match.group(1)), match.group(2)
+
+
+class PolicyDoc(_Strict):
+    version: Literal[1]
+    mode: Literal["enforce", "audit"] = "enforce"
+    allow: list[Rule] = Field(default_factory=list)
+    deny: list[Rule] = Field(default_factory=list)
+    lists: dict[str, ListDef] = Field(default_factory=dict)
+    options: Options = Field(default_factory=Options)
