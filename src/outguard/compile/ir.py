@@ -87,6 +87,17 @@ class Source:
     def is_list(self) -> bool:
         return self.key.startswith("list:")
 
+    known_kinds: frozenset[str] | None = None  # e.g. {"4a", "6n"}, remembered from an earlier apply
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """Which kernel sets this source fills: 4a, 4n, 6a, 6n (addresses, networks)."""
+        if self.known_kinds is not None:
+            return self.known_kinds
+        el = self.elements
+        found = zip(("4a", "4n", "6a", "6n"), (el.v4, el.v4_nets, el.v6, el.v6_nets), strict=True)
+        return frozenset(kind for kind, items in found if items)
+
 
 @dataclass(frozen=True)
 class Match:

@@ -1,0 +1,268 @@
+"""IR → the nftables table `inet outguard`, as data (`Compiled`): counters, sets, chains, rules.
+
+Layout, chosen so that a new connection costs a handful of lookups however many rules there are:
+
+    output (hook)   oif lo accept · ct established,related accept · ICMPv6 ND accept
+                    · jump deny · jump allow · counter "default" goto v_default
+    deny / allow    `ip daddr vmap @m_…` for the section's inline addresses (hash map for single
+                    addresses, interval map for prefixes) → goto the address's group chain;
+                    then the "loose" rules in order: list references (`ip daddr @l_…`) and rules
+                    for every destination
+    g_<s>_<hash>    the rules that can match one address group, in policy order: first match wins
+    v_deny_<rule>   counter · rate-limited NFLOG with prefix og:deny:<rule> · drop/reject
+
+Deny is evaluated before allow and each section in order, exactly as `decide` does. Sets and maps
+are named after their content digest, so an unchanged list is never loaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from outguard.compile.intervals import merge, net_to_range, partition, range_elem
+from outguard.compile.ir import IRRule, Match, Ruleset, Section
+from outguard.policy.targets import text_to_int
+
+Expr = dict[str, Any]
+FAMILY, TABLE = "inet", "outguard"
+_ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
+             "mld-listener-report", "mld2-listener-report"]
+_ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
+
+
+@dataclass
+class NftSet:
+    name: str
+    key_type: str
+    interval: bool
+    verdict_map: bool
+    _elements: Callable[[], list[Any]] = field(repr=False)
+    size_hint: int = 0
+
+    def elements(self) -> list[Any]:
+        return self._elements()
+
+
+@dataclass
+class NftRule:
+    expr: list[Expr]
+    comment: str | None = None
+
+
+@dataclass
+class NftChain:
+    name: str
+    hook: str | None = None  # "output" / "forward" for base chains
+    rules: list[NftRule] = field(default_factory=list)
+
+
+@dataclass
+class Compiled:
+    counters: list[str] = field(default_factory=list)
+    sets: dict[str, NftSet] = field(default_factory=dict)
+    chains: dict[str, NftChain] = field(default_factory=dict)
+    needs_text: bool = False  # JSON of nft 1.0.6 cannot express `socket cgroupv2`
+
+    def chain(self, name: str, hook: str | None = None) -> NftChain:
+        if name not in self.chains:
+            self.chains[name] = NftChain(name, hook)
+        return self.chains[name]
+
+
+def kernel_counter(key: str) -> str:
+    """nft object name of a decision key: "allow:web" → "allow.web" (':' is no nft identifier)."""
+    return key.replace(":", ".", 1)
+
+
+def _match(left: Expr, right: Any, op: str = "==") -> Expr:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> Expr:
+    return {"meta": {"key": key}}
+
+
+def _port_value(ports: tuple[tuple[int, int], ...]) -> Any:
+    items: list[Any] = [lo if lo == hi else {"range": [lo, hi]} for lo, hi in ports]
+    return items[0] if len(items) == 1 and not isinstance(items[0], dict) else {"set": items}
+
+
+def conditions(m: Match) -> list[Expr]:
+    """Everything but the destination address, as nftables expressions."""
+    out: list[Expr] = []
+    if m.until is not None:
+        out.append(_match(_meta("time"), int(m.until.timestamp()) * 1_000_000_000, "<"))
+    if m.proto in ("tcp", "udp"):
+        if m.ports:
+            out.append(_match({"payload": {"protocol": m.proto, "field": "dport"}},
+                              _port_value(m.ports)))
+        else:
+            out.append(_match(_meta("l4proto"), m.proto))
+    elif m.proto == "icmp":
+        out.append(_match(_meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}))
+    elif m.ports:
+        out.append(_match(_meta("l4proto"), {"set": ["tcp", "udp"]}))
+        out.append(_match({"payload": {"protocol": "th", "field": "dport"}}, _port_value(m.ports)))
+    if m.uid is not None:
+        out.append(_match(_meta("skuid"), m.uid))
+    if m.gid is not None:
+        out.append(_match(_meta("skgid"), m.gid))
+    if m.cgroup is not None:
+        out.append(_match({"socket": {"key": "cgroupv2", "level": m.cgroup_level}}, m.cgroup))
+    return out
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _Builder:
+    def __init__(self, rs: Ruleset) -> None:
+        self.rs = rs
+        self.out = Compiled()
+        self.blocked = "accept" if rs.mode == "audit" else rs.default_action
+
+    def verdict_tail(self, chain: NftChain) -> None:
+        if self.blocked == "reject":
+            chain.rules.append(NftRule([_match(_meta("l4proto"), "tcp"),
+                                        {"reject": {"type": "tcp reset"}}]))
+            chain.rules.append(NftRule([{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]))
+        else:
+            chain.rules.append(NftRule([{self.blocked: None}]))
+
+    def log(self, prefix: str) -> Expr:
+        return {"log": {"prefix": prefix, "group": self.rs.nflog_group}}
+
+    def limit(self) -> Expr:
+        rate, per = self.rs.log_rate
+        return {"limit": {"rate": rate, "per": per, "burst": max(5, rate)}}
+
+    def rule_verdict(self, rule: IRRule) -> list[Expr]:
+        if rule.section == "allow":
+            return [{"counter": kernel_counter(rule.counter)}, {"accept": None}]
+        name = f"v_deny_{rule.name}"
+        if name not in self.out.chains:
+            chain = self.out.chain(name)
+            chain.rules.append(NftRule([{"counter": kernel_counter(rule.counter)}]))
+            chain.rules.append(NftRule([self.limit(), self.log(f"og:deny:{rule.name}")]))
+            self.verdict_tail(chain)
+        return [{"goto": {"target": name}}]
+
+    def list_set(self, key: str, version: int, kind: str) -> str | None:
+        source = self.rs.sources[key]
+        proto, key_type = _ADDR[version]
+        name = f"l_{''.join(c if c.isalnum() else '_' for c in key[5:])}_{source.digest[:12]}" \
+               f"_{version}{kind}"
+        if name in self.out.sets:
+            return name
+
+        def elements() -> list[Any]:
+            el = source.elements
+            if kind == "a":
+                return list(el.v4 if version == 4 else el.v6)
+            nets = el.v4_nets if version == 4 else el.v6_nets
+            return [range_elem(a, b, version) for a, b in merge(net_to_range(n, version) for n in nets)]
+
+        self.out.sets[name] = NftSet(name, key_type, kind == "n", False, elements)
+        return name
+
+    def entries(self, rule: IRRule, bare: bool) -> list[NftRule]:
+        """The rule's kernel rules: `bare` when the address was already matched by a map."""
+        cond, verdict = conditions(rule.match), self.rule_verdict(rule)
+        comment = rule.comment
+        if bare or rule.any_destination:
+            return [NftRule([*cond, *verdict], comment)]
+        out = []
+        for key in rule.lists:
+            for version in (4, 6):
+                proto = _ADDR[version][0]
+                for kind in ("a", "n"):
+                    if f"{version}{kind}" not in self.rs.sources[key].kinds:
+                        continue
+                    name = self.list_set(key, version, kind)
+                    left = {"payload": {"protocol": proto, "field": "daddr"}}
+                    out.append(NftRule([_match(left, f"@{name}"), *cond, *verdict], comment))
+        return out
+
+    def section(self, section: Section, rules: tuple[IRRule, ...]) -> None:
+        if not rules:
+            return
+        stage = self.out.chain(section)
+        loose = [r for r in rules if r.lists or r.any_destination]
+        groups: dict[tuple[int, ...], str] = {}
+
+        def group_chain(owners: tuple[int, ...]) -> str:
+            if owners not in groups:
+                members = [r for r in rules if r.index in owners or r in loose]
+                name = f"g_{section[0]}_{_short(repr([(r.name, r.index in owners) for r in members]))}"
+                groups[owners] = name
+                chain = self.out.chain(name)
+                for r in members:
+                    chain.rules.extend(self.entries(r, bare=r.index in owners))
+            return groups[owners]
+
+        for version in (4, 6):
+            proto, key_type = _ADDR[version]
+            singles: dict[int, set[int]] = {}
+            ranges: list[tuple[int, int, int]] = []
+            for r in rules:
+                if r.inline is None:
+                    continue
+                el = self.rs.sources[r.inline].elements
+                for text in el.v4 if version == 4 else el.v6:
+                    singles.setdefault(text_to_int(text, version), set()).add(r.index)
+                for text in el.v4_nets if version == 4 else el.v6_nets:
+                    ranges.append((*net_to_range(text, version), r.index))
+            segments = partition(ranges)
+            map_a = [(addr, tuple(sorted(owners | {o for lo, hi, os in segments if lo <= addr <= hi
+                                                  for o in os})))
+                     for addr, owners in sorted(singles.items())]
+            for kind, items in (("a", [(range_elem(a, a, version), o) for a, o in map_a]),
+                                ("n", [(range_elem(lo, hi, version), o) for lo, hi, o in segments])):
+                if not items:
+                    continue
+                elems = [[key, {"goto": {"target": group_chain(owners)}}] for key, owners in items]
+                name = f"m_{section[0]}_{version}{kind}_{_short(repr(elems))}"
+                self.out.sets[name] = NftSet(name, key_type, kind == "n", True,
+                                             lambda e=elems: e, len(elems))
+                stage.rules.append(NftRule([{"vmap": {
+                    "key": {"payload": {"protocol": proto, "field": "daddr"}}, "data": f"@{name}"}}]))
+        for r in loose:
+            stage.rules.extend(self.entries(r, bare=False))
+
+    def hook_chain(self, name: str, hook: str) -> None:
+        chain = self.out.chain(name, hook)
+        if hook == "output":
+            chain.rules.append(NftRule([_match(_meta("oif"), "lo"), {"accept": None}]))
+        chain.rules.append(NftRule([_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+                                    {"accept": None}]))
+        if hook == "output":
+            chain.rules.append(NftRule([_match({"payload": {"protocol": "icmpv6", "field": "type"}},
+                                               {"set": _ND_TYPES}), {"accept": None}],
+                                       "IPv6 neighbour discovery"))
+        for section in ("deny", "allow"):
+            if section in self.out.chains:
+                chain.rules.append(NftRule([{"jump": {"target": section}}]))
+        chain.rules.append(NftRule([{"counter": "default"}, {"goto": {"target": "v_default"}}]))
+
+    def build(self) -> Compiled:
+        rs = self.rs
+        self.section("deny", rs.deny)
+        self.section("allow", rs.allow)
+        default = self.out.chain("v_default")
+        default.rules.append(NftRule([self.limit(), self.log("og:default")]))
+        self.verdict_tail(default)
+        self.hook_chain("output", "output")
+        if rs.forward:
+            self.hook_chain("forward", "forward")
+        self.out.counters = ["default"] + [kernel_counter(r.counter) for r in rs.rules()]
+        self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
+        return self.out
+
+
+def compile_ruleset(rs: Ruleset) -> Compiled:
+    """The whole table for a ruleset. Pure; list elements are produced only when asked for."""
+    return _Builder(rs).build()

@@ -1,0 +1,131 @@
+"""`Compiled` → nftables transactions: the batch that replaces outguard's table atomically.
+
+Two forms, both one kernel transaction touching only `inet outguard` (never `flush ruleset`):
+- `full`: add table, delete table, add everything — used the first time, and whenever the table
+  in the kernel may not match what outguard recorded.
+- `delta`: against the inventory recorded at the last apply: flush every chain, delete what is
+  gone, create only new sets (with their elements) and counters, re-add the rules. Unchanged sets —
+  a million-address list — are not touched, and per-rule counters keep counting.
+Pure: data in, JSON commands out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from outguard.compile.nft import FAMILY, TABLE, Compiled, NftSet
+
+Cmd = dict[str, Any]
+
+
+@dataclass
+class Inventory:
+    """The kernel objects outguard created at its last apply, by name."""
+
+    chains: list[str] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+    counters: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, compiled: Compiled) -> Inventory:
+        return cls(list(compiled.chains), list(compiled.sets), list(compiled.counters))
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"chains": self.chains, "sets": self.sets, "counters": self.counters}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Inventory:
+        return cls(list(data.get("chains", [])), list(data.get("sets", [])),
+                   list(data.get("counters", [])))
+
+
+def _obj(**kw: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": TABLE, **kw}
+
+
+def set_decl(s: NftSet) -> Cmd:
+    body = _obj(name=s.name, type=s.key_type)
+    if s.interval:
+        body["flags"] = ["interval"]
+    if s.verdict_map:
+        body["map"] = "verdict"
+        return {"add": {"map": body}}
+    return {"add": {"set": body}}
+
+
+def set_elements(s: NftSet) -> Cmd | None:
+    elements = s.elements()
+    if not elements:
+        return None
+    return {"add": {"element": _obj(name=s.name, elem=elements)}}
+
+
+def _chain_decl(compiled: Compiled, name: str) -> Cmd:
+    chain = compiled.chains[name]
+    if chain.hook is None:
+        return {"add": {"chain": _obj(name=name)}}
+    return {"add": {"chain": _obj(name=name, type="filter", hook=chain.hook, prio=0,
+                                  policy="accept")}}
+
+
+def _rules(compiled: Compiled) -> list[Cmd]:
+    out = []
+    for chain in compiled.chains.values():
+        for rule in chain.rules:
+            body = _obj(chain=chain.name, expr=rule.expr)
+            if rule.comment:
+                body["comment"] = rule.comment[:120]
+            out.append({"add": {"rule": body}})
+    return out
+
+
+def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
+              new_chains: list[str]) -> list[Cmd]:
+    cmds: list[Cmd] = [{"add": {"counter": _obj(name=n)}} for n in new_counters]
+    cmds += [_chain_decl(compiled, n) for n in new_chains]
+    for name in new_sets:
+        s = compiled.sets[name]
+        cmds.append(set_decl(s))
+        elements = set_elements(s)
+        if elements is not None:
+            cmds.append(elements)
+    return cmds + _rules(compiled)
+
+
+def full(compiled: Compiled) -> list[Cmd]:
+    """Replace the whole table, whatever the kernel holds now."""
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    return [{"add": table}, {"delete": table}, {"add": table},
+            *_creation(compiled, list(compiled.sets), compiled.counters, list(compiled.chains))]
+
+
+def delta(compiled: Compiled, before: Inventory) -> list[Cmd]:
+    """Replace the table's contents assuming the kernel holds exactly `before`."""
+    cmds: list[Cmd] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    cmds += [{"flush": {"chain": _obj(name=n)}} for n in before.chains]
+    gone_sets = [n for n in before.sets if n not in compiled.sets]
+    # maps first: their elements jump to chains that may be deleted next
+    gone_sets.sort(key=lambda n: not n.startswith("m_"))
+    for name in gone_sets:
+        kind = "map" if name.startswith("m_") else "set"
+        cmds.append({"delete": {kind: _obj(name=name)}})
+    cmds += [{"delete": {"chain": _obj(name=n)}} for n in before.chains if n not in compiled.chains]
+    cmds += [{"delete": {"counter": _obj(name=n)}} for n in before.counters
+             if n not in compiled.counters]
+    known_sets, known_counters = set(before.sets), set(before.counters)
+    return cmds + _creation(
+        compiled,
+        [n for n in compiled.sets if n not in known_sets],
+        [n for n in compiled.counters if n not in known_counters],
+        [n for n in compiled.chains if n not in set(before.chains)])
+
+
+def remove() -> list[Cmd]:
+    """Delete outguard's table (and nothing else); fine when it does not exist."""
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    return [{"add": table}, {"delete": table}]
+
+
+def document(cmds: list[Cmd]) -> dict[str, Any]:
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *cmds]}
