@@ -1,0 +1,66 @@
+"""Options every kernel-facing command shares, and the move into a network namespace.
+
+`--netns NAME` re-executes the command under `ip netns exec NAME`, so that everything the command
+does — nftables, netlink, name resolution through `/etc/netns/NAME/resolv.conf`, and the rollback
+watchdog it may start — happens inside that namespace, exactly as if the user had typed it there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from outguard.errors import OutguardError, PolicyError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ENV = "OUTGUARD_NETNS"
+
+
+def enter_netns(netns: str | None) -> None:
+    if netns is None or os.environ.get(_ENV) == netns:
+        return
+    from outguard.kernel import netns as ns  # noqa: PLC0415 - only the namespace path needs it
+
+    if not ns.exists(netns):
+        raise click.UsageError(f"no network namespace named {netns!r} (see `ip netns list`)")
+    env = {**os.environ, _ENV: netns}
+    argv = ns.exec_argv(netns, [sys.executable, "-m", "outguard", *sys.argv[1:]])
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+def state_dir(netns: str | None, given: Path | None) -> Path:
+    from outguard.state import default_dir  # noqa: PLC0415
+
+    return given if given is not None else default_dir(netns)
+
+
+def kernel_options(fn: F) -> F:
+    """--netns and --state-dir; moves into the namespace before the command body runs."""
+    @click.option("--netns", metavar="NAME", help="Act inside this network namespace.")
+    @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                  help="Where outguard records what it applied [default: /var/lib/outguard, or "
+                       "/var/lib/outguard/netns/NAME with --netns].")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, netns: str | None, state_dir: Path | None, **kwargs: Any) -> Any:
+        enter_netns(netns)
+        return fn(*args, netns=netns, state_dir_path=globals()["state_dir"](netns, state_dir),
+                  **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(exc: OutguardError) -> None:
+    """Print an error for people and exit 1 (policy problems one per line)."""
+    if isinstance(exc, PolicyError):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} error(s); nothing was applied", err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
+    sys.exit(1)

@@ -1,0 +1,117 @@
+"""The `outguard` command: policy commands that only read (check, schema, compile, explain)
+and, from `kernel_cmds`, the ones that change the kernel. Imports stay inside commands so that
+start-up costs only what a command needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from outguard import __version__
+from outguard.cli.common import fail
+from outguard.errors import OutguardError
+
+POLICY = click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="outguard")
+def cli() -> None:
+    """outguard: default-deny egress filtering, enforced by nftables."""
+
+
+@cli.command()
+@POLICY
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def check(policy: Path, strict: bool) -> None:
+    """Validate POLICY: every error as FILE:LINE:COL: path: message, then warnings."""
+    from outguard.policy.load import load_policy  # noqa: PLC0415
+
+    try:
+        loaded = load_policy(policy)
+    except OutguardError as exc:
+        fail(exc)
+        return
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    rules = len(loaded.doc.allow) + len(loaded.doc.deny)
+    click.echo(f"{policy}: ok ({rules} rules, {len(loaded.doc.lists)} lists,"
+               f" {len(loaded.warnings)} warnings)")
+    if strict and loaded.warnings:
+        sys.exit(1)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the policy's JSON Schema (for editors)."""
+    from outguard.policy.model import PolicyDoc  # noqa: PLC0415
+
+    doc = PolicyDoc.model_json_schema(by_alias=True)
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["title"] = "outguard policy"
+    click.echo(json.dumps(doc, indent=2))
+
+
+@cli.command(name="compile")
+@POLICY
+@click.option("--json", "as_json", is_flag=True, help="Print the nftables JSON batch instead.")
+def compile_cmd(policy: Path, as_json: bool) -> None:
+    """Print the nftables ruleset POLICY compiles to (nothing is applied)."""
+    from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
+    from outguard.compile.lower import lower  # noqa: PLC0415
+    from outguard.compile.nft import compile_ruleset  # noqa: PLC0415
+    from outguard.policy.load import load_policy  # noqa: PLC0415
+
+    try:
+        loaded = load_policy(policy)
+        cmds = nft_tx.full(compile_ruleset(lower(loaded)))
+    except OutguardError as exc:
+        fail(exc)
+        return
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(nft_tx.document(cmds), indent=1))
+    else:
+        click.echo(nft_text.script(cmds), nl=False)
+
+
+@cli.command()
+@POLICY
+@click.option("--to", "dest", required=True, metavar="HOST_OR_IP", help="Destination.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None)
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp")
+@click.option("--user", default=None, help="User name or uid of the process.")
+@click.option("--group", default=None, help="Group name or gid of the process.")
+@click.option("--json", "as_json", is_flag=True)
+def explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
+            group: str | None, as_json: bool) -> None:
+    """Which rule decides a destination, and why."""
+    from outguard.cli.explain import run_explain  # noqa: PLC0415
+
+    try:
+        run_explain(policy, dest, port, proto, user, group, as_json)
+    except OutguardError as exc:
+        fail(exc)
+
+
+def _register() -> None:
+    from outguard.cli import kernel_cmds  # noqa: PLC0415
+
+    kernel_cmds.register(cli)
+    try:
+        from outguard.cli.lab_cmd import lab  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the lab ships with the package
+        return
+    cli.add_command(lab)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="outguard")

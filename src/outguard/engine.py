@@ -1,0 +1,231 @@
+"""Apply, confirm, roll back, remove, and read status: the commands that change the kernel.
+
+Glue between the pure pipeline (load → lower → compile → transaction) and the two kinds of I/O:
+the kernel (`kernel.libnft`, `kernel.counters`) and the state directory. The kernel, the clock
+and the watchdog launcher are passed in. Each change is one nftables transaction; a policy that
+does not load never reaches the kernel, and a transaction the kernel refuses changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from outguard.compile import nft_text, nft_tx
+from outguard.compile.lower import Resolver, lower, system_resolver
+from outguard.compile.nft import Compiled, NftSet, compile_ruleset, kernel_counter
+from outguard.errors import KernelError, StateError
+from outguard.policy.load import load_policy
+from outguard.state import Pending, Snapshot, StateDir
+
+MARKER = "outguard_elements"
+
+
+class Kernel(Protocol):
+    def run_json(self, doc: Any) -> Any: ...
+    def run_text(self, cmd: str) -> str: ...
+
+
+@dataclass
+class ApplyReport:
+    policy_hash: str
+    mode: str
+    rules: int
+    warnings: list[str]
+    method: str  # "delta" or "full"
+    timings: dict[str, float] = field(default_factory=dict)
+    pending: Pending | None = None
+
+
+def _run(kernel: Kernel, cmds: list[dict[str, Any]], text: bool) -> None:
+    if text:
+        kernel.run_text(nft_text.script(cmds))
+    else:
+        kernel.run_json(nft_tx.document(cmds))
+
+
+def expand(cmds: list[dict[str, Any]], state: StateDir) -> list[dict[str, Any]]:
+    """Stored commands → runnable ones: list-set elements come back from the set store."""
+    out = []
+    for cmd in cmds:
+        if MARKER in cmd:
+            name = cmd[MARKER]
+            out.append({"add": {"element": {"family": "inet", "table": "outguard", "name": name,
+                                            "elem": state.load_set(name)}}})
+        else:
+            out.append(cmd)
+    return out
+
+
+def _list_elements(state: StateDir) -> Callable[[NftSet], dict[str, Any] | None]:
+    """Elements of a set for the kernel; list sets are written to the store once."""
+    def elements_of(s: NftSet) -> dict[str, Any] | None:
+        if s.name.startswith("l_") and state.has_set(s.name):
+            elements = state.load_set(s.name)
+        else:
+            elements = s.elements()
+            if s.name.startswith("l_"):
+                state.store_set(s.name, elements)
+        if not elements:
+            return None
+        return {"add": {"element": {"family": "inet", "table": "outguard", "name": s.name,
+                                    "elem": elements}}}
+    return elements_of
+
+
+def _stored_form(compiled: Compiled) -> list[dict[str, Any]]:
+    def marker(s: NftSet) -> dict[str, Any] | None:
+        return {MARKER: s.name} if s.name.startswith("l_") else nft_tx.set_elements(s)
+    return nft_tx.full(compiled, marker)
+
+
+def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
+                 resolver: Resolver = system_resolver,
+                 confirm_timeout: float | None = None,
+                 spawn_watchdog: Callable[[str, float], int] | None = None,
+                 now: Callable[[], float] = time.time) -> ApplyReport:
+    t0 = time.perf_counter()
+    with state.locked():
+        before = state.read("applied")
+        known = before[0].lists if before else {}
+        pending = state.pending()
+        if confirm_timeout is not None and pending is not None:
+            raise StateError("an earlier apply still waits for `outguard confirm`; confirm or"
+                             " roll it back first")
+        policy = load_policy(path, known_lists=lambda digest: digest in known)
+        t_load = time.perf_counter()
+        ruleset = lower(policy, resolver=resolver)
+        for source in ruleset.sources.values():
+            if source.is_list and source.digest in known:
+                source.known_kinds = frozenset(known[source.digest])
+        compiled = compile_ruleset(ruleset)
+        elements_of = _list_elements(state)
+        inventory = nft_tx.Inventory.of(compiled)
+        if before is not None:
+            cmds = nft_tx.delta(compiled, nft_tx.Inventory.from_json(before[0].inventory),
+                                elements_of)
+        else:
+            cmds = nft_tx.full(compiled, elements_of)
+        t_compile = time.perf_counter()
+
+        new_pending = None
+        if confirm_timeout is not None:
+            if spawn_watchdog is None:
+                raise StateError("no watchdog launcher for --confirm-timeout")
+            token, deadline = uuid.uuid4().hex, now() + confirm_timeout
+            new_pending = Pending(token, deadline, 0, policy.digest)
+            state.set_pending(new_pending)
+            new_pending.watchdog_pid = spawn_watchdog(token, deadline)
+            state.set_pending(new_pending)
+        method = "delta" if before is not None else "full"
+        try:
+            try:
+                _run(kernel, cmds, compiled.needs_text)
+            except KernelError:
+                if before is None:
+                    raise
+                # the kernel does not hold what we recorded (someone changed or removed the
+                # table): replace the whole table instead, still in one transaction
+                method = "full"
+                _run(kernel, nft_tx.full(compiled, elements_of), compiled.needs_text)
+        except BaseException:
+            if new_pending is not None:
+                state.clear_pending()
+                _stop(new_pending.watchdog_pid)
+            raise
+        t_commit = time.perf_counter()
+        lists = {s.digest: sorted(s.kinds) for s in ruleset.sources.values() if s.is_list}
+        snap = Snapshot(
+            policy_hash=policy.digest, applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            mode=policy.doc.mode, source=str(path.resolve()), inventory=inventory.to_json(),
+            counters={"default": "default", **{r.counter: kernel_counter(r.counter)
+                                               for r in ruleset.rules()}},
+            lists=lists, warnings=[str(w) for w in policy.warnings])
+        state.write(snap, policy.text, _stored_form(compiled))
+    return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
+                       [str(w) for w in policy.warnings], method,
+                       {"load_ms": (t_load - t0) * 1000, "compile_ms": (t_compile - t_load) * 1000,
+                        "commit_ms": (t_commit - t_compile) * 1000,
+                        "total_ms": (time.perf_counter() - t0) * 1000},
+                       new_pending)
+
+
+def _stop(pid: int) -> None:
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> str:
+    """Restore the previous snapshot (or remove the table if there is none). With `token`, only
+    if that pending confirmation is still waiting (the watchdog's call)."""
+    with state.locked():
+        pending = state.pending()
+        if token is not None and (pending is None or pending.token != token):
+            return "confirmed in time: nothing to roll back"
+        if state.read("applied") is None and pending is None:
+            return "nothing applied: nothing to roll back"
+        previous = state.read("previous")
+        if previous is None:
+            kernel.run_json(nft_tx.document(nft_tx.remove()))
+            state.clear()
+            message = "no previous state: removed outguard's table"
+        else:
+            cmds = expand(previous[1], state)
+            text = any("socket" in str(c) for c in cmds if "rule" in c.get("add", {}))
+            _run(kernel, cmds, text)
+            state.restore_previous()
+            message = f"rolled back to the policy applied at {previous[0].applied_at}"
+        state.clear_pending()
+        if pending is not None and token is None:
+            _stop(pending.watchdog_pid)
+        return message
+
+
+def confirm(state: StateDir) -> str:
+    with state.locked():
+        pending = state.pending()
+        if pending is None:
+            return "nothing waits for confirmation"
+        state.clear_pending()
+        _stop(pending.watchdog_pid)
+        return f"confirmed policy {pending.policy_hash[:12]}"
+
+
+def remove(state: StateDir, kernel: Kernel) -> None:
+    with state.locked():
+        kernel.run_json(nft_tx.document(nft_tx.remove()))
+        pending = state.pending()
+        state.clear_pending()
+        if pending is not None:
+            _stop(pending.watchdog_pid)
+        state.clear()
+
+
+def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool) -> dict[str, Any]:
+    got = state.read("applied")
+    pending = state.pending()
+    out: dict[str, Any] = {"applied": got is not None and table, "table_present": table,
+                           "policy_hash": None, "applied_at": None, "mode": None, "source": None,
+                           "counters": {}, "pending_confirmation": None}
+    if got is not None:
+        snap = got[0]
+        out.update(policy_hash=snap.policy_hash, applied_at=snap.applied_at, mode=snap.mode,
+                   source=snap.source)
+        for key, name in snap.counters.items():
+            packets, nbytes = counters.get(name, (0, 0))
+            out["counters"][key] = {"packets": packets, "bytes": nbytes}
+    if pending is not None:
+        out["pending_confirmation"] = {"deadline": pending.deadline,
+                                       "seconds_left": max(0.0, pending.deadline - time.time()),
+                                       "policy_hash": pending.policy_hash}
+    return out

@@ -1,0 +1,183 @@
+"""The state directory: what outguard applied, what it replaced, and a pending confirmation.
+
+outguard never reads big sets back from the kernel (`nft list` of a million-element set costs
+tens of seconds), so this directory is the record of the kernel's `inet outguard` table:
+
+    applied/          the current snapshot: state.json, policy.yaml, ruleset.json
+    previous/         the snapshot it replaced (what `rollback` restores)
+    sets/<name>.json  elements of list sets, content-addressed (the name carries the digest)
+    pending.json      an apply waiting for `outguard confirm`
+    lock              serialises apply, rollback and confirm
+
+Every file is 0600 and the directory 0700; writes go to a temporary file and are renamed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outguard.errors import StateError
+
+DEFAULT_DIR = Path("/var/lib/outguard")
+
+
+def default_dir(netns: str | None) -> Path:
+    return DEFAULT_DIR / "netns" / netns if netns else DEFAULT_DIR
+
+
+@dataclass
+class Snapshot:
+    policy_hash: str
+    applied_at: str
+    mode: str
+    source: str
+    inventory: dict[str, list[str]]
+    counters: dict[str, str]  # decision key ("allow:web") → kernel counter name ("allow.web")
+    lists: dict[str, list[str]] = field(default_factory=dict)  # list digest → set kinds
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Pending:
+    token: str
+    deadline: float
+    watchdog_pid: int
+    policy_hash: str
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, raw) if len(raw) < 1 << 20 else _write_all(fd, raw)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_all(fd: int, raw: bytes) -> None:
+    view = memoryview(raw)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class StateDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def ensure(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.path, 0o700)
+            (self.path / "sets").mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create state directory {self.path}: {exc.strerror}") from exc
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.ensure()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # snapshots -------------------------------------------------------------------------------
+
+    def read(self, which: str = "applied") -> tuple[Snapshot, list[dict[str, Any]]] | None:
+        """A snapshot and its full-replace commands (list elements still external), or None."""
+        folder = self.path / which
+        try:
+            meta = json.loads((folder / "state.json").read_text())
+            cmds = json.loads((folder / "ruleset.json").read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"state in {folder} is unreadable: {exc}") from exc
+        return Snapshot(**meta), cmds
+
+    def policy_text(self, which: str = "applied") -> str | None:
+        try:
+            return (self.path / which / "policy.yaml").read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, snap: Snapshot, policy_text: str, cmds: list[dict[str, Any]]) -> None:
+        """Make `snap` the applied snapshot; the old one becomes `previous`."""
+        applied, previous = self.path / "applied", self.path / "previous"
+        staging = self.path / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        write_private(staging / "state.json", json.dumps(asdict(snap), indent=1))
+        write_private(staging / "policy.yaml", policy_text)
+        write_private(staging / "ruleset.json", json.dumps(cmds))
+        if applied.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            applied.rename(previous)
+        staging.rename(applied)
+        self._collect_sets()
+
+    def restore_previous(self) -> None:
+        """After a rollback: `previous` becomes `applied` again."""
+        applied, previous = self.path / "applied", self.path / "previous"
+        shutil.rmtree(applied, ignore_errors=True)
+        if previous.exists():
+            previous.rename(applied)
+        self._collect_sets()
+
+    def clear(self) -> None:
+        for name in ("applied", "previous"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        self._collect_sets()
+
+    # list set elements -----------------------------------------------------------------------
+
+    def has_set(self, name: str) -> bool:
+        return (self.path / "sets" / f"{name}.json").exists()
+
+    def store_set(self, name: str, elements: list[Any]) -> None:
+        write_private(self.path / "sets" / f"{name}.json", json.dumps(elements))
+
+    def load_set(self, name: str) -> list[Any]:
+        try:
+            data: list[Any] = json.loads((self.path / "sets" / f"{name}.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"stored elements of set {name} are missing: {exc}") from exc
+        return data
+
+    def _collect_sets(self) -> None:
+        keep: set[str] = set()
+        for which in ("applied", "previous"):
+            got = self.read(which)
+            if got is not None:
+                keep.update(got[0].inventory.get("sets", []))
+        for file in (self.path / "sets").glob("*.json"):
+            if file.stem not in keep:
+                file.unlink(missing_ok=True)
+
+    # pending confirmation --------------------------------------------------------------------
+
+    def pending(self) -> Pending | None:
+        try:
+            return Pending(**json.loads((self.path / "pending.json").read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise StateError(f"pending confirmation file is unreadable: {exc}") from exc
+
+    def set_pending(self, pending: Pending) -> None:
+        write_private(self.path / "pending.json", json.dumps(asdict(pending)))
+
+    def clear_pending(self) -> None:
+        (self.path / "pending.json").unlink(missing_ok=True)
