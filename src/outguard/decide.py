@@ -73,7 +73,7 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
 def _other_conditions(rule: IRRule, flow: Flow, now: datetime) -> str | None:
     """None when every non-address condition holds; else the first that does not."""
     m = rule.match
-    if m.proto != "any" and m.proto != flow.proto:
+    if m.proto not in ("any", flow.proto):
         return f"proto {flow.proto} is not {m.proto}"
     if m.ports:
         if flow.proto not in ("tcp", "udp") or flow.port is None:

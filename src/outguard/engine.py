@@ -8,6 +8,7 @@ does not load never reaches the kernel, and a transaction the kernel refuses cha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -159,10 +160,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
 
 def _stop(pid: int) -> None:
     if pid > 0:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> str:

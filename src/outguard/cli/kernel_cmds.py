@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from outguard.cli.common import fail, kernel_options
 from outguard.errors import OutguardError
 
 
-def _spawn_watchdog(state_dir: Path) -> object:
+def _spawn_watchdog(state_dir: Path) -> Callable[[str, float], int]:
     def spawn(token: str, deadline: float) -> int:
         log = os.open(state_dir / "watchdog.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -54,7 +55,7 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, netns: str
         state.ensure()
         with Nft() as nft:
             report = apply_policy(policy, state, nft, confirm_timeout=confirm_timeout,
-                                  spawn_watchdog=_spawn_watchdog(state_dir_path))  # type: ignore[arg-type]
+                                  spawn_watchdog=_spawn_watchdog(state_dir_path))
     except OutguardError as exc:
         fail(exc)
         return

@@ -48,10 +48,10 @@ def plan(policy: Path, netns: str | None, state_dir_path: Path) -> None:
         old_sets = set(applied[0].inventory.get("sets", []))
     new_rules = {r.name: f"{s}:{r.model_dump_json()}" for s, _i, r in new.rules()}
     lines = []
-    for name in new_rules:
+    for name, text in new_rules.items():
         if name not in old_rules:
             lines.append(f"+ rule {name}")
-        elif old_rules[name] != new_rules[name]:
+        elif old_rules[name] != text:
             lines.append(f"~ rule {name}")
     lines += [f"- rule {name}" for name in old_rules if name not in new_rules]
     for name, s in compiled.sets.items():
@@ -59,8 +59,8 @@ def plan(policy: Path, netns: str | None, state_dir_path: Path) -> None:
             count = len(s.elements())
             lines.append(f"+ set {name} ({count} elements)")
     for name in sorted(old_sets - set(compiled.sets)):
-        count = len(state.load_set(name)) if state.has_set(name) else None
-        lines.append(f"- set {name}" + (f" ({count} elements)" if count is not None else ""))
+        stored = f" ({len(state.load_set(name))} elements)" if state.has_set(name) else ""
+        lines.append(f"- set {name}{stored}")
     _list_changes(state, compiled, old_sets, lines)
     click.echo("\n".join(lines) if lines else "no changes")
 

@@ -8,6 +8,7 @@ several rules into one interval verdict map with disjoint keys.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 from outguard.policy.addresses import BITS, net_bounds
@@ -39,7 +40,7 @@ def partition(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, tuple[
     points = sorted({r[0] for r in ranges} | {r[1] + 1 for r in ranges})
     out: list[tuple[int, int, tuple[int, ...]]] = []
     # a few thousand prefixes at most (lists go to their own sets), so the quadratic scan is fine
-    for first, nxt in zip(points, points[1:], strict=False):
+    for first, nxt in pairwise(points):
         owners = tuple(sorted({o for lo, hi, o in ranges if lo <= first and nxt - 1 <= hi}))
         if not owners:
             continue

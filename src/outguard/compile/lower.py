@@ -10,13 +10,13 @@ from __future__ import annotations
 import grp
 import pwd
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
 from outguard.errors import PolicyError, Problem
 from outguard.policy.lint import as_utc
-from outguard.policy.load import Policy
+from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
 
@@ -58,10 +58,12 @@ def _match(rule: Rule) -> Match:
     )
 
 
-def _resolve_all(names: Iterable[str], resolver: Resolver, source: str) -> dict[str, list[Target]]:
+def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver,
+                 policy: Policy) -> dict[str, list[Target]]:
+    """Resolve every host name once; a name with no address is an error at its first use."""
     out: dict[str, list[Target]] = {}
     missing: list[str] = []
-    for name in dict.fromkeys(names):
+    for name in names:
         targets = []
         for text in resolver(name):
             try:
@@ -72,32 +74,47 @@ def _resolve_all(names: Iterable[str], resolver: Resolver, source: str) -> dict[
             missing.append(name)
         out[name] = targets
     if missing:
-        raise PolicyError([Problem(source, 1, 1, "", f"host name {n!r} does not resolve: nothing"
-                                   " would be allowed or denied for it") for n in missing])
+        raise PolicyError([Problem(policy.source, *policy.positions.of(names[n]),
+                                   format_path(names[n]), f"host name {n!r} does not resolve:"
+                                   " nothing would be allowed or denied for it") for n in missing])
     return out
+
+
+def _elements_of(loaded: LoadedList, resolved: dict[str, list[Target]]) -> Callable[[], Elements]:
+    return lambda: Elements.of(loaded.targets, resolved)
+
+
+def _const(elements: Elements) -> Callable[[], Elements]:
+    return lambda: elements
 
 
 def lower(policy: Policy, *, resolver: Resolver = system_resolver,
           now: datetime | None = None) -> Ruleset:
     now = now or datetime.now(UTC)
     doc = policy.doc
-    live: list[tuple[Section, int, Rule]] = [
-        (s, i, r) for s, i, r in policy.rules()
-        if r.expires is None or as_utc(r.expires) > now]
+    live = [(s, i, r) for s, i, r in policy.rules()
+            if r.expires is None or as_utc(r.expires) > now]
     used_lists = {t.value for _s, _i, r in live for t in r.to or [] if t.kind == "list"}
-    hosts = [t.value for _s, _i, r in live for t in r.to or [] if t.kind == "host"]
+    hosts: dict[str, tuple[str | int, ...]] = {}
+    for section, index, rule in live:
+        for j, t in enumerate(rule.to or []):
+            if t.kind == "host":
+                hosts.setdefault(t.value, (section, index, "to", j))
     # Names in inline lists are resolved like a rule's own; names in list FILES (domain feeds)
     # are for the DNS resolver, not for thousands of lookups at apply time.
-    hosts += [t.value for name in used_lists if policy.lists[name].file is None
-              for t in policy.lists[name].targets if t.kind == "host"]
-    resolved = _resolve_all(hosts, resolver, policy.source)
+    for name in sorted(used_lists):
+        if policy.lists[name].file is None:
+            for j, t in enumerate(policy.lists[name].targets):
+                if t.kind == "host":
+                    hosts.setdefault(t.value, ("lists", name, j))
+    resolved = _resolve_all(hosts, resolver, policy)
 
     sources: dict[str, Source] = {}
     for name in sorted(used_lists):
         loaded = policy.lists[name]
         sources[f"list:{name}"] = Source(
             f"list:{name}", loaded.digest,
-            lambda loaded=loaded: Elements.of(loaded.targets, resolved))
+            _elements_of(loaded, resolved))
     rules: dict[Section, list[IRRule]] = {"deny": [], "allow": []}
     for section, index, rule in live:
         to = rule.to or []
@@ -105,9 +122,10 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
         inline = None
         if elements:
             inline = f"rule:{section}:{rule.name}"
-            sources[inline] = Source(inline, elements.digest(), lambda e=elements: e)
-        rules[section].append(IRRule(
-            section=section, index=index, name=rule.name, match=_match(rule), inline=inline,
+            sources[inline] = Source(inline, elements.digest(), _const(elements))
+        sec: Section = "deny" if section == "deny" else "allow"
+        rules[sec].append(IRRule(
+            section=sec, index=index, name=rule.name, match=_match(rule), inline=inline,
             lists=tuple(f"list:{t.value}" for t in to if t.kind == "list"),
             any_destination=rule.to is None,
             names=tuple(t.value for t in to if t.kind == "host"),

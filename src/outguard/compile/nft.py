@@ -115,6 +115,10 @@ def conditions(m: Match) -> list[Expr]:
     return out
 
 
+def _const(value: list[Any]) -> Callable[[], list[Any]]:
+    return lambda: value
+
+
 def _short(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -153,7 +157,7 @@ class _Builder:
 
     def list_set(self, key: str, version: int, kind: str) -> str | None:
         source = self.rs.sources[key]
-        proto, key_type = _ADDR[version]
+        key_type = _ADDR[version][1]
         name = f"l_{''.join(c if c.isalnum() else '_' for c in key[5:])}_{source.digest[:12]}" \
                f"_{version}{kind}"
         if name in self.out.sets:
@@ -227,7 +231,7 @@ class _Builder:
                 elems = [[key, {"goto": {"target": group_chain(owners)}}] for key, owners in items]
                 name = f"m_{section[0]}_{version}{kind}_{_short(repr(elems))}"
                 self.out.sets[name] = NftSet(name, key_type, kind == "n", True,
-                                             lambda e=elems: e, len(elems))
+                                             _const(elems), len(elems))
                 stage.rules.append(NftRule([{"vmap": {
                     "key": {"payload": {"protocol": proto, "field": "daddr"}}, "data": f"@{name}"}}]))
         for r in loose:

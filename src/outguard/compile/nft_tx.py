@@ -11,12 +11,14 @@ Pure: data in, JSON commands out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from outguard.compile.nft import FAMILY, TABLE, Compiled, NftSet
 
 Cmd = dict[str, Any]
+ElementsOf = Callable[[NftSet], "Cmd | None"]
 
 
 @dataclass
@@ -81,26 +83,28 @@ def _rules(compiled: Compiled) -> list[Cmd]:
 
 
 def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
-              new_chains: list[str]) -> list[Cmd]:
+              new_chains: list[str], elements_of: ElementsOf) -> list[Cmd]:
     cmds: list[Cmd] = [{"add": {"counter": _obj(name=n)}} for n in new_counters]
     cmds += [_chain_decl(compiled, n) for n in new_chains]
     for name in new_sets:
         s = compiled.sets[name]
         cmds.append(set_decl(s))
-        elements = set_elements(s)
+        elements = elements_of(s)
         if elements is not None:
             cmds.append(elements)
     return cmds + _rules(compiled)
 
 
-def full(compiled: Compiled) -> list[Cmd]:
+def full(compiled: Compiled, elements_of: ElementsOf = set_elements) -> list[Cmd]:
     """Replace the whole table, whatever the kernel holds now."""
     table = {"table": {"family": FAMILY, "name": TABLE}}
     return [{"add": table}, {"delete": table}, {"add": table},
-            *_creation(compiled, list(compiled.sets), compiled.counters, list(compiled.chains))]
+            *_creation(compiled, list(compiled.sets), compiled.counters, list(compiled.chains),
+                       elements_of)]
 
 
-def delta(compiled: Compiled, before: Inventory) -> list[Cmd]:
+def delta(compiled: Compiled, before: Inventory,
+          elements_of: ElementsOf = set_elements) -> list[Cmd]:
     """Replace the table's contents assuming the kernel holds exactly `before`."""
     cmds: list[Cmd] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
     cmds += [{"flush": {"chain": _obj(name=n)}} for n in before.chains]
@@ -118,7 +122,7 @@ def delta(compiled: Compiled, before: Inventory) -> list[Cmd]:
         compiled,
         [n for n in compiled.sets if n not in known_sets],
         [n for n in compiled.counters if n not in known_counters],
-        [n for n in compiled.chains if n not in set(before.chains)])
+        [n for n in compiled.chains if n not in set(before.chains)], elements_of)
 
 
 def remove() -> list[Cmd]:

@@ -18,7 +18,7 @@ _PROTOS = {"tcp": {"tcp"}, "udp": {"udp"}, "icmp": {"icmp"}, "any": {"tcp", "udp
 
 def as_utc(moment: datetime) -> datetime:
     """Naive times in a policy are the machine's local time, as people write them."""
-    return moment.astimezone(UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.astimezone(UTC)  # a naive datetime is taken as local time
 
 
 def _ports_cover(outer: Rule, inner: Rule) -> bool:

@@ -108,7 +108,11 @@ def _read_list_file(name: str, file: Path, problems: list[Problem]) -> LoadedLis
     if errors:
         return None
     digest = hashlib.sha256(data).hexdigest()
-    return LoadedList(name, digest, str(file), lambda: targets)
+    return LoadedList(name, digest, str(file), _const(targets))
+
+
+def _const(targets: list[Target]) -> Callable[[], list[Target]]:
+    return lambda: targets
 
 
 def _lazy_list_file(name: str, file: Path, digest: str) -> LoadedList:
@@ -194,7 +198,7 @@ def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = No
                                         "a list cannot refer to another list"))
             items = list(spec.items)
             digest = hashlib.sha256("\n".join(t.value for t in items).encode()).hexdigest()
-            lists[name] = LoadedList(name, digest, None, lambda items=items: items)
+            lists[name] = LoadedList(name, digest, None, _const(items))
             continue
         assert spec.file is not None
         file = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
