@@ -196,11 +196,13 @@ class _Builder:
             return
         stage = self.out.chain(section)
         loose = [r for r in rules if r.lists or r.any_destination]
+        by_index = {r.index: r for r in rules}
         groups: dict[tuple[int, ...], str] = {}
 
         def group_chain(owners: tuple[int, ...]) -> str:
             if owners not in groups:
-                members = [r for r in rules if r.index in owners or r in loose]
+                picked = set(owners) | {r.index for r in loose}
+                members = [by_index[i] for i in sorted(picked)]
                 name = f"g_{section[0]}_{_short(repr([(r.name, r.index in owners) for r in members]))}"
                 groups[owners] = name
                 chain = self.out.chain(name)

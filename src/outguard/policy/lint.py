@@ -36,15 +36,38 @@ def _plain_addresses(rule: Rule) -> AddrSet | None:
     return AddrSet.of(rule.to)
 
 
-def _shadows(earlier: Rule, later: Rule) -> bool:
+def _shadows(earlier: Rule, later: Rule, outer: AddrSet | None, inner: AddrSet | None) -> bool:
     if earlier.owner is not None or earlier.expires is not None:
         return False
     if not _PROTOS[later.proto] <= _PROTOS[earlier.proto] or not _ports_cover(earlier, later):
         return False
     if earlier.to is None:
         return True
-    outer, inner = _plain_addresses(earlier), _plain_addresses(later)
     return outer is not None and inner is not None and outer.covers(inner)
+
+
+def _shadow_candidates(ordered: list[tuple[str, int, Rule]],
+                       plain: list[AddrSet | None]) -> list[list[int]]:
+    """For each rule, the earlier rules that might cover it. An index by address keeps this
+    linear for the common policy of many rules with a few addresses each."""
+    by_single: dict[tuple[int, int], list[int]] = {}
+    broad: list[int] = []  # rules with prefixes or every destination: compared with everyone
+    out: list[list[int]] = []
+    for position, (_s, _i, rule) in enumerate(ordered):
+        addrs = plain[position]
+        first = next(((v, version) for version in (4, 6) for v in addrs.singles[version]), None) \
+            if addrs is not None else None
+        found = list(broad)
+        if first is not None:
+            found += by_single.get(first, [])
+        out.append(sorted(found))
+        if rule.to is None or (addrs is not None and any(addrs.nets.values())):
+            broad.append(position)
+        if addrs is not None:
+            for version in (4, 6):
+                for value in addrs.singles[version]:
+                    by_single.setdefault((value, version), []).append(position)
+    return out
 
 
 def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
@@ -59,6 +82,8 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
         out.append(Problem(src, line, col, format_path(path), text))
 
     ordered = policy.rules()
+    plain = [_plain_addresses(rule) for _s, _i, rule in ordered]
+    candidates = _shadow_candidates(ordered, plain)
     used: set[str] = set()
     for position, (section, index, rule) in enumerate(ordered):
         path: tuple[str | int, ...] = (section, index)
@@ -79,8 +104,9 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
                      " destination")
         if section == "allow" and rule.to is None and rule.ports is None and rule.owner is None:
             warn(path, f"rule {rule.name!r} allows every destination on every port")
-        for earlier_section, earlier_index, earlier in ordered[:position]:
-            if _shadows(earlier, rule):
+        for earlier_position in candidates[position]:
+            earlier_section, earlier_index, earlier = ordered[earlier_position]
+            if _shadows(earlier, rule, plain[earlier_position], plain[position]):
                 verb = "blocks" if earlier_section == "deny" else "already allows"
                 warn(path, f"rule {rule.name!r} never decides anything: {earlier_section}"
                      f"[{earlier_index}] {earlier.name!r} {verb} all of it first")
