@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from outguard.kernel import netns as ns
+from tests.kernel.topology import Topology, build
 
 
 def kernel_skip_reason() -> str | None:
@@ -72,3 +73,16 @@ def netns2() -> Iterator[str]:
         yield name
     finally:
         ns.delete(name)
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    """A server namespace (where policies are applied) joined to a peer namespace by a veth.
+
+    See tests/kernel/topology.py. Everything (both namespaces, processes left in them, the
+    state directory) is removed after the test, whatever happens.
+    """
+    if reason := kernel_skip_reason():
+        pytest.skip(reason)
+    with build(new_netns) as topo:
+        yield topo

@@ -8,9 +8,11 @@ cgroup paths, comments without quotes), and is quoted here all the same.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _VERDICTS = ("accept", "drop", "return", "continue")
+_IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_./-]*")
 
 
 def _q(text: str) -> str:
@@ -88,8 +90,7 @@ def _obj_ref(body: dict[str, Any]) -> str:
 
 def _name(name: str) -> str:
     # nft's scanner takes identifiers unquoted only; outguard's names are built to fit it
-    if not (name[:1].isalpha() or name[:1] in "_.") or not all(
-            c.isalnum() or c in "_.-/" for c in name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"{name!r} is not an nft identifier")
     return name
 

@@ -77,7 +77,8 @@ def _rules(compiled: Compiled) -> list[Cmd]:
         for rule in chain.rules:
             body = _obj(chain=chain.name, expr=rule.expr)
             if rule.comment:
-                body["comment"] = rule.comment[:120]
+                # nft takes at most 128 bytes of comment (with its NUL)
+                body["comment"] = rule.comment.encode()[:120].decode(errors="ignore")
             out.append({"add": {"rule": body}})
     return out
 

@@ -84,11 +84,12 @@ def _message(err: Any) -> str:
 
 
 
-def _read_list_file(name: str, file: Path, problems: list[Problem]) -> LoadedList | None:
+def _read_list_file(name: str, file: Path, problems: list[Problem],
+                    at: Problem) -> LoadedList | None:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        problems.append(Problem(str(file), 1, 1, f"lists.{name}.file",
+        problems.append(Problem(at.file, at.line, at.col, at.path,
                                 f"cannot read list file: {exc.strerror}"))
         return None
     text = data.decode("utf-8", errors="replace")
@@ -149,6 +150,20 @@ def _check_owner(rule: Rule, path: str, where: Callable[[str], tuple[int, int]],
 
 def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = None,
               known_lists: Callable[[str], bool] | None = None) -> Policy:
+    """Validate policy text; any input gives a Policy or a PolicyError."""
+    try:
+        return _load_text(text, source, base_dir=base_dir, known_lists=known_lists)
+    except RecursionError:
+        raise PolicyError([Problem(source, 1, 1, "", "the document nests too deeply (or refers"
+                                   " to itself through a YAML alias)")]) from None
+    except (ValueError, OverflowError) as exc:
+        # e.g. a NUL byte in a user name or a file name, a date outside what Python can hold:
+        # input no check above anticipated is still a policy error, never a crash
+        raise PolicyError([Problem(source, 1, 1, "", f"cannot load the policy: {exc}")]) from None
+
+
+def _load_text(text: str, source: str, *, base_dir: Path | None,
+               known_lists: Callable[[str], bool] | None) -> Policy:
     """Validate policy text. `known_lists(digest)` says a list file with that content was already
     validated (by an earlier apply), so a million-line list is not parsed again."""
     problems: list[Problem] = []
@@ -210,7 +225,8 @@ def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = No
             if digest and known_lists(digest):
                 lists[name] = _lazy_list_file(name, file, digest)
                 continue
-        loaded = _read_list_file(name, file, problems)
+        at = Problem(source, *where(f"lists.{name}.file"), f"lists.{name}.file", "")
+        loaded = _read_list_file(name, file, problems, at)
         if loaded is not None:
             lists[name] = loaded
 
@@ -244,9 +260,13 @@ def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = No
 def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None = None) -> Policy:
     file = Path(path)
     try:
-        text = file.read_text("utf-8")
+        data = file.read_bytes()
     except OSError as exc:
         raise PolicyError([Problem(str(path), 1, 1, "", f"cannot read policy: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError([Problem(str(path), 1, exc.start + 1, "", "the policy is not UTF-8 text")]) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise PolicyError([Problem(str(path), line, col, "", "the policy is not UTF-8 text")]) from None
     return load_text(text, str(path), base_dir=file.resolve().parent, known_lists=known_lists)

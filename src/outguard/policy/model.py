@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
 
 from outguard.policy.targets import Target, parse_target
 
@@ -50,11 +50,22 @@ PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 Dest = Annotated[Target, BeforeValidator(_target)]
 
 
+def _id_ref(value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{value!r} is not a name or a numeric id")
+    if isinstance(value, int) and not 0 <= value < 2**32:
+        raise ValueError(f"{value} is not a valid numeric id")
+    return value
+
+
+IdRef = Annotated[str | int, PlainValidator(_id_ref, json_schema_input_type=str | int)]
+
+
 class Owner(_Strict):
     """Whose traffic a rule covers (`for:`)."""
 
-    user: str | StrictInt | None = None
-    group: str | StrictInt | None = None
+    user: IdRef | None = None
+    group: IdRef | None = None
     unit: str | None = None
     cgroup: str | None = None
 
@@ -103,6 +114,14 @@ class Rule(_Strict):
     def _ports(cls, value: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
         if value is not None and not value:
             raise ValueError("'ports' is empty: leave it out to mean every port")
+        return value
+
+    @field_validator("expires")
+    @classmethod
+    def _expires(cls, value: datetime | None) -> datetime | None:
+        # nftables' `meta time` counts int64 nanoseconds since 1970: it ends in April 2262
+        if value is not None and value.year >= 2262:
+            raise ValueError(f"{value.isoformat()} is too far away: expiry must be before 2262")
         return value
 
     @field_validator("comment")

@@ -38,11 +38,11 @@ def _addr(text: str) -> tuple[str, int] | None:
     try:
         socket.inet_pton(socket.AF_INET, text)
         return text, 4  # glibc's inet_pton rejects every non-canonical IPv4 form
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         pass
     try:
         packed = socket.inet_pton(socket.AF_INET6, text)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
     return socket.inet_ntop(socket.AF_INET6, packed), 6
 
@@ -147,7 +147,7 @@ def parse_list_lines(lines: Iterable[str]) -> Iterator[tuple[int, Target | LineE
             inet_pton(af4, text)
             yield number, Target("addr", text, 4)
             continue
-        except OSError:
+        except (OSError, ValueError):  # ValueError: an embedded NUL
             pass
         try:
             target = parse_target(text)
@@ -156,6 +156,7 @@ def parse_list_lines(lines: Iterable[str]) -> Iterator[tuple[int, Target | LineE
             yield number, LineError(number, max(col, 1), str(exc))
             continue
         if target.kind == "list":
-            yield number, LineError(number, 1, f"{text!r}: a list file cannot refer to another list")
+            yield number, LineError(number, raw.find(text) + 1,
+                                    f"{text!r}: a list file cannot refer to another list")
             continue
         yield number, target

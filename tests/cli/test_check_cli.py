@@ -1,0 +1,269 @@
+"""The read-only commands through click's CliRunner: check, schema, compile, explain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from outguard.cli.main import cli
+
+GOOD = """\
+version: 1
+allow:
+  - name: web-api
+    to: [203.0.113.10, "2001:db8::10"]
+    ports: [80, 443]
+    proto: tcp
+  - name: backup-as-nobody
+    to: [203.0.113.12]
+    ports: [80]
+    for: {user: nobody}
+deny:
+  - name: attacker-net
+    to: [198.51.100.0/24]
+lists:
+  spare: [192.0.2.9]
+"""
+
+BAD = """\
+version: 1
+allow:
+  - name: web-api
+    to: [10.0.0.300]
+    ports: [70000]
+  - name: x
+    proto: sctp
+"""
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    return path
+
+
+# --- check ------------------------------------------------------------------------------------
+
+def test_check_ok(good: Path) -> None:
+    result = run("check", str(good))
+    assert result.exit_code == 0
+    assert result.stdout == f"{good}: ok (3 rules, 1 lists, 1 warnings)\n"
+    assert result.stderr == (f"warning: {good}:15:10: lists.spare: list 'spare' is not used by"
+                             " any rule\n")
+
+
+def test_check_strict_fails_on_warnings(good: Path) -> None:
+    result = run("check", "--strict", str(good))
+    assert result.exit_code == 1
+    assert "warning: " in result.stderr
+
+
+def test_check_strict_passes_without_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\n")
+    result = run("check", "--strict", str(path))
+    assert result.exit_code == 0
+    assert result.stdout == f"{path}: ok (0 rules, 0 lists, 0 warnings)\n"
+    assert result.stderr == ""
+
+
+def test_check_errors(bad: Path) -> None:
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{bad}:4:10: allow[0].to[0]: '10.0.0.300' is not an IP address, network or host name",
+        f"{bad}:5:13: allow[0].ports[0]: port 70000 is outside 1-65535",
+        f"{bad}:7:12: allow[1].proto: 'sctp': input should be 'tcp', 'udp', 'icmp' or 'any'",
+        "3 error(s); nothing was applied",
+    ]
+
+
+def test_check_the_issue_example_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.policy.test_errors import ISSUE_EXAMPLE
+
+    monkeypatch.chdir(tmp_path)
+    Path("policy.yaml").write_text(ISSUE_EXAMPLE)
+    result = run("check", "policy.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        "policy.yaml:12:9: allow[2].to[0]: '10.0.0.300' is not an IP address, network or host name")
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    result = run("check", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 'nope.yaml'}:1:1: cannot read policy: No such file or directory",
+        "1 error(s); nothing was applied"]
+
+
+def test_check_the_lab_policy() -> None:
+    lab = Path(__file__).resolve().parents[2] / "examples" / "lab-policy.yaml"
+    result = run("check", str(lab))
+    assert result.exit_code == 0
+    assert result.stdout.endswith(": ok (5 rules, 0 lists, 1 warnings)\n")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    result = run("schema")
+    assert result.exit_code == 0
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_schema_is_json_with_the_policy_keys(schema: dict[str, Any]) -> None:
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "outguard policy"
+    assert schema["type"] == "object"
+    assert set(schema["properties"]) == {"version", "mode", "allow", "deny", "lists", "options"}
+    assert schema["required"] == ["version"]
+    assert schema["additionalProperties"] is False
+    rule = schema["$defs"]["Rule"]
+    assert set(rule["properties"]) == {"name", "to", "ports", "proto", "for", "comment",
+                                       "expires"}
+    assert rule["additionalProperties"] is False
+    assert set(schema["$defs"]["Options"]["properties"]) == {
+        "default_action", "nflog_group", "log_rate", "forward"}
+
+
+def _types(node: dict[str, Any], defs: dict[str, Any]) -> set[str]:
+    """The JSON types a schema node accepts (enough of JSON Schema for this check)."""
+    if "$ref" in node:
+        return _types(defs[node["$ref"].rsplit("/", 1)[1]], defs)
+    if "anyOf" in node:
+        return set().union(*(_types(n, defs) for n in node["anyOf"]))
+    if "type" in node:
+        return {node["type"]} if isinstance(node["type"], str) else set(node["type"])
+    return {"string", "integer", "number", "boolean", "array", "object", "null"}  # anything
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: `outguard schema` describes the parsed types, not what a "
+                   "policy file holds: `to` items are Target objects {kind, value, version} and "
+                   "`ports` items [int, int] pairs, so an editor flags every valid policy; the "
+                   "BeforeValidator fields (Dest, PortRange, ListDef) need json_schema_input_type")
+def test_schema_accepts_what_policies_contain(schema: dict[str, Any]) -> None:
+    defs = schema["$defs"]
+    rule = defs["Rule"]["properties"]
+    to_items = next(n for n in rule["to"]["anyOf"] if n.get("type") == "array")["items"]
+    assert "string" in _types(to_items, defs)
+    port_items = next(n for n in rule["ports"]["anyOf"] if n.get("type") == "array")["items"]
+    assert {"integer", "string"} <= _types(port_items, defs)
+    assert "array" in _types(schema["properties"]["lists"]["additionalProperties"], defs)
+
+
+# --- compile ----------------------------------------------------------------------------------
+
+def test_compile_prints_nft_text(good: Path) -> None:
+    result = run("compile", str(good))
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["add table inet outguard", "delete table inet outguard",
+                         "add table inet outguard"]
+    assert 'add rule inet outguard v_deny_attacker-net limit rate 10/second burst 10 packets' \
+        ' log prefix "og:deny:attacker-net" group 0' in lines
+    assert lines[-1] == 'add rule inet outguard output counter name "default" goto v_default'
+    assert "warning: " in result.stderr  # the unused list
+
+
+def test_compile_json(good: Path) -> None:
+    result = run("compile", "--json", str(good))
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["nftables"][0] == {"metainfo": {"json_schema_version": 1}}
+    rules = [c["add"]["rule"] for c in doc["nftables"] if "rule" in c.get("add", {})]
+    assert {r["chain"] for r in rules} >= {"output", "deny", "allow", "v_default"}
+    assert rules[-1]["expr"] == [{"counter": "default"}, {"goto": {"target": "v_default"}}]
+
+
+def test_compile_text_and_json_agree(good: Path) -> None:
+    from outguard.compile import nft_text
+
+    text = run("compile", str(good)).stdout
+    doc = json.loads(run("compile", "--json", str(good)).stdout)
+    assert nft_text.script(doc["nftables"]) == text
+
+
+def test_compile_errors(bad: Path) -> None:
+    result = run("compile", str(bad))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "3 error(s); nothing was applied"
+
+
+# --- explain ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--to", "203.0.113.10", "--port", "443"],
+     "ALLOW  203.0.113.10 port 443/tcp: accept by allow:web-api\n"
+     "       allow rule 'web-api' matches: 203.0.113.10 is in its destinations;"
+     " port 443/tcp is allowed by it\n"),
+    (["--to", "198.51.100.9", "--port", "443"],
+     "DENY   198.51.100.9 port 443/tcp: drop by deny:attacker-net\n"
+     "       deny rule 'attacker-net' matches: 198.51.100.9 is in its destinations;"
+     " deny beats allow\n"),
+    (["--to", "203.0.113.12", "--port", "80", "--user", "nobody"],
+     "ALLOW  203.0.113.12 port 80/tcp: accept by allow:backup-as-nobody\n"
+     "       allow rule 'backup-as-nobody' matches: 203.0.113.12 is in its destinations;"
+     " port 80/tcp is allowed by it; the socket belongs to uid 65534\n"),
+    (["--to", "203.0.113.12", "--port", "80", "--user", "0"],
+     "DENY   203.0.113.12 port 80/tcp: drop by default\n"
+     "       no allow rule matches, so the default applies\n"),
+    (["--to", "2001:db8::10", "--port", "80", "--proto", "udp"],
+     "DENY   2001:db8::10 port 80/udp: drop by default\n"
+     "       no allow rule matches, so the default applies\n"),
+    (["--to", "203.0.113.10", "--proto", "icmp"],
+     "DENY   203.0.113.10 icmp: drop by default\n"
+     "       no allow rule matches, so the default applies\n"),
+])
+def test_explain(good: Path, args: list[str], expected: str) -> None:
+    result = run("explain", str(good), *args)
+    assert result.exit_code == 0
+    assert result.stdout == expected
+
+
+def test_explain_json(good: Path) -> None:
+    result = run("explain", str(good), "--to", "203.0.113.10", "--port", "80", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == [{
+        "destination": "203.0.113.10", "action": "allow", "verdict": "accept",
+        "rule": "allow:web-api",
+        "reason": "allow rule 'web-api' matches: 203.0.113.10 is in its destinations;"
+                  " port 80/tcp is allowed by it"}]
+
+
+def test_explain_unknown_user(good: Path) -> None:
+    result = run("explain", str(good), "--to", "203.0.113.10", "--user", "no-such-user-xyz")
+    assert result.exit_code == 1
+    assert result.stderr == "error: no user 'no-such-user-xyz' on this machine\n"
+
+
+def test_explain_bad_destination(good: Path) -> None:
+    result = run("explain", str(good), "--to", "10.0.0.300")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: '10.0.0.300' is not an IP address, network or host name\n")
+
+
+def test_explain_bad_policy(bad: Path) -> None:
+    result = run("explain", str(bad), "--to", "203.0.113.10")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == "3 error(s); nothing was applied"

@@ -1,0 +1,161 @@
+"""lower: policy → IR with a fake resolver and a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from outguard.compile.ir import Elements
+from outguard.compile.lower import lower
+from outguard.errors import PolicyError
+from outguard.policy.load import load_policy, load_text
+from tests.compile.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered
+
+
+def test_options_reach_the_ruleset() -> None:
+    policy = load_text("version: 1\nmode: audit\noptions: {default_action: reject,"
+                       " nflog_group: 5, log_rate: 7/hour, forward: true}\n")
+    rs = lowered(policy)
+    assert (rs.mode, rs.default_action, rs.nflog_group, rs.log_rate, rs.forward) == \
+        ("audit", "reject", 5, (7, "hour"), True)
+    assert rs.policy_digest == policy.digest
+    assert rs.rules() == ()
+
+
+def test_host_names_are_resolved_through_the_given_resolver() -> None:
+    rs = lowered(load_text("version: 1\nallow:\n  - {name: m, to: [Mirror.Example.Test.,"
+                           " 203.0.113.5], ports: [80], proto: tcp}\n"))
+    (rule,) = rs.allow
+    assert rule.names == ("mirror.example.test",)
+    assert rs.resolved == {"mirror.example.test": ("203.0.113.20", "2001:db8:1::20")}
+    assert rs.sources[rule.inline or ""].elements == Elements(
+        v4=("203.0.113.20", "203.0.113.5"), v6=("2001:db8:1::20",))
+
+
+def test_resolver_answers_are_parsed_and_deduplicated() -> None:
+    answers = {"h.example.test": ["203.0.113.9", "not an address", "203.0.113.9", "2001:DB8::9"]}
+    rs = lower(load_text("version: 1\nallow:\n  - {name: h, to: [h.example.test]}\n"),
+               resolver=lambda n: answers[n], now=FIXED_NOW)
+    assert rs.sources["rule:allow:h"].elements == Elements(v4=("203.0.113.9",),
+                                                           v6=("2001:db8::9",))
+
+
+def test_a_host_name_that_does_not_resolve_is_an_error() -> None:
+    policy = load_text("version: 1\nallow:\n  - {name: h, to: [nowhere.example.test]}\n",
+                       "p.yaml")
+    with pytest.raises(PolicyError) as err:
+        lowered(policy)
+    (problem,) = err.value.problems
+    assert problem.file == "p.yaml"
+    assert problem.message == ("host name 'nowhere.example.test' does not resolve: nothing would"
+                               " be allowed or denied for it")
+
+
+def test_a_host_name_that_does_not_resolve_is_reported_where_it_is() -> None:
+    policy = load_text("version: 1\nallow:\n  - name: h\n    to:\n      - nowhere.example.test\n",
+                       "p.yaml")
+    with pytest.raises(PolicyError) as err:
+        lowered(policy)
+    assert [str(p) for p in err.value.problems] == [
+        "p.yaml:5:9: allow[0].to[0]: host name 'nowhere.example.test' does not resolve:"
+        " nothing would be allowed or denied for it"]
+
+
+def test_an_unresolvable_name_in_an_inline_list_is_reported_in_the_list() -> None:
+    policy = load_text("version: 1\nallow:\n  - {name: a, to: ['@l']}\n"
+                       "lists:\n  l:\n    - 203.0.113.1\n    - nowhere.example.test\n",
+                       "p.yaml")
+    with pytest.raises(PolicyError) as err:
+        lowered(policy)
+    assert [(p.line, p.col, p.path) for p in err.value.problems] == [(7, 7, "lists.l[1]")]
+
+
+def test_names_in_list_files_are_left_to_the_dns_resolver(tmp_path: Path) -> None:
+    (tmp_path / "feed.txt").write_text("nowhere.example.test\n203.0.113.1\n")
+    (tmp_path / "p.yaml").write_text("version: 1\ndeny:\n  - {name: f, to: ['@feed']}\n"
+                                     "lists:\n  feed: {file: feed.txt}\n")
+    asked: list[str] = []
+
+    def resolver(name: str) -> list[str]:
+        asked.append(name)
+        return []
+
+    rs = lower(load_policy(tmp_path / "p.yaml"), resolver=resolver, now=FIXED_NOW)
+    assert asked == []
+    assert rs.sources["list:feed"].elements == Elements(v4=("203.0.113.1",))
+
+
+def test_names_in_inline_lists_are_resolved() -> None:
+    rs = lowered(load_text("version: 1\nallow:\n  - {name: a, to: ['@l']}\n"
+                           "lists:\n  l: [mirror.example.test]\n"))
+    assert rs.sources["list:l"].elements.v4 == ("203.0.113.20",)
+
+
+def test_expired_rules_are_left_out_at_the_given_time() -> None:
+    policy = load_text("version: 1\nallow:\n"
+                       "  - {name: past, to: [203.0.113.1], expires: 2026-06-01T11:59:59Z}\n"
+                       "  - {name: now, to: [203.0.113.2], expires: 2026-06-01T12:00:00Z}\n"
+                       "  - {name: soon, to: [203.0.113.3], expires: 2026-06-01T12:00:01Z}\n"
+                       "  - {name: always, to: [203.0.113.4]}\n")
+    assert [r.name for r in lowered(policy).allow] == ["soon", "always"]
+    assert [r.name for r in lowered(policy, FIXED_NOW - timedelta(hours=1)).allow] == \
+        ["past", "now", "soon", "always"]
+    (soon, _always) = lowered(policy).allow
+    assert soon.match.until == datetime(2026, 6, 1, 12, 0, 1, tzinfo=UTC)
+    assert soon.index == 2  # the index as written, not among live rules
+
+
+def test_expires_with_an_offset_is_converted_to_utc() -> None:
+    rs = lowered(load_text("version: 1\nallow:\n  - {name: a, to: [203.0.113.1],"
+                           " expires: '2026-06-02T00:00:00+02:00'}\n"))
+    assert rs.allow[0].match.until == datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
+
+
+def test_a_list_only_used_by_expired_rules_is_no_source() -> None:
+    rs = lowered(load_text("version: 1\nallow:\n"
+                           "  - {name: a, to: ['@l'], expires: 2001-01-01T00:00:00Z}\n"
+                           "lists:\n  l: [203.0.113.1]\n"))
+    assert rs.sources == {}
+
+
+def test_owners_become_ids_and_cgroups() -> None:
+    rs = lowered(load_policy(GOLDEN / "owners.yaml"))
+    matches = {r.name: r.match for r in rs.rules()}
+    assert matches["backup-as-nobody"].uid == 65534
+    assert matches["root-ssh"].uid == 0
+    assert (matches["group-app"].uid, matches["group-app"].gid) == (None, 65534)
+    assert (matches["root-in-group"].uid, matches["root-in-group"].gid) == (0, 0)
+    rs = lowered(load_policy(GOLDEN / "unit.yaml"))
+    matches = {r.name: r.match for r in rs.rules()}
+    assert (matches["nginx-upstream"].cgroup, matches["nginx-upstream"].cgroup_level) == \
+        ("system.slice/nginx.service", 2)
+    assert (matches["batch-cgroup"].cgroup, matches["batch-cgroup"].cgroup_level) == \
+        ("system.slice/batch.slice/job.service", 3)
+
+
+def test_sources_inline_lists_and_any_destination() -> None:
+    rs = lowered(load_policy(GOLDEN / "lists.yaml"))
+    rules = {r.name: r for r in rs.rules()}
+    assert rules["mirrors"].inline == "rule:allow:mirrors"
+    assert rules["mirrors"].lists == ("list:mirrors",)
+    assert rules["partners"].inline is None
+    assert rules["feed"].lists == ("list:blocklist",)
+    assert set(rs.sources) == {"list:blocklist", "list:mirrors", "rule:allow:mirrors"}
+    assert rs.sources["list:mirrors"].is_list
+    assert rs.sources["list:blocklist"].kinds == frozenset({"4a", "4n", "6a", "6n"})
+    rs = lowered(load_policy(GOLDEN / "any-destination.yaml"))
+    assert [r.any_destination for r in rs.rules()] == [True, True, True, True, True, False]
+
+
+def test_wildcards_are_kept_for_the_dns_resolver() -> None:
+    rs = lowered(load_policy(GOLDEN / "hostnames.yaml"))
+    cdn = next(r for r in rs.allow if r.name == "cdn")
+    assert cdn.wildcards == ("*.cdn.example.test",)
+    assert (cdn.inline, cdn.lists, cdn.any_destination) == (None, (), False)
+
+
+def test_fake_resolver_is_what_the_goldens_use() -> None:
+    assert fake_resolver("mirror.example.test") == ["203.0.113.20", "2001:db8:1::20"]
+    assert fake_resolver("unknown.example.test") == []

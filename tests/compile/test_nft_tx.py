@@ -1,0 +1,219 @@
+"""nft_tx: the full and delta transactions, against a recorded inventory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from outguard.compile import nft_tx
+from outguard.compile.nft import Compiled
+from outguard.compile.nft_tx import Inventory
+from tests.compile.helpers import GOLDEN, compiled_file, compiled_of
+
+Cmd = dict[str, Any]
+
+OLD = """\
+version: 1
+deny:
+  - name: attacker-net
+    to: [198.51.100.0/24]
+  - name: gone-deny
+    to: [198.51.100.7]
+    ports: [25]
+allow:
+  - name: web
+    to: [203.0.113.10]
+    ports: [443]
+    proto: tcp
+  - name: mirrors
+    to: ["@mirrors"]
+    ports: [80]
+    proto: tcp
+  - name: old-feed
+    to: ["@old"]
+lists:
+  mirrors: [203.0.113.200, 203.0.113.208/29]
+  old: [203.0.113.99]
+"""
+
+NEW = """\
+version: 1
+deny:
+  - name: attacker-net
+    to: [198.51.100.0/24]
+allow:
+  - name: web
+    to: [203.0.113.10, 203.0.113.11]
+    ports: [443]
+    proto: tcp
+  - name: mirrors
+    to: ["@mirrors"]
+    ports: [80]
+    proto: tcp
+  - name: new-rule
+    to: ["2001:db8:1::/48"]
+lists:
+  mirrors: [203.0.113.200, 203.0.113.208/29]
+options:
+  forward: true
+"""
+
+
+def _kinds(cmds: list[Cmd]) -> list[tuple[str, str, str]]:
+    """(verb, kind, name) of each command; rules by their chain."""
+    out = []
+    for cmd in cmds:
+        ((verb, obj),) = cmd.items()
+        ((kind, body),) = obj.items()
+        out.append((verb, kind, body.get("name") or body.get("chain", "")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def old() -> Compiled:
+    return compiled_of(OLD)
+
+
+@pytest.fixture(scope="module")
+def new() -> Compiled:
+    return compiled_of(NEW)
+
+
+@pytest.fixture(scope="module")
+def delta(old: Compiled, new: Compiled) -> list[tuple[str, str, str]]:
+    return _kinds(nft_tx.delta(new, Inventory.of(old)))
+
+
+def test_full_replaces_the_table(new: Compiled) -> None:
+    kinds = _kinds(nft_tx.full(new))
+    assert kinds[:3] == [("add", "table", "outguard"), ("delete", "table", "outguard"),
+                         ("add", "table", "outguard")]
+    assert ("add", "counter", "default") in kinds
+    assert {n for v, k, n in kinds if k == "chain"} == set(new.chains)
+    assert {n for v, k, n in kinds if k in ("set", "map")} == set(new.sets)
+    assert {n for v, k, n in kinds if k == "counter"} == set(new.counters)
+    assert sum(1 for _v, k, _n in kinds if k == "rule") == \
+        sum(len(c.rules) for c in new.chains.values())
+
+
+def test_full_declares_before_use(new: Compiled) -> None:
+    """Counters and chains exist before the map elements and rules that refer to them."""
+    kinds = _kinds(nft_tx.full(new))
+    first_rule = next(i for i, (_v, k, _n) in enumerate(kinds) if k == "rule")
+    first_element = next(i for i, (_v, k, _n) in enumerate(kinds) if k == "element")
+    last_chain = max(i for i, (_v, k, _n) in enumerate(kinds) if k == "chain")
+    last_counter = max(i for i, (_v, k, _n) in enumerate(kinds) if k == "counter")
+    assert last_counter < last_chain < first_element < first_rule
+    for i, (_verb, kind, name) in enumerate(kinds):
+        if kind == "element":
+            assert kinds[i - 1][2] == name and kinds[i - 1][1] in ("set", "map")
+
+
+def test_delta_never_touches_the_table_or_the_ruleset(delta: list[tuple[str, str, str]]) -> None:
+    assert delta[0] == ("add", "table", "outguard")
+    assert ("delete", "table", "outguard") not in delta
+    assert all(k != "table" for _v, k, _n in delta[1:])
+
+
+def test_delta_flushes_every_old_chain_first(old: Compiled,
+                                             delta: list[tuple[str, str, str]]) -> None:
+    flushes = [n for v, k, n in delta if v == "flush"]
+    assert flushes == list(old.chains)
+    first_other = next(i for i, (v, _k, _n) in enumerate(delta[1:], 1) if v != "flush")
+    assert all(v == "flush" for v, _k, _n in delta[1:first_other])
+
+
+def test_delta_deletes_what_is_gone(old: Compiled, new: Compiled,
+                                    delta: list[tuple[str, str, str]]) -> None:
+    deleted = {(k, n) for v, k, n in delta if v == "delete"}
+    gone_sets = set(old.sets) - set(new.sets)
+    gone_chains = set(old.chains) - set(new.chains)
+    gone_counters = set(old.counters) - set(new.counters)
+    assert gone_sets and gone_chains and gone_counters  # the test policies make sure of it
+    assert {"deny.gone-deny", "allow.old-feed"} <= gone_counters
+    assert "v_deny_gone-deny" in gone_chains
+    assert deleted == ({("map" if n.startswith("m_") else "set", n) for n in gone_sets}
+                       | {("chain", n) for n in gone_chains}
+                       | {("counter", n) for n in gone_counters})
+
+
+def test_delta_deletes_maps_before_sets_and_chains(delta: list[tuple[str, str, str]]) -> None:
+    """A map's elements `goto` group chains: the map must go before the chains it names."""
+    order = [(k, n) for v, k, n in delta if v == "delete"]
+    kinds = [k for k, _n in order]
+    assert "map" in kinds and "set" in kinds and "chain" in kinds
+    last_map = max(i for i, k in enumerate(kinds) if k == "map")
+    first_set = min(i for i, k in enumerate(kinds) if k == "set")
+    first_chain = min(i for i, k in enumerate(kinds) if k == "chain")
+    assert last_map < first_set < first_chain
+    # counters go after the rules that used them were flushed
+    first_counter = min(i for i, k in enumerate(kinds) if k == "counter")
+    assert first_counter > first_chain
+
+
+def test_delta_creates_only_new_objects(old: Compiled, new: Compiled,
+                                        delta: list[tuple[str, str, str]]) -> None:
+    created = [(k, n) for v, k, n in delta if v == "add" and k in ("set", "map", "chain",
+                                                                   "counter")]
+    assert {n for k, n in created if k in ("set", "map")} == set(new.sets) - set(old.sets)
+    assert {n for k, n in created if k == "chain"} == set(new.chains) - set(old.chains)
+    assert {n for k, n in created if k == "counter"} == set(new.counters) - set(old.counters)
+    assert ("chain", "forward") in created  # forward: true adds the base chain
+    # the unchanged list `mirrors` keeps its kernel sets: not declared, no elements added
+    kept = [n for n in new.sets if n.startswith("l_mirrors_")]
+    assert kept and all(n in old.sets for n in kept)
+    assert not any(n in kept for v, k, n in delta if k in ("set", "element"))
+    # per-rule counters that still exist keep counting
+    assert ("counter", "allow.web") not in created
+    assert ("counter", "default") not in created
+
+
+def test_delta_adds_every_rule_after_the_objects(new: Compiled,
+                                                 delta: list[tuple[str, str, str]]) -> None:
+    rules = [n for _v, k, n in delta if k == "rule"]
+    assert rules == [c.name for c in new.chains.values() for _r in c.rules]
+    first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
+    assert all(k == "rule" for _v, k, _n in delta[first_rule:])
+
+
+def test_delta_against_itself_only_refills_chains(new: Compiled) -> None:
+    kinds = _kinds(nft_tx.delta(new, Inventory.of(new)))
+    assert {v for v, _k, _n in kinds} == {"add", "flush"}
+    assert {k for v, k, _n in kinds if v == "add"} == {"table", "rule"}
+
+
+def test_delta_against_an_empty_inventory_creates_everything(new: Compiled) -> None:
+    full = _kinds(nft_tx.full(new))[3:]
+    assert _kinds(nft_tx.delta(new, Inventory()))[1:] == full
+
+
+def test_delta_of_unchanged_list_files_keeps_their_sets() -> None:
+    before = compiled_file(GOLDEN / "lists.yaml")
+    kinds = _kinds(nft_tx.delta(before, Inventory.of(before)))
+    assert not any(k in ("set", "map", "element") for _v, k, _n in kinds)
+
+
+def test_inventory_round_trip(new: Compiled) -> None:
+    inv = Inventory.of(new)
+    assert Inventory.from_json(inv.to_json()) == inv
+    assert Inventory.from_json({}) == Inventory()
+
+
+def test_remove_deletes_only_the_own_table() -> None:
+    assert nft_tx.remove() == [{"add": {"table": {"family": "inet", "name": "outguard"}}},
+                               {"delete": {"table": {"family": "inet", "name": "outguard"}}}]
+
+
+def test_document_wraps_commands() -> None:
+    doc = nft_tx.document([{"add": {"table": {"family": "inet", "name": "outguard"}}}])
+    assert doc == {"nftables": [{"metainfo": {"json_schema_version": 1}},
+                                {"add": {"table": {"family": "inet", "name": "outguard"}}}]}
+
+
+def test_empty_sets_get_no_element_command() -> None:
+    compiled = compiled_of("version: 1\nallow:\n  - {name: a, to: ['@l']}\n"
+                           "lists:\n  l: []\n")
+    # an empty list makes no kernel set at all: nothing can match it
+    assert not compiled.sets
+    assert all(k != "element" for _v, k, _n in _kinds(nft_tx.full(compiled)))
