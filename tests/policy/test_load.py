@@ -223,11 +223,14 @@ def test_hostile_inputs_give_a_policy_error(text: str, tmp_path: Path) -> None:
                    "load_text's catch-all and reported at 1:1 with no path; every error should "
                    "name the value's line:col and path")
 @pytest.mark.parametrize(("text", "where"), [
-    ('version: 1\nallow:\n  - {name: a, for: {user: "a\\0b"}}\n', (3, 27, "allow[0].for.user")),
-    ('version: 1\nallow:\n  - {name: a, for: {group: "a\\0b"}}\n', (3, 28, "allow[0].for.group")),
-    ('version: 1\nlists:\n  x: {file: "a\\0b"}\n', (3, 13, "lists.x.file")),
-    ('version: 1\nallow:\n  - {name: a, expires: "0001-01-01T00:00:00+01:00"}\n',
-     (3, 24, "allow[0].expires")),
+    pytest.param('version: 1\nallow:\n  - {name: a, for: {user: "a\\0b"}}\n',
+                 (3, 27, "allow[0].for.user"), id="nul-in-user"),
+    pytest.param('version: 1\nallow:\n  - {name: a, for: {group: "a\\0b"}}\n',
+                 (3, 28, "allow[0].for.group"), id="nul-in-group"),
+    pytest.param('version: 1\nlists:\n  x: {file: "a\\0b"}\n', (3, 13, "lists.x.file"),
+                 id="nul-in-list-file-name"),
+    pytest.param('version: 1\nallow:\n  - {name: a, expires: "0001-01-01T00:00:00+01:00"}\n',
+                 (3, 24, "allow[0].expires"), id="expires-before-year-1-utc"),
 ])
 def test_hostile_values_are_reported_where_they_are(text: str, where: tuple[int, int, str],
                                                     tmp_path: Path) -> None:
