@@ -51,9 +51,7 @@ def new_netns() -> str:
     return name
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A fresh network namespace (`ogt-<hex>`, lo up), deleted after the test whatever happens."""
+def _fresh_netns() -> Iterator[str]:
     if reason := kernel_skip_reason():
         pytest.skip(reason)
     name = new_netns()
@@ -61,18 +59,18 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         ns.delete(name)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh network namespace (`ogt-<hex>`, lo up), deleted after the test whatever happens."""
+    yield from _fresh_netns()
 
 
 @pytest.fixture
 def netns2() -> Iterator[str]:
     """A second, independent namespace for tests that need two at once."""
-    if reason := kernel_skip_reason():
-        pytest.skip(reason)
-    name = new_netns()
-    try:
-        yield name
-    finally:
-        ns.delete(name)
+    yield from _fresh_netns()
 
 
 @pytest.fixture
