@@ -1,0 +1,1 @@
+"""Exporters: the same IR, rendered for firewalls other than nftables (see `fidelity`)."""

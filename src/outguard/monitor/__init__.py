@@ -1,0 +1,1 @@
+"""The monitor: NFLOG packets → events → attribution → classification → incidents → store/alerts."""
