@@ -83,7 +83,12 @@ def _elem_range(elem: Any, version: int) -> tuple[int, int]:
     raise ValueError(f"unknown set element {elem!r}")
 
 
-def _port_in(port: int, right: Any) -> bool:
+def _port_in(port: int, right: Any, sets: dict[str, NftSet] | None = None) -> bool:
+    if isinstance(right, str) and right.startswith("@") and sets is not None and right[1:] in sets:
+        named = sets[right[1:]]
+        if named.key_type != "inet_service" or not named.interval:
+            raise ValueError(f"port set {right!r} is not an interval set of inet_service")
+        return any(_port_in(port, item) for item in named.elements())
     if isinstance(right, int):
         return port == right
     if isinstance(right, dict) and "range" in right:
@@ -162,7 +167,7 @@ class Evaluator:
                     raise ValueError("`th dport` without an l4proto check before it")
                 if protocol not in ("tcp", "udp", "th"):
                     raise ValueError(f"unknown dport protocol {protocol!r}")
-                return pkt.port is not None and _port_in(pkt.port, right)
+                return pkt.port is not None and _port_in(pkt.port, right, self.compiled.sets)
             if protocol == "icmpv6" and fld == "type":
                 return False  # the tests send no neighbour discovery
             raise ValueError(f"unknown payload {left}")

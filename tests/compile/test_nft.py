@@ -31,7 +31,7 @@ L4 = {"meta": {"key": "l4proto"}}
      [_m({"payload": {"protocol": "tcp", "field": "dport"}},
          {"set": [80, {"range": [8000, 8100]}]})]),
     (Match(proto="tcp", ports=((8000, 8100),)),
-     [_m({"payload": {"protocol": "tcp", "field": "dport"}}, {"set": [{"range": [8000, 8100]}]})]),
+     [_m({"payload": {"protocol": "tcp", "field": "dport"}}, {"range": [8000, 8100]})]),
     (Match(proto="any", ports=((53, 53),)),
      [_m(L4, {"set": ["tcp", "udp"]}), _m({"payload": {"protocol": "th", "field": "dport"}}, 53)]),
     (Match(proto="icmp"), [_m(L4, {"set": ["icmp", "ipv6-icmp"]})]),
@@ -44,6 +44,26 @@ L4 = {"meta": {"key": "l4proto"}}
 ])
 def test_conditions(match: Match, expected: list[dict[str, Any]]) -> None:
     assert conditions(match) == expected
+
+
+def test_rules_with_the_same_ports_share_one_named_port_set() -> None:
+    # An anonymous set per rule made a 1,000-rule apply cost ~0.5 s of libnftables evaluation.
+    policy = load_text("""
+version: 1
+allow:
+  - {name: a, to: [192.0.2.1], ports: [443, 8000-8100], proto: tcp}
+  - {name: b, to: [192.0.2.2], ports: [443, 8000-8100], proto: tcp}
+  - {name: c, to: [192.0.2.3], ports: [53, 443], proto: any}
+""", "p.yaml")
+    compiled = compile_ruleset(lowered(policy))
+    port_sets = {n: s for n, s in compiled.sets.items() if n.startswith("p_")}
+    assert len(port_sets) == 2
+    assert sorted(s.elements() for s in port_sets.values()) == sorted(
+        [[443, {"range": [8000, 8100]}], [53, 443]])
+    exprs = [e for chain in compiled.chains.values() for rule in chain.rules for e in rule.expr]
+    refs = [e["match"]["right"] for e in exprs
+            if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "dport"]
+    assert sorted(set(refs)) == sorted(f"@{n}" for n in port_sets)
 
 
 def test_kernel_counter_names() -> None:

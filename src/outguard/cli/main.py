@@ -17,8 +17,29 @@ from outguard.errors import OutguardError
 
 POLICY = click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
 
+# Commands whose modules are heavy (the lab, the agent, feeds, DNS) are imported only when they
+# run: name → "module:attribute". Add new command groups here, not as imports.
+LAZY_COMMANDS: dict[str, str] = {
+    "lab": "outguard.cli.lab_cmd:lab",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib  # noqa: PLC0415
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="outguard")
 def cli() -> None:
     """outguard: default-deny egress filtering, enforced by nftables."""
@@ -103,11 +124,6 @@ def _register() -> None:
     from outguard.cli import kernel_cmds  # noqa: PLC0415
 
     kernel_cmds.register(cli)
-    try:
-        from outguard.cli.lab_cmd import lab  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the lab ships with the package
-        return
-    cli.add_command(lab)
 
 
 _register()
