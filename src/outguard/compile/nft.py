@@ -199,10 +199,10 @@ class _Builder:
 
     def entries(self, rule: IRRule, bare: bool) -> list[NftRule]:
         """The rule's kernel rules: `bare` when the address was already matched by a map."""
-        key = (rule.section, rule.index)
-        if key not in self.tails:
-            self.tails[key] = (conditions(rule.match, self.port_set), self.rule_verdict(rule))
-        cond, verdict = self.tails[key]
+        tail_key = (rule.section, rule.index)
+        if tail_key not in self.tails:
+            self.tails[tail_key] = (conditions(rule.match, self.port_set), self.rule_verdict(rule))
+        cond, verdict = self.tails[tail_key]
         comment = rule.comment
         if bare or rule.any_destination:
             return [NftRule([*cond, *verdict], comment)]
