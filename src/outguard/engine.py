@@ -96,10 +96,11 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
     with state.locked():
         before = state.read("applied")
         known = before[0].lists if before else {}
-        pending = state.pending()
-        if confirm_timeout is not None and pending is not None:
-            raise StateError("an earlier apply still waits for `outguard confirm`; confirm or"
-                             " roll it back first")
+        if state.pending() is not None:
+            # Taking a new policy now would make the unconfirmed one `previous`, and its
+            # watchdog would then "roll back" to it.
+            raise StateError("an earlier apply still waits for `outguard confirm`: confirm it or"
+                             " run `outguard rollback` first")
         policy = load_policy(path, known_lists=lambda digest: digest in known)
         t_load = time.perf_counter()
         ruleset = lower(policy, resolver=resolver)
@@ -121,7 +122,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             if spawn_watchdog is None:
                 raise StateError("no watchdog launcher for --confirm-timeout")
             token, deadline = uuid.uuid4().hex, now() + confirm_timeout
-            new_pending = Pending(token, deadline, 0, policy.digest)
+            base = before[0].snapshot_id if before is not None else ""
+            new_pending = Pending(token, deadline, 0, policy.digest, base)
             state.set_pending(new_pending)
             new_pending.watchdog_pid = spawn_watchdog(token, deadline)
             state.set_pending(new_pending)
@@ -148,7 +150,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             mode=policy.doc.mode, source=str(path.resolve()), inventory=inventory.to_json(),
             counters={"default": "default", **{r.counter: kernel_counter(r.counter)
                                                for r in ruleset.rules()}},
-            lists=lists, warnings=[str(w) for w in policy.warnings])
+            lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex)
         state.write(snap, policy.text, _stored_form(compiled))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,
@@ -171,19 +173,23 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
         pending = state.pending()
         if token is not None and (pending is None or pending.token != token):
             return "confirmed in time: nothing to roll back"
-        if state.read("applied") is None and pending is None:
+        applied = state.read("applied")
+        if applied is None and pending is None:
             return "nothing applied: nothing to roll back"
-        previous = state.read("previous")
-        if previous is None:
+        unrecorded = pending is not None and pending.base == (applied[0].snapshot_id if applied
+                                                               else "")
+        target = applied if unrecorded else state.read("previous")
+        if target is None:
             kernel.run_json(nft_tx.document(nft_tx.remove()))
             state.clear()
             message = "no previous state: removed outguard's table"
         else:
-            cmds = expand(previous[1], state)
+            cmds = expand(target[1], state)
             text = any("socket" in str(c) for c in cmds if "rule" in c.get("add", {}))
             _run(kernel, cmds, text)
-            state.restore_previous()
-            message = f"rolled back to the policy applied at {previous[0].applied_at}"
+            if not unrecorded:
+                state.restore_previous()
+            message = f"rolled back to the policy applied at {target[0].applied_at}"
         state.clear_pending()
         if pending is not None and token is None:
             _stop(pending.watchdog_pid)

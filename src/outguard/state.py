@@ -43,6 +43,7 @@ class Snapshot:
     counters: dict[str, str]  # decision key ("allow:web") → kernel counter name ("allow.web")
     lists: dict[str, list[str]] = field(default_factory=dict)  # list digest → set kinds
     warnings: list[str] = field(default_factory=list)
+    snapshot_id: str = ""  # unique per apply: tells whether an apply got as far as its state write
 
 
 @dataclass
@@ -51,6 +52,10 @@ class Pending:
     deadline: float
     watchdog_pid: int
     policy_hash: str
+    # snapshot_id of what was applied when this apply began ("" = nothing; "?" = not recorded,
+    # a file from an older outguard). While `applied` still has this id, the unconfirmed apply
+    # never recorded its state (it died), and a rollback restores `applied`, not `previous`.
+    base: str = "?"
 
 
 def write_private(path: Path, data: str | bytes) -> None:

@@ -371,10 +371,6 @@ def test_rollback_without_previous_state_removes_the_table(topology: Topology) -
     assert topology.passes(Probe("198.51.100.7", 443)) == [True]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the watchdog of a pending `apply --confirm-timeout` rolls back to `previous`, which a "
-    "later plain `apply` has turned into the unconfirmed policy itself: A, B (pending), C -> "
-    "after B's deadline the kernel holds B"))
 def test_apply_while_a_confirmation_is_pending_never_ends_on_the_unconfirmed_policy(
         with_a: Topology) -> None:
     """A applied; B applied with --confirm-timeout; C applied (no timeout) before B's deadline.
@@ -470,13 +466,6 @@ def test_other_tables_are_untouched_by_apply_reapply_rollback_and_remove(
     assert _other_texts(topo, others) == texts
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `rollback` restores `previous`, but `previous` is the policy before the unconfirmed one "
-    "only once engine.apply_policy has written its state. An apply --confirm-timeout that dies "
-    "after the kernel commit but before StateDir.write (watchdog running), or after recording "
-    "the pending confirmation but before the commit (no watchdog, the user runs `rollback`), "
-    "leaves `applied` = A and `previous` = what came before A (here nothing): the rollback "
-    "removes outguard's table instead of restoring A"))
 @pytest.mark.parametrize("dies", ["after-kernel-commit", "before-kernel-commit"])
 def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
         with_a: Topology, monkeypatch: pytest.MonkeyPatch, dies: str) -> None:
