@@ -194,3 +194,15 @@ def test_rule_matches_gives_the_reason_or_none() -> None:
         "203.0.113.10 is in its destinations; port 443/tcp is allowed by it"
     assert rule_matches(RS, web, Flow(dst="203.0.113.10", port=22), CASE_NOW) is None
     assert rule_matches(RS, web, Flow(dst="not an address", port=443), CASE_NOW) is None
+
+
+@pytest.mark.parametrize(("mapped", "plain"), [
+    ("::ffff:203.0.113.10", "203.0.113.10"), ("::ffff:198.51.100.7", "198.51.100.7"),
+    ("::FFFF:cb00:710a", "203.0.113.10"), ("::ffff:127.0.0.1", "127.0.0.1")])
+def test_an_ipv4_mapped_destination_is_decided_as_the_ipv4_packet_it_becomes(
+        mapped: str, plain: str) -> None:
+    ruleset = RULESETS[("enforce", "drop")]
+    for port in (443, 8080):
+        got = decide(ruleset, Flow(dst=mapped, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
+        want = decide(ruleset, Flow(dst=plain, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
+        assert (got.verdict, got.rule) == (want.verdict, want.rule)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from outguard.compile.ir import IRRule, Ruleset
-from outguard.policy.addresses import parse_ip
+from outguard.policy.addresses import packet_address
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
 
@@ -94,7 +94,7 @@ def _other_conditions(rule: IRRule, flow: Flow, now: datetime) -> str | None:
 
 def rule_matches(ruleset: Ruleset, rule: IRRule, flow: Flow, now: datetime) -> str | None:
     """The reason the rule matches the flow, or None."""
-    dst = parse_ip(flow.dst) if flow.dst is not None else None
+    dst = packet_address(flow.dst) if flow.dst is not None else None
     why = _destination(ruleset, rule, flow, dst)
     if why is None or _other_conditions(rule, flow, now) is not None:
         return None
@@ -107,7 +107,7 @@ def rule_matches(ruleset: Ruleset, rule: IRRule, flow: Flow, now: datetime) -> s
 
 
 def _is_loopback(dst: str | None) -> bool:
-    parsed = parse_ip(dst) if dst is not None else None
+    parsed = packet_address(dst) if dst is not None else None
     if parsed is None:
         return False
     value, version = parsed

@@ -119,11 +119,6 @@ MAPPED = [("::ffff:203.0.113.10", 443), ("::ffff:203.0.113.10", 8080),
           ("::ffff:198.51.100.7", 443)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: decide() treats an IPv4-mapped IPv6 destination (::ffff:203.0.113.10, what a "
-    "dual-stack socket, sock_diag and Java report) as IPv6 and matches no IPv4 rule: it says "
-    "`default` where the kernel, which sees the IPv4 packet, applies allow:web-api or "
-    "deny:attacker-net"))
 def test_decide_and_kernel_agree_on_ipv4_mapped_destinations(topology: Topology) -> None:
     """A dual-stack (AF_INET6) socket connecting to ::ffff:a.b.c.d sends IPv4 packets."""
     ruleset = lower(load_text(CASE_POLICY_TEXT, "cases-policy.yaml"))

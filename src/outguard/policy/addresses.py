@@ -25,6 +25,16 @@ def parse_ip(text: str) -> tuple[int, int] | None:
     return None
 
 
+def packet_address(text: str) -> tuple[int, int] | None:
+    """Like `parse_ip`, for an address a socket used: an IPv4-mapped IPv6 address
+    (::ffff:a.b.c.d, what dual-stack sockets, sock_diag and Java report) leaves the host as an
+    IPv4 packet, so it is the IPv4 address the kernel filters."""
+    parsed = parse_ip(text)
+    if parsed is not None and parsed[1] == 6 and parsed[0] >> 32 == 0xFFFF:
+        return parsed[0] & 0xFFFFFFFF, 4
+    return parsed
+
+
 def net_bounds(value: int, length: int, version: int) -> tuple[int, int]:
     """First and last address of a prefix."""
     host = BITS[version] - length
