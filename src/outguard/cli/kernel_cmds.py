@@ -13,9 +13,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
+from outguard.cli.aws_cmd import apply_aws, aws_options
 from outguard.cli.common import fail, kernel_options
 from outguard.errors import OutguardError
 
@@ -42,10 +44,21 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float], int]:
 @click.option("--confirm-timeout", type=click.FloatRange(1, 86400), default=None,
               metavar="SECONDS", help="Roll back by itself unless `outguard confirm` comes in time.")
 @click.option("--timings", is_flag=True, help="Print phase timings as one JSON line on stderr.")
+@click.option("--backend", type=click.Choice(["nftables", "iptables", "iptables-nft",
+                                              "iptables-legacy", "aws"]), default="nftables",
+              help="iptables*: load the iptables export (ipset + restore) instead;"
+                   " aws: reconcile a security group's egress rules (see aws_cmd).")
+@aws_options
 @kernel_options
-def apply(policy: Path, confirm_timeout: float | None, timings: bool, netns: str | None,
-          state_dir_path: Path) -> None:
+def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: str,
+          netns: str | None, state_dir_path: Path, **aws: Any) -> None:
     """Apply POLICY in one atomic transaction (replaces only outguard's own table)."""
+    if backend == "aws":
+        apply_aws(policy, **aws)
+        return
+    if backend != "nftables":
+        _apply_iptables(policy, backend, confirm_timeout, netns)
+        return
     from outguard.engine import apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
@@ -70,6 +83,25 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, netns: str
     if timings:
         click.echo(json.dumps({k: round(v, 2) for k, v in report.timings.items()}
                               | {"method": report.method}), err=True)
+
+
+def _apply_iptables(policy: Path, backend: str, confirm_timeout: float | None,
+                    netns: str | None) -> None:
+    from outguard.compile.lower import lower  # noqa: PLC0415
+    from outguard.export.iptables_apply import apply_ruleset  # noqa: PLC0415
+    from outguard.policy.load import load_policy  # noqa: PLC0415
+
+    if confirm_timeout is not None:
+        fail(OutguardError("--confirm-timeout needs the nftables backend"))
+    variant = {"iptables": "default", "iptables-nft": "nft", "iptables-legacy": "legacy"}
+    try:
+        report = apply_ruleset(lower(load_policy(policy)), variant[backend], None)  # type: ignore[arg-type]
+    except OutguardError as exc:
+        fail(exc)
+        return
+    where = f" in network namespace {netns}" if netns else ""
+    click.echo(f"applied {policy} with {backend} ({len(report.chains[4])} chains,"
+               f" {len(report.sets)} ipsets){where}")
 
 
 @click.command()

@@ -21,6 +21,11 @@ POLICY = click.argument("policy", type=click.Path(path_type=Path, dir_okay=False
 # run: name → "module:attribute". Add new command groups here, not as imports.
 LAZY_COMMANDS: dict[str, str] = {
     "lab": "outguard.cli.lab_cmd:lab",
+    "run": "outguard.cli.monitor_cmds:run",
+    "events": "outguard.cli.monitor_cmds:events",
+    "top": "outguard.cli.monitor_cmds:top",
+    "feeds": "outguard.cli.feeds_cmd:feeds",
+    "dns": "outguard.cli.dns_cmd:dns",
 }
 
 
@@ -80,8 +85,19 @@ def schema() -> None:
 @cli.command(name="compile")
 @POLICY
 @click.option("--json", "as_json", is_flag=True, help="Print the nftables JSON batch instead.")
-def compile_cmd(policy: Path, as_json: bool) -> None:
+@click.option("--target", default=None, metavar="TARGET",
+              help="Export for another firewall (iptables, ufw, ...); fidelity report on stderr.")
+@click.option("--strict", is_flag=True, help="With --target: fail unless every rule is exact.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="With --target: write the files into this directory instead of stdout.")
+def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
+                out_dir: Path | None) -> None:
     """Print the nftables ruleset POLICY compiles to (nothing is applied)."""
+    if target is not None:
+        from outguard.cli.export_cmd import run_export  # noqa: PLC0415
+
+        run_export(policy, target, strict, out_dir)
+        return
     from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
     from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.compile.nft import compile_ruleset  # noqa: PLC0415

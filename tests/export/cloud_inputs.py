@@ -1,0 +1,57 @@
+"""The shared example policies of the windows, aws, azure, gcp and k8s export tests, lowered with
+a fixed clock and a fake resolver (documentation addresses only), and the golden-file check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from outguard.compile.ir import Ruleset
+from outguard.compile.lower import lower
+from outguard.export.fidelity import Export
+from outguard.policy.load import load_policy, load_text
+from tests.cases import CASE_NOW, CASE_POLICY
+from tests.compile.helpers import FAKE_DNS, FIXED_NOW, UPDATE, check_golden
+
+HERE = Path(__file__).parent
+POLICY_DIR = HERE / "policies"
+GOLDEN_DIR = HERE / "golden"
+LAB_POLICY = HERE.parents[1] / "examples" / "lab-policy.yaml"
+
+DNS: dict[str, list[str]] = FAKE_DNS | {"api.example.test": ["203.0.113.30", "2001:db8:1::30"]}
+
+
+def resolver(name: str) -> list[str]:
+    return list(DNS.get(name, []))
+
+
+def policy_names() -> list[str]:
+    """Every shared example policy: the lab's, the decision table's, and tests/export/policies."""
+    return ["lab-policy", "cases", *sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))]
+
+
+def ruleset(name: str) -> Ruleset:
+    if name == "cases":
+        return lower(load_text(CASE_POLICY), resolver=resolver, now=CASE_NOW)
+    path = LAB_POLICY if name == "lab-policy" else POLICY_DIR / f"{name}.yaml"
+    return lower(load_policy(path), resolver=resolver, now=FIXED_NOW)
+
+
+def ruleset_of(text: str) -> Ruleset:
+    return lower(load_text(text), resolver=resolver, now=FIXED_NOW)
+
+
+__all__ = ["GOLDEN_DIR", "check_export", "check_golden", "policy_names", "resolver", "ruleset", "ruleset_of"]
+
+
+def check_export(target: str, policy: str, export: Export) -> None:
+    """Every file of the export and its fidelity report against golden/<target>/<policy>/."""
+    where = GOLDEN_DIR / target / policy
+    if UPDATE:
+        where.mkdir(parents=True, exist_ok=True)
+    names = {*export.files, "fidelity.txt"}
+    for name, content in export.files.items():
+        check_golden(where / name, content)
+    check_golden(where / "fidelity.txt", export.report() + "\n")
+    if not UPDATE:
+        stray = {p.name for p in where.iterdir()} - names
+        assert not stray, f"golden files the export no longer writes: {stray}"
