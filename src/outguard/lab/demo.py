@@ -12,9 +12,11 @@ The lab stays up afterwards unless `down_after` is set; then it is removed even 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from outguard.errors import LabError
 from outguard.kernel import netns
 from outguard.lab import lifecycle, report, workload
 from outguard.lab import topology as t
+from outguard.monitor.runner import AgentHandle, AgentOptions
+from outguard.store import Query
 
 POLICY_RELPATH = Path("examples") / "lab-policy.yaml"
 APPLY_TIMEOUT = 60.0
@@ -118,10 +122,57 @@ class DemoResult:
     results: list[workload.StepResult] = field(default_factory=list)
     counters_ok: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    monitor: report.MonitorView | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.results) and all(r.ok for r in self.results) and self.counters_ok
+        return (bool(self.results) and all(r.ok for r in self.results) and self.counters_ok
+                and self.monitor is not None and self.monitor.ok)
+
+
+class _CriticalWatch:
+    """Notes when each critical incident first shows in the agent's store (for the 1 s check)."""
+
+    def __init__(self, agent: AgentHandle) -> None:
+        self.agent, self.seen_at = agent, dict[str, float]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-critical-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for incident in self.agent.incidents(Query(min_severity="critical")):
+                self.seen_at.setdefault(incident.id, time.time())
+
+    def __enter__(self) -> _CriticalWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _monitored_workload(policy: Path, paths: t.LabPaths, demo: DemoResult, say: Say) -> None:
+    """The workload with outguard's monitor running in-process, bound to the server's NFLOG."""
+    def show(r: workload.StepResult) -> None:
+        mark = report.OK_MARK if r.ok else report.BAD_MARK
+        say(f"  {mark} {r.observed.value.upper():8} {r.step.description}")
+
+    alert_out = io.StringIO()
+    opts = AgentOptions(policy=policy, apply=False, netns=t.SERVER_NS, state_dir=paths.state_dir,
+                        stdout=alert_out)
+    with AgentHandle(opts) as agent, _CriticalWatch(agent) as watch:
+        demo.results.extend(workload.run_steps(workload.demo_steps(paths), workload.ns_runner(),
+                                               show))
+        agent.wait_for_incidents(1, timeout=1.0, query=Query(min_severity="critical"))
+        time.sleep(0.3)  # what else the agent still has in hand
+        incidents = agent.incidents()
+    jndi = next((r for r in demo.results if r.step.key == "jndi"), None)
+    demo.monitor = report.MonitorView(
+        jndi_pid=jndi.pid if jndi else None, incidents=incidents,
+        detected_after={i.id: watch.seen_at[i.id] - i.first_seen.timestamp()
+                        for i in incidents if i.id in watch.seen_at},
+        alert_lines=[line for line in alert_out.getvalue().splitlines() if line.strip()])
 
 
 def run_demo(
@@ -148,17 +199,13 @@ def run_demo(
         if summary[0]:
             say(summary[0])
 
-        def show(r: workload.StepResult) -> None:
-            mark = report.OK_MARK if r.ok else report.BAD_MARK
-            say(f"  {mark} {r.observed.value.upper():8} {r.step.description}")
-
-        say("workload ...")
-        timed("workload", lambda: demo.results.extend(
-            workload.run_steps(workload.demo_steps(paths), workload.ns_runner(), show)))
+        say("workload, with outguard's monitor listening ...")
+        timed("workload", lambda: _monitored_workload(policy, paths, demo, say))
         counters, error = read_counters(paths)
         demo.counters_ok = counters is not None
         demo.text = report.format_report(
-            str(policy), demo.results, counters, error, lab_left_up=not down_after
+            str(policy), demo.results, counters, error, lab_left_up=not down_after,
+            monitor=demo.monitor,
         )
     except BaseException as exc:
         if down_after:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from outguard.lab import topology as t
 from outguard.lab.workload import Outcome, StepResult
+from outguard.monitor.aggregate import Incident
 
 OK_MARK = "✓"
 BAD_MARK = "✗"
@@ -31,6 +32,72 @@ def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -
             c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
         ]
         lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+@dataclass
+class MonitorView:
+    """What the monitor made of the workload: incidents, when they showed, the alert lines."""
+
+    jndi_pid: int | None
+    incidents: list[Incident]
+    detected_after: dict[str, float]  # incident id → seconds from its first packet to the store
+    alert_lines: list[str]
+
+    @property
+    def critical(self) -> list[Incident]:
+        return [i for i in self.incidents if i.severity == "critical"]
+
+    @property
+    def ok(self) -> bool:
+        """Exactly one critical incident, from the workload's java, within a second."""
+        if len(self.critical) != 1:
+            return False
+        got = self.critical[0]
+        after = self.detected_after.get(got.id)
+        return (got.pid is not None and got.pid == self.jndi_pid and "java" in got.process
+                and after is not None and after <= 1.0)
+
+
+def _endpoint(addr: str, port: int | None) -> str:
+    host = f"[{addr}]" if ":" in addr else addr
+    return host if port is None else f"{host}:{port}"
+
+
+def _alert_line_of(view: MonitorView, incident: Incident) -> str | None:
+    return next((line for line in view.alert_lines if incident.id in line), None)
+
+
+def monitor_lines(view: MonitorView | None) -> list[str]:
+    if view is None:
+        return ["  the monitor did not run"]
+    lines: list[str] = []
+    for got in view.critical:
+        mark = OK_MARK if view.ok else BAD_MARK
+        same = "the workload's java" if got.pid == view.jndi_pid else (
+            f"NOT the workload's java (pid {view.jndi_pid})")
+        after = view.detected_after.get(got.id)
+        lines += [
+            f"  {mark} CRITICAL {got.title} [{got.signature}]",
+            f"      process   pid {got.pid} {got.process} ({same}), user {got.user or got.uid}",
+            f"      cmdline   {' '.join(got.cmdline) or '?'}",
+            f"      blocked   {_endpoint(got.dst, got.dport)}/{got.proto} by {got.rule},"
+            f" {got.count} packet(s) in one incident",
+            "      detected  " + ("?" if after is None else f"{after:.2f} s after its first packet"
+                                  " (target: within 1 s)"),
+            f"      alert     {_alert_line_of(view, got) or '(none)'}",
+        ]
+    if not view.critical:
+        lines.append(f"  {BAD_MARK} no critical incident for the JNDI lookup (java pid {view.jndi_pid})")
+    elif len(view.critical) > 1:
+        lines.append(f"  {BAD_MARK} {len(view.critical)} critical incidents: expected exactly one")
+    others = [i for i in view.incidents if i.severity != "critical"]
+    if others:
+        lines += ["", "  Other incidents:"]
+        rows = [["severity", "title", "process", "pid", "destination", "rule", "pkts"]]
+        rows += [[i.severity, i.title, i.process, str(i.pid or "?"), _endpoint(i.dst, i.dport),
+                  i.rule, str(i.count)] for i in sorted(others, key=lambda i: i.first_seen)]
+        lines += ["  " + line for line in _table(rows, right=frozenset({3, 6}))]
     return lines
 
 
@@ -84,6 +151,7 @@ def format_report(
     counters_error: str | None = None,
     *,
     lab_left_up: bool = True,
+    monitor: MonitorView | None = None,
 ) -> str:
     good = [r for r in results if r.ok]
     bad = [r for r in results if not r.ok]
@@ -95,6 +163,8 @@ def format_report(
     lines += step_lines(results, counters)
     lines += ["", "Rule counters (outguard status --json):"]
     lines += counter_lines(counters, counters_error)
+    lines += ["", "Monitor (every blocked packet becomes an attributed, classified incident):"]
+    lines += monitor_lines(monitor)
     lines.append("")
     summary = f"{len(good)} of {len(results)} steps as expected"
     if bad:

@@ -67,6 +67,8 @@ class RunOutput:
     """None if the process hit its deadline and was killed."""
     stdout: str
     stderr: str
+    pid: int | None = None
+    """`ip netns exec` execs the command, so this is the client's own pid (java's, curl's)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class StepResult:
     observed: Outcome
     detail: str
     seconds: float
+    pid: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -177,15 +180,17 @@ def ns_runner(ns: str = t.SERVER_NS) -> Runner:
 
     def run(argv: Sequence[str], timeout: float) -> RunOutput:
         try:
-            proc = subprocess.run(
-                netns.exec_argv(ns, argv), capture_output=True, text=True, timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            return RunOutput(None, _text(exc.stdout), _text(exc.stderr))
+            proc = subprocess.Popen(netns.exec_argv(ns, argv), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
         except FileNotFoundError as exc:
             raise LabError("the `ip` command (iproute2) is not installed") from exc
-        return RunOutput(proc.returncode, proc.stdout, proc.stderr)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return RunOutput(None, _text(out), _text(err), proc.pid)
+        return RunOutput(proc.returncode, out, err, proc.pid)
 
     return run
 
@@ -200,7 +205,7 @@ def run_step(step: Step, runner: Runner) -> StepResult:
     started = time.monotonic()
     out = runner(step.argv, step.timeout)
     observed, detail = classify(step, out)
-    return StepResult(step, observed, detail, time.monotonic() - started)
+    return StepResult(step, observed, detail, time.monotonic() - started, out.pid)
 
 
 def run_steps(

@@ -1,0 +1,223 @@
+"""The monitor's commands: `run` (the agent), `events` (stored incidents), `top` (a live view).
+
+Thin: options and printing; the agent is `monitor.runner`, the data is `store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from outguard.cli.common import fail, kernel_options
+from outguard.errors import OutguardError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 1h, 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _store_path(netns: str | None, state_dir: Path | None, store: str | None) -> str | Path:
+    from outguard.cli.common import state_dir as default_state  # noqa: PLC0415
+    from outguard.monitor.runner import STORE_NAME  # noqa: PLC0415
+
+    return store if store is not None else default_state(netns, state_dir) / STORE_NAME
+
+
+def _open_readonly(where: str | Path) -> Any:
+    from outguard.store import StoreError  # noqa: PLC0415
+    from outguard.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+    text = str(where)
+    if "://" in text and not text.startswith("sqlite:///"):
+        raise StoreError(f"{text!r}: only SQLite stores can be read for now")
+    return SQLiteStore(Path(text.removeprefix("sqlite://")), readonly=True)
+
+
+_STORE_OPTIONS = [
+    click.option("--netns", metavar="NAME", help="The agent of this network namespace (its"
+                 " default state directory)."),
+    click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                 help="The agent's state directory [default: /var/lib/outguard]."),
+    click.option("--store", default=None, help="Event store: a SQLite file or sqlite:///PATH"
+                 " [default: STATE_DIR/events.db]."),
+]
+
+
+def _store_options(fn: Any) -> Any:
+    for option in reversed(_STORE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--metrics-listen", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics here (e.g. 127.0.0.1:9108).")
+@click.option("--store", default=None, help="Event store: a SQLite file or sqlite:///PATH"
+              " [default: STATE_DIR/events.db].")
+@click.option("--signatures", "signatures", multiple=True, type=click.Path(path_type=Path),
+              help="Extra signature file(s): add, replace or disable signatures.")
+@click.option("--no-apply", is_flag=True, help="Only monitor: the policy is already applied.")
+@kernel_options
+def run(policy: Path, metrics_listen: str | None, store: str | None, signatures: tuple[Path, ...],
+        no_apply: bool, netns: str | None, state_dir_path: Path) -> None:
+    """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
+
+    Every blocked packet is attributed to a process, classified, aggregated into incidents,
+    stored, and alerted through the policy's `alerts:` section. The store is flushed on exit;
+    the policy stays applied.
+    """
+    from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
+    from outguard.monitor.runner import AgentOptions, Running, run_agent  # noqa: PLC0415
+
+    if metrics_listen is not None:
+        try:
+            parse_listen(metrics_listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics-listen") from exc
+    opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
+                        signatures=signatures, metrics_listen=metrics_listen)
+
+    def started(running: Running) -> None:
+        where = f" in network namespace {netns}" if netns else ""
+        metrics = (f", metrics on http://{metrics_listen}/metrics" if metrics_listen else "")
+        click.echo(f"outguard: monitoring{where}; events in {opts.store_location()}{metrics}",
+                   err=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        running = await run_agent(opts, stop, started=started)
+        click.echo(f"outguard: stopped after {running.agent.packets} blocked packets; store"
+                   " flushed", err=True)
+
+    try:
+        asyncio.run(main())
+    except OutguardError as exc:
+        fail(exc)
+
+
+def _when(ts: datetime) -> str:
+    return ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@click.option("--since", default="24h", show_default=True, help="Window: 90s, 15m, 1h, 7d.")
+@click.option("--rule", default=None, help="Only this rule (default, deny:NAME, ...).")
+@click.option("--process", default=None, help="Only processes whose path contains this.")
+@click.option("--severity", type=click.Choice(["info", "low", "medium", "high", "critical"]),
+              default=None, help="Only incidents at least this severe.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_store_options
+def events(since: str, rule: str | None, process: str | None, severity: str | None, limit: int,
+           as_json: bool, netns: str | None, state_dir: Path | None, store: str | None) -> None:
+    """Incidents the agent recorded, the most recent first."""
+    from outguard.store import Query  # noqa: PLC0415
+
+    window = parse_duration(since)
+    try:
+        db = _open_readonly(_store_path(netns, state_dir, store))
+        try:
+            found = db.query(Query(since=datetime.now(UTC) - window, rule=rule, process=process,
+                                   min_severity=severity, limit=limit))
+        finally:
+            db.close()
+    except OutguardError as exc:
+        fail(exc)
+        return
+    if as_json:
+        for inc in found:
+            click.echo(json.dumps(inc.to_json()))
+        return
+    if not found:
+        click.echo(f"no incidents in the last {since}")
+        return
+    click.echo(f"{'last seen':19}  {'severity':8} {'count':>6}  {'process':28} {'destination':28}"
+               f" {'rule':16} title")
+    for inc in found:
+        dest = inc.dst + (f":{inc.dport}" if inc.dport is not None else "")
+        pid = f"[{inc.pid}]" if inc.pid is not None else ""
+        click.echo(f"{_when(inc.last_seen):19}  {inc.severity:8} {inc.count:>6}  "
+                   f"{(inc.process + pid)[-28:]:28} {dest:28} {inc.rule:16} {inc.title}")
+
+
+_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": ""}
+
+
+def _frame(db: Any, window: timedelta, limit: int) -> Any:
+    from rich.console import Group  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    since = datetime.now(UTC) - window
+    tables = []
+    for by, title in (("process", "top blocked processes"),
+                      ("destination", "top blocked destinations")):
+        table = Table(title=title, expand=True)
+        table.add_column(by)
+        table.add_column("packets", justify="right")
+        table.add_column("incidents", justify="right")
+        table.add_column("worst")
+        table.add_column("last seen")
+        for row in db.top(by, since, limit):
+            table.add_row(row.key, str(row.packets), str(row.incidents),
+                          f"[{_STYLE[row.severity]}]{row.severity}[/]" if _STYLE[row.severity]
+                          else row.severity, _when(row.last_seen))
+        tables.append(table)
+    return Group(*tables)
+
+
+@click.command()
+@click.option("--since", default="1h", show_default=True, help="Window: 90s, 15m, 1h, 7d.")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@_store_options
+def top(since: str, limit: int, interval: float, once: bool, netns: str | None,
+        state_dir: Path | None, store: str | None) -> None:
+    """A live view of the top blocked processes and destinations."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+
+    window = parse_duration(since)
+    try:
+        db = _open_readonly(_store_path(netns, state_dir, store))
+    except OutguardError as exc:
+        fail(exc)
+        return
+    console = Console()
+    try:
+        if once or not sys.stdout.isatty():
+            console.print(_frame(db, window, limit))
+            return
+        with Live(_frame(db, window, limit), console=console, screen=False,
+                  refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                live.update(_frame(db, window, limit))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.close()
+
+
+def register(group: click.Group) -> None:
+    for command in (run, events, top):
+        group.add_command(command)

@@ -1,0 +1,164 @@
+"""The agent loop: blocked packets in, incidents stored and alerted, until told to stop.
+
+Place in the data flow (one asyncio loop):
+
+    source (NFLOG) ─► attribute ─► classify ─► aggregate ─► BatchWriter ─► Store
+                                                   └─────► Dispatcher ─► sinks
+                                                   └─────► Metrics
+
+`Agent.handle` is the whole per-packet path and never awaits: attribution must run while the
+blocked socket still exists (a dropped TCP connect sits in SYN_SENT only until it gives up),
+the store is written by `BatchWriter`'s thread, and alerts go to the dispatcher's queues. The
+source and the attributor are Protocols: `kernel.nflog.NflogSource` and
+`monitor.attribute.Attributor` in production, `MemorySource` and plain functions in tests.
+`Agent.run` returns when the source ends or `stop` is set, and then flushes the store and
+delivers queued alerts. `monitor.runner` builds an agent for `outguard run` and for the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from outguard.alerts.dispatch import Dispatcher
+from outguard.alerts.format import alert_json
+from outguard.monitor.aggregate import Aggregator, Update
+from outguard.monitor.classify import Classifier
+from outguard.monitor.event import Attribution, BlockedPacket, Event
+from outguard.monitor.metrics import Metrics
+from outguard.store.writer import BatchWriter
+
+
+class PacketSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[list[BlockedPacket]]: ...
+
+
+class Attributor(Protocol):
+    def attribute(self, pkt: BlockedPacket) -> Attribution | Awaitable[Attribution]: ...
+
+
+@dataclass
+class SourceStats:
+    received: int = 0
+    lost: int = 0
+    enobufs: int = 0
+    seq_gaps: int = 0
+
+
+class MemorySource:
+    """A source fed from Python (tests, replays): `push` batches, `end` to finish."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[list[BlockedPacket] | None] = asyncio.Queue()
+        self.stats = SourceStats()
+
+    def push(self, *packets: BlockedPacket) -> None:
+        self.stats.received += len(packets)
+        self._queue.put_nowait(list(packets))
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[list[BlockedPacket]]:
+        while (batch := await self._queue.get()) is not None:
+            yield batch
+
+
+class NoAttribution:
+    """The attributor when none is available: every packet is unattributed, with a reason."""
+
+    def __init__(self, reason: str = "attribution disabled") -> None:
+        self.reason = reason
+
+    def attribute(self, pkt: BlockedPacket) -> Attribution:
+        return Attribution(uid=pkt.uid, failure=self.reason)
+
+
+def feed_of(pkt: BlockedPacket) -> str | None:
+    rule = pkt.rule
+    return rule.split(":", 1)[1] if rule.startswith("feed:") else None
+
+
+class Agent:
+    def __init__(self, source: PacketSource, attributor: Attributor, classifier: Classifier,
+                 writer: BatchWriter, dispatcher: Dispatcher, metrics: Metrics, *,
+                 aggregator: Aggregator | None = None,
+                 names_of: Callable[[str], tuple[str, ...]] = lambda _dst: (),
+                 host: str | None = None,
+                 on_update: Callable[[Update], None] | None = None) -> None:
+        self.source, self.attributor, self.classifier = source, attributor, classifier
+        self.writer, self.dispatcher, self.metrics = writer, dispatcher, metrics
+        self.aggregator = aggregator or Aggregator()
+        self.names_of, self.host, self.on_update = names_of, host, on_update
+        self.packets = 0
+        self.running = asyncio.Event()
+
+    async def _attribute(self, pkt: BlockedPacket) -> Attribution:
+        got = self.attributor.attribute(pkt)
+        if inspect.isawaitable(got):
+            got = await got
+        assert isinstance(got, Attribution)
+        return got
+
+    async def handle(self, batch: list[BlockedPacket]) -> None:
+        # attribute the whole batch first: the sockets behind it are disappearing
+        attributions = [await self._attribute(pkt) for pkt in batch]
+        for pkt, att in zip(batch, attributions, strict=True):
+            self.packets += 1
+            self.metrics.drops.labels(pkt.rule).inc()
+            if att.pid is None:
+                self.metrics.attribution_failures.labels(att.failure or "unknown").inc()
+            event = Event(pkt, att, names=self.names_of(pkt.dst), feed=feed_of(pkt))
+            event.classifications = self.classifier.classify(event)
+            update = self.aggregator.add(event)
+            inc = update.incident
+            if update.new:
+                self.metrics.incidents.labels(inc.signature, inc.severity).inc()
+            self.writer.put(inc)
+            if update.alert:
+                self.dispatcher.publish(alert_json(inc, repeat=not update.new, host=self.host))
+            if self.on_update is not None:
+                self.on_update(update)
+
+    async def _consume(self) -> None:
+        async for batch in self.source:
+            await self.handle(batch)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            self.aggregator.expire(datetime.now(UTC) - timedelta(seconds=1))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Until the source ends or `stop` is set; then flush the store and the alerts."""
+        stop = stop or asyncio.Event()
+        self.dispatcher.start()
+        consume = asyncio.create_task(self._consume(), name="outguard monitor")
+        stopper = asyncio.create_task(stop.wait(), name="outguard stop")
+        chores = asyncio.create_task(self._housekeeping(), name="outguard housekeeping")
+        self.running.set()
+        try:
+            await asyncio.wait({consume, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consume, stopper, chores):
+                task.cancel()
+            for task in (stopper, chores):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            failure: BaseException | None = None
+            try:
+                await consume
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # re-raised once the store and alerts are flushed
+                failure = exc
+            await asyncio.to_thread(self.writer.flush)
+            await self.dispatcher.close()
+            if failure is not None:
+                raise failure
+

@@ -1,0 +1,161 @@
+"""Aggregation: many blocked packets of one flow → one incident, and when to alert about it.
+
+Place in the data flow: classify → **aggregate** → store / alerts. Pure: the clock comes in
+with each event (`event.packet.time`), nothing here does I/O.
+
+The same (process, destination, port, rule) within `window` of its last packet is one incident
+with a count and first/last seen; later packets start a new incident. An alert goes out for the
+first packet of an incident; after that at most one per `realert` per incident (a summary with the
+count so far), and never more than `burst` alerts per minute in all, so that a flood (a scan, a
+miner retrying) cannot become an alert storm. Suppressed alerts are counted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from outguard.alerts.config import severity_rank
+from outguard.monitor.event import Classification, Event
+
+Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
+
+
+@dataclass
+class Incident:
+    id: str
+    process: str  # exe path, else argv[0], else "uid:N", else "?"
+    dst: str
+    dport: int | None
+    rule: str
+    proto: str
+    signature: str
+    title: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int = 1
+    pid: int | None = None
+    uid: int | None = None
+    user: str | None = None
+    cmdline: tuple[str, ...] = ()
+    unit: str | None = None
+    container: str | None = None
+    names: tuple[str, ...] = ()
+    feed: str | None = None
+    attribution_failure: str | None = None
+    classifications: list[Classification] = field(default_factory=list)
+    alerts: int = 0  # alerts sent about it so far
+
+    @property
+    def key(self) -> Key:
+        return (self.process, self.dst, self.dport, self.rule)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form alerts, `events --json` and the webhook body share."""
+        return {
+            "id": self.id, "severity": self.severity, "signature": self.signature,
+            "title": self.title, "count": self.count,
+            "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
+            "process": {"exe": self.process, "pid": self.pid, "uid": self.uid, "user": self.user,
+                        "cmdline": list(self.cmdline), "unit": self.unit,
+                        "container": self.container,
+                        "attribution_failure": self.attribution_failure},
+            "dst": self.dst, "dport": self.dport, "proto": self.proto, "rule": self.rule,
+            "names": list(self.names), "feed": self.feed,
+            "classifications": [{"signature": c.signature, "title": c.title,
+                                 "severity": c.severity} for c in self.classifications],
+        }
+
+
+def process_key(event: Event) -> str:
+    att = event.attribution
+    if att.exe:
+        return att.exe
+    if att.cmdline:
+        return att.cmdline[0]
+    uid = att.uid if att.uid is not None else event.packet.uid
+    return f"uid:{uid}" if uid is not None else "?"
+
+
+@dataclass(frozen=True)
+class Update:
+    incident: Incident
+    new: bool  # the first packet of this incident
+    alert: bool  # send an alert about it now
+
+
+@dataclass
+class Aggregator:
+    window: timedelta = timedelta(minutes=10)
+    realert: timedelta = timedelta(minutes=5)
+    burst: int = 60  # alerts per minute, all incidents together
+    open: dict[Key, Incident] = field(default_factory=dict)
+    _last_alert: dict[str, datetime] = field(default_factory=dict)
+    _sent: list[datetime] = field(default_factory=list)
+    suppressed: int = 0
+
+    def add(self, event: Event) -> Update:
+        pkt, att = event.packet, event.attribution
+        now = pkt.time
+        key: Key = (process_key(event), pkt.dst, pkt.dport, pkt.rule)
+        top = event.classifications[0] if event.classifications else None
+        inc = self.open.get(key)
+        new = inc is None or now - inc.last_seen > self.window
+        if new:
+            inc = Incident(
+                id=uuid.UUID(bytes=os.urandom(16), version=4).hex, process=key[0], dst=pkt.dst,
+                dport=pkt.dport, rule=pkt.rule, proto=pkt.proto,
+                signature=top.signature if top else "blocked",
+                title=top.title if top else "blocked outbound connection",
+                severity=top.severity if top else "low", first_seen=now, last_seen=now)
+            self.open[key] = inc
+        else:
+            assert inc is not None
+            inc.count += 1
+            inc.last_seen = max(inc.last_seen, now)
+        # the latest packet tells the most about who is behind the flow now
+        inc.pid = att.pid if att.pid is not None else inc.pid
+        inc.uid = next((u for u in (att.uid, pkt.uid, inc.uid) if u is not None), None)
+        inc.user = att.user or inc.user
+        inc.cmdline = att.cmdline or inc.cmdline
+        inc.unit = att.unit or inc.unit
+        inc.container = att.container or inc.container
+        inc.attribution_failure = att.failure if att.pid is None else None
+        inc.names = event.names or inc.names
+        inc.feed = event.feed or inc.feed
+        self._merge(inc, event.classifications)
+        return Update(inc, new, self._may_alert(inc, now, new))
+
+    def _merge(self, inc: Incident, found: list[Classification]) -> None:
+        known = {c.signature for c in inc.classifications}
+        inc.classifications.extend(c for c in found if c.signature not in known)
+        inc.classifications.sort(key=lambda c: -severity_rank(c.severity))
+        if inc.classifications and severity_rank(inc.classifications[0].severity) > severity_rank(
+                inc.severity):
+            best = inc.classifications[0]
+            inc.signature, inc.title, inc.severity = best.signature, best.title, best.severity
+
+    def _may_alert(self, inc: Incident, now: datetime, new: bool) -> bool:
+        last = self._last_alert.get(inc.id)
+        if not new and last is not None and now - last < self.realert:
+            return False
+        self._sent = [t for t in self._sent if now - t < timedelta(minutes=1)]
+        if len(self._sent) >= self.burst:
+            self.suppressed += 1
+            return False
+        self._sent.append(now)
+        self._last_alert[inc.id] = now
+        inc.alerts += 1
+        return True
+
+    def expire(self, now: datetime) -> list[Incident]:
+        """Forget incidents whose window has passed (they are complete in the store)."""
+        gone = [k for k, inc in self.open.items() if now - inc.last_seen > self.window]
+        out = [self.open.pop(k) for k in gone]
+        for inc in out:
+            self._last_alert.pop(inc.id, None)
+        return out

@@ -1,0 +1,81 @@
+"""Aggregation: one incident per (process, destination, port, rule) per window; alert pacing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from outguard.monitor.aggregate import Aggregator
+from outguard.monitor.classify import load_classifier
+from outguard.monitor.event import Event
+from tests.monitor.events import T0, event
+
+C = load_classifier()
+
+
+def classified(ev: Event) -> Event:
+    ev.classifications = C.classify(ev)
+    return ev
+
+
+def test_same_flow_within_window_is_one_incident() -> None:
+    agg = Aggregator(window=timedelta(seconds=60), realert=timedelta(seconds=30))
+    updates = [agg.add(classified(event(at=t))) for t in (0, 1, 2, 50)]
+    assert [u.new for u in updates] == [True, False, False, False]
+    inc = updates[-1].incident
+    assert inc.count == 4
+    assert inc.first_seen == T0 and inc.last_seen == T0 + timedelta(seconds=50)
+    assert len({u.incident.id for u in updates}) == 1
+    # an alert for the first, then one more after `realert`, not for every packet
+    assert [u.alert for u in updates] == [True, False, False, True]
+    assert inc.alerts == 2
+
+
+def test_key_parts_each_split_incidents() -> None:
+    agg = Aggregator()
+    base = agg.add(classified(event())).incident.id
+    others = [event(exe="/usr/bin/wget"), event(dst="203.0.113.8"), event(dport=80),
+              event(rule="deny:x")]
+    ids = {agg.add(classified(e)).incident.id for e in others}
+    assert base not in ids and len(ids) == 4
+
+
+def test_after_the_window_a_new_incident_starts() -> None:
+    agg = Aggregator(window=timedelta(seconds=60))
+    first = agg.add(classified(event(at=0)))
+    second = agg.add(classified(event(at=61)))
+    assert second.new and second.alert
+    assert second.incident.id != first.incident.id and second.incident.count == 1
+
+
+def test_burst_limit_caps_alerts_across_incidents() -> None:
+    agg = Aggregator(burst=3)
+    updates = [agg.add(classified(event(dport=1000 + i, at=i * 0.1))) for i in range(10)]
+    assert sum(u.alert for u in updates) == 3
+    assert agg.suppressed == 7
+    later = agg.add(classified(event(dport=2000, at=61)))
+    assert later.alert  # the minute has passed
+
+
+def test_worst_classification_names_the_incident() -> None:
+    agg = Aggregator()
+    java = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+    inc = agg.add(classified(event(dport=1389, exe=java, rule="deny:x", names=()))).incident
+    assert (inc.signature, inc.severity) == ("jndi-callback", "critical")
+    assert "raw-ip-no-dns" in {c.signature for c in inc.classifications}
+
+
+def test_unattributed_packets_group_by_uid() -> None:
+    agg = Aggregator()
+    a = agg.add(classified(event(exe=None, pid=None, uid=33))).incident
+    b = agg.add(classified(event(exe=None, pid=None, uid=33, at=1))).incident
+    assert a is b and a.process == "uid:33" and a.count == 2
+    assert a.attribution_failure == "socket gone"
+
+
+def test_expire_forgets_closed_incidents() -> None:
+    agg = Aggregator(window=timedelta(seconds=10))
+    agg.add(classified(event(at=0)))
+    agg.add(classified(event(dport=80, at=9)))
+    gone = agg.expire(T0 + timedelta(seconds=15))
+    assert [g.dport for g in gone] == [443]
+    assert len(agg.open) == 1
