@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from outguard.compile.ir import IRRule, Ruleset
+from outguard.dns.names import normalize
 from outguard.policy.addresses import packet_address
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
@@ -45,7 +46,7 @@ class Decision:
 
 
 def _name_matches(rule: IRRule, name: str) -> bool:
-    name = name.rstrip(".").lower()
+    name = normalize(name)
     if name in rule.names:
         return True
     return any(name.endswith(w[1:]) and len(name) > len(w) - 1 for w in rule.wildcards)
@@ -67,6 +68,22 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
     for key in rule.lists:
         if ruleset.sources[key].addrset.contains(value, version):
             return f"{flow.dst} is in list @{key.split(':', 1)[1]}"
+    if rule.fqdn_set is not None and flow.name is not None and _name_matches(rule, flow.name):
+        return (f"{flow.dst} is an address of {flow.name}, one of its names (outguard's resolver"
+                f" puts it in @{rule.fqdn_set}_{version})")
+    return None
+
+
+def _dns(ruleset: Ruleset, flow: Flow, dst: tuple[int, int] | None) -> Decision | None:
+    """With `dns:`, DNS leaves only from the resolver's uid to its upstreams."""
+    dns = ruleset.dns
+    ports = {53, 853, *(p for _a, p in dns.upstreams)} if dns is not None else set()
+    if dns is None or flow.proto not in ("tcp", "udp") or flow.port not in ports:
+        return None
+    if flow.uid == dns.uid and dst is not None and any(
+            packet_address(a) == dst and p == flow.port for a, p in dns.upstreams):
+        return Decision("allow", "accept", "builtin:dns",
+                        f"outguard's resolver (uid {dns.uid}) asks its upstream {flow.dst}")
     return None
 
 
@@ -129,6 +146,14 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None) -> Decisio
         if why is not None:
             return Decision("deny", blocked, rule.counter,
                             f"deny rule {rule.name!r} matches: {why}; deny beats allow{audit}")
+    if ruleset.dns is not None and (dns := _dns(ruleset, flow, packet_address(flow.dst)
+                                                 if flow.dst is not None else None)) is not None:
+        return dns
+    if ruleset.dns is not None and flow.proto in ("tcp", "udp") and flow.port in (
+            {53, 853} | {p for _a, p in ruleset.dns.upstreams}):
+        return Decision("deny", blocked, "default",
+                        f"DNS goes through outguard's resolver at {ruleset.dns.listen[0]}, and only"
+                        f" it reaches upstream servers{audit}")
     for rule in ruleset.allow:
         why = rule_matches(ruleset, rule, flow, now)
         if why is not None:

@@ -9,8 +9,10 @@ does not load never reaches the kernel, and a transaction the kernel refuses cha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -94,14 +96,15 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                  now: Callable[[], float] = time.time) -> ApplyReport:
     t0 = time.perf_counter()
     with state.locked():
-        before = state.read("applied")
-        known = before[0].lists if before else {}
+        before = state.snapshot("applied")
+        known = before.lists if before else {}
         if state.pending() is not None:
             # Taking a new policy now would make the unconfirmed one `previous`, and its
             # watchdog would then "roll back" to it.
             raise StateError("an earlier apply still waits for `outguard confirm`: confirm it or"
                              " run `outguard rollback` first")
-        policy = load_policy(path, known_lists=lambda digest: digest in known)
+        policy = load_policy(path, known_lists=lambda digest: digest in known,
+                             feed_dir=state.path / "feeds")
         t_load = time.perf_counter()
         ruleset = lower(policy, resolver=resolver)
         for source in ruleset.sources.values():
@@ -111,7 +114,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         elements_of = _list_elements(state)
         inventory = nft_tx.Inventory.of(compiled)
         if before is not None:
-            cmds = nft_tx.delta(compiled, nft_tx.Inventory.from_json(before[0].inventory),
+            cmds = nft_tx.delta(compiled, nft_tx.Inventory.from_json(before.inventory),
                                 elements_of)
         else:
             cmds = nft_tx.full(compiled, elements_of)
@@ -122,12 +125,17 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             if spawn_watchdog is None:
                 raise StateError("no watchdog launcher for --confirm-timeout")
             token, deadline = uuid.uuid4().hex, now() + confirm_timeout
-            base = before[0].snapshot_id if before is not None else ""
+            base = before.snapshot_id if before is not None else ""
             new_pending = Pending(token, deadline, 0, policy.digest, base)
             state.set_pending(new_pending)
             new_pending.watchdog_pid = spawn_watchdog(token, deadline)
             state.set_pending(new_pending)
         method = "delta" if before is not None else "full"
+        # The stored form is serialised while the kernel commits (ctypes lets go of the GIL
+        # during the libnftables call); it is written only once the commit succeeded.
+        stored: list[str] = []
+        serialiser = threading.Thread(target=lambda: stored.append(json.dumps(_stored_form(compiled))))
+        serialiser.start()
         try:
             try:
                 _run(kernel, cmds, compiled.needs_text)
@@ -143,6 +151,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 state.clear_pending()
                 _stop(new_pending.watchdog_pid)
             raise
+        finally:
+            serialiser.join()
         t_commit = time.perf_counter()
         lists = {s.digest: sorted(s.kinds) for s in ruleset.sources.values() if s.is_list}
         snap = Snapshot(
@@ -151,7 +161,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             counters={"default": "default", **{r.counter: kernel_counter(r.counter)
                                                for r in ruleset.rules()}},
             lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex)
-        state.write(snap, policy.text, _stored_form(compiled))
+        state.write(snap, policy.text, stored[0] if stored else _stored_form(compiled))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,
                        {"load_ms": (t_load - t0) * 1000, "compile_ms": (t_compile - t_load) * 1000,

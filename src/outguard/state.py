@@ -118,15 +118,26 @@ class StateDir:
         except FileNotFoundError:
             return None
 
-    def write(self, snap: Snapshot, policy_text: str, cmds: list[dict[str, Any]]) -> None:
-        """Make `snap` the applied snapshot; the old one becomes `previous`."""
+    def snapshot(self, which: str = "applied") -> Snapshot | None:
+        """Only the snapshot's description, without reading its (large) commands."""
+        folder = self.path / which
+        try:
+            return Snapshot(**json.loads((folder / "state.json").read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise StateError(f"state in {folder} is unreadable: {exc}") from exc
+
+    def write(self, snap: Snapshot, policy_text: str, cmds: list[dict[str, Any]] | str) -> None:
+        """Make `snap` the applied snapshot; the old one becomes `previous`. `cmds` may come
+        already serialised (JSON text), which apply prepares while the kernel commits."""
         applied, previous = self.path / "applied", self.path / "previous"
         staging = self.path / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
         write_private(staging / "state.json", json.dumps(asdict(snap), indent=1))
         write_private(staging / "policy.yaml", policy_text)
-        write_private(staging / "ruleset.json", json.dumps(cmds))
+        write_private(staging / "ruleset.json", cmds if isinstance(cmds, str) else json.dumps(cmds))
         if applied.exists():
             shutil.rmtree(previous, ignore_errors=True)
             applied.rename(previous)
@@ -164,9 +175,9 @@ class StateDir:
     def _collect_sets(self) -> None:
         keep: set[str] = set()
         for which in ("applied", "previous"):
-            got = self.read(which)
+            got = self.snapshot(which)
             if got is not None:
-                keep.update(got[0].inventory.get("sets", []))
+                keep.update(got.inventory.get("sets", []))
         for file in (self.path / "sets").glob("*.json"):
             if file.stem not in keep:
                 file.unlink(missing_ok=True)

@@ -316,14 +316,11 @@ lists:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_text stops after the pydantic phase: when a value "
-                   "is invalid, document checks (duplicate names, unknown @lists, users, icmp with "
-                   "ports, list files) are not run, so not ALL errors are reported at once")
 def test_shape_and_document_errors_at_once() -> None:
     text = "version: 1\nallow:\n  - {name: a, to: [10.0.0.300]}\n  - {name: a, to: ['@nope']}\n"
     assert problems_of(text) == [
         "policy.yaml:3:20: allow[0].to[0]: '10.0.0.300' is not an IP address, network or host name",
-        "policy.yaml:4:11: allow[1].name: rule name 'a' is already used by allow[0]",
+        "policy.yaml:4:12: allow[1].name: rule name 'a' is already used by allow[0]",
         "policy.yaml:4:20: allow[1].to[0]: no list named 'nope' in 'lists'",
     ]
 

@@ -218,10 +218,6 @@ def test_hostile_inputs_give_a_policy_error(text: str, tmp_path: Path) -> None:
     assert all(p.line >= 1 and p.col >= 1 and p.message for p in err.value.problems)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: values no validator anticipated (a NUL in a user, group "
-                   "or list file name; an expiry that leaves datetime's range in UTC) are caught by "
-                   "load_text's catch-all and reported at 1:1 with no path; every error should "
-                   "name the value's line:col and path")
 @pytest.mark.parametrize(("text", "where"), [
     pytest.param('version: 1\nallow:\n  - {name: a, for: {user: "a\\0b"}}\n',
                  (3, 27, "allow[0].for.user"), id="nul-in-user"),
@@ -248,10 +244,6 @@ def test_binary_list_file(tmp_path: Path) -> None:
 
 # --- values that load but should not ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: model.RULE_NAME uses `$`, which also matches before a "
-                   "trailing newline, so `name: \"web\\n\"` (or a `|` block scalar) loads; the name "
-                   "reaches nft chain/counter names and NFLOG prefixes, and `outguard compile` "
-                   "crashes with ValueError \"'deny.web\\n' is not an nft identifier\"")
 def test_rule_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(PolicyError):
         load_text('version: 1\ndeny:\n  - {name: "web\\n", to: [192.0.2.1]}\n')
@@ -263,9 +255,6 @@ def test_negative_or_huge_ids_are_refused(owner: str) -> None:
         load_text(f"version: 1\nallow:\n  - {{name: a, for: {{{owner}}}}}\n")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: booleans pass as integers where the model is not strict: "
-                   "`version: true` loads as version 1 and `nflog_group: true` as group 1 "
-                   "(ports already refuse booleans)")
 @pytest.mark.parametrize("text", ["version: true\n", "version: 1\noptions: {nflog_group: true}\n"])
 def test_booleans_are_not_numbers(text: str) -> None:
     with pytest.raises(PolicyError):

@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Literal
 
+from outguard.dns.config import DnsSettings
 from outguard.policy.addresses import AddrSet
 from outguard.policy.targets import Target
 
@@ -124,6 +125,7 @@ class IRRule:
     names: tuple[str, ...] = ()  # host names as written (a DNS answer for them is allowed)
     wildcards: tuple[str, ...] = ()  # "*.example.test"
     comment: str | None = None
+    fqdn_set: str | None = None  # with `dns:`: base name of the sets the resolver fills (f_<hash>)
 
     @property
     def counter(self) -> str:
@@ -142,6 +144,8 @@ class Ruleset:
     allow: tuple[IRRule, ...]
     policy_digest: str = ""
     resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host name → addresses
+    dns: DnsSettings | None = None  # the policy's `dns:` section: names go to resolver-filled sets
+    list_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # list key → its names
 
     def rules(self) -> tuple[IRRule, ...]:
         return self.deny + self.allow

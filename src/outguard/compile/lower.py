@@ -8,13 +8,17 @@ DNS resolver keeps FQDN sets fresh.
 from __future__ import annotations
 
 import grp
+import hashlib
+import os.path
 import pwd
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
+from outguard.dns.config import DnsSettings
 from outguard.errors import PolicyError, Problem
+from outguard.feeds.policy import FeedList
 from outguard.policy.lint import as_utc
 from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
@@ -80,6 +84,14 @@ def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver,
     return out
 
 
+def fqdn_set_name(section: str, rule: Rule) -> str:
+    """Base name of a rule's DNS-filled sets (`_4`/`_6` appended): predictable, and new when the
+    rule's names change, so that a name taken out of a rule stops being allowed at once."""
+    names = sorted(t.value for t in rule.to or [] if t.kind in ("host", "wildcard", "list"))
+    key = "\n".join([section, rule.name, *names])
+    return "f_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def _elements_of(loaded: LoadedList, resolved: dict[str, list[Target]]) -> Callable[[], Elements]:
     return lambda: Elements.of(loaded.targets, resolved)
 
@@ -96,13 +108,15 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
             if r.expires is None or as_utc(r.expires) > now]
     used_lists = {t.value for _s, _i, r in live for t in r.to or [] if t.kind == "list"}
     hosts: dict[str, tuple[str | int, ...]] = {}
-    for section, index, rule in live:
+    # With a `dns:` section outguard's resolver fills per-rule sets: nothing to resolve now.
+    dns = doc.dns is not None
+    for section, index, rule in [] if dns else live:
         for j, t in enumerate(rule.to or []):
             if t.kind == "host":
                 hosts.setdefault(t.value, (section, index, "to", j))
     # Names in inline lists are resolved like a rule's own; names in list FILES (domain feeds)
     # are for the DNS resolver, not for thousands of lookups at apply time.
-    for name in sorted(used_lists):
+    for name in [] if dns else sorted(used_lists):
         if policy.lists[name].file is None:
             for j, t in enumerate(policy.lists[name].targets):
                 if t.kind == "host":
@@ -112,6 +126,9 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     sources: dict[str, Source] = {}
     for name in sorted(used_lists):
         loaded = policy.lists[name]
+        if isinstance(loaded, FeedList):  # `@feed:NAME`: the feed makes its own Source
+            sources[f"list:{name}"] = loaded.source(f"list:{name}")
+            continue
         sources[f"list:{name}"] = Source(
             f"list:{name}", loaded.digest,
             _elements_of(loaded, resolved))
@@ -130,10 +147,32 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
             any_destination=rule.to is None,
             names=tuple(t.value for t in to if t.kind == "host"),
             wildcards=tuple(t.value for t in to if t.kind == "wildcard"),
-            comment=rule.comment))
+            comment=rule.comment,
+            fqdn_set=fqdn_set_name(sec, rule) if dns and _has_names(rule, policy) else None))
+    settings = None
+    list_names: dict[str, tuple[str, ...]] = {}
+    if doc.dns is not None:
+        try:
+            uid = _uid(doc.dns.user)
+        except KeyError:
+            raise PolicyError([Problem(policy.source, *policy.positions.of(("dns", "user")),
+                                       "dns.user", f"no user {doc.dns.user!r} on this machine")]
+                              ) from None
+        settings = DnsSettings.of(doc.dns, uid, os.path.dirname(os.path.abspath(policy.source)))
+        list_names = {f"list:{n}": tuple(t.value for t in policy.lists[n].targets
+                                         if t.kind in ("host", "wildcard"))
+                      for n in sorted(used_lists)}
     return Ruleset(
         mode=doc.mode, default_action=doc.options.default_action,
         nflog_group=doc.options.nflog_group, log_rate=doc.options.rate(),
         forward=doc.options.forward, sources=sources,
         deny=tuple(rules["deny"]), allow=tuple(rules["allow"]), policy_digest=policy.digest,
-        resolved={k: tuple(t.value for t in v) for k, v in resolved.items()})
+        resolved={k: tuple(t.value for t in v) for k, v in resolved.items()},
+        dns=settings, list_names=list_names)
+
+
+def _has_names(rule: Rule, policy: Policy) -> bool:
+    return any(t.kind in ("host", "wildcard") or (
+        t.kind == "list" and any(x.kind in ("host", "wildcard")
+                                 for x in policy.lists[t.value].targets))
+        for t in rule.to or [])

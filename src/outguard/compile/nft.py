@@ -24,6 +24,7 @@ from typing import Any
 
 from outguard.compile.intervals import merge, net_to_range, partition, range_elem
 from outguard.compile.ir import IRRule, Match, Ruleset, Section
+from outguard.dns.config import DNS_PORTS
 from outguard.policy.targets import text_to_int
 
 Expr = dict[str, Any]
@@ -41,6 +42,7 @@ class NftSet:
     verdict_map: bool
     _elements: Callable[[], list[Any]] = field(repr=False)
     size_hint: int = 0
+    timeout: bool = False  # filled at run time (by the DNS resolver), entries expire
 
     def elements(self) -> list[Any]:
         return self._elements()
@@ -207,6 +209,13 @@ class _Builder:
         if bare or rule.any_destination:
             return [NftRule([*cond, *verdict], comment)]
         out = []
+        if rule.fqdn_set is not None:
+            for version in (4, 6):
+                fqdn = f"{rule.fqdn_set}_{version}"
+                self.out.sets[fqdn] = NftSet(fqdn, _ADDR[version][1], False, False, _const([]),
+                                             timeout=True)
+                left = {"payload": {"protocol": _ADDR[version][0], "field": "daddr"}}
+                out.append(NftRule([_match(left, f"@{fqdn}"), *cond, *verdict], comment))
         for key in rule.lists:
             for version in (4, 6):
                 proto = _ADDR[version][0]
@@ -222,7 +231,7 @@ class _Builder:
         if not rules:
             return
         stage = self.out.chain(section)
-        loose = [r for r in rules if r.lists or r.any_destination]
+        loose = [r for r in rules if r.lists or r.any_destination or r.fqdn_set]
         by_index = {r.index: r for r in rules}
         groups: dict[tuple[int, ...], str] = {}
 
@@ -277,9 +286,31 @@ class _Builder:
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
         for section in ("deny", "allow"):
+            if section == "allow" and hook == "output":
+                chain.rules.extend(self.dns_rules())
             if section in self.out.chains:
                 chain.rules.append(NftRule([{"jump": {"target": section}}]))
         chain.rules.append(NftRule([{"counter": "default"}, {"goto": {"target": "v_default"}}]))
+
+    def dns_rules(self) -> list[NftRule]:
+        """With `dns:`, DNS (53, 853) leaves only from the resolver's uid to its upstreams;
+        everyone else's goes to the default verdict (loopback, the resolver, was accepted)."""
+        dns = self.rs.dns
+        if dns is None:
+            return []
+        tcp_udp = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
+        dport = {"payload": {"protocol": "th", "field": "dport"}}
+        out = [NftRule([tcp_udp, _match(dport, port),
+                        _match({"payload": {"protocol": _ADDR[6 if ":" in addr else 4][0],
+                                            "field": "daddr"}}, addr),
+                        _match(_meta("skuid"), dns.uid), {"accept": None}],
+                       "dns: outguard's resolver to its upstream")
+               for addr, port in dns.upstreams]
+        ports = sorted({*DNS_PORTS, *(p for _a, p in dns.upstreams)})
+        out.append(NftRule([tcp_udp, _match(dport, {"set": ports}), {"counter": "default"},
+                            {"goto": {"target": "v_default"}}],
+                           "dns: only through outguard's resolver"))
+        return out
 
     def build(self) -> Compiled:
         rs = self.rs

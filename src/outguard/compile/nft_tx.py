@@ -50,6 +50,8 @@ def set_decl(s: NftSet) -> Cmd:
     body = _obj(name=s.name, type=s.key_type)
     if s.interval:
         body["flags"] = ["interval"]
+    if s.timeout:  # DNS-filled: entries carry their own timeouts
+        body["flags"] = ["timeout"]
     if s.verdict_map:
         body["map"] = "verdict"
         return {"add": {"map": body}}
@@ -116,14 +118,14 @@ def delta(compiled: Compiled, before: Inventory,
         kind = "map" if name.startswith("m_") else "set"
         cmds.append({"delete": {kind: _obj(name=name)}})
     cmds += [{"delete": {"chain": _obj(name=n)}} for n in before.chains if n not in compiled.chains]
-    cmds += [{"delete": {"counter": _obj(name=n)}} for n in before.counters
-             if n not in compiled.counters]
-    known_sets, known_counters = set(before.sets), set(before.counters)
+    now_counters = set(compiled.counters)
+    cmds += [{"delete": {"counter": _obj(name=n)}} for n in before.counters if n not in now_counters]
+    known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
     return cmds + _creation(
         compiled,
         [n for n in compiled.sets if n not in known_sets],
         [n for n in compiled.counters if n not in known_counters],
-        [n for n in compiled.chains if n not in set(before.chains)], elements_of)
+        [n for n in compiled.chains if n not in known_chains], elements_of)
 
 
 def remove() -> list[Cmd]:

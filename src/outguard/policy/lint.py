@@ -93,6 +93,8 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
         for j, target in enumerate(rule.to or []):
             if target.kind == "list":
                 used.add(target.value)
+            elif policy.doc.dns is not None:
+                continue  # outguard's resolver keeps names and wildcards fresh
             elif target.kind == "host":
                 warn((*path, "to", j), f"host name {target.value!r} is resolved when the policy is"
                      " applied; its addresses go stale until the next apply")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import grp
 import hashlib
 import pwd
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -149,10 +149,13 @@ def _check_owner(rule: Rule, path: str, where: Callable[[str], tuple[int, int]],
 
 
 def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = None,
-              known_lists: Callable[[str], bool] | None = None) -> Policy:
-    """Validate policy text; any input gives a Policy or a PolicyError."""
+              known_lists: Callable[[str], bool] | None = None,
+              feed_dir: Path | None = None) -> Policy:
+    """Validate policy text; any input gives a Policy or a PolicyError. `feed_dir` holds the
+    feeds' last good copies (`@feed:NAME`)."""
     try:
-        return _load_text(text, source, base_dir=base_dir, known_lists=known_lists)
+        return _load_text(text, source, base_dir=base_dir, known_lists=known_lists,
+                          feed_dir=feed_dir)
     except RecursionError:
         raise PolicyError([Problem(source, 1, 1, "", "the document nests too deeply (or refers"
                                    " to itself through a YAML alias)")]) from None
@@ -162,8 +165,70 @@ def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = No
         raise PolicyError([Problem(source, 1, 1, "", f"cannot load the policy: {exc}")]) from None
 
 
+Where = Callable[[str], tuple[int, int]]
+NamedRule = tuple[str, int, str | None, Rule | None]  # section, index, name, rule if it is valid
+
+
+def _where(pos: Positions) -> Where:
+    def where(dotted: str) -> tuple[int, int]:
+        path: list[str | int] = []
+        for part in dotted.replace("[", ".[").split("."):
+            if part.startswith("["):
+                path.append(int(part[1:-1]))
+            elif part:
+                path.append(part)
+        return pos.of(tuple(path))
+    return where
+
+
+def _salvaged_rules(data: dict[str, Any]) -> list[NamedRule]:
+    """Rules of a document that failed validation: the valid ones, and the names of the others."""
+    out: list[NamedRule] = []
+    for section in ("deny", "allow"):
+        raw = data.get(section)
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            if not isinstance(item, dict):
+                continue
+            try:
+                rule: Rule | None = Rule.model_validate(item)
+            except ValidationError:
+                rule = None
+            name = item.get("name")
+            out.append((section, i, name if isinstance(name, str) else None, rule))
+    return out
+
+
+def _raw_list_names(data: dict[str, Any]) -> set[str]:
+    lists = data.get("lists")
+    return {k for k in lists if isinstance(k, str)} if isinstance(lists, dict) else set()
+
+
+def _check_rules(rules: Sequence[NamedRule], list_names: set[str], where: Where, source: str,
+                 problems: list[Problem]) -> None:
+    """Checks across rules: unique names, known @lists, ports only with tcp/udp, real owners."""
+    seen: dict[str, str] = {}
+    for section, index, name, rule in rules:
+        path = f"{section}[{index}]"
+        if name is not None and name in seen:
+            problems.append(Problem(source, *where(f"{path}.name"), f"{path}.name",
+                                    f"rule name {name!r} is already used by {seen[name]}"))
+        elif name is not None:
+            seen[name] = path
+        if rule is None:
+            continue
+        for j, target in enumerate(rule.to or []):
+            if target.kind == "list" and target.value not in list_names \
+                    and not target.value.startswith("feed:"):  # feeds: checked by load_feeds
+                problems.append(Problem(source, *where(f"{path}.to[{j}]"), f"{path}.to[{j}]",
+                                        f"no list named {target.value!r} in 'lists'"))
+        if rule.ports and rule.proto == "icmp":
+            problems.append(Problem(source, *where(f"{path}.ports"), f"{path}.ports",
+                                    "ports need proto tcp, udp or any, not icmp"))
+        _check_owner(rule, path, where, source, problems)
+
+
 def _load_text(text: str, source: str, *, base_dir: Path | None,
-               known_lists: Callable[[str], bool] | None) -> Policy:
+               known_lists: Callable[[str], bool] | None, feed_dir: Path | None = None) -> Policy:
     """Validate policy text. `known_lists(digest)` says a list file with that content was already
     validated (by an earlier apply), so a million-line list is not parsed again."""
     problems: list[Problem] = []
@@ -185,19 +250,13 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
             line, col = pos.of(loc, key=is_key)
             shown = loc[:-1] if err["type"] == "missing" else loc
             problems.append(Problem(source, line, col, format_path(shown), _message(err)))
+        # the document checks still run on what did validate: every error at once
+        _check_rules(_salvaged_rules(data), _raw_list_names(data), _where(pos), source, problems)
         problems.sort(key=lambda p: (p.line, p.col))
         raise PolicyError(problems) from None
     if problems:
         raise PolicyError(problems)
-
-    def where(dotted: str) -> tuple[int, int]:
-        path: list[str | int] = []
-        for part in dotted.replace("[", ".[").split("."):
-            if part.startswith("["):
-                path.append(int(part[1:-1]))
-            elif part:
-                path.append(part)
-        return pos.of(tuple(path))
+    where = _where(pos)
 
     base = base_dir or Path(source).resolve().parent
     lists: dict[str, LoadedList] = {}
@@ -230,34 +289,31 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         if loaded is not None:
             lists[name] = loaded
 
-    seen: dict[str, str] = {}
-    for section, index, rule in [("deny", i, r) for i, r in enumerate(doc.deny)] + [
-            ("allow", i, r) for i, r in enumerate(doc.allow)]:
-        path = f"{section}[{index}]"
-        if rule.name in seen:
-            problems.append(Problem(source, *where(f"{path}.name"), f"{path}.name",
-                                    f"rule name {rule.name!r} is already used by {seen[rule.name]}"))
-        else:
-            seen[rule.name] = path
-        for j, target in enumerate(rule.to or []):
-            if target.kind == "list" and target.value not in doc.lists:
-                problems.append(Problem(source, *where(f"{path}.to[{j}]"), f"{path}.to[{j}]",
-                                        f"no list named {target.value!r} in 'lists'"))
-        if rule.ports and rule.proto == "icmp":
-            problems.append(Problem(source, *where(f"{path}.ports"), f"{path}.ports",
-                                    "ports need proto tcp, udp or any, not icmp"))
-        _check_owner(rule, path, where, source, problems)
+    named = [(section, i, r.name, r) for section, rules in (("deny", doc.deny), ("allow", doc.allow))
+             for i, r in enumerate(rules)]
+    _check_rules(named, set(doc.lists), where, source, problems)
+    feed_refs = {t.value: (f"{s}[{i}].to[{j}]", where(f"{s}[{i}].to[{j}]"))
+                 for s, i, _n, r in reversed(named) for j, t in reversed(list(enumerate(r.to or [])))
+                 if t.kind == "list" and t.value.startswith("feed:")}
+    feed_warnings: list[Problem] = []
+    if feed_refs:
+        from outguard.feeds.policy import load_feeds  # noqa: PLC0415 - it imports this module
+
+        feed_lists, feed_warnings = load_feeds(doc, feed_refs, base, feed_dir, known_lists, source,
+                                               problems)
+        lists.update(feed_lists)
     if problems:
         raise PolicyError(problems)
     policy = Policy(doc, lists, source, text, hashlib.sha256(text.encode()).hexdigest(),
                     positions=pos)
     from outguard.policy.lint import lint  # noqa: PLC0415 - lint imports this module
 
-    policy.warnings = lint(policy)
+    policy.warnings = lint(policy) + feed_warnings
     return policy
 
 
-def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None = None) -> Policy:
+def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None = None,
+                feed_dir: Path | None = None) -> Policy:
     file = Path(path)
     try:
         data = file.read_bytes()
@@ -269,4 +325,5 @@ def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None =
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise PolicyError([Problem(str(path), line, col, "", "the policy is not UTF-8 text")]) from None
-    return load_text(text, str(path), base_dir=file.resolve().parent, known_lists=known_lists)
+    return load_text(text, str(path), base_dir=file.resolve().parent, known_lists=known_lists,
+                     feed_dir=feed_dir)

@@ -7,11 +7,14 @@ list references, users that exist) live in `load`. Unknown keys are errors every
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
 
+from outguard.alerts.config import AlertSpec
+from outguard.dns.config import DnsConfig
+from outguard.feeds.spec import FeedDef
 from outguard.policy.targets import Target, parse_target
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
@@ -40,19 +43,29 @@ def _port_range(value: Any) -> tuple[int, int]:
     return (low, high)
 
 
+def _not_bool(value: Any) -> Any:
+    # YAML's `true` is a Python bool, which pydantic would take as 1
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean, not a number")
+    return value
+
+
 def _target(value: Any) -> Target:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not an IP address, network or host name")
     return parse_target(value)
 
 
-PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
-Dest = Annotated[Target, BeforeValidator(_target)]
+# The schema describes what a policy file holds (json_schema_input_type), not the parsed types.
+PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range, json_schema_input_type=int | str)]
+Dest = Annotated[Target, BeforeValidator(_target, json_schema_input_type=str)]
 
 
 def _id_ref(value: Any) -> str | int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"{value!r} is not a name or a numeric id")
+    if isinstance(value, str) and (not value or any(ord(c) < 32 for c in value)):
+        raise ValueError(f"{value!r} is not a user or group name")
     if isinstance(value, int) and not 0 <= value < 2**32:
         raise ValueError(f"{value} is not a valid numeric id")
     return value
@@ -97,7 +110,7 @@ class Rule(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not RULE_NAME.match(value):
+        if not RULE_NAME.fullmatch(value):  # not `match`: `$` also matches before a final "\n"
             raise ValueError(f"{value!r} is not a valid rule name: letters, digits, '_', '.', '-'"
                              ", at most 48, starting with a letter or digit")
         return value
@@ -122,6 +135,11 @@ class Rule(_Strict):
         # nftables' `meta time` counts int64 nanoseconds since 1970: it ends in April 2262
         if value is not None and value.year >= 2262:
             raise ValueError(f"{value.isoformat()} is too far away: expiry must be before 2262")
+        if value is not None and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError(f"{value.isoformat()} is before the year 1 in UTC") from None
         return value
 
     @field_validator("comment")
@@ -132,8 +150,17 @@ class Rule(_Strict):
         return value
 
 
+def _file_name(value: Any) -> Any:
+    if isinstance(value, str) and (not value or any(ord(c) < 32 for c in value)):
+        raise ValueError(f"{value!r} is not a file name")
+    return value
+
+
+FileName = Annotated[str, BeforeValidator(_file_name)]
+
+
 class ListFile(_Strict):
-    file: str
+    file: FileName
 
 
 def _list_spec(value: Any) -> Any:
@@ -142,15 +169,15 @@ def _list_spec(value: Any) -> Any:
 
 class ListSpec(_Strict):
     items: list[Dest] | None = None
-    file: str | None = None
+    file: FileName | None = None
 
 
-ListDef = Annotated[ListSpec, BeforeValidator(_list_spec)]
+ListDef = Annotated[ListSpec, BeforeValidator(_list_spec, json_schema_input_type=list[str] | ListSpec)]
 
 
 class Options(_Strict):
     default_action: Literal["drop", "reject"] = "drop"
-    nflog_group: int = Field(default=0, ge=0, le=65535)
+    nflog_group: Annotated[int, BeforeValidator(_not_bool)] = Field(default=0, ge=0, le=65535)
     log_rate: str = "10/second"
     forward: bool = False
 
@@ -168,9 +195,12 @@ class Options(_Strict):
 
 
 class PolicyDoc(_Strict):
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)]
     mode: Literal["enforce", "audit"] = "enforce"
     allow: list[Rule] = Field(default_factory=list)
     deny: list[Rule] = Field(default_factory=list)
     lists: dict[str, ListDef] = Field(default_factory=dict)
     options: Options = Field(default_factory=Options)
+    feeds: dict[str, FeedDef] = Field(default_factory=dict)  # custom feeds for @feed:NAME
+    dns: DnsConfig | None = None
+    alerts: list[AlertSpec] = Field(default_factory=list)

@@ -1,0 +1,155 @@
+"""The answer cache and the record of what the kernel sets hold, both persisted across restarts.
+
+Pure apart from `save`/`load` (one JSON file, written atomically). Times are wall-clock seconds
+(`time.time()`), passed in, because they must survive a restart: the kernel's set entries keep
+counting down while the agent is down.
+
+`SetTracker.plan` is the rule that makes "the set holds the address before the answer leaves"
+true for cache hits too: an answer is released only when each of its addresses stays in the
+rule's set for at least max(TTL the client is given, min_ttl) more seconds; otherwise the entry
+is (re)written with timeout max(TTL, min_ttl) + grace. So a hot name costs one kernel write per
+address every `grace` seconds, not one per query.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from outguard.dns.answers import Resolved, addresses
+from outguard.dns.config import DnsSettings
+from outguard.dns.wire import Answer, WireError
+
+CacheKey = tuple[str, int, int, bool]
+SetItem = tuple[str, str, int]  # (kernel set name, address, timeout in seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    answer: Answer
+    resolved: Resolved
+    stored_at: float
+    wire: bytes  # the upstream's message, for persistence
+
+
+class AnswerCache:
+    def __init__(self, max_entries: int = 20000) -> None:
+        self.entries: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self.max_entries = max_entries
+
+    def get(self, key: CacheKey, now: float) -> tuple[Entry, int] | None:
+        """The entry and its age in whole seconds, while it is fresh."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        age = int(now - entry.stored_at)
+        if age >= entry.answer.ttl or age < 0:
+            del self.entries[key]
+            return None
+        return entry, age
+
+    def put(self, key: CacheKey, entry: Entry) -> None:
+        if entry.answer.ttl <= 0:
+            return
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+class SetTracker:
+    """When each (set, address) written by us expires in the kernel."""
+
+    def __init__(self) -> None:
+        self.expiry: dict[tuple[str, str], float] = {}
+
+    def plan(self, bases: tuple[str, ...], resolved: Resolved, age: int, settings: DnsSettings,
+             now: float) -> list[SetItem]:
+        items: list[SetItem] = []
+        for base in bases:
+            for suffix, addrs in (("_4", resolved.v4), ("_6", resolved.v6)):
+                name = base + suffix
+                for addr, ttl in addrs.items():
+                    left = max(ttl - age, 0)
+                    if self.expiry.get((name, addr), 0.0) < now + max(left, settings.min_ttl):
+                        items.append((name, addr, settings.set_timeout(left)))
+        return items
+
+    def still_held_until(self, bases: tuple[str, ...], resolved: Resolved, age: int,
+                         settings: DnsSettings) -> float:
+        """The last moment at which `plan` (for this same `age`) still asks for no write."""
+        until = float("inf")
+        for base in bases:
+            for suffix, addrs in (("_4", resolved.v4), ("_6", resolved.v6)):
+                name = base + suffix
+                for addr, ttl in addrs.items():
+                    left = max(ttl - age, 0)
+                    until = min(until, self.expiry.get((name, addr), 0.0) - max(left, settings.min_ttl))
+        return until
+
+    def written(self, items: list[SetItem], now: float) -> None:
+        for name, addr, timeout in items:
+            self.expiry[(name, addr)] = now + timeout
+
+    def forget(self, items: list[SetItem]) -> None:
+        for name, addr, _t in items:
+            self.expiry.pop((name, addr), None)
+
+    def prune(self, now: float) -> None:
+        for key in [k for k, v in self.expiry.items() if v <= now]:
+            del self.expiry[key]
+
+
+def entry_of(wire: bytes, qname: str, stored_at: float) -> Entry:
+    """Cache entry of an upstream message (WireError/ValueError if it does not decode)."""
+    answer = Answer.parse(wire)
+    resolved = addresses(wire, qname) if answer.counts[0] else Resolved({}, {}, (qname,))
+    return Entry(answer, resolved, stored_at, wire)
+
+
+def save(path: Path, cache: AnswerCache, tracker: SetTracker, now: float) -> None:
+    """Write the cache and the tracker (only what is still alive) atomically, 0600."""
+    data = {
+        "version": 1,
+        "saved_at": now,
+        "answers": [[k[0], k[1], k[2], k[3], e.stored_at, base64.b64encode(e.wire).decode()]
+                    for k, e in cache.entries.items() if now - e.stored_at < e.answer.ttl],
+        "sets": [[s, a, exp] for (s, a), exp in tracker.expiry.items() if exp > now],
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def load(path: Path, now: float) -> tuple[AnswerCache, SetTracker]:
+    """What `save` wrote; a missing or damaged file gives an empty cache (a cold start)."""
+    cache, tracker = AnswerCache(), SetTracker()
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return cache, tracker
+    if not isinstance(data, dict) or data.get("version") != 1:
+        return cache, tracker
+    for row in data.get("answers", []):
+        try:
+            qname, qtype, qclass, do, stored_at, b64 = row
+            entry = entry_of(base64.b64decode(b64), str(qname), float(stored_at))
+        except (ValueError, TypeError, WireError):
+            continue
+        if now - entry.stored_at < entry.answer.ttl:
+            cache.put((str(qname), int(qtype), int(qclass), bool(do)), entry)
+    for row in data.get("sets", []):
+        try:
+            name, addr, exp = row
+            if float(exp) > now:
+                tracker.expiry[(str(name), str(addr))] = float(exp)
+        except (ValueError, TypeError):
+            continue
+    return cache, tracker

@@ -1,0 +1,202 @@
+"""Names: normalisation, the question "which rules cover this name?", blocklists, and hints.
+
+Pure. The resolver asks `NamePolicy.lookup(qname)` for every query; the answer says whether the
+name may be resolved, which kernel sets its addresses go into, and, when it may not, why.
+
+Matching rules (the same as `decide` for names): names are compared in lower-case ASCII without a
+trailing dot, internationalised names as punycode (`xn--...`). `*.example.test` matches every
+name *below* example.test (`a.example.test`, `a.b.example.test`), never `example.test` itself nor
+`badexample.test`. A blocklist entry blocks the name and every name below it, as feeds mean it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from outguard.compile.ir import IRRule, Ruleset
+from outguard.errors import OutguardError
+
+_HOSTS_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "::0", "0:0:0:0:0:0:0:0"})
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class BlocklistError(OutguardError):
+    """A domain blocklist file that cannot be read."""
+
+
+def normalize(name: str) -> str:
+    """Canonical text of a name as policies write it: lower case, no trailing dot, punycode."""
+    name = name.strip()
+    if name.endswith(".") and name != ".":
+        name = name[:-1]
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            # not a valid IDN: keep it comparable but unmatchable by any policy name
+            return name.lower()
+    return name.lower()
+
+
+def wire_labels_to_text(labels: Iterable[bytes]) -> str:
+    """Name from wire labels, lower-cased; bytes no policy name can hold are escaped (`\\DDD`),
+    so a label with a '.' inside never passes for two labels."""
+    out = []
+    for label in labels:
+        low = label.lower()
+        text = low.decode("latin-1")
+        if not set(text) <= _LDH:
+            text = "".join(c if c in _LDH else f"\\{ord(c):03d}" for c in text)
+        out.append(text)
+    return ".".join(out)
+
+
+def suffixes(name: str) -> Iterator[str]:
+    """The names strictly above `name`: a.b.c → b.c, c."""
+    rest = name
+    while "." in rest:
+        rest = rest.split(".", 1)[1]
+        yield rest
+
+
+@dataclass(frozen=True)
+class NameVerdict:
+    action: Literal["resolve", "block", "blocklist"]
+    sets: tuple[str, ...] = ()  # fqdn set base names (f_<hash>): the answer's addresses go there
+    rule: str = "default"  # "allow:<name>", "deny:<name>", "blocklist:<file>", "default"
+    reason: str = ""
+
+
+@dataclass
+class _Entry:
+    counter: str
+    fqdn_set: str | None
+    conditional: bool  # the rule has conditions besides the destination (ports, owner, ...)
+
+
+@dataclass
+class NamePolicy:
+    """Which rules name a DNS name. Build with `NamePolicy.of(ruleset, blocklist)`."""
+
+    mode: Literal["enforce", "audit"] = "enforce"
+    exact: dict[str, list[_Entry]] = field(default_factory=dict)
+    wildcard: dict[str, list[_Entry]] = field(default_factory=dict)  # key: the part after "*."
+    deny_exact: dict[str, list[_Entry]] = field(default_factory=dict)
+    deny_wildcard: dict[str, list[_Entry]] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # name → blocklist it comes from
+    any_name: str | None = None  # an allow rule for every destination allows every name
+
+    @classmethod
+    def of(cls, ruleset: Ruleset, blocklist: dict[str, str] | None = None) -> NamePolicy:
+        out = cls(mode=ruleset.mode, blocked=dict(blocklist or {}))
+        for rule in ruleset.rules():
+            if rule.section == "allow" and rule.any_destination and out.any_name is None:
+                out.any_name = rule.counter
+            names, wilds = rule_names(ruleset, rule)
+            entry = _Entry(rule.counter, rule.fqdn_set, _conditional(rule))
+            exact, wild = ((out.exact, out.wildcard) if rule.section == "allow"
+                           else (out.deny_exact, out.deny_wildcard))
+            for n in names:
+                exact.setdefault(n, []).append(entry)
+            for w in wilds:
+                wild.setdefault(w[2:], []).append(entry)
+        return out
+
+    @staticmethod
+    def _find(name: str, exact: dict[str, list[_Entry]],
+              wild: dict[str, list[_Entry]]) -> list[_Entry]:
+        found = list(exact.get(name, ()))
+        if wild:
+            for up in suffixes(name):
+                found.extend(wild.get(up, ()))
+        return found
+
+    def lookup(self, qname: str) -> NameVerdict:
+        name = normalize(qname)
+        if self.blocked:
+            for candidate in (name, *suffixes(name)):
+                if candidate in self.blocked:
+                    return NameVerdict("blocklist", rule=f"blocklist:{self.blocked[candidate]}",
+                                       reason=f"{candidate} is on blocklist {self.blocked[candidate]}")
+        denied = self._find(name, self.deny_exact, self.deny_wildcard)
+        allowed = self._find(name, self.exact, self.wildcard)
+        sets = tuple(dict.fromkeys(e.fqdn_set for e in denied + allowed if e.fqdn_set))
+        hard = [e for e in denied if not e.conditional]
+        if hard:
+            return NameVerdict("block", sets, hard[0].counter,
+                               f"deny rule {hard[0].counter[5:]!r} names {name}")
+        if allowed:
+            return NameVerdict("resolve", sets, allowed[0].counter,
+                               f"allow rule {allowed[0].counter[6:]!r} names {name}")
+        if self.any_name is not None:
+            return NameVerdict("resolve", sets, self.any_name,
+                               f"allow rule {self.any_name[6:]!r} allows every destination")
+        return NameVerdict("block", sets, "default", f"no rule names {name}")
+
+
+def _conditional(rule: IRRule) -> bool:
+    m = rule.match
+    return (m.proto != "any" or bool(m.ports) or m.uid is not None or m.gid is not None
+            or m.cgroup is not None)
+
+
+def rule_names(ruleset: Ruleset, rule: IRRule) -> tuple[list[str], list[str]]:
+    """Host names and wildcards a rule covers: its own `to`, and those of the lists it uses."""
+    names, wilds = list(rule.names), list(rule.wildcards)
+    for key in rule.lists:
+        for value in ruleset.list_names.get(key, ()):
+            (wilds if value.startswith("*.") else names).append(value)
+    return names, wilds
+
+
+def parse_blocklist(text: str) -> Iterator[str]:
+    """Names of a hosts-file (`0.0.0.0 name [name...]`) or plain (`name` per line) blocklist.
+
+    Lines that are neither (comments, `localhost`, addresses alone) are skipped: feeds are
+    messy and one odd line must not disable a whole list."""
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if fields[0] in _HOSTS_SINKS or (len(fields) > 1 and ":" in fields[0]) \
+                or (len(fields) > 1 and fields[0].replace(".", "").isdigit()):
+            fields = fields[1:]
+        for word in fields:
+            name = normalize(word.removeprefix("*.").removeprefix("||").removesuffix("^"))
+            if "." in name and name not in ("localhost", "localhost.localdomain") \
+                    and not name.replace(".", "").isdigit() and ":" not in name:
+                yield name
+
+
+def load_blocklists(paths: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise BlocklistError(f"cannot read DNS blocklist {path}: {exc.strerror}") from exc
+        for name in parse_blocklist(text):
+            out.setdefault(name, path)
+    return out
+
+
+def _entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
+
+
+def tunneling_hint(name: str) -> str | None:
+    """Why a name looks like data carried in DNS (long random labels), or None."""
+    labels = name.split(".")
+    longest = max(labels, key=len)
+    if len(longest) >= 24 and _entropy(longest) >= 3.5:
+        return f"a {len(longest)}-character random-looking label (DNS tunneling?)"
+    if len(name) >= 120 and sum(len(label) for label in labels[:-2]) >= 90:
+        return f"a {len(name)}-character name carrying long labels (DNS tunneling?)"
+    return None

@@ -1,0 +1,225 @@
+"""The resolver's decisions for one query: block, answer from cache, or ask upstream — and put
+the answer's addresses into the kernel sets before the answer is released.
+
+Sans-I/O core of the DNS forwarder: `Resolver.fast` (synchronous: a cache hit needing no kernel
+write) and `Resolver.handle` (everything else) take a message and return the reply bytes. The
+listeners in `server` do the sockets; upstream queries, set writes and attribution are the
+objects passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from outguard.dns.cache import AnswerCache, Entry, SetItem, SetTracker, entry_of
+from outguard.dns.client import Client, classify
+from outguard.dns.config import DnsSettings
+from outguard.dns.events import DnsEvent, EventSink
+from outguard.dns.names import NamePolicy, NameVerdict
+from outguard.dns.upstream import UpstreamError
+from outguard.dns.wire import (
+    RCODE_NOTIMP,
+    RCODE_NXDOMAIN,
+    RCODE_REFUSED,
+    RCODE_SERVFAIL,
+    Query,
+    WireError,
+    error_reply,
+    formerr_for,
+    parse_query,
+)
+from outguard.errors import OutguardError
+
+SetWrite = Callable[[list[SetItem]], Awaitable[None]]
+Ask = Callable[[Query], Awaitable[bytes]]
+HOT_MAX = 4096
+_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 15: "MX", 16: "TXT", 33: "SRV", 12: "PTR", 2: "NS",
+          6: "SOA", 65: "HTTPS", 64: "SVCB", 255: "ANY"}
+
+
+@dataclass
+class Stats:
+    queries: int = 0
+    hits: int = 0
+    upstream: int = 0
+    blocked: int = 0
+    set_writes: int = 0
+    failures: int = 0
+    malformed: int = 0
+    by_rcode: dict[str, int] = field(default_factory=dict)
+
+
+class Resolver:
+    def __init__(self, settings: DnsSettings, names: NamePolicy, *, ask: Ask, write: SetWrite,
+                 events: EventSink, attribute: Callable[[Query, tuple[str, int], bool],
+                                                        Awaitable[Client]] | None = None,
+                 cache: AnswerCache | None = None, tracker: SetTracker | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.names = settings, names
+        self.ask, self.write, self.events, self.attribute = ask, write, events, attribute
+        self.cache = cache or AnswerCache()
+        self.tracker = tracker or SetTracker()
+        self.clock = clock
+        self.stats = Stats()
+        self._verdicts: dict[str, NameVerdict] = {}
+        self._inflight: dict[tuple[str, int, int, bool], asyncio.Future[Entry]] = {}
+        # exact query bytes after the id → (reply bytes after the id, valid until): see `fast`
+        self._hot: dict[bytes, tuple[bytes, float]] = {}
+
+    def update(self, settings: DnsSettings, names: NamePolicy) -> None:
+        """A new policy: new rules, possibly new set names (the tracker keys on set names)."""
+        self.settings, self.names = settings, names
+        self._verdicts.clear()
+        self._hot.clear()
+
+    def verdict(self, qname: str) -> NameVerdict:
+        found = self._verdicts.get(qname)
+        if found is None:
+            if len(self._verdicts) > 50000:
+                self._verdicts.clear()
+            found = self._verdicts[qname] = self.names.lookup(qname)
+        return found
+
+    def fast(self, data: bytes) -> bytes | None:
+        """The reply when it needs nothing but the cache (no kernel write, no event); else None.
+
+        A hit costs a dict lookup: the same query bytes (everything after the id: flags, question
+        as sent, EDNS size, DO) get the same reply bytes until the answer's age in whole seconds
+        changes (TTLs count down) or a set entry would need rewriting (`SetTracker.plan`), so
+        the reply is built once per second and only the client's id is patched in."""
+        key = data[2:]
+        hot = self._hot.get(key)
+        now = self.clock()
+        if hot is not None and now < hot[1]:
+            self.stats.queries += 1
+            self.stats.hits += 1
+            return data[:2] + hot[0]
+        reply, until = self._fast_reply(data, now)
+        if reply is not None:
+            if len(self._hot) >= HOT_MAX:
+                self._hot.clear()
+            self._hot[key] = (reply[2:], until)
+        elif hot is not None:
+            del self._hot[key]
+        return reply
+
+    def _fast_reply(self, data: bytes, now: float) -> tuple[bytes | None, float]:
+        try:
+            q = parse_query(data)
+        except WireError:
+            return None, 0.0
+        if q.opcode or q.qclass != 1 or len(data) > 512:
+            return None, 0.0
+        verdict = self.verdict(q.qname)
+        if verdict.action != "resolve":
+            return None, 0.0
+        hit = self.cache.get(q.key, now)
+        if hit is None:
+            return None, 0.0
+        entry, age = hit
+        if self.tracker.plan(verdict.sets, entry.resolved, age, self.settings, now):
+            return None, 0.0
+        self.stats.queries += 1
+        self.stats.hits += 1
+        until = min(entry.stored_at + age + 1,
+                    self.tracker.still_held_until(verdict.sets, entry.resolved, age, self.settings))
+        return entry.answer.reply(q, age, q.udp_limit()), until
+
+    async def handle(self, data: bytes, client: tuple[str, int], tcp: bool = False) -> bytes | None:
+        self.stats.queries += 1
+        try:
+            q = parse_query(data)
+        except WireError:
+            self.stats.malformed += 1
+            return formerr_for(data)
+        limit = 65535 if tcp else q.udp_limit()
+        if q.opcode:
+            return error_reply(q, RCODE_NOTIMP)
+        if q.qclass != 1:
+            return error_reply(q, RCODE_REFUSED)
+        verdict = self.verdict(q.qname)
+        if verdict.action != "resolve":
+            self.stats.blocked += 1
+            if self.names.mode == "enforce":
+                rcode = (RCODE_NXDOMAIN if verdict.action == "blocklist"
+                         or self.settings.unlisted == "nxdomain" else RCODE_REFUSED)
+                await self._blocked_event(q, client, tcp, verdict, rcode, "blocklisted"
+                                          if verdict.action == "blocklist" else "blocked")
+                return error_reply(q, rcode)
+        now = self.clock()
+        hit = self.cache.get(q.key, now)
+        try:
+            if hit is not None:
+                entry, age = hit
+                self.stats.hits += 1
+            else:
+                entry, age = await self._resolve(q, verdict), 0
+                now = self.clock()
+            items = self.tracker.plan(verdict.sets, entry.resolved, age, self.settings, now)
+            if items:
+                await self._write(items, now)
+        except (UpstreamError, OutguardError, WireError, ValueError) as exc:
+            self.stats.failures += 1
+            self._event(q, client, tcp, verdict, "failed", RCODE_SERVFAIL, reason=str(exc))
+            return error_reply(q, RCODE_SERVFAIL)
+        if verdict.action != "resolve":  # audit mode: resolved, and recorded as it would block
+            await self._blocked_event(q, client, tcp, verdict, entry.answer.rcode, "audit",
+                                      entry)
+        elif hit is None:
+            self._event(q, client, tcp, verdict, "resolved", entry.answer.rcode, entry=entry)
+        return entry.answer.reply(q, age, limit)
+
+    async def _resolve(self, q: Query, verdict: NameVerdict) -> Entry:
+        """One upstream query per (name, type) however many clients ask at once."""
+        key = q.key
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            self.stats.upstream += 1
+            wire = await self.ask(q)
+            entry = entry_of(wire, q.qname, self.clock())
+            self.cache.put(key, entry)
+            fut.set_result(entry)
+            return entry
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _write(self, items: list[SetItem], now: float) -> None:
+        await self.write(items)
+        self.stats.set_writes += 1
+        self.tracker.written(items, now)
+
+    async def _blocked_event(self, q: Query, client: tuple[str, int], tcp: bool,
+                             verdict: NameVerdict, rcode: int, action: str,
+                             entry: Entry | None = None) -> None:
+        who = Client()
+        if self.attribute is not None:
+            who = await self.attribute(q, client, tcp)
+        self._event(q, client, tcp, verdict, action, rcode, entry=entry, who=who,
+                    classifications=classify(q.qname, who, verdict.rule == "default"))
+
+    def _event(self, q: Query, client: tuple[str, int], tcp: bool, verdict: NameVerdict,
+               action: str, rcode: int, *, reason: str | None = None, entry: Entry | None = None,
+               who: Client | None = None, classifications: list[str] | None = None) -> None:
+        name = _RCODES.get(rcode, str(rcode))
+        self.stats.by_rcode[name] = self.stats.by_rcode.get(name, 0) + 1
+        who = who or Client()
+        addrs = [*entry.resolved.v4, *entry.resolved.v6] if entry is not None else []
+        host = f"[{client[0]}]" if ":" in client[0] else client[0]
+        self.events.append(DnsEvent(
+            time=self.clock(), client=f"{host}:{client[1]}{'/tcp' if tcp else ''}",
+            qname=q.qname, qtype=_TYPES.get(q.qtype, str(q.qtype)), action=action,
+            rule=verdict.rule, reason=reason or verdict.reason, rcode=name, addresses=addrs,
+            pid=who.pid, exe=who.exe, uid=who.uid, cmdline=list(who.cmdline),
+            classifications=classifications or []))

@@ -1,0 +1,1 @@
+"""Threat feeds: registry, fetch, parse, validate, merge and sync of blocklists into kernel sets."""

@@ -1,0 +1,75 @@
+"""Feeds in the agent: update every feed the applied policy uses when it is due, then sync.
+
+Place in the data flow: `outguard run` starts `run_feed_scheduler` as one asyncio task. Each round
+re-reads the applied policy (a new apply may add feeds), updates the due ones (`update`), syncs
+the kernel sets (`sync`, in a worker thread: it blocks on netlink), hands every alert to the hook,
+then sleeps until the next feed is due (at most `max_sleep`) or `stop` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from outguard.errors import OutguardError
+from outguard.feeds.alert import AlertHook, FeedAlert, emit
+from outguard.feeds.policy import PREFIX, FeedList, never_block_of
+from outguard.feeds.store import FeedStore
+from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_kernel
+from outguard.feeds.update import FeedResult, update_feeds
+from outguard.kernel.setsync import SetChange, SyncStats, apply_in
+from outguard.state import StateDir
+
+log = logging.getLogger("outguard.feeds")
+
+
+async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | None = None,
+                    clock: Callable[[], float] = time.time, force: bool = False,
+                    ignore_interval: bool = False) -> tuple[list[FeedResult], SyncReport | None]:
+    store = FeedStore(state.path / "feeds")
+    policy = applied_policy(state, store.root)
+    if policy is None:
+        return [], None
+    specs = [fl.spec for fl in policy.lists.values()
+             if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
+    results = await update_feeds(specs, store, never_block_of(policy.doc), clock=clock,
+                                 force=force, ignore_interval=ignore_interval)
+    for r in results:
+        emit(r.alerts, on_alert)
+    report = None
+    if any(r.status == "updated" for r in results):
+        try:
+            report = await asyncio.to_thread(sync_kernel, state, apply)
+        except OutguardError as exc:
+            emit([FeedAlert("error", ",".join(r.name for r in results), "sync-failed",
+                            f"kernel sync failed, the last good sets stay: {exc}")], on_alert)
+    return results, report
+
+
+async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
+                             stop: asyncio.Event | None = None,
+                             on_alert: AlertHook | None = None,
+                             clock: Callable[[], float] = time.time,
+                             max_sleep: float = 300.0, min_sleep: float = 5.0) -> None:
+    """Run until `stop` is set. Errors of one round are alerted and logged, never fatal."""
+    state = StateDir(state_dir)
+    stop = stop or asyncio.Event()
+
+    def apply(changes: Sequence[SetChange]) -> SyncStats:
+        return apply_in(netns, changes)
+
+    while not stop.is_set():
+        try:
+            results, _report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock)
+        except OutguardError as exc:
+            log.error("feed round failed: %s", exc)
+            results = []
+        due = [r.next_due for r in results if r.next_due > 0]
+        wait = max(min_sleep, min([max_sleep, *(d - clock() for d in due)]))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            continue

@@ -1,0 +1,91 @@
+"""What a threat feed is: the typed model shared by the shipped registry and a policy's `feeds:`.
+
+Place in the data flow: `registry` reads the shipped `registry.yaml` into `FeedSpec`s; a policy's
+`feeds:` section (`policy.model.PolicyDoc.feeds`) holds `FeedDef`s, which `resolve` turns into
+`FeedSpec`s with the same defaults. Everything downstream (fetch, parse, validate, sync) takes a
+`FeedSpec`. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FEED_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+Format = Literal["plain", "spamhaus-json", "feodo-csv", "hosts", "domains", "dshield"]
+FORMATS: tuple[str, ...] = ("plain", "spamhaus-json", "feodo-csv", "hosts", "domains", "dshield")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Sanity limits against the last good copy; a feed may loosen them for itself."""
+
+    may_be_empty: bool = False
+    max_shrink: float = Field(default=0.5, ge=0, le=1)  # refuse losing more than this fraction
+    max_growth: float = Field(default=3.0, ge=1)  # refuse growing more than this factor
+    min_prefix4: int = Field(default=8, ge=0, le=32)  # refuse IPv4 prefixes wider than /8
+    min_prefix6: int = Field(default=24, ge=0, le=128)  # refuse IPv6 prefixes wider than /24
+
+
+class FeedDef(_Strict):
+    """A custom feed in a policy: `{url: ..., format: plain}` or `{file: /path, format: plain}`."""
+
+    url: str | None = None
+    file: str | None = None
+    format: Format = "plain"
+    category: str = "custom"
+    outbound: bool = True
+    min_interval: int = Field(default=3600, ge=60, le=7 * 86400)  # seconds between fetches
+    may_be_empty: bool = False
+    max_shrink: float | None = Field(default=None, ge=0, le=1)
+    max_growth: float | None = Field(default=None, ge=1)
+    max_bytes: int = Field(default=64 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeedDef:
+        if (self.url is None) == (self.file is None):
+            raise ValueError("a feed has either 'url' or 'file', not both and not neither")
+        return self
+
+
+class FeedSpec(_Strict):
+    """A resolved feed: where it comes from, how to read it, and what it is for."""
+
+    name: str
+    url: str | None = None
+    file: str | None = None
+    format: Format
+    category: str
+    outbound: bool = True
+    licence: str = ""
+    min_interval: int = 3600
+    max_bytes: int = 64 << 20
+    limits: Limits = Field(default_factory=Limits)
+    description: str = ""
+
+    @property
+    def source(self) -> str:
+        return self.url if self.url is not None else f"file:{self.file}"
+
+
+def spec_of(name: str, d: FeedDef) -> FeedSpec:
+    base = Limits()
+    limits = Limits(may_be_empty=d.may_be_empty,
+                    max_shrink=base.max_shrink if d.max_shrink is None else d.max_shrink,
+                    max_growth=base.max_growth if d.max_growth is None else d.max_growth)
+    return FeedSpec(name=name, url=d.url, file=d.file, format=d.format, category=d.category,
+                    outbound=d.outbound, min_interval=d.min_interval, max_bytes=d.max_bytes,
+                    limits=limits, description="custom feed from the policy")

@@ -1,0 +1,136 @@
+"""Feed state on disk: the last good copy of each feed, its fetch record, and the kernel record.
+
+    <state-dir>/feeds/<name>/good.txt     canonical content (`FeedSet.lines`), validated
+    <state-dir>/feeds/<name>/meta.json    fetch record: digest, count, ETag, Last-Modified,
+                                          times, consecutive failures, last error
+    <state-dir>/feeds/<name>/kernel.json  set digest → content digest: which content a kernel
+                                          set named after digest S holds now (a sync changes a
+                                          set's content in place, without renaming it)
+
+Place in the data flow: fetch/validate write a copy only when it is accepted, so the copy is
+always the last GOOD one; `outguard apply` and the sync read it. Files are 0600, written by
+rename (`state.write_private`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outguard.errors import StateError
+from outguard.feeds.merge import FeedSet
+from outguard.state import write_private
+
+
+@dataclass
+class FeedMeta:
+    digest: str = ""  # of the good copy
+    count: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: float = 0.0  # last successful download (200 or 304)
+    attempted_at: float = 0.0  # last attempt, successful or not
+    failures: int = 0  # consecutive failed or refused attempts
+    last_error: str | None = None
+    source: str = ""
+    bad_lines: int = 0
+    removed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FeedStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    def ensure(self, name: str) -> Path:
+        folder = self.dir(name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create {folder}: {exc.strerror}") from exc
+        return folder
+
+    # fetch record ----------------------------------------------------------------------------
+
+    def meta(self, name: str) -> FeedMeta:
+        try:
+            return FeedMeta(**json.loads((self.dir(name) / "meta.json").read_text()))
+        except FileNotFoundError:
+            return FeedMeta()
+        except (OSError, ValueError, TypeError) as exc:
+            raise StateError(f"feed record of {name} is unreadable: {exc}") from exc
+
+    def write_meta(self, name: str, meta: FeedMeta) -> None:
+        write_private(self.ensure(name) / "meta.json", json.dumps(asdict(meta), indent=1))
+
+    # last good copy --------------------------------------------------------------------------
+
+    def has_copy(self, name: str) -> bool:
+        return (self.dir(name) / "good.txt").exists()
+
+    def copy_path(self, name: str) -> Path:
+        return self.dir(name) / "good.txt"
+
+    def write_copy(self, name: str, content: FeedSet) -> str:
+        digest = content.digest()
+        text = "\n".join(content.lines())
+        write_private(self.ensure(name) / "good.txt", text + "\n" if text else "")
+        return digest
+
+    def read_copy(self, name: str) -> FeedSet:
+        try:
+            text = self.copy_path(name).read_text()
+        except FileNotFoundError:
+            return FeedSet()
+        except OSError as exc:
+            raise StateError(f"last good copy of feed {name} is unreadable: {exc}") from exc
+        return read_canonical(text)
+
+    # kernel record ---------------------------------------------------------------------------
+
+    def kernel_record(self, name: str) -> dict[str, str]:
+        try:
+            data: dict[str, str] = json.loads((self.dir(name) / "kernel.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data
+
+    def write_kernel_record(self, name: str, record: dict[str, str]) -> None:
+        write_private(self.ensure(name) / "kernel.json", json.dumps(record))
+
+
+def read_canonical(text: str) -> FeedSet:
+    """Read back what `FeedSet.lines` wrote (already sorted, merged and valid)."""
+    out = FeedSet()
+    pton, af4, af6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
+    from_bytes = int.from_bytes
+    for line in text.splitlines():
+        if not line:
+            continue
+        try:
+            out.a4.append(from_bytes(pton(af4, line), "big"))
+            continue
+        except OSError:
+            pass
+        version, af, bits = (6, af6, 128) if ":" in line else (4, af4, 32)
+        try:
+            if "/" in line:
+                addr, length = line.split("/")
+                first = from_bytes(pton(af, addr), "big")
+                (out.r4 if version == 4 else out.r6).append(
+                    (first, first | ((1 << (bits - int(length))) - 1)))
+            elif version == 6 and "-" not in line:
+                out.a6.append(from_bytes(pton(af6, line), "big"))
+            else:
+                a, b = line.split("-")
+                (out.r4 if version == 4 else out.r6).append(
+                    (from_bytes(pton(af, a), "big"), from_bytes(pton(af, b), "big")))
+        except (OSError, ValueError):  # not an address form: a host name
+            out.domains.append(line)
+    return out

@@ -1,0 +1,127 @@
+"""Put the feeds' last good copies into the applied kernel sets, as deltas in one transaction.
+
+Place in the data flow: update (fetch → validate → store) → **sync** → `kernel.setsync`. Reads
+the applied snapshot (which sets exist, what they hold: `<state>/sets/<set>.json`, never the
+kernel), reloads the applied policy with its feeds, and for every feed whose content digest moved
+computes, per set, the elements to add and delete. All feeds' changes go to the kernel as one
+transaction; only then are the stored elements and the kernel record (`FeedStore`) updated, so a
+refused transaction leaves the last good set in the kernel and the state as it was.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outguard.compile.intervals import net_to_range
+from outguard.feeds.merge import diff_ranges, diff_singles
+from outguard.feeds.policy import PREFIX, FeedList, nft_elements
+from outguard.feeds.store import FeedStore
+from outguard.kernel.setsync import SetChange, SyncStats
+from outguard.policy.load import Policy, load_text
+from outguard.policy.targets import text_to_int
+from outguard.state import StateDir
+
+Applier = Callable[[Sequence[SetChange]], SyncStats]
+
+
+@dataclass
+class SyncReport:
+    applied: bool  # a policy is applied (else there is nothing to sync)
+    changed: dict[str, tuple[int, int]] = field(default_factory=dict)  # feed → (added, deleted)
+    stats: SyncStats | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def set_name_re(feed: str) -> re.Pattern[str]:
+    key = "".join(c if c.isalnum() else "_" for c in f"{PREFIX}{feed}")
+    return re.compile(rf"^l_{re.escape(key)}_([0-9a-f]{{12}})_([46][an])$")
+
+
+def decode_elements(elements: list[Any], kind: str) -> list[int] | list[tuple[int, int]]:
+    """Stored nftables JSON elements → integers (addresses) or closed ranges."""
+    version = int(kind[0])
+    if kind[1] == "a":
+        return [text_to_int(e, version) for e in elements]
+    out: list[tuple[int, int]] = []
+    for e in elements:
+        if isinstance(e, str):
+            v = text_to_int(e, version)
+            out.append((v, v))
+        elif "prefix" in e:
+            out.append(net_to_range(f"{e['prefix']['addr']}/{e['prefix']['len']}", version))
+        else:
+            a, b = e["range"]
+            out.append((text_to_int(a, version), text_to_int(b, version)))
+    return out
+
+
+def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
+    got = state.read("applied")
+    text = state.policy_text("applied")
+    if got is None or text is None:
+        return None
+    snap = got[0]
+    return load_text(text, snap.source, base_dir=Path(snap.source).parent,
+                     known_lists=lambda d: d in snap.lists, feed_dir=feed_dir)
+
+
+def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None) -> SyncReport:
+    """Bring the applied feed sets to the feeds' last good copies (one transaction)."""
+    store = FeedStore(state.path / "feeds")
+    with state.locked():
+        got = state.read("applied")
+        policy = applied_policy(state, store.root)
+        if got is None or policy is None:
+            return SyncReport(False)
+        snap = got[0]
+        report = SyncReport(True, warnings=[str(w) for w in policy.warnings
+                                            if "feed" in w.message])
+        changes: list[SetChange] = []
+        after: list[tuple[str, str, str, list[Any]]] = []  # feed, full digest, set, elements
+        for loaded in policy.lists.values():
+            if not isinstance(loaded, FeedList):
+                continue
+            feed = loaded.name[len(PREFIX):]
+            if only is not None and feed not in only:
+                continue
+            pattern = set_name_re(feed)
+            sets = [(m.group(1), m.group(2), n) for n in snap.inventory.get("sets", [])
+                    if (m := pattern.match(n))]
+            if not sets or sets[0][0] == loaded.digest[:12]:
+                continue  # not applied, or the kernel holds this content already
+            held = next((d for d in snap.lists if d.startswith(sets[0][0])), None)
+            if held is None:
+                continue
+            added = deleted = 0
+            for _d12, kind, set_name in sets:
+                old = decode_elements(state.load_set(set_name) if state.has_set(set_name) else [],
+                                      kind)
+                new_json = nft_elements(loaded.content, kind)
+                version = int(kind[0])
+                if kind[1] == "a":
+                    delta = diff_singles(old, loaded.content.singles(version))  # type: ignore[arg-type]
+                else:
+                    delta = diff_ranges(old, loaded.content.ranges(version))  # type: ignore[arg-type]
+                if delta:
+                    changes.append(SetChange(set_name, int(kind[0]), kind[1] == "n",
+                                             delta.add, delta.delete))
+                    added, deleted = added + len(delta.add), deleted + len(delta.delete)
+                after.append((feed, held, set_name, new_json))
+            report.changed[feed] = (added, deleted)
+            after.append((feed, held, "", [loaded.digest]))
+        t0 = time.perf_counter()
+        report.stats = apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
+        report.stats.seconds = time.perf_counter() - t0
+        for feed, held, set_name, elements in after:
+            if set_name:
+                state.store_set(set_name, elements)
+            else:  # the set named after `held` now holds this content
+                record = store.kernel_record(feed)
+                record[held] = elements[0]
+                store.write_kernel_record(feed, record)
+        return report

@@ -1,0 +1,211 @@
+"""Validation before anything reaches the kernel: refuse bad downloads, strip never-block entries.
+
+Place in the data flow: fetch → parse → **validate** → merge → sync. Refused (the last good copy
+stays, an alert is raised): an HTML or binary body (an error page), an empty list (unless the
+feed may be empty, as Feodo often is), a body of mostly bad lines, any network wider than /8
+(IPv4) or /24 (IPv6), and a shrink or growth beyond the feed's limits against the last good
+copy (unless forced). Removed and reported: entries touching the never-block list — private and
+special ranges, the metadata address, the resolvers, and what the policy allows explicitly
+(FireHOL level1 contains 10.0.0.0/8). Pure.
+
+Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are not
+never-block: nothing routes them, so blocking them harms nothing, and the tests use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from outguard.feeds.alert import FeedAlert
+from outguard.feeds.merge import BITS, FeedSet, range_text
+from outguard.feeds.parse import Parsed
+from outguard.feeds.spec import FeedSpec
+from outguard.policy.targets import int_to_text, text_to_int
+
+SPECIAL = {
+    4: ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+        "240.0.0.0/4"],
+    6: ["::/127", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10", "ff00::/8"],
+}
+METADATA = ["169.254.169.254", "fd00:ec2::254"]
+MIN_COUNT_FOR_RATIO = 10  # below this, shrink/growth ratios are noise
+
+
+@dataclass
+class NeverBlock:
+    """Ranges no feed may block, with why, per IP version (merged lazily)."""
+
+    ranges: dict[int, list[tuple[int, int, str]]] = field(default_factory=lambda: {4: [], 6: []})
+
+    def add(self, text: str, why: str) -> None:
+        addr, _, length = text.partition("/")
+        version = 6 if ":" in addr else 4
+        value = text_to_int(addr, version)
+        bits = BITS[version]
+        size = 1 << (bits - int(length)) if length else 1
+        first = value & ~(size - 1)
+        self.ranges[version].append((first, first + size - 1, why))
+
+    def digest(self) -> str:
+        items = sorted((v, a, b) for v, rs in self.ranges.items() for a, b, _ in rs)
+        return hashlib.sha256(repr(items).encode()).hexdigest()
+
+    def merged(self, version: int) -> list[tuple[int, int, str]]:
+        """Disjoint, sorted ranges (an overlap keeps the first reason)."""
+        out: list[tuple[int, int, str]] = []
+        for first, last, why in sorted(self.ranges[version]):
+            if out and first <= out[-1][1] + 1:  # adjacent too: 224/4 + 240/4 cover 224/3
+                out[-1] = (out[-1][0], max(last, out[-1][1]), out[-1][2])
+            else:
+                out.append((first, last, why))
+        return out
+
+
+def default_never_block(resolvers: Sequence[str] = (), allowed: Sequence[str] = ()) -> NeverBlock:
+    out = NeverBlock()
+    for nets in SPECIAL.values():
+        for net in nets:
+            out.add(net, f"special range {net}")
+    for addr in METADATA:
+        out.add(addr, "cloud metadata address")
+    for addr in resolvers:
+        out.add(addr, f"resolver {addr}")
+    for text in allowed:
+        out.add(text, f"allowed by the policy ({text})")
+    return out
+
+
+def _sweep(items: list[tuple[int, int]], blocks: list[tuple[int, int, str]],
+           version: int) -> tuple[list[tuple[int, int]], list[tuple[str, str]]]:
+    """Split sorted (first, last) items into those clear of the disjoint sorted blocks and the
+    removed ones (with why): one linear sweep."""
+    kept: list[tuple[int, int]] = []
+    removed: list[tuple[str, str]] = []
+    j = 0
+    for first, last in items:
+        while j < len(blocks) and blocks[j][1] < first:
+            j += 1
+        # blocks[j] is the first block ending at or after `first`: the only one that can overlap
+        if j < len(blocks) and blocks[j][0] <= last:
+            removed.append((range_text(first, last, version), blocks[j][2]))
+        else:
+            kept.append((first, last))
+    return kept, removed
+
+
+def strip_never_block(content: FeedSet, nb: NeverBlock) -> tuple[FeedSet, list[tuple[str, str]]]:
+    """Remove every entry of canonical content that touches a never-block range."""
+    removed: list[tuple[str, str]] = []
+    out = FeedSet(domains=content.domains)
+    for version in (4, 6):
+        blocks = nb.merged(version)
+        singles, gone = _sweep([(a, a) for a in content.singles(version)], blocks, version)
+        removed += gone
+        ranges, gone = _sweep(content.ranges(version), blocks, version)
+        removed += gone
+        if version == 4:
+            out.a4, out.r4 = [a for a, _ in singles], ranges
+        else:
+            out.a6, out.r6 = [a for a, _ in singles], ranges
+    return out, removed
+
+
+def strip_parsed(parsed: Parsed, nb: NeverBlock) -> tuple[Parsed, list[tuple[str, str]]]:
+    """The same on entries as published, before merging, so that a removed prefix never takes
+    a neighbouring one with it."""
+    removed: list[tuple[str, str]] = []
+    out = Parsed(domains=parsed.domains, bad=parsed.bad, samples=parsed.samples)
+    for version in (4, 6):
+        blocks = nb.merged(version)
+        bits = BITS[version]
+        singles, gone = _sweep([(a, a) for a in sorted(set(parsed.a4 if version == 4 else parsed.a6))],
+                               blocks, version)
+        removed += gone
+        nets = sorted(set(parsed.n4 if version == 4 else parsed.n6))
+        spans = [(v, v | ((1 << (bits - n)) - 1)) for v, n in nets]
+        kept, gone = _sweep(spans, blocks, version)
+        removed += gone
+        keep = set(kept)
+        kept_nets = [net for net, span in zip(nets, spans, strict=True) if span in keep]
+        if version == 4:
+            out.a4, out.n4 = [a for a, _ in singles], kept_nets
+        else:
+            out.a6, out.n6 = [a for a, _ in singles], kept_nets
+    return out, removed
+
+
+def _inside(blocks: list[tuple[int, int, str]], first: int, last: int) -> bool:
+    return any(lo <= first and last <= hi for lo, hi, _why in blocks)
+
+
+def looks_like_error_page(data: bytes) -> str | None:
+    head = data[:4096]
+    if b"\0" in head:
+        return "the body is binary, not a text list"
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) \
+            or b"<html" in low[:512] or b"<title>" in low[:1024]:
+        return "the body is an HTML/XML page (an error or login page?), not a list"
+    return None
+
+
+@dataclass
+class Verdict:
+    content: FeedSet | None  # None: refused, keep the last good copy
+    alerts: list[FeedAlert]
+    removed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | None,
+             nb: NeverBlock, *, force: bool = False) -> Verdict:
+    """Refuse, or return the canonical content to load (never-block entries removed)."""
+    alerts: list[FeedAlert] = []
+
+    def refuse(kind: str, message: str, **details: object) -> Verdict:
+        alerts.append(FeedAlert("error", spec.name, "refused", f"update refused: {message}",
+                                {"reason": kind, **details}))
+        return Verdict(None, alerts)
+
+    if (why := looks_like_error_page(data)) is not None:
+        return refuse("error-page", why)
+    if parsed.bad:
+        alerts.append(FeedAlert("warning", spec.name, "bad-lines",
+                                f"{parsed.bad} line(s) could not be read and were skipped",
+                                {"bad": parsed.bad, "samples": parsed.samples[:5]}))
+    if parsed.bad > MIN_COUNT_FOR_RATIO and parsed.bad > parsed.entries:
+        return refuse("unreadable", f"{parsed.bad} of {parsed.bad + parsed.entries} lines are"
+                      f" not {spec.format} entries (wrong format, or not a list)")
+    limits = spec.limits
+    # a too-wide network refuses the update, unless it lies wholly in never-block space (FireHOL's
+    # fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 is never "only removed".
+    wide = [(4, v, n) for v, n in parsed.n4 if n < limits.min_prefix4] + \
+           [(6, v, n) for v, n in parsed.n6 if n < limits.min_prefix6]
+    wide_texts = [f"{int_to_text(v, ver)}/{n}" for ver, v, n in wide
+                  if not _inside(nb.merged(ver), v, v | ((1 << (BITS[ver] - n)) - 1))]
+    if wide_texts:
+        return refuse("too-wide", f"{len(wide_texts)} network(s) wider than /{limits.min_prefix4}"
+                      f" (IPv4) or /{limits.min_prefix6} (IPv6): {', '.join(wide_texts[:5])}",
+                      networks=wide_texts[:20])
+    kept, removed = strip_parsed(parsed, nb)
+    if removed:
+        alerts.append(FeedAlert("warning", spec.name, "removed",
+                                f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} touching"
+                                f" the never-block list removed, e.g. {removed[0][0]} ({removed[0][1]})",
+                                {"removed": removed[:50]}))
+    content = FeedSet.of(kept)
+    count = content.count
+    if count == 0 and not limits.may_be_empty:
+        return refuse("empty", "the list is empty (this feed is not allowed to be)")
+    if not force and previous_count is not None and previous_count >= MIN_COUNT_FOR_RATIO:
+        if count < previous_count * (1 - limits.max_shrink):
+            return refuse("shrink", f"{count} entries against {previous_count} in the last good"
+                          f" copy: shrinks by more than {limits.max_shrink:.0%} (--force to accept)",
+                          previous=previous_count, now=count)
+        if count > previous_count * limits.max_growth:
+            return refuse("growth", f"{count} entries against {previous_count} in the last good"
+                          f" copy: grows by more than {limits.max_growth:g}x (--force to accept)",
+                          previous=previous_count, now=count)
+    return Verdict(content, alerts, removed)

@@ -1,0 +1,20 @@
+"""Shared data for the feed tests: the real feed files in the project's shared/feeds folder.
+
+CI runs on a fresh clone with shared/ beside it (../shared/feeds from the repository root), so
+the tests read them there rather than copying them in: some providers' terms (Spamhaus) forbid
+redistributing their data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "feeds"
+
+
+@pytest.fixture(scope="session")
+def shared_feeds() -> Path:
+    assert (SHARED / "SOURCES.md").exists(), f"the real feed files are expected in {SHARED}"
+    return SHARED

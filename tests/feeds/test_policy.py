@@ -1,0 +1,82 @@
+"""`@feed:NAME` in a policy: loading, errors where they stand, digests, and the feed lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outguard.compile.lower import lower
+from outguard.compile.nft import compile_ruleset
+from outguard.errors import PolicyError
+from outguard.feeds.lookup import FeedIndex
+from outguard.feeds.merge import FeedSet
+from outguard.feeds.parse import parse
+from outguard.feeds.policy import FeedList
+from outguard.feeds.store import FeedStore
+from outguard.policy.load import load_text
+
+POLICY = """version: 1
+deny:
+  - name: threat-intel
+    to: ["@feed:spamhaus-drop", "@feed:local-bad"]
+allow:
+  - name: web
+    to: [203.0.113.7]
+feeds:
+  local-bad: {file: bad.txt, format: plain}
+"""
+
+
+def _load(tmp: Path, text: str = POLICY, **kw: object):
+    return load_text(text, str(tmp / "p.yaml"), base_dir=tmp, feed_dir=tmp / "feeds", **kw)  # type: ignore[arg-type]
+
+
+def test_feed_lists_load_and_compile(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_text("198.51.100.0/24\n203.0.113.7\n10.0.0.0/8\nnope\n")
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("spamhaus-drop", FeedSet.of(parse(b"192.0.2.0/25\n2001:db8::/48\n", "plain")))
+    policy = _load(tmp_path)
+    local = policy.lists["feed:local-bad"]
+    assert isinstance(local, FeedList)
+    assert local.content.count == 1  # the allowed 203.0.113.7 and 10/8 removed, "nope" skipped
+    assert any("bad.txt" not in w.message and "local-bad" in w.message for w in policy.warnings)
+    compiled = compile_ruleset(lower(policy, resolver=lambda _n: []))
+    feed_sets = [n for n in compiled.sets if n.startswith("l_feed_")]
+    assert len(feed_sets) == 8  # two feeds x {4,6} x {addresses, ranges}
+    drop4n = next(s for s in feed_sets if s.startswith("l_feed_spamhaus_drop_") and s.endswith("_4n"))
+    assert compiled.sets[drop4n].elements() == [{"prefix": {"addr": "192.0.2.0", "len": 25}}]
+    hits = FeedIndex.of_policy(policy).lookup("192.0.2.9")
+    assert [(h.feed, h.category) for h in hits] == [("spamhaus-drop", "hijacked-netblock")]
+    assert FeedIndex.of_policy(policy).lookup("198.51.100.3")[0].feed == "local-bad"
+    assert not FeedIndex.of_policy(policy).lookup("203.0.113.7")
+
+
+def test_unknown_feed_is_an_error_where_it_is_used(tmp_path: Path) -> None:
+    text = POLICY.replace("@feed:spamhaus-drop", "@feed:no-such-feed")
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n")
+    with pytest.raises(PolicyError) as err:
+        _load(tmp_path, text)
+    problem = err.value.problems[0]
+    assert (problem.line, problem.path) == (4, "deny[0].to[0]") and "no feed named" in problem.message
+
+
+def test_refused_file_without_good_copy_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_text("<html><title>oops</title></html>\n")
+    with pytest.raises(PolicyError, match="HTML"):
+        _load(tmp_path)
+
+
+def test_digest_follows_the_kernel_record(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n")
+    first = _load(tmp_path).lists["feed:spamhaus-drop"].digest
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("spamhaus-drop", FeedSet(a4=[0xC0000201]))
+    meta = store.meta("spamhaus-drop")
+    meta.digest = store.read_copy("spamhaus-drop").digest()
+    store.write_meta("spamhaus-drop", meta)
+    changed = _load(tmp_path).lists["feed:spamhaus-drop"].digest
+    assert changed != first  # new content, no record: a new set
+    store.write_kernel_record("spamhaus-drop", {first: changed})  # a sync filled set `first`
+    kept = _load(tmp_path, known_lists=lambda d: d == first).lists["feed:spamhaus-drop"]
+    assert kept.digest == first  # the applied set keeps its name: nothing is re-sent

@@ -1,0 +1,155 @@
+"""The DNS resolver end to end: real dnsmasq upstream, real nftables sets, real sockets."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+
+import dns.rcode
+import pytest
+
+from tests.kernel.dnsenv import UPSTREAM, addresses, connect, dns_world, nft_set
+from tests.kernel.topology import Probe, Topology
+
+pytestmark = pytest.mark.kernel
+
+POLICY = f"""
+version: 1
+dns:
+  listen: "127.0.0.1:53"
+  upstreams: ["{UPSTREAM}"]
+  min_ttl: {{min_ttl}}
+  grace: {{grace}}
+allow:
+  - name: api
+    to: [api.example.test, "*.cdn.example.test"]
+    ports: [80]
+"""
+RECORDS = {"api.example.test": ["198.51.100.7", "2001:db8::7"],
+           "a.cdn.example.test": ["203.0.113.10"], "a.b.cdn.example.test": ["203.0.113.11"],
+           "other.example.test": ["203.0.113.66"]}
+
+
+def test_resolve_then_connect_never_races(topology: Topology) -> None:
+    trials = int(os.environ.get("OG_DNS_TRIALS", "10000"))
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=1)
+        w.apply(POLICY.format(min_ttl=0, grace=1))
+        w.start_resolver()
+        names = ["api.example.test", "a.cdn.example.test", "a.b.cdn.example.test"]
+        failures = []
+        start = time.monotonic()
+        for i in range(trials):
+            name = names[i % len(names)]
+            got = addresses(w.ask(name))
+            assert got, name
+            result = connect(topology, got[0], 80)
+            if result != "refused":
+                failures.append((i, name, got[0], result))
+        assert failures == []
+        if time.monotonic() - start > 3:  # TTL 1: asked again and again
+            assert w.upstream_queries("api.example.test") >= 2
+        stats = w.resolver.handle.resolver.stats if w.resolver else None
+        assert stats is not None and stats.set_writes >= 2
+
+
+def test_unlisted_names_never_reach_upstream(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        w.apply(POLICY.format(min_ttl=300, grace=60))
+        w.start_resolver()
+        for name in ("other.example.test", "aGVsbG8gd29ybGQgc2VjcmV0IGRhdGE.example.test",
+                     "example.test", "badexample.test"):
+            r = w.ask(name)
+            assert r.rcode() == dns.rcode.REFUSED and not r.answer
+            assert w.upstream_queries(name) == 0
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+        assert w.upstream_queries("api.example.test") == 1
+        # and nobody reaches the upstream directly, except the resolver's uid (root here)
+        nobody, root = topology.passes(Probe(UPSTREAM, 53, "tcp", 65534), Probe(UPSTREAM, 53, "tcp", 0))
+        assert (nobody, root) == (False, True)
+        assert connect(topology, "203.0.113.66", 80) == "timeout"
+        assert w.resolver is not None
+        w.resolver.close()
+        w.resolver = None
+        from outguard.dns.events import read_events
+        blocked = list(read_events(w.dir / "state", blocked_only=True))
+        assert [e.qname for e in blocked][:2] == ["other.example.test",
+                                                  "agvsbg8gd29ybgqgc2vjcmv0igrhdge.example.test"]
+        assert blocked[0].pid == os.getpid()  # the client process, found by sock_diag
+        assert any("tunneling" in c for c in blocked[1].classifications)
+
+
+def test_changed_records_new_allowed_at_once_old_expire(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        w.set_hosts({"api.example.test": ["198.51.100.7"]}, reload=False)
+        w.start_dnsmasq(ttl=1)
+        w.apply(POLICY.format(min_ttl=0, grace=1))
+        w.start_resolver()
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        w.set_hosts({"api.example.test": ["198.51.100.8"]})
+        time.sleep(1.1)  # the cached answer (TTL 1) is gone
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.8"]
+        assert connect(topology, "198.51.100.8", 80) == "refused"
+        time.sleep(2.5)  # the old entry: timeout max(1, 0) + 1 s
+        assert connect(topology, "198.51.100.7", 80, timeout=0.5) == "timeout"
+        assert connect(topology, "198.51.100.8", 80, timeout=0.5) == "timeout"  # expired too
+
+
+def test_restart_keeps_sets_and_fails_closed(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        rs = w.apply(POLICY.format(min_ttl=300, grace=60))
+        w.start_resolver()
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+        w.stop_resolver()
+        # agent down: the known destination still works, a new name cannot be resolved
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        with pytest.raises((dns.exception.Timeout, ConnectionRefusedError, OSError)):
+            w.ask("a.cdn.example.test", timeout=0.5)
+        assert connect(topology, "203.0.113.10", 80, timeout=0.5) == "timeout"
+        # a re-apply keeps the set's entries
+        base = rs.allow[0].fqdn_set
+        w.topo.apply(w.policy)
+        assert "198.51.100.7" in nft_set(topology, f"{base}_4")
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        # back up: the persisted cache answers without asking upstream again
+        w.start_resolver()
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+        assert w.upstream_queries("api.example.test") == 1
+
+
+def test_tcp_edns_and_fuzz(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        big = {"big.cdn.example.test": [f"203.0.113.{i}" for i in range(100, 160)]}
+        w.set_hosts({**RECORDS, **big}, reload=False)
+        w.start_dnsmasq(ttl=60)
+        w.apply(POLICY.format(min_ttl=300, grace=60))
+        w.start_resolver()
+        udp = w.ask("big.cdn.example.test")  # 60 A records: > 512 bytes without EDNS
+        assert udp.flags & dns.flags.TC
+        tcp = w.ask("big.cdn.example.test", tcp=True)
+        assert len(addresses(tcp)) == 60
+        assert connect(topology, "203.0.113.159", 80) == "refused"
+        rng = random.Random(4)
+        base = dns.message.make_query("api.example.test", "A").to_wire()
+
+        def fuzz() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(2000):
+                    if i % 2:
+                        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+                    else:
+                        b = bytearray(base)
+                        for _ in range(rng.randrange(1, 6)):
+                            b[rng.randrange(len(b))] = rng.randrange(256)
+                        data = bytes(b)
+                    s.sendto(data, ("127.0.0.1", 53))
+        topology.thread.call(fuzz)
+        assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]

@@ -1,0 +1,136 @@
+"""Feeds into a real kernel (an ogt-<hex> namespace): apply, sync as deltas, refusals.
+
+The HTTP server runs on 127.0.0.1 in the test's own namespace; outguard's sets live in the
+namespace the test created. Only documentation addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from outguard.engine import apply_policy
+from outguard.feeds.policy import never_block_of
+from outguard.feeds.store import FeedStore
+from outguard.feeds.sync import applied_policy, sync_kernel
+from outguard.feeds.update import update_feeds
+from outguard.kernel import netns as ns
+from outguard.kernel.libnft import Nft
+from outguard.kernel.setsync import SetChange, apply_in
+from outguard.state import StateDir
+from tests.feeds.test_fetch import Server
+from tests.feeds.test_validate import BAD_CORPUS
+
+pytestmark = pytest.mark.kernel
+
+V1 = ("".join(f"198.51.100.{i}\n" for i in range(1, 101))
+      + "203.0.113.0/25\n203.0.113.128/26\n2001:db8::5\n2001:db8:1::/48\n10.0.0.0/8\n")
+POLICY = """version: 1
+deny:
+  - name: threat-intel
+    to: ["@feed:corp-bad"]
+allow:
+  - name: web
+    to: [198.51.100.77]
+feeds:
+  corp-bad: {{url: "{url}/list", format: plain, min_interval: 60}}
+"""
+
+
+def kernel_sets(netns: str) -> dict[str, list[object]]:
+    """Elements of outguard's feed sets (small sets: listing them is cheap)."""
+    out: dict[str, list[object]] = {}
+    data = json.loads(ns.run(netns, ["nft", "-j", "list", "table", "inet", "outguard"]).stdout)
+    for item in data["nftables"]:
+        s = item.get("set")
+        if s and s["name"].startswith("l_feed_"):
+            out[s["name"]] = s.get("elem", [])
+    return out
+
+
+def flat(sets: dict[str, list[object]]) -> set[str]:
+    items: set[str] = set()
+    for elems in sets.values():
+        for e in elems:
+            if isinstance(e, str):
+                items.add(e)
+            elif "prefix" in e:  # type: ignore[operator]
+                items.add(f"{e['prefix']['addr']}/{e['prefix']['len']}")  # type: ignore[index]
+            else:
+                items.add("-".join(e["range"]))  # type: ignore[index]
+    return items
+
+
+def test_feed_sync_deltas_and_refusals(netns: str, tmp_path: Path) -> None:
+    server = Server()
+    try:
+        server.body = V1.encode()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY.format(url=server.url))
+        state = StateDir(tmp_path / "state")
+        store = FeedStore(state.path / "feeds")
+        with Nft(netns) as nft:
+            apply_policy(policy, state, nft, resolver=lambda _n: [])
+        before = kernel_sets(netns)
+        assert len(before) == 4 and not flat(before)  # no good copy yet: empty sets
+
+        def update() -> str:
+            loaded = applied_policy(state, store.root)
+            assert loaded is not None
+            spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+                                              ignore_interval=True))[0]
+            sync_kernel(state, lambda ch: apply_in(netns, ch))
+            return result.status
+
+        assert update() == "updated"
+        good = flat(kernel_sets(netns))
+        expected = {f"198.51.100.{i}" for i in range(1, 101) if i != 77} | {
+            "203.0.113.0-203.0.113.191", "2001:db8::5", "2001:db8:1::/48"}
+        assert good == expected  # 10.0.0.0/8 and the allowed 198.51.100.77 were removed
+        names = set(kernel_sets(netns))
+
+        # re-apply: the feed sets keep their names and content, nothing is re-sent
+        with Nft(netns) as nft:
+            apply_policy(policy, state, nft, resolver=lambda _n: [])
+        assert set(kernel_sets(netns)) == names and flat(kernel_sets(netns)) == good
+
+        # every bad input is refused; the last good set stays in the kernel
+        for case, (body, _previous) in sorted(BAD_CORPUS.items()):
+            server.body, server.etag = body, f'"{case}"'
+            assert update() == "refused", case
+            assert flat(kernel_sets(netns)) == good, case
+
+        # a small change goes in as a delta: one address out, one in
+        server.body, server.etag = V1.replace("198.51.100.5\n", "198.51.100.200\n").encode(), '"v2"'
+        assert update() == "updated"
+        now = flat(kernel_sets(netns))
+        assert now == (good - {"198.51.100.5"}) | {"198.51.100.200"}
+        assert set(kernel_sets(netns)) == names
+        with Nft(netns) as nft:  # and the next apply still sends nothing for it
+            apply_policy(policy, state, nft, resolver=lambda _n: [])
+        assert flat(kernel_sets(netns)) == now and set(kernel_sets(netns)) == names
+    finally:
+        server.close()
+
+
+def test_setsync_is_one_transaction(netns: str) -> None:
+    ns.run(netns, ["nft", "-f", "-"], input="add table inet outguard\n"
+           "add set inet outguard h { type ipv4_addr; }\n"
+           "add set inet outguard iv { type ipv6_addr; flags interval; }\n")
+    base = 0xC6336400  # 198.51.100.0
+    apply_in(netns, [SetChange("h", 4, False, add=[base + 1, base + 2]),
+                     SetChange("iv", 6, True, add=[(0x20010DB8 << 96, (0x20010DB8 << 96) + 15)])])
+    # the second change names a set that does not exist: nothing of the batch may land
+    from outguard.errors import KernelError
+
+    with pytest.raises(KernelError, match="nothing changed"):
+        apply_in(netns, [SetChange("h", 4, False, add=[base + 3], delete=[base + 1]),
+                         SetChange("missing", 4, False, add=[base + 4])])
+    out = ns.run(netns, ["nft", "list", "set", "inet", "outguard", "h"]).stdout
+    assert "198.51.100.1" in out and "198.51.100.3" not in out
+    iv = ns.run(netns, ["nft", "list", "set", "inet", "outguard", "iv"]).stdout
+    assert "2001:db8::-2001:db8::f" in iv or "2001:db8::/124" in iv
