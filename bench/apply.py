@@ -115,13 +115,17 @@ class Runner:
     def apply(self, policy_text: str, name: str, timeout: float = 120) -> Apply:
         path = self.tmp / f"{name}.yaml"
         path.write_text(policy_text)
+        # What a user types on the host itself: `ip netns exec` stands for being on that host
+        # (with --netns, outguard would re-execute itself there: a second interpreter start-up).
         cmd = [
+            "ip",
+            "netns",
+            "exec",
+            NS,
             str(bl.VENV_PYTHON),
             "-m",
             "outguard",
             "apply",
-            "--netns",
-            NS,
             "--state-dir",
             str(self.state),
             "--timings",
