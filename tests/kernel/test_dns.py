@@ -153,3 +153,111 @@ def test_tcp_edns_and_fuzz(topology: Topology) -> None:
                     s.sendto(data, ("127.0.0.1", 53))
         topology.thread.call(fuzz)
         assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+
+
+DEAD_PORT = 5399  # on the upstream's address, nothing listens: ICMP port unreachable
+SILENT = "198.51.100.99"  # blackholed in the peer namespace: no answer, no error (a timeout)
+FAILOVER_POLICY = """
+version: 1
+dns:
+  listen: "127.0.0.1:53"
+  upstreams: [{upstreams}]
+  timeout: {timeout}
+allow:
+  - name: api
+    to: [api.example.test, "*.cdn.example.test"]
+    ports: [80]
+"""
+
+
+def _blackhole(topology: Topology, addr: str) -> None:
+    from outguard.kernel import netns as ns
+    ns.run(topology.peer, ["ip", "route", "add", "blackhole", f"{addr}/32"])
+
+
+def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        _blackhole(topology, SILENT)
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        ups = f'"{UPSTREAM}:{DEAD_PORT}", "{SILENT}", "{UPSTREAM}"'
+        w.apply(FAILOVER_POLICY.format(upstreams=ups, timeout=0.5))
+        w.start_resolver()
+        start = time.monotonic()
+        assert addresses(w.ask("api.example.test", timeout=5)) == ["198.51.100.7"]
+        first = time.monotonic() - start
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        # the dead port fails at once (ICMP), the silent server after its 0.5 s timeout
+        assert 0.45 <= first < 2.0, first
+        # both failed lately: tried last now, so the next name is answered without waiting
+        start = time.monotonic()
+        assert addresses(w.ask("a.cdn.example.test", timeout=5)) == ["203.0.113.10"]
+        assert time.monotonic() - start < 0.4
+        assert w.upstream_queries("a.cdn.example.test") == 1
+        assert w.resolver is not None
+        servers = w.resolver.handle.resolver.stats
+        assert servers.failures == 0 and servers.upstream == 2
+
+
+def test_all_upstreams_dead_is_servfail_within_the_timeouts(topology: Topology) -> None:
+    with dns_world(topology) as w:
+        _blackhole(topology, SILENT)
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        ups = f'"{UPSTREAM}:{DEAD_PORT}", "{SILENT}"'
+        w.apply(FAILOVER_POLICY.format(upstreams=ups, timeout=0.3))
+        w.start_resolver()
+        start = time.monotonic()
+        r = w.ask("api.example.test", timeout=5)
+        took = time.monotonic() - start
+        assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
+        assert 0.25 <= took < 1.5, took
+        assert connect(topology, "198.51.100.7", 80, timeout=0.5) == "timeout"  # nothing opened
+        assert w.resolver is not None
+        w.resolver.close()
+        w.resolver = None
+        from outguard.dns.events import read_events
+        (event,) = read_events(w.dir / "state")
+        assert event.action == "failed" and "no upstream answered" in event.reason
+        assert f"{UPSTREAM}:{DEAD_PORT}" in event.reason and SILENT in event.reason
+
+
+def test_dns_serve_and_log_through_the_cli(topology: Topology) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        w.apply(POLICY.format(min_ttl=300, grace=60))
+        assert w.policy is not None
+        state = w.dir / "cli-state"
+        proc = subprocess.Popen([sys.executable, "-m", "outguard", "dns", "serve", str(w.policy),
+                                 "--netns", topology.server, "--state-dir", str(state)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("outguard dns: listening on 127.0.0.1:53")
+            assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+            assert connect(topology, "198.51.100.7", 80) == "refused"
+            assert w.ask("other.example.test").rcode() == dns.rcode.REFUSED
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        stats = json.loads(out.splitlines()[-1])  # printed on the way out
+        assert (stats["queries"], stats["upstream"], stats["blocked"]) == (2, 1, 1)
+        assert (state / "dns-cache.json").exists()  # saved on SIGTERM
+
+        def log(*args: str) -> list[str]:
+            got = subprocess.run([sys.executable, "-m", "outguard", "dns", "log", *args,
+                                  "--state-dir", str(state)], capture_output=True, text=True,
+                                 timeout=30, check=True)
+            return got.stdout.splitlines()
+        everything = log()
+        assert len(everything) == 2 and "api.example.test" in everything[0]
+        (blocked,) = log("--blocked", "--json")
+        assert json.loads(blocked)["qname"] == "other.example.test"
+        assert json.loads(blocked)["pid"] == os.getpid()

@@ -105,6 +105,47 @@ class SetTracker:
             del self.expiry[key]
 
 
+class RecentNames:
+    """Which names resolved to an address lately: the monitor's `names_of(dst)`.
+
+    A name counts for `window` seconds after an answer gave the address, or for the address's
+    TTL if longer (clients may use an answer that long). Bounded: past `max_addresses` the
+    oldest addresses are forgotten first."""
+
+    def __init__(self, window: float = 3600.0, max_addresses: int = 100_000) -> None:
+        self.window, self.max_addresses = window, max_addresses
+        self.by_addr: OrderedDict[str, dict[str, float]] = OrderedDict()
+
+    def record(self, resolved: Resolved, now: float) -> None:
+        for addrs in (resolved.v4, resolved.v6):
+            for addr, ttl in addrs.items():
+                until = now + max(self.window, ttl)
+                names = self.by_addr.get(addr)
+                if names is None:
+                    names = self.by_addr[addr] = {}
+                else:
+                    self.by_addr.move_to_end(addr)
+                for name in resolved.chain:
+                    names[name] = max(names.get(name, 0.0), until)
+        while len(self.by_addr) > self.max_addresses:
+            self.by_addr.popitem(last=False)
+
+    def names_of(self, addr: str, now: float) -> tuple[str, ...]:
+        """Names (question name first, then CNAME targets) still counting for `addr`."""
+        names = self.by_addr.get(addr)
+        if not names:
+            return ()
+        return tuple(n for n, until in names.items() if until > now)
+
+    def prune(self, now: float) -> None:
+        for addr in list(self.by_addr):
+            names = self.by_addr[addr]
+            for name in [n for n, until in names.items() if until <= now]:
+                del names[name]
+            if not names:
+                del self.by_addr[addr]
+
+
 def entry_of(wire: bytes, qname: str, stored_at: float) -> Entry:
     """Cache entry of an upstream message (WireError/ValueError if it does not decode)."""
     answer = Answer.parse(wire)

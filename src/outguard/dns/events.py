@@ -1,8 +1,8 @@
 """DNS events: what the resolver answered, for `outguard dns log` and the monitor.
 
-Until the event store lands (src/outguard/store/), events are JSON lines in
-`<state dir>/dns-events.jsonl`. Everything goes through `EventSink` (`append`) and
-`read_events`, so the agent can hand the resolver a store-backed sink instead.
+Events are JSON lines in `<state dir>/dns-events.jsonl` (`read_events`). Everything goes
+through `EventSink` (`append`): `outguard run` hands the resolver `incidents.IncidentEvents`,
+which writes these lines and also puts refused queries into the monitor's store and alerts.
 """
 
 from __future__ import annotations

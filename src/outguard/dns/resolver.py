@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from outguard.dns.cache import AnswerCache, Entry, SetItem, SetTracker, entry_of
+from outguard.dns.cache import AnswerCache, Entry, RecentNames, SetItem, SetTracker, entry_of
 from outguard.dns.client import Client, classify
 from outguard.dns.config import DnsSettings
 from outguard.dns.events import DnsEvent, EventSink
@@ -69,12 +69,19 @@ class Resolver:
         self._inflight: dict[tuple[str, int, int, bool], asyncio.Future[Entry]] = {}
         # exact query bytes after the id → (reply bytes after the id, valid until): see `fast`
         self._hot: dict[bytes, tuple[bytes, float]] = {}
+        self.recent = RecentNames()
+        for entry in self.cache.entries.values():  # a restart: what clients may still use
+            self.recent.record(entry.resolved, entry.stored_at)
 
     def update(self, settings: DnsSettings, names: NamePolicy) -> None:
         """A new policy: new rules, possibly new set names (the tracker keys on set names)."""
         self.settings, self.names = settings, names
         self._verdicts.clear()
         self._hot.clear()
+
+    def names_of(self, addr: str) -> tuple[str, ...]:
+        """Names that resolved to `addr` lately (the monitor's "was this destination resolved?")."""
+        return self.recent.names_of(addr, self.clock())
 
     def verdict(self, qname: str) -> NameVerdict:
         found = self._verdicts.get(qname)
@@ -162,6 +169,7 @@ class Resolver:
             items = self.tracker.plan(verdict.sets, entry.resolved, age, self.settings, now)
             if items:
                 await self._write(items, now)
+            self.recent.record(entry.resolved, now)
         except (UpstreamError, OutguardError, WireError, ValueError) as exc:
             self.stats.failures += 1
             self._event(q, client, tcp, verdict, "failed", RCODE_SERVFAIL, reason=str(exc))

@@ -2,8 +2,12 @@
 
 Thin asyncio I/O around `resolver.Resolver`. `serve_dns` is what `outguard run` (and
 `outguard dns serve`) call; every socket is created inside the resolver's network namespace on a
-`NetnsThread`, then driven by the caller's event loop. Cache hits are answered inside
-`datagram_received` with no task at all; everything else gets a task.
+`NetnsThread`, then driven by the caller's event loop. Cache hits are answered in the UDP reader callback with
+no task at all (`Resolver.fast`: a dict lookup on the query bytes); everything else gets a task.
+
+One asyncio reader on one socket, not worker processes on SO_REUSEPORT: with the fast path the
+resolver matches dnsmasq's cached-answer rate in bench/dns.py, and one process keeps one
+`SetTracker`, which is what makes "the set holds the address before the answer" hold.
 
 Kernel writes are batched: answers that arrive while a libnftables transaction runs are written
 together in the next one (each answer still waits for the transaction holding its addresses).
@@ -274,6 +278,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
         while True:
             await asyncio.sleep(SAVE_EVERY_S)
             tracker.prune(clock())
+            resolver.recent.prune(clock())
             try:
                 handle.save()
             except OSError as exc:

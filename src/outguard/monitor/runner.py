@@ -3,7 +3,10 @@
 Place in the data flow: the top of the monitor. `run_agent` wires the real parts together —
 NFLOG source (bound *before* the policy is applied, so no drop goes unseen), attributor,
 classifier, store + batch writer, alert sinks from the policy's `alerts:`, metrics endpoint —
-applies the policy, and runs `Agent.run` until `stop` is set.
+applies the policy, starts the DNS resolver when the policy has a `dns:` section (its answer
+cache tells the agent which names resolved to a blocked destination, `Agent.names_of`; its
+refused queries become incidents beside the packet drops, `dns.incidents`), and runs
+`Agent.run` until `stop` is set.
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
@@ -26,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from outguard.alerts.config import AlertSpec
 from outguard.alerts.dispatch import Dispatcher
@@ -35,10 +38,14 @@ from outguard.errors import OutguardError
 from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
 from outguard.monitor.classify import load_classifier
+from outguard.monitor.feedwatch import FeedWatch
 from outguard.monitor.metrics import Metrics, MetricsServer
 from outguard.store import Query, open_store
 from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from outguard.dns.server import DnsHandle
 
 STORE_NAME = "events.db"
 
@@ -58,6 +65,8 @@ class AgentOptions:
     realert: timedelta = timedelta(minutes=5)
     retention: Retention = field(default_factory=Retention)
     stdout: TextIO | None = None  # where `stdout:` sinks write (tests)
+    dns: bool = True  # run the resolver when the policy has a `dns:` section
+    feeds: bool = True  # update `@feed:` lists on their schedule and tag drops with the feed
 
     def store_location(self) -> str | Path:
         return self.store if self.store is not None else self.state_dir / STORE_NAME
@@ -122,6 +131,40 @@ def _apply(opts: AgentOptions) -> None:
         apply_policy(opts.policy, state, nft)
 
 
+async def _start_dns(opts: AgentOptions, aggregator: Aggregator, writer: BatchWriter,
+                     dispatcher: Dispatcher,
+                     cleanups: list[Callable[[], None]]) -> DnsHandle | None:
+    """The policy's resolver (None without a `dns:` section), its events also into the store."""
+    from outguard.compile.lower import lower  # noqa: PLC0415
+    from outguard.dns.events import JsonlEvents  # noqa: PLC0415
+    from outguard.dns.incidents import IncidentEvents  # noqa: PLC0415
+    from outguard.dns.server import serve_dns  # noqa: PLC0415
+    from outguard.policy.load import load_policy  # noqa: PLC0415
+
+    policy = opts.policy
+    assert policy is not None
+    ruleset = await asyncio.to_thread(lambda: lower(load_policy(policy)))
+    if ruleset.dns is None:
+        return None
+    jsonl = JsonlEvents(opts.state_dir)
+    cleanups.append(jsonl.close)
+    events = IncidentEvents(jsonl, aggregator, writer.put, dispatcher.publish)
+    return await serve_dns(ruleset.dns, ruleset, state_dir=opts.state_dir, netns=opts.netns,
+                           events=events)
+
+
+async def _start_feeds(opts: AgentOptions, dispatcher: Dispatcher, stop: asyncio.Event,
+                       tasks: list[asyncio.Task[None]]) -> FeedWatch | None:
+    """Scheduled feed updates and the feed index, when the policy refers to `@feed:` lists."""
+    if opts.policy is None or not opts.feeds:
+        return None
+    watch = FeedWatch(opts.policy, opts.state_dir, opts.netns, dispatcher.publish)
+    if not await asyncio.to_thread(watch.load_index):
+        return None
+    tasks.append(asyncio.create_task(watch.run(stop), name="outguard-feeds"))
+    return watch
+
+
 @dataclass
 class Running:
     """What a started agent exposes to whoever started it."""
@@ -132,6 +175,7 @@ class Running:
     metrics: Metrics
     memory: MemorySink
     metrics_server: MetricsServer | None = None
+    dns: DnsHandle | None = None  # the resolver, when the policy has a `dns:` section
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
@@ -151,7 +195,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     sinks: list[tuple[Sink, str]] = [(build_sink(s, opts.stdout), s.min_severity) for s in specs]
     dispatcher = Dispatcher([*sinks, (memory, "info")], observe=metrics.alert)
     server = None
+    dns: DnsHandle | None = None
     cleanups: list[Callable[[], None]] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         opener = getattr(src, "open", None)
         if callable(opener):
@@ -163,15 +209,25 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         if attributor is None:
             attributor, release = default_attributor(opts.netns)
             cleanups.append(release)
+        aggregator = Aggregator(window=opts.window, realert=opts.realert)
+        if opts.dns and opts.policy is not None:
+            dns = await _start_dns(opts, aggregator, writer, dispatcher, cleanups)
+        feeds = await _start_feeds(opts, dispatcher, stop, tasks)
         agent = Agent(src, attributor, classifier, writer,
-                      dispatcher, metrics,
-                      aggregator=Aggregator(window=opts.window, realert=opts.realert))
-        running = Running(agent, store, writer, metrics, memory, server)
+                      dispatcher, metrics, aggregator=aggregator,
+                      names_of=dns.resolver.names_of if dns is not None else lambda _dst: (),
+                      feed_of=feeds.feed_of if feeds is not None else lambda _dst: None)
+        running = Running(agent, store, writer, metrics, memory, server, dns)
         if started is not None:
             started(running)
         await agent.run(stop)
         return running
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if dns is not None:
+            await dns.close()  # before its event sink and the store writer close
         for cleanup in cleanups:
             cleanup()
         closer = getattr(src, "close", None)
