@@ -103,3 +103,23 @@ def test_outguard_run_cli_until_sigterm(topo: Topology) -> None:
     assert event["id"] == lines[0]["id"] and event["process"]["pid"] is not None
     assert topo.status()["applied"]  # the policy stays applied after the agent stops
     _ = Query  # the store API the CLI used
+
+
+def test_a_drop_by_a_feed_set_names_the_feed_and_its_category(topo: Topology) -> None:
+    (topo.state_dir.parent / "bad.txt").write_text("# local intel\n203.0.113.77\n198.51.100.0/28\n")
+    policy = topo.write_policy("""
+version: 1
+deny:
+  - name: threat-intel
+    to: ["@feed:local-bad"]
+feeds:
+  local-bad: {file: bad.txt, format: plain, category: botnet-c2}
+""")
+    topo.add_addresses("203.0.113.77")
+    opts = AgentOptions(policy=policy, state_dir=topo.state_dir, netns=topo.server,
+                        alerts=[])
+    with AgentHandle(opts) as agent:
+        assert topo.probe([Probe("203.0.113.77", 443)]) == ["timeout"]
+        (inc,) = agent.wait_for_incidents(1, timeout=2.0)
+        assert inc.rule == "deny:threat-intel"
+        assert inc.feed == "local-bad (botnet-c2)"

@@ -79,7 +79,7 @@ class NoAttribution:
         return Attribution(uid=pkt.uid, failure=self.reason)
 
 
-def feed_of(pkt: BlockedPacket) -> str | None:
+def _feed_by_prefix(pkt: BlockedPacket) -> str | None:
     rule = pkt.rule
     return rule.split(":", 1)[1] if rule.startswith("feed:") else None
 
@@ -89,12 +89,14 @@ class Agent:
                  writer: BatchWriter, dispatcher: Dispatcher, metrics: Metrics, *,
                  aggregator: Aggregator | None = None,
                  names_of: Callable[[str], tuple[str, ...]] = lambda _dst: (),
+                 feed_of: Callable[[str], str | None] = lambda _dst: None,
                  host: str | None = None,
                  on_update: Callable[[Update], None] | None = None) -> None:
         self.source, self.attributor, self.classifier = source, attributor, classifier
         self.writer, self.dispatcher, self.metrics = writer, dispatcher, metrics
         self.aggregator = aggregator or Aggregator()
         self.names_of, self.host, self.on_update = names_of, host, on_update
+        self.feed_of = feed_of
         self.packets = 0
         self.running = asyncio.Event()
 
@@ -113,7 +115,8 @@ class Agent:
             self.metrics.drops.labels(pkt.rule).inc()
             if att.pid is None:
                 self.metrics.attribution_failures.labels(att.failure or "unknown").inc()
-            event = Event(pkt, att, names=self.names_of(pkt.dst), feed=feed_of(pkt))
+            event = Event(pkt, att, names=self.names_of(pkt.dst),
+                          feed=_feed_by_prefix(pkt) or self.feed_of(pkt.dst))
             event.classifications = self.classifier.classify(event)
             update = self.aggregator.add(event)
             inc = update.incident
