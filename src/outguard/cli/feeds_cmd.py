@@ -84,7 +84,9 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                                           "alerts": [a.to_json() for a in r.alerts]} for r in results],
                                "sync": None if report is None else {
                                    "changed": report.changed,
-                                   "seconds": report.stats.seconds if report.stats else 0}}))
+                                   "seconds": report.stats.seconds if report.stats else 0,
+                                   # from the first new body in hand to the kernel commit
+                                   "content_to_kernel_s": _content_to_kernel(results, report)}}))
     else:
         for r in results:
             extra = f", next in {max(0, r.next_due - time.time()):.0f} s" if r.status == "not-due" else ""
@@ -99,6 +101,13 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                            f" {report.stats.seconds * 1000:.0f} ms")
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def _content_to_kernel(results: list[Any], report: Any) -> float | None:
+    starts = [r.body_at for r in results if r.status == "updated" and r.body_at]
+    if not starts or not report.committed_at:
+        return None
+    return float(report.committed_at - min(starts))
 
 
 class _Progress:

@@ -92,6 +92,9 @@ class _UdpServer:
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+        # answers still being resolved would write events to sinks that close next
+        for task in self.tasks:
+            task.cancel()
 
 
 class _SetWriter:

@@ -10,6 +10,8 @@ a range already covers. Never `ipaddress.collapse_addresses`: ~35 s for 1M addre
 from __future__ import annotations
 
 import hashlib
+import sys
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +21,22 @@ from outguard.feeds.parse import Parsed
 from outguard.policy.targets import int_to_text
 
 BITS = {4: 32, 6: 128}
+MAGIC = "outguard-feed-copy/1 "
+
+
+def _pack4(values: list[int]) -> bytes:
+    packed = array("I", values)
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack4(data: bytes) -> list[int]:
+    values = array("I")
+    values.frombytes(data)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values.tolist()
 
 
 def net_range(value: int, length: int, bits: int) -> tuple[int, int]:
@@ -27,13 +45,28 @@ def net_range(value: int, length: int, bits: int) -> tuple[int, int]:
 
 
 def uncovered(singles: Iterable[int], ranges: list[tuple[int, int]]) -> list[int]:
-    """Sorted unique singles that no range covers (ranges sorted and disjoint)."""
+    """Sorted unique singles that no range covers (ranges sorted and disjoint): one sort
+    (linear on sorted input) and one sweep, no per-entry objects."""
+    ordered = sorted(singles)
+    if not ranges:
+        return [v for v, prev in zip(ordered, [-1, *ordered], strict=False) if v != prev]
     out: list[int] = []
-    starts = [r[0] for r in ranges]
-    for value in sorted(set(singles)):
-        i = bisect_right(starts, value) - 1
-        if i < 0 or ranges[i][1] < value:
-            out.append(value)
+    append = out.append
+    it = iter(ranges)
+    first, last = next(it)
+    done, prev = False, -1
+    for value in ordered:
+        if value == prev:
+            continue
+        prev = value
+        while not done and last < value:
+            nxt = next(it, None)
+            if nxt is None:
+                done = True
+            else:
+                first, last = nxt
+        if done or value < first:
+            append(value)
     return out
 
 
@@ -74,11 +107,39 @@ class FeedSet:
         yield from self.domains
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for line in self.lines():
-            h.update(line.encode())
-            h.update(b"\n")
-        return h.hexdigest()
+        """sha256 of the canonical content in binary form (`to_bytes`)."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """Compact canonical form (the stored last good copy): a header line with the counts,
+        then big-endian integers (ranges as first,last pairs), then the host names."""
+        head = f"{MAGIC}{len(self.a4)} {len(self.r4)} {len(self.a6)} {len(self.r6)}\n".encode()
+        return b"".join([head, _pack4(self.a4), _pack4([x for r in self.r4 for x in r]),
+                         b"".join(v.to_bytes(16, "big") for v in self.a6),
+                         b"".join(a.to_bytes(16, "big") + b.to_bytes(16, "big")
+                                  for a, b in self.r6),
+                         "\n".join(self.domains).encode()])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeedSet:
+        end = data.index(b"\n")
+        head = data[:end].decode()
+        if not head.startswith(MAGIC):
+            raise ValueError("not a stored feed copy")
+        n_a4, n_r4, n_a6, n_r6 = (int(x) for x in head[len(MAGIC):].split())
+        pos = end + 1
+        a4 = _unpack4(data[pos:pos + 4 * n_a4])
+        pos += 4 * n_a4
+        flat = _unpack4(data[pos:pos + 8 * n_r4])
+        pos += 8 * n_r4
+        a6 = [int.from_bytes(data[p:p + 16], "big") for p in range(pos, pos + 16 * n_a6, 16)]
+        pos += 16 * n_a6
+        r6 = [(int.from_bytes(data[p:p + 16], "big"), int.from_bytes(data[p + 16:p + 32], "big"))
+              for p in range(pos, pos + 32 * n_r6, 32)]
+        pos += 32 * n_r6
+        rest = data[pos:].decode()
+        return cls(a4, list(zip(flat[0::2], flat[1::2], strict=True)), a6, r6,
+                   rest.split("\n") if rest else [])
 
     def contains(self, value: int, version: int) -> bool:
         singles = self.singles(version)
@@ -124,11 +185,15 @@ class Delta:
 
 
 def diff_singles(old: list[int], new: list[int]) -> Delta:
+    if not old:  # the first load: no sets to build
+        return Delta(sorted(set(new)), [])
     before, after = set(old), set(new)
     return Delta(sorted(after - before), sorted(before - after))
 
 
 def diff_ranges(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> Delta:
     """Interval elements are deleted and added whole: a changed range is one delete, one add."""
+    if not old:
+        return Delta(sorted(set(new)), [])
     before, after = set(old), set(new)
     return Delta(sorted(after - before), sorted(before - after))

@@ -24,6 +24,7 @@ from outguard.kernel.setsync import SetChange, SyncStats, apply_in
 from outguard.state import StateDir
 
 log = logging.getLogger("outguard.feeds")
+RoundHook = Callable[[list[FeedResult], SyncReport | None], None]
 
 
 async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | None = None,
@@ -53,8 +54,10 @@ async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
                              stop: asyncio.Event | None = None,
                              on_alert: AlertHook | None = None,
                              clock: Callable[[], float] = time.time,
-                             max_sleep: float = 300.0, min_sleep: float = 5.0) -> None:
-    """Run until `stop` is set. Errors of one round are alerted and logged, never fatal."""
+                             max_sleep: float = 300.0, min_sleep: float = 5.0,
+                             on_round: RoundHook | None = None) -> None:
+    """Run until `stop` is set. Errors of one round are alerted and logged, never fatal.
+    `on_round` sees every round's results and sync report (metrics, tests, the benchmark)."""
     state = StateDir(state_dir)
     stop = stop or asyncio.Event()
 
@@ -63,10 +66,12 @@ async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
 
     while not stop.is_set():
         try:
-            results, _report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock)
+            results, report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock)
         except OutguardError as exc:
             log.error("feed round failed: %s", exc)
-            results = []
+            results, report = [], None
+        if on_round is not None:
+            on_round(results, report)
         due = [r.next_due for r in results if r.next_due > 0]
         wait = max(min_sleep, min([max_sleep, *(d - clock() for d in due)]))
         try:

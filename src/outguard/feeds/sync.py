@@ -11,9 +11,13 @@ refused transaction leaves the last good set in the kernel and the state as it w
 from __future__ import annotations
 
 import re
+import socket
+import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ class SyncReport:
     changed: dict[str, tuple[int, int]] = field(default_factory=dict)  # feed → (added, deleted)
     stats: SyncStats | None = None
     warnings: list[str] = field(default_factory=list)
+    committed_at: float = 0.0  # time.perf_counter() when the kernel took the transaction
 
 
 def set_name_re(feed: str) -> re.Pattern[str]:
@@ -46,6 +51,12 @@ def decode_elements(elements: list[Any], kind: str) -> list[int] | list[tuple[in
     """Stored nftables JSON elements → integers (addresses) or closed ranges."""
     version = int(kind[0])
     if kind[1] == "a":
+        if version == 4 and all(isinstance(e, str) for e in elements):
+            packed = array("I")
+            packed.frombytes(b"".join(map(partial(socket.inet_pton, socket.AF_INET), elements)))
+            if sys.byteorder == "little":
+                packed.byteswap()
+            return packed.tolist()
         return [text_to_int(e, version) for e in elements]
     out: list[tuple[int, int]] = []
     for e in elements:
@@ -82,7 +93,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
         report = SyncReport(True, warnings=[str(w) for w in policy.warnings
                                             if "feed" in w.message])
         changes: list[SetChange] = []
-        after: list[tuple[str, str, str, list[Any]]] = []  # feed, full digest, set, elements
+        after: list[tuple[str, str, str, FeedList, str]] = []  # feed, full digest, set, list, kind
         for loaded in policy.lists.values():
             if not isinstance(loaded, FeedList):
                 continue
@@ -101,7 +112,6 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             for _d12, kind, set_name in sets:
                 old = decode_elements(state.load_set(set_name) if state.has_set(set_name) else [],
                                       kind)
-                new_json = nft_elements(loaded.content, kind)
                 version = int(kind[0])
                 if kind[1] == "a":
                     delta = diff_singles(old, loaded.content.singles(version))  # type: ignore[arg-type]
@@ -111,17 +121,19 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                     changes.append(SetChange(set_name, int(kind[0]), kind[1] == "n",
                                              delta.add, delta.delete))
                     added, deleted = added + len(delta.add), deleted + len(delta.delete)
-                after.append((feed, held, set_name, new_json))
+                after.append((feed, held, set_name, loaded, kind))
             report.changed[feed] = (added, deleted)
-            after.append((feed, held, "", [loaded.digest]))
+            after.append((feed, held, "", loaded, ""))
         t0 = time.perf_counter()
         report.stats = apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
-        report.stats.seconds = time.perf_counter() - t0
-        for feed, held, set_name, elements in after:
+        report.committed_at = time.perf_counter()
+        report.stats.seconds = report.committed_at - t0
+        # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
+        for feed, held, set_name, loaded, kind in after:
             if set_name:
-                state.store_set(set_name, elements)
+                state.store_set(set_name, nft_elements(loaded.content, kind))
             else:  # the set named after `held` now holds this content
                 record = store.kernel_record(feed)
-                record[held] = elements[0]
+                record[held] = loaded.digest
                 store.write_kernel_record(feed, record)
         return report

@@ -34,6 +34,7 @@ class FeedResult:
     count: int = 0
     alerts: list[FeedAlert] = field(default_factory=list)
     next_due: float = 0.0
+    body_at: float = 0.0  # time.perf_counter() when the body was in hand (0: none came)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +64,7 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
                           f"fetch failed ({meta.failures} in a row), last good copy kept: {got.error}",
                           {"failures": meta.failures})
         return FeedResult(spec.name, "failed", meta.count, [alert], next_due(spec, meta))
+    body_at = time.perf_counter()
     # parsing a million lines takes a second: keep the event loop (the agent) responsive
     parsed = await asyncio.to_thread(parse, got.body, spec.format)
     verdict = await asyncio.to_thread(validate, spec, got.body, parsed,
@@ -79,7 +81,7 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
     meta.fetched_at, meta.failures, meta.last_error = now, 0, None
     meta.bad_lines, meta.removed = parsed.bad, len(verdict.removed)
     store.write_meta(spec.name, meta)
-    return FeedResult(spec.name, status, meta.count, verdict.alerts, next_due(spec, meta))
+    return FeedResult(spec.name, status, meta.count, verdict.alerts, next_due(spec, meta), body_at)
 
 
 async def update_feeds(specs: Sequence[FeedSpec], store: FeedStore, nb: NeverBlock, *,

@@ -15,6 +15,7 @@ never-block: nothing routes them, so blocking them harms nothing, and the tests 
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -96,33 +97,56 @@ def _sweep(items: list[tuple[int, int]], blocks: list[tuple[int, int, str]],
     return kept, removed
 
 
+def _strip_singles(values: list[int], blocks: list[tuple[int, int, str]],
+                   version: int) -> tuple[list[int], list[tuple[str, str]]]:
+    """Sorted unique singles minus those inside a block: a bisect per block (blocks are few),
+    list slices in C, nothing per entry."""
+    removed: list[tuple[str, str]] = []
+    kept: list[int] = []
+    start = 0
+    for first, last, why in blocks:
+        lo = bisect_left(values, first, start)
+        hi = bisect_right(values, last, lo)
+        if lo == hi:
+            continue
+        kept += values[start:lo]
+        removed += [(int_to_text(v, version), why) for v in values[lo:hi]]
+        start = hi
+    if start == 0:
+        return values, removed
+    kept += values[start:]
+    return kept, removed
+
+
 def strip_never_block(content: FeedSet, nb: NeverBlock) -> tuple[FeedSet, list[tuple[str, str]]]:
     """Remove every entry of canonical content that touches a never-block range."""
     removed: list[tuple[str, str]] = []
     out = FeedSet(domains=content.domains)
     for version in (4, 6):
         blocks = nb.merged(version)
-        singles, gone = _sweep([(a, a) for a in content.singles(version)], blocks, version)
+        singles, gone = _strip_singles(content.singles(version), blocks, version)
         removed += gone
         ranges, gone = _sweep(content.ranges(version), blocks, version)
         removed += gone
         if version == 4:
-            out.a4, out.r4 = [a for a, _ in singles], ranges
+            out.a4, out.r4 = singles, ranges
         else:
-            out.a6, out.r6 = [a for a, _ in singles], ranges
+            out.a6, out.r6 = singles, ranges
     return out, removed
 
 
 def strip_parsed(parsed: Parsed, nb: NeverBlock) -> tuple[Parsed, list[tuple[str, str]]]:
     """The same on entries as published, before merging, so that a removed prefix never takes
-    a neighbouring one with it."""
+    a neighbouring one with it. Sorts `parsed`'s singles in place; they come back sorted, duplicates kept."""
     removed: list[tuple[str, str]] = []
     out = Parsed(domains=parsed.domains, bad=parsed.bad, samples=parsed.samples)
     for version in (4, 6):
         blocks = nb.merged(version)
         bits = BITS[version]
-        singles, gone = _sweep([(a, a) for a in sorted(set(parsed.a4 if version == 4 else parsed.a6))],
-                               blocks, version)
+        ordered = parsed.a4 if version == 4 else parsed.a6
+        ordered.sort()  # in place, duplicates kept (merging drops them): no second copy
+        singles, gone = _strip_singles(ordered, blocks, version)
+        gone = list(dict.fromkeys(gone))
         removed += gone
         nets = sorted(set(parsed.n4 if version == 4 else parsed.n6))
         spans = [(v, v | ((1 << (bits - n)) - 1)) for v, n in nets]
@@ -131,9 +155,9 @@ def strip_parsed(parsed: Parsed, nb: NeverBlock) -> tuple[Parsed, list[tuple[str
         keep = set(kept)
         kept_nets = [net for net, span in zip(nets, spans, strict=True) if span in keep]
         if version == 4:
-            out.a4, out.n4 = [a for a, _ in singles], kept_nets
+            out.a4, out.n4 = singles, kept_nets
         else:
-            out.a6, out.n6 = [a for a, _ in singles], kept_nets
+            out.a6, out.n6 = singles, kept_nets
     return out, removed
 
 

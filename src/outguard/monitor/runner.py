@@ -143,7 +143,12 @@ async def _start_dns(opts: AgentOptions, aggregator: Aggregator, writer: BatchWr
 
     policy = opts.policy
     assert policy is not None
-    ruleset = await asyncio.to_thread(lambda: lower(load_policy(policy)))
+    loaded = await asyncio.to_thread(load_policy, policy)
+    if loaded.doc.dns is None:
+        # no resolver to run; and lowering would resolve the policy's host names here, in this
+        # process, which may not see the resolv.conf of the namespace it monitors
+        return None
+    ruleset = await asyncio.to_thread(lower, loaded)
     if ruleset.dns is None:
         return None
     jsonl = JsonlEvents(opts.state_dir)
