@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from outguard.dns.config import DnsSettings
 from outguard.policy.addresses import AddrSet
 from outguard.policy.targets import Target
+
+if TYPE_CHECKING:  # the dns package is imported only by policies with a `dns:` section
+    from outguard.dns.config import DnsSettings
 
 Section = Literal["deny", "allow"]
 Proto = Literal["tcp", "udp", "icmp", "any"]

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
 from outguard.dns.config import DnsSettings
 from outguard.errors import PolicyError, Problem
-from outguard.feeds.policy import FeedList
 from outguard.policy.lint import as_utc
 from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
@@ -126,7 +125,11 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     sources: dict[str, Source] = {}
     for name in sorted(used_lists):
         loaded = policy.lists[name]
-        if isinstance(loaded, FeedList):  # `@feed:NAME`: the feed makes its own Source
+        if name.startswith("feed:"):  # `@feed:NAME`: the feed makes its own Source
+            # imported here: the feeds package costs every apply ~40 ms of start-up otherwise
+            from outguard.feeds.policy import FeedList  # noqa: PLC0415
+
+            assert isinstance(loaded, FeedList)
             sources[f"list:{name}"] = loaded.source(f"list:{name}")
             continue
         sources[f"list:{name}"] = Source(
