@@ -67,8 +67,10 @@ def expand(cmds: list[dict[str, Any]], state: StateDir) -> list[dict[str, Any]]:
     return out
 
 
-def _list_elements(state: StateDir) -> Callable[[NftSet], dict[str, Any] | None]:
-    """Elements of a set for the kernel; list sets are written to the store once."""
+def _list_elements(state: StateDir,
+                   sizes: dict[str, int]) -> Callable[[NftSet], dict[str, Any] | None]:
+    """Elements of a set for the kernel; list sets are written to the store once (and their
+    sizes noted in `sizes`, for the stored form)."""
     def elements_of(s: NftSet) -> dict[str, Any] | None:
         if s.name.startswith("l_") and state.has_set(s.name):
             elements = state.load_set(s.name)
@@ -76,6 +78,8 @@ def _list_elements(state: StateDir) -> Callable[[NftSet], dict[str, Any] | None]
             elements = s.elements()
             if s.name.startswith("l_"):
                 state.store_set(s.name, elements)
+        if s.name.startswith("l_"):
+            sizes[s.name] = len(elements)
         if not elements:
             return None
         return {"add": {"element": {"family": "inet", "table": "outguard", "name": s.name,
@@ -83,9 +87,11 @@ def _list_elements(state: StateDir) -> Callable[[NftSet], dict[str, Any] | None]
     return elements_of
 
 
-def _stored_form(compiled: Compiled) -> list[dict[str, Any]]:
+def _stored_form(compiled: Compiled, sizes: dict[str, int]) -> list[dict[str, Any]]:
     def marker(s: NftSet) -> dict[str, Any] | None:
-        return {MARKER: s.name} if s.name.startswith("l_") else nft_tx.set_elements(s)
+        if not s.name.startswith("l_"):
+            return nft_tx.set_elements(s)
+        return {MARKER: s.name, "count": sizes[s.name]} if s.name in sizes else {MARKER: s.name}
     return nft_tx.full(compiled, marker)
 
 
@@ -111,7 +117,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             if source.is_list and source.digest in known:
                 source.known_kinds = frozenset(known[source.digest])
         compiled = compile_ruleset(ruleset)
-        elements_of = _list_elements(state)
+        sizes = dict(before.set_sizes) if before is not None else {}
+        elements_of = _list_elements(state, sizes)
         inventory = nft_tx.Inventory.of(compiled)
         if before is not None:
             cmds = nft_tx.delta(compiled, nft_tx.Inventory.from_json(before.inventory),
@@ -134,7 +141,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         # The stored form is serialised while the kernel commits (ctypes lets go of the GIL
         # during the libnftables call); it is written only once the commit succeeded.
         stored: list[str] = []
-        serialiser = threading.Thread(target=lambda: stored.append(json.dumps(_stored_form(compiled))))
+        serialiser = threading.Thread(target=lambda: stored.append(json.dumps(_stored_form(compiled, sizes))))
         serialiser.start()
         try:
             try:
@@ -160,8 +167,9 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             mode=policy.doc.mode, source=str(path.resolve()), inventory=inventory.to_json(),
             counters={"default": "default", **{r.counter: kernel_counter(r.counter)
                                                for r in ruleset.rules()}},
-            lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex)
-        state.write(snap, policy.text, stored[0] if stored else _stored_form(compiled))
+            lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex,
+            set_sizes={n: sizes[n] for n in compiled.sets if n in sizes})
+        state.write(snap, policy.text, stored[0] if stored else _stored_form(compiled, sizes))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,
                        {"load_ms": (t_load - t0) * 1000, "compile_ms": (t_compile - t_load) * 1000,

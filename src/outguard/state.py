@@ -44,6 +44,7 @@ class Snapshot:
     lists: dict[str, list[str]] = field(default_factory=dict)  # list digest → set kinds
     warnings: list[str] = field(default_factory=list)
     snapshot_id: str = ""  # unique per apply: tells whether an apply got as far as its state write
+    set_sizes: dict[str, int] = field(default_factory=dict)  # list sets declared with their size
 
 
 @dataclass

@@ -43,6 +43,9 @@ class NftSet:
     _elements: Callable[[], list[Any]] = field(repr=False)
     size_hint: int = 0
     timeout: bool = False  # filled at run time (by the DNS resolver), entries expire
+    # Content-named and never changed once made (a policy list; not a feed, which is synced in
+    # place): declared with its size, so the kernel can pick its fixed-size hash for it.
+    fixed: bool = False
 
     def elements(self) -> list[Any]:
         return self._elements()
@@ -196,7 +199,8 @@ class _Builder:
             nets = el.v4_nets if version == 4 else el.v6_nets
             return [range_elem(a, b, version) for a, b in merge(net_to_range(n, version) for n in nets)]
 
-        self.out.sets[name] = NftSet(name, key_type, kind == "n", False, elements)
+        self.out.sets[name] = NftSet(name, key_type, kind == "n", False, elements,
+                                     fixed=not key.startswith("list:feed:"))
         return name
 
     def entries(self, rule: IRRule, bare: bool) -> list[NftRule]:

@@ -109,7 +109,8 @@ def command_text(cmd: dict[str, Any]) -> str:
             return f"{verb} {kind} {_obj_ref(body)}"
         typ = f"{body['type']} : {body['map']}" if kind == "map" else body["type"]
         flags = f" flags {','.join(body['flags'])};" if body.get("flags") else ""
-        return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags} }}"
+        size = f" size {int(body['size'])};" if body.get("size") is not None else ""
+        return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags}{size} }}"
     if kind == "element":
         items = [f"{_value(e[0])} : {_value(e[1])}" if isinstance(e, list) else _value(e)
                  for e in body["elem"]]

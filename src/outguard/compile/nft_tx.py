@@ -46,8 +46,10 @@ def _obj(**kw: Any) -> dict[str, Any]:
     return {"family": FAMILY, "table": TABLE, **kw}
 
 
-def set_decl(s: NftSet) -> Cmd:
+def set_decl(s: NftSet, size: int | None = None) -> Cmd:
     body = _obj(name=s.name, type=s.key_type)
+    if size is not None:
+        body["size"] = max(size, 1)
     if s.interval:
         body["flags"] = ["interval"]
     if s.timeout:  # DNS-filled: entries carry their own timeouts
@@ -85,14 +87,25 @@ def _rules(compiled: Compiled) -> list[Cmd]:
     return out
 
 
+def _count(elements: Cmd | None) -> int | None:
+    """How many elements an `add element` command (or a stored marker with a count) holds."""
+    if elements is None:
+        return None
+    if "add" in elements:
+        return len(elements["add"]["element"]["elem"])
+    count = elements.get("count")
+    return count if isinstance(count, int) else None
+
+
 def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
               new_chains: list[str], elements_of: ElementsOf) -> list[Cmd]:
     cmds: list[Cmd] = [{"add": {"counter": _obj(name=n)}} for n in new_counters]
     cmds += [_chain_decl(compiled, n) for n in new_chains]
     for name in new_sets:
         s = compiled.sets[name]
-        cmds.append(set_decl(s))
         elements = elements_of(s)
+        size = _count(elements) if s.fixed and not s.interval else None
+        cmds.append(set_decl(s, size))
         if elements is not None:
             cmds.append(elements)
     return cmds + _rules(compiled)
