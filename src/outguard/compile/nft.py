@@ -273,7 +273,7 @@ class _Builder:
                 elems = [[key, {"goto": {"target": group_chain(owners)}}] for key, owners in items]
                 name = f"m_{section[0]}_{version}{kind}_{_short(repr(elems))}"
                 self.out.sets[name] = NftSet(name, key_type, kind == "n", True,
-                                             _const(elems), len(elems))
+                                             _const(elems), len(elems), fixed=True)
                 stage.rules.append(NftRule([{"vmap": {
                     "key": {"payload": {"protocol": proto, "field": "daddr"}}, "data": f"@{name}"}}]))
         for r in loose:
