@@ -199,20 +199,10 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
         alerts.append(FeedAlert("warning", spec.name, "bad-lines",
                                 f"{parsed.bad} line(s) could not be read and were skipped",
                                 {"bad": parsed.bad, "samples": parsed.samples[:5]}))
-    if parsed.bad > MIN_COUNT_FOR_RATIO and parsed.bad > parsed.entries:
-        return refuse("unreadable", f"{parsed.bad} of {parsed.bad + parsed.entries} lines are"
-                      f" not {spec.format} entries (wrong format, or not a list)")
-    limits = spec.limits
-    # a too-wide network refuses the update, unless it lies wholly in never-block space (FireHOL's
-    # fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 is never "only removed".
-    wide = [(4, v, n) for v, n in parsed.n4 if n < limits.min_prefix4] + \
-           [(6, v, n) for v, n in parsed.n6 if n < limits.min_prefix6]
-    wide_texts = [f"{int_to_text(v, ver)}/{n}" for ver, v, n in wide
-                  if not _inside(nb.merged(ver), v, v | ((1 << (BITS[ver] - n)) - 1))]
-    if wide_texts:
-        return refuse("too-wide", f"{len(wide_texts)} network(s) wider than /{limits.min_prefix4}"
-                      f" (IPv4) or /{limits.min_prefix6} (IPv6): {', '.join(wide_texts[:5])}",
-                      networks=wide_texts[:20])
+    if (message := unreadable(spec, parsed.bad, parsed.entries)) is not None:
+        return refuse("unreadable", message)
+    if wide := too_wide(spec, parsed, nb):
+        return refuse("too-wide", wide[0], networks=wide[1])
     kept, removed = strip_parsed(parsed, nb)
     if removed:
         alerts.append(FeedAlert("warning", spec.name, "removed",
@@ -220,16 +210,45 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
                                 f" the never-block list removed, e.g. {removed[0][0]} ({removed[0][1]})",
                                 {"removed": removed[:50]}))
     content = FeedSet.of(kept)
-    count = content.count
+    if (refusal := count_refusal(spec, content.count, previous_count, force)) is not None:
+        return refuse(refusal[0], refusal[1], **refusal[2])
+    return Verdict(content, alerts, removed)
+
+
+def unreadable(spec: FeedSpec, bad: int, entries: int) -> str | None:
+    if bad > MIN_COUNT_FOR_RATIO and bad > entries:
+        return (f"{bad} of {bad + entries} lines are not {spec.format} entries (wrong format, or"
+                " not a list)")
+    return None
+
+
+def too_wide(spec: FeedSpec, parsed: Parsed, nb: NeverBlock) -> tuple[str, list[str]] | None:
+    """A too-wide network refuses the update, unless it lies wholly in never-block space
+    (FireHOL's fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 never is."""
+    limits = spec.limits
+    wide = [(4, v, n) for v, n in parsed.n4 if n < limits.min_prefix4] + \
+           [(6, v, n) for v, n in parsed.n6 if n < limits.min_prefix6]
+    texts = [f"{int_to_text(v, ver)}/{n}" for ver, v, n in wide
+             if not _inside(nb.merged(ver), v, v | ((1 << (BITS[ver] - n)) - 1))]
+    if not texts:
+        return None
+    return (f"{len(texts)} network(s) wider than /{limits.min_prefix4} (IPv4) or"
+            f" /{limits.min_prefix6} (IPv6): {', '.join(texts[:5])}", texts[:20])
+
+
+def count_refusal(spec: FeedSpec, count: int, previous_count: int | None,
+                  force: bool) -> tuple[str, str, dict[str, object]] | None:
+    """The whole-list rules on counts: (reason, message, details) when they refuse."""
+    limits = spec.limits
     if count == 0 and not limits.may_be_empty:
-        return refuse("empty", "the list is empty (this feed is not allowed to be)")
+        return "empty", "the list is empty (this feed is not allowed to be)", {}
     if not force and previous_count is not None and previous_count >= MIN_COUNT_FOR_RATIO:
         if count < previous_count * (1 - limits.max_shrink):
-            return refuse("shrink", f"{count} entries against {previous_count} in the last good"
-                          f" copy: shrinks by more than {limits.max_shrink:.0%} (--force to accept)",
-                          previous=previous_count, now=count)
+            return ("shrink", f"{count} entries against {previous_count} in the last good copy:"
+                    f" shrinks by more than {limits.max_shrink:.0%} (--force to accept)",
+                    {"previous": previous_count, "now": count})
         if count > previous_count * limits.max_growth:
-            return refuse("growth", f"{count} entries against {previous_count} in the last good"
-                          f" copy: grows by more than {limits.max_growth:g}x (--force to accept)",
-                          previous=previous_count, now=count)
-    return Verdict(content, alerts, removed)
+            return ("growth", f"{count} entries against {previous_count} in the last good copy:"
+                    f" grows by more than {limits.max_growth:g}x (--force to accept)",
+                    {"previous": previous_count, "now": count})
+    return None
