@@ -99,11 +99,11 @@ def test_golden_semantics(name: str) -> None:
     assert default[1] == {"log": {"prefix": "og:default", "group": ruleset.nflog_group}}
     # allow rules never log
     assert text.count("log prefix") == len(ruleset.deny) + 1
-    # the output chain: loopback, established, ND, deny before allow, then the default
+    # the output chain: established, loopback, ND, deny before allow, then the default
     out = [line for line in text.splitlines() if line.startswith("add rule inet outguard output ")]
     heads = [line.removeprefix("add rule inet outguard output ") for line in out]
-    assert heads[0] == 'oif "lo" accept'
-    assert heads[1] == "ct state established,related accept"
+    assert heads[0] == "ct state established,related accept"
+    assert heads[1] == 'oif "lo" accept'
     assert heads[2].startswith("icmpv6 type {")
     jumps = [h for h in heads if h.startswith("jump ")]
     assert jumps == [f"jump {s}" for s in ("deny", "allow") if getattr(ruleset, s)]
