@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 
 from outguard.cli.main import cli
 from outguard.kernel import netns as ns
+from tests.kernel.conftest import _fresh_netns
 
 LIST = "198.51.100.1\n198.51.100.2\n203.0.113.0/25\n10.0.0.0/8\nnot-an-address\n# comment\n"
 POLICY = """version: 1
@@ -58,17 +58,8 @@ def test_list_and_show(tmp_path: Path) -> None:
     assert unknown.exit_code != 0 and "no feed named 'no-such-feed'" in unknown.output
 
 
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    from tests.kernel.conftest import kernel_skip_reason, new_netns
-
-    if reason := kernel_skip_reason():
-        pytest.skip(reason)
-    name = new_netns()
-    try:
-        yield name
-    finally:
-        ns.delete(name)
+# the kernel tests' own fresh-namespace fixture (tests/cli does not see tests/kernel's conftest)
+namespace = pytest.fixture(name="namespace")(_fresh_netns)
 
 
 def og(*args: str) -> subprocess.CompletedProcess[str]:
