@@ -30,7 +30,8 @@ def attribution(exe: str | None = "/usr/bin/curl", *, pid: int | None = 4242,
 def event(dst: str = "203.0.113.7", dport: int | None = 443, *, exe: str | None = "/usr/bin/curl",
           rule: str = "default", proto: str = "tcp", names: tuple[str, ...] = ("x.example",),
           feed: str | None = None, parent: str | None = None, user: str | None = "app",
-          uid: int | None = 1000, pid: int | None = 4242, at: float = 0.0) -> Event:
+          uid: int | None = 1000, pid: int | None = 4242, at: float = 0.0,
+          names_known: bool = True) -> Event:
     return Event(packet(dst, dport, rule=rule, proto=proto, uid=uid, at=at),
                  attribution(exe, pid=pid, parent=parent, user=user, uid=uid),
-                 names=names, feed=feed)
+                 names=names, feed=feed, names_known=names_known)

@@ -51,6 +51,9 @@ CASES: list[tuple[str, Event, Event]] = [
      event("203.0.113.50", 443, names=("cdn.example",))),
     ("raw-ip-no-dns", event("203.0.113.50", 443, names=()),
      event("10.1.2.3", 443, names=())),
+    # no outguard resolver ran: that no name was behind the address is not known, so not claimed
+    ("raw-ip-no-dns", event("203.0.113.50", 443, names=()),
+     event("203.0.113.50", 443, names=(), names_known=False)),
     ("explicit-deny", event(rule="deny:telemetry"), event(rule="default")),
     ("unattributed", event(exe=None, pid=None), event()),
 ]

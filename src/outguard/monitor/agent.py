@@ -90,13 +90,14 @@ class Agent:
                  aggregator: Aggregator | None = None,
                  names_of: Callable[[str], tuple[str, ...]] = lambda _dst: (),
                  feed_of: Callable[[str], str | None] = lambda _dst: None,
+                 names_known: bool = False,
                  host: str | None = None,
                  on_update: Callable[[Update], None] | None = None) -> None:
         self.source, self.attributor, self.classifier = source, attributor, classifier
         self.writer, self.dispatcher, self.metrics = writer, dispatcher, metrics
         self.aggregator = aggregator or Aggregator()
         self.names_of, self.host, self.on_update = names_of, host, on_update
-        self.feed_of = feed_of
+        self.feed_of, self.names_known = feed_of, names_known
         self.packets = 0
         self.running = asyncio.Event()
 
@@ -115,7 +116,7 @@ class Agent:
             self.metrics.drops.labels(pkt.rule).inc()
             if att.pid is None:
                 self.metrics.attribution_failures.labels(att.failure or "unknown").inc()
-            event = Event(pkt, att, names=self.names_of(pkt.dst),
+            event = Event(pkt, att, names=self.names_of(pkt.dst), names_known=self.names_known,
                           feed=_feed_by_prefix(pkt) or self.feed_of(pkt.dst))
             event.classifications = self.classifier.classify(event)
             update = self.aggregator.add(event)

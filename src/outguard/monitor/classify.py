@@ -120,7 +120,7 @@ class _Facts:
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     rule: str
     feed: str | None
-    resolved: bool
+    resolved: bool | None  # None: no resolver ran, whether a name was behind dst is unknown
     attributed: bool
 
     @classmethod
@@ -135,7 +135,7 @@ class _Facts:
         if isinstance(dst, ipaddress.IPv6Address) and dst.ipv4_mapped is not None:
             dst = dst.ipv4_mapped
         return cls(process, _name(att.parent_exe), frozenset(users), pkt.dport, pkt.proto, dst,
-                   pkt.rule, event.feed, bool(event.names),
+                   pkt.rule, event.feed, bool(event.names) if event.names_known else None,
                    att.pid is not None or att.exe is not None)
 
 
@@ -160,7 +160,7 @@ def matches(when: When, f: _Facts) -> bool:
         when.not_dst is None or (f.dst is not None and not _in(f.dst, when.not_dst)),
         when.rule is None or _glob(f.rule, when.rule),
         when.feed is None or _glob(f.feed, when.feed),
-        when.resolved is None or f.resolved == when.resolved,
+        when.resolved is None or (f.resolved is not None and f.resolved == when.resolved),
         when.attributed is None or f.attributed == when.attributed,
     )
     if not all(checks):

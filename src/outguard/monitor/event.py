@@ -64,4 +64,6 @@ class Event:
     attribution: Attribution
     classifications: list[Classification] = field(default_factory=list)
     names: tuple[str, ...] = ()  # DNS names that resolved to dst, if known
+    # False when no outguard resolver runs: then "no name behind this address" is not known
+    names_known: bool = True
     feed: str | None = None  # feed name when the drop came from a feed set

@@ -221,7 +221,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         agent = Agent(src, attributor, classifier, writer,
                       dispatcher, metrics, aggregator=aggregator,
                       names_of=dns.resolver.names_of if dns is not None else lambda _dst: (),
-                      feed_of=feeds.feed_of if feeds is not None else lambda _dst: None)
+                      feed_of=feeds.feed_of if feeds is not None else lambda _dst: None,
+                      names_known=dns is not None)
         running = Running(agent, store, writer, metrics, memory, server, dns)
         if started is not None:
             started(running)
