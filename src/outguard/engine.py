@@ -120,9 +120,10 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         sizes = dict(before.set_sizes) if before is not None else {}
         elements_of = _list_elements(state, sizes)
         inventory = nft_tx.Inventory.of(compiled)
+        phases = None
         if before is not None:
-            cmds = nft_tx.delta(compiled, nft_tx.Inventory.from_json(before.inventory),
-                                elements_of)
+            phases = nft_tx.delta_phases(compiled, nft_tx.Inventory.from_json(before.inventory),
+                                         elements_of)
         else:
             cmds = nft_tx.full(compiled, elements_of)
         t_compile = time.perf_counter()
@@ -145,7 +146,10 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         serialiser.start()
         try:
             try:
-                _run(kernel, cmds, compiled.needs_text)
+                if phases is None:
+                    _run(kernel, cmds, compiled.needs_text)
+                else:
+                    _switch(kernel, phases, compiled.needs_text)
             except KernelError:
                 if before is None:
                     raise
@@ -176,6 +180,18 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                         "commit_ms": (t_commit - t_compile) * 1000,
                         "total_ms": (time.perf_counter() - t0) * 1000},
                        new_pending)
+
+
+def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool) -> None:
+    """A delta: new sets and chains first, then every rule in one transaction (nft_tx.Phases)."""
+    _run(kernel, phases.prepare, text)
+    try:
+        _run(kernel, phases.switch, text)
+    except KernelError:
+        # leave the kernel as it was: what `prepare` made goes again
+        with contextlib.suppress(KernelError):
+            _run(kernel, phases.undo, text)
+        raise
 
 
 def _stop(pid: int) -> None:

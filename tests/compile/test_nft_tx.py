@@ -217,3 +217,23 @@ def test_empty_sets_get_no_element_command() -> None:
     # an empty list makes no kernel set at all: nothing can match it
     assert not compiled.sets
     assert all(k != "element" for _v, k, _n in _kinds(nft_tx.full(compiled)))
+
+
+def test_a_delta_creates_new_sets_before_any_rule_refers_to_them() -> None:
+    # Kernel 6.18: a named interval set created in the transaction whose rules look into it
+    # missed for packets evaluated during the commit (tests/kernel/test_apply_safety.py, the
+    # 100 re-applies, found it). New objects come first, in a transaction without rules.
+    before = compiled_of("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    after = compiled_of("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443, 8443]}\n"
+                        "  - {name: new, to: [203.0.113.0/28], ports: [80]}\n")
+    phases = nft_tx.delta_phases(after, nft_tx.Inventory.of(before))
+    made = {(kind, body["name"]) for c in phases.prepare for verb, obj in c.items()
+            for kind, body in obj.items() if verb == "add" and kind != "table"}
+    assert not any(kind == "rule" for kind, _ in made)
+    new = {n for n in after.sets if n not in before.sets}
+    assert new and {("map" if n.startswith("m_") else "set", n) for n in new} <= made
+    assert not any("set" in obj or "map" in obj for c in phases.switch
+                   for verb, obj in c.items() if verb == "add")
+    undone = {(kind, body["name"]) for c in phases.undo for verb, obj in c.items()
+              for kind, body in obj.items() if verb == "delete"}
+    assert undone == {(k, n) for k, n in made if k in ("set", "map", "chain", "counter")}

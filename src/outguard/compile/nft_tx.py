@@ -97,8 +97,9 @@ def _count(elements: Cmd | None) -> int | None:
     return count if isinstance(count, int) else None
 
 
-def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
-              new_chains: list[str], elements_of: ElementsOf) -> list[Cmd]:
+def _objects(compiled: Compiled, new_sets: list[str], new_counters: list[str],
+             new_chains: list[str], elements_of: ElementsOf) -> list[Cmd]:
+    """Counters, (empty) chains, and filled sets and maps: everything but rules."""
     cmds: list[Cmd] = [{"add": {"counter": _obj(name=n)}} for n in new_counters]
     cmds += [_chain_decl(compiled, n) for n in new_chains]
     for name in new_sets:
@@ -108,7 +109,12 @@ def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
         cmds.append(set_decl(s, size))
         if elements is not None:
             cmds.append(elements)
-    return cmds + _rules(compiled)
+    return cmds
+
+
+def _creation(compiled: Compiled, new_sets: list[str], new_counters: list[str],
+              new_chains: list[str], elements_of: ElementsOf) -> list[Cmd]:
+    return _objects(compiled, new_sets, new_counters, new_chains, elements_of) + _rules(compiled)
 
 
 def full(compiled: Compiled, elements_of: ElementsOf = set_elements) -> list[Cmd]:
@@ -119,11 +125,50 @@ def full(compiled: Compiled, elements_of: ElementsOf = set_elements) -> list[Cmd
                        elements_of)]
 
 
+@dataclass
+class Phases:
+    """A delta in two transactions. `prepare` creates what is new — counters, empty chains,
+    filled sets and maps — while nothing refers to it yet; `switch` then replaces every rule
+    and deletes what is gone, atomically. Measured on kernel 6.18: a named interval set created
+    in the same transaction as the rule that looks into it can miss for packets evaluated while
+    that transaction commits (an allowed UDP probe dropped in ~1 of 2 runs of 100 re-applies),
+    so new sets must exist before the switch. `undo` removes what `prepare` made, for when the
+    switch is refused: the kernel then holds exactly what it held before."""
+
+    prepare: list[Cmd]
+    switch: list[Cmd]
+    undo: list[Cmd]
+
+    @property
+    def all(self) -> list[Cmd]:
+        return self.prepare + self.switch[1:]  # one transaction (the switch's table is there)
+
+
+def delta_phases(compiled: Compiled, before: Inventory,
+                 elements_of: ElementsOf = set_elements) -> Phases:
+    """Replace the table's contents assuming the kernel holds exactly `before`."""
+    table: Cmd = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+    known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
+    new_sets = [n for n in compiled.sets if n not in known_sets]
+    new_counters = [n for n in compiled.counters if n not in known_counters]
+    new_chains = [n for n in compiled.chains if n not in known_chains]
+    prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
+    undo: list[Cmd] = [table]
+    undo += [{"delete": {"map" if n.startswith("m_") else "set": _obj(name=n)}}
+             for n in sorted(new_sets, key=lambda n: not n.startswith("m_"))]
+    undo += [{"delete": {"chain": _obj(name=n)}} for n in new_chains]
+    undo += [{"delete": {"counter": _obj(name=n)}} for n in new_counters]
+    return Phases(prepare, [table, *_switch(compiled, before)], undo)
+
+
 def delta(compiled: Compiled, before: Inventory,
           elements_of: ElementsOf = set_elements) -> list[Cmd]:
-    """Replace the table's contents assuming the kernel holds exactly `before`."""
-    cmds: list[Cmd] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
-    cmds += [{"flush": {"chain": _obj(name=n)}} for n in before.chains]
+    """The delta as one transaction (what `plan` and the tests read; apply uses the phases)."""
+    return delta_phases(compiled, before, elements_of).all
+
+
+def _switch(compiled: Compiled, before: Inventory) -> list[Cmd]:
+    cmds: list[Cmd] = [{"flush": {"chain": _obj(name=n)}} for n in before.chains]
     gone_sets = [n for n in before.sets if n not in compiled.sets]
     # maps first: their elements jump to chains that may be deleted next
     gone_sets.sort(key=lambda n: not n.startswith("m_"))
@@ -133,12 +178,7 @@ def delta(compiled: Compiled, before: Inventory,
     cmds += [{"delete": {"chain": _obj(name=n)}} for n in before.chains if n not in compiled.chains]
     now_counters = set(compiled.counters)
     cmds += [{"delete": {"counter": _obj(name=n)}} for n in before.counters if n not in now_counters]
-    known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
-    return cmds + _creation(
-        compiled,
-        [n for n in compiled.sets if n not in known_sets],
-        [n for n in compiled.counters if n not in known_counters],
-        [n for n in compiled.chains if n not in known_chains], elements_of)
+    return cmds + _rules(compiled)
 
 
 def remove() -> list[Cmd]:
