@@ -79,11 +79,6 @@ class NoAttribution:
         return Attribution(uid=pkt.uid, failure=self.reason)
 
 
-def _feed_by_prefix(pkt: BlockedPacket) -> str | None:
-    rule = pkt.rule
-    return rule.split(":", 1)[1] if rule.startswith("feed:") else None
-
-
 class Agent:
     def __init__(self, source: PacketSource, attributor: Attributor, classifier: Classifier,
                  writer: BatchWriter, dispatcher: Dispatcher, metrics: Metrics, *,
@@ -117,7 +112,7 @@ class Agent:
             if att.pid is None:
                 self.metrics.attribution_failures.labels(att.failure or "unknown").inc()
             event = Event(pkt, att, names=self.names_of(pkt.dst), names_known=self.names_known,
-                          feed=_feed_by_prefix(pkt) or self.feed_of(pkt.dst))
+                          feed=self.feed_of(pkt.dst))
             event.classifications = self.classifier.classify(event)
             update = self.aggregator.add(event)
             inc = update.incident

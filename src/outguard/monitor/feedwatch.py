@@ -20,6 +20,7 @@ from outguard.errors import OutguardError
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.policy import PREFIX
+from outguard.policy.load import Policy
 
 log = logging.getLogger("outguard.monitor")
 
@@ -41,10 +42,13 @@ class FeedWatch:
         self.rounds = 0
 
     def load_index(self) -> bool:
-        """(Re)build the index from the policy's feeds; False when the policy names none."""
+        """Rebuild the index from the policy file (after a round synced new feed content)."""
         from outguard.policy.load import load_policy  # noqa: PLC0415
 
-        policy = load_policy(self.policy, feed_dir=self.state_dir / "feeds")
+        return self.index_from(load_policy(self.policy, feed_dir=self.state_dir / "feeds"))
+
+    def index_from(self, policy: Policy) -> bool:
+        """Build the index from a loaded policy's feeds; False when the policy names none."""
         self.index = FeedIndex.of_policy(policy)
         return any(name.startswith(PREFIX) for name in policy.lists)
 

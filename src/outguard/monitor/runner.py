@@ -40,6 +40,7 @@ from outguard.monitor.aggregate import Aggregator, Incident
 from outguard.monitor.classify import load_classifier
 from outguard.monitor.feedwatch import FeedWatch
 from outguard.monitor.metrics import Metrics, MetricsServer
+from outguard.policy.load import Policy
 from outguard.store import Query, open_store
 from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
@@ -106,12 +107,20 @@ def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None
         raise
 
 
-def _policy_settings(opts: AgentOptions) -> tuple[list[AlertSpec], int]:
-    alerts, group = list(opts.alerts or []), opts.nflog_group
-    if opts.policy is not None and (opts.alerts is None or group is None):
-        from outguard.policy.load import load_policy  # noqa: PLC0415
+def _load(opts: AgentOptions) -> Policy | None:
+    """The policy, loaded once for everything the agent takes from it (alerts, NFLOG group,
+    resolver, feeds)."""
+    if opts.policy is None:
+        return None
+    from outguard.policy.load import load_policy  # noqa: PLC0415
 
-        doc = load_policy(opts.policy).doc
+    return load_policy(opts.policy, feed_dir=opts.state_dir / "feeds")
+
+
+def _policy_settings(opts: AgentOptions, policy: Policy | None) -> tuple[list[AlertSpec], int]:
+    alerts, group = list(opts.alerts or []), opts.nflog_group
+    if policy is not None:
+        doc = policy.doc
         if opts.alerts is None:
             alerts = list(doc.alerts)
         if group is None:
@@ -131,19 +140,15 @@ def _apply(opts: AgentOptions) -> None:
         apply_policy(opts.policy, state, nft)
 
 
-async def _start_dns(opts: AgentOptions, aggregator: Aggregator, writer: BatchWriter,
-                     dispatcher: Dispatcher,
+async def _start_dns(opts: AgentOptions, loaded: Policy, aggregator: Aggregator,
+                     writer: BatchWriter, dispatcher: Dispatcher,
                      cleanups: list[Callable[[], None]]) -> DnsHandle | None:
     """The policy's resolver (None without a `dns:` section), its events also into the store."""
     from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.dns.events import JsonlEvents  # noqa: PLC0415
     from outguard.dns.incidents import IncidentEvents  # noqa: PLC0415
     from outguard.dns.server import serve_dns  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
 
-    policy = opts.policy
-    assert policy is not None
-    loaded = await asyncio.to_thread(load_policy, policy)
     if loaded.doc.dns is None:
         # no resolver to run; and lowering would resolve the policy's host names here, in this
         # process, which may not see the resolv.conf of the namespace it monitors
@@ -158,13 +163,13 @@ async def _start_dns(opts: AgentOptions, aggregator: Aggregator, writer: BatchWr
                            events=events)
 
 
-async def _start_feeds(opts: AgentOptions, dispatcher: Dispatcher, stop: asyncio.Event,
-                       tasks: list[asyncio.Task[None]]) -> FeedWatch | None:
+def _start_feeds(opts: AgentOptions, policy: Policy, dispatcher: Dispatcher,
+                 stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> FeedWatch | None:
     """Scheduled feed updates and the feed index, when the policy refers to `@feed:` lists."""
     if opts.policy is None or not opts.feeds:
         return None
     watch = FeedWatch(opts.policy, opts.state_dir, opts.netns, dispatcher.publish)
-    if not await asyncio.to_thread(watch.load_index):
+    if not watch.index_from(policy):
         return None
     tasks.append(asyncio.create_task(watch.run(stop), name="outguard-feeds"))
     return watch
@@ -189,7 +194,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     """Apply (if asked), then monitor until `stop` is set; flush and close everything."""
     if opts.apply and opts.policy is None:
         raise OutguardError("nothing to apply: give a policy, or do not apply")
-    specs, group = _policy_settings(opts)
+    policy = _load(opts)
+    specs, group = _policy_settings(opts, policy)
     classifier = load_classifier(opts.signatures)
     store = open_store(opts.store_location())
     memory = MemorySink()
@@ -216,8 +222,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             cleanups.append(release)
         aggregator = Aggregator(window=opts.window, realert=opts.realert)
         if opts.dns and opts.policy is not None:
-            dns = await _start_dns(opts, aggregator, writer, dispatcher, cleanups)
-        feeds = await _start_feeds(opts, dispatcher, stop, tasks)
+            assert policy is not None
+            dns = await _start_dns(opts, policy, aggregator, writer, dispatcher, cleanups)
+        feeds = _start_feeds(opts, policy, dispatcher, stop, tasks) if policy is not None else None
         agent = Agent(src, attributor, classifier, writer,
                       dispatcher, metrics, aggregator=aggregator,
                       names_of=dns.resolver.names_of if dns is not None else lambda _dst: (),
