@@ -409,30 +409,18 @@ def main(argv: list[str] | None = None) -> int:
     bl.install_signal_handlers()
     bl.require_root()
     bl.require_commands("ip", "nft")
-    host_before = bl.host_firewall_fingerprint()
-    t_start = time.monotonic()
-    result: dict[str, object] = {}
-    try:
+
+    def body() -> dict[str, object]:
         with bl.cleanup_scope() as cleanup, tempfile.TemporaryDirectory(prefix="og-bench-apply-") as tmp:
             busy = bl.cpu_busy(1.0)
             result = run_bench(args, cleanup, Path(tmp))
             result["machine_busy_before"] = round(busy, 3)
             if busy > 0.1:
                 print(f"\nWARNING: other processes kept the CPUs {busy:.0%} busy: timings are noisy")
-    except KeyboardInterrupt:
-        bl.log("interrupted; cleaned up")
-        return 130
-    except bl.BenchError as exc:
-        bl.log(f"error: {exc}")
-        return 1
-    finally:
-        if bl.host_firewall_fingerprint() != host_before:
-            bl.log("WARNING: the host namespace's firewall tables changed during the run!")
-            result["host_firewall_changed"] = True
-    result["wall_s"] = round(time.monotonic() - t_start, 1)
-    print(f"\nfull run: {result['wall_s']}s")
-    print(json.dumps(result, sort_keys=True))
-    return 0
+            return result
+
+    failed = bl.run_and_report(body)
+    return failed if failed is not None else 0
 
 
 if __name__ == "__main__":

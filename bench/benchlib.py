@@ -256,3 +256,30 @@ def cpu_busy(seconds: float = 1.0) -> float:
     total1, idle1 = snap()
     total = total1 - total0
     return 0.0 if total <= 0 else 1.0 - (idle1 - idle0) / total
+
+
+def run_and_report(body: Callable[[], dict[str, object]]) -> int | None:
+    """Run a benchmark's body and print its result: the wall time, then one JSON line.
+
+    Returns the exit status when the run did not complete (130 interrupted, 1 BenchError), None
+    when it did. Whatever happens, the host namespace's firewall is compared before/after.
+    """
+    host_before = host_firewall_fingerprint()
+    t_start = time.monotonic()
+    result: dict[str, object] = {}
+    try:
+        result = body()
+    except KeyboardInterrupt:
+        log("interrupted; cleaned up")
+        return 130
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        if host_firewall_fingerprint() != host_before:
+            log("WARNING: the host namespace's firewall tables changed during the run!")
+            result["host_firewall_changed"] = True
+    result["wall_s"] = round(time.monotonic() - t_start, 1)
+    print(f"\nfull run: {result['wall_s']}s")
+    print(json.dumps(result, sort_keys=True))
+    return None

@@ -645,14 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     bl.install_signal_handlers()
     bl.require_root()
     bl.require_commands("ip", "nft", "taskset", "sysctl")
-    host_before = bl.host_firewall_fingerprint()
-    t_start = time.monotonic()
-    result: dict[str, object] = {}
     configs = [
         Config(key=k, title=TITLES[k], index=i, expect_unlisted_blocked=k in B_KEYS)
         for i, k in enumerate(settings.configs)
     ]
-    try:
+
+    def body() -> dict[str, object]:
         with bl.cleanup_scope() as cleanup, tempfile.TemporaryDirectory(prefix="og-bench-connect-") as tmp:
             bench = Bench(settings, cleanup, Path(tmp), bl.build_tool("connloop"), bl.build_tool("acceptd"))
             bench.start_peer()
@@ -668,20 +666,11 @@ def main(argv: list[str] | None = None) -> int:
             busy = [bl.cpu_busy(1.0)]
             measure(bench, configs)
             busy.append(bl.cpu_busy(1.0))
-            result = report(bench, configs, busy)
-    except KeyboardInterrupt:
-        bl.log("interrupted; cleaned up")
-        return 130
-    except bl.BenchError as exc:
-        bl.log(f"error: {exc}")
-        return 1
-    finally:
-        if bl.host_firewall_fingerprint() != host_before:
-            bl.log("WARNING: the host namespace's firewall tables changed during the run!")
-            result["host_firewall_changed"] = True
-    result["wall_s"] = round(time.monotonic() - t_start, 1)
-    print(f"\nfull run: {result['wall_s']}s")
-    print(json.dumps(result, sort_keys=True))
+            return report(bench, configs, busy)
+
+    failed = bl.run_and_report(body)
+    if failed is not None:
+        return failed
     return 0 if not any(c.error for c in configs) else 2
 
 

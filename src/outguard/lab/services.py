@@ -118,6 +118,17 @@ class Services:
             "peer_port": pport,
         }
 
+    async def _open(self, lst: t.Listener, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> tuple[bytes, dict[str, object]] | None:
+        """The first bytes and the log fields of a connection; None for a readiness probe
+        (answered here, never logged)."""
+        accepted = now_iso()
+        buf = await self._first_bytes(reader)
+        if buf.startswith(httpmini.PROBE_LINE):
+            writer.write(httpmini.PROBE_REPLY)
+            return None
+        return buf, self._base(lst, writer, accepted)
+
     async def _first_bytes(self, reader: asyncio.StreamReader) -> bytes:
         try:
             return await asyncio.wait_for(reader.read(4096), FIRST_DATA_WAIT)
@@ -127,12 +138,10 @@ class Services:
     async def http(
         self, lst: t.Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        accepted = now_iso()
-        buf = await self._first_bytes(reader)
-        if buf.startswith(httpmini.PROBE_LINE):
-            writer.write(httpmini.PROBE_REPLY)
+        opened = await self._open(lst, reader, writer)
+        if opened is None:
             return
-        base = self._base(lst, writer, accepted)
+        buf, base = opened
         if lst.host == "attacker":
             self.attacker.write({**base, "event": "connect"})
         try:
@@ -159,12 +168,10 @@ class Services:
     async def ldap(
         self, lst: t.Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        accepted = now_iso()
-        buf = await self._first_bytes(reader)
-        if buf.startswith(httpmini.PROBE_LINE):
-            writer.write(httpmini.PROBE_REPLY)
+        opened = await self._open(lst, reader, writer)
+        if opened is None:
             return
-        base = self._base(lst, writer, accepted)
+        buf, base = opened
         self.attacker.write({**base, "event": "connect"})
         while True:
             try:
