@@ -4,7 +4,8 @@ Place in the data flow: fetch → **parse** → validate → merge → sync. One
 (`plain` covers FireHOL netsets/ipsets, Spamhaus DROP text, Emerging Threats and Feodo's plain
 lists; `spamhaus-json`, `feodo-csv`, `hosts` (URLhaus), `domains`, `dshield` (block.txt)). A bad
 line is counted and a few are kept as samples; it is never fatal. Addresses become integers with
-`socket.inet_pton` (the `ipaddress` module costs several µs per entry and feeds reach millions).
+`socket.inet_pton` (the `ipaddress` module costs several µs per entry); the plain format's IPv4
+lines, the bulk of every big list, are read in numpy by `parse_fast`.
 Pure: bytes in, data out.
 """
 
@@ -13,17 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import socket
-import sys
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 
+from outguard.feeds.parse_fast import read_plain_v4
 from outguard.policy.targets import parse_target
 
 MAX_SAMPLES = 20
-_BLOCK = 2048  # lines packed per C-level map in the plain fast path
-_PIECE = 1 << 20  # characters split into lines at a time
 _AF4, _AF6 = socket.AF_INET, socket.AF_INET6
 
 
@@ -91,39 +88,21 @@ def _data_lines(text: str, comments: str = "#;") -> Iterable[tuple[int, str]]:
 
 
 def parse_plain(text: str) -> Parsed:
-    """One address or network per line; `#` / `;` comments, also after the entry.
+    """One address or network per line; `#` / `;` comments, also after the entry."""
+    return parse_plain_bytes(text.encode())
 
-    Fast path for the common case (feeds reach millions of lines): lines without a `/` are
-    packed in blocks by `inet_pton` mapped in C and read back as one array; a block holding
-    anything else (a comment, spaces, IPv6) falls back to the line-by-line reader."""
+
+def parse_plain_bytes(data: bytes) -> Parsed:
+    """`parse_plain` on the raw body: IPv4 lines go through the vector reader (`parse_fast`),
+    every other line through the line-by-line one, in line order."""
     out = Parsed()
-    if "\r" in text:
-        text = text.replace("\r", "")
-    values = array("I")
-    pton4 = partial(socket.inet_pton, _AF4)
-    base, pos = 0, 0
-    while pos < len(text):  # in pieces: a million line strings at once would cost ~60 MB
-        end = text.find("\n", pos + _PIECE)
-        end = len(text) if end < 0 else end + 1
-        lines = text[pos:end].split("\n")
-        pos = end
-        slow = [i for i, line in enumerate(lines) if "/" in line]
-        plain = [line for line in lines if "/" not in line] if slow else lines
-        where: list[int] | None = None  # index in `lines` of each plain line, when needed
-        for start in range(0, len(plain), _BLOCK):
-            block = plain[start:start + _BLOCK]
-            try:
-                values.frombytes(b"".join(map(pton4, block)))
-            except (OSError, ValueError):
-                if where is None:
-                    where = [i for i, line in enumerate(lines) if "/" not in line]
-                slow += where[start:start + _BLOCK]
-        for i in sorted(slow):
-            _plain_line(out, lines[i], base + i + 1)
-        base += len(lines) - 1
-    if sys.byteorder == "little":
-        values.byteswap()
-    out.a4 += values.tolist()
+    if b"\r" in data:
+        data = data.replace(b"\r", b"")
+    fast = read_plain_v4(data)
+    for number, raw in fast.others:
+        _plain_line(out, raw.decode("utf-8", errors="replace"), number)
+    out.a4 += fast.singles.tolist()
+    out.n4 += zip(fast.net_values.tolist(), fast.net_lengths.tolist(), strict=True)
     return out
 
 
@@ -241,4 +220,6 @@ PARSERS: dict[str, Callable[[str], Parsed]] = {
 
 
 def parse(data: bytes, fmt: str) -> Parsed:
+    if fmt == "plain":
+        return parse_plain_bytes(data)
     return PARSERS[fmt](data.decode("utf-8", errors="replace"))
