@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,8 @@ from outguard.compile import nft_text, nft_tx
 from outguard.compile.lower import Resolver, lower, system_resolver
 from outguard.compile.nft import Compiled, NftSet, compile_ruleset, kernel_counter
 from outguard.errors import KernelError, StateError
-from outguard.policy.load import load_policy
+from outguard.kernel.setsync import SetChange
+from outguard.policy.load import load_policy, load_text
 from outguard.state import Pending, Snapshot, StateDir
 
 MARKER = "outguard_elements"
@@ -34,6 +35,7 @@ MARKER = "outguard_elements"
 class Kernel(Protocol):
     def run_json(self, doc: Any) -> Any: ...
     def run_text(self, cmd: str) -> str: ...
+    def fill_sets(self, changes: Sequence[SetChange]) -> object: ...
 
 
 @dataclass
@@ -67,12 +69,34 @@ def expand(cmds: list[dict[str, Any]], state: StateDir) -> list[dict[str, Any]]:
     return out
 
 
-def _list_elements(state: StateDir,
-                   sizes: dict[str, int]) -> Callable[[NftSet], dict[str, Any] | None]:
-    """Elements of a set for the kernel; list sets are written to the store once (and their
-    sizes noted in `sizes`, for the stored form)."""
+MIN_CAPACITY = 4096
+
+
+def capacity_for(count: int) -> int:
+    """The size a feed's hash set is declared with: room to double before a sync must make a
+    bigger set (`feeds.sync` asks for a re-apply then)."""
+    return max(MIN_CAPACITY, 1 << max(0, 2 * count - 1).bit_length())
+
+
+def _list_elements(state: StateDir, sizes: dict[str, int], capacities: dict[str, int],
+                   fills: list[SetChange] | None) -> Callable[[NftSet], dict[str, Any] | None]:
+    """Elements of a new set for the kernel; list sets are written to the store once (and their
+    sizes noted in `sizes`, for the stored form). A feed set (`bulk`) is stored packed, gets
+    its capacity, and with `fills` (a delta) is left empty here: the engine loads it over
+    netlink before the rules switch to it."""
     def elements_of(s: NftSet) -> dict[str, Any] | None:
-        if s.name.startswith("l_") and state.has_set(s.name):
+        if s.bulk is not None:
+            items = s.bulk()
+            state.store_bulk(s.name, s.version, s.interval, items)
+            sizes[s.name] = len(items)
+            if not s.interval:
+                s.capacity = capacities[s.name] = capacity_for(len(items))
+            if fills is not None:
+                if items:
+                    fills.append(SetChange(s.name, s.version, s.interval, items))
+                return None
+            elements = s.elements()
+        elif s.name.startswith("l_") and state.has_set(s.name):
             elements = state.load_set(s.name)
         else:
             elements = s.elements()
@@ -99,7 +123,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                  resolver: Resolver = system_resolver,
                  confirm_timeout: float | None = None,
                  spawn_watchdog: Callable[[str, float], int] | None = None,
-                 now: Callable[[], float] = time.time) -> ApplyReport:
+                 now: Callable[[], float] = time.time, text: str | None = None) -> ApplyReport:
+    """Apply the policy at `path` (or `text`, the policy read from there earlier)."""
     t0 = time.perf_counter()
     with state.locked():
         before = state.snapshot("applied")
@@ -109,8 +134,13 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             # watchdog would then "roll back" to it.
             raise StateError("an earlier apply still waits for `outguard confirm`: confirm it or"
                              " run `outguard rollback` first")
-        policy = load_policy(path, known_lists=lambda digest: digest in known,
-                             feed_dir=state.path / "feeds")
+        if text is None:
+            policy = load_policy(path, known_lists=lambda digest: digest in known,
+                                 feed_dir=state.path / "feeds")
+        else:
+            policy = load_text(text, str(path), base_dir=path.parent,
+                               known_lists=lambda digest: digest in known,
+                               feed_dir=state.path / "feeds")
         t_load = time.perf_counter()
         ruleset = lower(policy, resolver=resolver)
         for source in ruleset.sources.values():
@@ -118,14 +148,18 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 source.known_kinds = frozenset(known[source.digest])
         compiled = compile_ruleset(ruleset)
         sizes = dict(before.set_sizes) if before is not None else {}
-        elements_of = _list_elements(state, sizes)
+        capacities = dict(before.capacities) if before is not None else {}
+        for s in compiled.sets.values():  # a kept feed set is declared as it was made
+            if s.bulk is not None and s.name in capacities:
+                s.capacity = capacities[s.name]
+        fills: list[SetChange] = []
         inventory = nft_tx.Inventory.of(compiled)
         phases = None
         if before is not None:
             phases = nft_tx.delta_phases(compiled, nft_tx.Inventory.from_json(before.inventory),
-                                         elements_of)
+                                         _list_elements(state, sizes, capacities, fills))
         else:
-            cmds = nft_tx.full(compiled, elements_of)
+            cmds = nft_tx.full(compiled, _list_elements(state, sizes, capacities, None))
         t_compile = time.perf_counter()
 
         new_pending = None
@@ -149,14 +183,15 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 if phases is None:
                     _run(kernel, cmds, compiled.needs_text)
                 else:
-                    _switch(kernel, phases, compiled.needs_text)
+                    _switch(kernel, phases, compiled.needs_text, fills)
             except KernelError:
                 if before is None:
                     raise
                 # the kernel does not hold what we recorded (someone changed or removed the
                 # table): replace the whole table instead, still in one transaction
                 method = "full"
-                _run(kernel, nft_tx.full(compiled, elements_of), compiled.needs_text)
+                _run(kernel, nft_tx.full(compiled, _list_elements(state, sizes, capacities, None)),
+                     compiled.needs_text)
         except BaseException:
             if new_pending is not None:
                 state.clear_pending()
@@ -172,7 +207,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             counters={"default": "default", **{r.counter: kernel_counter(r.counter)
                                                for r in ruleset.rules()}},
             lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex,
-            set_sizes={n: sizes[n] for n in compiled.sets if n in sizes})
+            set_sizes={n: sizes[n] for n in compiled.sets if n in sizes},
+            capacities={n: capacities[n] for n in compiled.sets if n in capacities})
         state.write(snap, policy.text, stored[0] if stored else _stored_form(compiled, sizes))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,
@@ -182,10 +218,25 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                        new_pending)
 
 
-def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool) -> None:
-    """A delta: new sets and chains first, then every rule in one transaction (nft_tx.Phases)."""
+def reapply(state: StateDir, kernel: Kernel, *,
+            resolver: Resolver = system_resolver) -> ApplyReport:
+    """Apply the applied policy again, from its stored text: a feed that outgrew its set gets
+    a new, bigger one (`feeds.sync` asks for this), filled before the rules switch to it."""
+    got = state.read("applied")
+    text = state.policy_text("applied")
+    if got is None or text is None:
+        raise StateError("nothing is applied: nothing to re-apply")
+    return apply_policy(Path(got[0].source), state, kernel, resolver=resolver, text=text)
+
+
+def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool,
+            fills: Sequence[SetChange] = ()) -> None:
+    """A delta: new sets and chains first (feed sets then filled over netlink, while no rule
+    looks into them yet), then every rule in one transaction (nft_tx.Phases)."""
     _run(kernel, phases.prepare, text)
     try:
+        if fills:
+            kernel.fill_sets(fills)
         _run(kernel, phases.switch, text)
     except KernelError:
         # leave the kernel as it was: what `prepare` made goes again

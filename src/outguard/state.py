@@ -6,6 +6,9 @@ tens of seconds), so this directory is the record of the kernel's `inet outguard
     applied/          the current snapshot: state.json, policy.yaml, ruleset.json
     previous/         the snapshot it replaced (what `rollback` restores)
     sets/<name>.json  elements of list sets, content-addressed (the name carries the digest)
+    sets/<name>.bin   elements of feed sets, as packed integers (a feed set is synced in place,
+                      so this is what the kernel holds now; JSON text would cost a second a
+                      million to write and to read back)
     pending.json      an apply waiting for `outguard confirm`
     lock              serialises apply, rollback and confirm
 
@@ -18,7 +21,9 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from array import array
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +32,26 @@ from typing import Any
 from outguard.errors import StateError
 
 DEFAULT_DIR = Path("/var/lib/outguard")
+BULK_MAGIC = "outguard-set/1"
+
+
+def _pack(values: Sequence[int], version: int) -> bytes:
+    if version == 4:
+        packed = array("I", values)
+        if sys.byteorder == "little":
+            packed.byteswap()
+        return packed.tobytes()
+    return b"".join(v.to_bytes(16, "big") for v in values)
+
+
+def _unpack(data: bytes, version: int) -> list[int]:
+    if version == 4:
+        values = array("I")
+        values.frombytes(data)
+        if sys.byteorder == "little":
+            values.byteswap()
+        return values.tolist()
+    return [int.from_bytes(data[i:i + 16], "big") for i in range(0, len(data), 16)]
 
 
 def default_dir(netns: str | None) -> Path:
@@ -45,6 +70,7 @@ class Snapshot:
     warnings: list[str] = field(default_factory=list)
     snapshot_id: str = ""  # unique per apply: tells whether an apply got as far as its state write
     set_sizes: dict[str, int] = field(default_factory=dict)  # list sets declared with their size
+    capacities: dict[str, int] = field(default_factory=dict)  # feed hash sets: declared size
 
 
 @dataclass
@@ -161,12 +187,46 @@ class StateDir:
     # list set elements -----------------------------------------------------------------------
 
     def has_set(self, name: str) -> bool:
-        return (self.path / "sets" / f"{name}.json").exists()
+        return (self.path / "sets" / f"{name}.json").exists() or self.has_bulk(name)
+
+    def has_bulk(self, name: str) -> bool:
+        return (self.path / "sets" / f"{name}.bin").exists()
+
+    def store_bulk(self, name: str, version: int, interval: bool,
+                   items: Sequence[int] | Sequence[tuple[int, int]]) -> None:
+        flat: Sequence[int] = [x for r in items for x in r] if interval else items  # type: ignore[union-attr,assignment]
+        head = f"{BULK_MAGIC} {version} {'n' if interval else 'a'} {len(items)}\n".encode()
+        write_private(self.path / "sets" / f"{name}.bin", head + _pack(flat, version))
+
+    def load_bulk(self, name: str) -> tuple[int, bool, list[int] | list[tuple[int, int]]]:
+        """(version, interval, addresses or closed ranges) of a feed set."""
+        path = self.path / "sets" / f"{name}.bin"
+        try:
+            data = path.read_bytes()
+            end = data.index(b"\n")
+            magic, version_text, kind, count_text = data[:end].decode().split()
+            if magic != BULK_MAGIC:
+                raise ValueError("not a stored set")
+            version, count = int(version_text), int(count_text)
+            flat = _unpack(data[end + 1:], version)
+            if len(flat) != count * (2 if kind == "n" else 1):
+                raise ValueError(f"{len(flat)} values for {count} elements")
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise StateError(f"stored elements of set {name} are missing or damaged: {exc}") from exc
+        if kind == "n":
+            return version, True, list(zip(flat[0::2], flat[1::2], strict=True))
+        return version, False, flat
 
     def store_set(self, name: str, elements: list[Any]) -> None:
         write_private(self.path / "sets" / f"{name}.json", json.dumps(elements))
 
     def load_set(self, name: str) -> list[Any]:
+        """A set's elements as nftables JSON."""
+        if self.has_bulk(name):
+            from outguard.compile.intervals import int_elements  # noqa: PLC0415
+
+            version, interval, items = self.load_bulk(name)
+            return int_elements(items, version, interval)
         try:
             data: list[Any] = json.loads((self.path / "sets" / f"{name}.json").read_text())
         except (OSError, ValueError) as exc:
@@ -179,8 +239,8 @@ class StateDir:
             got = self.snapshot(which)
             if got is not None:
                 keep.update(got.inventory.get("sets", []))
-        for file in (self.path / "sets").glob("*.json"):
-            if file.stem not in keep:
+        for file in (self.path / "sets").glob("*.*"):
+            if file.suffix in (".json", ".bin") and file.stem not in keep:
                 file.unlink(missing_ok=True)
 
     # pending confirmation --------------------------------------------------------------------

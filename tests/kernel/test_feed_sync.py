@@ -134,3 +134,59 @@ def test_setsync_is_one_transaction(netns: str) -> None:
     assert "198.51.100.1" in out and "198.51.100.3" not in out
     iv = ns.run(netns, ["nft", "list", "set", "inet", "outguard", "iv"]).stdout
     assert "2001:db8::-2001:db8::f" in iv or "2001:db8::/124" in iv
+
+
+def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feed hash sets are declared with a capacity (a fixed-size hash loads far faster); a feed
+    that outgrows it is not synced in place but re-applied: a new, bigger set, filled over
+    netlink before the deny rule switches to it."""
+    from outguard import engine
+    from outguard.feeds.sync import sync_feeds
+
+    monkeypatch.setattr(engine, "MIN_CAPACITY", 16)
+    server = Server()
+    try:
+        server.body = "".join(f"198.51.100.{i}\n" for i in range(1, 5)).encode()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY.format(url=server.url))
+        state = StateDir(tmp_path / "state")
+        store = FeedStore(state.path / "feeds")
+        with Nft(netns) as nft:
+            apply_policy(policy, state, nft, resolver=lambda _n: [])
+
+        def update() -> tuple[str, bool]:
+            loaded = applied_policy(state, store.root)
+            assert loaded is not None
+            spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+                                              ignore_interval=True, force=True))[0]
+
+            def reapply() -> None:
+                with Nft(netns) as nft:
+                    engine.reapply(state, nft, resolver=lambda _n: [])
+            report = sync_feeds(state, lambda ch: apply_in(netns, ch), reapply)
+            return result.status, bool(report.outgrown)
+
+        assert update() == ("updated", False)  # 4 addresses fit the first set (16)
+        first = [n for n in kernel_sets(netns) if n.endswith("_4a")]
+        listing = ns.run(netns, ["nft", "list", "set", "inet", "outguard", first[0]]).stdout
+        assert "size 16" in listing
+        server.body, server.etag = "".join(f"198.51.100.{i}\n" for i in range(1, 41)).encode(), '"b"'
+        assert update() == ("updated", True)  # 40 do not: re-applied
+        sets = kernel_sets(netns)
+        v4 = [n for n in sets if n.endswith("_4a")]
+        assert v4 != first and len(v4) == 1
+        assert flat({v4[0]: sets[v4[0]]}) == {f"198.51.100.{i}" for i in range(1, 41)}
+        listing = ns.run(netns, ["nft", "list", "set", "inet", "outguard", v4[0]]).stdout
+        assert "size 128" in listing  # room to double: 2 x 40 rounded up to a power of two
+        rules = ns.run(netns, ["nft", "list", "table", "inet", "outguard"]).stdout
+        assert f"@{v4[0]}" in rules and first[0] not in rules
+        assert state.snapshot("applied").capacities[v4[0]] == 128  # type: ignore[union-attr]
+        # the next small change fits and goes in place, as a delta
+        server.body, server.etag = "".join(f"198.51.100.{i}\n" for i in range(2, 42)).encode(), '"c"'
+        assert update() == ("updated", False)
+        assert set(n for n in kernel_sets(netns) if n.endswith("_4a")) == set(v4)
+        assert "198.51.100.41" in flat(kernel_sets(netns))
+    finally:
+        server.close()

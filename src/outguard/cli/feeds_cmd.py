@@ -49,7 +49,7 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
     from outguard.feeds.policy import PREFIX, FeedList, never_block_of  # noqa: PLC0415
     from outguard.feeds.registry import resolve  # noqa: PLC0415
     from outguard.feeds.store import FeedStore  # noqa: PLC0415
-    from outguard.feeds.sync import applied_policy, sync_kernel  # noqa: PLC0415
+    from outguard.feeds.sync import applied_policy, sync_feeds  # noqa: PLC0415
     from outguard.feeds.update import update_feeds  # noqa: PLC0415
     from outguard.feeds.validate import default_never_block  # noqa: PLC0415
     from outguard.kernel.setsync import apply_in  # noqa: PLC0415
@@ -71,7 +71,8 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
             results = asyncio.run(update_feeds(specs, store, nb, force=force,
                                                ignore_interval=ignore_interval,
                                                progress=progress.hook))
-        report = sync_kernel(state, lambda changes: apply_in(None, changes)) \
+        report = sync_feeds(state, lambda changes: apply_in(None, changes),
+                            lambda: _reapply(state)) \
             if any(r.status == "updated" for r in results) else None
     except OutguardError as exc:
         fail(exc)
@@ -84,6 +85,7 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                                           "alerts": [a.to_json() for a in r.alerts]} for r in results],
                                "sync": None if report is None else {
                                    "changed": report.changed,
+                                   "reapplied": bool(report.outgrown),
                                    "seconds": report.stats.seconds if report.stats else 0,
                                    # from the first new body in hand to the kernel commit
                                    "content_to_kernel_s": _content_to_kernel(results, report)}}))
@@ -96,11 +98,21 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
         if report is not None and report.applied:
             for feed, (added, deleted) in report.changed.items():
                 click.echo(f"synced {feed}: +{added} -{deleted}")
+            for why in report.outgrown:
+                click.echo(f"re-applied the policy with a bigger set: {why}")
             if report.stats is not None and report.stats.messages:
                 click.echo(f"kernel: one transaction, {report.stats.messages} messages,"
                            f" {report.stats.seconds * 1000:.0f} ms")
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def _reapply(state: Any) -> None:
+    from outguard.engine import reapply  # noqa: PLC0415
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
+
+    with Nft() as nft:
+        reapply(state, nft)
 
 
 def _content_to_kernel(results: list[Any], report: Any) -> float | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from outguard.policy.addresses import AddrSet
 from outguard.policy.targets import Target
@@ -69,6 +69,15 @@ class Elements:
         return out
 
 
+class IntContent(Protocol):
+    """A big list as integers (a feed's `FeedSet`): per IP version, sorted single addresses and
+    sorted disjoint closed ranges. The engine loads such sets over netlink, not as JSON."""
+
+    def singles(self, version: int) -> list[int]: ...
+
+    def ranges(self, version: int) -> list[tuple[int, int]]: ...
+
+
 @dataclass
 class Source:
     """A named group of destinations. Its elements are computed only when someone asks: a list
@@ -91,6 +100,9 @@ class Source:
         return self.key.startswith("list:")
 
     known_kinds: frozenset[str] | None = None  # e.g. {"4a", "6n"}, remembered from an earlier apply
+    # a feed: its content as integers, read only when a new set needs it (`elements` then
+    # stays unread: the kernel sets are filled from these)
+    bulk: Callable[[], IntContent] | None = field(default=None, repr=False)
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.intervals import merge, net_to_range, partition, range_elem
+from outguard.compile.intervals import int_elements, merge, net_to_range, partition, range_elem
 from outguard.compile.ir import IRRule, Match, Ruleset, Section
 from outguard.dns.config import DNS_PORTS
 from outguard.policy.targets import text_to_int
@@ -46,6 +46,12 @@ class NftSet:
     # Content-named and never changed once made (a policy list; not a feed, which is synced in
     # place): declared with its size, so the kernel can pick its fixed-size hash for it.
     fixed: bool = False
+    # A feed's set: its elements as integers (addresses, or closed ranges), which the engine
+    # loads over netlink; and, for a hash set, the capacity the engine declares it with (a
+    # fixed-size hash takes a 450k load in 0.37 s where a growing one needs 0.95 s).
+    bulk: Callable[[], list[int] | list[tuple[int, int]]] | None = field(default=None, repr=False)
+    version: int = 4
+    capacity: int | None = None
 
     def elements(self) -> list[Any]:
         return self._elements()
@@ -193,14 +199,24 @@ class _Builder:
             return name
 
         def elements() -> list[Any]:
+            if bulk is not None:
+                return int_elements(bulk(), version, kind == "n")
             el = source.elements
             if kind == "a":
                 return list(el.v4 if version == 4 else el.v6)
             nets = el.v4_nets if version == 4 else el.v6_nets
             return [range_elem(a, b, version) for a, b in merge(net_to_range(n, version) for n in nets)]
 
+        bulk: Callable[[], list[int] | list[tuple[int, int]]] | None = None
+        if source.bulk is not None:
+            content = source.bulk
+
+            def bulk() -> list[int] | list[tuple[int, int]]:
+                got = content()
+                return got.singles(version) if kind == "a" else got.ranges(version)
+
         self.out.sets[name] = NftSet(name, key_type, kind == "n", False, elements,
-                                     fixed=not key.startswith("list:feed:"))
+                                     fixed=source.bulk is None, bulk=bulk, version=version)
         return name
 
     def entries(self, rule: IRRule, bare: bool) -> list[NftRule]:

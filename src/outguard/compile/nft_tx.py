@@ -105,7 +105,8 @@ def _objects(compiled: Compiled, new_sets: list[str], new_counters: list[str],
     for name in new_sets:
         s = compiled.sets[name]
         elements = elements_of(s)
-        size = _count(elements) if s.fixed and not s.interval else None
+        size = s.capacity if s.capacity is not None else \
+            _count(elements) if s.fixed and not s.interval else None
         cmds.append(set_decl(s, size))
         if elements is not None:
             cmds.append(elements)

@@ -18,7 +18,7 @@ from outguard.errors import OutguardError
 from outguard.feeds.alert import AlertHook, FeedAlert, emit
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
-from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_kernel
+from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_feeds
 from outguard.feeds.update import FeedResult, update_feeds
 from outguard.kernel.setsync import SetChange, SyncStats, apply_in
 from outguard.state import StateDir
@@ -27,9 +27,18 @@ log = logging.getLogger("outguard.feeds")
 RoundHook = Callable[[list[FeedResult], SyncReport | None], None]
 
 
+def _reapply(state: StateDir, netns: str | None) -> None:
+    from outguard.engine import reapply  # noqa: PLC0415
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
+
+    with Nft(netns) as nft:
+        reapply(state, nft)
+
+
 async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | None = None,
                     clock: Callable[[], float] = time.time, force: bool = False,
-                    ignore_interval: bool = False) -> tuple[list[FeedResult], SyncReport | None]:
+                    ignore_interval: bool = False,
+                    netns: str | None = None) -> tuple[list[FeedResult], SyncReport | None]:
     store = FeedStore(state.path / "feeds")
     policy = applied_policy(state, store.root)
     if policy is None:
@@ -43,7 +52,8 @@ async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | No
     report = None
     if any(r.status == "updated" for r in results):
         try:
-            report = await asyncio.to_thread(sync_kernel, state, apply)
+            report = await asyncio.to_thread(sync_feeds, state, apply,
+                                             lambda: _reapply(state, netns))
         except OutguardError as exc:
             emit([FeedAlert("error", ",".join(r.name for r in results), "sync-failed",
                             f"kernel sync failed, the last good sets stay: {exc}")], on_alert)
@@ -66,7 +76,8 @@ async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
 
     while not stop.is_set():
         try:
-            results, report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock)
+            results, report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock,
+                                              netns=netns)
         except OutguardError as exc:
             log.error("feed round failed: %s", exc)
             results, report = [], None

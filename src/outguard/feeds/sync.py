@@ -23,7 +23,7 @@ from typing import Any
 
 from outguard.compile.intervals import net_to_range
 from outguard.feeds.merge import diff_ranges, diff_singles
-from outguard.feeds.policy import PREFIX, FeedList, nft_elements
+from outguard.feeds.policy import PREFIX, FeedList
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
 from outguard.policy.load import Policy, load_text
@@ -40,6 +40,9 @@ class SyncReport:
     stats: SyncStats | None = None
     warnings: list[str] = field(default_factory=list)
     committed_at: float = 0.0  # time.perf_counter() when the kernel took the transaction
+    # a feed outgrew the capacity its hash set was made with: nothing was synced, the caller
+    # re-applies the policy (`engine.reapply`), which makes bigger sets
+    outgrown: list[str] = field(default_factory=list)
 
 
 def set_name_re(feed: str) -> re.Pattern[str]:
@@ -69,6 +72,14 @@ def decode_elements(elements: list[Any], kind: str) -> list[int] | list[tuple[in
             a, b = e["range"]
             out.append((text_to_int(a, version), text_to_int(b, version)))
     return out
+
+
+def _held(state: StateDir, set_name: str, kind: str) -> list[int] | list[tuple[int, int]]:
+    """What the kernel set holds now, from the set store (never from the kernel)."""
+    if state.has_bulk(set_name):
+        return state.load_bulk(set_name)[2]
+    # a set stored as nftables JSON by an older outguard
+    return decode_elements(state.load_set(set_name) if state.has_set(set_name) else [], kind)
 
 
 def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
@@ -110,13 +121,17 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                 continue
             added = deleted = 0
             for _d12, kind, set_name in sets:
-                old = decode_elements(state.load_set(set_name) if state.has_set(set_name) else [],
-                                      kind)
                 version = int(kind[0])
                 if kind[1] == "a":
-                    delta = diff_singles(old, loaded.content.singles(version))  # type: ignore[arg-type]
+                    new = loaded.content.singles(version)
+                    capacity = snap.capacities.get(set_name)
+                    if capacity is not None and len(new) > capacity:
+                        report.outgrown.append(f"{feed}: {len(new)} addresses for a set made"
+                                               f" for {capacity}")
+                    delta = diff_singles(_held(state, set_name, kind), new)  # type: ignore[arg-type]
                 else:
-                    delta = diff_ranges(old, loaded.content.ranges(version))  # type: ignore[arg-type]
+                    delta = diff_ranges(_held(state, set_name, kind),  # type: ignore[arg-type]
+                                        loaded.content.ranges(version))
                 if delta:
                     changes.append(SetChange(set_name, int(kind[0]), kind[1] == "n",
                                              delta.add, delta.delete))
@@ -124,6 +139,9 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                 after.append((feed, held, set_name, loaded, kind))
             report.changed[feed] = (added, deleted)
             after.append((feed, held, "", loaded, ""))
+        if report.outgrown:
+            report.changed.clear()
+            return report
         t0 = time.perf_counter()
         report.stats = apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
         report.committed_at = time.perf_counter()
@@ -131,9 +149,25 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
         # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
         for feed, held, set_name, loaded, kind in after:
             if set_name:
-                state.store_set(set_name, nft_elements(loaded.content, kind))
+                version = int(kind[0])
+                state.store_bulk(set_name, version, kind[1] == "n",
+                                 loaded.content.singles(version) if kind[1] == "a"
+                                 else loaded.content.ranges(version))
             else:  # the set named after `held` now holds this content
                 record = store.kernel_record(feed)
                 record[held] = loaded.digest
                 store.write_kernel_record(feed, record)
         return report
+
+
+def sync_feeds(state: StateDir, apply: Applier, reapply: Callable[[], object], *,
+               only: set[str] | None = None) -> SyncReport:
+    """`sync_kernel`, and when a feed outgrew its set, a re-apply of the policy instead (new,
+    bigger sets, filled before the rules switch to them)."""
+    report = sync_kernel(state, apply, only=only)
+    if report.outgrown:
+        t0 = time.perf_counter()
+        reapply()
+        report.committed_at = time.perf_counter()
+        report.stats = SyncStats(0, 0, 0, 0, report.committed_at - t0)
+    return report

@@ -39,7 +39,7 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -47,6 +47,7 @@ import orjson
 
 from outguard.errors import KernelError
 from outguard.kernel.netns import NetnsThread
+from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0
@@ -187,6 +188,11 @@ class Nft:
     def run_text(self, cmd: str) -> str:
         """Run nft commands in nft's own syntax (e.g. ``list table inet outguard``)."""
         return self._run(cmd, as_json=False, dry_run=False)
+
+    def fill_sets(self, changes: Sequence[SetChange]) -> SyncStats:
+        """Add elements to sets of `inet outguard` over netlink (`setsync`: one transaction,
+        no JSON, no cache), in this context's namespace."""
+        return self._thread.call(apply_changes, changes)
 
     def check_json(self, doc: Mapping[str, Any]) -> None:
         """Validate a document like ``nft -c``: the kernel checks the batch, commits nothing."""
