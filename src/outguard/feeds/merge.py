@@ -4,7 +4,9 @@ Place in the data flow: parse → validate → **merge** → sync. Networks of o
 into sorted, disjoint ranges (an interval set); single addresses stay single (a hash set: one
 lookup per packet, and the kernel loads a hash set far faster than an interval set), minus those
 a range already covers. Never `ipaddress.collapse_addresses`: ~35 s for 1M addresses, against
-~1.5 s for this sort-and-merge (DESIGN, kernel facts). Pure.
+~1.5 s for a sort-and-merge of Python ints (DESIGN, kernel facts); the IPv4 part runs on numpy
+arrays (`v4arrays`), ~50 ms for a million entries. IPv6 (few entries per feed) stays in Python.
+Pure.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
 
 from outguard.compile.intervals import merge
+from outguard.feeds import v4arrays
 from outguard.feeds.parse import Parsed
+from outguard.feeds.v4arrays import V4Entries, is_sorted, missing_from, sorted_unique, to_u32
 from outguard.policy.targets import int_to_text
 
 BITS = {4: 32, 6: 128}
@@ -45,8 +51,18 @@ def net_range(value: int, length: int, bits: int) -> tuple[int, int]:
 
 
 def uncovered(singles: Iterable[int], ranges: list[tuple[int, int]]) -> list[int]:
-    """Sorted unique singles that no range covers (ranges sorted and disjoint): one sort
-    (linear on sorted input) and one sweep, no per-entry objects."""
+    """Sorted unique singles that no range covers (ranges sorted and disjoint): on numpy arrays
+    when all are 32-bit values, else one sort and one sweep in Python."""
+    values = singles if isinstance(singles, list) else list(singles)
+    try:
+        arr, flat = to_u32(values), to_u32(chain.from_iterable(ranges))
+    except OverflowError:  # IPv6
+        return _uncovered_py(values, ranges)
+    out: list[int] = v4arrays.uncovered(sorted_unique(arr), flat[0::2], flat[1::2]).tolist()
+    return out
+
+
+def _uncovered_py(singles: list[int], ranges: list[tuple[int, int]]) -> list[int]:
     ordered = sorted(singles)
     if not ranges:
         return [v for v, prev in zip(ordered, [-1, *ordered], strict=False) if v != prev]
@@ -82,9 +98,16 @@ class FeedSet:
 
     @classmethod
     def of(cls, parsed: Parsed) -> FeedSet:
-        r4 = merge(net_range(v, n, 32) for v, n in parsed.n4)
+        return cls.of_arrays(V4Entries.of(parsed.a4, parsed.n4), parsed)
+
+    @classmethod
+    def of_arrays(cls, v4: V4Entries, parsed: Parsed) -> FeedSet:
+        """IPv4 from the arrays of `v4`; IPv6 and the host names from `parsed` (its IPv4 lists
+        are not read): validation hands over its arrays without a round trip through lists."""
+        firsts, lasts = v4arrays.merge_ranges(*v4arrays.net_spans(v4.net_values, v4.net_lengths))
+        a4 = v4arrays.uncovered(sorted_unique(v4.singles), firsts, lasts)
         r6 = merge(net_range(v, n, 128) for v, n in parsed.n6)
-        return cls(uncovered(parsed.a4, r4), r4, uncovered(parsed.a6, r6), r6,
+        return cls(a4.tolist(), v4arrays.pairs(firsts, lasts), uncovered(parsed.a6, r6), r6,
                    sorted(set(parsed.domains)))
 
     def singles(self, version: int) -> list[int]:
@@ -185,15 +208,35 @@ class Delta:
 
 
 def diff_singles(old: list[int], new: list[int]) -> Delta:
-    if not old:  # the first load: no sets to build
-        return Delta(sorted(set(new)), [])
-    before, after = set(old), set(new)
-    return Delta(sorted(after - before), sorted(before - after))
+    """Sorted additions and deletions; on numpy arrays when all are 32-bit values."""
+    try:
+        before, after = to_u32(old), to_u32(new)
+    except OverflowError:  # IPv6
+        return _diff_sets(old, new)
+    if not old:  # the first load: a canonical list is already the answer
+        return Delta(list(new) if is_sorted(after, strict=True) else sorted_unique(after).tolist(),
+                     [])
+    before, after = sorted_unique(before), sorted_unique(after)
+    return Delta(missing_from(after, before).tolist(), missing_from(before, after).tolist())
 
 
 def diff_ranges(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> Delta:
-    """Interval elements are deleted and added whole: a changed range is one delete, one add."""
+    """Interval elements are deleted and added whole: a changed range is one delete, one add.
+    IPv4 ranges are compared as one uint64 key each (`first << 32 | last`)."""
+    try:
+        before, after = v4arrays.range_keys(old), v4arrays.range_keys(new)
+    except OverflowError:  # IPv6
+        return _diff_sets(old, new)
     if not old:
+        return Delta(list(new) if is_sorted(after, strict=True)
+                     else v4arrays.key_pairs(sorted_unique(after)), [])
+    before, after = sorted_unique(before), sorted_unique(after)
+    return Delta(v4arrays.key_pairs(missing_from(after, before)),
+                 v4arrays.key_pairs(missing_from(before, after)))
+
+
+def _diff_sets(old: list[Any], new: list[Any]) -> Delta:
+    if not old:  # the first load: no sets to build
         return Delta(sorted(set(new)), [])
     before, after = set(old), set(new)
     return Delta(sorted(after - before), sorted(before - after))

@@ -14,16 +14,19 @@ exactly what that reader would give. Pure: bytes in, arrays out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-from numpy.typing import NDArray
 
-_BLOCK = 1 << 22  # bytes per vector pass: a few tens of MB of temporaries, whatever the size
+if TYPE_CHECKING:  # numpy.typing costs ~60 ms of start-up
+    from numpy.typing import NDArray
+
+_BLOCK = 1 << 20  # bytes per vector pass: ~20 MB of temporaries, whatever the body's size
 _MAX_ODD = 256  # odd spots per block beyond which the whole block is read line by line
 _NL, _DOT, _SLASH = 10, 46, 47
 
-U32 = NDArray[np.uint32]
-Idx = NDArray[np.intp]
+U32: TypeAlias = "NDArray[np.uint32]"
+Idx: TypeAlias = "NDArray[np.intp]"
 
 
 @dataclass

@@ -10,6 +10,9 @@ special ranges, the metadata address, the resolvers, and what the policy allows 
 
 Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are not
 never-block: nothing routes them, so blocking them harms nothing, and the tests use them.
+
+The IPv4 entries (up to millions) are stripped on numpy arrays (`v4arrays`) and handed to
+`FeedSet.of_arrays` as arrays; IPv6 (few entries) stays on the Python sweep.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
+from outguard.feeds import v4arrays
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.merge import BITS, FeedSet, range_text
 from outguard.feeds.parse import Parsed
 from outguard.feeds.spec import FeedSpec
+from outguard.feeds.v4arrays import V4Entries
 from outguard.policy.targets import int_to_text, text_to_int
 
 SPECIAL = {
@@ -82,7 +90,8 @@ def default_never_block(resolvers: Sequence[str] = (), allowed: Sequence[str] = 
 def _sweep(items: list[tuple[int, int]], blocks: list[tuple[int, int, str]],
            version: int) -> tuple[list[tuple[int, int]], list[tuple[str, str]]]:
     """Split sorted (first, last) items into those clear of the disjoint sorted blocks and the
-    removed ones (with why): one linear sweep."""
+    removed ones (with why): one linear sweep. Also for canonical IPv4 ranges (tens of
+    thousands): on arrays, the round trip through lists costs what the loop saves."""
     kept: list[tuple[int, int]] = []
     removed: list[tuple[str, str]] = []
     j = 0
@@ -100,7 +109,7 @@ def _sweep(items: list[tuple[int, int]], blocks: list[tuple[int, int, str]],
 def _strip_singles(values: list[int], blocks: list[tuple[int, int, str]],
                    version: int) -> tuple[list[int], list[tuple[str, str]]]:
     """Sorted unique singles minus those inside a block: a bisect per block (blocks are few),
-    list slices in C, nothing per entry."""
+    list slices in C, nothing per entry (so canonical IPv4 lists stay lists here too)."""
     removed: list[tuple[str, str]] = []
     kept: list[int] = []
     start = 0
@@ -135,30 +144,50 @@ def strip_never_block(content: FeedSet, nb: NeverBlock) -> tuple[FeedSet, list[t
     return out, removed
 
 
+def _removed_spans(firsts: v4arrays.U32, lasts: v4arrays.U32, at: NDArray[np.intp],
+                   blocks: list[tuple[int, int, str]]) -> list[tuple[str, str]]:
+    return [(range_text(first, last, 4), blocks[j][2])
+            for first, last, j in zip(firsts.tolist(), lasts.tolist(), at.tolist(), strict=True)]
+
+
 def strip_parsed(parsed: Parsed, nb: NeverBlock) -> tuple[Parsed, list[tuple[str, str]]]:
     """The same on entries as published, before merging, so that a removed prefix never takes
-    a neighbouring one with it. Sorts `parsed`'s singles in place; they come back sorted, duplicates kept."""
-    removed: list[tuple[str, str]] = []
+    a neighbouring one with it. Singles come back sorted, duplicates kept (merging drops them);
+    networks sorted and unique. `parsed` is left as it is."""
+    v4, rest, removed = _strip(parsed, nb)
+    rest.a4, rest.n4 = v4.singles.tolist(), v4.net_list()
+    return rest, removed
+
+
+def _strip(parsed: Parsed, nb: NeverBlock, v4: V4Entries | None = None,
+           ) -> tuple[V4Entries, Parsed, list[tuple[str, str]]]:
+    """`strip_parsed` with the kept IPv4 entries as arrays (the rest in a Parsed without IPv4);
+    `v4`: parsed's IPv4 entries as arrays, when the caller has them. Removed: IPv4 singles
+    (each once), IPv4 networks, then the same for IPv6."""
+    if v4 is None:
+        v4 = V4Entries.of(parsed.a4, parsed.n4)
+    blocks = nb.merged(4)
+    singles, gone4 = v4arrays.strip_singles(np.sort(v4.singles), blocks)
+    removed = [(int_to_text(v, 4), why)
+               for values, why in gone4 for v in v4arrays.unique_sorted(values).tolist()]
+    values, lengths = v4arrays.sorted_unique_nets(v4.net_values, v4.net_lengths)
+    firsts, lasts = v4arrays.net_spans(values, lengths)
+    hit, at = v4arrays.sweep(firsts, lasts, blocks)
+    removed += _removed_spans(firsts[hit], lasts[hit], at[hit], blocks)
+    clear = ~hit
+    v4 = V4Entries(singles, values[clear], lengths[clear])
+
     out = Parsed(domains=parsed.domains, bad=parsed.bad, samples=parsed.samples)
-    for version in (4, 6):
-        blocks = nb.merged(version)
-        bits = BITS[version]
-        ordered = parsed.a4 if version == 4 else parsed.a6
-        ordered.sort()  # in place, duplicates kept (merging drops them): no second copy
-        singles, gone = _strip_singles(ordered, blocks, version)
-        gone = list(dict.fromkeys(gone))
-        removed += gone
-        nets = sorted(set(parsed.n4 if version == 4 else parsed.n6))
-        spans = [(v, v | ((1 << (bits - n)) - 1)) for v, n in nets]
-        kept, gone = _sweep(spans, blocks, version)
-        removed += gone
-        keep = set(kept)
-        kept_nets = [net for net, span in zip(nets, spans, strict=True) if span in keep]
-        if version == 4:
-            out.a4, out.n4 = singles, kept_nets
-        else:
-            out.a6, out.n6 = singles, kept_nets
-    return out, removed
+    blocks = nb.merged(6)
+    out.a6, gone = _strip_singles(sorted(parsed.a6), blocks, 6)
+    removed += dict.fromkeys(gone)
+    nets6 = sorted(set(parsed.n6))
+    spans = [(v, v | ((1 << (128 - n)) - 1)) for v, n in nets6]
+    kept, gone = _sweep(spans, blocks, 6)
+    removed += gone
+    keep = set(kept)
+    out.n6 = [net for net, span in zip(nets6, spans, strict=True) if span in keep]
+    return v4, out, removed
 
 
 def _inside(blocks: list[tuple[int, int, str]], first: int, last: int) -> bool:
@@ -201,15 +230,16 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
                                 {"bad": parsed.bad, "samples": parsed.samples[:5]}))
     if (message := unreadable(spec, parsed.bad, parsed.entries)) is not None:
         return refuse("unreadable", message)
-    if wide := too_wide(spec, parsed, nb):
+    v4 = V4Entries.of(parsed.a4, parsed.n4)
+    if wide := too_wide(spec, parsed, nb, v4):
         return refuse("too-wide", wide[0], networks=wide[1])
-    kept, removed = strip_parsed(parsed, nb)
+    v4, kept, removed = _strip(parsed, nb, v4)
     if removed:
         alerts.append(FeedAlert("warning", spec.name, "removed",
                                 f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} touching"
                                 f" the never-block list removed, e.g. {removed[0][0]} ({removed[0][1]})",
                                 {"removed": removed[:50]}))
-    content = FeedSet.of(kept)
+    content = FeedSet.of_arrays(v4, kept)
     if (refusal := count_refusal(spec, content.count, previous_count, force)) is not None:
         return refuse(refusal[0], refusal[1], **refusal[2])
     return Verdict(content, alerts, removed)
@@ -222,11 +252,18 @@ def unreadable(spec: FeedSpec, bad: int, entries: int) -> str | None:
     return None
 
 
-def too_wide(spec: FeedSpec, parsed: Parsed, nb: NeverBlock) -> tuple[str, list[str]] | None:
+def too_wide(spec: FeedSpec, parsed: Parsed, nb: NeverBlock,
+             v4: V4Entries | None = None) -> tuple[str, list[str]] | None:
     """A too-wide network refuses the update, unless it lies wholly in never-block space
-    (FireHOL's fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 never is."""
+    (FireHOL's fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 never is.
+    `v4`: parsed's IPv4 entries as arrays, when the caller has them (a C pass, not a loop)."""
     limits = spec.limits
-    wide = [(4, v, n) for v, n in parsed.n4 if n < limits.min_prefix4] + \
+    if v4 is None:
+        wide4 = [(v, n) for v, n in parsed.n4 if n < limits.min_prefix4]
+    else:
+        at = np.flatnonzero(v4.net_lengths < limits.min_prefix4)
+        wide4 = list(zip(v4.net_values[at].tolist(), v4.net_lengths[at].tolist(), strict=True))
+    wide = [(4, v, n) for v, n in wide4] + \
            [(6, v, n) for v, n in parsed.n6 if n < limits.min_prefix6]
     texts = [f"{int_to_text(v, ver)}/{n}" for ver, v, n in wide
              if not _inside(nb.merged(ver), v, v | ((1 << (BITS[ver] - n)) - 1))]
