@@ -42,8 +42,9 @@ def test_values_match_ipaddress(shared_feeds: Path) -> None:
     expected = [ipaddress.ip_network(line.split(";")[0].strip())
                 for line in text.splitlines() if line and not line.startswith(";")]
     parsed = parse(text.encode(), "plain")
-    got = [ipaddress.ip_network((v, n)) for v, n in parsed.n4] + \
-          [ipaddress.ip_network(v) for v in parsed.a4]
+    v4 = parsed.v4()
+    got = [ipaddress.ip_network((v, n)) for v, n in v4.net_list()] + \
+          [ipaddress.ip_network(v) for v in v4.singles.tolist()]
     assert sorted(got) == sorted(expected)
 
 
@@ -79,4 +80,4 @@ def test_bad_lines_are_counted_never_fatal(fmt: str, text: str, good: int, bad: 
 
 def test_host_bits_are_cleared() -> None:
     parsed = parse(b"1.2.3.4/24\n", "plain")
-    assert parsed.n4 == [(int(ipaddress.ip_address("1.2.3.0")), 24)]
+    assert parsed.v4().net_list() == [(int(ipaddress.ip_address("1.2.3.0")), 24)]

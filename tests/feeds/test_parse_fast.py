@@ -21,8 +21,10 @@ def line_by_line(data: bytes) -> Parsed:
 
 def same(data: bytes) -> None:
     got, want = parse_plain_bytes(data), line_by_line(data)
-    assert sorted(got.a4) == sorted(want.a4)
-    assert sorted(got.n4) == sorted(want.n4)
+    got4, want4 = got.v4(), want.v4()
+    assert sorted(got4.singles.tolist()) == sorted(want4.singles.tolist())
+    assert sorted(got4.net_list()) == sorted(want4.net_list())
+    assert got.entries == want.entries
     assert (got.a6, got.n6, got.bad, got.samples) == (want.a6, want.n6, want.bad, want.samples)
 
 
@@ -71,5 +73,6 @@ def test_big_body_across_blocks() -> None:
 
 def test_values() -> None:
     got = parse_plain_bytes(b"1.2.3.4\n10.20.30.40/8\n255.255.255.255/32\n0.0.0.0/0\n")
-    assert sorted(got.a4) == [0x01020304, 0xFFFFFFFF]
-    assert sorted(got.n4) == [(0, 0), (0x0A000000, 8)]
+    assert sorted(got.v4().singles.tolist()) == [0x01020304, 0xFFFFFFFF]
+    assert sorted(got.v4().net_list()) == [(0, 0), (0x0A000000, 8)]
+    assert got.entries == 4 and not got.a4  # the vector reader's entries stay arrays

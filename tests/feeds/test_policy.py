@@ -80,3 +80,26 @@ def test_digest_follows_the_kernel_record(tmp_path: Path) -> None:
     store.write_kernel_record("spamhaus-drop", {first: changed})  # a sync filled set `first`
     kept = _load(tmp_path, known_lists=lambda d: d == first).lists["feed:spamhaus-drop"]
     assert kept.digest == first  # the applied set keeps its name: nothing is re-sent
+
+
+def test_url_copy_is_stripped_again_only_when_the_never_block_list_moved(tmp_path: Path) -> None:
+    """A copy records the never-block list it was stripped with: read with the same list it
+    goes as it is; with another one (an allow added since), it is stripped again."""
+    from outguard.feeds.policy import never_block_of
+
+    store = FeedStore(tmp_path / "feeds")
+    # written unstripped on purpose: what is read shows whether the strip ran
+    store.write_copy("spamhaus-drop", FeedSet.of(parse(b"203.0.113.7\n198.51.100.9\n", "plain")))
+    text = POLICY.replace(', "@feed:local-bad"', "").split("feeds:")[0]
+
+    def read() -> list[int]:
+        return sorted(_load(tmp_path, text).lists["feed:spamhaus-drop"].content.a4)  # type: ignore[attr-defined]
+
+    assert read() == [0xC6336409]  # no record: stripped (203.0.113.7 is allowed)
+    meta = store.meta("spamhaus-drop")
+    meta.nb_digest = never_block_of(_load(tmp_path, text).doc).digest()
+    store.write_meta("spamhaus-drop", meta)
+    assert read() == [0xC6336409, 0xCB007107]  # stripped with this list already: read as is
+    meta.nb_digest = "another list"
+    store.write_meta("spamhaus-drop", meta)
+    assert read() == [0xC6336409]

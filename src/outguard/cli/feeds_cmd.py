@@ -212,8 +212,9 @@ def check(file: Path, fmt: str, name: str) -> None:
     data = file.read_bytes()
     parsed = parse(data, fmt)
     verdict = validate(spec, data, parsed, None, default_never_block())
+    v4 = parsed.v4()
     click.echo(f"{file}: {parsed.entries} entries, {parsed.bad} bad lines"
-               f" (v4 {len(parsed.a4)} addresses + {len(parsed.n4)} networks,"
+               f" (v4 {len(v4.singles)} addresses + {len(v4.net_values)} networks,"
                f" v6 {len(parsed.a6)} + {len(parsed.n6)}, {len(parsed.domains)} names)")
     for line, text, why in parsed.samples[:10]:
         click.echo(f"  {file}:{line}: {why}: {text}")

@@ -98,7 +98,7 @@ class FeedSet:
 
     @classmethod
     def of(cls, parsed: Parsed) -> FeedSet:
-        return cls.of_arrays(V4Entries.of(parsed.a4, parsed.n4), parsed)
+        return cls.of_arrays(parsed.v4(), parsed)
 
     @classmethod
     def of_arrays(cls, v4: V4Entries, parsed: Parsed) -> FeedSet:
@@ -115,6 +115,11 @@ class FeedSet:
 
     def ranges(self, version: int) -> list[tuple[int, int]]:
         return self.r4 if version == 4 else self.r6
+
+    @property
+    def kinds(self) -> dict[str, int]:
+        """Elements per kernel set (IPv4/IPv6 addresses and ranges)."""
+        return {"4a": len(self.a4), "4n": len(self.r4), "6a": len(self.a6), "6n": len(self.r6)}
 
     @property
     def count(self) -> int:

@@ -17,7 +17,10 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from outguard.feeds.parse_fast import read_plain_v4
+from outguard.feeds.v4arrays import V4Entries
 from outguard.policy.targets import parse_target
 
 MAX_SAMPLES = 20
@@ -35,11 +38,26 @@ class Parsed:
     domains: list[str] = field(default_factory=list)
     bad: int = 0
     samples: list[tuple[int, str, str]] = field(default_factory=list)  # (line, text, why)
+    # IPv4 entries the vector reader took (plain format), as arrays: not in a4/n4, whose
+    # million Python ints would cost more than all the rest; `v4()` gives every IPv4 entry
+    fast4: V4Entries | None = None
 
     @property
     def entries(self) -> int:
         """Good entries (duplicates included), as the file counts them."""
-        return len(self.a4) + len(self.n4) + len(self.a6) + len(self.n6) + len(self.domains)
+        fast = len(self.fast4.singles) + len(self.fast4.net_values) if self.fast4 else 0
+        return fast + len(self.a4) + len(self.n4) + len(self.a6) + len(self.n6) + len(self.domains)
+
+    def v4(self) -> V4Entries:
+        """Every IPv4 entry, as arrays: singles, then networks as (value, length) columns."""
+        listed = V4Entries.of(self.a4, self.n4)
+        if self.fast4 is None:
+            return listed
+        if not self.a4 and not self.n4:
+            return self.fast4
+        return V4Entries(np.concatenate((self.fast4.singles, listed.singles)),
+                         np.concatenate((self.fast4.net_values, listed.net_values)),
+                         np.concatenate((self.fast4.net_lengths, listed.net_lengths)))
 
     def reject(self, line: int, text: str, why: str) -> None:
         self.bad += 1
@@ -101,8 +119,7 @@ def parse_plain_bytes(data: bytes) -> Parsed:
     fast = read_plain_v4(data)
     for number, raw in fast.others:
         _plain_line(out, raw.decode("utf-8", errors="replace"), number)
-    out.a4 += fast.singles.tolist()
-    out.n4 += zip(fast.net_values.tolist(), fast.net_lengths.tolist(), strict=True)
+    out.fast4 = V4Entries(fast.singles, fast.net_values, fast.net_lengths)
     return out
 
 

@@ -140,7 +140,10 @@ def _content(spec: FeedSpec, store: FeedStore | None, nb: NeverBlock,
     if spec.file is None:
         if store is None:
             return FeedSet()
-        return strip_never_block(store.read_copy(spec.name), nb)[0]
+        copy = store.read_copy(spec.name)
+        if store.meta(spec.name).nb_digest == nb.digest():
+            return copy  # stripped with this very list when it was taken
+        return strip_never_block(copy, nb)[0]
     got = read_file(spec)
     data = got.body
     previous = store.meta(spec.name).count if store is not None and store.has_copy(spec.name) \

@@ -43,6 +43,10 @@ class FeedMeta:
     source: str = ""
     bad_lines: int = 0
     removed: int = 0
+    # the never-block list the copy was stripped with: when the policy's is the same, the copy
+    # goes to the kernel as it is (no second strip of a million entries)
+    nb_digest: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)  # elements per kernel set: 4a, 4n, 6a, 6n
     extra: dict[str, Any] = field(default_factory=dict)
 
 

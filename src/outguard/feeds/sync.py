@@ -119,13 +119,21 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             held = next((d for d in snap.lists if d.startswith(sets[0][0])), None)
             if held is None:
                 continue
+            counts = store.meta(feed).kinds
+            outgrown = [f"{feed}: {counts.get(kind, 0)} addresses for a set made for {cap}"
+                        for _d, kind, name in sets
+                        if (cap := snap.capacities.get(name)) is not None
+                        and counts.get(kind, 0) > cap]
+            if outgrown:  # known from the fetch record, before a million entries are read
+                report.outgrown += outgrown
+                continue
             added = deleted = 0
             for _d12, kind, set_name in sets:
                 version = int(kind[0])
                 if kind[1] == "a":
                     new = loaded.content.singles(version)
                     capacity = snap.capacities.get(set_name)
-                    if capacity is not None and len(new) > capacity:
+                    if capacity is not None and len(new) > capacity:  # a record without kinds
                         report.outgrown.append(f"{feed}: {len(new)} addresses for a set made"
                                                f" for {capacity}")
                     delta = diff_singles(_held(state, set_name, kind), new)  # type: ignore[arg-type]

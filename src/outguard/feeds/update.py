@@ -80,6 +80,7 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
     meta.etag, meta.last_modified = got.etag, got.last_modified
     meta.fetched_at, meta.failures, meta.last_error = now, 0, None
     meta.bad_lines, meta.removed = parsed.bad, len(verdict.removed)
+    meta.nb_digest, meta.kinds = nb.digest(), verdict.content.kinds
     store.write_meta(spec.name, meta)
     return FeedResult(spec.name, status, meta.count, verdict.alerts, next_due(spec, meta), body_at)
 

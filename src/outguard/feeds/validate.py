@@ -165,7 +165,7 @@ def _strip(parsed: Parsed, nb: NeverBlock, v4: V4Entries | None = None,
     `v4`: parsed's IPv4 entries as arrays, when the caller has them. Removed: IPv4 singles
     (each once), IPv4 networks, then the same for IPv6."""
     if v4 is None:
-        v4 = V4Entries.of(parsed.a4, parsed.n4)
+        v4 = parsed.v4()
     blocks = nb.merged(4)
     singles, gone4 = v4arrays.strip_singles(np.sort(v4.singles), blocks)
     removed = [(int_to_text(v, 4), why)
@@ -230,7 +230,7 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
                                 {"bad": parsed.bad, "samples": parsed.samples[:5]}))
     if (message := unreadable(spec, parsed.bad, parsed.entries)) is not None:
         return refuse("unreadable", message)
-    v4 = V4Entries.of(parsed.a4, parsed.n4)
+    v4 = parsed.v4()
     if wide := too_wide(spec, parsed, nb, v4):
         return refuse("too-wide", wide[0], networks=wide[1])
     v4, kept, removed = _strip(parsed, nb, v4)
@@ -256,13 +256,12 @@ def too_wide(spec: FeedSpec, parsed: Parsed, nb: NeverBlock,
              v4: V4Entries | None = None) -> tuple[str, list[str]] | None:
     """A too-wide network refuses the update, unless it lies wholly in never-block space
     (FireHOL's fullbogons 224.0.0.0/3): then it is only removed. 0.0.0.0/0 never is.
-    `v4`: parsed's IPv4 entries as arrays, when the caller has them (a C pass, not a loop)."""
+    `v4`: parsed's IPv4 entries as arrays, when the caller has them already."""
     limits = spec.limits
     if v4 is None:
-        wide4 = [(v, n) for v, n in parsed.n4 if n < limits.min_prefix4]
-    else:
-        at = np.flatnonzero(v4.net_lengths < limits.min_prefix4)
-        wide4 = list(zip(v4.net_values[at].tolist(), v4.net_lengths[at].tolist(), strict=True))
+        v4 = parsed.v4()
+    at = np.flatnonzero(v4.net_lengths < limits.min_prefix4)
+    wide4 = list(zip(v4.net_values[at].tolist(), v4.net_lengths[at].tolist(), strict=True))
     wide = [(4, v, n) for v, n in wide4] + \
            [(6, v, n) for v, n in parsed.n6 if n < limits.min_prefix6]
     texts = [f"{int_to_text(v, ver)}/{n}" for ver, v, n in wide
