@@ -72,7 +72,7 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                                                ignore_interval=ignore_interval,
                                                progress=progress.hook))
         report = sync_feeds(state, lambda changes: apply_in(None, changes),
-                            lambda: _reapply(state)) \
+                            lambda: _reapply(state), fresh=_fresh(results)) \
             if any(r.status == "updated" for r in results) else None
     except OutguardError as exc:
         fail(exc)
@@ -105,6 +105,10 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                            f" {report.stats.seconds * 1000:.0f} ms")
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def _fresh(results: list[Any]) -> dict[str, Any]:
+    return {r.name: r.content for r in results if r.content is not None}
 
 
 def _reapply(state: Any) -> None:

@@ -52,8 +52,9 @@ async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | No
     report = None
     if any(r.status == "updated" for r in results):
         try:
-            report = await asyncio.to_thread(sync_feeds, state, apply,
-                                             lambda: _reapply(state, netns))
+            report = await asyncio.to_thread(
+                sync_feeds, state, apply, lambda: _reapply(state, netns),
+                fresh={r.name: r.content for r in results if r.content is not None})
         except OutguardError as exc:
             emit([FeedAlert("error", ",".join(r.name for r in results), "sync-failed",
                             f"kernel sync failed, the last good sets stay: {exc}")], on_alert)

@@ -15,15 +15,15 @@ import socket
 import sys
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from outguard.compile.intervals import net_to_range
-from outguard.feeds.merge import diff_ranges, diff_singles
-from outguard.feeds.policy import PREFIX, FeedList
+from outguard.feeds.merge import FeedSet, diff_ranges, diff_singles
+from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
 from outguard.policy.load import Policy, load_text
@@ -92,8 +92,11 @@ def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
                      known_lists=lambda d: d in snap.lists, feed_dir=feed_dir)
 
 
-def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None) -> SyncReport:
-    """Bring the applied feed sets to the feeds' last good copies (one transaction)."""
+def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None,
+                fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
+    """Bring the applied feed sets to the feeds' last good copies (one transaction). `fresh`:
+    copies just taken, still in hand (feed → content): used instead of reading them back, when
+    they were stripped with the applied policy's never-block list."""
     store = FeedStore(state.path / "feeds")
     with state.locked():
         got = state.read("applied")
@@ -105,10 +108,13 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                                             if "feed" in w.message])
         changes: list[SetChange] = []
         after: list[tuple[str, str, str, FeedList, str]] = []  # feed, full digest, set, list, kind
+        nb_digest = never_block_of(policy.doc).digest() if fresh else ""
         for loaded in policy.lists.values():
             if not isinstance(loaded, FeedList):
                 continue
             feed = loaded.name[len(PREFIX):]
+            if fresh and feed in fresh and store.meta(feed).nb_digest == nb_digest:
+                loaded.__dict__["content"] = fresh[feed]  # the cached_property, already known
             if only is not None and feed not in only:
                 continue
             pattern = set_name_re(feed)
@@ -169,10 +175,11 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
 
 
 def sync_feeds(state: StateDir, apply: Applier, reapply: Callable[[], object], *,
-               only: set[str] | None = None) -> SyncReport:
+               only: set[str] | None = None,
+               fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
     """`sync_kernel`, and when a feed outgrew its set, a re-apply of the policy instead (new,
     bigger sets, filled before the rules switch to them)."""
-    report = sync_kernel(state, apply, only=only)
+    report = sync_kernel(state, apply, only=only, fresh=fresh)
     if report.outgrown:
         t0 = time.perf_counter()
         reapply()

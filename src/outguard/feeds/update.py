@@ -18,6 +18,7 @@ import httpx
 
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.fetch import ProgressHook, fetch
+from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
 from outguard.feeds.schedule import is_due, next_due
 from outguard.feeds.spec import FeedSpec
@@ -35,6 +36,8 @@ class FeedResult:
     alerts: list[FeedAlert] = field(default_factory=list)
     next_due: float = 0.0
     body_at: float = 0.0  # time.perf_counter() when the body was in hand (0: none came)
+    # the accepted content (what the stored copy now holds), for the sync to use as it is
+    content: FeedSet | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +85,8 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
     meta.bad_lines, meta.removed = parsed.bad, len(verdict.removed)
     meta.nb_digest, meta.kinds = nb.digest(), verdict.content.kinds
     store.write_meta(spec.name, meta)
-    return FeedResult(spec.name, status, meta.count, verdict.alerts, next_due(spec, meta), body_at)
+    return FeedResult(spec.name, status, meta.count, verdict.alerts, next_due(spec, meta), body_at,
+                      verdict.content)
 
 
 async def update_feeds(specs: Sequence[FeedSpec], store: FeedStore, nb: NeverBlock, *,
