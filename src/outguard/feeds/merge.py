@@ -23,7 +23,7 @@ from typing import Any
 from outguard.compile.intervals import merge
 from outguard.feeds import v4arrays
 from outguard.feeds.parse import Parsed
-from outguard.feeds.v4arrays import V4Entries, is_sorted, missing_from, sorted_unique, to_u32
+from outguard.feeds.v4arrays import V4Entries, is_sorted, sorted_unique, to_u32
 from outguard.policy.targets import int_to_text
 
 BITS = {4: 32, 6: 128}
@@ -221,8 +221,8 @@ def diff_singles(old: list[int], new: list[int]) -> Delta:
     if not old:  # the first load: a canonical list is already the answer
         return Delta(list(new) if is_sorted(after, strict=True) else sorted_unique(after).tolist(),
                      [])
-    before, after = sorted_unique(before), sorted_unique(after)
-    return Delta(missing_from(after, before).tolist(), missing_from(before, after).tolist())
+    added, deleted = v4arrays.sorted_diff(sorted_unique(before), sorted_unique(after))
+    return Delta(added.tolist(), deleted.tolist())
 
 
 def diff_ranges(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> Delta:
@@ -235,9 +235,8 @@ def diff_ranges(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> Delta
     if not old:
         return Delta(list(new) if is_sorted(after, strict=True)
                      else v4arrays.key_pairs(sorted_unique(after)), [])
-    before, after = sorted_unique(before), sorted_unique(after)
-    return Delta(v4arrays.key_pairs(missing_from(after, before)),
-                 v4arrays.key_pairs(missing_from(before, after)))
+    added, deleted = v4arrays.sorted_diff(sorted_unique(before), sorted_unique(after))
+    return Delta(v4arrays.key_pairs(added), v4arrays.key_pairs(deleted))
 
 
 def _diff_sets(old: list[Any], new: list[Any]) -> Delta:

@@ -66,14 +66,18 @@ def sorted_unique(values: NDArray[K]) -> NDArray[K]:
     return unique_sorted(values if is_sorted(values) else np.sort(values))
 
 
-def missing_from(values: NDArray[K], other: NDArray[K]) -> NDArray[K]:
-    """The elements of sorted `values` not in sorted `other` (a binary search each, in C)."""
-    if other.size == 0 or values.size == 0:
-        return values
-    at = np.searchsorted(other, values)
-    np.minimum(at, other.size - 1, out=at)
-    absent: Mask = other[at] != values
-    return values[absent]
+def sorted_diff(before: NDArray[K], after: NDArray[K]) -> tuple[NDArray[K], NDArray[K]]:
+    """(added, deleted) between two sorted unique arrays: one stable sort of the two runs (a
+    linear merge) and a look at the neighbours, ~6x faster than a binary search per element."""
+    joined = np.concatenate((before, after))
+    order = np.argsort(joined, kind="stable")
+    ordered = joined[order]
+    same = ordered[1:] == ordered[:-1]
+    paired = np.zeros(ordered.size, dtype=np.bool_)
+    paired[1:] |= same
+    paired[:-1] |= same
+    new = order >= before.size
+    return ordered[~paired & new], ordered[~paired & ~new]
 
 
 @dataclass
