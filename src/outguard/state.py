@@ -21,37 +21,17 @@ import fcntl
 import json
 import os
 import shutil
-import sys
-from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outguard.compile.intervals import int_elements, pack_ints, unpack_ints
 from outguard.errors import StateError
 
 DEFAULT_DIR = Path("/var/lib/outguard")
 BULK_MAGIC = "outguard-set/1"
-
-
-def _pack(values: Sequence[int], version: int) -> bytes:
-    if version == 4:
-        packed = array("I", values)
-        if sys.byteorder == "little":
-            packed.byteswap()
-        return packed.tobytes()
-    return b"".join(v.to_bytes(16, "big") for v in values)
-
-
-def _unpack(data: bytes, version: int) -> list[int]:
-    if version == 4:
-        values = array("I")
-        values.frombytes(data)
-        if sys.byteorder == "little":
-            values.byteswap()
-        return values.tolist()
-    return [int.from_bytes(data[i:i + 16], "big") for i in range(0, len(data), 16)]
 
 
 def default_dir(netns: str | None) -> Path:
@@ -196,7 +176,7 @@ class StateDir:
                    items: Sequence[int] | Sequence[tuple[int, int]]) -> None:
         flat: Sequence[int] = [x for r in items for x in r] if interval else items  # type: ignore[union-attr,assignment]
         head = f"{BULK_MAGIC} {version} {'n' if interval else 'a'} {len(items)}\n".encode()
-        write_private(self.path / "sets" / f"{name}.bin", head + _pack(flat, version))
+        write_private(self.path / "sets" / f"{name}.bin", head + pack_ints(flat, version))
 
     def load_bulk(self, name: str) -> tuple[int, bool, list[int] | list[tuple[int, int]]]:
         """(version, interval, addresses or closed ranges) of a feed set."""
@@ -208,7 +188,7 @@ class StateDir:
             if magic != BULK_MAGIC:
                 raise ValueError("not a stored set")
             version, count = int(version_text), int(count_text)
-            flat = _unpack(data[end + 1:], version)
+            flat = unpack_ints(data[end + 1:], version)
             if len(flat) != count * (2 if kind == "n" else 1):
                 raise ValueError(f"{len(flat)} values for {count} elements")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -223,8 +203,6 @@ class StateDir:
     def load_set(self, name: str) -> list[Any]:
         """A set's elements as nftables JSON."""
         if self.has_bulk(name):
-            from outguard.compile.intervals import int_elements  # noqa: PLC0415
-
             version, interval, items = self.load_bulk(name)
             return int_elements(items, version, interval)
         try:

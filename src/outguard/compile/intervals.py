@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -53,6 +55,26 @@ def partition(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, tuple[
         else:
             out.append((first, nxt - 1, owners))
     return out
+
+
+def pack_ints(values: Sequence[int], version: int) -> bytes:
+    """Addresses as big-endian bytes, 4 or 16 each (IPv4 through `array`, in C)."""
+    if version == 4:
+        packed = array("I", values)
+        if sys.byteorder == "little":
+            packed.byteswap()
+        return packed.tobytes()
+    return b"".join(v.to_bytes(16, "big") for v in values)
+
+
+def unpack_ints(data: bytes, version: int) -> list[int]:
+    if version == 4:
+        values = array("I")
+        values.frombytes(data)
+        if sys.byteorder == "little":
+            values.byteswap()
+        return values.tolist()
+    return [int.from_bytes(data[i:i + 16], "big") for i in range(0, len(data), 16)]
 
 
 def addr_texts(values: Sequence[int], version: int) -> list[str]:

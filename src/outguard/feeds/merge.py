@@ -12,15 +12,13 @@ Pure.
 from __future__ import annotations
 
 import hashlib
-import sys
-from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from outguard.compile.intervals import merge
+from outguard.compile.intervals import merge, pack_ints, unpack_ints
 from outguard.feeds import v4arrays
 from outguard.feeds.parse import Parsed
 from outguard.feeds.v4arrays import V4Entries, is_sorted, sorted_unique, to_u32
@@ -28,21 +26,6 @@ from outguard.policy.targets import int_to_text
 
 BITS = {4: 32, 6: 128}
 MAGIC = "outguard-feed-copy/1 "
-
-
-def _pack4(values: list[int]) -> bytes:
-    packed = array("I", values)
-    if sys.byteorder == "little":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _unpack4(data: bytes) -> list[int]:
-    values = array("I")
-    values.frombytes(data)
-    if sys.byteorder == "little":
-        values.byteswap()
-    return values.tolist()
 
 
 def net_range(value: int, length: int, bits: int) -> tuple[int, int]:
@@ -142,10 +125,8 @@ class FeedSet:
         """Compact canonical form (the stored last good copy): a header line with the counts,
         then big-endian integers (ranges as first,last pairs), then the host names."""
         head = f"{MAGIC}{len(self.a4)} {len(self.r4)} {len(self.a6)} {len(self.r6)}\n".encode()
-        return b"".join([head, _pack4(self.a4), _pack4([x for r in self.r4 for x in r]),
-                         b"".join(v.to_bytes(16, "big") for v in self.a6),
-                         b"".join(a.to_bytes(16, "big") + b.to_bytes(16, "big")
-                                  for a, b in self.r6),
+        return b"".join([head, pack_ints(self.a4, 4), pack_ints([x for r in self.r4 for x in r], 4),
+                         pack_ints(self.a6, 6), pack_ints([x for r in self.r6 for x in r], 6),
                          "\n".join(self.domains).encode()])
 
     @classmethod
@@ -156,17 +137,17 @@ class FeedSet:
             raise ValueError("not a stored feed copy")
         n_a4, n_r4, n_a6, n_r6 = (int(x) for x in head[len(MAGIC):].split())
         pos = end + 1
-        a4 = _unpack4(data[pos:pos + 4 * n_a4])
+        a4 = unpack_ints(data[pos:pos + 4 * n_a4], 4)
         pos += 4 * n_a4
-        flat = _unpack4(data[pos:pos + 8 * n_r4])
+        flat4 = unpack_ints(data[pos:pos + 8 * n_r4], 4)
         pos += 8 * n_r4
-        a6 = [int.from_bytes(data[p:p + 16], "big") for p in range(pos, pos + 16 * n_a6, 16)]
+        a6 = unpack_ints(data[pos:pos + 16 * n_a6], 6)
         pos += 16 * n_a6
-        r6 = [(int.from_bytes(data[p:p + 16], "big"), int.from_bytes(data[p + 16:p + 32], "big"))
-              for p in range(pos, pos + 32 * n_r6, 32)]
+        flat6 = unpack_ints(data[pos:pos + 32 * n_r6], 6)
         pos += 32 * n_r6
         rest = data[pos:].decode()
-        return cls(a4, list(zip(flat[0::2], flat[1::2], strict=True)), a6, r6,
+        return cls(a4, list(zip(flat4[0::2], flat4[1::2], strict=True)), a6,
+                   list(zip(flat6[0::2], flat6[1::2], strict=True)),
                    rest.split("\n") if rest else [])
 
     def contains(self, value: int, version: int) -> bool:

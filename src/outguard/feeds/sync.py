@@ -113,10 +113,11 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             if not isinstance(loaded, FeedList):
                 continue
             feed = loaded.name[len(PREFIX):]
-            if fresh and feed in fresh and store.meta(feed).nb_digest == nb_digest:
-                loaded.__dict__["content"] = fresh[feed]  # the cached_property, already known
             if only is not None and feed not in only:
                 continue
+            meta = store.meta(feed)
+            if fresh and feed in fresh and meta.nb_digest == nb_digest:
+                loaded.__dict__["content"] = fresh[feed]  # the cached_property, already known
             pattern = set_name_re(feed)
             sets = [(m.group(1), m.group(2), n) for n in snap.inventory.get("sets", [])
                     if (m := pattern.match(n))]
@@ -125,24 +126,22 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             held = next((d for d in snap.lists if d.startswith(sets[0][0])), None)
             if held is None:
                 continue
-            counts = store.meta(feed).kinds
+            # from the fetch record, before a million entries are read (an older record has
+            # no counts: then from the content)
+            counts = meta.kinds or loaded.content.kinds
             outgrown = [f"{feed}: {counts.get(kind, 0)} addresses for a set made for {cap}"
                         for _d, kind, name in sets
                         if (cap := snap.capacities.get(name)) is not None
                         and counts.get(kind, 0) > cap]
-            if outgrown:  # known from the fetch record, before a million entries are read
+            if outgrown:
                 report.outgrown += outgrown
                 continue
             added = deleted = 0
             for _d12, kind, set_name in sets:
                 version = int(kind[0])
                 if kind[1] == "a":
-                    new = loaded.content.singles(version)
-                    capacity = snap.capacities.get(set_name)
-                    if capacity is not None and len(new) > capacity:  # a record without kinds
-                        report.outgrown.append(f"{feed}: {len(new)} addresses for a set made"
-                                               f" for {capacity}")
-                    delta = diff_singles(_held(state, set_name, kind), new)  # type: ignore[arg-type]
+                    delta = diff_singles(_held(state, set_name, kind),  # type: ignore[arg-type]
+                                         loaded.content.singles(version))
                 else:
                     delta = diff_ranges(_held(state, set_name, kind),  # type: ignore[arg-type]
                                         loaded.content.ranges(version))
