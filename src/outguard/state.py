@@ -175,25 +175,37 @@ class StateDir:
     def store_bulk(self, name: str, version: int, interval: bool,
                    items: Sequence[int] | Sequence[tuple[int, int]]) -> None:
         flat: Sequence[int] = [x for r in items for x in r] if interval else items  # type: ignore[union-attr,assignment]
-        head = f"{BULK_MAGIC} {version} {'n' if interval else 'a'} {len(items)}\n".encode()
-        write_private(self.path / "sets" / f"{name}.bin", head + pack_ints(flat, version))
+        self.store_packed(name, version, interval, len(items), pack_ints(flat, version))
 
-    def load_bulk(self, name: str) -> tuple[int, bool, list[int] | list[tuple[int, int]]]:
-        """(version, interval, addresses or closed ranges) of a feed set."""
+    def store_packed(self, name: str, version: int, interval: bool, count: int,
+                     packed: bytes) -> None:
+        """`count` elements already packed as `compile.intervals.pack_ints` packs them."""
+        head = f"{BULK_MAGIC} {version} {'n' if interval else 'a'} {count}\n".encode()
+        write_private(self.path / "sets" / f"{name}.bin", head + packed)
+
+    def load_packed(self, name: str) -> tuple[int, bool, int, bytes]:
+        """(version, interval, element count, packed big-endian values) of a feed set."""
         path = self.path / "sets" / f"{name}.bin"
         try:
             data = path.read_bytes()
             end = data.index(b"\n")
             magic, version_text, kind, count_text = data[:end].decode().split()
-            if magic != BULK_MAGIC:
+            if magic != BULK_MAGIC or kind not in ("a", "n") or version_text not in ("4", "6"):
                 raise ValueError("not a stored set")
             version, count = int(version_text), int(count_text)
-            flat = unpack_ints(data[end + 1:], version)
-            if len(flat) != count * (2 if kind == "n" else 1):
-                raise ValueError(f"{len(flat)} values for {count} elements")
+            packed = data[end + 1:]
+            want = count * (2 if kind == "n" else 1) * (4 if version == 4 else 16)
+            if len(packed) != want:
+                raise ValueError(f"{len(packed)} bytes for {count} elements")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise StateError(f"stored elements of set {name} are missing or damaged: {exc}") from exc
-        if kind == "n":
+        return version, kind == "n", count, packed
+
+    def load_bulk(self, name: str) -> tuple[int, bool, list[int] | list[tuple[int, int]]]:
+        """(version, interval, addresses or closed ranges) of a feed set."""
+        version, interval, _count, packed = self.load_packed(name)
+        flat = unpack_ints(packed, version)
+        if interval:
             return version, True, list(zip(flat[0::2], flat[1::2], strict=True))
         return version, False, flat
 

@@ -113,6 +113,14 @@ def test_feed_sync_deltas_and_refusals(netns: str, tmp_path: Path) -> None:
         with Nft(netns) as nft:  # and the next apply still sends nothing for it
             apply_policy(policy, state, nft, resolver=lambda _n: [])
         assert flat(kernel_sets(netns)) == now and set(kernel_sets(netns)) == names
+
+        # a changed range is one delete and one add in the interval set
+        server.body = (V1.replace("198.51.100.5\n", "198.51.100.200\n")
+                       .replace("203.0.113.128/26\n", "").encode())
+        server.etag = '"v3"'
+        assert update() == "updated"
+        assert flat(kernel_sets(netns)) == (now - {"203.0.113.0-203.0.113.191"}) | {"203.0.113.0/25"}
+        assert set(kernel_sets(netns)) == names
     finally:
         server.close()
 

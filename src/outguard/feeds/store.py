@@ -124,14 +124,17 @@ class FeedStore:
 
 def read_canonical(text: str) -> FeedSet:
     """Read back a copy in the text form older versions wrote (`FeedSet.lines`)."""
-    out = FeedSet()
+    a4: list[int] = []
+    ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    a6: list[int] = []
+    domains: list[str] = []
     pton, af4, af6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
     from_bytes = int.from_bytes
     for line in text.splitlines():
         if not line:
             continue
         try:
-            out.a4.append(from_bytes(pton(af4, line), "big"))
+            a4.append(from_bytes(pton(af4, line), "big"))
             continue
         except OSError:
             pass
@@ -140,14 +143,12 @@ def read_canonical(text: str) -> FeedSet:
             if "/" in line:
                 addr, length = line.split("/")
                 first = from_bytes(pton(af, addr), "big")
-                (out.r4 if version == 4 else out.r6).append(
-                    (first, first | ((1 << (bits - int(length))) - 1)))
+                ranges[version].append((first, first | ((1 << (bits - int(length))) - 1)))
             elif version == 6 and "-" not in line:
-                out.a6.append(from_bytes(pton(af6, line), "big"))
+                a6.append(from_bytes(pton(af6, line), "big"))
             else:
                 a, b = line.split("-")
-                (out.r4 if version == 4 else out.r6).append(
-                    (from_bytes(pton(af, a), "big"), from_bytes(pton(af, b), "big")))
+                ranges[version].append((from_bytes(pton(af, a), "big"), from_bytes(pton(af, b), "big")))
         except (OSError, ValueError):  # not an address form: a host name
-            out.domains.append(line)
-    return out
+            domains.append(line)
+    return FeedSet(a4, ranges[4], a6, ranges[6], domains)

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from outguard.compile.intervals import net_to_range
-from outguard.feeds.merge import FeedSet, diff_ranges, diff_singles
+from outguard.errors import StateError
+from outguard.feeds import v4arrays
+from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
@@ -82,6 +84,25 @@ def _held(state: StateDir, set_name: str, kind: str) -> list[int] | list[tuple[i
     return decode_elements(state.load_set(set_name) if state.has_set(set_name) else [], kind)
 
 
+def _delta(state: StateDir, set_name: str, kind: str, content: FeedSet) -> Delta:
+    """What to add to and delete from one kernel set to make it hold `content`'s part."""
+    version, interval = int(kind[0]), kind[1] == "n"
+    if version == 4 and state.has_bulk(set_name):
+        # both sides as arrays, straight from the packed store: no million Python ints
+        got_version, got_interval, count, packed = state.load_packed(set_name)
+        if (got_version, got_interval) != (version, interval):
+            raise StateError(f"stored elements of set {set_name} are of another kind")
+        held = v4arrays.from_be(packed, 0, count * (2 if interval else 1))
+        singles, firsts, lasts = content.v4_arrays()
+        if interval:
+            return diff_v4_keys(v4arrays.span_keys(held[0::2], held[1::2]),
+                                v4arrays.span_keys(firsts, lasts))
+        return diff_v4(held, singles)
+    if interval:
+        return diff_ranges(_held(state, set_name, kind), content.ranges(version))  # type: ignore[arg-type]
+    return diff_singles(_held(state, set_name, kind), content.singles(version))  # type: ignore[arg-type]
+
+
 def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
     got = state.read("applied")
     text = state.policy_text("applied")
@@ -138,13 +159,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                 continue
             added = deleted = 0
             for _d12, kind, set_name in sets:
-                version = int(kind[0])
-                if kind[1] == "a":
-                    delta = diff_singles(_held(state, set_name, kind),  # type: ignore[arg-type]
-                                         loaded.content.singles(version))
-                else:
-                    delta = diff_ranges(_held(state, set_name, kind),  # type: ignore[arg-type]
-                                        loaded.content.ranges(version))
+                delta = _delta(state, set_name, kind, loaded.content)
                 if delta:
                     changes.append(SetChange(set_name, int(kind[0]), kind[1] == "n",
                                              delta.add, delta.delete))
@@ -162,10 +177,9 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
         # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
         for feed, held, set_name, loaded, kind in after:
             if set_name:
-                version = int(kind[0])
-                state.store_bulk(set_name, version, kind[1] == "n",
-                                 loaded.content.singles(version) if kind[1] == "a"
-                                 else loaded.content.ranges(version))
+                version, interval = int(kind[0]), kind[1] == "n"
+                state.store_packed(set_name, version, interval, loaded.content.kinds[kind],
+                                   loaded.content.packed(version, interval))
             else:  # the set named after `held` now holds this content
                 record = store.kernel_record(feed)
                 record[held] = loaded.digest

@@ -6,11 +6,12 @@ over them costs about 0.1 s (sorting a million Python ints about 0.4 s); the sam
 4-byte array elements run in C in milliseconds. IPv6 stays on the plain Python path: feeds hold
 few IPv6 entries, and 128-bit values fit no numpy integer.
 
-The public types (`Parsed`, `FeedSet`, `Delta`) keep Python lists, so callers convert at the
-boundary: `to_u32` in (through `array`, about twice as fast as `np.fromiter`; it raises
-OverflowError on anything that is not an IPv4 value, and callers then take the Python path),
-`.tolist()` / `pairs` out. Ranges are (first, last) pairs of uint32 arrays; never-block blocks
-are disjoint, sorted (first, last, why) tuples (`NeverBlock.merged`). Pure.
+`Parsed` and `Delta` keep Python lists (`FeedSet` holds IPv4 as arrays and makes lists on
+demand), so callers convert at the boundary: `to_u32` in (through `array`, about twice as fast
+as `np.fromiter`; it raises OverflowError on anything that is not an IPv4 value, and callers
+then take the Python path), `.tolist()` / `pairs` out. Ranges are (first, last) pairs of uint32
+arrays; never-block blocks are disjoint, sorted (first, last, why) tuples (`NeverBlock.merged`).
+Pure.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ _CODE = next(code for code in "IL" if array(code).itemsize == 4)  # 'I' on every
 def to_u32(values: Iterable[int]) -> U32:
     """Python ints → uint32 array; OverflowError when one is negative or wider than 32 bits."""
     return np.frombuffer(array(_CODE, values), dtype=np.uint32)
+
+
+def from_be(data: bytes, offset: int, count: int) -> U32:
+    """`count` big-endian 4-byte values of `data` from `offset` (the stored forms) → uint32."""
+    return np.frombuffer(data, dtype=">u4", count=count, offset=offset).astype(np.uint32)
 
 
 def pairs(firsts: U32, lasts: U32) -> list[tuple[int, int]]:
@@ -185,8 +191,13 @@ def sweep(firsts: U32, lasts: U32, blocks: Sequence[Block]) -> tuple[Mask, NDArr
 
 def range_keys(ranges: Iterable[tuple[int, int]]) -> NDArray[np.uint64]:
     """(first, last) pairs → one uint64 each, `first << 32 | last`: sorts as the tuples do."""
-    flat = to_u32(chain.from_iterable(ranges)).astype(np.uint64)
-    keys: NDArray[np.uint64] = (flat[0::2] << np.uint64(32)) | flat[1::2]
+    flat = to_u32(chain.from_iterable(ranges))
+    return span_keys(flat[0::2], flat[1::2])
+
+
+def span_keys(firsts: U32, lasts: U32) -> NDArray[np.uint64]:
+    """`range_keys` of ranges held as two arrays."""
+    keys: NDArray[np.uint64] = (firsts.astype(np.uint64) << np.uint64(32)) | lasts
     return keys
 
 
