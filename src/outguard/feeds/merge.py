@@ -77,7 +77,8 @@ class FeedSet:
 
     IPv4 is held as uint32 arrays (singles; range firsts and lasts), the lists `a4`/`r4` are
     made from them only when asked for: a million-entry feed goes from validation through the
-    stored copy and the kernel diff without a round trip through Python ints (~0.05 s)."""
+    stored copy and the kernel diff without a round trip through Python ints (~0.05 s). The
+    lists are views of that content: change it by assigning `a4`/`r4`, never in place."""
 
     def __init__(self, a4: list[int] | None = None, r4: list[tuple[int, int]] | None = None,
                  a6: list[int] | None = None, r6: list[tuple[int, int]] | None = None,
