@@ -8,7 +8,7 @@ import random
 import pytest
 
 from outguard.compile.intervals import pack_ints
-from outguard.feeds.merge import FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys, prefixes
+from outguard.feeds.merge import MAGIC, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys, prefixes
 from outguard.feeds.parse import parse
 from outguard.feeds.store import read_canonical
 from outguard.feeds.v4arrays import range_keys, to_u32
@@ -122,3 +122,16 @@ def test_array_deltas_match_the_list_deltas() -> None:
     want_r = diff_ranges(r_old, r_new)
     got_r = diff_v4_keys(range_keys(r_old), range_keys(r_new))
     assert (got_r.add, got_r.delete) == (want_r.add, want_r.delete) == ([(20, 39)], [(20, 29), (40, 49)])
+
+
+def test_a_copy_with_a_negative_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        FeedSet.from_bytes(f"{MAGIC}-1 0 0 0\n".encode() + bytes(range(1, 9)))
+
+
+def test_content_given_twice_is_refused_and_empty_lists_are_kept() -> None:
+    with pytest.raises(TypeError):
+        FeedSet([1], v4=(to_u32([]), to_u32([]), to_u32([])))
+    given: list[int] = []
+    assert FeedSet(given).a4 is given
+    assert FeedSet([1 << 32]) != FeedSet()  # compared as lists: no OverflowError

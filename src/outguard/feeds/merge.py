@@ -89,7 +89,10 @@ class FeedSet:
         self._r4: list[tuple[int, int]] | None = None
         self._v4: tuple[U32, U32, U32] | None = v4
         if v4 is None:
-            self._a4, self._r4 = a4 or [], r4 or []
+            self._a4 = a4 if a4 is not None else []
+            self._r4 = r4 if r4 is not None else []
+        elif a4 is not None or r4 is not None:
+            raise TypeError("IPv4 content comes as lists or as arrays, not both")
         self.a6: list[int] = a6 if a6 is not None else []
         self.r6: list[tuple[int, int]] = r6 if r6 is not None else []
         self.domains: list[str] = domains if domains is not None else []
@@ -174,9 +177,11 @@ class FeedSet:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FeedSet):
             return NotImplemented
-        mine, theirs = self.v4_arrays(), other.v4_arrays()
-        return (all(np.array_equal(x, y) for x, y in zip(mine, theirs, strict=True))
-                and (self.a6, self.r6, self.domains) == (other.a6, other.r6, other.domains))
+        if (self.a6, self.r6, self.domains) != (other.a6, other.r6, other.domains):
+            return False
+        if self._v4 is None or other._v4 is None:  # no arrays made just to compare
+            return (self.a4, self.r4) == (other.a4, other.r4)
+        return all(np.array_equal(x, y) for x, y in zip(self._v4, other._v4, strict=True))
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -211,6 +216,8 @@ class FeedSet:
         if not head.startswith(MAGIC):
             raise ValueError("not a stored feed copy")
         n_a4, n_r4, n_a6, n_r6 = (int(x) for x in head[len(MAGIC):].split())
+        if min(n_a4, n_r4, n_a6, n_r6) < 0:
+            raise ValueError("negative count")
         pos = end + 1
         if len(data) < pos + 4 * n_a4 + 8 * n_r4 + 16 * n_a6 + 32 * n_r6:
             raise ValueError("shorter than its counts say")
