@@ -156,7 +156,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         inventory = nft_tx.Inventory.of(compiled)
         phases = None
         if before is not None:
-            phases = nft_tx.delta_phases(compiled, nft_tx.Inventory.from_json(before.inventory),
+            held = nft_tx.Inventory.from_json(before.inventory)
+            phases = nft_tx.delta_phases(compiled, held,
                                          _list_elements(state, sizes, capacities, fills))
         else:
             cmds = nft_tx.full(compiled, _list_elements(state, sizes, capacities, None))
@@ -182,8 +183,11 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             try:
                 if phases is None:
                     _run(kernel, cmds, compiled.needs_text)
-                else:
-                    _switch(kernel, phases, compiled.needs_text, fills)
+                elif not _switch(kernel, phases, compiled.needs_text, fills):
+                    gone = nft_tx.leftovers(compiled, held)
+                    inventory = nft_tx.Inventory(inventory.chains + gone.chains,
+                                                 inventory.sets + gone.sets,
+                                                 inventory.counters + gone.counters)
             except KernelError:
                 if before is None:
                     raise
@@ -230,9 +234,11 @@ def reapply(state: StateDir, kernel: Kernel, *,
 
 
 def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool,
-            fills: Sequence[SetChange] = ()) -> None:
+            fills: Sequence[SetChange] = ()) -> bool:
     """A delta: new sets and chains first (feed sets then filled over netlink, while no rule
-    looks into them yet), then every rule in one transaction (nft_tx.Phases)."""
+    looks into them yet), then every rule in one transaction, then the deletion of what is
+    gone (nft_tx.Phases). False when the kernel refused that deletion: the rules are in place,
+    the old objects stay (unused) and the caller records them, for the next apply to delete."""
     _run(kernel, phases.prepare, text)
     try:
         if fills:
@@ -243,6 +249,12 @@ def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool,
         with contextlib.suppress(KernelError):
             _run(kernel, phases.undo, text)
         raise
+    if len(phases.cleanup) > 1:
+        try:
+            _run(kernel, phases.cleanup, text)
+        except KernelError:
+            return False
+    return True
 
 
 def _stop(pid: int) -> None:

@@ -169,12 +169,31 @@ def test_delta_creates_only_new_objects(old: Compiled, new: Compiled,
     assert ("counter", "default") not in created
 
 
-def test_delta_adds_every_rule_after_the_objects(new: Compiled,
-                                                 delta: list[tuple[str, str, str]]) -> None:
+def test_delta_adds_every_rule_after_the_objects_and_deletes_after_the_rules(
+        new: Compiled, delta: list[tuple[str, str, str]]) -> None:
     rules = [n for _v, k, n in delta if k == "rule"]
     assert rules == [c.name for c in new.chains.values() for _r in c.rules]
     first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
-    assert all(k == "rule" for _v, k, _n in delta[first_rule:])
+    last_rule = max(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
+    assert all(k == "rule" for _v, k, _n in delta[first_rule:last_rule + 1])
+    assert delta[last_rule + 1:] and all(v == "delete" for v, _k, _n in delta[last_rule + 1:])
+
+
+def test_a_delta_deletes_old_objects_only_after_the_rules_switched(old: Compiled,
+                                                                   new: Compiled) -> None:
+    # Kernel 6.18: deleting a map deactivates its elements at once for the next generation; a
+    # packet still walking the old rules across the commit then misses in it and is dropped
+    # (tests/kernel/test_apply_safety.py, the 100 re-applies, found it on a loaded machine).
+    phases = nft_tx.delta_phases(new, Inventory.of(old))
+    switch, cleanup = _kinds(phases.switch), _kinds(phases.cleanup)
+    assert {v for v, _k, _n in switch} == {"add", "flush"}
+    assert {k for v, k, _n in switch if v == "add"} == {"table", "rule"}
+    assert cleanup[0] == ("add", "table", "outguard")
+    assert {v for v, _k, _n in cleanup[1:]} == {"delete"}
+    gone = nft_tx.leftovers(new, Inventory.of(old))
+    assert {n for _v, _k, n in cleanup[1:]} == set(gone.sets) | set(gone.chains) | set(gone.counters)
+    assert gone.sets and gone.chains and gone.counters
+    assert phases.all == phases.prepare + phases.switch[1:] + phases.cleanup[1:]
 
 
 def test_delta_against_itself_only_refills_chains(new: Compiled) -> None:

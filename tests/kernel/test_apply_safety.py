@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from outguard.engine import apply_policy
 from outguard.kernel import netns as ns
+from outguard.kernel.libnft import Nft
 from outguard.state import StateDir
 from tests.kernel.topology import DROPPED, PASSED, Background, Probe, Topology
 
@@ -515,3 +517,46 @@ def test_probes_classify_as_documented(with_a: Topology) -> None:
     got = with_a.probe([Probe("203.0.113.10", 443, "tcp"), Probe("203.0.113.10", 443, "udp"),
                         Probe("198.51.100.7", 443, "tcp"), Probe("198.51.100.7", 443, "udp")])
     assert got[0] in PASSED and got[1] in PASSED and got[2] in DROPPED and got[3] in DROPPED
+
+
+def test_a_refused_cleanup_keeps_the_new_rules_and_records_what_is_left(netns: str,
+                                                                         tmp_path: Path) -> None:
+    """A delta deletes what is gone only after the rules switched (nft_tx.Phases). When the
+    kernel refuses that deletion — here a chain added by hand into outguard's table still
+    looks into the old port set — the new rules stay, and the old objects are recorded so that
+    a later apply deletes them."""
+    state = StateDir(tmp_path / "state")
+    path_a, path_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    path_a.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443, 444]}\n")
+    path_b.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [8443, 8444]}\n")
+
+    def inventory() -> dict[str, list[str]]:
+        snap = state.snapshot("applied")
+        assert snap is not None
+        return snap.inventory
+
+    def sets_in_kernel() -> set[str]:
+        listing = json.loads(ns.run(netns, ["nft", "-j", "list", "sets", "inet"]).stdout)
+        return {item["set"]["name"] for item in listing["nftables"] if "set" in item}
+
+    with Nft(netns) as nft:
+        apply_policy(path_a, state, nft, resolver=lambda _n: [])
+    (old_ports,) = [n for n in inventory()["sets"] if n.startswith("p_")]
+    ns.run(netns, ["nft", "add", "chain", "inet", "outguard", "by-hand"])
+    ns.run(netns, ["nft", "add", "rule", "inet", "outguard", "by-hand", "tcp", "dport",
+                   f"@{old_ports}", "accept"])
+
+    with Nft(netns) as nft:
+        report = apply_policy(path_b, state, nft, resolver=lambda _n: [])
+    assert report.method == "delta"
+    (new_ports,) = [n for n in inventory()["sets"] if n.startswith("p_") and n != old_ports]
+    assert old_ports in inventory()["sets"]  # still in the kernel: recorded
+    assert {old_ports, new_ports} <= sets_in_kernel()
+    listing = ns.run(netns, ["nft", "list", "table", "inet", "outguard"]).stdout
+    assert f"@{new_ports}" in listing and listing.count(f"@{old_ports}") == 1  # by hand only
+
+    ns.run(netns, ["nft", "delete", "chain", "inet", "outguard", "by-hand"])
+    with Nft(netns) as nft:
+        assert apply_policy(path_b, state, nft, resolver=lambda _n: []).method == "delta"
+    assert old_ports not in inventory()["sets"] and old_ports not in sets_in_kernel()
+    assert new_ports in sets_in_kernel()

@@ -3,9 +3,10 @@
 Two forms, both one kernel transaction touching only `inet outguard` (never `flush ruleset`):
 - `full`: add table, delete table, add everything — used the first time, and whenever the table
   in the kernel may not match what outguard recorded.
-- `delta`: against the inventory recorded at the last apply: flush every chain, delete what is
-  gone, create only new sets (with their elements) and counters, re-add the rules. Unchanged sets —
-  a million-address list — are not touched, and per-rule counters keep counting.
+- `delta`: against the inventory recorded at the last apply: create only new sets (with their
+  elements), chains and counters; flush every chain and re-add the rules; then delete what is
+  gone (three transactions: `Phases`). Unchanged sets — a million-address list — are not
+  touched, and per-rule counters keep counting.
 Pure: data in, JSON commands out.
 """
 
@@ -128,21 +129,28 @@ def full(compiled: Compiled, elements_of: ElementsOf = set_elements) -> list[Cmd
 
 @dataclass
 class Phases:
-    """A delta in two transactions. `prepare` creates what is new — counters, empty chains,
-    filled sets and maps — while nothing refers to it yet; `switch` then replaces every rule
-    and deletes what is gone, atomically. Measured on kernel 6.18: a named interval set created
-    in the same transaction as the rule that looks into it can miss for packets evaluated while
-    that transaction commits (an allowed UDP probe dropped in ~1 of 2 runs of 100 re-applies),
-    so new sets must exist before the switch. `undo` removes what `prepare` made, for when the
-    switch is refused: the kernel then holds exactly what it held before."""
+    """A delta in three transactions. `prepare` creates what is new — counters, empty chains,
+    filled sets and maps — while nothing refers to it yet; `switch` then replaces every rule,
+    atomically; `cleanup` deletes what no rule refers to any more. Measured on kernel 6.18:
+    - a named interval set created in the transaction whose rules look into it can miss for
+      packets evaluated while that transaction commits (an allowed UDP probe dropped in ~1 of
+      2 runs of 100 re-applies): new sets must exist before the switch;
+    - deleting a map deactivates its elements for the next generation, and a packet that began
+      its walk through the old rules before the commit flipped the generation looks into the
+      map after it, misses, and falls to the default drop (an allowed probe dropped in ~1 of 25
+      runs of 100 re-applies on a loaded machine): old maps and sets must outlive the switch.
+    `undo` removes what `prepare` made, for when the switch is refused: the kernel then holds
+    exactly what it held before."""
 
     prepare: list[Cmd]
     switch: list[Cmd]
+    cleanup: list[Cmd]
     undo: list[Cmd]
 
     @property
     def all(self) -> list[Cmd]:
-        return self.prepare + self.switch[1:]  # one transaction (the switch's table is there)
+        """One transaction (each phase's first command is the same `add table`)."""
+        return self.prepare + self.switch[1:] + self.cleanup[1:]
 
 
 def delta_phases(compiled: Compiled, before: Inventory,
@@ -154,12 +162,12 @@ def delta_phases(compiled: Compiled, before: Inventory,
     new_counters = [n for n in compiled.counters if n not in known_counters]
     new_chains = [n for n in compiled.chains if n not in known_chains]
     prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
-    undo: list[Cmd] = [table]
-    undo += [{"delete": {"map" if n.startswith("m_") else "set": _obj(name=n)}}
-             for n in sorted(new_sets, key=lambda n: not n.startswith("m_"))]
-    undo += [{"delete": {"chain": _obj(name=n)}} for n in new_chains]
-    undo += [{"delete": {"counter": _obj(name=n)}} for n in new_counters]
-    return Phases(prepare, [table, *_switch(compiled, before)], undo)
+    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in before.chains),
+              *_rules(compiled)]
+    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
+    gone = leftovers(compiled, before)
+    return Phases(prepare, switch, [table, *_deletions(gone.sets, gone.chains, gone.counters)],
+                  undo)
 
 
 def delta(compiled: Compiled, before: Inventory,
@@ -168,18 +176,19 @@ def delta(compiled: Compiled, before: Inventory,
     return delta_phases(compiled, before, elements_of).all
 
 
-def _switch(compiled: Compiled, before: Inventory) -> list[Cmd]:
-    cmds: list[Cmd] = [{"flush": {"chain": _obj(name=n)}} for n in before.chains]
-    gone_sets = [n for n in before.sets if n not in compiled.sets]
+def leftovers(compiled: Compiled, before: Inventory) -> Inventory:
+    """What `before` holds and `compiled` no longer needs: the cleanup's work."""
+    return Inventory([n for n in before.chains if n not in compiled.chains],
+                     [n for n in before.sets if n not in compiled.sets],
+                     [n for n in before.counters if n not in set(compiled.counters)])
+
+
+def _deletions(sets: list[str], chains: list[str], counters: list[str]) -> list[Cmd]:
     # maps first: their elements jump to chains that may be deleted next
-    gone_sets.sort(key=lambda n: not n.startswith("m_"))
-    for name in gone_sets:
-        kind = "map" if name.startswith("m_") else "set"
-        cmds.append({"delete": {kind: _obj(name=name)}})
-    cmds += [{"delete": {"chain": _obj(name=n)}} for n in before.chains if n not in compiled.chains]
-    now_counters = set(compiled.counters)
-    cmds += [{"delete": {"counter": _obj(name=n)}} for n in before.counters if n not in now_counters]
-    return cmds + _rules(compiled)
+    cmds: list[Cmd] = [{"delete": {"map" if n.startswith("m_") else "set": _obj(name=n)}}
+                       for n in sorted(sets, key=lambda n: not n.startswith("m_"))]
+    cmds += [{"delete": {"chain": _obj(name=n)}} for n in chains]
+    return cmds + [{"delete": {"counter": _obj(name=n)}} for n in counters]
 
 
 def remove() -> list[Cmd]:
