@@ -178,9 +178,10 @@ def delta(compiled: Compiled, before: Inventory,
 
 def leftovers(compiled: Compiled, before: Inventory) -> Inventory:
     """What `before` holds and `compiled` no longer needs: the cleanup's work."""
+    counters = set(compiled.counters)
     return Inventory([n for n in before.chains if n not in compiled.chains],
                      [n for n in before.sets if n not in compiled.sets],
-                     [n for n in before.counters if n not in set(compiled.counters)])
+                     [n for n in before.counters if n not in counters])
 
 
 def _deletions(sets: list[str], chains: list[str], counters: list[str]) -> list[Cmd]:
