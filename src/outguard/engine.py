@@ -36,6 +36,7 @@ class Kernel(Protocol):
     def run_json(self, doc: Any) -> Any: ...
     def run_text(self, cmd: str) -> str: ...
     def fill_sets(self, changes: Sequence[SetChange]) -> object: ...
+    def generation(self) -> int: ...
 
 
 @dataclass
@@ -54,6 +55,13 @@ def _run(kernel: Kernel, cmds: list[dict[str, Any]], text: bool) -> None:
         kernel.run_text(nft_text.script(cmds))
     else:
         kernel.run_json(nft_tx.document(cmds))
+
+
+def _generation(kernel: Kernel) -> int | None:
+    try:
+        return kernel.generation()
+    except KernelError:
+        return None
 
 
 def expand(cmds: list[dict[str, Any]], state: StateDir) -> list[dict[str, Any]]:
@@ -157,8 +165,14 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         phases = None
         if before is not None:
             held = nft_tx.Inventory.from_json(before.inventory)
+            if before.generation is None or _generation(kernel) != before.generation:
+                # The ruleset changed since our last commit (by hand, a feed sync, the DNS
+                # resolver): our chains may not hold what we recorded, so every chain is
+                # flushed and refilled. Otherwise only the chains whose rules changed are.
+                held.rules = {}
             phases = nft_tx.delta_phases(compiled, held,
-                                         _list_elements(state, sizes, capacities, fills))
+                                         _list_elements(state, sizes, capacities, fills),
+                                         inventory)
         else:
             cmds = nft_tx.full(compiled, _list_elements(state, sizes, capacities, None))
         t_compile = time.perf_counter()
@@ -187,7 +201,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                     gone = nft_tx.leftovers(compiled, held)
                     inventory = nft_tx.Inventory(inventory.chains + gone.chains,
                                                  inventory.sets + gone.sets,
-                                                 inventory.counters + gone.counters)
+                                                 inventory.counters + gone.counters,
+                                                 inventory.rules)
             except KernelError:
                 if before is None:
                     raise
@@ -204,6 +219,9 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         finally:
             serialiser.join()
         t_commit = time.perf_counter()
+        # Read after our last commit: a change someone makes in the moment between is missed
+        # (the next apply then trusts chains it should refill); anything later is seen.
+        generation = _generation(kernel)
         lists = {s.digest: sorted(s.kinds) for s in ruleset.sources.values() if s.is_list}
         snap = Snapshot(
             policy_hash=policy.digest, applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -212,7 +230,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                                                for r in ruleset.rules()}},
             lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex,
             set_sizes={n: sizes[n] for n in compiled.sets if n in sizes},
-            capacities={n: capacities[n] for n in compiled.sets if n in capacities})
+            capacities={n: capacities[n] for n in compiled.sets if n in capacities},
+            generation=generation)
         state.write(snap, policy.text, stored[0] if stored else _stored_form(compiled, sizes))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,

@@ -44,13 +44,16 @@ class Snapshot:
     applied_at: str
     mode: str
     source: str
-    inventory: dict[str, list[str]]
+    inventory: dict[str, Any]  # nft_tx.Inventory.to_json()
     counters: dict[str, str]  # decision key ("allow:web") → kernel counter name ("allow.web")
     lists: dict[str, list[str]] = field(default_factory=dict)  # list digest → set kinds
     warnings: list[str] = field(default_factory=list)
     snapshot_id: str = ""  # unique per apply: tells whether an apply got as far as its state write
     set_sizes: dict[str, int] = field(default_factory=dict)  # list sets declared with their size
     capacities: dict[str, int] = field(default_factory=dict)  # feed hash sets: declared size
+    # the ruleset generation right after this apply committed (kernel.counters): while the
+    # kernel still reports it, our chains hold exactly what `inventory` recorded
+    generation: int | None = None
 
 
 @dataclass

@@ -116,12 +116,51 @@ def test_delta_never_touches_the_table_or_the_ruleset(delta: list[tuple[str, str
     assert all(k != "table" for _v, k, _n in delta[1:])
 
 
-def test_delta_flushes_every_old_chain_first(old: Compiled,
-                                             delta: list[tuple[str, str, str]]) -> None:
+def _changed(old: Compiled, new: Compiled) -> list[str]:
+    """Chains in both whose rules differ, compared rule by rule (not by digest)."""
+    return [n for n in old.chains if n in new.chains
+            and [(r.expr, r.comment) for r in old.chains[n].rules]
+            != [(r.expr, r.comment) for r in new.chains[n].rules]]
+
+
+def test_delta_flushes_only_the_chains_whose_rules_changed(
+        old: Compiled, new: Compiled, delta: list[tuple[str, str, str]]) -> None:
     flushes = [n for v, k, n in delta if v == "flush"]
-    assert flushes == list(old.chains)
-    first_other = next(i for i, (v, _k, _n) in enumerate(delta[1:], 1) if v != "flush")
-    assert all(v == "flush" for v, _k, _n in delta[1:first_other])
+    changed = _changed(old, new)
+    assert flushes == changed
+    assert "allow" in changed and "output" not in changed  # a map changed; the hook did not
+    kept = [n for n in old.chains if n in new.chains and n not in changed]
+    assert kept  # unchanged chains exist, and keep their rules
+    assert not {n for _v, k, n in delta if k == "rule"} & set(kept)
+
+
+def test_delta_flushes_before_it_refills(delta: list[tuple[str, str, str]]) -> None:
+    first_flush = next(i for i, (v, _k, _n) in enumerate(delta) if v == "flush")
+    first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
+    last_flush = max(i for i, (v, _k, _n) in enumerate(delta) if v == "flush")
+    assert first_flush < first_rule and last_flush < first_rule
+
+
+def test_a_chain_without_a_recorded_digest_is_always_refilled(old: Compiled,
+                                                              new: Compiled) -> None:
+    # an inventory recorded by an older outguard has no digests: nothing is assumed unchanged
+    before = Inventory.of(old)
+    before.rules = {}
+    kinds = _kinds(nft_tx.delta(new, before))
+    assert [n for v, _k, n in kinds if v == "flush"] == [n for n in old.chains if n in new.chains]
+    assert [n for _v, k, n in kinds if k == "rule"] == \
+        [c.name for c in new.chains.values() for _r in c.rules]
+
+
+def test_a_rule_change_inside_a_chain_changes_its_digest() -> None:
+    # the group chain of `web` keeps its name (made from rule names) while its ports change
+    before = compiled_of("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    after = compiled_of("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [8443]}\n")
+    same = [n for n in before.chains if n in after.chains and n.startswith("g_")]
+    assert same
+    kinds = _kinds(nft_tx.delta(after, Inventory.of(before)))
+    assert set(same) <= {n for v, _k, n in kinds if v == "flush"}
+    assert set(same) <= {n for _v, k, n in kinds if k == "rule"}
 
 
 def test_delta_deletes_what_is_gone(old: Compiled, new: Compiled,
@@ -169,10 +208,11 @@ def test_delta_creates_only_new_objects(old: Compiled, new: Compiled,
     assert ("counter", "default") not in created
 
 
-def test_delta_adds_every_rule_after_the_objects_and_deletes_after_the_rules(
-        new: Compiled, delta: list[tuple[str, str, str]]) -> None:
+def test_delta_adds_the_refilled_rules_after_the_objects_and_deletes_after_the_rules(
+        old: Compiled, new: Compiled, delta: list[tuple[str, str, str]]) -> None:
     rules = [n for _v, k, n in delta if k == "rule"]
-    assert rules == [c.name for c in new.chains.values() for _r in c.rules]
+    refilled = set(_changed(old, new)) | (set(new.chains) - set(old.chains))
+    assert rules == [c.name for c in new.chains.values() if c.name in refilled for _r in c.rules]
     first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
     last_rule = max(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
     assert all(k == "rule" for _v, k, _n in delta[first_rule:last_rule + 1])
@@ -196,10 +236,8 @@ def test_a_delta_deletes_old_objects_only_after_the_rules_switched(old: Compiled
     assert phases.all == phases.prepare + phases.switch[1:] + phases.cleanup[1:]
 
 
-def test_delta_against_itself_only_refills_chains(new: Compiled) -> None:
-    kinds = _kinds(nft_tx.delta(new, Inventory.of(new)))
-    assert {v for v, _k, _n in kinds} == {"add", "flush"}
-    assert {k for v, k, _n in kinds if v == "add"} == {"table", "rule"}
+def test_delta_against_itself_changes_nothing(new: Compiled) -> None:
+    assert _kinds(nft_tx.delta(new, Inventory.of(new))) == [("add", "table", "outguard")]
 
 
 def test_delta_against_an_empty_inventory_creates_everything(new: Compiled) -> None:
@@ -215,7 +253,9 @@ def test_delta_of_unchanged_list_files_keeps_their_sets() -> None:
 
 def test_inventory_round_trip(new: Compiled) -> None:
     inv = Inventory.of(new)
+    assert set(inv.rules) == set(new.chains)
     assert Inventory.from_json(inv.to_json()) == inv
+    assert Inventory.from_json({"chains": ["output"], "rules": None}).rules == {}
     assert Inventory.from_json({}) == Inventory()
 
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,13 +237,79 @@ def test_reapply_after_the_table_was_removed_behind_our_back(with_a: Topology) -
 
 def test_reapply_restores_rules_changed_behind_our_back(with_a: Topology) -> None:
     """Someone put an `accept` at the top of our output chain: re-applying the same policy
-    (a delta) flushes our chains, so the denied destination is blocked again."""
+    (a delta) flushes our chains — the commit moved the ruleset generation, so none is
+    trusted to be as recorded — and the denied destination is blocked again."""
     topo = with_a
     denied = Probe("198.51.100.7", 443)
     topo.nft("insert", "rule", "inet", "outguard", "output", "accept")
     assert topo.passes(denied) == [True]
     assert topo.apply(POLICY_A).method == "delta"
     assert topo.passes(denied) == [False]
+
+
+def _table(topo: Topology) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Our table as the kernel holds it: rule handles per chain, and the content (rules per
+    chain without handles, sets with their elements, counter names) to compare applies by."""
+    doc = json.loads(topo.nft("-j", "list", "table", "inet", "outguard"))["nftables"]
+    handles: dict[str, list[int]] = {}
+    rules: dict[str, list[str]] = {}
+    sets: dict[str, str] = {}
+    counters: list[str] = []
+    for item in doc:
+        ((kind, body),) = item.items()
+        if kind == "chain":
+            handles.setdefault(body["name"], [])
+            rules.setdefault(body["name"], [])
+        elif kind == "rule":
+            handles[body["chain"]].append(body["handle"])
+            rules[body["chain"]].append(json.dumps([body["expr"], body.get("comment")],
+                                                   sort_keys=True))
+        elif kind in ("set", "map"):
+            sets[body["name"]] = json.dumps({k: v for k, v in body.items() if k != "handle"},
+                                            sort_keys=True)
+        elif kind == "counter":
+            counters.append(body["name"])
+    return handles, {"rules": rules, "sets": sets, "counters": sorted(counters)}
+
+
+# A changes in one rule's ports only: one group chain refers to a new port set
+POLICY_A_PORTS = POLICY_A.replace('ports: ["8000-8100"]', 'ports: ["8000-8200"]')
+
+
+def test_a_delta_refills_only_the_chains_whose_rules_changed(with_a: Topology) -> None:
+    """The switch of a delta flushes and refills only changed chains; the others keep their
+    rules (same handles), and the table ends up exactly as a full apply makes it."""
+    topo = with_a
+    topo.add_addresses("203.0.113.21")
+    before, _ = _table(topo)
+    assert topo.apply(POLICY_A_PORTS).method == "delta"
+    after, content = _table(topo)
+    kept = [c for c in before if c in after and before[c] == after[c]]
+    refilled = [c for c in before if c in after and before[c] != after[c]]
+    assert len(refilled) == 1 and refilled[0].startswith("g_a_")
+    assert {"output", "deny", "allow", "v_default"} <= set(kept)
+    assert topo.passes(Probe("203.0.113.21", 8150, "tcp"), Probe("203.0.113.21", 8250, "tcp"),
+                       Probe("203.0.113.10", 443, "tcp")) == [True, False, True]
+    # the same policy applied from scratch gives the same table
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.apply(POLICY_A_PORTS).method == "full"
+    assert _table(topo)[1] == content
+
+
+def test_a_commit_by_someone_else_makes_the_next_delta_refill_every_chain(
+        with_a: Topology) -> None:
+    """After another commit in the namespace (here a table of someone else's), outguard cannot
+    know its chains are untouched: the next delta refills all of them; the one after that,
+    with nothing in between, refills none."""
+    topo = with_a
+    first, _ = _table(topo)
+    topo.nft("add", "table", "inet", "someone-else")
+    assert topo.apply(POLICY_A).method == "delta"
+    second, _ = _table(topo)
+    assert all(first[c] != second[c] for c in first if first[c])
+    assert topo.apply(POLICY_A).method == "delta"
+    assert _table(topo)[0] == second
+    topo.nft("delete", "table", "inet", "someone-else")
 
 
 # --- 7. confirm-timeout, confirm, rollback --------------------------------------------------

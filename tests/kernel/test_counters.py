@@ -159,3 +159,26 @@ def test_table_exists_and_list_tables(netns: str) -> None:
         ]  # fmt: skip
     # In the calling thread's namespace (the host; only read here) both views agree.
     assert c.table_exists() == (("inet", "outguard") in c.list_tables())
+
+
+def test_decode_generation() -> None:
+    newgen = (10 << 8) | c.NFT_MSG_NEWGEN
+    payload = bytes([0, 0, 0, 0]) + _nla(1, struct.pack(">I", 0xFFFF_FFF0)) + _nla(2, b"\0\0\0\7")
+    assert c.decode_generation(c.Message(newgen, 0, 1, payload)) == 0xFFFF_FFF0
+    with pytest.raises(KernelError, match="no generation id"):
+        c.decode_generation(c.Message(newgen, 0, 1, bytes(4)))
+
+
+@pytest.mark.kernel
+def test_ruleset_generation_moves_with_each_change_only(netns: str) -> None:
+    with Nft(netns) as nft, ns.NetnsThread(netns) as t:
+        g0 = t.call(c.ruleset_generation)
+        assert t.call(c.ruleset_generation) == g0 == nft.generation()
+        _setup(nft)
+        g1 = t.call(c.ruleset_generation)
+        assert g1 != g0
+        # a transaction that changes nothing (the table exists) leaves it where it was
+        nft.run_json({"nftables": [{"add": {"table": {"family": "inet", "name": "outguard"}}}]})
+        assert t.call(c.ruleset_generation) == g1
+        nft.run_text("add table ip6 other")  # anyone's table, not only ours
+        assert t.call(c.ruleset_generation) != g1

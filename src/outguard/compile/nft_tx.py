@@ -4,19 +4,23 @@ Two forms, both one kernel transaction touching only `inet outguard` (never `flu
 - `full`: add table, delete table, add everything — used the first time, and whenever the table
   in the kernel may not match what outguard recorded.
 - `delta`: against the inventory recorded at the last apply: create only new sets (with their
-  elements), chains and counters; flush every chain and re-add the rules; then delete what is
-  gone (three transactions: `Phases`). Unchanged sets — a million-address list — are not
-  touched, and per-rule counters keep counting.
+  elements), chains and counters; flush and refill only the chains whose rules changed (each
+  chain's rules are recorded as a digest); then delete what is gone (three transactions:
+  `Phases`). Unchanged sets — a million-address list — and unchanged chains are not touched,
+  and per-rule counters keep counting.
 Pure: data in, JSON commands out.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.nft import FAMILY, TABLE, Compiled, NftSet
+import orjson
+
+from outguard.compile.nft import FAMILY, TABLE, Compiled, NftChain, NftSet
 
 Cmd = dict[str, Any]
 ElementsOf = Callable[[NftSet], "Cmd | None"]
@@ -29,18 +33,25 @@ class Inventory:
     chains: list[str] = field(default_factory=list)
     sets: list[str] = field(default_factory=list)
     counters: list[str] = field(default_factory=list)
+    # chain → digest of the rule commands it was filled with; a chain without one (recorded by
+    # an older outguard, or left over) is always flushed and refilled
+    rules: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, compiled: Compiled) -> Inventory:
-        return cls(list(compiled.chains), list(compiled.sets), list(compiled.counters))
+        return cls(list(compiled.chains), list(compiled.sets), list(compiled.counters),
+                   {name: rules_digest(chain) for name, chain in compiled.chains.items()})
 
-    def to_json(self) -> dict[str, list[str]]:
-        return {"chains": self.chains, "sets": self.sets, "counters": self.counters}
+    def to_json(self) -> dict[str, Any]:
+        return {"chains": self.chains, "sets": self.sets, "counters": self.counters,
+                "rules": self.rules}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Inventory:
+        rules = data.get("rules")
         return cls(list(data.get("chains", [])), list(data.get("sets", [])),
-                   list(data.get("counters", [])))
+                   list(data.get("counters", [])),
+                   {str(k): str(v) for k, v in rules.items()} if isinstance(rules, dict) else {})
 
 
 def _obj(**kw: Any) -> dict[str, Any]:
@@ -76,16 +87,27 @@ def _chain_decl(compiled: Compiled, name: str) -> Cmd:
                                   policy="accept")}}
 
 
-def _rules(compiled: Compiled) -> list[Cmd]:
+def _chain_rules(chain: NftChain) -> list[Cmd]:
     out = []
-    for chain in compiled.chains.values():
-        for rule in chain.rules:
-            body = _obj(chain=chain.name, expr=rule.expr)
-            if rule.comment:
-                # nft takes at most 128 bytes of comment (with its NUL)
-                body["comment"] = rule.comment.encode()[:120].decode(errors="ignore")
-            out.append({"add": {"rule": body}})
+    for rule in chain.rules:
+        body = _obj(chain=chain.name, expr=rule.expr)
+        if rule.comment:
+            # nft takes at most 128 bytes of comment (with its NUL)
+            body["comment"] = rule.comment.encode()[:120].decode(errors="ignore")
+        out.append({"add": {"rule": body}})
     return out
+
+
+def _rules(compiled: Compiled, only: Callable[[str], bool] | None = None) -> list[Cmd]:
+    return [cmd for chain in compiled.chains.values() if only is None or only(chain.name)
+            for cmd in _chain_rules(chain)]
+
+
+def rules_digest(chain: NftChain) -> str:
+    """What a chain holds, in short: equal digests, equal rule commands (names of sets, maps,
+    counters and jump targets included, so a chain that refers to a new object differs)."""
+    data = orjson.dumps([[r.expr, r.comment] for r in chain.rules], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def _count(elements: Cmd | None) -> int | None:
@@ -130,8 +152,9 @@ def full(compiled: Compiled, elements_of: ElementsOf = set_elements) -> list[Cmd
 @dataclass
 class Phases:
     """A delta in three transactions. `prepare` creates what is new — counters, empty chains,
-    filled sets and maps — while nothing refers to it yet; `switch` then replaces every rule,
-    atomically; `cleanup` deletes what no rule refers to any more. Measured on kernel 6.18:
+    filled sets and maps — while nothing refers to it yet; `switch` then replaces the rules of
+    every chain that changed, atomically; `cleanup` deletes what no rule refers to any more.
+    Measured on kernel 6.18:
     - a named interval set created in the transaction whose rules look into it can miss for
       packets evaluated while that transaction commits (an allowed UDP probe dropped in ~1 of
       2 runs of 100 re-applies): new sets must exist before the switch;
@@ -154,16 +177,23 @@ class Phases:
 
 
 def delta_phases(compiled: Compiled, before: Inventory,
-                 elements_of: ElementsOf = set_elements) -> Phases:
-    """Replace the table's contents assuming the kernel holds exactly `before`."""
+                 elements_of: ElementsOf = set_elements, after: Inventory | None = None) -> Phases:
+    """Replace the table's contents assuming the kernel holds exactly `before` (`after`: the
+    inventory of `compiled`, when the caller has it already)."""
     table: Cmd = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
     known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
     new_sets = [n for n in compiled.sets if n not in known_sets]
     new_counters = [n for n in compiled.counters if n not in known_counters]
     new_chains = [n for n in compiled.chains if n not in known_chains]
+    digests = (after or Inventory.of(compiled)).rules
+    # A chain that is gone is left as it is: the cleanup deletes it with its rules, and until
+    # then only old rules and old maps lead into it.
+    changed = [n for n in before.chains
+               if n in compiled.chains and before.rules.get(n) != digests.get(n)]
+    refill = set(changed).union(new_chains)
     prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
-    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in before.chains),
-              *_rules(compiled)]
+    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in changed),
+              *_rules(compiled, refill.__contains__)]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     gone = leftovers(compiled, before)
     return Phases(prepare, switch, [table, *_deletions(gone.sets, gone.chains, gone.counters)],

@@ -1,4 +1,5 @@
-"""Named counters and table existence, read by raw nf_tables netlink (never by ``nft list``).
+"""Named counters, table existence and the ruleset generation, read by raw nf_tables netlink
+(never by ``nft list``).
 
 Place in the data flow: the agent, ``outguard verify``, the metrics exporter and the apply/confirm
 logic need counter values and "is our table there?" often. Every ``nft list ...`` command (even
@@ -31,8 +32,11 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNETLINK_V0 = 0
 NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
+NFT_MSG_NEWGEN = 15
+NFT_MSG_GETGEN = 16
 NFT_MSG_NEWOBJ = 18
 NFT_MSG_GETOBJ = 19
+NFTA_GEN_ID = 1
 NFTA_TABLE_NAME = 1
 NFTA_OBJ_TABLE = 1
 NFTA_OBJ_NAME = 2
@@ -238,3 +242,22 @@ def list_tables() -> list[tuple[str, str]]:
         for m in _dump(NFT_MSG_GETTABLE, FAMILIES["unspec"], b"")
         if m.type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE
     ]
+
+
+def decode_generation(msg: Message) -> int:
+    """The generation id of a NEWGEN message."""
+    raw = parse_attrs(msg.payload[_NFGENMSG.size :]).get(NFTA_GEN_ID)
+    if raw is None or len(raw) != 4:
+        raise KernelError("the kernel's NEWGEN message has no generation id")
+    return int(struct.unpack(">I", raw)[0])
+
+
+def ruleset_generation() -> int:
+    """The namespace's nftables ruleset generation. Every committed transaction that changes
+    something (in any table, elements included) moves it on; one that changes nothing does not.
+    Equal values at two moments: nobody changed the ruleset in between."""
+    replies = _talk(NFT_MSG_GETGEN, FAMILIES["unspec"], b"", NLM_F_REQUEST | NLM_F_ACK)
+    for msg in replies:
+        if msg.type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+            return decode_generation(msg)
+    raise KernelError("the kernel did not answer the ruleset generation request")

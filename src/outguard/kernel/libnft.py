@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from outguard.errors import KernelError
+from outguard.kernel.counters import ruleset_generation
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
@@ -193,6 +194,10 @@ class Nft:
         """Add elements to sets of `inet outguard` over netlink (`setsync`: one transaction,
         no JSON, no cache), in this context's namespace."""
         return self._thread.call(apply_changes, changes)
+
+    def generation(self) -> int:
+        """The ruleset generation of this context's namespace (`counters.ruleset_generation`)."""
+        return self._thread.call(ruleset_generation)
 
     def check_json(self, doc: Mapping[str, Any]) -> None:
         """Validate a document like ``nft -c``: the kernel checks the batch, commits nothing."""
