@@ -138,16 +138,17 @@ class StateDir:
         except (OSError, ValueError, TypeError) as exc:
             raise StateError(f"state in {folder} is unreadable: {exc}") from exc
 
-    def write(self, snap: Snapshot, policy_text: str, cmds: list[dict[str, Any]] | str) -> None:
+    def write(self, snap: Snapshot, policy_text: str,
+              cmds: list[dict[str, Any]] | str | bytes) -> None:
         """Make `snap` the applied snapshot; the old one becomes `previous`. `cmds` may come
-        already serialised (JSON text), which apply prepares while the kernel commits."""
+        already serialised (JSON text or bytes)."""
         applied, previous = self.path / "applied", self.path / "previous"
         staging = self.path / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
         write_private(staging / "state.json", json.dumps(asdict(snap), indent=1))
         write_private(staging / "policy.yaml", policy_text)
-        write_private(staging / "ruleset.json", cmds if isinstance(cmds, str) else json.dumps(cmds))
+        write_private(staging / "ruleset.json", cmds if isinstance(cmds, str | bytes) else json.dumps(cmds))
         if applied.exists():
             shutil.rmtree(previous, ignore_errors=True)
             applied.rename(previous)
