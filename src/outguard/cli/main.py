@@ -32,11 +32,40 @@ LAZY_COMMANDS: dict[str, str] = {
     "feeds": "outguard.cli.feeds_cmd:feeds",
     "dns": "outguard.cli.dns_cmd:dns",
 }
+# Their help's first paragraph, so that `outguard --help` lists them without importing them
+# (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
+LAZY_HELP: dict[str, str] = {
+    "lab": "A demo lab in network namespaces: a protected server and a small internet (needs"
+           " root).",
+    "run": "The agent: apply POLICY, then monitor what it blocks until SIGTERM.",
+    "events": "Incidents the agent recorded, the most recent first.",
+    "top": "A live view of the top blocked processes and destinations.",
+    "feeds": "Threat feeds: fetch, validate and sync blocklists (`@feed:NAME` in a policy).",
+    "dns": "outguard's DNS resolver: the only way out for DNS.",
+}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with the lazy commands' help taken from LAZY_HELP."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in LAZY_COMMANDS and name not in self.commands:
+                stand_in = click.Command(name, help=LAZY_HELP[name])  # click's own shortening
+                rows.append((name, stand_in.get_short_help_str(limit)))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
