@@ -169,39 +169,61 @@ def _family(name: str) -> int:
         ) from None
 
 
-def _talk(request_of: int, family: int, attrs: bytes, flags: int) -> list[Message]:
-    """Send one request; collect replies until DONE/ERROR. ENOENT gives []; other errors raise."""
-    seq = next(_seq) & 0xFFFFFFFF
-    request = encode_request(request_of, family, attrs, seq=seq, flags=flags)
+def open_socket() -> socket.socket:
+    """A netfilter netlink socket in the calling thread's namespace, for `_talk` to reuse.
+
+    Why reuse one: closing an nf_tables netlink socket waits for the cleanup of the previous
+    commit (the kernel's NETLINK_URELEASE handler flushes nf_tables' destroy work, an RCU grace
+    period): measured 7-30 ms right after an apply's commit, against 0.2 ms for the query."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     except OSError as exc:
         raise KernelError(f"cannot open a netfilter netlink socket: {exc.strerror}") from exc
-    replies: list[Message] = []
-    with sock:
+    try:
         sock.settimeout(10)  # the kernel always answers; never hang the agent if it does not
-        try:
-            sock.bind((0, 0))
-            sock.send(request)
-            while True:
-                data, _anc, mflags, _addr = sock.recvmsg(_RECV_SIZE)
-                if mflags & socket.MSG_TRUNC:
-                    raise KernelError("netlink reply larger than our receive buffer")
-                for msg in parse_messages(data):
-                    if msg.seq != seq:
-                        continue  # stale reply of an earlier request on a reused port id
-                    if msg.flags & NLM_F_DUMP_INTR:
-                        raise _DumpInterruptedError
-                    if msg.type == NLMSG_DONE:
-                        return replies
-                    if msg.type == NLMSG_ERROR:
-                        code = error_code(msg)
-                        if code in (0, errno.ENOENT):
-                            return replies if code == 0 else []
-                        raise KernelError(f"nf_tables netlink request failed: {os.strerror(code)}")
-                    replies.append(msg)
-        except OSError as exc:
-            raise KernelError(f"nf_tables netlink request failed: {exc}") from exc
+        sock.bind((0, 0))
+    except OSError as exc:
+        sock.close()
+        raise KernelError(f"cannot bind a netfilter netlink socket: {exc}") from exc
+    return sock
+
+
+def _talk(request_of: int, family: int, attrs: bytes, flags: int,
+          sock: socket.socket | None = None) -> list[Message]:
+    """Send one request; collect replies until DONE/ERROR. ENOENT gives []; other errors raise.
+    On `sock` when given (left open), else on a socket of its own."""
+    if sock is None:
+        with open_socket() as own:
+            return _exchange(own, request_of, family, attrs, flags)
+    return _exchange(sock, request_of, family, attrs, flags)
+
+
+def _exchange(sock: socket.socket, request_of: int, family: int, attrs: bytes,
+              flags: int) -> list[Message]:
+    seq = next(_seq) & 0xFFFFFFFF
+    request = encode_request(request_of, family, attrs, seq=seq, flags=flags)
+    replies: list[Message] = []
+    try:
+        sock.send(request)
+        while True:
+            data, _anc, mflags, _addr = sock.recvmsg(_RECV_SIZE)
+            if mflags & socket.MSG_TRUNC:
+                raise KernelError("netlink reply larger than our receive buffer")
+            for msg in parse_messages(data):
+                if msg.seq != seq:
+                    continue  # stale reply of an earlier request on a reused port id
+                if msg.flags & NLM_F_DUMP_INTR:
+                    raise _DumpInterruptedError
+                if msg.type == NLMSG_DONE:
+                    return replies
+                if msg.type == NLMSG_ERROR:
+                    code = error_code(msg)
+                    if code in (0, errno.ENOENT):
+                        return replies if code == 0 else []
+                    raise KernelError(f"nf_tables netlink request failed: {os.strerror(code)}")
+                replies.append(msg)
+    except OSError as exc:
+        raise KernelError(f"nf_tables netlink request failed: {exc}") from exc
 
 
 def _dump(msg: int, family: int, attrs: bytes) -> list[Message]:
@@ -252,11 +274,12 @@ def decode_generation(msg: Message) -> int:
     return int(struct.unpack(">I", raw)[0])
 
 
-def ruleset_generation() -> int:
+def ruleset_generation(sock: socket.socket | None = None) -> int:
     """The namespace's nftables ruleset generation. Every committed transaction that changes
     something (in any table, elements included) moves it on; one that changes nothing does not.
-    Equal values at two moments: nobody changed the ruleset in between."""
-    replies = _talk(NFT_MSG_GETGEN, FAMILIES["unspec"], b"", NLM_F_REQUEST | NLM_F_ACK)
+    Equal values at two moments: nobody changed the ruleset in between. `sock`: see
+    `open_socket` (right after a commit, pass one that stays open)."""
+    replies = _talk(NFT_MSG_GETGEN, FAMILIES["unspec"], b"", NLM_F_REQUEST | NLM_F_ACK, sock)
     for msg in replies:
         if msg.type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
             return decode_generation(msg)
