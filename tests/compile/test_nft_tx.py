@@ -123,9 +123,13 @@ def _changed(old: Compiled, new: Compiled) -> list[str]:
             != [(r.expr, r.comment) for r in new.chains[n].rules]]
 
 
+def _switch(old: Compiled, new: Compiled, before: Inventory | None = None) -> list[tuple[str, str, str]]:
+    return _kinds(nft_tx.delta_phases(new, before or Inventory.of(old)).switch)
+
+
 def test_delta_flushes_only_the_chains_whose_rules_changed(
         old: Compiled, new: Compiled, delta: list[tuple[str, str, str]]) -> None:
-    flushes = [n for v, k, n in delta if v == "flush"]
+    flushes = [n for v, k, n in _switch(old, new) if v == "flush"]
     changed = _changed(old, new)
     assert flushes == changed
     assert "allow" in changed and "output" not in changed  # a map changed; the hook did not
@@ -134,7 +138,8 @@ def test_delta_flushes_only_the_chains_whose_rules_changed(
     assert not {n for _v, k, n in delta if k == "rule"} & set(kept)
 
 
-def test_delta_flushes_before_it_refills(delta: list[tuple[str, str, str]]) -> None:
+def test_delta_flushes_before_it_refills(old: Compiled, new: Compiled) -> None:
+    delta = _switch(old, new)
     first_flush = next(i for i, (v, _k, _n) in enumerate(delta) if v == "flush")
     first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
     last_flush = max(i for i, (v, _k, _n) in enumerate(delta) if v == "flush")
@@ -146,7 +151,7 @@ def test_a_chain_without_a_recorded_digest_is_always_refilled(old: Compiled,
     # an inventory recorded by an older outguard has no digests: nothing is assumed unchanged
     before = Inventory.of(old)
     before.rules = {}
-    kinds = _kinds(nft_tx.delta(new, before))
+    kinds = _switch(old, new, before)
     assert [n for v, _k, n in kinds if v == "flush"] == [n for n in old.chains if n in new.chains]
     assert [n for _v, k, n in kinds if k == "rule"] == \
         [c.name for c in new.chains.values() for _r in c.rules]
@@ -216,7 +221,10 @@ def test_delta_adds_the_refilled_rules_after_the_objects_and_deletes_after_the_r
     first_rule = next(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
     last_rule = max(i for i, (_v, k, _n) in enumerate(delta) if k == "rule")
     assert all(k == "rule" for _v, k, _n in delta[first_rule:last_rule + 1])
-    assert delta[last_rule + 1:] and all(v == "delete" for v, _k, _n in delta[last_rule + 1:])
+    tail = delta[last_rule + 1:]
+    gone = nft_tx.leftovers(new, Inventory.of(old)).chains
+    assert tail and [n for v, _k, n in tail if v == "flush"] == gone
+    assert all(v in ("flush", "delete") for v, _k, _n in tail)
 
 
 def test_a_delta_deletes_old_objects_only_after_the_rules_switched(old: Compiled,
@@ -228,11 +236,18 @@ def test_a_delta_deletes_old_objects_only_after_the_rules_switched(old: Compiled
     switch, cleanup = _kinds(phases.switch), _kinds(phases.cleanup)
     assert {v for v, _k, _n in switch} == {"add", "flush"}
     assert {k for v, k, _n in switch if v == "add"} == {"table", "rule"}
+    assert not {n for v, _k, n in switch if v == "flush"} & set(nft_tx.leftovers(new, Inventory.of(old)).chains)
     assert cleanup[0] == ("add", "table", "outguard")
-    assert {v for v, _k, _n in cleanup[1:]} == {"delete"}
     gone = nft_tx.leftovers(new, Inventory.of(old))
-    assert {n for _v, _k, n in cleanup[1:]} == set(gone.sets) | set(gone.chains) | set(gone.counters)
     assert gone.sets and gone.chains and gone.counters
+    # the gone chains are emptied first: their rules still use old sets and counters, which the
+    # kernel refuses to delete while a rule refers to them
+    flushed = [n for v, _k, n in cleanup if v == "flush"]
+    assert flushed == gone.chains
+    assert [v for v, _k, _n in cleanup[1:]] == ["flush"] * len(flushed) + \
+        ["delete"] * (len(cleanup) - 1 - len(flushed))
+    deleted = {n for v, _k, n in cleanup if v == "delete"}
+    assert deleted == set(gone.sets) | set(gone.chains) | set(gone.counters)
     assert phases.all == phases.prepare + phases.switch[1:] + phases.cleanup[1:]
 
 

@@ -296,6 +296,22 @@ def test_a_delta_refills_only_the_chains_whose_rules_changed(with_a: Topology) -
     assert _table(topo)[1] == content
 
 
+def test_a_delta_leaves_exactly_what_a_full_apply_makes(with_a: Topology) -> None:
+    """A → B drops a rule (its group chain still uses an old port set and counter), gains
+    others and changes a list: after the delta nothing old is left over — the cleanup was not
+    refused — and the table equals B applied from scratch."""
+    topo = with_a
+    assert topo.apply(POLICY_B).method == "delta"
+    _, content = _table(topo)
+    recorded = StateDir(topo.state_dir).snapshot("applied")
+    assert recorded is not None
+    assert sorted(recorded.inventory["chains"]) == sorted(content["rules"])
+    assert sorted(recorded.inventory["sets"]) == sorted(content["sets"])
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.apply(POLICY_B).method == "full"
+    assert _table(topo)[1] == content
+
+
 def test_a_commit_by_someone_else_makes_the_next_delta_refill_every_chain(
         with_a: Topology) -> None:
     """After another commit in the namespace (here a table of someone else's), outguard cannot

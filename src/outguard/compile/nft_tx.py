@@ -186,8 +186,8 @@ def delta_phases(compiled: Compiled, before: Inventory,
     new_counters = [n for n in compiled.counters if n not in known_counters]
     new_chains = [n for n in compiled.chains if n not in known_chains]
     digests = (after or Inventory.of(compiled)).rules
-    # A chain that is gone is left as it is: the cleanup deletes it with its rules, and until
-    # then only old rules and old maps lead into it.
+    # A chain that is gone is left as it is until the cleanup: only old rules and old maps
+    # lead into it.
     changed = [n for n in before.chains
                if n in compiled.chains and before.rules.get(n) != digests.get(n)]
     refill = set(changed).union(new_chains)
@@ -196,8 +196,11 @@ def delta_phases(compiled: Compiled, before: Inventory,
               *_rules(compiled, refill.__contains__)]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     gone = leftovers(compiled, before)
-    return Phases(prepare, switch, [table, *_deletions(gone.sets, gone.chains, gone.counters)],
-                  undo)
+    # The cleanup first empties the chains that are gone: their rules still use old sets and
+    # counters, which the kernel refuses to delete while a rule refers to them (EBUSY).
+    cleanup = [table, *({"flush": {"chain": _obj(name=n)}} for n in gone.chains),
+               *_deletions(gone.sets, gone.chains, gone.counters)]
+    return Phases(prepare, switch, cleanup, undo)
 
 
 def delta(compiled: Compiled, before: Inventory,
