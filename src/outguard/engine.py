@@ -37,7 +37,7 @@ class Kernel(Protocol):
     def run_json(self, doc: Any) -> Any: ...
     def run_text(self, cmd: str) -> str: ...
     def fill_sets(self, changes: Sequence[SetChange]) -> object: ...
-    def generation(self) -> int: ...
+    def generation(self) -> tuple[str, int]: ...
 
 
 @dataclass
@@ -58,11 +58,56 @@ def _run(kernel: Kernel, cmds: list[dict[str, Any]], text: bool) -> None:
         kernel.run_json(nft_tx.document(cmds))
 
 
-def _generation(kernel: Kernel) -> int | None:
+Generation = tuple[str, int]  # (namespace identity, ruleset generation): Kernel.generation
+
+
+def _generation(kernel: Kernel) -> Generation | None:
     try:
         return kernel.generation()
     except KernelError:
         return None
+
+
+class _Watched:
+    """The kernel, with the ruleset generation read around each of our transactions: it tells
+    whether anyone else committed while this apply ran. Each of our commits moves the
+    generation by one (or not at all when it changes nothing); any other step, or a change
+    between two of ours, is someone else's, and then nothing is recorded, so the next apply
+    refills every chain."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.start = self.last = _generation(kernel)
+        self.clean = self.start is not None and self.start[0] != ""
+
+    def _step(self, action: Callable[[], Any]) -> Any:
+        before = _generation(self.kernel)
+        try:
+            return action()
+        finally:
+            after = _generation(self.kernel)
+            if (before is None or after is None or before != self.last
+                    or after[0] != before[0] or not 0 <= after[1] - before[1] <= 1):
+                self.clean = False
+            self.last = after
+
+    def run_json(self, doc: Any) -> Any:
+        return self._step(lambda: self.kernel.run_json(doc))
+
+    def run_text(self, cmd: str) -> str:
+        result: str = self._step(lambda: self.kernel.run_text(cmd))
+        return result
+
+    def fill_sets(self, changes: Sequence[SetChange]) -> object:
+        return self._step(lambda: self.kernel.fill_sets(changes))
+
+    def generation(self) -> Generation:
+        return self.kernel.generation()
+
+    def recorded(self) -> list[Any] | None:
+        """What the snapshot records: the generation after our last commit, if ours were the
+        only commits since this apply began."""
+        return list(self.last) if self.clean and self.last is not None else None
 
 
 def expand(cmds: list[dict[str, Any]], state: StateDir) -> list[dict[str, Any]]:
@@ -149,7 +194,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                  now: Callable[[], float] = time.time, text: str | None = None) -> ApplyReport:
     """Apply the policy at `path` (or `text`, the policy read from there earlier)."""
     t0 = time.perf_counter()
-    with _gc_paused(), state.locked():
+    with state.locked(), _gc_paused():
         before = state.snapshot("applied")
         known = before.lists if before else {}
         if state.pending() is not None:
@@ -170,6 +215,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             if source.is_list and source.digest in known:
                 source.known_kinds = frozenset(known[source.digest])
         compiled = compile_ruleset(ruleset)
+        watched = _Watched(kernel)
         sizes = dict(before.set_sizes) if before is not None else {}
         capacities = dict(before.capacities) if before is not None else {}
         for s in compiled.sets.values():  # a kept feed set is declared as it was made
@@ -180,7 +226,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         phases = None
         if before is not None:
             held = nft_tx.Inventory.from_json(before.inventory)
-            if before.generation is None or _generation(kernel) != before.generation:
+            if not watched.clean or before.generation is None \
+                    or tuple(before.generation) != watched.start:
                 # The ruleset changed since our last commit (by hand, a feed sync, the DNS
                 # resolver): our chains may not hold what we recorded, so every chain is
                 # flushed and refilled. Otherwise only the chains whose rules changed are.
@@ -206,8 +253,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         try:
             try:
                 if phases is None:
-                    _run(kernel, cmds, compiled.needs_text)
-                elif not _switch(kernel, phases, compiled.needs_text, fills):
+                    _run(watched, cmds, compiled.needs_text)
+                elif not _switch(watched, phases, compiled.needs_text, fills):
                     gone = nft_tx.leftovers(compiled, held)
                     inventory = nft_tx.Inventory(inventory.chains + gone.chains,
                                                  inventory.sets + gone.sets,
@@ -219,7 +266,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 # the kernel does not hold what we recorded (someone changed or removed the
                 # table): replace the whole table instead, still in one transaction
                 method = "full"
-                _run(kernel, nft_tx.full(compiled, _list_elements(state, sizes, capacities, None)),
+                _run(watched, nft_tx.full(compiled, _list_elements(state, sizes, capacities, None)),
                      compiled.needs_text)
         except BaseException:
             if new_pending is not None:
@@ -227,9 +274,6 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 _stop(new_pending.watchdog_pid)
             raise
         t_commit = time.perf_counter()
-        # Read after our last commit: a change someone makes in the moment between is missed
-        # (the next apply then trusts chains it should refill); anything later is seen.
-        generation = _generation(kernel)
         lists = {s.digest: sorted(s.kinds) for s in ruleset.sources.values() if s.is_list}
         snap = Snapshot(
             policy_hash=policy.digest, applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -239,7 +283,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             lists=lists, warnings=[str(w) for w in policy.warnings], snapshot_id=uuid.uuid4().hex,
             set_sizes={n: sizes[n] for n in compiled.sets if n in sizes},
             capacities={n: capacities[n] for n in compiled.sets if n in capacities},
-            generation=generation)
+            generation=watched.recorded())
         state.write(snap, policy.text, orjson.dumps(_stored_form(compiled, sizes)))
     return ApplyReport(policy.digest, policy.doc.mode, len(ruleset.rules()),
                        [str(w) for w in policy.warnings], method,

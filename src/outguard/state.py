@@ -53,9 +53,10 @@ class Snapshot:
     snapshot_id: str = ""  # unique per apply: tells whether an apply got as far as its state write
     set_sizes: dict[str, int] = field(default_factory=dict)  # list sets declared with their size
     capacities: dict[str, int] = field(default_factory=dict)  # feed hash sets: declared size
-    # the ruleset generation right after this apply committed (kernel.counters): while the
-    # kernel still reports it, our chains hold exactly what `inventory` recorded
-    generation: int | None = None
+    # [namespace identity, ruleset generation] right after this apply committed, when no one
+    # else committed during it (`Kernel.generation`): while the kernel still reports it, our
+    # chains hold exactly what `inventory` recorded
+    generation: list[Any] | None = None
 
 
 @dataclass
@@ -116,8 +117,8 @@ class StateDir:
         """A snapshot and its full-replace commands (list elements still external), or None."""
         folder = self.path / which
         try:
-            meta = json.loads((folder / "state.json").read_text())
-            cmds = json.loads((folder / "ruleset.json").read_text())
+            meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            cmds = json.loads((folder / "ruleset.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -134,7 +135,7 @@ class StateDir:
         """Only the snapshot's description, without reading its (large) commands."""
         folder = self.path / which
         try:
-            return Snapshot(**json.loads((folder / "state.json").read_text()))
+            return Snapshot(**json.loads((folder / "state.json").read_text(encoding="utf-8")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:

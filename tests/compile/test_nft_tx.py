@@ -311,3 +311,16 @@ def test_a_delta_creates_new_sets_before_any_rule_refers_to_them() -> None:
     undone = {(kind, body["name"]) for c in phases.undo for verb, obj in c.items()
               for kind, body in obj.items() if verb == "delete"}
     assert undone == {(k, n) for k, n in made if k in ("set", "map", "chain", "counter")}
+
+
+def test_a_chain_matching_a_cgroup_is_refilled_at_every_apply() -> None:
+    # nft binds `socket cgroupv2` to the cgroup's id when the rule is added; a restarted unit
+    # gets a new cgroup, so the digest alone cannot say the chain is still right
+    compiled = compiled_of("version: 1\nallow:\n  - {name: svc, to: [203.0.113.10],"
+                           " for: {cgroup: system.slice/web.service}}\n"
+                           "  - {name: web, to: [203.0.113.11]}\n")
+    with_cgroup = [n for n, c in compiled.chains.items() if nft_tx.rebinds(c)]
+    assert with_cgroup
+    switch = _kinds(nft_tx.delta_phases(compiled, Inventory.of(compiled)).switch)
+    assert [n for v, _k, n in switch if v == "flush"] == with_cgroup
+    assert {n for _v, k, n in switch if k == "rule"} == set(with_cgroup)

@@ -103,6 +103,19 @@ def _rules(compiled: Compiled, only: Callable[[str], bool] | None = None) -> lis
             for cmd in _chain_rules(chain)]
 
 
+def rebinds(chain: NftChain) -> bool:
+    """Does the chain match a `socket cgroupv2` path? nft resolves the path to the cgroup's id
+    when the rule is added, and a restarted unit gets a new cgroup: such a chain is refilled at
+    every apply, whatever its digest says."""
+    for rule in chain.rules:
+        for expr in rule.expr:
+            match = expr.get("match")
+            if isinstance(match, dict) and isinstance(match.get("left"), dict) \
+                    and "socket" in match["left"]:
+                return True
+    return False
+
+
 def rules_digest(chain: NftChain) -> str:
     """What a chain holds, in short: equal digests, equal rule commands (names of sets, maps,
     counters and jump targets included, so a chain that refers to a new object differs)."""
@@ -188,8 +201,8 @@ def delta_phases(compiled: Compiled, before: Inventory,
     digests = (after or Inventory.of(compiled)).rules
     # A chain that is gone is left as it is until the cleanup: only old rules and old maps
     # lead into it.
-    changed = [n for n in before.chains
-               if n in compiled.chains and before.rules.get(n) != digests.get(n)]
+    changed = [n for n in before.chains if n in compiled.chains
+               and (before.rules.get(n) != digests.get(n) or rebinds(compiled.chains[n]))]
     refill = set(changed).union(new_chains)
     prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
     switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in changed),

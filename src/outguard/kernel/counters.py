@@ -266,6 +266,18 @@ def list_tables() -> list[tuple[str, str]]:
     ]
 
 
+SO_NETNS_COOKIE = 71  # linux/socket.h, Linux 5.14+
+
+
+def namespace_cookie(sock: socket.socket) -> int | None:
+    """The kernel's unique id of the socket's network namespace (never reused until reboot),
+    or None on kernels without SO_NETNS_COOKIE."""
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError:
+        return None
+
+
 def decode_generation(msg: Message) -> int:
     """The generation id of a NEWGEN message."""
     raw = parse_attrs(msg.payload[_NFGENMSG.size :]).get(NFTA_GEN_ID)

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from outguard.errors import KernelError
-from outguard.kernel.counters import open_socket, ruleset_generation
+from outguard.kernel.counters import namespace_cookie, open_socket, ruleset_generation
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
@@ -59,6 +59,14 @@ _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
 # libnftables calls from every Nft go through this lock (see the module docstring).
 _call_lock = threading.Lock()
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _load() -> ctypes.CDLL:
@@ -197,13 +205,21 @@ class Nft:
         no JSON, no cache), in this context's namespace."""
         return self._thread.call(apply_changes, changes)
 
-    def generation(self) -> int:
-        """The ruleset generation of this context's namespace (`counters.ruleset_generation`),
-        on a socket kept open until `close` (closing one right after a commit waits ~20 ms)."""
-        def read() -> int:
+    def generation(self) -> tuple[str, int]:
+        """(identity of this context's namespace, its ruleset generation). The generation
+        (`counters.ruleset_generation`) starts again in a new namespace or after a reboot, so
+        it is only comparable under the same identity: the boot id and the namespace's cookie
+        ("" when the kernel cannot tell, which matches nothing). Read on a socket kept open
+        until `close`: closing one right after a commit waits ~20 ms."""
+        def read() -> tuple[str, int]:
+            if self._ctx is None:
+                raise KernelError("this libnftables context is closed")
             if self._netlink is None:
                 self._netlink = open_socket()
-            return ruleset_generation(self._netlink)
+            cookie = namespace_cookie(self._netlink)
+            boot = _boot_id()
+            identity = f"{boot}/{cookie}" if cookie is not None and boot else ""
+            return identity, ruleset_generation(self._netlink)
         return self._thread.call(read)
 
     def check_json(self, doc: Mapping[str, Any]) -> None:
@@ -213,13 +229,13 @@ class Nft:
     def close(self) -> None:
         """Free the context and stop its thread. Idempotent."""
         ctx, self._ctx = self._ctx, None
-        sock, self._netlink = self._netlink, None
-        if sock is not None:
-            sock.close()
         if ctx is not None:
             lib = self._lib
 
             def free() -> None:
+                sock, self._netlink = self._netlink, None
+                if sock is not None:
+                    sock.close()
                 with _call_lock:
                     lib.nft_ctx_free(ctx)
 
