@@ -226,7 +226,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         phases = None
         if before is not None:
             held = nft_tx.Inventory.from_json(before.inventory)
-            if not watched.clean or before.generation is None \
+            if not watched.clean or not isinstance(before.generation, list) \
                     or tuple(before.generation) != watched.start:
                 # The ruleset changed since our last commit (by hand, a feed sync, the DNS
                 # resolver): our chains may not hold what we recorded, so every chain is
