@@ -141,10 +141,9 @@ class StateDir:
         except (OSError, ValueError, TypeError) as exc:
             raise StateError(f"state in {folder} is unreadable: {exc}") from exc
 
-    def write(self, snap: Snapshot, policy_text: str,
-              cmds: list[dict[str, Any]] | str | bytes) -> None:
-        """Make `snap` the applied snapshot; the old one becomes `previous`. `cmds` may come
-        already serialised (JSON text or bytes)."""
+    def write(self, snap: Snapshot, policy_text: str, cmds: bytes) -> None:
+        """Make `snap` the applied snapshot; the old one becomes `previous`. `cmds`: its
+        full-replace commands, serialised as JSON."""
         applied, previous = self.path / "applied", self.path / "previous"
         staging = self.path / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
@@ -153,7 +152,7 @@ class StateDir:
         # for a 1,000-rule policy)
         write_private(staging / "state.json", orjson.dumps(snap, option=orjson.OPT_INDENT_2))
         write_private(staging / "policy.yaml", policy_text)
-        write_private(staging / "ruleset.json", cmds if isinstance(cmds, str | bytes) else json.dumps(cmds))
+        write_private(staging / "ruleset.json", cmds)
         if applied.exists():
             shutil.rmtree(previous, ignore_errors=True)
             applied.rename(previous)

@@ -113,6 +113,7 @@ class Nft:
         self._ctx: int | None = None
         self._flags = 0  # nft_ctx_new starts with no output flags
         self._netlink: socket.socket | None = None  # for `generation`, opened on first use
+        self._identity = ""  # the namespace's, found when `_netlink` is opened
         try:
             self._ctx = self._thread.call(self._new_ctx)
         except BaseException:
@@ -216,10 +217,9 @@ class Nft:
                 raise KernelError("this libnftables context is closed")
             if self._netlink is None:
                 self._netlink = open_socket()
-            cookie = namespace_cookie(self._netlink)
-            boot = _boot_id()
-            identity = f"{boot}/{cookie}" if cookie is not None and boot else ""
-            return identity, ruleset_generation(self._netlink)
+                cookie, boot = namespace_cookie(self._netlink), _boot_id()
+                self._identity = f"{boot}/{cookie}" if cookie is not None and boot else ""
+            return self._identity, ruleset_generation(self._netlink)
         return self._thread.call(read)
 
     def check_json(self, doc: Mapping[str, Any]) -> None:
