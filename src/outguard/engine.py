@@ -352,16 +352,43 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             state.clear()
             message = "no previous state: removed outguard's table"
         else:
-            cmds = expand(target[1], state)
-            text = any("socket" in str(c) for c in cmds if "rule" in c.get("add", {}))
-            _run(kernel, cmds, text)
+            text = any("socket" in str(c) for c in target[1] if "rule" in c.get("add", {}))
+            leftover = None
+            if unrecorded or applied is None:
+                # the kernel may hold a policy nobody recorded: replace the whole table
+                _run(kernel, expand(target[1], state), text)
+            else:
+                leftover = _roll_to(kernel, state, target[1],
+                                    nft_tx.Inventory.from_json(applied[0].inventory), text)
             if not unrecorded:
                 state.restore_previous()
+            if leftover is not None:
+                state.set_inventory(leftover.to_json())
             message = f"rolled back to the policy applied at {target[0].applied_at}"
         state.clear_pending()
         if pending is not None and token is None:
             _stop(pending.watchdog_pid)
         return message
+
+
+def _roll_to(kernel: Kernel, state: StateDir, stored: list[dict[str, Any]],
+             held: nft_tx.Inventory, text: bool) -> nft_tx.Inventory | None:
+    """Put a stored snapshot back the way apply makes a delta (new sets before the switch, old
+    ones deleted after it: a full replace in one transaction could drop packets walking the old
+    rules). Returns the inventory to record when the kernel refused the cleanup (what is left
+    over stays, for the next apply to delete), else None."""
+    phases, target = nft_tx.stored_phases(stored, held)
+    phases.prepare = expand(phases.prepare, state)
+    try:
+        if _switch(kernel, phases, text):
+            return None
+    except KernelError:
+        # the kernel does not hold what we recorded: replace the whole table instead
+        _run(kernel, expand(stored, state), text)
+        return None
+    gone = held.without(target)
+    return nft_tx.Inventory(target.chains + gone.chains, target.sets + gone.sets,
+                            target.counters + gone.counters)
 
 
 def confirm(state: StateDir) -> str:

@@ -167,6 +167,15 @@ class StateDir:
             previous.rename(applied)
         self._collect_sets()
 
+    def set_inventory(self, inventory: dict[str, Any]) -> None:
+        """Record that the kernel holds `inventory` for the applied snapshot (a rollback whose
+        cleanup the kernel refused: the leftovers are outguard's to delete next time)."""
+        path = self.path / "applied" / "state.json"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["inventory"], meta["generation"] = inventory, None
+        write_private(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        self._collect_sets()
+
     def clear(self) -> None:
         for name in ("applied", "previous"):
             shutil.rmtree(self.path / name, ignore_errors=True)

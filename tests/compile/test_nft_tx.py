@@ -324,3 +324,48 @@ def test_a_chain_matching_a_cgroup_is_refilled_at_every_apply() -> None:
     switch = _kinds(nft_tx.delta_phases(compiled, Inventory.of(compiled)).switch)
     assert [n for v, _k, n in switch if v == "flush"] == with_cgroup
     assert {n for _v, k, n in switch if k == "rule"} == set(with_cgroup)
+
+
+def _without_digests(inv: Inventory) -> Inventory:
+    return Inventory(inv.chains, inv.sets, inv.counters)
+
+
+def test_a_rollback_delta_from_the_stored_form_is_the_delta_of_the_compiled_policy(
+        old: Compiled, new: Compiled) -> None:
+    """Rolling NEW back to OLD from OLD's stored commands makes what a delta to OLD makes with
+    every chain refilled: the same new objects first, the same rules, the same deletions after."""
+    held = _without_digests(Inventory.of(new))
+    got, target = nft_tx.stored_phases(nft_tx.full(old), held)
+    want = nft_tx.delta_phases(old, held)
+    assert got.prepare == want.prepare
+    assert got.cleanup == want.cleanup
+    assert got.undo == want.undo
+    flushes = [c for c in got.switch if "flush" in c]
+    assert sorted(map(str, flushes)) == sorted(str(c) for c in want.switch if "flush" in c)
+    assert [c for c in got.switch if "flush" not in c] == [c for c in want.switch if "flush" not in c]
+    assert (target.chains, target.sets, target.counters) == \
+        (list(old.chains), list(old.sets), old.counters)
+
+
+def test_a_rollback_does_not_load_a_shared_list_again() -> None:
+    """A list both policies use keeps its set: neither its declaration nor its elements (here
+    a stored marker, which only the engine can expand) are sent."""
+    policy = compiled_file(GOLDEN / "lists.yaml")
+    list_sets = [n for n in policy.sets if n.startswith("l_")]
+    assert list_sets
+    stored = nft_tx.full(policy, lambda s: {"outguard_elements": s.name}
+                         if s.name.startswith("l_") else nft_tx.set_elements(s))
+    phases, _ = nft_tx.stored_phases(stored, Inventory.of(policy))
+    assert _kinds(phases.prepare) == [("add", "table", "outguard")]
+    assert not any("outguard_elements" in c for c in phases.switch + phases.cleanup)
+    # against an empty table the markers go into `prepare`, right after their set
+    phases, _ = nft_tx.stored_phases(stored, Inventory())
+    for name in list_sets:
+        at = next(i for i, c in enumerate(phases.prepare)
+                  if c.get("add", {}).get("set", {}).get("name") == name)
+        assert phases.prepare[at + 1] == {"outguard_elements": name}
+
+
+def test_a_stored_form_with_an_unknown_command_is_refused(new: Compiled) -> None:
+    with pytest.raises(ValueError, match="unexpected stored command"):
+        nft_tx.stored_phases([{"replace": {"rule": {}}}], Inventory.of(new))

@@ -348,7 +348,7 @@ def test_confirm_timeout_rolls_back_after_the_apply_process_is_killed(with_a: To
     """SIGKILL the apply right after it says "applied" (the process alone, or its whole process
     group as a dying SSH session would): the watchdog restores A at the deadline."""
     topo = with_a
-    snapshot_a = topo.ruleset()
+    content_a = _table(topo)[1]
     assert topo.passes(ONLY_IN_B) == [False]
     path_b = topo.write_policy(POLICY_B, "b.yaml")
 
@@ -376,12 +376,12 @@ def test_confirm_timeout_rolls_back_after_the_apply_process_is_killed(with_a: To
     killed_at = time.monotonic()
     pending = topo.status()["pending_confirmation"]
     assert pending is not None and pending["policy_hash"] == _hash(POLICY_B)
-    assert topo.ruleset() != snapshot_a
+    assert _table(topo)[1] != content_a
     assert topo.passes(ONLY_IN_B) == [True]
 
     _wait_for(lambda: topo.status()["pending_confirmation"] is None, 10, "the rollback")
     assert time.monotonic() - killed_at >= 1.5, "rolled back long before the deadline"
-    assert topo.ruleset() == snapshot_a, "A is back, byte for byte"
+    assert _table(topo)[1] == content_a, "A is back: its rules, sets and counters"
     status = topo.status_cli()
     assert status["policy_hash"] == _hash(POLICY_A) and status["applied"]
     assert topo.passes(ONLY_IN_B) == [False]
@@ -412,13 +412,13 @@ def test_confirm_in_time_keeps_the_new_policy(with_a: Topology) -> None:
 
 def test_rollback_by_hand_restores_the_previous_policy(with_a: Topology) -> None:
     topo = with_a
-    snapshot_a = topo.ruleset()
+    content_a = _table(topo)[1]
     topo.apply(POLICY_B)
     assert topo.passes(ONLY_IN_B) == [True]
     proc = topo.cli("rollback")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("rolled back to the policy applied at")
-    assert topo.ruleset() == snapshot_a
+    assert _table(topo)[1] == content_a
     assert topo.status()["policy_hash"] == _hash(POLICY_A)
     assert topo.passes(ONLY_IN_B) == [False]
     # and A's rules work after the rollback like before it
@@ -426,15 +426,62 @@ def test_rollback_by_hand_restores_the_previous_policy(with_a: Topology) -> None
         True, False]
 
 
+def _set_handles(topo: Topology) -> dict[str, int]:
+    """Kernel handles of our sets and maps, and of the table itself (":table"): a set made
+    again gets a new handle, but only within the same table (a new table counts from 1)."""
+    doc = json.loads(topo.nft("-j", "list", "table", "inet", "outguard"))["nftables"]
+    return {":table" if kind == "table" else body["name"]: body["handle"]
+            for item in doc for kind, body in item.items() if kind in ("table", "set", "map")}
+
+
+def test_a_rollback_is_a_delta_that_leaves_exactly_the_previous_table(
+        with_a: Topology) -> None:
+    """`rollback` from B to A, like an apply, keeps the sets both use (same kernel objects,
+    not loaded again), deletes B's own only after the switch, and leaves what a full apply of
+    A makes; the recorded inventory is the kernel's."""
+    topo = with_a
+    content_a = _table(topo)[1]
+    topo.apply(POLICY_B)
+    shared = {n: h for n, h in _set_handles(topo).items() if n in content_a["sets"]}
+    assert shared, "A and B share no set: the test proves nothing"
+    shared[":table"] = _set_handles(topo)[":table"]
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    after = _set_handles(topo)
+    assert {n: after.get(n) for n in shared} == shared, "a shared set was made again"
+    _, content = _table(topo)
+    assert content == content_a
+    recorded = StateDir(topo.state_dir).snapshot("applied")
+    assert recorded is not None
+    assert sorted(recorded.inventory["chains"]) == sorted(content["rules"])
+    assert sorted(recorded.inventory["sets"]) == sorted(content["sets"])
+    assert sorted(recorded.inventory["counters"]) == content["counters"]
+    assert topo.passes(ONLY_IN_B, Probe("203.0.113.10", 443, "tcp")) == [False, True]
+
+
+def test_a_rollback_after_our_table_was_deleted_by_hand_makes_it_whole_again(
+        with_a: Topology) -> None:
+    """The kernel does not hold what outguard recorded (its table is gone): the rollback's delta
+    is refused, and it replaces the whole table instead."""
+    topo = with_a
+    content_a = _table(topo)[1]
+    topo.apply(POLICY_B)
+    topo.nft("delete", "table", "inet", "outguard")
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(topo)[1] == content_a
+    assert topo.passes(ONLY_IN_B, Probe("203.0.113.10", 443, "tcp")) == [False, True]
+
+
 def test_rollback_of_a_pending_apply_by_hand_stops_the_watchdog(with_a: Topology) -> None:
     topo = with_a
-    snapshot_a = topo.ruleset()
+    content_a = _table(topo)[1]
     proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), "--confirm-timeout",
                     "60")
     assert proc.returncode == 0, proc.stderr
     watchdog = json.loads((topo.state_dir / "pending.json").read_text())["watchdog_pid"]
     assert topo.cli("rollback").returncode == 0
-    assert topo.ruleset() == snapshot_a
+    assert _table(topo)[1] == content_a
     assert topo.status()["pending_confirmation"] is None
     _wait_for(lambda: not _alive(watchdog), 5, "the watchdog to exit after rollback")
 

@@ -42,6 +42,13 @@ class Inventory:
         return cls(list(compiled.chains), list(compiled.sets), list(compiled.counters),
                    {name: rules_digest(chain) for name, chain in compiled.chains.items()})
 
+    def without(self, other: Inventory) -> Inventory:
+        """What this holds and `other` does not: what is left over when `other` replaces it."""
+        chains, sets, counters = set(other.chains), set(other.sets), set(other.counters)
+        return Inventory([n for n in self.chains if n not in chains],
+                         [n for n in self.sets if n not in sets],
+                         [n for n in self.counters if n not in counters])
+
     def to_json(self) -> dict[str, Any]:
         return {"chains": self.chains, "sets": self.sets, "counters": self.counters,
                 "rules": self.rules}
@@ -222,12 +229,61 @@ def delta(compiled: Compiled, before: Inventory,
     return delta_phases(compiled, before, elements_of).all
 
 
+def stored_phases(stored: list[Cmd], before: Inventory) -> tuple[Phases, Inventory]:
+    """A delta from `before` to a snapshot's stored full form (`full`'s commands, list elements
+    possibly still as the engine's markers, which stay in `prepare` for it to expand): what
+    `rollback` runs, so that a rollback, like an apply, makes new sets before the switch and
+    deletes old ones after it, and does not load again a list both policies share. The stored
+    commands carry no digests: every chain that stays is flushed and refilled. Also returns the
+    stored form's inventory (without digests)."""
+    table: Cmd = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+    counters: list[str] = []
+    chains: dict[str, Cmd] = {}
+    sets: dict[str, list[Cmd]] = {}  # name → its declaration, then its elements (or marker)
+    rules: list[Cmd] = []
+    last_set: str | None = None
+    for cmd in stored:
+        body = cmd.get("add")
+        if isinstance(body, dict) and len(body) == 1:
+            ((kind, obj),) = body.items()
+            if kind == "counter":
+                counters.append(obj["name"])
+            elif kind == "chain":
+                chains[obj["name"]] = cmd
+            elif kind in ("set", "map"):
+                last_set = obj["name"]
+                sets[last_set] = [cmd]
+            elif kind == "element":
+                sets[obj["name"]].append(cmd)
+            elif kind == "rule":
+                rules.append(cmd)
+            elif kind != "table":
+                raise ValueError(f"unexpected stored command {cmd!r:.80}")
+        elif "delete" in cmd:
+            continue  # the full form's `delete table`
+        elif last_set is not None:
+            sets[last_set].append(cmd)  # an elements marker: the engine expands it
+        else:
+            raise ValueError(f"unexpected stored command {cmd!r:.80}")
+    after = Inventory(list(chains), list(sets), counters)
+    known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
+    new_sets = [n for n in sets if n not in known_sets]
+    new_counters = [n for n in counters if n not in known_counters]
+    new_chains = [n for n in chains if n not in known_chains]
+    prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
+               *(chains[n] for n in new_chains), *(c for n in new_sets for c in sets[n])]
+    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in chains if n in known_chains),
+              *rules]
+    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
+    gone = before.without(after)
+    cleanup = [table, *({"flush": {"chain": _obj(name=n)}} for n in gone.chains),
+               *_deletions(gone.sets, gone.chains, gone.counters)]
+    return Phases(prepare, switch, cleanup, undo), after
+
+
 def leftovers(compiled: Compiled, before: Inventory) -> Inventory:
     """What `before` holds and `compiled` no longer needs: the cleanup's work."""
-    counters = set(compiled.counters)
-    return Inventory([n for n in before.chains if n not in compiled.chains],
-                     [n for n in before.sets if n not in compiled.sets],
-                     [n for n in before.counters if n not in counters])
+    return before.without(Inventory(list(compiled.chains), list(compiled.sets), compiled.counters))
 
 
 def _deletions(sets: list[str], chains: list[str], counters: list[str]) -> list[Cmd]:
