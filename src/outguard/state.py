@@ -58,6 +58,15 @@ class Snapshot:
     # chains hold exactly what `inventory` recorded
     generation: list[Any] | None = None
 
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Snapshot:
+        """From state.json; keys a newer outguard added are ignored, so going back a version
+        still reads (and can roll back) what the newer one applied."""
+        if not isinstance(meta, dict):
+            raise TypeError(f"expected an object, got {type(meta).__name__}")
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in meta.items() if k in known})
+
 
 @dataclass
 class Pending:
@@ -117,13 +126,13 @@ class StateDir:
         """A snapshot and its full-replace commands (list elements still external), or None."""
         folder = self.path / which
         try:
-            meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            snap = Snapshot.of(json.loads((folder / "state.json").read_text(encoding="utf-8")))
             cmds = json.loads((folder / "ruleset.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise StateError(f"state in {folder} is unreadable: {exc}") from exc
-        return Snapshot(**meta), cmds
+        return snap, cmds
 
     def policy_text(self, which: str = "applied") -> str | None:
         try:
@@ -135,7 +144,7 @@ class StateDir:
         """Only the snapshot's description, without reading its (large) commands."""
         folder = self.path / which
         try:
-            return Snapshot(**json.loads((folder / "state.json").read_text(encoding="utf-8")))
+            return Snapshot.of(json.loads((folder / "state.json").read_text(encoding="utf-8")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:

@@ -1,0 +1,66 @@
+"""The state directory's reading of snapshots (no kernel)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from outguard.errors import StateError
+from outguard.state import Snapshot, StateDir
+
+
+def _snap() -> Snapshot:
+    return Snapshot(policy_hash="h", applied_at="2026-11-21T00:00:00+00:00", mode="enforce",
+                    source="/p.yaml", inventory={"chains": ["output"], "sets": [],
+                                                 "counters": ["default"]},
+                    counters={"default": "default"}, snapshot_id="s1", generation=["id", 7])
+
+
+def test_a_written_snapshot_reads_back_equal(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(), "version: 1\n", b"[]")
+    got = state.read("applied")
+    assert got is not None and got[0] == _snap() and got[1] == []
+    assert state.snapshot("applied") == _snap()
+
+
+def test_keys_a_newer_outguard_added_are_ignored(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(), "version: 1\n", b"[]")
+    path = tmp_path / "applied" / "state.json"
+    meta = json.loads(path.read_text())
+    meta["something_new"] = {"x": 1}
+    path.write_text(json.dumps(meta))
+    assert state.snapshot("applied") == _snap()
+    got = state.read("applied")
+    assert got is not None and got[0] == _snap()
+
+
+@pytest.mark.parametrize("meta", [{"policy_hash": "h"}, ["not", "an", "object"], "text"])
+def test_a_broken_state_file_is_a_state_error_naming_the_folder(tmp_path: Path,
+                                                                 meta: object) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(), "version: 1\n", b"[]")
+    (tmp_path / "applied" / "state.json").write_bytes(orjson.dumps(meta))
+    for read in (state.snapshot, state.read):
+        with pytest.raises(StateError, match=f"state in {tmp_path / 'applied'} is unreadable"):
+            read("applied")
+
+
+def test_set_inventory_records_leftovers_and_forgets_the_generation(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(), "version: 1\n", b"[]")
+    inventory = {"chains": ["output", "g_old"], "sets": ["m_old"], "counters": ["default"],
+                 "rules": {}}
+    state.set_inventory(inventory)
+    got = state.snapshot("applied")
+    assert got is not None
+    assert got.inventory == inventory and got.generation is None
+    assert (tmp_path / "applied" / "state.json").stat().st_mode & 0o777 == 0o600
