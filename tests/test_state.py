@@ -64,3 +64,43 @@ def test_set_inventory_records_leftovers_and_forgets_the_generation(tmp_path: Pa
     assert got is not None
     assert got.inventory == inventory and got.generation is None
     assert (tmp_path / "applied" / "state.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_pending_file_with_keys_a_newer_outguard_added_is_read(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    (tmp_path / "pending.json").write_text(json.dumps({
+        "token": "t", "deadline": 1.0, "watchdog_pid": 5, "policy_hash": "h", "base": "s1",
+        "something_new": True}))
+    got = state.pending()
+    assert got is not None and (got.token, got.watchdog_pid, got.base) == ("t", 5, "s1")
+
+
+def _with_sets(sets: list[str], snapshot_id: str) -> Snapshot:
+    snap = _snap()
+    snap.snapshot_id, snap.inventory = snapshot_id, {"chains": [], "sets": sets, "counters": []}
+    return snap
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_a_rollback_that_left_a_set_over_keeps_its_elements(tmp_path: Path,
+                                                            record: bool) -> None:
+    """A applied, then B with a set of its own; a rollback whose cleanup the kernel refused
+    leaves B's set in the kernel: its stored elements must stay too (a later rollback to a
+    policy using it loads them), which they do only if the leftover is recorded as the
+    rollback restores A."""
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_with_sets(["l_a"], "A"), "version: 1\n", b"[]")
+    state.store_set("l_a", ["203.0.113.1"])
+    state.write(_with_sets(["l_a", "l_b"], "B"), "version: 1\n", b"[]")
+    state.store_set("l_b", ["203.0.113.2"])
+    leftover = {"chains": [], "sets": ["l_a", "l_b"], "counters": [], "rules": {}}
+    state.restore_previous(leftover if record else None)
+    got = state.snapshot("applied")
+    assert got is not None and got.snapshot_id == "A"
+    assert state.has_set("l_a")
+    assert state.has_set("l_b") == record
+    if record:
+        assert state.load_set("l_b") == ["203.0.113.2"]
+        assert got.inventory == leftover and got.generation is None

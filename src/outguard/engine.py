@@ -226,8 +226,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         phases = None
         if before is not None:
             held = nft_tx.Inventory.from_json(before.inventory)
-            if not watched.clean or not isinstance(before.generation, list) \
-                    or tuple(before.generation) != watched.start:
+            if not watched.clean or not _holds_recorded(before.generation, watched.start):
                 # The ruleset changed since our last commit (by hand, a feed sync, the DNS
                 # resolver): our chains may not hold what we recorded, so every chain is
                 # flushed and refilled. Otherwise only the chains whose rules changed are.
@@ -353,17 +352,20 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             message = "no previous state: removed outguard's table"
         else:
             text = any("socket" in str(c) for c in target[1] if "rule" in c.get("add", {}))
-            leftover = None
-            if unrecorded or applied is None:
-                # the kernel may hold a policy nobody recorded: replace the whole table
-                _run(kernel, expand(target[1], state), text)
+            # Only while nobody committed since `applied` was recorded does the kernel hold
+            # exactly its inventory; otherwise (an apply killed before it recorded its commit,
+            # a hand edit, a DNS or feed update) the whole table is replaced.
+            held = None
+            if not unrecorded and applied is not None \
+                    and _holds_recorded(applied[0].generation, _generation(kernel)):
+                held = nft_tx.Inventory.from_json(applied[0].inventory)
+            inventory = _roll_to(kernel, state, target[1], held, text)
+            recorded = None if inventory is None else inventory.to_json()
+            if unrecorded:
+                if recorded is not None:
+                    state.set_inventory(recorded)
             else:
-                leftover = _roll_to(kernel, state, target[1],
-                                    nft_tx.Inventory.from_json(applied[0].inventory), text)
-            if not unrecorded:
-                state.restore_previous()
-            if leftover is not None:
-                state.set_inventory(leftover.to_json())
+                state.restore_previous(recorded)
             message = f"rolled back to the policy applied at {target[0].applied_at}"
         state.clear_pending()
         if pending is not None and token is None:
@@ -371,24 +373,39 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
         return message
 
 
+def _holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:
+    """Is the generation a snapshot recorded (after its own commits, with no one else's
+    between) still the kernel's? Then nobody committed since, and our table holds exactly what
+    the snapshot's inventory says."""
+    return isinstance(recorded, list) and now is not None and now[0] != "" \
+        and tuple(recorded) == now
+
+
 def _roll_to(kernel: Kernel, state: StateDir, stored: list[dict[str, Any]],
-             held: nft_tx.Inventory, text: bool) -> nft_tx.Inventory | None:
-    """Put a stored snapshot back the way apply makes a delta (new sets before the switch, old
-    ones deleted after it: a full replace in one transaction could drop packets walking the old
-    rules). Returns the inventory to record when the kernel refused the cleanup (what is left
-    over stays, for the next apply to delete), else None."""
-    phases, target = nft_tx.stored_phases(stored, held)
-    phases.prepare = expand(phases.prepare, state)
+             held: nft_tx.Inventory | None, text: bool) -> nft_tx.Inventory | None:
+    """Put a stored snapshot back. With `held` (what the kernel holds, known for certain) the
+    way apply makes a delta: new sets before the switch, old ones deleted after it (a full
+    replace in one transaction could drop packets walking the old rules), shared sets kept;
+    else, or if the kernel refuses the delta, the whole table is replaced in one transaction.
+    Returns what the kernel holds afterwards (with what a refused cleanup left over, for the
+    next apply to delete), or None if the stored commands cannot be read as a full form."""
     try:
-        if _switch(kernel, phases, text):
-            return None
-    except KernelError:
-        # the kernel does not hold what we recorded: replace the whole table instead
-        _run(kernel, expand(stored, state), text)
-        return None
-    gone = held.without(target)
-    return nft_tx.Inventory(target.chains + gone.chains, target.sets + gone.sets,
-                            target.counters + gone.counters)
+        target: nft_tx.Inventory | None = nft_tx.stored_inventory(stored)
+    except ValueError:
+        target = held = None
+    if held is not None and target is not None:
+        phases = nft_tx.stored_phases(stored, held)
+        phases.prepare = expand(phases.prepare, state)
+        try:
+            if _switch(kernel, phases, text):
+                return target
+            gone = held.without(target)
+            return nft_tx.Inventory(target.chains + gone.chains, target.sets + gone.sets,
+                                    target.counters + gone.counters)
+        except KernelError:
+            pass  # the kernel does not hold what we recorded after all
+    _run(kernel, expand(stored, state), text)
+    return target
 
 
 def confirm(state: StateDir) -> str:

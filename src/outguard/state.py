@@ -40,6 +40,15 @@ def default_dir(netns: str | None) -> Path:
     return DEFAULT_DIR / "netns" / netns if netns else DEFAULT_DIR
 
 
+def _known_fields(fields: dict[str, Any], meta: object) -> dict[str, Any]:
+    """A state file's keys that this version knows: keys a newer outguard added are ignored, so
+    going back a version still reads (and can roll back) what the newer one applied. TypeError
+    if it is not an object (a missing field is one too, from the constructor)."""
+    if not isinstance(meta, dict):
+        raise TypeError(f"expected an object, got {type(meta).__name__}")
+    return {k: v for k, v in meta.items() if k in fields}
+
+
 @dataclass
 class Snapshot:
     policy_hash: str
@@ -59,13 +68,8 @@ class Snapshot:
     generation: list[Any] | None = None
 
     @classmethod
-    def of(cls, meta: dict[str, Any]) -> Snapshot:
-        """From state.json; keys a newer outguard added are ignored, so going back a version
-        still reads (and can roll back) what the newer one applied."""
-        if not isinstance(meta, dict):
-            raise TypeError(f"expected an object, got {type(meta).__name__}")
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in meta.items() if k in known})
+    def of(cls, meta: object) -> Snapshot:
+        return cls(**_known_fields(cls.__dataclass_fields__, meta))
 
 
 @dataclass
@@ -168,22 +172,32 @@ class StateDir:
         staging.rename(applied)
         self._collect_sets()
 
-    def restore_previous(self) -> None:
-        """After a rollback: `previous` becomes `applied` again."""
+    def restore_previous(self, inventory: dict[str, Any] | None = None) -> None:
+        """After a rollback: `previous` becomes `applied` again; with `inventory`, what the
+        rollback left in the kernel is recorded as its inventory (`set_inventory`)."""
         applied, previous = self.path / "applied", self.path / "previous"
         shutil.rmtree(applied, ignore_errors=True)
         if previous.exists():
             previous.rename(applied)
+            if inventory is not None:
+                self._record_inventory(inventory)
         self._collect_sets()
 
     def set_inventory(self, inventory: dict[str, Any]) -> None:
-        """Record that the kernel holds `inventory` for the applied snapshot (a rollback whose
-        cleanup the kernel refused: the leftovers are outguard's to delete next time)."""
-        path = self.path / "applied" / "state.json"
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        meta["inventory"], meta["generation"] = inventory, None
-        write_private(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        """Record that the kernel holds `inventory` for the applied snapshot (after a rollback:
+        exactly the snapshot's objects, plus what a refused cleanup left over, outguard's to
+        delete next time). The recorded generation goes: the chains are refilled next time."""
+        self._record_inventory(inventory)
         self._collect_sets()
+
+    def _record_inventory(self, inventory: dict[str, Any]) -> None:
+        path = self.path / "applied" / "state.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            meta["inventory"], meta["generation"] = inventory, None
+            write_private(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        except (OSError, ValueError, TypeError) as exc:
+            raise StateError(f"state in {path.parent} is unreadable: {exc}") from exc
 
     def clear(self) -> None:
         for name in ("applied", "previous"):
@@ -263,7 +277,8 @@ class StateDir:
 
     def pending(self) -> Pending | None:
         try:
-            return Pending(**json.loads((self.path / "pending.json").read_text()))
+            meta = json.loads((self.path / "pending.json").read_text())
+            return Pending(**_known_fields(Pending.__dataclass_fields__, meta))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:

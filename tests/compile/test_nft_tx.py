@@ -335,7 +335,8 @@ def test_a_rollback_delta_from_the_stored_form_is_the_delta_of_the_compiled_poli
     """Rolling NEW back to OLD from OLD's stored commands makes what a delta to OLD makes with
     every chain refilled: the same new objects first, the same rules, the same deletions after."""
     held = _without_digests(Inventory.of(new))
-    got, target = nft_tx.stored_phases(nft_tx.full(old), held)
+    got = nft_tx.stored_phases(nft_tx.full(old), held)
+    target = nft_tx.stored_inventory(nft_tx.full(old))
     want = nft_tx.delta_phases(old, held)
     assert got.prepare == want.prepare
     assert got.cleanup == want.cleanup
@@ -355,17 +356,42 @@ def test_a_rollback_does_not_load_a_shared_list_again() -> None:
     assert list_sets
     stored = nft_tx.full(policy, lambda s: {"outguard_elements": s.name}
                          if s.name.startswith("l_") else nft_tx.set_elements(s))
-    phases, _ = nft_tx.stored_phases(stored, Inventory.of(policy))
+    phases = nft_tx.stored_phases(stored, Inventory.of(policy))
     assert _kinds(phases.prepare) == [("add", "table", "outguard")]
     assert not any("outguard_elements" in c for c in phases.switch + phases.cleanup)
     # against an empty table the markers go into `prepare`, right after their set
-    phases, _ = nft_tx.stored_phases(stored, Inventory())
+    phases = nft_tx.stored_phases(stored, Inventory())
     for name in list_sets:
         at = next(i for i, c in enumerate(phases.prepare)
                   if c.get("add", {}).get("set", {}).get("name") == name)
         assert phases.prepare[at + 1] == {"outguard_elements": name}
 
 
-def test_a_stored_form_with_an_unknown_command_is_refused(new: Compiled) -> None:
+@pytest.mark.parametrize("stored", [
+    [{"replace": {"rule": {}}}],
+    [{"delete": {"chain": {"family": "inet", "table": "outguard", "name": "output"}}}],
+    [{"add": {"element": {"family": "inet", "table": "outguard", "name": "l_x", "elem": [1]}}}],
+    [{"add": {"rule": {"family": "inet", "table": "outguard", "chain": "nowhere", "expr": []}}}],
+    [{"outguard_elements": "l_x"}],  # a marker before any set
+])
+def test_a_stored_form_that_is_not_a_full_form_is_refused(new: Compiled,
+                                                          stored: list[Cmd]) -> None:
     with pytest.raises(ValueError, match="unexpected stored command"):
-        nft_tx.stored_phases([{"replace": {"rule": {}}}], Inventory.of(new))
+        nft_tx.stored_phases(stored, Inventory.of(new))
+    with pytest.raises(ValueError, match="unexpected stored command"):
+        nft_tx.stored_inventory(stored)
+
+
+def test_a_base_chain_that_is_gone_is_emptied_at_the_switch(old: Compiled,
+                                                             new: Compiled) -> None:
+    """NEW filters forwarded traffic, OLD does not: going back to OLD (by apply or by rollback)
+    empties `forward` in the switch, so it stops filtering even if the cleanup, which deletes
+    it, is refused. Other gone chains are left alone until the cleanup."""
+    assert "forward" in new.chains and "forward" not in old.chains
+    for phases in (nft_tx.delta_phases(old, Inventory.of(new)),
+                   nft_tx.stored_phases(nft_tx.full(old), Inventory.of(new))):
+        flushed = [c["flush"]["chain"]["name"] for c in phases.switch if "flush" in c]
+        assert "forward" in flushed
+        gone = set(new.chains) - set(old.chains) - {"forward"}
+        assert gone and not gone & set(flushed)
+        assert ("delete", "chain", "forward") in _kinds(phases.cleanup)

@@ -473,6 +473,49 @@ def test_a_rollback_after_our_table_was_deleted_by_hand_makes_it_whole_again(
     assert topo.passes(ONLY_IN_B, Probe("203.0.113.10", 443, "tcp")) == [False, True]
 
 
+def test_a_rollback_after_an_apply_that_died_unrecorded_replaces_the_whole_table(
+        with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A, then B; then an apply of C (with a forward chain and a rule of its own) dies after
+    its commit, before recording it, with no watchdog. The kernel holds C, the state says B:
+    the rollback (to A) cannot trust B's inventory, and must leave exactly A — C's forward
+    chain and rule gone too, no rule twice — and record what it left."""
+    from outguard.engine import apply_policy
+
+    topo = with_a
+    content_a = _table(topo)[1]
+    topo.apply(POLICY_B)
+    policy_c = POLICY_A.replace("deny:", "  - name: only-in-c\n    to: [203.0.113.77]\n"
+                                "    ports: [25]\n    proto: tcp\ndeny:") \
+        + "options:\n  forward: true\n"
+
+    class Died(BaseException):
+        pass
+
+    def die(*_args: object, **_kw: object) -> None:
+        raise Died
+
+    monkeypatch.setattr(StateDir, "write", die)
+    with pytest.raises(Died):
+        apply_policy(topo.write_policy(policy_c, "c.yaml"), StateDir(topo.state_dir),
+                     topo.kernel())
+    monkeypatch.undo()
+    assert "forward" in _table(topo)[1]["rules"]  # the kernel holds C
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    _, content = _table(topo)
+    assert content == content_a
+    recorded = StateDir(topo.state_dir).snapshot("applied")
+    assert recorded is not None and recorded.policy_hash == _hash(POLICY_A)
+    assert sorted(recorded.inventory["chains"]) == sorted(content["rules"])
+    assert sorted(recorded.inventory["sets"]) == sorted(content["sets"])
+    # and the next apply, a delta from what was recorded, leaves what a full apply makes
+    assert topo.apply(POLICY_B).method == "delta"
+    _, content_b = _table(topo)
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.apply(POLICY_B).method == "full"
+    assert _table(topo)[1] == content_b
+
+
 def test_rollback_of_a_pending_apply_by_hand_stops_the_watchdog(with_a: Topology) -> None:
     topo = with_a
     content_a = _table(topo)[1]

@@ -29,6 +29,7 @@ from outguard.policy.targets import text_to_int
 
 Expr = dict[str, Any]
 FAMILY, TABLE = "inet", "outguard"
+BASE_CHAINS = ("output", "forward")  # the chains on a hook, each named after its hook
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
 _ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
@@ -341,9 +342,9 @@ class _Builder:
         default = self.out.chain("v_default")
         default.rules.append(NftRule([self.limit(), self.log("og:default")]))
         self.verdict_tail(default)
-        self.hook_chain("output", "output")
-        if rs.forward:
-            self.hook_chain("forward", "forward")
+        for hook in BASE_CHAINS:
+            if hook == "output" or rs.forward:
+                self.hook_chain(hook, hook)
         self.out.counters = ["default"] + [kernel_counter(r.counter) for r in rs.rules()]
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out

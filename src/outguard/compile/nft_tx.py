@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from outguard.compile.nft import FAMILY, TABLE, Compiled, NftChain, NftSet
+from outguard.compile.nft import BASE_CHAINS, FAMILY, TABLE, Compiled, NftChain, NftSet
 
 Cmd = dict[str, Any]
 ElementsOf = Callable[[NftSet], "Cmd | None"]
@@ -212,15 +212,10 @@ def delta_phases(compiled: Compiled, before: Inventory,
                and (before.rules.get(n) != digests.get(n) or rebinds(compiled.chains[n]))]
     refill = set(changed).union(new_chains)
     prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
-    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in changed),
-              *_rules(compiled, refill.__contains__)]
-    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     gone = leftovers(compiled, before)
-    # The cleanup first empties the chains that are gone: their rules still use old sets and
-    # counters, which the kernel refuses to delete while a rule refers to them (EBUSY).
-    cleanup = [table, *({"flush": {"chain": _obj(name=n)}} for n in gone.chains),
-               *_deletions(gone.sets, gone.chains, gone.counters)]
-    return Phases(prepare, switch, cleanup, undo)
+    switch = [table, *_flushes(changed, gone.chains), *_rules(compiled, refill.__contains__)]
+    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
+    return Phases(prepare, switch, _cleanup(table, gone), undo)
 
 
 def delta(compiled: Compiled, before: Inventory,
@@ -229,56 +224,91 @@ def delta(compiled: Compiled, before: Inventory,
     return delta_phases(compiled, before, elements_of).all
 
 
-def stored_phases(stored: list[Cmd], before: Inventory) -> tuple[Phases, Inventory]:
+@dataclass
+class _Stored:
+    """A stored full form, taken apart: the objects in order, each set with its declaration
+    and its elements command (or the engine's marker), the rules in order."""
+
+    counters: list[str] = field(default_factory=list)
+    chains: dict[str, Cmd] = field(default_factory=dict)
+    sets: dict[str, list[Cmd]] = field(default_factory=dict)
+    rules: list[Cmd] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, stored: list[Cmd]) -> _Stored:
+        out = cls()
+        last_set: str | None = None
+        for cmd in stored:
+            body = cmd.get("add")
+            if isinstance(body, dict) and len(body) == 1:
+                ((kind, obj),) = body.items()
+                if kind == "counter":
+                    out.counters.append(obj["name"])
+                elif kind == "chain":
+                    out.chains[obj["name"]] = cmd
+                elif kind in ("set", "map"):
+                    last_set = obj["name"]
+                    out.sets[last_set] = [cmd]
+                elif kind == "element" and obj.get("name") in out.sets:
+                    out.sets[obj["name"]].append(cmd)
+                elif kind == "rule" and obj.get("chain") in out.chains:
+                    out.rules.append(cmd)
+                elif kind != "table":
+                    raise ValueError(f"unexpected stored command {cmd!r:.80}")
+            elif cmd.get("delete") == {"table": {"family": FAMILY, "name": TABLE}}:
+                continue  # the full form's `delete table`
+            elif last_set is not None and "add" not in cmd and "delete" not in cmd:
+                out.sets[last_set].append(cmd)  # an elements marker: the engine expands it
+            else:
+                raise ValueError(f"unexpected stored command {cmd!r:.80}")
+        return out
+
+    def inventory(self) -> Inventory:
+        return Inventory(list(self.chains), list(self.sets), list(self.counters))
+
+
+def stored_inventory(stored: list[Cmd]) -> Inventory:
+    """What the kernel holds once a stored full form is in place (without chain digests).
+    ValueError if the stored commands are not a full form."""
+    return _Stored.parse(stored).inventory()
+
+
+def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     """A delta from `before` to a snapshot's stored full form (`full`'s commands, list elements
     possibly still as the engine's markers, which stay in `prepare` for it to expand): what
     `rollback` runs, so that a rollback, like an apply, makes new sets before the switch and
     deletes old ones after it, and does not load again a list both policies share. The stored
-    commands carry no digests: every chain that stays is flushed and refilled. Also returns the
-    stored form's inventory (without digests)."""
+    commands carry no digests: every chain that stays is flushed and refilled. ValueError if
+    the stored commands are not a full form."""
     table: Cmd = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
-    counters: list[str] = []
-    chains: dict[str, Cmd] = {}
-    sets: dict[str, list[Cmd]] = {}  # name → its declaration, then its elements (or marker)
-    rules: list[Cmd] = []
-    last_set: str | None = None
-    for cmd in stored:
-        body = cmd.get("add")
-        if isinstance(body, dict) and len(body) == 1:
-            ((kind, obj),) = body.items()
-            if kind == "counter":
-                counters.append(obj["name"])
-            elif kind == "chain":
-                chains[obj["name"]] = cmd
-            elif kind in ("set", "map"):
-                last_set = obj["name"]
-                sets[last_set] = [cmd]
-            elif kind == "element":
-                sets[obj["name"]].append(cmd)
-            elif kind == "rule":
-                rules.append(cmd)
-            elif kind != "table":
-                raise ValueError(f"unexpected stored command {cmd!r:.80}")
-        elif "delete" in cmd:
-            continue  # the full form's `delete table`
-        elif last_set is not None:
-            sets[last_set].append(cmd)  # an elements marker: the engine expands it
-        else:
-            raise ValueError(f"unexpected stored command {cmd!r:.80}")
-    after = Inventory(list(chains), list(sets), counters)
+    got = _Stored.parse(stored)
     known_sets, known_counters, known_chains = set(before.sets), set(before.counters), set(before.chains)
-    new_sets = [n for n in sets if n not in known_sets]
-    new_counters = [n for n in counters if n not in known_counters]
-    new_chains = [n for n in chains if n not in known_chains]
+    new_sets = [n for n in got.sets if n not in known_sets]
+    new_counters = [n for n in got.counters if n not in known_counters]
+    new_chains = [n for n in got.chains if n not in known_chains]
+    gone = before.without(got.inventory())
     prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
-               *(chains[n] for n in new_chains), *(c for n in new_sets for c in sets[n])]
-    switch = [table, *({"flush": {"chain": _obj(name=n)}} for n in chains if n in known_chains),
-              *rules]
+               *(got.chains[n] for n in new_chains), *(c for n in new_sets for c in got.sets[n])]
+    switch = [table, *_flushes([n for n in got.chains if n in known_chains], gone.chains),
+              *got.rules]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
-    gone = before.without(after)
-    cleanup = [table, *({"flush": {"chain": _obj(name=n)}} for n in gone.chains),
-               *_deletions(gone.sets, gone.chains, gone.counters)]
-    return Phases(prepare, switch, cleanup, undo), after
+    return Phases(prepare, switch, _cleanup(table, gone), undo)
+
+
+def _flushes(changed: list[str], gone: list[str]) -> list[Cmd]:
+    """The switch's flushes: the chains refilled, and the base chains that are gone. A gone
+    base chain (`forward` when forward filtering was turned off) is emptied at the switch —
+    nothing jumps into it, and with policy accept an empty one filters nothing — so that it
+    stops filtering even if the kernel refuses the cleanup."""
+    return [{"flush": {"chain": _obj(name=n)}}
+            for n in [*changed, *(n for n in gone if n in BASE_CHAINS)]]
+
+
+def _cleanup(table: Cmd, gone: Inventory) -> list[Cmd]:
+    # The cleanup first empties the chains that are gone: their rules still use old sets and
+    # counters, which the kernel refuses to delete while a rule refers to them (EBUSY).
+    return [table, *({"flush": {"chain": _obj(name=n)}} for n in gone.chains),
+            *_deletions(gone.sets, gone.chains, gone.counters)]
 
 
 def leftovers(compiled: Compiled, before: Inventory) -> Inventory:
