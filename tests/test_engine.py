@@ -46,6 +46,9 @@ class FakeKernel:
     def generation(self) -> tuple[str, int]:
         return self.identity, self.gen
 
+    def objects(self) -> tuple[list[str], list[str], list[str]] | None:
+        return None
+
 
 def test_only_our_commits_record_the_generation_after_the_last() -> None:
     kernel = FakeKernel()
@@ -103,3 +106,29 @@ def test_a_kernel_that_cannot_tell_its_generation_records_nothing() -> None:
     watched = _Watched(Blind())
     watched.run_json({})
     assert watched.start is None and watched.recorded() is None
+
+
+def test_someone_elses_commit_during_a_refused_transaction_records_nothing() -> None:
+    """A refused batch moves the generation by none: a move by one then is someone else's."""
+    kernel = FakeKernel()
+    watched = _Watched(kernel)
+
+    def foreign() -> None:
+        kernel.gen += 1
+
+    kernel.meanwhile, kernel.refuse = foreign, True
+    with pytest.raises(KernelError):
+        watched.run_json({})
+    kernel.meanwhile, kernel.refuse = None, False
+    watched.run_json({})
+    assert watched.recorded() is None
+
+
+def test_a_batch_that_did_not_move_the_generation_records_nothing() -> None:
+    class Still(FakeKernel):
+        def _commit(self) -> None:
+            pass  # accepted, but the generation stays: not a commit we can count
+
+    watched = _Watched(Still())
+    watched.run_json({})
+    assert watched.recorded() is None

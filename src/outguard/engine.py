@@ -38,6 +38,7 @@ class Kernel(Protocol):
     def run_text(self, cmd: str) -> str: ...
     def fill_sets(self, changes: Sequence[SetChange]) -> object: ...
     def generation(self) -> tuple[str, int]: ...
+    def objects(self) -> tuple[list[str], list[str], list[str]] | None: ...
 
 
 @dataclass
@@ -82,12 +83,17 @@ class _Watched:
 
     def _step(self, action: Callable[[], Any]) -> Any:
         before = _generation(self.kernel)
+        ours = 0
         try:
-            return action()
+            result = action()
+            # every batch we run changes something (`_switch` skips empty phases), so it moves
+            # the generation by exactly one, a refused one by none: any more is someone else's
+            ours = 1
+            return result
         finally:
             after = _generation(self.kernel)
             if (before is None or after is None or before != self.last
-                    or after[0] != before[0] or not 0 <= after[1] - before[1] <= 1):
+                    or after[0] != before[0] or after[1] - before[1] != ours):
                 self.clean = False
             self.last = after
 
@@ -103,6 +109,9 @@ class _Watched:
 
     def generation(self) -> Generation:
         return self.kernel.generation()
+
+    def objects(self) -> tuple[list[str], list[str], list[str]] | None:
+        return self.kernel.objects()
 
     def recorded(self) -> list[Any] | None:
         """What the snapshot records: the generation after our last commit, if ours were the
@@ -224,17 +233,22 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         fills: list[SetChange] = []
         inventory = nft_tx.Inventory.of(compiled)
         phases = None
+        held = nft_tx.Inventory()
         if before is not None:
             held = nft_tx.Inventory.from_json(before.inventory)
             if not watched.clean or not _holds_recorded(before.generation, watched.start):
                 # The ruleset changed since our last commit (by hand, a feed sync, the DNS
-                # resolver): our chains may not hold what we recorded, so every chain is
-                # flushed and refilled. Otherwise only the chains whose rules changed are.
+                # resolver, an apply killed before it recorded its commit): our table may not
+                # hold what we recorded. The delta starts from the names the kernel lists, and
+                # every chain is flushed and refilled. Otherwise only changed chains are.
+                found = _held_by_kernel(kernel)
+                held = held if found is None else found
                 held.rules = {}
+        if held.chains or held.sets or held.counters:
             phases = nft_tx.delta_phases(compiled, held,
                                          _list_elements(state, sizes, capacities, fills),
                                          inventory)
-        else:
+        else:  # nothing of ours in the kernel: the first apply, or the table deleted by hand
             cmds = nft_tx.full(compiled, _list_elements(state, sizes, capacities, None))
         t_compile = time.perf_counter()
 
@@ -248,7 +262,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             state.set_pending(new_pending)
             new_pending.watchdog_pid = spawn_watchdog(token, deadline)
             state.set_pending(new_pending)
-        method = "delta" if before is not None else "full"
+        method = "delta" if phases is not None else "full"
         try:
             try:
                 if phases is None:
@@ -260,7 +274,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                                                  inventory.counters + gone.counters,
                                                  inventory.rules)
             except KernelError:
-                if before is None:
+                if phases is None:
                     raise
                 # the kernel does not hold what we recorded (someone changed or removed the
                 # table): replace the whole table instead, still in one transaction
@@ -309,15 +323,20 @@ def _switch(kernel: Kernel, phases: nft_tx.Phases, text: bool,
     looks into them yet), then every rule in one transaction, then the deletion of what is
     gone (nft_tx.Phases). False when the kernel refused that deletion: the rules are in place,
     the old objects stay (unused) and the caller records them, for the next apply to delete."""
-    _run(kernel, phases.prepare, text)
+    # A phase of only `add table` changes nothing: it is not sent (and does not move the
+    # ruleset generation, which `_Watched` counts on).
+    if len(phases.prepare) > 1:
+        _run(kernel, phases.prepare, text)
     try:
         if fills:
             kernel.fill_sets(fills)
-        _run(kernel, phases.switch, text)
+        if len(phases.switch) > 1:
+            _run(kernel, phases.switch, text)
     except KernelError:
         # leave the kernel as it was: what `prepare` made goes again
-        with contextlib.suppress(KernelError):
-            _run(kernel, phases.undo, text)
+        if len(phases.undo) > 1:
+            with contextlib.suppress(KernelError):
+                _run(kernel, phases.undo, text)
         raise
     if len(phases.cleanup) > 1:
         try:
@@ -354,11 +373,13 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             text = any("socket" in str(c) for c in target[1] if "rule" in c.get("add", {}))
             # Only while nobody committed since `applied` was recorded does the kernel hold
             # exactly its inventory; otherwise (an apply killed before it recorded its commit,
-            # a hand edit, a DNS or feed update) the whole table is replaced.
-            held = None
+            # a hand edit, a DNS or feed update) the delta starts from the names it lists.
+            held: nft_tx.Inventory | None = None
             if not unrecorded and applied is not None \
                     and _holds_recorded(applied[0].generation, _generation(kernel)):
                 held = nft_tx.Inventory.from_json(applied[0].inventory)
+            else:
+                held = _held_by_kernel(kernel)
             inventory = _roll_to(kernel, state, target[1], held, text)
             recorded = None if inventory is None else inventory.to_json()
             if unrecorded:
@@ -371,6 +392,16 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
         if pending is not None and token is None:
             _stop(pending.watchdog_pid)
         return message
+
+
+def _held_by_kernel(kernel: Kernel) -> nft_tx.Inventory | None:
+    """What our table holds, by the kernel's own list of names (an empty inventory if there is
+    no table); None if it cannot be read."""
+    try:
+        found = kernel.objects()
+    except KernelError:
+        return None
+    return nft_tx.Inventory() if found is None else nft_tx.Inventory(*found)
 
 
 def _holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:

@@ -176,22 +176,23 @@ class StateDir:
         """After a rollback: `previous` becomes `applied` again; with `inventory`, what the
         rollback left in the kernel is recorded as its inventory (`set_inventory`)."""
         applied, previous = self.path / "applied", self.path / "previous"
+        if inventory is not None and previous.exists():
+            self._record_inventory(previous, inventory)  # before: a failed write loses nothing
         shutil.rmtree(applied, ignore_errors=True)
         if previous.exists():
             previous.rename(applied)
-            if inventory is not None:
-                self._record_inventory(inventory)
         self._collect_sets()
 
     def set_inventory(self, inventory: dict[str, Any]) -> None:
         """Record that the kernel holds `inventory` for the applied snapshot (after a rollback:
         exactly the snapshot's objects, plus what a refused cleanup left over, outguard's to
         delete next time). The recorded generation goes: the chains are refilled next time."""
-        self._record_inventory(inventory)
+        self._record_inventory(self.path / "applied", inventory)
         self._collect_sets()
 
-    def _record_inventory(self, inventory: dict[str, Any]) -> None:
-        path = self.path / "applied" / "state.json"
+    @staticmethod
+    def _record_inventory(folder: Path, inventory: dict[str, Any]) -> None:
+        path = folder / "state.json"
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             meta["inventory"], meta["generation"] = inventory, None

@@ -473,20 +473,15 @@ def test_a_rollback_after_our_table_was_deleted_by_hand_makes_it_whole_again(
     assert topo.passes(ONLY_IN_B, Probe("203.0.113.10", 443, "tcp")) == [False, True]
 
 
-def test_a_rollback_after_an_apply_that_died_unrecorded_replaces_the_whole_table(
-        with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A, then B; then an apply of C (with a forward chain and a rule of its own) dies after
-    its commit, before recording it, with no watchdog. The kernel holds C, the state says B:
-    the rollback (to A) cannot trust B's inventory, and must leave exactly A — C's forward
-    chain and rule gone too, no rule twice — and record what it left."""
-    from outguard.engine import apply_policy
+# C: A plus a rule of its own and a forward chain, objects B and A do not have
+POLICY_C = POLICY_A.replace("deny:", "  - name: only-in-c\n    to: [203.0.113.77]\n"
+                            "    ports: [25]\n    proto: tcp\ndeny:") + "options:\n  forward: true\n"
 
-    topo = with_a
-    content_a = _table(topo)[1]
-    topo.apply(POLICY_B)
-    policy_c = POLICY_A.replace("deny:", "  - name: only-in-c\n    to: [203.0.113.77]\n"
-                                "    ports: [25]\n    proto: tcp\ndeny:") \
-        + "options:\n  forward: true\n"
+
+def _apply_c_and_die_unrecorded(topo: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`apply C` dies (a BaseException for SIGKILL) after its commit, before recording it,
+    with no watchdog: the kernel holds C, the state dir still says what was there before."""
+    from outguard.engine import apply_policy
 
     class Died(BaseException):
         pass
@@ -494,12 +489,48 @@ def test_a_rollback_after_an_apply_that_died_unrecorded_replaces_the_whole_table
     def die(*_args: object, **_kw: object) -> None:
         raise Died
 
-    monkeypatch.setattr(StateDir, "write", die)
-    with pytest.raises(Died):
-        apply_policy(topo.write_policy(policy_c, "c.yaml"), StateDir(topo.state_dir),
-                     topo.kernel())
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(StateDir, "write", die)
+        with pytest.raises(Died):
+            apply_policy(topo.write_policy(POLICY_C, "c.yaml"), StateDir(topo.state_dir),
+                         topo.kernel())
     assert "forward" in _table(topo)[1]["rules"]  # the kernel holds C
+
+
+def test_an_apply_after_one_that_died_unrecorded_leaves_exactly_its_own_table(
+        with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next apply cannot trust the record (the generation moved): it starts from the
+    names the kernel lists, so C's forward chain, chains and sets go too; and what it records
+    is then exact, so a rollback after it leaves exactly A again."""
+    topo = with_a
+    content_a = _table(topo)[1]
+    _apply_c_and_die_unrecorded(topo, monkeypatch)
+    assert topo.apply(POLICY_B).method == "delta"
+    _, content_b = _table(topo)
+    assert "forward" not in content_b["rules"]
+    recorded = StateDir(topo.state_dir).snapshot("applied")
+    assert recorded is not None and recorded.generation is not None
+    assert sorted(recorded.inventory["chains"]) == sorted(content_b["rules"])
+    assert sorted(recorded.inventory["sets"]) == sorted(content_b["sets"])
+    assert sorted(recorded.inventory["counters"]) == content_b["counters"]
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(topo)[1] == content_a
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.apply(POLICY_B).method == "full"
+    assert _table(topo)[1] == content_b
+
+
+def test_a_rollback_after_an_apply_that_died_unrecorded_leaves_exactly_the_previous_table(
+        with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A, then B; then an apply of C (with a forward chain and a rule of its own) dies after
+    its commit, before recording it, with no watchdog. The kernel holds C, the state says B:
+    the rollback (to A) cannot trust B's inventory, and must leave exactly A — C's forward
+    chain and rule gone too, no rule twice — and record what it left."""
+    topo = with_a
+    content_a = _table(topo)[1]
+    topo.apply(POLICY_B)
+    _apply_c_and_die_unrecorded(topo, monkeypatch)
     proc = topo.cli("rollback")
     assert proc.returncode == 0, proc.stderr
     _, content = _table(topo)
@@ -650,7 +681,7 @@ def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
     from outguard.engine import apply_policy
 
     topo = with_a
-    snapshot_a = topo.ruleset()
+    snapshot_a, content_a = topo.ruleset(), _table(topo)[1]
 
     class Died(BaseException):
         pass
@@ -681,7 +712,7 @@ def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
         assert topo.ruleset() == snapshot_a  # the kernel never got B
         proc = topo.cli("rollback")
         assert proc.returncode == 0, proc.stderr
-    assert topo.ruleset() == snapshot_a, "A is not what the rollback left in the kernel"
+    assert _table(topo)[1] == content_a, "A is not what the rollback left in the kernel"
     assert topo.passes(ONLY_IN_B, Probe("198.51.100.7", 443)) == [False, False]
 
 
@@ -718,6 +749,14 @@ def test_a_refused_cleanup_keeps_the_new_rules_and_records_what_is_left(netns: s
     ns.run(netns, ["nft", "add", "chain", "inet", "outguard", "by-hand"])
     ns.run(netns, ["nft", "add", "rule", "inet", "outguard", "by-hand", "tcp", "dport",
                    f"@{old_ports}", "accept"])
+    # The hand edit moved the generation, so the next apply would list the kernel's objects
+    # and delete the chain itself. To reach a refused cleanup, the record is made to look
+    # current: outguard then believes its table holds only what it recorded.
+    meta_path = state.path / "applied" / "state.json"
+    meta = json.loads(meta_path.read_text())
+    with Nft(netns) as nft:
+        meta["generation"] = list(nft.generation())
+    meta_path.write_text(json.dumps(meta))
 
     with Nft(netns) as nft:
         report = apply_policy(path_b, state, nft, resolver=lambda _n: [])

@@ -187,3 +187,26 @@ def test_ruleset_generation_moves_with_each_change_only(netns: str) -> None:
         assert t.call(c.ruleset_generation) == g1
         nft.run_text("add table ip6 other")  # anyone's table, not only ours
         assert t.call(c.ruleset_generation) != g1
+
+
+@pytest.mark.kernel
+def test_table_objects_lists_names_of_the_one_table(netns: str) -> None:
+    with Nft(netns) as nft, ns.NetnsThread(netns) as t:
+        assert t.call(c.table_objects) is None and nft.objects() is None  # no table yet
+        _setup(nft)
+        nft.run_text("add chain inet outguard inner; "
+                     "add rule inet outguard inner meta l4proto { tcp, udp } accept; "
+                     "add set inet outguard big { type ipv4_addr; size 65536; }; "
+                     "add map inet outguard m { type ipv4_addr : verdict; }; "
+                     "add chain ip outguard ip_only; add set ip outguard ip_set { type ipv4_addr; }")
+        # a set's elements are not what this reads: many of them change nothing
+        nft.run_json({"nftables": [{"add": {"element": {
+            "family": "inet", "table": "outguard", "name": "big",
+            "elem": [f"10.0.{i // 256}.{i % 256}" for i in range(50_000)]}}}]})
+        chains, sets, counters = t.call(c.table_objects)
+        assert sorted(chains) == ["inner", "out"]
+        assert sorted(sets) == ["big", "m"]
+        assert sorted(counters) == ["never", "udp_discard"]  # the quota is not a counter
+        assert nft.objects() == t.call(c.table_objects)
+        assert t.call(c.table_objects, "ip", "outguard") == (["ip_only"], ["ip_set"], ["ip_only"])
+        assert t.call(c.table_objects, "inet", "absent") is None

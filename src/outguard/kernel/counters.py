@@ -1,5 +1,5 @@
-"""Named counters, table existence and the ruleset generation, read by raw nf_tables netlink
-(never by ``nft list``).
+"""Named counters, table existence, a table's object names and the ruleset generation, read by
+raw nf_tables netlink (never by ``nft list``).
 
 Place in the data flow: the agent, ``outguard verify``, the metrics exporter and the apply/confirm
 logic need counter values and "is our table there?" often. Every ``nft list ...`` command (even
@@ -32,12 +32,22 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNETLINK_V0 = 0
 NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
+NFT_MSG_NEWCHAIN = 3
+NFT_MSG_GETCHAIN = 4
+NFT_MSG_NEWSET = 9
+NFT_MSG_GETSET = 10
 NFT_MSG_NEWGEN = 15
 NFT_MSG_GETGEN = 16
 NFT_MSG_NEWOBJ = 18
 NFT_MSG_GETOBJ = 19
 NFTA_GEN_ID = 1
 NFTA_TABLE_NAME = 1
+NFTA_CHAIN_TABLE = 1
+NFTA_CHAIN_NAME = 3
+NFTA_SET_TABLE = 1
+NFTA_SET_NAME = 2
+NFTA_SET_FLAGS = 3
+NFT_SET_ANONYMOUS = 0x1
 NFTA_OBJ_TABLE = 1
 NFTA_OBJ_NAME = 2
 NFTA_OBJ_TYPE = 3
@@ -226,21 +236,22 @@ def _exchange(sock: socket.socket, request_of: int, family: int, attrs: bytes,
         raise KernelError(f"nf_tables netlink request failed: {exc}") from exc
 
 
-def _dump(msg: int, family: int, attrs: bytes) -> list[Message]:
+def _dump(msg: int, family: int, attrs: bytes, sock: socket.socket | None = None) -> list[Message]:
     for _attempt in range(5):
         try:
-            return _talk(msg, family, attrs, NLM_F_REQUEST | NLM_F_DUMP)
+            return _talk(msg, family, attrs, NLM_F_REQUEST | NLM_F_DUMP, sock)
         except _DumpInterruptedError:
             continue  # someone committed meanwhile: ask again for a consistent picture
     raise KernelError("the nftables ruleset kept changing during 5 netlink dumps")
 
 
-def read_counters(family: str = "inet", table: str = "outguard") -> dict[str, tuple[int, int]]:
+def read_counters(family: str = "inet", table: str = "outguard",
+                  sock: socket.socket | None = None) -> dict[str, tuple[int, int]]:
     """Named counter objects of one table: name -> (packets, bytes). {} if there is no table."""
     attrs = attr_str(NFTA_OBJ_TABLE, table)
     attrs += attr(NFTA_OBJ_TYPE, struct.pack(">I", NFT_OBJECT_COUNTER))
     out: dict[str, tuple[int, int]] = {}
-    for msg in _dump(NFT_MSG_GETOBJ, _family(family), attrs):
+    for msg in _dump(NFT_MSG_GETOBJ, _family(family), attrs, sock):
         if msg.type != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ:
             continue
         decoded = decode_counter(msg)
@@ -250,11 +261,43 @@ def read_counters(family: str = "inet", table: str = "outguard") -> dict[str, tu
     return out
 
 
-def table_exists(family: str = "inet", table: str = "outguard") -> bool:
+def table_exists(family: str = "inet", table: str = "outguard",
+                 sock: socket.socket | None = None) -> bool:
     """True if the table exists in this namespace (a GETTABLE request, not a dump)."""
     request = attr_str(NFTA_TABLE_NAME, table)
-    replies = _talk(NFT_MSG_GETTABLE, _family(family), request, NLM_F_REQUEST | NLM_F_ACK)
+    replies = _talk(NFT_MSG_GETTABLE, _family(family), request, NLM_F_REQUEST | NLM_F_ACK, sock)
     return any(m.type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE for m in replies)
+
+
+def _names(msg: int, reply: int, family: int, table_attr: int, name_attr: int, table: str,
+           sock: socket.socket | None) -> list[str]:
+    out = []
+    for m in _dump(msg, family, attr_str(table_attr, table), sock):
+        if m.type == (NFNL_SUBSYS_NFTABLES << 8) | reply:
+            attrs = parse_attrs(m.payload[_NFGENMSG.size :])
+            # a rule's inline set ({ tcp, udp }) is listed as "__set<n>": it is the rule's, gone
+            # with it, and no object of ours
+            flags = attrs.get(NFTA_SET_FLAGS, bytes(4)) if reply == NFT_MSG_NEWSET else bytes(4)
+            if struct.unpack(">I", flags[:4])[0] & NFT_SET_ANONYMOUS:
+                continue
+            if _cstr(attrs.get(table_attr, b"")) == table:  # old kernels ignored the filter
+                out.append(_cstr(attrs.get(name_attr, b"")))
+    return out
+
+
+def table_objects(family: str = "inet", table: str = "outguard",
+                  sock: socket.socket | None = None) -> tuple[list[str], list[str], list[str]] | None:
+    """Names of the (chains, sets and maps, counters) in one table, None if there is no table:
+    what the kernel holds, for when outguard's record cannot be trusted. Sets come without
+    their elements (GETSET, not GETSETELEM), so a 1M-element set costs nothing here."""
+    fam = _family(family)
+    if not table_exists(family, table, sock):
+        return None
+    return (_names(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, fam, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME,
+                   table, sock),
+            _names(NFT_MSG_GETSET, NFT_MSG_NEWSET, fam, NFTA_SET_TABLE, NFTA_SET_NAME, table,
+                   sock),
+            list(read_counters(family, table, sock)))
 
 
 def list_tables() -> list[tuple[str, str]]:

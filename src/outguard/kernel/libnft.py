@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from outguard.errors import KernelError
-from outguard.kernel.counters import namespace_cookie, open_socket, ruleset_generation
+from outguard.kernel.counters import namespace_cookie, open_socket, ruleset_generation, table_objects
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
@@ -213,14 +213,24 @@ class Nft:
         ("" when the kernel cannot tell, which matches nothing). Read on a socket kept open
         until `close`: closing one right after a commit waits ~20 ms."""
         def read() -> tuple[str, int]:
-            if self._ctx is None:
-                raise KernelError("this libnftables context is closed")
-            if self._netlink is None:
-                self._netlink = open_socket()
-                cookie, boot = namespace_cookie(self._netlink), _boot_id()
-                self._identity = f"{boot}/{cookie}" if cookie is not None and boot else ""
-            return self._identity, ruleset_generation(self._netlink)
+            sock = self._socket()  # first: opening it finds the identity
+            return self._identity, ruleset_generation(sock)
         return self._thread.call(read)
+
+    def objects(self) -> tuple[list[str], list[str], list[str]] | None:
+        """Names of the chains, sets and counters of `inet outguard` (None: no such table), by
+        netlink (`counters.table_objects`: no set elements, no nft cache)."""
+        return self._thread.call(lambda: table_objects(sock=self._socket()))
+
+    def _socket(self) -> socket.socket:
+        """The netlink socket reads use (on the namespace thread), opened on first use."""
+        if self._ctx is None:
+            raise KernelError("this libnftables context is closed")
+        if self._netlink is None:
+            self._netlink = open_socket()
+            cookie, boot = namespace_cookie(self._netlink), _boot_id()
+            self._identity = f"{boot}/{cookie}" if cookie is not None and boot else ""
+        return self._netlink
 
     def check_json(self, doc: Mapping[str, Any]) -> None:
         """Validate a document like ``nft -c``: the kernel checks the batch, commits nothing."""
