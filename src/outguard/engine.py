@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,7 +241,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 # resolver, an apply killed before it recorded its commit): our table may not
                 # hold what we recorded. The delta starts from the names the kernel lists, and
                 # every chain is flushed and refilled. Otherwise only changed chains are.
-                found = _held_by_kernel(kernel)
+                found = _held_by_kernel(kernel, held, compiled.sets)
                 held = held if found is None else found
                 held.rules = {}
         if held.chains or held.sets or held.counters:
@@ -268,6 +268,9 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 if phases is None:
                     _run(watched, cmds, compiled.needs_text)
                 elif not _switch(watched, phases, compiled.needs_text, fills):
+                    # what refused the cleanup may be an object of someone else's in our table:
+                    # the next apply lists the kernel's and deletes it with the leftovers
+                    watched.clean = False
                     gone = nft_tx.leftovers(compiled, held)
                     inventory = nft_tx.Inventory(inventory.chains + gone.chains,
                                                  inventory.sets + gone.sets,
@@ -379,7 +382,9 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
                     and _holds_recorded(applied[0].generation, _generation(kernel)):
                 held = nft_tx.Inventory.from_json(applied[0].inventory)
             else:
-                held = _held_by_kernel(kernel)
+                held = _held_by_kernel(kernel, nft_tx.Inventory.from_json(applied[0].inventory)
+                                       if applied is not None else nft_tx.Inventory(),
+                                       _stored_sets(target[1]))
             inventory = _roll_to(kernel, state, target[1], held, text)
             recorded = None if inventory is None else inventory.to_json()
             if unrecorded:
@@ -394,14 +399,29 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
         return message
 
 
-def _held_by_kernel(kernel: Kernel) -> nft_tx.Inventory | None:
+def _held_by_kernel(kernel: Kernel, recorded: nft_tx.Inventory,
+                    needed: Collection[str]) -> nft_tx.Inventory | None:
     """What our table holds, by the kernel's own list of names (an empty inventory if there is
-    no table); None if it cannot be read."""
+    no table); None if it cannot be read. A set the kernel lists but no apply recorded may be
+    half made (an apply killed between creating a feed's set and filling it): if the policy
+    needs it, it is left out, so that the delta declares and fills it again (adding what is
+    there already changes nothing); if not, it is deleted with what is gone."""
     try:
         found = kernel.objects()
     except KernelError:
         return None
-    return nft_tx.Inventory() if found is None else nft_tx.Inventory(*found)
+    if found is None:
+        return nft_tx.Inventory()
+    chains, sets, counters = found
+    known = set(recorded.sets)
+    return nft_tx.Inventory(chains, [n for n in sets if n in known or n not in needed], counters)
+
+
+def _stored_sets(stored: list[dict[str, Any]]) -> list[str]:
+    try:
+        return nft_tx.stored_inventory(stored).sets
+    except ValueError:
+        return []
 
 
 def _holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:

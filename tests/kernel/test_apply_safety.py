@@ -521,6 +521,28 @@ def test_an_apply_after_one_that_died_unrecorded_leaves_exactly_its_own_table(
     assert _table(topo)[1] == content_b
 
 
+def test_a_set_nobody_recorded_is_filled_again_when_the_policy_needs_it(
+        with_a: Topology) -> None:
+    """An apply killed between creating a set (a feed's is filled in a later batch) and
+    recording its state leaves the set in the kernel, maybe empty. The next apply must not take
+    it as made: here the set B's new list needs exists, declared as B declares it, but empty."""
+    from outguard.compile import nft_tx
+    from tests.compile.helpers import compiled_of
+
+    topo = with_a
+    topo.add_addresses("203.0.113.201")
+    compiled_b = compiled_of(POLICY_B)
+    (name,) = [n for n in compiled_b.sets if n.startswith("l_mirrors_") and n.endswith("_4a")]
+    decl = nft_tx.set_decl(compiled_b.sets[name], len(compiled_b.sets[name].elements()))
+    topo.kernel().run_json(nft_tx.document([decl]))
+    assert topo.apply(POLICY_B).method == "delta"
+    assert topo.passes(Probe("203.0.113.201", 80, "tcp")) == [True]  # only in B's mirrors
+    _, content = _table(topo)
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.apply(POLICY_B).method == "full"
+    assert _table(topo)[1] == content
+
+
 def test_a_rollback_after_an_apply_that_died_unrecorded_leaves_exactly_the_previous_table(
         with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """A, then B; then an apply of C (with a forward chain and a rule of its own) dies after
@@ -763,6 +785,8 @@ def test_a_refused_cleanup_keeps_the_new_rules_and_records_what_is_left(netns: s
     assert report.method == "delta"
     (new_ports,) = [n for n in inventory()["sets"] if n.startswith("p_") and n != old_ports]
     assert old_ports in inventory()["sets"]  # still in the kernel: recorded
+    refused = state.snapshot("applied")
+    assert refused is not None and refused.generation is None  # the next apply lists the kernel
     assert {old_ports, new_ports} <= sets_in_kernel()
     listing = ns.run(netns, ["nft", "list", "table", "inet", "outguard"]).stdout
     assert f"@{new_ports}" in listing and listing.count(f"@{old_ports}") == 1  # by hand only

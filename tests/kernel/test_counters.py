@@ -196,6 +196,7 @@ def test_table_objects_lists_names_of_the_one_table(netns: str) -> None:
         _setup(nft)
         nft.run_text("add chain inet outguard inner; "
                      "add rule inet outguard inner meta l4proto { tcp, udp } accept; "
+                     "add rule inet outguard inner tcp dport 22 jump { accept; }; "
                      "add set inet outguard big { type ipv4_addr; size 65536; }; "
                      "add map inet outguard m { type ipv4_addr : verdict; }; "
                      "add chain ip outguard ip_only; add set ip outguard ip_set { type ipv4_addr; }")
@@ -210,3 +211,29 @@ def test_table_objects_lists_names_of_the_one_table(netns: str) -> None:
         assert nft.objects() == t.call(c.table_objects)
         assert t.call(c.table_objects, "ip", "outguard") == (["ip_only"], ["ip_set"], ["ip_only"])
         assert t.call(c.table_objects, "inet", "absent") is None
+
+
+def test_an_interrupted_dump_is_read_to_its_end_before_it_is_asked_again() -> None:
+    """NLM_F_DUMP_INTR on the first part of a dump: the rest is still read (a socket kept open
+    must not be left inside a dump, or the next request gets EBUSY), then the dump is retried."""
+
+    class FakeSocket:
+        def __init__(self, seq: int) -> None:
+            part = _counter_obj("outguard", "a", 1, 1)
+            self.datagrams = [
+                _nlmsg(NEWOBJ, c.NLM_F_MULTI | c.NLM_F_DUMP_INTR, seq, part),
+                _nlmsg(NEWOBJ, c.NLM_F_MULTI, seq, part)
+                + _nlmsg(c.NLMSG_DONE, c.NLM_F_MULTI, seq, struct.pack("=i", 0)),
+            ]
+
+        def send(self, data: bytes) -> int:
+            return len(data)
+
+        def recvmsg(self, _size: int) -> tuple[bytes, list[object], int, object]:
+            return self.datagrams.pop(0), [], 0, None
+
+    seq = next(c._seq) + 1  # the sequence number _exchange takes next
+    fake = FakeSocket(seq & 0xFFFFFFFF)
+    with pytest.raises(c._DumpInterruptedError):
+        c._exchange(fake, c.NFT_MSG_GETOBJ, 1, b"", c.NLM_F_REQUEST | c.NLM_F_DUMP)  # type: ignore[arg-type]
+    assert fake.datagrams == []

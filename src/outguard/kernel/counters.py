@@ -44,6 +44,8 @@ NFTA_GEN_ID = 1
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
+NFTA_CHAIN_FLAGS = 10
+NFT_CHAIN_BINDING = 0x4
 NFTA_SET_TABLE = 1
 NFTA_SET_NAME = 2
 NFTA_SET_FLAGS = 3
@@ -213,6 +215,7 @@ def _exchange(sock: socket.socket, request_of: int, family: int, attrs: bytes,
     seq = next(_seq) & 0xFFFFFFFF
     request = encode_request(request_of, family, attrs, seq=seq, flags=flags)
     replies: list[Message] = []
+    interrupted = False
     try:
         sock.send(request)
         while True:
@@ -222,9 +225,12 @@ def _exchange(sock: socket.socket, request_of: int, family: int, attrs: bytes,
             for msg in parse_messages(data):
                 if msg.seq != seq:
                     continue  # stale reply of an earlier request on a reused port id
-                if msg.flags & NLM_F_DUMP_INTR:
-                    raise _DumpInterruptedError
+                # read an interrupted dump to its end: a socket kept open for the next request
+                # must not still be in the middle of this one (the kernel answers EBUSY)
+                interrupted = interrupted or bool(msg.flags & NLM_F_DUMP_INTR)
                 if msg.type == NLMSG_DONE:
+                    if interrupted:
+                        raise _DumpInterruptedError
                     return replies
                 if msg.type == NLMSG_ERROR:
                     code = error_code(msg)
@@ -275,10 +281,12 @@ def _names(msg: int, reply: int, family: int, table_attr: int, name_attr: int, t
     for m in _dump(msg, family, attr_str(table_attr, table), sock):
         if m.type == (NFNL_SUBSYS_NFTABLES << 8) | reply:
             attrs = parse_attrs(m.payload[_NFGENMSG.size :])
-            # a rule's inline set ({ tcp, udp }) is listed as "__set<n>": it is the rule's, gone
-            # with it, and no object of ours
-            flags = attrs.get(NFTA_SET_FLAGS, bytes(4)) if reply == NFT_MSG_NEWSET else bytes(4)
-            if struct.unpack(">I", flags[:4])[0] & NFT_SET_ANONYMOUS:
+            # a rule's inline set ({ tcp, udp }, "__set<n>") or chain (jump { ... },
+            # "__chain<n>") belongs to the rule, goes with it, and is no object of ours
+            flags_attr, anonymous = (NFTA_SET_FLAGS, NFT_SET_ANONYMOUS) if reply == NFT_MSG_NEWSET \
+                else (NFTA_CHAIN_FLAGS, NFT_CHAIN_BINDING)
+            flags = attrs.get(flags_attr, bytes(4))
+            if len(flags) >= 4 and struct.unpack(">I", flags[:4])[0] & anonymous:
                 continue
             if _cstr(attrs.get(table_attr, b"")) == table:  # old kernels ignored the filter
                 out.append(_cstr(attrs.get(name_attr, b"")))
