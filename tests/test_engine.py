@@ -6,13 +6,15 @@ cannot stage (a foreign commit in the middle of an apply, an unknown namespace i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from outguard.engine import _Watched
+from outguard.engine import _Watched, apply_policy
 from outguard.errors import KernelError
 from outguard.kernel.setsync import SetChange
+from outguard.state import StateDir
 
 
 class FakeKernel:
@@ -124,11 +126,57 @@ def test_someone_elses_commit_during_a_refused_transaction_records_nothing() -> 
     assert watched.recorded() is None
 
 
-def test_a_batch_that_did_not_move_the_generation_records_nothing() -> None:
+def test_a_batch_that_changed_nothing_keeps_the_apply_clean() -> None:
+    """An accepted batch that only declares what exists moves the generation by none: still
+    only ours (one move more would be someone else's)."""
     class Still(FakeKernel):
         def _commit(self) -> None:
-            pass  # accepted, but the generation stays: not a commit we can count
+            if self.meanwhile is not None:
+                self.meanwhile()
 
-    watched = _Watched(Still())
+    kernel = Still()
+    watched = _Watched(kernel)
+    watched.run_json({})
+    assert watched.recorded() == ["boot/7", 1]
+
+    def foreign() -> None:
+        kernel.gen += 2
+
+    kernel.meanwhile = foreign
     watched.run_json({})
     assert watched.recorded() is None
+
+
+class Recording(FakeKernel):
+    """Keeps the documents it ran; lists no objects (the listing fails) when told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.docs: list[Any] = []
+        self.blind = False
+
+    def run_json(self, doc: Any) -> Any:
+        self.docs.append(doc)
+        return super().run_json(doc)
+
+    def objects(self) -> tuple[list[str], list[str], list[str]] | None:
+        if self.blind:
+            raise KernelError("netlink dump kept being interrupted")
+        return None
+
+
+def test_an_untrusted_record_that_the_kernel_cannot_list_replaces_the_whole_table(
+        tmp_path: Path) -> None:
+    """Someone committed since the last apply and the kernel's objects cannot be listed: the
+    record may miss objects (an apply killed before recording), so the table is replaced."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    state, kernel = StateDir(tmp_path / "state"), Recording()
+    assert apply_policy(policy, state, kernel).method == "full"
+    assert apply_policy(policy, state, kernel).method == "delta"  # trusted: nothing to do
+    kernel.gen += 1  # someone else's commit
+    kernel.blind = True
+    kernel.docs.clear()
+    assert apply_policy(policy, state, kernel).method == "full"
+    assert {"delete": {"table": {"family": "inet", "name": "outguard"}}} in \
+        kernel.docs[0]["nftables"]

@@ -83,17 +83,17 @@ class _Watched:
 
     def _step(self, action: Callable[[], Any]) -> Any:
         before = _generation(self.kernel)
-        ours = 0
+        most = 0
         try:
             result = action()
-            # every batch we run changes something (`_switch` skips empty phases), so it moves
-            # the generation by exactly one, a refused one by none: any more is someone else's
-            ours = 1
+            # an accepted batch moves the generation by one, or by none when it changed nothing
+            # (a declaration of what exists); a refused one by none: any more is someone else's
+            most = 1
             return result
         finally:
             after = _generation(self.kernel)
             if (before is None or after is None or before != self.last
-                    or after[0] != before[0] or after[1] - before[1] != ours):
+                    or after[0] != before[0] or not 0 <= after[1] - before[1] <= most):
                 self.clean = False
             self.last = after
 
@@ -241,8 +241,8 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                 # resolver, an apply killed before it recorded its commit): our table may not
                 # hold what we recorded. The delta starts from the names the kernel lists, and
                 # every chain is flushed and refilled. Otherwise only changed chains are.
-                found = _held_by_kernel(kernel, held, compiled.sets)
-                held = held if found is None else found
+                # If the kernel cannot list them either, the whole table is replaced.
+                held = _held_by_kernel(kernel, held, compiled.sets) or nft_tx.Inventory()
                 held.rules = {}
         if held.chains or held.sets or held.counters:
             phases = nft_tx.delta_phases(compiled, held,

@@ -395,3 +395,17 @@ def test_a_base_chain_that_is_gone_is_emptied_at_the_switch(old: Compiled,
         gone = set(new.chains) - set(old.chains) - {"forward"}
         assert gone and not gone & set(flushed)
         assert ("delete", "chain", "forward") in _kinds(phases.cleanup)
+
+
+def test_an_untrusted_record_declares_the_base_chains_again(old: Compiled) -> None:
+    """Without recorded digests (the inventory is what the kernel listed) a base chain is
+    declared again with its hook — a chain of that name made by hand may have none — but an
+    undo never deletes it; with digests (a trusted record) it is not declared."""
+    listed = _without_digests(Inventory.of(old))
+    for phases in (nft_tx.delta_phases(old, listed),
+                   nft_tx.stored_phases(nft_tx.full(old), listed)):
+        declared = [c["add"]["chain"] for c in phases.prepare if "chain" in c.get("add", {})]
+        assert [c["name"] for c in declared] == ["output"] and declared[0]["hook"] == "output"
+        assert ("delete", "chain", "output") not in _kinds(phases.undo)
+    trusted = nft_tx.delta_phases(old, Inventory.of(old))
+    assert not any("chain" in c.get("add", {}) for c in trusted.prepare)

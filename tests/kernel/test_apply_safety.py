@@ -543,6 +543,17 @@ def test_a_set_nobody_recorded_is_filled_again_when_the_policy_needs_it(
     assert _table(topo)[1] == content
 
 
+def test_a_chain_named_forward_made_by_hand_gets_its_hook(with_a: Topology) -> None:
+    """A regular chain called `forward` in our table (made by hand), then a policy with
+    `forward: true`: the chain outguard fills must be the one on the forward hook."""
+    topo = with_a
+    topo.nft("add", "chain", "inet", "outguard", "forward")
+    topo.apply(POLICY_C)
+    doc = json.loads(topo.nft("-j", "list", "chain", "inet", "outguard", "forward"))
+    (chain,) = [item["chain"] for item in doc["nftables"] if "chain" in item]
+    assert chain.get("hook") == "forward" and chain.get("type") == "filter"
+
+
 def test_a_rollback_after_an_apply_that_died_unrecorded_leaves_exactly_the_previous_table(
         with_a: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """A, then B; then an apply of C (with a forward chain and a rule of its own) dies after

@@ -14,7 +14,7 @@ Pure: data in, JSON commands out.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,8 @@ def delta_phases(compiled: Compiled, before: Inventory,
     changed = [n for n in before.chains if n in compiled.chains
                and (before.rules.get(n) != digests.get(n) or rebinds(compiled.chains[n]))]
     refill = set(changed).union(new_chains)
-    prepare = [table, *_objects(compiled, new_sets, new_counters, new_chains, elements_of)]
+    prepare = [table, *_objects(compiled, new_sets, new_counters,
+                                [*new_chains, *_redeclared(compiled.chains, before)], elements_of)]
     gone = leftovers(compiled, before)
     switch = [table, *_flushes(changed, gone.chains), *_rules(compiled, refill.__contains__)]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
@@ -288,11 +289,21 @@ def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     new_chains = [n for n in got.chains if n not in known_chains]
     gone = before.without(got.inventory())
     prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
-               *(got.chains[n] for n in new_chains), *(c for n in new_sets for c in got.sets[n])]
+               *(got.chains[n] for n in [*new_chains, *_redeclared(got.chains, before)]),
+               *(c for n in new_sets for c in got.sets[n])]
     switch = [table, *_flushes([n for n in got.chains if n in known_chains], gone.chains),
               *got.rules]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     return Phases(prepare, switch, _cleanup(table, gone), undo)
+
+
+def _redeclared(chains: Iterable[str], before: Inventory) -> list[str]:
+    """Base chains that exist but were not recorded with a digest (the record was not trusted
+    and `before` is what the kernel lists): declared again with their hook, as a chain of the
+    same name made by hand may lack it (the kernel refuses to add a hook to a regular chain, and
+    the apply replaces the whole table). Declaring an existing base chain changes nothing."""
+    known = set(before.chains)
+    return [n for n in chains if n in BASE_CHAINS and n in known and n not in before.rules]
 
 
 def _flushes(changed: list[str], gone: list[str]) -> list[Cmd]:
