@@ -373,7 +373,9 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             state.clear()
             message = "no previous state: removed outguard's table"
         else:
-            text = any("socket" in str(c) for c in target[1] if "rule" in c.get("add", {}))
+            text = any("socket" in str(c) for c in target[1]
+                       if isinstance(c, dict) and isinstance(c.get("add"), dict)
+                       and "rule" in c["add"])
             # Only while nobody committed since `applied` was recorded does the kernel hold
             # exactly its inventory; otherwise (an apply killed before it recorded its commit,
             # a hand edit, a DNS or feed update) the delta starts from the names it lists.

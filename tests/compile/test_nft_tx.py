@@ -373,6 +373,9 @@ def test_a_rollback_does_not_load_a_shared_list_again() -> None:
     [{"add": {"element": {"family": "inet", "table": "outguard", "name": "l_x", "elem": [1]}}}],
     [{"add": {"rule": {"family": "inet", "table": "outguard", "chain": "nowhere", "expr": []}}}],
     [{"outguard_elements": "l_x"}],  # a marker before any set
+    [{"add": {"counter": {}}}],  # damaged files that are still JSON
+    [{"add": {"set": "x"}}],
+    ["text"],
 ])
 def test_a_stored_form_that_is_not_a_full_form_is_refused(new: Compiled,
                                                           stored: list[Cmd]) -> None:

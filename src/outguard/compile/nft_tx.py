@@ -237,6 +237,13 @@ class _Stored:
 
     @classmethod
     def parse(cls, stored: list[Cmd]) -> _Stored:
+        try:
+            return cls._parse(stored)
+        except (KeyError, TypeError, AttributeError) as exc:  # a damaged file, still JSON
+            raise ValueError(f"unexpected stored command: {exc!r:.80}") from exc
+
+    @classmethod
+    def _parse(cls, stored: list[Cmd]) -> _Stored:
         out = cls()
         last_set: str | None = None
         for cmd in stored:
