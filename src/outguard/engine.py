@@ -379,6 +379,7 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             # Only while nobody committed since `applied` was recorded does the kernel hold
             # exactly its inventory; otherwise (an apply killed before it recorded its commit,
             # a hand edit, a DNS or feed update) the delta starts from the names it lists.
+            made = _stored_inventory(target[1])
             held: nft_tx.Inventory | None = None
             if not unrecorded and applied is not None \
                     and _holds_recorded(applied[0].generation, _generation(kernel)):
@@ -386,8 +387,8 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None) -> st
             else:
                 held = _held_by_kernel(kernel, nft_tx.Inventory.from_json(applied[0].inventory)
                                        if applied is not None else nft_tx.Inventory(),
-                                       _stored_sets(target[1]))
-            inventory = _roll_to(kernel, state, target[1], held, text)
+                                       made.sets if made is not None else [])
+            inventory = _roll_to(kernel, state, target[1], made, held, text)
             recorded = None if inventory is None else inventory.to_json()
             if unrecorded:
                 if recorded is not None:
@@ -419,11 +420,12 @@ def _held_by_kernel(kernel: Kernel, recorded: nft_tx.Inventory,
     return nft_tx.Inventory(chains, [n for n in sets if n in known or n not in needed], counters)
 
 
-def _stored_sets(stored: list[dict[str, Any]]) -> list[str]:
+def _stored_inventory(stored: list[dict[str, Any]]) -> nft_tx.Inventory | None:
+    """What a stored full form makes; None if the stored commands cannot be read as one."""
     try:
-        return nft_tx.stored_inventory(stored).sets
+        return nft_tx.stored_inventory(stored)
     except ValueError:
-        return []
+        return None
 
 
 def _holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:
@@ -435,17 +437,15 @@ def _holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:
 
 
 def _roll_to(kernel: Kernel, state: StateDir, stored: list[dict[str, Any]],
-             held: nft_tx.Inventory | None, text: bool) -> nft_tx.Inventory | None:
+             target: nft_tx.Inventory | None, held: nft_tx.Inventory | None,
+             text: bool) -> nft_tx.Inventory | None:
     """Put a stored snapshot back. With `held` (what the kernel holds, known for certain) the
     way apply makes a delta: new sets before the switch, old ones deleted after it (a full
     replace in one transaction could drop packets walking the old rules), shared sets kept;
     else, or if the kernel refuses the delta, the whole table is replaced in one transaction.
     Returns what the kernel holds afterwards (with what a refused cleanup left over, for the
-    next apply to delete), or None if the stored commands cannot be read as a full form."""
-    try:
-        target: nft_tx.Inventory | None = nft_tx.stored_inventory(stored)
-    except ValueError:
-        target = held = None
+    next apply to delete), or None if the stored commands cannot be read as a full form
+    (`target`, what they make: `_stored_inventory`)."""
     if held is not None and target is not None:
         phases = nft_tx.stored_phases(stored, held)
         phases.prepare = expand(phases.prepare, state)
