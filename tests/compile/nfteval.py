@@ -146,7 +146,8 @@ class Evaluator:
             if key == "time":
                 if op != "<" or pkt.now is None:
                     raise ValueError(f"meta time needs op '<' and a packet time: {body}")
-                return int(pkt.now.timestamp() * 1_000_000_000) < int(right)
+                # nft reads the number as seconds and compares nanoseconds
+                return int(pkt.now.timestamp() * 1_000_000_000) < int(right) * 1_000_000_000
             raise ValueError(f"unknown meta key {key!r}")
         if "ct" in left:
             if left["ct"]["key"] != "state" or op != "in":

@@ -113,6 +113,21 @@ def test_expires_with_an_offset_is_converted_to_utc() -> None:
     assert rs.allow[0].match.until == datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
 
 
+def test_an_expiry_with_a_fraction_of_a_second_is_taken_to_the_whole_second() -> None:
+    """The kernel's `meta time` check takes whole seconds: `decide` switches at the same
+    moment, and a rule whose second has begun is expired at apply time too."""
+    from outguard.decide import Flow, decide
+
+    text = ("version: 1\nallow:\n  - name: t\n    to: [203.0.113.10]\n"
+            "    expires: 2030-01-01T00:00:00.750Z\n")
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    rs = lowered(load_text(text), moment - timedelta(days=1))
+    assert rs.allow[0].match.until == moment
+    flow = Flow(dst="203.0.113.10", port=443)
+    assert decide(rs, flow, now=moment - timedelta(microseconds=1)).rule == "allow:t"
+    assert decide(rs, flow, now=moment).rule == "default"
+    assert lowered(load_text(text), moment + timedelta(milliseconds=500)).allow == ()
+
 def test_a_list_only_used_by_expired_rules_is_no_source() -> None:
     rs = lowered(load_text("version: 1\nallow:\n"
                            "  - {name: a, to: ['@l'], expires: 2001-01-01T00:00:00Z}\n"

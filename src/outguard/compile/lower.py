@@ -57,8 +57,14 @@ def _match(rule: Rule) -> Match:
         gid=_gid(owner.group) if owner is not None and owner.group is not None else None,
         cgroup=cgroup,
         cgroup_level=cgroup.count("/") + 1 if cgroup else 0,
-        until=as_utc(rule.expires) if rule.expires is not None else None,
+        until=_until(rule.expires) if rule.expires is not None else None,
     )
+
+
+def _until(expires: datetime) -> datetime:
+    """The moment a rule stops matching, to the whole second: what the kernel's `meta time`
+    check can express, so that `decide` and the kernel switch at the same instant."""
+    return as_utc(expires).replace(microsecond=0)
 
 
 def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver,
@@ -104,7 +110,7 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     now = now or datetime.now(UTC)
     doc = policy.doc
     live = [(s, i, r) for s, i, r in policy.rules()
-            if r.expires is None or as_utc(r.expires) > now]
+            if r.expires is None or _until(r.expires) > now]
     used_lists = {t.value for _s, _i, r in live for t in r.to or [] if t.kind == "list"}
     hosts: dict[str, tuple[str | int, ...]] = {}
     # With a `dns:` section outguard's resolver fills per-rule sets: nothing to resolve now.

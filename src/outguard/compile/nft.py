@@ -118,7 +118,9 @@ def conditions(m: Match, port_set: PortSetNamer | None = None) -> list[Expr]:
     """Everything but the destination address, as nftables expressions."""
     out: list[Expr] = []
     if m.until is not None:
-        out.append(_match(_meta("time"), int(m.until.timestamp()) * 1_000_000_000, "<"))
+        # nft takes `meta time` as whole seconds since the epoch (UTC) and hands the kernel
+        # nanoseconds itself: a number in nanoseconds here overflowed into the year 2213
+        out.append(_match(_meta("time"), int(m.until.timestamp()), "<"))
     if m.proto in ("tcp", "udp"):
         if m.ports:
             out.append(_match({"payload": {"protocol": m.proto, "field": "dport"}},
