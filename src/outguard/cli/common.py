@@ -19,17 +19,42 @@ import click
 from outguard.errors import OutguardError, PolicyError
 
 F = TypeVar("F", bound=Callable[..., Any])
-_ENV = "OUTGUARD_NETNS"
+# Set for the re-executed command only: the identity (device, inode) of the namespace it must be
+# in, so that a failed move is an error instead of a loop. Never trusted as proof of where the
+# process is: that is always read from the kernel (`_current_is`).
+_HOP = "OUTGUARD_NETNS_HOP"
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _current_is(netns: str) -> bool:
+    """Is this process in the named namespace? (`ip netns identify` compares the same: the
+    nsfs inode of /proc/self/ns/net and of the bind mount /run/netns/NAME.)"""
+    here = _identity("/proc/self/ns/net")
+    return here is not None and here == _identity(f"/run/netns/{netns}")
 
 
 def enter_netns(netns: str | None) -> None:
-    if netns is None or os.environ.get(_ENV) == netns:
+    """Re-execute this command inside `netns` unless the process already is there."""
+    hop = os.environ.pop(_HOP, None)
+    if netns is None:
         return
     from outguard.kernel import netns as ns  # noqa: PLC0415 - only the namespace path needs it
 
     if not ns.exists(netns):
         raise click.UsageError(f"no network namespace named {netns!r} (see `ip netns list`)")
-    env = {**os.environ, _ENV: netns}
+    if _current_is(netns):
+        return
+    target = _identity(f"/run/netns/{netns}")
+    if hop is not None and hop == repr(target):
+        raise click.UsageError(f"could not move into network namespace {netns!r}")
+    env = {**os.environ, _HOP: repr(target)}
     argv = ns.exec_argv(netns, [sys.executable, "-m", "outguard", *sys.argv[1:]])
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
