@@ -177,7 +177,10 @@ class Evaluator:
                 return False
             level = left["socket"]["level"]
             parts = pkt.cgroup.strip("/").split("/")
-            return bool(len(parts) >= level and "/".join(parts[:level]) == right)
+            # a cgroup set (`@c_…`) holds the paths of the cgroups it matches
+            paths = self.compiled.sets[right[1:]].elements() if right.startswith("@") \
+                else [right]
+            return bool(len(parts) >= level and "/".join(parts[:level]) in paths)
         raise ValueError(f"unknown match {body}")
 
     def _chain(self, name: str, pkt: Packet, out: Outcome, depth: int = 0) -> None:

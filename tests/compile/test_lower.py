@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import pytest
-
-from outguard.compile.ir import Elements
+from outguard.compile.ir import Elements, Ruleset
 from outguard.compile.lower import lower
-from outguard.errors import PolicyError
-from outguard.policy.load import load_policy, load_text
+from outguard.compile.nft import compile_ruleset
+from outguard.policy.load import Policy, load_policy, load_text
 from tests.compile.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered
 
 
@@ -42,34 +41,68 @@ def test_resolver_answers_are_parsed_and_deduplicated() -> None:
                                                            v6=("2001:db8::9",))
 
 
-def test_a_host_name_that_does_not_resolve_is_an_error() -> None:
-    policy = load_text("version: 1\nallow:\n  - {name: h, to: [nowhere.example.test]}\n",
-                       "p.yaml")
-    with pytest.raises(PolicyError) as err:
-        lowered(policy)
-    (problem,) = err.value.problems
-    assert problem.file == "p.yaml"
-    assert problem.message == ("host name 'nowhere.example.test' does not resolve: nothing would"
-                               " be allowed or denied for it")
+def _lowered_with_warnings(policy: Policy, **kw: Any) -> tuple[Ruleset, list[str]]:
+    warnings: list[str] = []
+    return lower(policy, resolver=kw.pop("resolver", fake_resolver), now=FIXED_NOW,
+                 warnings=warnings, **kw), warnings
 
 
-def test_a_host_name_that_does_not_resolve_is_reported_where_it_is() -> None:
-    policy = load_text("version: 1\nallow:\n  - name: h\n    to:\n      - nowhere.example.test\n",
-                       "p.yaml")
-    with pytest.raises(PolicyError) as err:
-        lowered(policy)
-    assert [str(p) for p in err.value.problems] == [
-        "p.yaml:5:9: allow[0].to[0]: host name 'nowhere.example.test' does not resolve:"
-        " nothing would be allowed or denied for it"]
+def test_a_host_name_that_does_not_resolve_matches_nothing_with_a_warning_where_it_is() -> None:
+    """At boot there may be no DNS yet: the apply goes on (it failed, and the host booted with
+    no table), the name matches nothing, the rule's other destinations still count."""
+    policy = load_text("version: 1\nallow:\n  - name: h\n    to:\n      - nowhere.example.test\n"
+                       "      - 203.0.113.1\n", "p.yaml")
+    rs, warnings = _lowered_with_warnings(policy)
+    assert warnings == [
+        "p.yaml:5:9: allow[0].to[0]: host name 'nowhere.example.test' does not resolve now:"
+        " nothing is allowed or denied for it until it resolves at a later apply"]
+    assert rs.sources["rule:allow:h"].elements == Elements(v4=("203.0.113.1",))
+
+
+def test_a_rule_with_only_names_that_do_not_resolve_matches_nothing() -> None:
+    from outguard.decide import Flow, decide
+
+    rs, warnings = _lowered_with_warnings(load_text(
+        "version: 1\nallow:\n  - {name: h, to: [nowhere.example.test]}\n"))
+    assert len(warnings) == 1 and rs.allow[0].inline is None and not rs.allow[0].any_destination
+    assert decide(rs, Flow(dst="203.0.113.1", port=443), now=FIXED_NOW).rule == "default"
+    assert not any(r.expr for c in compile_ruleset(rs).chains.values() for r in c.rules
+                   if any("allow.h" in str(e) for e in r.expr))
 
 
 def test_an_unresolvable_name_in_an_inline_list_is_reported_in_the_list() -> None:
     policy = load_text("version: 1\nallow:\n  - {name: a, to: ['@l']}\n"
                        "lists:\n  l:\n    - 203.0.113.1\n    - nowhere.example.test\n",
                        "p.yaml")
-    with pytest.raises(PolicyError) as err:
-        lowered(policy)
-    assert [(p.line, p.col, p.path) for p in err.value.problems] == [(7, 7, "lists.l[1]")]
+    _rs, warnings = _lowered_with_warnings(policy)
+    assert [w.split(": ")[0:2] for w in warnings] == [["p.yaml:7:7", "lists.l[1]"]]
+
+
+def test_name_resolution_is_bounded_in_time_and_asks_every_name_at_once() -> None:
+    """A resolver that hangs (no DNS at boot: ~20 s of timeouts and retries) costs the apply
+    the bound, not a multiple of it; names that answered in time count."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow(name: str) -> list[str]:
+        if name.startswith("hangs"):
+            release.wait(30)
+            return ["203.0.113.9"]
+        return ["203.0.113.8"]
+
+    names = "".join(f"      - hangs{i}.example.test\n" for i in range(5))
+    policy = load_text("version: 1\nallow:\n  - name: h\n    to:\n" + names +
+                       "      - quick.example.test\n")
+    t0 = time.monotonic()
+    try:
+        rs, warnings = _lowered_with_warnings(policy, resolver=slow, resolve_timeout=1.0)
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 3.0
+    assert len(warnings) == 5
+    assert rs.sources["rule:allow:h"].elements == Elements(v4=("203.0.113.8",))
 
 
 def test_names_in_list_files_are_left_to_the_dns_resolver(tmp_path: Path) -> None:

@@ -313,17 +313,32 @@ def test_a_delta_creates_new_sets_before_any_rule_refers_to_them() -> None:
     assert undone == {(k, n) for k, n in made if k in ("set", "map", "chain", "counter")}
 
 
-def test_a_chain_matching_a_cgroup_is_refilled_at_every_apply() -> None:
-    # nft binds `socket cgroupv2` to the cgroup's id when the rule is added; a restarted unit
-    # gets a new cgroup, so the digest alone cannot say the chain is still right
+def test_a_cgroup_set_is_refilled_at_every_apply_and_its_chain_is_not() -> None:
+    # the kernel binds a cgroup set's element to the cgroup's id when it is added; a restarted
+    # unit gets a new cgroup: the set is emptied and filled again in the switch, while the
+    # chain that looks into it (by the set's name, which depends on the path) stays as it is
     compiled = compiled_of("version: 1\nallow:\n  - {name: svc, to: [203.0.113.10],"
                            " for: {cgroup: system.slice/web.service}}\n"
                            "  - {name: web, to: [203.0.113.11]}\n")
-    with_cgroup = [n for n, c in compiled.chains.items() if nft_tx.rebinds(c)]
-    assert with_cgroup
-    switch = _kinds(nft_tx.delta_phases(compiled, Inventory.of(compiled)).switch)
-    assert [n for v, _k, n in switch if v == "flush"] == with_cgroup
-    assert {n for _v, k, n in switch if k == "rule"} == set(with_cgroup)
+    (cgroup_set,) = [n for n, s in compiled.sets.items() if s.cgroup is not None]
+    assert compiled.sets[cgroup_set].cgroup == "system.slice/web.service"
+    assert compiled.sets[cgroup_set].key_type == "cgroupsv2"
+    switch = nft_tx.delta_phases(compiled, Inventory.of(compiled)).switch
+    assert _kinds(switch) == [("add", "table", "outguard"), ("flush", "set", cgroup_set),
+                              ("add", "element", cgroup_set)]
+    assert switch[2]["add"]["element"]["elem"] == ["system.slice/web.service"]
+
+
+def test_a_cgroup_set_is_refilled_by_a_rollback_from_the_stored_form() -> None:
+    compiled = compiled_of("version: 1\nallow:\n  - {name: svc, to: [203.0.113.10],"
+                           " for: {unit: web.service}}\n")
+    (cgroup_set,) = [n for n, s in compiled.sets.items() if s.cgroup is not None]
+    marker = {"outguard_cgroups": cgroup_set, "paths": ["system.slice/web.service"]}
+    stored = nft_tx.full(compiled, lambda s: marker if s.cgroup is not None
+                         else nft_tx.set_elements(s))
+    switch = nft_tx.stored_phases(stored, Inventory.of(compiled)).switch
+    assert switch[1:3] == [{"flush": {"set": {"family": "inet", "table": "outguard",
+                                              "name": cgroup_set}}}, marker]
 
 
 def _without_digests(inv: Inventory) -> Inventory:

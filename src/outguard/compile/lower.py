@@ -1,8 +1,9 @@
 """Policy → IR: expand lists, resolve host names and users, drop expired rules.
 
 The only step that asks the outside world (DNS, the user database, the clock), and it asks through
-functions passed in, so tests drive them. Host names are resolved here, at apply time, until the
-DNS resolver keeps FQDN sets fresh.
+functions passed in, so tests drive them. Host names are resolved here, at apply time (policies
+without `dns:`), all at once and within a bounded time; a name that does not resolve matches
+nothing, with a warning, instead of failing the apply: at boot there may be no DNS yet.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import grp
 import hashlib
 import os.path
 import pwd
+import queue
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
@@ -67,25 +71,65 @@ def _until(expires: datetime) -> datetime:
     return as_utc(expires).replace(microsecond=0)
 
 
-def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver,
-                 policy: Policy) -> dict[str, list[Target]]:
-    """Resolve every host name once; a name with no address is an error at its first use."""
-    out: dict[str, list[Target]] = {}
-    missing: list[str] = []
+RESOLVE_TIMEOUT = 5.0  # seconds for all of a policy's names together
+_RESOLVE_THREADS = 16
+
+
+def resolve_names(names: Sequence[str], resolver: Resolver,
+                  timeout: float = RESOLVE_TIMEOUT) -> dict[str, list[str]]:
+    """The addresses of each name, asked concurrently; a name that has not answered when
+    `timeout` is up counts as not resolving (at boot there may be no DNS yet: the resolver's
+    own timeouts and retries took ~20 s). The threads are daemons: one stuck in getaddrinfo
+    is abandoned, and does not hold up the command's exit."""
+    work: queue.SimpleQueue[str] = queue.SimpleQueue()
     for name in names:
+        work.put(name)
+    got: dict[str, list[str]] = {}
+    done = threading.Condition()
+
+    def worker() -> None:
+        while True:
+            try:
+                name = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                answer = list(resolver(name))
+            except Exception:  # a resolver that fails is one that does not answer
+                answer = []
+            with done:
+                got[name] = answer
+                done.notify_all()
+
+    for _ in range(min(_RESOLVE_THREADS, len(names))):
+        threading.Thread(target=worker, name="outguard-resolve", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    with done:
+        while len(got) < len(names) and (left := deadline - time.monotonic()) > 0:
+            done.wait(left)
+        return {name: got.get(name, []) for name in names}
+
+
+def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver, policy: Policy,
+                 timeout: float, warnings: list[str]) -> dict[str, list[Target]]:
+    """Resolve every host name once. A name with no address (no DNS yet, at boot) matches
+    nothing, with a warning naming its first use: the rule still applies for its other
+    destinations, and the name is asked again at the next apply."""
+    out: dict[str, list[Target]] = {}
+    answers = resolve_names(list(names), resolver, timeout)
+    for name, texts in answers.items():
         targets = []
-        for text in resolver(name):
+        for text in texts:
             try:
                 targets.append(parse_target(text))
             except ValueError:
                 continue
         if not targets:
-            missing.append(name)
+            warnings.append(str(Problem(
+                policy.source, *policy.positions.of(names[name]), format_path(names[name]),
+                f"host name {name!r} does not resolve now: nothing is allowed or denied for it"
+                " until it resolves at a later apply")))
         out[name] = targets
-    if missing:
-        raise PolicyError([Problem(policy.source, *policy.positions.of(names[n]),
-                                   format_path(names[n]), f"host name {n!r} does not resolve:"
-                                   " nothing would be allowed or denied for it") for n in missing])
     return out
 
 
@@ -106,8 +150,12 @@ def _const(elements: Elements) -> Callable[[], Elements]:
 
 
 def lower(policy: Policy, *, resolver: Resolver = system_resolver,
-          now: datetime | None = None) -> Ruleset:
+          now: datetime | None = None, resolve_timeout: float = RESOLVE_TIMEOUT,
+          warnings: list[str] | None = None) -> Ruleset:
+    """The IR of a loaded policy. What could not be had now (a host name that does not
+    resolve) degrades to matching nothing, with a message appended to `warnings`."""
     now = now or datetime.now(UTC)
+    found: list[str] = [] if warnings is None else warnings
     doc = policy.doc
     live = [(s, i, r) for s, i, r in policy.rules()
             if r.expires is None or _until(r.expires) > now]
@@ -126,7 +174,7 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
             for j, t in enumerate(policy.lists[name].targets):
                 if t.kind == "host":
                     hosts.setdefault(t.value, ("lists", name, j))
-    resolved = _resolve_all(hosts, resolver, policy)
+    resolved = _resolve_all(hosts, resolver, policy, resolve_timeout, found)
 
     sources: dict[str, Source] = {}
     for name in sorted(used_lists):

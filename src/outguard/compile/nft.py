@@ -53,6 +53,11 @@ class NftSet:
     bulk: Callable[[], list[int] | list[tuple[int, int]]] | None = field(default=None, repr=False)
     version: int = 4
     capacity: int | None = None
+    # A cgroup set (`socket cgroupv2 level N @c_…`): the cgroup path it stands for. The engine
+    # fills it with that cgroup when it exists (the kernel matches the cgroup's 64-bit id,
+    # bound when the element is added); empty, it matches nothing: a unit that is not running
+    # makes no batch fail. Refilled at every apply: a restarted unit has a new cgroup.
+    cgroup: str | None = None
 
     def elements(self) -> list[Any]:
         return self._elements()
@@ -99,6 +104,7 @@ def _meta(key: str) -> Expr:
 
 Ports = tuple[tuple[int, int], ...]
 PortSetNamer = Callable[[Ports], str]
+CgroupSetNamer = Callable[[str], str]
 
 
 def port_items(ports: Ports) -> list[Any]:
@@ -114,8 +120,12 @@ def _port_value(ports: Ports, port_set: PortSetNamer | None) -> Any:
     return f"@{port_set(ports)}" if port_set is not None else {"set": items}
 
 
-def conditions(m: Match, port_set: PortSetNamer | None = None) -> list[Expr]:
-    """Everything but the destination address, as nftables expressions."""
+def conditions(m: Match, port_set: PortSetNamer | None = None,
+               cgroup_set: CgroupSetNamer | None = None) -> list[Expr]:
+    """Everything but the destination address, as nftables expressions. With `cgroup_set`
+    (the compiler's), a cgroup is matched through a set named for its path, which the engine
+    fills with the cgroup if it exists; without, by the path itself (nft then needs it to
+    exist under /sys/fs/cgroup when the rule is added)."""
     out: list[Expr] = []
     if m.until is not None:
         # nft takes `meta time` as whole seconds since the epoch (UTC) and hands the kernel
@@ -138,7 +148,8 @@ def conditions(m: Match, port_set: PortSetNamer | None = None) -> list[Expr]:
     if m.gid is not None:
         out.append(_match(_meta("skgid"), m.gid))
     if m.cgroup is not None:
-        out.append(_match({"socket": {"key": "cgroupv2", "level": m.cgroup_level}}, m.cgroup))
+        out.append(_match({"socket": {"key": "cgroupv2", "level": m.cgroup_level}},
+                          f"@{cgroup_set(m.cgroup)}" if cgroup_set is not None else m.cgroup))
     return out
 
 
@@ -193,6 +204,13 @@ class _Builder:
             self.port_sets[ports] = name
         return self.port_sets[ports]
 
+    def cgroup_set(self, path: str) -> str:
+        name = f"c_{_short(path)}"
+        if name not in self.out.sets:
+            self.out.sets[name] = NftSet(name, "cgroupsv2", False, False, _const([path]),
+                                         cgroup=path)
+        return name
+
     def list_set(self, key: str, version: int, kind: str) -> str | None:
         source = self.rs.sources[key]
         key_type = _ADDR[version][1]
@@ -226,7 +244,8 @@ class _Builder:
         """The rule's kernel rules: `bare` when the address was already matched by a map."""
         tail_key = (rule.section, rule.index)
         if tail_key not in self.tails:
-            self.tails[tail_key] = (conditions(rule.match, self.port_set), self.rule_verdict(rule))
+            self.tails[tail_key] = (conditions(rule.match, self.port_set, self.cgroup_set),
+                                    self.rule_verdict(rule))
         cond, verdict = self.tails[tail_key]
         comment = rule.comment
         if bare or rule.any_destination:

@@ -56,6 +56,8 @@ def _left(left: dict[str, Any]) -> str:
 def _right(left: dict[str, Any], right: Any) -> str:
     if "meta" in left and left["meta"]["key"] == "time" and isinstance(right, int):
         return str(right)
+    if isinstance(right, str) and right.startswith("@"):
+        return right
     if "socket" in left or ("meta" in left and left["meta"]["key"] == "oif"):
         return _q(str(right))
     return _value(right)
@@ -112,7 +114,9 @@ def command_text(cmd: dict[str, Any]) -> str:
         size = f" size {int(body['size'])};" if body.get("size") is not None else ""
         return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags}{size} }}"
     if kind == "element":
-        items = [f"{_value(e[0])} : {_value(e[1])}" if isinstance(e, list) else _value(e)
+        # a cgroup set's elements are paths, which nft reads only as quoted strings
+        value = _q if body["name"].startswith("c_") else _value
+        items = [f"{_value(e[0])} : {_value(e[1])}" if isinstance(e, list) else value(e)
                  for e in body["elem"]]
         return f"add element {_obj_ref(body)} {{ {', '.join(items)} }}"
     if kind == "chain":

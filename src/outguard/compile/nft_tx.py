@@ -5,8 +5,8 @@ Two forms, both one kernel transaction touching only `inet outguard` (never `flu
   in the kernel may not match what outguard recorded.
 - `delta`: against the inventory recorded at the last apply: create only new sets (with their
   elements), chains and counters; flush and refill only the chains whose rules changed (each
-  chain's rules are recorded as a digest); then delete what is gone (three transactions:
-  `Phases`). Unchanged sets — a million-address list — and unchanged chains are not touched,
+  chain's rules are recorded as a digest) and the cgroup sets; then delete what is gone (three
+  transactions: `Phases`). Unchanged sets — a million-address list — and unchanged chains are not touched,
   and per-rule counters keep counting.
 Pure: data in, JSON commands out.
 """
@@ -110,17 +110,15 @@ def _rules(compiled: Compiled, only: Callable[[str], bool] | None = None) -> lis
             for cmd in _chain_rules(chain)]
 
 
-def rebinds(chain: NftChain) -> bool:
-    """Does the chain match a `socket cgroupv2` path? nft resolves the path to the cgroup's id
-    when the rule is added, and a restarted unit gets a new cgroup: such a chain is refilled at
-    every apply, whatever its digest says."""
-    for rule in chain.rules:
-        for expr in rule.expr:
-            match = expr.get("match")
-            if isinstance(match, dict) and isinstance(match.get("left"), dict) \
-                    and "socket" in match["left"]:
-                return True
-    return False
+def refreshed(compiled: Compiled, before: Inventory) -> list[str]:
+    """The cgroup sets that stay: emptied and filled again at every apply (a restarted unit has
+    a new cgroup, whose id the kernel matches), in the switch, with the rules."""
+    known = set(before.sets)
+    return [n for n, s in compiled.sets.items() if s.cgroup is not None and n in known]
+
+
+def _refill(name: str, elements: Cmd | None) -> list[Cmd]:
+    return [{"flush": {"set": _obj(name=name)}}, *([elements] if elements is not None else [])]
 
 
 def rules_digest(chain: NftChain) -> str:
@@ -209,12 +207,14 @@ def delta_phases(compiled: Compiled, before: Inventory,
     # A chain that is gone is left as it is until the cleanup: only old rules and old maps
     # lead into it.
     changed = [n for n in before.chains if n in compiled.chains
-               and (before.rules.get(n) != digests.get(n) or rebinds(compiled.chains[n]))]
+               and before.rules.get(n) != digests.get(n)]
     refill = set(changed).union(new_chains)
     prepare = [table, *_objects(compiled, new_sets, new_counters,
                                 [*new_chains, *_redeclared(compiled.chains, before)], elements_of)]
     gone = leftovers(compiled, before)
-    switch = [table, *_flushes(changed, gone.chains), *_rules(compiled, refill.__contains__)]
+    switch = [table, *(c for n in refreshed(compiled, before)
+                       for c in _refill(n, elements_of(compiled.sets[n]))),
+              *_flushes(changed, gone.chains), *_rules(compiled, refill.__contains__)]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     return Phases(prepare, switch, _cleanup(table, gone), undo)
 
@@ -298,7 +298,9 @@ def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
                *(got.chains[n] for n in [*new_chains, *_redeclared(got.chains, before)]),
                *(c for n in new_sets for c in got.sets[n])]
-    switch = [table, *_flushes([n for n in got.chains if n in known_chains], gone.chains),
+    kept_cgroups = [n for n in got.sets if n.startswith("c_") and n in known_sets]
+    switch = [table, *(c for n in kept_cgroups for c in _refill(n, None) + got.sets[n][1:]),
+              *_flushes([n for n in got.chains if n in known_chains], gone.chains),
               *got.rules]
     undo = [table, *_deletions(new_sets, new_chains, new_counters)]
     return Phases(prepare, switch, _cleanup(table, gone), undo)

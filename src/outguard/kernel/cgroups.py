@@ -1,0 +1,90 @@
+"""Where a cgroup v2 path is, in the form nft takes it, or None when it does not exist.
+
+Place in the data flow: a rule with `for: {unit: X}` or `{cgroup: P}` matches `socket cgroupv2
+level N @c_…`, a set the engine fills with the cgroup (compile.nft). nft takes a set element of
+type cgroupsv2 only as a path, which it looks up under /sys/fs/cgroup when it builds the batch,
+and puts the directory's inode — the 64-bit cgroup id the kernel matches — into the element. A
+path that does not exist makes nft refuse the whole batch, so every path is checked here first
+and only existing ones are handed to nft: a unit that is not running leaves its set empty.
+
+Where the cgroup2 hierarchy is:
+- mounted at /sys/fs/cgroup (a pure v2 host): the path itself;
+- at /sys/fs/cgroup/unified (a hybrid host, DESIGN "Kernel facts"): `unified/<path>`;
+- nowhere in this mount namespace: `ip netns exec` mounts a fresh /sys without the cgroup
+  mounts. `cli.common` then opens the hierarchy's root before it re-executes the command and
+  leaves the descriptor open (`CGROUP_FD_ENV`); nft reaches it as
+  `/sys/fs/cgroup/../../../proc/self/fd/N/<path>` (libnftables runs in this process).
+"""
+
+from __future__ import annotations
+
+import os
+
+SYSFS_CGROUP = "/sys/fs/cgroup"  # where nft looks cgroupsv2 paths up (nftables' datatype.c)
+CGROUP_FD_ENV = "OUTGUARD_CGROUP_FD"
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The mount point of the cgroup2 hierarchy's root in this mount namespace, or None."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        head, sep, tail = line.partition(" - ")
+        fields, fstype = head.split(), tail.split()[:1]
+        if sep and fstype == ["cgroup2"] and len(fields) >= 5 and fields[3] == "/":
+            found.append(_unescape(fields[4]))
+    # prefer the mount nft can see: under /sys/fs/cgroup
+    found.sort(key=lambda m: not (m == SYSFS_CGROUP or m.startswith(SYSFS_CGROUP + "/")))
+    return found[0] if found else None
+
+
+def open_root() -> int | None:
+    """An inheritable descriptor of the cgroup2 root (for a command about to re-execute itself
+    in another mount namespace), or None when there is none here."""
+    mount = cgroup2_mount()
+    if mount is None:
+        return None
+    try:
+        fd = os.open(mount, os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+class CgroupLookup:
+    """Cgroup path (relative to the cgroup2 root, as policies name them) → what nft takes."""
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo",
+                 fd: int | None = None) -> None:
+        self.prefix: str | None = None  # nft's name of the cgroup2 root, "" when it is sysfs'
+        self.root: str | None = None  # where this process reaches it
+        mount = cgroup2_mount(mountinfo)
+        if mount is not None and (mount == SYSFS_CGROUP or mount.startswith(SYSFS_CGROUP + "/")):
+            self.root, self.prefix = mount, mount[len(SYSFS_CGROUP) + 1:]
+            return
+        if fd is None:
+            inherited = os.environ.get(CGROUP_FD_ENV, "")
+            fd = int(inherited) if inherited.isdigit() else None
+        if fd is not None and os.path.isdir(f"/proc/self/fd/{fd}"):
+            self.root = f"/proc/self/fd/{fd}"
+            self.prefix = f"../../../proc/self/fd/{fd}"
+
+    def __call__(self, path: str) -> str | None:
+        path = path.strip("/")
+        if self.root is None or not path or ".." in path.split("/"):
+            return None
+        if not os.path.isdir(os.path.join(self.root, path)):
+            return None
+        return f"{self.prefix}/{path}" if self.prefix else path
