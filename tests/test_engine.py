@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from outguard.engine import _Watched, apply_policy
+from outguard.engine import apply_policy
 from outguard.errors import KernelError
 from outguard.kernel.setsync import SetChange
 from outguard.state import StateDir
+from outguard.transact import Watched as _Watched
 
 
 class FakeKernel:
@@ -50,6 +51,9 @@ class FakeKernel:
 
     def objects(self) -> tuple[list[str], list[str], list[str]] | None:
         return None
+
+    def rules(self, chains: object = None) -> dict[str, str]:
+        return {}
 
 
 def test_only_our_commits_record_the_generation_after_the_last() -> None:

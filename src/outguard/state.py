@@ -10,7 +10,9 @@ tens of seconds), so this directory is the record of the kernel's `inet outguard
                       so this is what the kernel holds now; JSON text would cost a second a
                       million to write and to read back)
     pending.json      an apply waiting for `outguard confirm`
-    lock              serialises apply, rollback and confirm
+    rollback.json     the last rollback: when, by whom (the watchdog, by hand, a stale
+                      confirmation settled), from which policy to which
+    lock              serialises apply, rollback, confirm and restore
 
 Every file is 0600 and the directory 0700; writes go to a temporary file and are renamed.
 """
@@ -21,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -66,6 +69,12 @@ class Snapshot:
     # else committed during it (`Kernel.generation`): while the kernel still reports it, our
     # chains hold exactly what `inventory` recorded
     generation: list[Any] | None = None
+    # chain → digest of the rules the kernel held right after this apply committed (read back
+    # by netlink, `Kernel.rules`): what `status` compares the kernel with to find drift
+    rule_digests: dict[str, str] | None = None
+    # set when this is outguard's fail-closed table, not the policy: why the policy could not
+    # be applied
+    fallback: str | None = None
 
     @classmethod
     def of(cls, meta: object) -> Snapshot:
@@ -195,7 +204,7 @@ class StateDir:
         path = folder / "state.json"
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-            meta["inventory"], meta["generation"] = inventory, None
+            meta["inventory"], meta["generation"], meta["rule_digests"] = inventory, None, None
             write_private(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         except (OSError, ValueError, TypeError) as exc:
             raise StateError(f"state in {path.parent} is unreadable: {exc}") from exc
@@ -290,3 +299,37 @@ class StateDir:
 
     def clear_pending(self) -> None:
         (self.path / "pending.json").unlink(missing_ok=True)
+
+    def quarantine_pending(self) -> Path:
+        """Move a pending file that cannot be read out of the way (kept for a person to look
+        at); returns where it went."""
+        dest = self.path / f"pending.json.damaged-{int(time.time())}"
+        os.replace(self.path / "pending.json", dest)
+        return dest
+
+    # what happened last, for `status` -------------------------------------------------------
+
+    def record_rollback(self, event: dict[str, Any]) -> None:
+        """A rollback (by the watchdog, by hand, or of a stale confirmation), kept for
+        `status` to show while the policy it left is the applied one."""
+        write_private(self.path / "rollback.json", orjson.dumps(event))
+
+    def last_rollback(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.path / "rollback.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def record_commit(self, inventory: dict[str, Any], generation: list[Any] | None,
+                      rule_digests: dict[str, str] | None) -> None:
+        """After `restore` put the applied snapshot back: what the kernel holds now, the
+        generation our commit left and the rules it read back (see `Snapshot`)."""
+        path = self.path / "applied" / "state.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            meta.update(inventory=inventory, generation=generation, rule_digests=rule_digests)
+            write_private(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise StateError(f"state in {path.parent} is unreadable: {exc}") from exc
+        self._collect_sets()

@@ -138,14 +138,10 @@ BAD_POLICIES = {
                    ["5:17: allow[0].ports[1]", "6:5: allow[0].colour"]),
     "uid-out-of-range": ("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
                          "    for: {user: 4294967296}\n", ["5:17: allow[0].for.user"]),
-    # loads, then fails before the kernel: a host name that does not resolve
-    "unresolvable-host": ("version: 1\nallow:\n  - name: web\n"
-                          "    to: [no-such-host.outguard-test.invalid]\n",
-                          ["4:10: allow[0].to[0]"]),
-    # (b) loads and compiles, the kernel side (libnftables) refuses the transaction: the unit's
-    # cgroup does not exist (nft resolves `socket cgroupv2` paths when it builds the batch)
-    "kernel-unit": ("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
-                    "    for: {unit: ogt-no-such-unit.service}\n", None),
+    # (b) loads and compiles, the kernel side refuses the transaction: overlapping port
+    # ranges in one interval set ("conflicting intervals")
+    "kernel-ports": ("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
+                     "    ports: [443, \"1-1024\"]\n", None),
 }
 
 
@@ -183,13 +179,6 @@ def test_failing_policy_leaves_ruleset_and_state_byte_identical(with_a: Topology
     _wait_for(lambda: not _pids_in(topo.server), 5, "the watchdog to exit")
 
 
-def test_kernel_refusal_on_first_apply_creates_nothing(topology: Topology) -> None:
-    path = topology.write_policy(BAD_POLICIES["kernel-unit"][0])
-    proc = topology.cli("apply", str(path))
-    assert proc.returncode == 1
-    assert topology.tables() == []
-    status = topology.status()
-    assert not status["applied"] and not status["table_present"]
 
 
 # --- 6. re-applying never opens a gap ------------------------------------------------------
@@ -601,13 +590,34 @@ def test_rollback_without_previous_state_removes_the_table(topology: Topology) -
     assert ("inet", "outguard") in topology.tables()
     assert topology.passes(Probe("198.51.100.7", 443)) == [False]
 
+    # without --remove it refuses: that rollback would open all egress
     proc = topology.cli("rollback")
+    assert proc.returncode == 1 and "open all egress" in proc.stderr, proc.stderr
+    assert ("inet", "outguard") in topology.tables()
+    assert topology.status()["policy_hash"] == _hash(POLICY_A)
+
+    proc = topology.cli("rollback", "--remove")
     assert proc.returncode == 0, proc.stderr
     assert "removed outguard's table" in proc.stdout
     assert topology.tables() == [("inet", "other")]
     status = topology.status()
     assert not status["applied"] and not status["table_present"]
     assert topology.passes(Probe("198.51.100.7", 443)) == [True]
+
+
+def test_a_second_rollback_refuses_to_remove_the_table(with_a: Topology) -> None:
+    """A, then B, rollback (to A): the rollback after that has no previous policy, and used to
+    remove the table without asking, opening all egress."""
+    topo = with_a
+    topo.apply(POLICY_B)
+    assert topo.cli("rollback").returncode == 0
+    ruleset = topo.ruleset()
+    proc = topo.cli("rollback")
+    assert proc.returncode == 1, proc.stdout
+    assert "rollback --remove" in proc.stderr and "open all egress" in proc.stderr
+    assert topo.ruleset() == ruleset
+    assert topo.status()["policy_hash"] == _hash(POLICY_A)
+    assert topo.passes(Probe("198.51.100.7", 443)) == [False]
 
 
 def test_apply_while_a_confirmation_is_pending_never_ends_on_the_unconfirmed_policy(
@@ -700,8 +710,9 @@ def test_other_tables_are_untouched_by_apply_reapply_rollback_and_remove(
     assert _other_texts(topo, others) == texts, "remove changed another table"
     assert not topo.status()["applied"]
     assert topo.passes(Probe("198.51.100.7", 443)) == [True]  # nothing of ours is left
-    # remove again: nothing to remove, still nothing else touched
-    assert topo.cli("remove").returncode == 0
+    # remove again: nothing to remove (and it says so), still nothing else touched
+    proc = topo.cli("remove")
+    assert proc.returncode == 0 and proc.stdout.strip() == "no outguard table to remove"
     assert _other_texts(topo, others) == texts
 
 
@@ -722,10 +733,10 @@ def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
     def die(*_args: object, **_kw: object) -> int:
         raise Died
 
-    def spawn(token: str, deadline: float) -> int:  # the CLI's launcher, inside the namespace
+    def spawn(token: str, deadline: float, base: str) -> int:  # the CLI's, in the namespace
         argv = ns.exec_argv(topo.server, [
             sys.executable, "-m", "outguard", "_watchdog", "--state-dir", str(topo.state_dir),
-            "--token", token, "--deadline", repr(deadline)])
+            "--token", token, "--deadline", repr(deadline), "--base", base])
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True).pid
 

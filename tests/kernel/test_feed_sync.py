@@ -149,10 +149,10 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
     """Feed hash sets are declared with a capacity (a fixed-size hash loads far faster); a feed
     that outgrows it is not synced in place but re-applied: a new, bigger set, filled over
     netlink before the deny rule switches to it."""
-    from outguard import engine
+    from outguard import applyplan, engine
     from outguard.feeds.sync import sync_feeds
 
-    monkeypatch.setattr(engine, "MIN_CAPACITY", 16)
+    monkeypatch.setattr(applyplan, "MIN_CAPACITY", 16)
     server = Server()
     try:
         server.body = "".join(f"198.51.100.{i}\n" for i in range(1, 5)).encode()

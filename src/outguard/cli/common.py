@@ -55,9 +55,27 @@ def enter_netns(netns: str | None) -> None:
     if hop is not None and hop == repr(target):
         raise click.UsageError(f"could not move into network namespace {netns!r}")
     env = {**os.environ, _HOP: repr(target)}
+    # `ip netns exec` mounts a fresh /sys, without the cgroup hierarchies: the cgroup2 root
+    # goes along as an open descriptor, for rules with `for: {unit: …}` (kernel.cgroups)
+    from outguard.kernel.cgroups import CGROUP_FD_ENV, open_root  # noqa: PLC0415
+
+    if (fd := open_root()) is not None:
+        env[CGROUP_FD_ENV] = str(fd)
     argv = ns.exec_argv(netns, [sys.executable, "-m", "outguard", *sys.argv[1:]])
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
+
+
+def confirm_command(netns: str | None, state_dir_path: Path) -> str:
+    """The exact `outguard confirm` for this namespace and state directory."""
+    import shlex  # noqa: PLC0415
+
+    argv = ["outguard", "confirm"]
+    if netns:
+        argv += ["--netns", netns]
+    if state_dir_path != state_dir(netns, None):
+        argv += ["--state-dir", str(state_dir_path)]
+    return shlex.join(argv)
 
 
 def state_dir(netns: str | None, given: Path | None) -> Path:

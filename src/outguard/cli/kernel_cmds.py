@@ -1,5 +1,6 @@
-"""The commands that change or read the kernel: apply, plan, confirm, rollback, status, remove,
-and the hidden `_watchdog` that an apply with --confirm-timeout leaves behind.
+"""The commands that change the kernel: apply, confirm, rollback, remove, restore, and the hidden
+`_watchdog` that an apply with --confirm-timeout leaves behind (`plan` and `status` read it: in
+their own modules).
 
 Thin: option parsing and printing; the work is in `engine`.
 """
@@ -18,21 +19,25 @@ from typing import Any
 import click
 
 from outguard.cli.aws_cmd import apply_aws, aws_options
-from outguard.cli.common import fail, kernel_options
-from outguard.errors import OutguardError
+from outguard.cli.common import confirm_command, fail, kernel_options
+from outguard.errors import OutguardError, PolicyError
 
 
-def _spawn_watchdog(state_dir: Path) -> Callable[[str, float], int]:
-    def spawn(token: str, deadline: float) -> int:
+def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
+    def spawn(token: str, deadline: float, base: str) -> int:
+        from outguard.kernel.cgroups import CGROUP_FD_ENV  # noqa: PLC0415
+
+        inherited = os.environ.get(CGROUP_FD_ENV, "")
         log = os.open(state_dir / "watchdog.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # A new session: the watchdog outlives the apply command, its terminal and its
-            # SSH session — the things a bad policy may have just cut off.
+            # SSH session — the things a bad policy may have just cut off. It knows its token,
+            # deadline and base itself: a damaged pending file does not stop it.
             proc = subprocess.Popen(
                 [sys.executable, "-m", "outguard", "_watchdog", "--state-dir", str(state_dir),
-                 "--token", token, "--deadline", repr(deadline)],
+                 "--token", token, "--deadline", repr(deadline), "--base", base],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                close_fds=True)
+                close_fds=True, pass_fds=(int(inherited),) if inherited.isdigit() else ())
         finally:
             os.close(log)
         return proc.pid
@@ -52,14 +57,17 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float], int]:
 @kernel_options
 def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: str,
           netns: str | None, state_dir_path: Path, **aws: Any) -> None:
-    """Apply POLICY in one atomic transaction (replaces only outguard's own table)."""
+    """Apply POLICY in one atomic transaction (replaces only outguard's own table).
+
+    If it cannot be applied and that leaves no table of outguard's (at boot), the last
+    applied ruleset is put back, or a fail-closed one; the command then fails."""
     if backend == "aws":
         apply_aws(policy, **aws)
         return
     if backend != "nftables":
         _apply_iptables(policy, backend, confirm_timeout, netns)
         return
-    from outguard.engine import apply_policy  # noqa: PLC0415
+    from outguard.engine import FailClosedError, apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -69,20 +77,38 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: s
         with Nft() as nft:
             report = apply_policy(policy, state, nft, confirm_timeout=confirm_timeout,
                                   spawn_watchdog=_spawn_watchdog(state_dir_path))
+    except FailClosedError as exc:
+        loud(exc.cause, exc.done)
+        return
     except OutguardError as exc:
         fail(exc)
         return
+    if report.settled:
+        click.echo(f"warning: {report.settled}", err=True)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     where = f" in network namespace {netns}" if netns else ""
     click.echo(f"applied {policy} ({report.mode}, {report.rules} rules, policy"
                f" {report.policy_hash[:12]}){where}")
     if report.pending is not None:
-        click.echo(f"rolls back in {confirm_timeout:g} s unless you run `outguard confirm"
-                   f"{' --netns ' + netns if netns else ''}`")
+        click.echo(f"rolls back in {confirm_timeout:g} s unless you run"
+                   f" `{confirm_command(netns, state_dir_path)}`")
     if timings:
         click.echo(json.dumps({k: round(v, 2) for k, v in report.timings.items()}
                               | {"method": report.method}), err=True)
+
+
+def loud(cause: OutguardError, done: str) -> None:
+    """A policy that could not be applied, and what outguard put in its place: on stderr,
+    where boot logs and the terminal show it; exit 1."""
+    if isinstance(cause, PolicyError):
+        for problem in cause.problems:
+            click.echo(str(problem), err=True)
+    else:
+        click.echo(f"error: {cause}", err=True)
+    bar = "!" * 72
+    click.echo(f"{bar}\nTHE POLICY WAS NOT APPLIED.\n{done}\n{bar}", err=True)
+    sys.exit(1)
 
 
 def _apply_iptables(policy: Path, backend: str, confirm_timeout: float | None,
@@ -107,102 +133,136 @@ def _apply_iptables(policy: Path, backend: str, confirm_timeout: float | None,
 @click.command()
 @kernel_options
 def confirm(netns: str | None, state_dir_path: Path) -> None:
-    """Keep the policy applied with --confirm-timeout."""
+    """Keep the policy applied with --confirm-timeout (fails if nothing waits)."""
     from outguard.engine import confirm as do_confirm  # noqa: PLC0415
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     try:
-        click.echo(do_confirm(StateDir(state_dir_path)))
+        with Nft() as nft:
+            click.echo(do_confirm(StateDir(state_dir_path), nft, time.time()))
     except OutguardError as exc:
         fail(exc)
 
 
 @click.command()
+@click.option("--remove", "allow_remove", is_flag=True,
+              help="With no previous policy, remove outguard's table (opens all egress).")
 @kernel_options
-def rollback(netns: str | None, state_dir_path: Path) -> None:
-    """Restore the previously applied policy (or remove the table if there was none)."""
+def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> None:
+    """Restore the previously applied policy (with --remove: none, remove the table)."""
     from outguard.engine import rollback as do_rollback  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     try:
         with Nft() as nft:
-            click.echo(do_rollback(StateDir(state_dir_path), nft))
+            message = do_rollback(StateDir(state_dir_path), nft, allow_remove=allow_remove)
     except OutguardError as exc:
         fail(exc)
+        return
+    click.echo(message)
+    if "removed" in message:
+        _dns_hint()
 
 
 @click.command()
 @kernel_options
 def remove(netns: str | None, state_dir_path: Path) -> None:
-    """Remove outguard's table (and nothing else)."""
+    """Remove outguard's table (and nothing else): egress is open afterwards."""
     from outguard.engine import remove as do_remove  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     try:
         with Nft() as nft:
-            do_remove(StateDir(state_dir_path), nft)
+            message = do_remove(StateDir(state_dir_path), nft)
     except OutguardError as exc:
         fail(exc)
-    click.echo("removed outguard's table")
+        return
+    click.echo(message)
+    _dns_hint()
+
+
+def _dns_hint() -> None:
+    """`dns install` pointed this host at outguard's resolver, which the agent runs: without
+    outguard it answers nobody."""
+    from outguard.dns.install import MARK  # noqa: PLC0415
+
+    pointed = [p for p in (Path("/etc/resolv.conf"),
+                           Path("/etc/systemd/resolved.conf.d/outguard.conf"))
+               if _mentions(p, MARK)]
+    if pointed:
+        click.echo(f"hint: {pointed[0]} still points this host at outguard's resolver (`outguard"
+                   " dns install`); if the agent no longer runs, names stop resolving: run"
+                   " `outguard dns uninstall`", err=True)
+
+
+def _mentions(path: Path, mark: str) -> bool:
+    try:
+        return mark in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
 @kernel_options
-def status(as_json: bool, netns: str | None, state_dir_path: Path) -> None:
-    """Applied policy, mode, per-rule packet counters, pending confirmation."""
-    from outguard.engine import status as read_status  # noqa: PLC0415
-    from outguard.kernel.counters import read_counters, table_exists  # noqa: PLC0415
+def restore(netns: str | None, state_dir_path: Path) -> None:
+    """Commit the last applied ruleset again, from the state directory alone (for boot).
+
+    No policy is read and no name resolved; an apply that was never confirmed is rolled back
+    first. Fails when nothing was ever applied here."""
+    from outguard.engine import restore as do_restore  # noqa: PLC0415
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     try:
-        present = table_exists()
-        info = read_status(StateDir(state_dir_path), read_counters() if present else {}, present)
+        with Nft() as nft:
+            message = do_restore(StateDir(state_dir_path), nft, time.time())
     except OutguardError as exc:
         fail(exc)
         return
-    if as_json:
-        click.echo(json.dumps(info, indent=1))
-        return
-    if not info["applied"]:
-        click.echo("no outguard policy is applied" + (
-            " (but an outguard table exists)" if present else ""))
-        return
-    click.echo(f"policy  {info['policy_hash'][:12]}  applied {info['applied_at']}  mode"
-               f" {info['mode']}\nsource  {info['source']}")
-    pending = info["pending_confirmation"]
-    if pending:
-        click.echo(f"PENDING confirmation: rolls back in {pending['seconds_left']:.0f} s")
-    click.echo(f"{'rule':40} {'packets':>12} {'bytes':>14}")
-    for key, value in info["counters"].items():
-        click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}")
+    where = f" in network namespace {netns}" if netns else ""
+    click.echo(message + where)
 
 
 @click.command(name="_watchdog", hidden=True)
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--token", required=True)
 @click.option("--deadline", type=float, required=True)
-def watchdog(state_dir: Path, token: str, deadline: float) -> None:
+@click.option("--base", default=None)
+def watchdog(state_dir: Path, token: str, deadline: float, base: str | None) -> None:
     """Roll back at DEADLINE unless the pending confirmation TOKEN was confirmed."""
     from outguard.engine import rollback as do_rollback  # noqa: PLC0415
+    from outguard.errors import StateError  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     state = StateDir(state_dir)
     while time.time() < deadline:
-        pending = state.pending()
-        if pending is None or pending.token != token:
+        try:
+            pending, damaged = state.pending(), False
+        except StateError:
+            # a damaged file is no confirmation (confirm deletes it): keep waiting
+            pending, damaged = None, (state_dir / "pending.json").exists()
+        if not damaged and (pending is None or pending.token != token):
             return
         time.sleep(min(0.2, max(0.0, deadline - time.time())))
-    with Nft() as nft:
-        message = do_rollback(state, nft, token=token)
+    for attempt in range(3):
+        try:
+            with Nft() as nft:
+                message = do_rollback(state, nft, token=token, base=base)
+            break
+        except OutguardError as exc:
+            message = f"rollback failed (attempt {attempt + 1} of 3): {exc}"
+            click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} watchdog: {message}")
+            time.sleep(1)
     click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} watchdog: {message}")
 
 
 def register(group: click.Group) -> None:
     from outguard.cli.plan import plan  # noqa: PLC0415
+    from outguard.cli.status_cmd import status  # noqa: PLC0415
 
-    for command in (apply, plan, confirm, rollback, remove, status, watchdog):
+    for command in (apply, plan, confirm, rollback, remove, restore, status, watchdog):
         group.add_command(command)

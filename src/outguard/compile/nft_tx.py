@@ -94,13 +94,17 @@ def _chain_decl(compiled: Compiled, name: str) -> Cmd:
                                   policy="accept")}}
 
 
+def _comment(text: str | None) -> str | None:
+    # nft takes at most 128 bytes of comment (with its NUL)
+    return text.encode()[:120].decode(errors="ignore") if text else None
+
+
 def _chain_rules(chain: NftChain) -> list[Cmd]:
     out = []
     for rule in chain.rules:
         body = _obj(chain=chain.name, expr=rule.expr)
         if rule.comment:
-            # nft takes at most 128 bytes of comment (with its NUL)
-            body["comment"] = rule.comment.encode()[:120].decode(errors="ignore")
+            body["comment"] = _comment(rule.comment)
         out.append({"add": {"rule": body}})
     return out
 
@@ -124,8 +128,22 @@ def _refill(name: str, elements: Cmd | None) -> list[Cmd]:
 def rules_digest(chain: NftChain) -> str:
     """What a chain holds, in short: equal digests, equal rule commands (names of sets, maps,
     counters and jump targets included, so a chain that refers to a new object differs)."""
-    data = orjson.dumps([[r.expr, r.comment] for r in chain.rules], option=orjson.OPT_SORT_KEYS)
+    return _digest([[r.expr, _comment(r.comment)] for r in chain.rules])
+
+
+def _digest(rules: list[list[Any]]) -> str:
+    data = orjson.dumps(rules, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def stored_digests(stored: list[Cmd]) -> dict[str, str]:
+    """`rules_digest` of every chain of a stored full form (what `restore` put back)."""
+    got = _Stored.parse(stored)
+    rules: dict[str, list[list[Any]]] = {name: [] for name in got.chains}
+    for cmd in got.rules:
+        body = cmd["add"]["rule"]
+        rules[body["chain"]].append([body["expr"], body.get("comment")])
+    return {name: _digest(items) for name, items in rules.items()}
 
 
 def _count(elements: Cmd | None) -> int | None:

@@ -40,14 +40,20 @@ import ctypes
 import json
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import orjson
 
 from outguard.errors import KernelError
-from outguard.kernel.counters import namespace_cookie, open_socket, ruleset_generation, table_objects
+from outguard.kernel.counters import (
+    namespace_cookie,
+    open_socket,
+    rule_digests,
+    ruleset_generation,
+    table_objects,
+)
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
@@ -221,6 +227,12 @@ class Nft:
         """Names of the chains, sets and counters of `inet outguard` (None: no such table), by
         netlink (`counters.table_objects`: no set elements, no nft cache)."""
         return self._thread.call(lambda: table_objects(sock=self._socket()))
+
+    def rules(self, chains: Collection[str] | None = None) -> dict[str, str]:
+        """Chain → digest of its rules in `inet outguard` (`counters.rule_digests`: by
+        netlink, no set elements), for the chains named, or all."""
+        found = self._thread.call(lambda: rule_digests(sock=self._socket()))
+        return found if chains is None else {c: d for c, d in found.items() if c in chains}
 
     def _socket(self) -> socket.socket:
         """The netlink socket reads use (on the namespace thread), opened on first use."""

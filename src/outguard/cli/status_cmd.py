@@ -1,0 +1,87 @@
+"""`outguard status`: the applied policy, its counters, and what is wrong (for people and for
+monitoring: `--check` exits 2 when something is).
+
+Thin: reads the kernel by netlink (table, counters, object names, rule digests — never set
+elements, so it stays fast next to a 1M-element set) and prints `outguard.status`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from outguard.cli.common import fail, kernel_options
+from outguard.errors import OutguardError
+
+CHECK_FAILED = 2
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--check", is_flag=True,
+              help="Exit 2 when something is wrong: drift from the applied ruleset, no table,"
+                   " the fail-closed table, a pending confirmation nothing will roll back.")
+@kernel_options
+def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) -> None:
+    """Applied policy, mode, per-rule packet counters, pending confirmation, drift."""
+    from outguard.kernel import counters as kc  # noqa: PLC0415
+    from outguard.state import StateDir  # noqa: PLC0415
+    from outguard.status import status as read_status  # noqa: PLC0415
+
+    try:
+        sock = kc.open_socket()
+        with sock:
+            present = kc.table_exists(sock=sock)
+            counters = kc.read_counters(sock=sock) if present else {}
+            objects = kc.table_objects(sock=sock) if present else None
+            rules = kc.rule_digests(sock=sock) if present else None
+        info = read_status(StateDir(state_dir_path), counters, present, objects=objects,
+                           rules=rules)
+    except OutguardError as exc:
+        fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+    else:
+        _print(info, present)
+    if check and info["problems"]:
+        sys.exit(CHECK_FAILED)
+
+
+def _print(info: dict[str, Any], present: bool) -> None:
+    for problem in info["problems"]:
+        click.echo(f"PROBLEM: {problem}")
+    last = info["last_rollback"]
+    if last:
+        who = {"watchdog": "the watchdog", "hand": "hand",
+               "settle": "outguard (a stale confirmation)"}.get(last["by"], last["by"])
+        click.echo(f"rolled back by {who} at {last['at']}: {last['why']}"
+                   f" (policy {str(last['from'])[:12]} → "
+                   f"{str(last['to'])[:12] if last['to'] else 'no table'})")
+    if info["policy_hash"] is None:
+        click.echo("no outguard policy is applied" + (
+            " (but an outguard table exists)" if present else ""))
+        return
+    what = "FAIL-CLOSED table" if info["fail_closed"] else "policy"
+    click.echo(f"{what}  {info['policy_hash'][:12]}  applied {info['applied_at']}  mode"
+               f" {info['mode']}\nsource  {info['source']}")
+    drift = info["drift"]
+    click.echo("drift   " + ("none" if drift == [] else "unknown (re-apply to record the rules)"
+                             if drift is None and present else f"{len(drift or [])} finding(s)"))
+    pending = info["pending_confirmation"]
+    if pending:
+        deadline = datetime.fromtimestamp(pending["deadline"], UTC).isoformat(timespec="seconds")
+        state = {"waiting": f"rolls back in {pending['seconds_left']:.0f} s",
+                 "expired": f"its deadline {deadline} passed and no watchdog rolled it back",
+                 "orphaned": "its watchdog is gone"}[pending["state"]]
+        click.echo(f"PENDING confirmation of policy {pending['policy_hash'][:12]}: {state}")
+    for warning in info["warnings"]:
+        click.echo(f"warning: {warning}")
+    click.echo(f"{'rule':40} {'packets':>12} {'bytes':>14}")
+    for key, value in info["counters"].items():
+        click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}")

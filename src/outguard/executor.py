@@ -1,0 +1,116 @@
+"""Run an apply's plan: the watchdog, the transactions, then what the state directory records.
+
+`applyplan` computed everything (the phases of a delta or the whole table, the feed sets to fill
+over netlink, the store writes, the snapshot); this module only sends and records, in the order
+that keeps the host safe: the watchdog runs before the first commit (a killed apply is rolled
+back), the set store and the snapshot follow the kernel (a refused transaction records nothing),
+and the rules the kernel holds right after the commit are read back for drift (`status`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from outguard.applyplan import ApplyPlan
+from outguard.compile import nft_tx
+from outguard.errors import KernelError, StateError
+from outguard.state import Pending
+from outguard.transact import Kernel, Watched, rule_digests, run, switch
+
+
+@dataclass
+class ApplyReport:
+    policy_hash: str
+    mode: str
+    rules: int
+    warnings: list[str]
+    method: str  # "delta" or "full"
+    timings: dict[str, float] = field(default_factory=dict)
+    pending: Pending | None = None
+    settled: str | None = None  # a stale confirmation rolled back before this apply
+
+
+def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = None,
+            spawn_watchdog: Callable[[str, float, str], int] | None = None,
+            now: Callable[[], float] = time.time, fallback: str | None = None) -> ApplyReport:
+    """Run a plan: the watchdog first (with a confirmation window), the transactions, then what
+    the state directory records. The caller holds the state lock."""
+    state = plan.state
+    t0 = time.perf_counter()
+    watched = Watched(kernel)
+    if watched.start != plan.start:
+        watched.clean = False  # someone committed since the plan read the generation
+    new_pending = None
+    if confirm_timeout is not None:
+        if spawn_watchdog is None:
+            raise StateError("no watchdog launcher for --confirm-timeout")
+        token, deadline = uuid.uuid4().hex, now() + confirm_timeout
+        base = plan.before.snapshot_id if plan.before is not None else ""
+        new_pending = Pending(token, deadline, 0, plan.policy.digest, base)
+        state.set_pending(new_pending)
+        new_pending.watchdog_pid = spawn_watchdog(token, deadline, base)
+        state.set_pending(new_pending)
+    method, inventory = plan.method, plan.inventory
+    try:
+        try:
+            if plan.phases is None:
+                run(watched, plan.full_commands(), plan.text)
+            elif not switch(watched, plan.phases, plan.text, plan.fills, plan.undo_fills):
+                # what refused the cleanup may be an object of someone else's in our table:
+                # the next apply lists the kernel's and deletes it with the leftovers
+                watched.clean = False
+                gone = nft_tx.leftovers(plan.compiled, plan.held)
+                inventory = nft_tx.Inventory(inventory.chains + gone.chains,
+                                             inventory.sets + gone.sets,
+                                             inventory.counters + gone.counters,
+                                             inventory.rules)
+        except KernelError:
+            if plan.phases is None:
+                raise
+            # the kernel does not hold what we recorded (someone changed or removed the
+            # table): replace the whole table instead, still in one transaction
+            method = "full"
+            run(watched, plan.full_commands(), plan.text)
+    except BaseException:
+        if new_pending is not None:
+            state.clear_pending()
+            _stop(new_pending.watchdog_pid)
+        raise
+    t_commit = time.perf_counter()
+    for write in plan.writes:
+        write.run(state)
+    if plan.kept_feeds:
+        _record_kept_feeds(plan)
+    digests = rule_digests(kernel, watched.last)
+    snap = plan.snapshot(datetime.now(UTC).isoformat(timespec="seconds"), uuid.uuid4().hex,
+                         watched.recorded(), digests, inventory)
+    snap.fallback = fallback
+    state.write(snap, plan.policy.text, plan.stored_form())
+    return ApplyReport(plan.policy.digest, plan.policy.doc.mode, len(plan.ruleset.rules()),
+                       list(plan.warnings), method,
+                       {"load_ms": 0.0, "commit_ms": (t_commit - t0) * 1000}, new_pending)
+
+
+def _record_kept_feeds(plan: ApplyPlan) -> None:
+    """The feed store's record "set S holds content C", as `feeds update` keeps it: the next
+    load of the policy finds the kept sets under their names and reads nothing."""
+    from outguard.feeds.store import FeedStore  # noqa: PLC0415 - only policies with feeds
+
+    store = FeedStore(plan.state.path / "feeds")
+    for kept in plan.kept_feeds:
+        record = store.kernel_record(kept.feed)
+        record[kept.held] = kept.content
+        store.write_kernel_record(kept.feed, record)
+
+
+def _stop(pid: int) -> None:
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
