@@ -221,13 +221,17 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
         and holds_recorded(before.generation, start)
     listing: tuple[list[str], list[str], list[str]] | None = None
     listing_failed = False
+    recorded = nft_tx.Inventory.from_json(before.inventory) if before is not None \
+        else nft_tx.Inventory()
     if before is not None and not trusted:
         try:
             listing = kernel.objects() or ([], [], [])
         except KernelError:
             listing_failed = True
-    recorded = nft_tx.Inventory.from_json(before.inventory) if before is not None \
-        else nft_tx.Inventory()
+        # Someone committed since: often only set elements (a feed sync, the DNS resolver).
+        # If our table's objects and every chain's rules are still those recorded, the
+        # record holds all the same.
+        trusted = listing is not None and unchanged(kernel, before, recorded, listing)
     in_kernel = set(recorded.sets) if trusted else set(listing[1]) if listing else set()
     plan = ApplyPlan(
         path, policy, ruleset, Compiled(), before, trusted, start, nft_tx.Inventory(),
@@ -267,6 +271,22 @@ def _pending(state: StateDir) -> tuple[Pending | None, list[str]]:
         return state.pending(), []
     except StateError as exc:
         return None, [str(exc)]
+
+
+def unchanged(kernel: Kernel, before: Snapshot, recorded: nft_tx.Inventory,
+              listing: tuple[list[str], list[str], list[str]]) -> bool:
+    """Does the kernel hold exactly the objects and rules `before` recorded (elements
+    aside)? Read by netlink: object names and rule digests, never set elements."""
+    if before.rule_digests is None:
+        return False
+    chains, sets, counters = listing
+    if (set(chains), set(sets), set(counters)) != \
+            (set(recorded.chains), set(recorded.sets), set(recorded.counters)):
+        return False
+    try:
+        return kernel.rules() == before.rule_digests
+    except KernelError:
+        return False
 
 
 def _warn_missing_cgroups(plan: ApplyPlan) -> None:

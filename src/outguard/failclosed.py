@@ -65,6 +65,14 @@ def _dns_rules(doc: PolicyDoc | None, servers: list[str]) -> list[dict[str, obje
             for i, addr in enumerate(servers, 1)]
 
 
+def _short(cause: OutguardError) -> str:
+    """The cause in a line or two: "nftables refused …:" is followed by nft's own error."""
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if not lines:
+        return type(cause).__name__
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+
+
 def fail_closed_text(doc: PolicyDoc | None, servers: list[str]) -> str:
     """The fail-closed table as a policy (JSON is YAML): it goes through the same pipeline
     and state as any policy."""
@@ -90,8 +98,7 @@ def fail_closed(state: StateDir, kernel: Kernel, path: Path, cause: OutguardErro
     servers = resolv_conf_servers()
     plan = make_plan(path, state, kernel, text=fail_closed_text(doc, servers),
                      resolver=lambda _name: [])
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    execute(plan, kernel, fallback=f"{path} could not be applied: {first}")
+    execute(plan, kernel, fallback=f"{path} could not be applied: {_short(cause)}")
     dns = [r["to"][0] for r in _dns_rules(doc, servers)]  # type: ignore[index]
     return ("FAIL-CLOSED: committed outguard's fail-closed table: only loopback, established"
             " connections and DNS" + (f" to {', '.join(map(str, dns))}" if dns else " (none:"

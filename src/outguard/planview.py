@@ -52,12 +52,15 @@ def _limited(lines: list[str], limit: int, indent: str) -> list[str]:
     return [*lines[:limit], f"{indent}… and {len(lines) - limit} more"]
 
 
-def _made(cmds: list[Cmd], counts: dict[str, int], fills: dict[str, int]) -> list[str]:
+def _made(cmds: list[Cmd], counts: dict[str, int], fills: dict[str, int],
+          held: set[str]) -> list[str]:
     lines = []
     for kind, name, _obj in _objects(cmds, "add"):
         if kind in ("set", "map"):
             n = counts.get(name, fills.get(name, 0))
             lines.append(f"    + {kind} {name} ({n} elements)")
+        elif kind == "chain" and name in held:
+            lines.append(f"    ~ chain {name}: declared again with its hook")
         elif kind == "chain":
             lines.append(f"    + chain {name}")
         elif kind == "counter":
@@ -83,12 +86,16 @@ def describe(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
                      " apply rolls it back first if nothing else will, or refuses")
     if before is not None and not plan.trusted:
         lines.append("  the ruleset changed since outguard's last commit (a hand edit, another"
-                     " table, a feed or DNS update): every chain is refilled")
+                     " table, a feed or DNS update): every chain is refilled, and what is in"
+                     " outguard's table that it did not make goes")
         if plan.listing_failed:
             lines.append("  and the kernel cannot list outguard's table: the whole table is"
                          " replaced")
     kernel = _kernel_lines(plan, old_stored)
-    lines += kernel or ["  no changes: the kernel holds this policy already"]
+    lines += kernel or ["  no changes to the kernel: it holds this policy already"]
+    if before is None or before.policy_hash != plan.policy.digest:
+        lines.append(f"  records policy {plan.policy.digest[:12]} as applied" + (
+            "" if kernel else " (what the agent reads: its resolver, alerts and feeds)"))
     lines += [f"  warning: {w}" for w in plan.warnings]
     return lines
 
@@ -102,9 +109,9 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
                 f" {kinds.count('set') + kinds.count('map')} sets and maps,"
                 f" {kinds.count('counter')} counters, {kinds.count('rule')} rules"]
     phases, out = plan.phases, []
-    made = _made(phases.prepare, _counts(phases.prepare), fills)
+    made = _made(phases.prepare, _counts(phases.prepare), fills, set(plan.held.chains))
     if made:
-        out += ["  1. new objects, before any rule uses them:",
+        out += ["  new objects (one transaction, before any rule uses them):",
                 *_limited(made, MAX_OBJECTS, "    ")]
     held = set(plan.held.sets)
     synced = [f"    ~ set {f.name}: +{len(f.add)} -{len(f.delete)} elements (kept, changed in"
@@ -115,14 +122,14 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
         out += ["  feed sets over netlink, before the switch:", *synced, *loaded]
     switch = _switch_lines(plan, old_stored)
     if switch:
-        out += ["  2. the switch, one transaction:", *switch]
+        out += ["  the switch (one transaction):", *switch]
     gone = []
     for kind, name, _obj in _objects(phases.cleanup, "delete"):
         what = f"rule {name.replace('.', ':', 1)} (its counter)" if kind == "counter" \
             else f"{kind} {name}"
         gone.append(f"    - {what}")
     if gone:
-        out += ["  3. cleanup, once no rule uses them:", *_limited(gone, MAX_OBJECTS, "    ")]
+        out += ["  cleanup (one transaction, once no rule uses them):", *_limited(gone, MAX_OBJECTS, "    ")]
     return out
 
 

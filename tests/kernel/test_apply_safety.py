@@ -303,12 +303,17 @@ def test_a_delta_leaves_exactly_what_a_full_apply_makes(with_a: Topology) -> Non
 
 def test_a_commit_by_someone_else_makes_the_next_delta_refill_every_chain(
         with_a: Topology) -> None:
-    """After another commit in the namespace (here a table of someone else's), outguard cannot
-    know its chains are untouched: the next delta refills all of them; the one after that,
+    """After another commit in the namespace outguard cannot know its chains are untouched
+    from the generation alone: it reads back its table's object names and rules (netlink, no
+    set elements). Another table's commit leaves them as recorded: no chain is refilled. A
+    rule changed in our table does: the next delta refills all of them; the one after that,
     with nothing in between, refills none."""
     topo = with_a
     first, _ = _table(topo)
     topo.nft("add", "table", "inet", "someone-else")
+    assert topo.apply(POLICY_A).method == "delta"
+    assert _table(topo)[0] == first
+    topo.nft("add", "rule", "inet", "outguard", "v_default", "counter")
     assert topo.apply(POLICY_A).method == "delta"
     second, _ = _table(topo)
     assert all(first[c] != second[c] for c in first if first[c])

@@ -163,7 +163,7 @@ def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> Non
         return
     click.echo(message)
     if "removed" in message:
-        _dns_hint()
+        _dns_hint(netns)
 
 
 @click.command()
@@ -181,10 +181,10 @@ def remove(netns: str | None, state_dir_path: Path) -> None:
         fail(exc)
         return
     click.echo(message)
-    _dns_hint()
+    _dns_hint(netns)
 
 
-def _dns_hint() -> None:
+def _dns_hint(netns: str | None) -> None:
     """`dns install` pointed this host at outguard's resolver, which the agent runs: without
     outguard it answers nobody."""
     from outguard.dns.install import MARK  # noqa: PLC0415
@@ -195,7 +195,7 @@ def _dns_hint() -> None:
     if pointed:
         click.echo(f"hint: {pointed[0]} still points this host at outguard's resolver (`outguard"
                    " dns install`); if the agent no longer runs, names stop resolving: run"
-                   " `outguard dns uninstall`", err=True)
+                   f" `outguard dns uninstall{' --netns ' + netns if netns else ''}`", err=True)
 
 
 def _mentions(path: Path, mark: str) -> bool:

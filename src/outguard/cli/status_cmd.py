@@ -71,8 +71,9 @@ def _print(info: dict[str, Any], present: bool) -> None:
     click.echo(f"{what}  {info['policy_hash'][:12]}  applied {info['applied_at']}  mode"
                f" {info['mode']}\nsource  {info['source']}")
     drift = info["drift"]
-    click.echo("drift   " + ("none" if drift == [] else "unknown (re-apply to record the rules)"
-                             if drift is None and present else f"{len(drift or [])} finding(s)"))
+    if present:
+        click.echo("drift   " + ("unknown (apply again to record the rules)" if drift is None
+                                 else f"{len(drift)} finding(s)" if drift else "none"))
     pending = info["pending_confirmation"]
     if pending:
         deadline = datetime.fromtimestamp(pending["deadline"], UTC).isoformat(timespec="seconds")
