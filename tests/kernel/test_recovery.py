@@ -1,0 +1,239 @@
+"""Never booting open: `restore`, stale confirmations that resolve themselves, a damaged pending
+file, the fail-closed table, and a policy whose names do not resolve (no DNS at boot).
+
+A "reboot" here deletes outguard's table in the server namespace and kills what the apply left
+running (its watchdog): what a power loss leaves, with the state directory intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from outguard.state import StateDir
+from tests.kernel.test_apply_safety import (
+    ADDRESSES,
+    ONLY_IN_B,
+    POLICY_A,
+    POLICY_B,
+    _alive,
+    _hash,
+    _table,
+    _wait_for,
+)
+from tests.kernel.topology import Probe, Topology
+
+pytestmark = pytest.mark.kernel
+
+DENIED = Probe("198.51.100.7", 443)
+ALLOWED = Probe("203.0.113.10", 443)
+
+
+@pytest.fixture
+def with_a(topology: Topology) -> Topology:
+    topology.add_addresses(*ADDRESSES)
+    proc = topology.cli("apply", str(topology.write_policy(POLICY_A, "a.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    return topology
+
+
+def _reboot(topo: Topology) -> None:
+    pending = topo.state_dir / "pending.json"
+    if pending.exists():
+        pid = json.loads(pending.read_text())["watchdog_pid"]
+        if pid > 0 and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    topo.nft("delete", "table", "inet", "outguard")
+    assert topo.passes(DENIED) == [True]  # open: what a boot with no table means
+
+
+def test_restore_puts_the_last_applied_ruleset_back_from_the_state_dir_alone(
+        with_a: Topology) -> None:
+    topo = with_a
+    content = _table(topo)[1]
+    (topo.state_dir.parent / "a.yaml").unlink()  # no policy to load at boot
+    _reboot(topo)
+    proc = topo.cli("restore")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"restored policy {_hash(POLICY_A)[:12]}")
+    assert _table(topo)[1] == content
+    assert topo.passes(DENIED, ALLOWED) == [False, True]
+    status = topo.status_cli()
+    assert status["applied"] and status["drift"] == [] and status["problems"] == []
+    # the record is exact again: the next apply is a delta that refills nothing
+    assert topo.apply(POLICY_A).method == "delta"
+    assert _table(topo)[1] == content
+
+
+def test_restore_with_nothing_applied_fails(topology: Topology) -> None:
+    proc = topology.cli("restore")
+    assert proc.returncode == 1 and "nothing to restore" in proc.stderr
+
+
+def test_a_power_loss_inside_a_confirmation_window_boots_closed_on_the_confirmed_policy(
+        with_a: Topology) -> None:
+    """A confirmed, B applied with --confirm-timeout, then power lost: pending.json is left and
+    no watchdog runs after the boot. `restore` must not refuse, and must not put back the
+    unconfirmed B: A comes back, and status says why."""
+    topo = with_a
+    content_a = _table(topo)[1]
+    proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), "--confirm-timeout",
+                    "600")
+    assert proc.returncode == 0, proc.stderr
+    _reboot(topo)
+    proc = topo.cli("restore")
+    assert proc.returncode == 0, proc.stderr
+    assert "never confirmed" in proc.stdout
+    assert _table(topo)[1] == content_a
+    assert topo.passes(ONLY_IN_B, DENIED, ALLOWED) == [False, False, True]
+    status = topo.status_cli()
+    assert status["policy_hash"] == _hash(POLICY_A) and status["pending_confirmation"] is None
+    assert status["last_rollback"]["by"] == "settle"
+    assert status["last_rollback"]["from"] == _hash(POLICY_B)
+
+
+def test_an_apply_after_an_expired_confirmation_whose_watchdog_died_rolls_it_back_first(
+        with_a: Topology) -> None:
+    """The watchdog was killed and the deadline passed: every apply refused ("an earlier apply
+    still waits") and the unconfirmed policy stayed. Now the next command rolls it back."""
+    topo = with_a
+    proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), "--confirm-timeout",
+                    "3")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((topo.state_dir / "pending.json").read_text())
+    os.kill(meta["watchdog_pid"], signal.SIGKILL)
+    time.sleep(max(0.0, meta["deadline"] - time.time()) + 0.5)
+    status = topo.status_cli()
+    assert status["pending_confirmation"]["state"] == "expired"
+    assert any("expired" in p for p in status["problems"])
+    assert topo.cli("status", "--check").returncode == 2
+    policy_c = POLICY_A.replace("ports: [443]", "ports: [443, 993]")
+    proc = topo.cli("apply", str(topo.write_policy(policy_c, "c.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert "never confirmed" in proc.stderr
+    status = topo.status_cli()
+    assert status["policy_hash"] == _hash(policy_c) and status["pending_confirmation"] is None
+    prev = StateDir(topo.state_dir).snapshot("previous")
+    assert prev is not None and prev.policy_hash == _hash(POLICY_A)  # not the unconfirmed B
+
+
+def test_a_damaged_pending_file_does_not_stop_the_watchdog(with_a: Topology) -> None:
+    topo = with_a
+    content_a = _table(topo)[1]
+    proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), "--confirm-timeout",
+                    "4")
+    assert proc.returncode == 0, proc.stderr
+    pending = topo.state_dir / "pending.json"
+    watchdog = json.loads(pending.read_text())["watchdog_pid"]
+    pending.write_text('{"token": ')
+    assert topo.cli("status").returncode == 0  # shows it, does not crash
+    _wait_for(lambda: not _alive(watchdog), 30, "the watchdog to roll back and exit")
+    assert _table(topo)[1] == content_a
+    log = (topo.state_dir / "watchdog.log").read_text()
+    assert "watchdog: rolled back" in log and "Traceback" not in log, log
+    assert topo.status_cli()["last_rollback"]["by"] == "watchdog"
+
+
+def test_the_watchdogs_rollback_shows_in_status(with_a: Topology) -> None:
+    topo = with_a
+    proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), "--confirm-timeout",
+                    "2")
+    assert proc.returncode == 0, proc.stderr
+    _wait_for(lambda: topo.status()["pending_confirmation"] is None, 30, "the rollback")
+    proc = topo.cli("status")
+    assert "rolled back by the watchdog" in proc.stdout, proc.stdout
+    assert topo.status_cli()["last_rollback"]["to"] == _hash(POLICY_A)
+    proc = topo.cli("confirm")  # too late: nothing waits, and that is an error
+    assert proc.returncode == 1 and "nothing waits" in proc.stderr
+
+
+# --- fail closed ---------------------------------------------------------------------------
+
+REFUSED = "version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n    ports: [443, \"1-1024\"]\n"
+BROKEN = "version: 1\nallow:\n  - name: [web\n"
+
+
+@pytest.fixture
+def resolv_conf(topology: Topology) -> Path:
+    """A resolv.conf for the server namespace (`ip netns exec` bind-mounts it)."""
+    folder = Path("/etc/netns") / topology.server
+    folder.mkdir(parents=True)
+    (folder / "resolv.conf").write_text("nameserver 203.0.113.53\nnameserver 127.0.0.53\n")
+    topology.add_addresses("203.0.113.53", *ADDRESSES)
+    yield folder / "resolv.conf"
+    (folder / "resolv.conf").unlink()
+    folder.rmdir()
+
+
+@pytest.mark.parametrize("policy", [REFUSED, BROKEN], ids=["kernel-refuses", "does-not-load"])
+def test_a_first_apply_that_fails_leaves_a_fail_closed_table_and_says_so(
+        topology: Topology, resolv_conf: Path, policy: str) -> None:
+    topo = topology
+    proc = topo.cli("apply", str(topo.write_policy(policy)))
+    assert proc.returncode == 1
+    assert "THE POLICY WAS NOT APPLIED" in proc.stderr and "FAIL-CLOSED" in proc.stderr
+    assert "203.0.113.53" in proc.stderr
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(Probe("203.0.113.53", 53, "udp"), Probe("203.0.113.53", 53),
+                       DENIED, ALLOWED, Probe("203.0.113.53", 443)) == [
+        True, True, False, False, False]
+    status = topo.status_cli()
+    assert status["fail_closed"] and status["problems"]
+    assert topo.cli("status", "--check").returncode == 2
+    # the next good apply replaces it
+    assert topo.cli("apply", str(topo.write_policy(POLICY_A, "a.yaml"))).returncode == 0
+    assert topo.passes(DENIED, ALLOWED) == [False, True]
+    assert topo.status_cli()["fail_closed"] is None
+
+
+def test_an_audit_policy_that_fails_leaves_no_table(topology: Topology) -> None:
+    topo = topology
+    proc = topo.cli("apply", str(topo.write_policy(REFUSED.replace("version: 1\n",
+                                                                   "version: 1\nmode: audit\n"))))
+    assert proc.returncode == 1 and "FAIL-CLOSED" not in proc.stderr
+    assert topo.tables() == []
+
+
+@pytest.mark.parametrize("policy", [REFUSED, BROKEN], ids=["kernel-refuses", "does-not-load"])
+def test_a_failed_apply_at_boot_puts_the_last_applied_ruleset_back(with_a: Topology,
+                                                                   policy: str) -> None:
+    topo = with_a
+    content = _table(topo)[1]
+    _reboot(topo)
+    proc = topo.cli("apply", str(topo.write_policy(policy, "new.yaml")))
+    assert proc.returncode == 1
+    assert "THE POLICY WAS NOT APPLIED" in proc.stderr and "last applied" in proc.stderr
+    assert _table(topo)[1] == content
+    assert topo.passes(DENIED, ALLOWED) == [False, True]
+
+
+def test_a_failed_reapply_keeps_the_table_and_adds_nothing(with_a: Topology) -> None:
+    topo = with_a
+    ruleset = topo.ruleset()
+    proc = topo.cli("apply", str(topo.write_policy(REFUSED, "new.yaml")))
+    assert proc.returncode == 1 and "NOT APPLIED" not in proc.stderr
+    assert topo.ruleset() == ruleset
+
+
+# --- no DNS at boot ----------------------------------------------------------------------
+
+
+def test_names_that_do_not_resolve_leave_their_rule_empty_and_the_rest_applied(
+        with_a: Topology) -> None:
+    topo = with_a
+    policy = POLICY_A.replace("to: [203.0.113.10, \"2001:db8:10::10\"]",
+                              "to: [203.0.113.10, no-such-host.outguard-test.invalid]")
+    assert policy != POLICY_A
+    path = topo.write_policy(policy, "names.yaml")
+    t0 = time.monotonic()
+    proc = topo.cli("apply", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 20
+    assert "does not resolve now" in proc.stderr and f"{path}:" in proc.stderr
+    assert topo.passes(ALLOWED, DENIED) == [True, False]
+    assert "does not resolve now" in " ".join(topo.status_cli()["warnings"])
