@@ -123,22 +123,23 @@ def expand(cmds: list[dict[str, Any]], state: StateDir,
     start: never a path nft would refuse the whole batch for)."""
     out = []
     for cmd in cmds:
+        if CGROUPS in cmd and cgroups is None:
+            from outguard.kernel.cgroups import CgroupLookup as SystemCgroups  # noqa: PLC0415
+
+            cgroups = SystemCgroups()
         if MARKER in cmd:
             name = cmd[MARKER]
             out.append({"add": {"element": {"family": "inet", "table": "outguard", "name": name,
                                             "elem": state.load_set(name)}}})
         elif CGROUPS in cmd:
-            found = [p for p in map(cgroups or _absent, cmd.get("paths", [])) if p is not None]
+            assert cgroups is not None
+            found = [p for p in map(cgroups, cmd.get("paths", [])) if p is not None]
             if found:
                 out.append({"add": {"element": {"family": "inet", "table": "outguard",
                                                 "name": cmd[CGROUPS], "elem": found}}})
         else:
             out.append(cmd)
     return out
-
-
-def _absent(_path: str) -> str | None:
-    return None
 
 
 def switch(kernel: Kernel, phases: nft_tx.Phases, text: bool,

@@ -44,8 +44,12 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
         fields, fstype = head.split(), tail.split()[:1]
         if sep and fstype == ["cgroup2"] and len(fields) >= 5 and fields[3] == "/":
             found.append(_unescape(fields[4]))
-    # prefer the mount nft can see: under /sys/fs/cgroup
-    found.sort(key=lambda m: not (m == SYSFS_CGROUP or m.startswith(SYSFS_CGROUP + "/")))
+    # prefer what nft sees: /sys/fs/cgroup itself (it hides anything mounted below it
+    # earlier: cgroup2 mounted over a hybrid layout), then a mount below it; of equals, the
+    # latest
+    found.reverse()
+    found.sort(key=lambda m: 0 if m == SYSFS_CGROUP else 1 if m.startswith(SYSFS_CGROUP + "/")
+               else 2)
     return found[0] if found else None
 
 
