@@ -184,3 +184,45 @@ def test_an_untrusted_record_that_the_kernel_cannot_list_replaces_the_whole_tabl
     assert apply_policy(policy, state, kernel).method == "full"
     assert {"delete": {"table": {"family": "inet", "name": "outguard"}}} in \
         kernel.docs[0]["nftables"]
+
+
+def test_when_even_the_fail_closed_table_is_refused_the_error_says_so(tmp_path: Path) -> None:
+    """No table, nothing applied before, and the kernel refuses everything: the command must
+    say that the host has no table, not only why the policy failed."""
+    from outguard.engine import FailClosedError
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    kernel = FakeKernel()
+    kernel.refuse = True
+    with pytest.raises(FailClosedError) as err:
+        apply_policy(policy, StateDir(tmp_path / "state"), kernel)
+    assert "NO TABLE" in err.value.done and "refused" in str(err.value.cause)
+
+
+def test_a_pending_confirmation_without_a_live_watchdog_is_orphaned_or_expired() -> None:
+    import os
+
+    from outguard.recovery import pending_condition
+    from outguard.state import Pending
+
+    assert pending_condition(Pending("t", 100.0, 0, "h", ""), 50.0) == "orphaned"
+    assert pending_condition(Pending("t", 100.0, 0, "h", ""), 100.0) == "expired"
+    # a pid that runs, but without the token on its command line, is no watchdog of ours
+    assert pending_condition(Pending("t0k3n", 100.0, os.getpid(), "h", ""), 50.0) == "orphaned"
+
+
+def test_a_rollback_with_no_previous_policy_refuses_unless_told(tmp_path: Path) -> None:
+    from outguard.engine import rollback
+    from outguard.errors import StateError
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    state, kernel = StateDir(tmp_path / "state"), Recording()
+    apply_policy(policy, state, kernel)
+    kernel.docs.clear()
+    with pytest.raises(StateError, match="open all egress"):
+        rollback(state, kernel)
+    assert kernel.docs == [] and state.snapshot("applied") is not None
+    assert "removed" in rollback(state, kernel, allow_remove=True)
+    assert state.snapshot("applied") is None

@@ -104,3 +104,23 @@ def test_a_rollback_that_left_a_set_over_keeps_its_elements(tmp_path: Path,
     if record:
         assert state.load_set("l_b") == ["203.0.113.2"]
         assert got.inventory == leftover and got.generation is None
+
+
+def test_rollback_record_and_commit_record(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    assert state.last_rollback() is None
+    state.record_rollback({"at": "t", "by": "watchdog", "why": "w", "from": "a", "to": "b",
+                           "snapshot_id": "s"})
+    assert state.last_rollback() == {"at": "t", "by": "watchdog", "why": "w", "from": "a",
+                                     "to": "b", "snapshot_id": "s"}
+    (tmp_path / "rollback.json").write_text("[")
+    assert state.last_rollback() is None  # a damaged record shows nothing, breaks nothing
+
+
+def test_a_damaged_pending_file_is_moved_aside(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    (tmp_path / "pending.json").write_text("{")
+    moved = state.quarantine_pending()
+    assert moved.name.startswith("pending.json.damaged-") and moved.read_text() == "{"
+    assert state.pending() is None

@@ -78,7 +78,11 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
             report = execute(plan, kernel, confirm_timeout=confirm_timeout,
                              spawn_watchdog=spawn_watchdog, now=now)
         except OutguardError as exc:
-            done = fall_back(state, kernel, path, exc, text=text, cgroups=cgroups)
+            try:
+                done = fall_back(state, kernel, path, exc, text=text, cgroups=cgroups)
+            except OutguardError as worse:
+                raise FailClosedError(exc, f"NO TABLE: outguard could not put one back"
+                                           f" either: {worse}") from worse
             if done is not None:
                 raise FailClosedError(exc, done) from exc
             raise

@@ -237,3 +237,20 @@ def test_names_that_do_not_resolve_leave_their_rule_empty_and_the_rest_applied(
     assert "does not resolve now" in proc.stderr and f"{path}:" in proc.stderr
     assert topo.passes(ALLOWED, DENIED) == [True, False]
     assert "does not resolve now" in " ".join(topo.status_cli()["warnings"])
+
+
+def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
+        with_a: Topology) -> None:
+    from outguard.dns.install import MARK
+
+    topo = with_a
+    folder = Path("/etc/netns") / topo.server
+    folder.mkdir(parents=True)
+    try:
+        (folder / "resolv.conf").write_text(f"{MARK}\nnameserver 127.0.0.1\n")
+        proc = topo.cli("remove")
+        assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
+        assert f"outguard dns uninstall --netns {topo.server}" in proc.stderr, proc.stderr
+    finally:
+        (folder / "resolv.conf").unlink()
+        folder.rmdir()
