@@ -30,6 +30,7 @@ CHECK_FAILED = 2
 def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) -> None:
     """Applied policy, mode, per-rule packet counters, pending confirmation, drift."""
     from outguard.kernel import counters as kc  # noqa: PLC0415
+    from outguard.kernel.rules import rule_digests  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
     from outguard.status import status as read_status  # noqa: PLC0415
 
@@ -39,7 +40,7 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
             present = kc.table_exists(sock=sock)
             counters = kc.read_counters(sock=sock) if present else {}
             objects = kc.table_objects(sock=sock) if present else None
-            rules = kc.rule_digests(sock=sock) if present else None
+            rules = rule_digests(sock=sock) if present else None
         info = read_status(StateDir(state_dir_path), counters, present, objects=objects,
                            rules=rules)
     except OutguardError as exc:

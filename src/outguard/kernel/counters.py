@@ -2,8 +2,7 @@
 raw nf_tables netlink (never by ``nft list``).
 
 Place in the data flow: the agent, ``outguard verify``, the metrics exporter and the apply/confirm
-logic need counter values and "is our table there?" often; `status` compares the rules of our
-chains with what was applied (`rule_digests`) to find drift. Every ``nft list ...`` command (even
+logic need counter values and "is our table there?" often. Every ``nft list ...`` command (even
 ``list counter``) first loads the whole ruleset into nft's cache: with a 1M-element set in the
 table that takes 13-22 s. A netlink dump of counter objects asks the kernel for exactly those
 objects: measured with a 1M-element hash set in the table, `read_counters` takes ~0.16 ms and
@@ -25,7 +24,6 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from outguard.errors import KernelError
 
@@ -36,8 +34,6 @@ NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
 NFT_MSG_NEWCHAIN = 3
 NFT_MSG_GETCHAIN = 4
-NFT_MSG_NEWRULE = 6
-NFT_MSG_GETRULE = 7
 NFT_MSG_NEWSET = 9
 NFT_MSG_GETSET = 10
 NFT_MSG_NEWGEN = 15
@@ -50,16 +46,6 @@ NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
 NFTA_CHAIN_FLAGS = 10
 NFT_CHAIN_BINDING = 0x4
-NFTA_RULE_TABLE = 1
-NFTA_RULE_CHAIN = 2
-NFTA_RULE_EXPRESSIONS = 4
-NFTA_RULE_USERDATA = 7
-NFTA_LIST_ELEM = 1
-NFTA_EXPR_NAME = 1
-NFTA_EXPR_DATA = 2
-# expressions whose dump carries state that moves by itself (packet counts, a quota's use, the
-# last match's time): only their name is part of a rule's digest
-_STATEFUL = frozenset({"counter", "quota", "last"})
 NFTA_SET_TABLE = 1
 NFTA_SET_NAME = 2
 NFTA_SET_FLAGS = 3
@@ -320,52 +306,6 @@ def table_objects(family: str = "inet", table: str = "outguard",
             _names(NFT_MSG_GETSET, NFT_MSG_NEWSET, fam, NFTA_SET_TABLE, NFTA_SET_NAME, table,
                    sock),
             list(read_counters(family, table, sock)))
-
-
-def _attr_list(data: bytes) -> list[tuple[int, bytes]]:
-    """Attributes in order (a nested list repeats one type)."""
-    out: list[tuple[int, bytes]] = []
-    off = 0
-    while off + _NLATTR.size <= len(data):
-        length, kind = _NLATTR.unpack_from(data, off)
-        if length < _NLATTR.size or off + length > len(data):
-            raise KernelError(f"malformed netlink attribute (length {length} at offset {off})")
-        out.append((kind & NLA_TYPE_MASK, data[off + _NLATTR.size : off + length]))
-        off += _align(length)
-    return out
-
-
-def rule_fingerprint(msg: Message) -> tuple[str, bytes]:
-    """(chain, what the rule does) of a NEWRULE message: its expressions and comment, without
-    its handle, position or counter values."""
-    attrs = parse_attrs(msg.payload[_NFGENMSG.size :])
-    parts = [attrs.get(NFTA_RULE_USERDATA, b"")]
-    for _kind, elem in _attr_list(attrs.get(NFTA_RULE_EXPRESSIONS, b"")):
-        expr = parse_attrs(elem)
-        name = expr.get(NFTA_EXPR_NAME, b"")
-        parts.append(name)
-        if _cstr(name) not in _STATEFUL:
-            parts.append(expr.get(NFTA_EXPR_DATA, b""))
-    body = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-    return _cstr(attrs.get(NFTA_RULE_CHAIN, b"")), body
-
-
-def rule_digests(family: str = "inet", table: str = "outguard",
-                 sock: socket.socket | None = None) -> dict[str, str]:
-    """Chain → digest of its rules, in order, as the kernel holds them (a GETRULE dump: rules
-    only, no set elements, so a 1M-element set costs nothing here). Chains without rules are
-    not listed. Equal digests at two moments: the chain's rules did not change between."""
-    import hashlib  # noqa: PLC0415 - only drift checks need it
-
-    hashes: dict[str, Any] = {}
-    for m in _dump(NFT_MSG_GETRULE, _family(family), attr_str(NFTA_RULE_TABLE, table), sock):
-        if m.type != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE:
-            continue
-        chain, body = rule_fingerprint(m)
-        if chain not in hashes:
-            hashes[chain] = hashlib.blake2b(digest_size=12)
-        hashes[chain].update(len(body).to_bytes(4, "big") + body)
-    return {chain: h.hexdigest() for chain, h in hashes.items()}
 
 
 def list_tables() -> list[tuple[str, str]]:

@@ -47,14 +47,9 @@ from typing import Any
 import orjson
 
 from outguard.errors import KernelError
-from outguard.kernel.counters import (
-    namespace_cookie,
-    open_socket,
-    rule_digests,
-    ruleset_generation,
-    table_objects,
-)
+from outguard.kernel.counters import namespace_cookie, open_socket, ruleset_generation, table_objects
 from outguard.kernel.netns import NetnsThread
+from outguard.kernel.rules import rule_digests
 from outguard.kernel.setsync import SetChange, SyncStats, apply_changes
 
 LIBRARY = "libnftables.so.1"
