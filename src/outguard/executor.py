@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from outguard.applyplan import ApplyPlan
 from outguard.compile import nft_tx
@@ -88,7 +89,9 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
         write.run(state)
     if plan.kept_feeds:
         _record_kept_feeds(plan)
-    digests = rule_digests(kernel, watched.last)
+    # only while no one else committed since the plan do the other chains hold what it read
+    digests = rule_digests(kernel, watched.last,
+                           **(_read_back(plan, method, inventory) if watched.clean else {}))
     snap = plan.snapshot(datetime.now(UTC).isoformat(timespec="seconds"), uuid.uuid4().hex,
                          watched.recorded(), digests, inventory)
     snap.fallback = fallback
@@ -96,6 +99,25 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
     return ApplyReport(plan.policy.digest, plan.policy.doc.mode, len(plan.ruleset.rules()),
                        list(plan.warnings), method,
                        {"load_ms": 0.0, "commit_ms": (t_commit - t0) * 1000}, new_pending)
+
+
+def _read_back(plan: ApplyPlan, method: str,
+               inventory: nft_tx.Inventory) -> dict[str, Any]:
+    """Which chains' rules to read back after a delta: those it refilled. The others keep the
+    digests recorded before, which the kernel still held when the plan was made (the record
+    was trusted). Anything else reads all."""
+    before = plan.before
+    if method != "delta" or plan.phases is None or not plan.trusted or before is None \
+            or before.rule_digests is None:
+        return {}
+    changed = {body["chain"] if kind == "rule" else body["name"]
+               for cmd in plan.phases.switch for verb, obj in cmd.items()
+               if verb in ("add", "flush") for kind, body in obj.items()
+               if kind in ("rule", "chain")}
+    chains, held = set(inventory.chains), set(plan.held.chains)
+    changed.update(n for n in chains if n not in held)
+    kept = {c: d for c, d in before.rule_digests.items() if c in chains and c not in changed}
+    return {"changed": sorted(changed & chains), "kept": kept}
 
 
 def _record_kept_feeds(plan: ApplyPlan) -> None:

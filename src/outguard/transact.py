@@ -102,14 +102,23 @@ class Watched:
         return list(self.last) if self.clean and self.last is not None else None
 
 
-def rule_digests(kernel: Kernel, last: Generation | None) -> dict[str, str] | None:
+def rule_digests(kernel: Kernel, last: Generation | None, *,
+                 changed: Collection[str] | None = None,
+                 kept: dict[str, str] | None = None) -> dict[str, str] | None:
     """Digests of the rules of our chains right after our last commit (`last`: the generation
     it left), for `status` to find drift later; None when someone committed since (the rules
-    read could be theirs) or the kernel cannot tell."""
+    read could be theirs) or the kernel cannot tell. With `changed` (the chains this commit
+    refilled) only those are read; the others keep their digests from `kept`, known to be
+    the kernel's when the commit began."""
     if last is None or last[0] == "":
         return None
     try:
-        digests = kernel.rules()
+        if changed is not None and kept is not None:
+            # a refilled chain left empty has no rules to list, as in a full read
+            digests = {c: d for c, d in kept.items() if c not in changed} | \
+                kernel.rules(changed)
+        else:
+            digests = kernel.rules()
         now = kernel.generation()
     except KernelError:
         return None

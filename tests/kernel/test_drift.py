@@ -82,3 +82,16 @@ def test_drift_is_found_fast_next_to_a_million_element_set(topology: Topology,
     elapsed = time.monotonic() - t0
     assert proc.returncode == 2 and "drift" in proc.stdout
     assert elapsed < 5, f"status took {elapsed:.1f} s"
+
+
+def test_a_delta_reads_back_only_the_chains_it_refilled_and_records_what_a_full_read_finds(
+        with_a: Topology) -> None:
+    from outguard.kernel.rules import rule_digests
+    from outguard.state import StateDir
+
+    topo = with_a
+    changed = POLICY_A.replace('ports: ["8000-8100"]', 'ports: ["8000-8200"]')
+    assert topo.apply(changed).method == "delta"
+    recorded = StateDir(topo.state_dir).snapshot("applied")
+    assert recorded is not None and recorded.rule_digests is not None
+    assert recorded.rule_digests == topo.thread.call(rule_digests)

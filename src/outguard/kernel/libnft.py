@@ -226,8 +226,7 @@ class Nft:
     def rules(self, chains: Collection[str] | None = None) -> dict[str, str]:
         """Chain → digest of its rules in `inet outguard` (`counters.rule_digests`: by
         netlink, no set elements), for the chains named, or all."""
-        found = self._thread.call(lambda: rule_digests(sock=self._socket()))
-        return found if chains is None else {c: d for c, d in found.items() if c in chains}
+        return self._thread.call(lambda: rule_digests(sock=self._socket(), chains=chains))
 
     def _socket(self) -> socket.socket:
         """The netlink socket reads use (on the namespace thread), opened on first use."""
