@@ -15,7 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -220,6 +220,10 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                                feed_dir=state.path / "feeds")
         t_load = time.perf_counter()
         ruleset = lower(policy, resolver=resolver)
+        if ruleset.dns is not None and ruleset.dns.uid is None:  # the kernel rule needs its uid
+            from outguard.dns.user import ensure  # noqa: PLC0415 - creates outguard-dns
+
+            ruleset = replace(ruleset, dns=ensure(ruleset.dns))
         for source in ruleset.sources.values():
             if source.is_list and source.digest in known:
                 source.known_kinds = frozenset(known[source.digest])

@@ -22,7 +22,7 @@ import dns.rdatatype
 
 from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower
-from outguard.dns.server import ResolverThread
+from outguard.dns.supervisor import ResolverThread
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_policy
 from tests.kernel.topology import Topology

@@ -52,8 +52,10 @@ def test_resolve_then_connect_never_races(topology: Topology) -> None:
         assert failures == []
         if time.monotonic() - start > 3:  # TTL 1: asked again and again
             assert w.upstream_queries("api.example.test") >= 2
-        stats = w.resolver.handle.resolver.stats if w.resolver else None
-        assert stats is not None and stats.set_writes >= 2
+        assert w.resolver is not None
+        handle = w.resolver.handle
+        w.stop_resolver()  # the resolver process reports its last counters on the way out
+        assert handle.stats().set_writes >= 2
 
 
 def test_unlisted_names_never_reach_upstream(topology: Topology) -> None:
@@ -69,9 +71,14 @@ def test_unlisted_names_never_reach_upstream(topology: Topology) -> None:
             assert w.upstream_queries(name) == 0
         assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
         assert w.upstream_queries("api.example.test") == 1
-        # and nobody reaches the upstream directly, except the resolver's uid (root here)
-        nobody, root = topology.passes(Probe(UPSTREAM, 53, "tcp", 65534), Probe(UPSTREAM, 53, "tcp", 0))
-        assert (nobody, root) == (False, True)
+        # and nobody reaches the upstream directly, root included: only the resolver's uid
+        assert w.resolver is not None and w.ruleset is not None and w.ruleset.dns is not None
+        uid = w.resolver.handle.settings.uid
+        assert uid is not None and uid != 0
+        nobody, root, resolver = topology.passes(Probe(UPSTREAM, 53, "tcp", 65534),
+                                                 Probe(UPSTREAM, 53, "tcp", 0),
+                                                 Probe(UPSTREAM, 53, "tcp", uid))
+        assert (nobody, root, resolver) == (False, False, True)
         assert connect(topology, "203.0.113.66", 80) == "timeout"
         assert w.resolver is not None
         w.resolver.close()
@@ -195,8 +202,14 @@ def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> 
         assert time.monotonic() - start < 0.4
         assert w.upstream_queries("a.cdn.example.test") == 1
         assert w.resolver is not None
-        servers = w.resolver.handle.resolver.stats
+        handle = w.resolver.handle
+        w.stop_resolver()
+        servers = handle.stats()
         assert servers.failures == 0 and servers.upstream == 2
+        # each failing upstream counted once (the first name), the good one answered both
+        assert servers.upstream_failures == {f"{UPSTREAM}:{DEAD_PORT}": 1, f"{SILENT}:53": 1,
+                                             f"{UPSTREAM}:53": 0}
+        assert servers.upstream_queries[f"{UPSTREAM}:53"] == 2
 
 
 def test_all_upstreams_dead_is_servfail_within_the_timeouts(topology: Topology) -> None:

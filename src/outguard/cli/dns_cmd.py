@@ -25,25 +25,37 @@ def dns() -> None:
 
 
 @dns.command()
-@click.option("--listen", default="127.0.0.1:53", show_default=True, help="The resolver's address.")
+@click.option("--listen", default="127.0.0.1:53", show_default=True,
+              help="The resolver's address (the policy's dns.listen).")
 @click.option("--netns", default=None, help="Only for this network namespace (/etc/netns/NAME).")
 def install(listen: str, netns: str | None) -> None:
-    """Point this host (systemd-resolved or resolv.conf) at outguard's resolver."""
+    """Point this host (systemd-resolved or resolv.conf) at outguard's resolver.
+
+    What was there is kept (resolv.conf.outguard-saved) and put back by `uninstall`."""
     from outguard.dns import install as inst  # noqa: PLC0415
     from outguard.dns.config import parse_endpoint  # noqa: PLC0415
 
     try:
-        done = inst.install(parse_endpoint(listen), netns=netns)
-    except (OutguardError, ValueError) as exc:
-        fail(exc if isinstance(exc, OutguardError) else inst.InstallError(str(exc)))
+        endpoint = parse_endpoint(listen)
+    except ValueError as exc:
+        fail(inst.InstallError(f"--listen: {exc}"))
+        return
+    try:
+        done = inst.install(endpoint, netns=netns)
+    except OutguardError as exc:
+        fail(exc)
         return
     click.echo(f"{done.target}: {done.path} now points at {listen}")
+    if done.saved is not None:
+        click.echo(f"the previous configuration is kept in {done.saved}")
+    if done.target == "systemd-resolved":
+        click.echo("run `systemctl restart systemd-resolved` to make it take effect")
 
 
 @dns.command()
 @click.option("--netns", default=None, help="Only for this network namespace.")
 def uninstall(netns: str | None) -> None:
-    """Undo `outguard dns install`."""
+    """Undo `outguard dns install`: put back what it replaced."""
     from outguard.dns import install as inst  # noqa: PLC0415
 
     try:
@@ -51,7 +63,7 @@ def uninstall(netns: str | None) -> None:
     except OutguardError as exc:
         fail(exc)
         return
-    click.echo("\n".join(f"restored {p}" for p in changed) or "nothing was installed")
+    click.echo("\n".join(str(c) for c in changed) or "nothing was installed")
 
 
 @dns.command()
@@ -80,9 +92,12 @@ def log(blocked: bool, as_json: bool, netns: str | None, state_path: Path | None
 @click.option("--netns", default=None, help="Serve inside this network namespace.")
 @STATE
 def serve(policy: Path, netns: str | None, state_path: Path | None) -> None:
-    """Run the resolver for POLICY in the foreground (for testing; `outguard run` embeds it)."""
+    """Run the resolver for POLICY in the foreground (`outguard run` embeds it).
+
+    Started as root, the resolver binds its address, then runs as dns.user (outguard-dns,
+    created if missing); its counters are printed as JSON when it stops (SIGINT, SIGTERM)."""
     from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.dns.server import serve_dns  # noqa: PLC0415
+    from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
     from outguard.policy.load import load_policy  # noqa: PLC0415
 
     try:
@@ -97,14 +112,15 @@ def serve(policy: Path, netns: str | None, state_path: Path | None) -> None:
     async def main() -> None:
         handle = await serve_dns(settings, ruleset, state_dir=state_dir(netns, state_path),
                                  netns=netns)
-        click.echo(f"outguard dns: listening on {settings.listen[0]}:{settings.listen[1]}")
+        click.echo(f"outguard dns: listening on {settings.listen[0]}:{settings.listen[1]}"
+                   f" as {handle.settings.user} (pid {handle.pid})")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await handle.close()
-        click.echo(json.dumps(asdict(handle.resolver.stats)))
+        click.echo(json.dumps(asdict(handle.stats())))
 
     try:
         asyncio.run(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import struct
@@ -20,6 +21,8 @@ from outguard.dns.wire import Query, build_query, response_matches
 
 SocketFactory = Callable[[int, int], socket.socket]  # (family, type) → socket in the namespace
 PENALTY_S = 30.0
+LOG_EVERY_S = 60.0
+log = logging.getLogger("outguard.dns")
 _RETRY_RCODES = frozenset({2, 5})  # SERVFAIL, REFUSED: another server may do better
 
 
@@ -112,12 +115,34 @@ class Upstream:
 
 
 class Upstreams:
+    """Every upstream, with counters per server (`queries`, `failures`: the resolver's stats)
+    and a log line when one fails: at once for the first failure, then at most once a minute
+    while it keeps failing, and once when it answers again."""
+
     def __init__(self, addrs: tuple[tuple[str, int], ...], make_socket: SocketFactory,
                  timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.servers = [Upstream(a, make_socket) for a in addrs]
         self.timeout = timeout
         self.clock = clock
-        self.queries = 0
+        self.queries: dict[str, int] = {str(s): 0 for s in self.servers}
+        self.failures: dict[str, int] = {str(s): 0 for s in self.servers}
+        self._failing: dict[str, tuple[float, int]] = {}  # server → (last log line, failures since)
+
+    def _failed(self, server: Upstream, problem: str) -> None:
+        key = str(server)
+        self.failures[key] += 1
+        logged, count = self._failing.get(key, (-LOG_EVERY_S, 0))
+        now = self.clock()
+        if now - logged >= LOG_EVERY_S:
+            more = f" ({count} more failures since the last report)" if count else ""
+            log.warning("DNS upstream %s failed: %s%s", key, problem, more)
+            self._failing[key] = (now, 0)
+        else:
+            self._failing[key] = (logged, count + 1)
+
+    def _answered(self, server: Upstream) -> None:
+        if self._failing.pop(str(server), None) is not None:
+            log.warning("DNS upstream %s answers again", server)
 
     async def query(self, query: Query, tcp_first: bool = False) -> bytes:
         """The first usable answer; servers in order, those that failed lately at the end."""
@@ -126,7 +151,7 @@ class Upstreams:
         problems = []
         last: bytes | None = None
         for server in order:
-            self.queries += 1
+            self.queries[str(server)] += 1
             try:
                 data = await (server.tcp(query, self.timeout) if tcp_first
                               else server.udp(query, self.timeout))
@@ -135,13 +160,17 @@ class Upstreams:
             except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError,
                     UpstreamError) as exc:
                 server.down_until = self.clock() + PENALTY_S
-                problems.append(f"{server}: {type(exc).__name__} {exc}".strip())
+                problem = f"{server}: {type(exc).__name__} {exc}".strip()
+                problems.append(problem)
+                self._failed(server, problem)
                 continue
             if data[3] & 0x0F in _RETRY_RCODES:
                 last = data
                 problems.append(f"{server}: rcode {data[3] & 0x0F}")
+                self._failed(server, f"rcode {data[3] & 0x0F}")
                 continue
             server.down_until = 0.0
+            self._answered(server)
             return data
         if last is not None:
             return last
