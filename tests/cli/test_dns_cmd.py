@@ -79,3 +79,19 @@ def test_dns_serve_names_where_a_bad_policy_is_wrong(tmp_path: Path) -> None:
                                       str(tmp_path / "s")])
     assert result.exit_code != 0 and "not-an-ip" in result.output
     assert "p.yaml" in result.output
+
+
+def test_dns_install_refuses_a_namespace_outside_etc_netns() -> None:
+    result = CliRunner().invoke(cli, ["dns", "install", "--netns", "../.."])
+    assert result.exit_code == 1 and "invalid network namespace name '../..'" in result.output
+    result = CliRunner().invoke(cli, ["dns", "uninstall", "--netns", "../.."])
+    assert result.exit_code == 1 and "invalid network namespace name" in result.output
+
+
+def test_dns_install_refuses_a_listen_address_that_injects_lines() -> None:
+    for listen in ("[fe80::1%x\nnameserver 203.0.113.66]:53", "[::ffff:0.0.0.0]:53",
+                   "127.0.0.1\nnameserver 203.0.113.66"):
+        result = CliRunner().invoke(cli, ["dns", "install", "--listen", listen, "--netns",
+                                          "ogdns-never-made"])
+        assert result.exit_code == 1 and "--listen" in result.output, listen
+    assert not Path("/etc/netns/ogdns-never-made").exists()

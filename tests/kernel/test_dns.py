@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import pwd
 import random
+import resource
 import socket
+import subprocess
+import sys
 import time
 
 import dns.rcode
 import pytest
 
+from outguard.kernel import netns as ns
 from tests.kernel.dnsenv import UPSTREAM, addresses, connect, dns_world, nft_set
 from tests.kernel.topology import Probe, Topology
 
@@ -182,7 +187,8 @@ def _blackhole(topology: Topology, addr: str) -> None:
     ns.run(topology.peer, ["ip", "route", "add", "blackhole", f"{addr}/32"])
 
 
-def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> None:
+def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
     with dns_world(topology) as w:
         _blackhole(topology, SILENT)
         w.set_hosts(RECORDS, reload=False)
@@ -210,6 +216,10 @@ def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> 
         assert servers.upstream_failures == {f"{UPSTREAM}:{DEAD_PORT}": 1, f"{SILENT}:53": 1,
                                              f"{UPSTREAM}:53": 0}
         assert servers.upstream_queries[f"{UPSTREAM}:53"] == 2
+        # said when it happened, by the resolver process, not only in a summary at the end
+        err = capfd.readouterr().err
+        assert f"DNS upstream {UPSTREAM}:{DEAD_PORT} failed" in err
+        assert f"DNS upstream {SILENT}:53 failed: {SILENT}:53: TimeoutError" in err
 
 
 def test_all_upstreams_dead_is_servfail_within_the_timeouts(topology: Topology) -> None:
@@ -274,3 +284,92 @@ def test_dns_serve_and_log_through_the_cli(topology: Topology) -> None:
         (blocked,) = log("--blocked", "--json")
         assert json.loads(blocked)["qname"] == "other.example.test"
         assert json.loads(blocked)["pid"] == os.getpid()
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as fh:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+
+
+def _dig(topology: Topology, server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return ns.run(topology.server, ["dig", "+time=1", "+tries=1", f"@{server}", *args],
+                  check=False, timeout=20)
+
+
+@pytest.mark.parametrize("user", ["", "nobody"])
+def test_the_resolver_runs_as_its_user_and_root_reaches_no_upstream(topology: Topology,
+                                                                     user: str) -> None:
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        policy = POLICY.format(min_ttl=300, grace=60)
+        if user:
+            policy = policy.replace("  grace: 60\n", f"  grace: 60\n  user: {user}\n")
+        w.apply(policy)
+        w.start_resolver()
+        assert w.resolver is not None and w.resolver.handle.pid is not None
+        uid = pwd.getpwnam(user or "outguard-dns").pw_uid
+        status = _status(w.resolver.handle.pid)
+        assert status["Uid"].split() == [str(uid)] * 4 and status["Groups"].strip() == ""
+        assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+        assert status["NoNewPrivs"] == "1"
+        # through outguard: resolved by the resolver's own user, and the address opens
+        got = _dig(topology, "127.0.0.1", "api.example.test", "A", "+short")
+        assert got.stdout.split() == ["198.51.100.7"], got
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        # straight to the upstream as root, UDP and TCP: no answer
+        for proto in ("+notcp", "+tcp"):
+            direct = _dig(topology, UPSTREAM, "api.example.test", proto)
+            assert direct.returncode != 0 and "ANSWER SECTION" not in direct.stdout, direct
+        assert w.upstream_queries("api.example.test") == 1
+
+
+def test_a_flood_of_idle_tcp_connections_neither_exhausts_nor_locks_out(topology: Topology) -> None:
+    """1,100 idle TCP clients against a resolver started with the usual soft limit of 1,024
+    file descriptors: TCP answers keep coming, refused queries are still recorded, descriptors
+    stay bounded."""
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        w.apply(POLICY.format(min_ttl=300, grace=60))
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
+        try:
+            w.start_resolver()  # the resolver process inherits the limit
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        assert w.resolver is not None
+        pid = w.resolver.handle.pid
+        assert pid is not None
+        flood = subprocess.Popen(
+            ns.exec_argv(topology.server, [sys.executable, "-c", _IDLE_CLIENTS, "1100"]),
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert flood.stdout is not None
+            assert flood.stdout.readline().strip() == "1100 open"
+            tcp = w.ask("api.example.test", tcp=True, timeout=5)
+            assert addresses(tcp) == ["198.51.100.7"]
+            assert w.ask("other.example.test", tcp=True, timeout=5).rcode() == dns.rcode.REFUSED
+            assert w.ask("evil.example.test", timeout=5).rcode() == dns.rcode.REFUSED
+            assert len(os.listdir(f"/proc/{pid}/fd")) < 400
+        finally:
+            flood.kill()
+            flood.wait()
+        handle = w.resolver.handle
+        w.stop_resolver()
+        assert handle.stats().tcp_evicted >= 1100 - 256
+        from outguard.dns.events import read_events
+        blocked = [e.qname for e in read_events(w.dir / "state", blocked_only=True)]
+        assert blocked == ["other.example.test", "evil.example.test"]
+
+
+_IDLE_CLIENTS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.connect(("127.0.0.1", 53))
+    held.append(s)
+print(len(held), "open", flush=True)
+time.sleep(60)
+"""
