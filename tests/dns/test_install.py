@@ -55,8 +55,10 @@ def test_netns_keeps_and_restores_an_existing_resolv_conf(tmp_path: Path) -> Non
     original = "nameserver 192.0.2.53\noptions rotate\n"
     (directory / "resolv.conf").write_text(original)
     done = install(("127.0.0.1", 53), root=tmp_path, netns="web")
-    assert done.saved == directory / "resolv.conf.outguard-saved"
+    assert done.saved == tmp_path / "etc/netns/web.resolv.conf.outguard-saved"
     assert done.saved.read_text() == original
+    # nothing new in the namespace's directory: `ip netns exec` mounts each file there on /etc
+    assert sorted(p.name for p in directory.iterdir()) == ["hosts", "resolv.conf"]
     assert uninstall(root=tmp_path, netns="web") == [Change("restored", done.path)]
     assert (directory / "resolv.conf").read_text() == original
     assert sorted(p.name for p in directory.iterdir()) == ["hosts", "resolv.conf"]

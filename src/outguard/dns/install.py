@@ -6,7 +6,9 @@ Three targets, chosen by what the host runs:
   `systemctl restart systemd-resolved`);
 - a plain `/etc/resolv.conf`: saved to `resolv.conf.outguard-saved`, replaced by ours;
 - a namespace (the lab, tests): `/etc/netns/NAME/resolv.conf`, which `ip netns exec NAME`
-  bind-mounts over /etc/resolv.conf; an existing one is saved beside it the same way.
+  bind-mounts over /etc/resolv.conf; an existing one is saved as
+  `/etc/netns/NAME.resolv.conf.outguard-saved` (not inside NAME/: `ip netns exec` bind-mounts
+  every file there over /etc).
 `uninstall` undoes exactly what `install` did: it puts the saved file back ("restored"), or
 removes ours when there was nothing before ("removed"; with the directory, if `install` made
 it). Files are written to a temporary name and renamed, never through a symlink. The namespace
@@ -96,9 +98,17 @@ def _ours(path: Path) -> bool:
     return not path.is_symlink() and path.is_file() and _read(path).startswith(MARK)
 
 
+def _saved(path: Path) -> Path:
+    """Where the file `install` replaced is kept: beside it, except in a namespace's directory,
+    where `ip netns exec` would bind-mount it over /etc too (and warn on every command)."""
+    if path.parent.parent.name == "netns":
+        return path.parent.parent / f"{path.parent.name}.{SAVED}"
+    return path.with_name(SAVED)
+
+
 def _replace_file(path: Path, text: str) -> Path | None:
-    """Write `text` at `path`, keeping what was there (not ours) as SAVED beside it."""
-    saved = path.with_name(SAVED)
+    """Write `text` at `path`, keeping what was there (not ours) as `_saved(path)`."""
+    saved = _saved(path)
     if (path.exists() or path.is_symlink()) and not _ours(path):
         if saved.exists() or saved.is_symlink():
             raise InstallError(f"{path} is not outguard's, and {saved} exists already: move one"
@@ -141,7 +151,7 @@ def _restore(path: Path) -> Change | None:
     """Put back what `_replace_file` saved beside `path`, or remove ours."""
     if not _ours(path):
         return None
-    saved = path.with_name(SAVED)
+    saved = _saved(path)
     if saved.exists() or saved.is_symlink():
         os.replace(saved, path)
         return Change("restored", path)

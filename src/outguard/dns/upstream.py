@@ -16,6 +16,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from outguard.dns.wire import Query, build_query, response_matches
 
@@ -116,8 +117,8 @@ class Upstream:
 
 class Upstreams:
     """Every upstream, with counters per server (`queries`, `failures`: the resolver's stats)
-    and a log line when one fails: at once for the first failure, then at most once a minute
-    while it keeps failing, and once when it answers again."""
+    and a log line when one fails: at once for the first failure, then at most one a minute
+    (with the count of those not logged), and one when it answers again."""
 
     def __init__(self, addrs: tuple[tuple[str, int], ...], make_socket: SocketFactory,
                  timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -126,23 +127,27 @@ class Upstreams:
         self.clock = clock
         self.queries: dict[str, int] = {str(s): 0 for s in self.servers}
         self.failures: dict[str, int] = {str(s): 0 for s in self.servers}
-        self._failing: dict[str, tuple[float, int]] = {}  # server → (last log line, failures since)
+        # server → [time of its last log line, failures not logged since, a failure logged and
+        # no recovery yet]: at most one line a minute, however the server flaps
+        self._log: dict[str, list[Any]] = {str(s): [-LOG_EVERY_S, 0, False] for s in self.servers}
 
     def _failed(self, server: Upstream, problem: str) -> None:
         key = str(server)
         self.failures[key] += 1
-        logged, count = self._failing.get(key, (-LOG_EVERY_S, 0))
+        state = self._log[key]
         now = self.clock()
-        if now - logged >= LOG_EVERY_S:
-            more = f" ({count} more failures since the last report)" if count else ""
-            log.warning("DNS upstream %s failed: %s%s", key, problem, more)
-            self._failing[key] = (now, 0)
-        else:
-            self._failing[key] = (logged, count + 1)
+        if now - state[0] < LOG_EVERY_S:
+            state[1] += 1
+            return
+        more = f" ({state[1]} more failures since the last report)" if state[1] else ""
+        log.warning("DNS upstream %s failed: %s%s", key, problem, more)
+        state[:] = [now, 0, True]
 
     def _answered(self, server: Upstream) -> None:
-        if self._failing.pop(str(server), None) is not None:
+        state = self._log[str(server)]
+        if state[2] and self.clock() - state[0] >= 1.0:
             log.warning("DNS upstream %s answers again", server)
+            state[2] = False
 
     async def query(self, query: Query, tcp_first: bool = False) -> bytes:
         """The first usable answer; servers in order, those that failed lately at the end."""
