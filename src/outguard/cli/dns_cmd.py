@@ -15,6 +15,19 @@ import click
 from outguard.cli.common import fail, state_dir
 from outguard.errors import OutguardError
 
+
+def _netns(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A namespace name that stays inside /etc/netns and the state directory."""
+    if value is None:
+        return None
+    from outguard.dns.install import InstallError, check_netns  # noqa: PLC0415
+
+    try:
+        return check_netns(value)
+    except InstallError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 STATE = click.option("--state-dir", "state_path", type=click.Path(path_type=Path), default=None,
                      help="outguard's state directory [default: /var/lib/outguard].")
 
@@ -27,7 +40,8 @@ def dns() -> None:
 @dns.command()
 @click.option("--listen", default="127.0.0.1:53", show_default=True,
               help="The resolver's address (the policy's dns.listen).")
-@click.option("--netns", default=None, help="Only for this network namespace (/etc/netns/NAME).")
+@click.option("--netns", default=None, callback=_netns,
+              help="Only for this network namespace (/etc/netns/NAME).")
 def install(listen: str, netns: str | None) -> None:
     """Point this host (systemd-resolved or resolv.conf) at outguard's resolver.
 
@@ -53,7 +67,7 @@ def install(listen: str, netns: str | None) -> None:
 
 
 @dns.command()
-@click.option("--netns", default=None, help="Only for this network namespace.")
+@click.option("--netns", default=None, callback=_netns, help="Only for this network namespace.")
 def uninstall(netns: str | None) -> None:
     """Undo `outguard dns install`: put back what it replaced."""
     from outguard.dns import install as inst  # noqa: PLC0415
@@ -69,7 +83,8 @@ def uninstall(netns: str | None) -> None:
 @dns.command()
 @click.option("--blocked", is_flag=True, help="Only queries that were refused (or would be).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--netns", default=None, help="The namespace whose state directory to read.")
+@click.option("--netns", default=None, callback=_netns,
+              help="The namespace whose state directory to read.")
 @STATE
 def log(blocked: bool, as_json: bool, netns: str | None, state_path: Path | None) -> None:
     """DNS events: what was resolved, what was refused, and who asked."""
@@ -89,7 +104,7 @@ def log(blocked: bool, as_json: bool, netns: str | None, state_path: Path | None
 
 @dns.command()
 @click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--netns", default=None, help="Serve inside this network namespace.")
+@click.option("--netns", default=None, callback=_netns, help="Serve inside this network namespace.")
 @STATE
 def serve(policy: Path, netns: str | None, state_path: Path | None) -> None:
     """Run the resolver for POLICY in the foreground (`outguard run` embeds it).
