@@ -218,3 +218,25 @@ def test_the_agent_restarts_a_dead_resolver_and_reloads_a_policy(topology: Topol
             assert connect(topology, "203.0.113.66", 80) == "refused"
             assert w.ask("api.example.test").rcode() == dns.rcode.REFUSED
             assert handle.pid is not None and handle.stats().restarts == 1  # no restart needed
+
+
+def test_sigterm_to_the_whole_group_stops_in_order(topology: Topology) -> None:
+    """systemd's stop signals every process of the unit: the resolver process must not die
+    first (the agent would take that for a crash and start another while stopping)."""
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        policy = topology.write_policy(POLICY.replace("alerts:\n  - stdout: json\n", ""))
+        argv = [sys.executable, "-m", "outguard", "run", str(policy), "--netns", topology.server,
+                "--state-dir", str(topology.state_dir)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _wait_for_resolver(w, proc)
+            assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            _stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        assert "ended" not in stderr and "new one" not in stderr, stderr
+        assert "api.example.test" in (topology.state_dir / "dns-cache.json").read_text()

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from outguard.dns.answers import Resolved
 from outguard.dns.client import Client
 from outguard.dns.config import DnsSettings
 from outguard.dns.resolver import Stats
@@ -148,3 +149,18 @@ def stats_from_json(data: Any) -> Stats:
         else:
             raise IpcError(f"stats: bad {f.name}")
     return out
+
+
+def resolved_from_json(msg: dict[str, Any]) -> Resolved:
+    """A `names` message's answer (name chain, addresses with TTLs), checked."""
+    chain, v4, v6 = msg["chain"], msg["v4"], msg["v6"]
+    if not (isinstance(chain, list) and 0 < len(chain) <= 17 and isinstance(v4, dict)
+            and isinstance(v6, dict) and len(v4) + len(v6) <= 4096):
+        raise IpcError("names: bad shape")
+    for table in (v4, v6):
+        if not all(isinstance(k, str) and len(k) <= 64 and isinstance(t, int)
+                   and 0 <= t < 2**31 for k, t in table.items()):
+            raise IpcError("names: bad address")
+    if not all(isinstance(n, str) and len(n) <= 1024 for n in chain):
+        raise IpcError("names: bad name")
+    return Resolved(v4, v6, tuple(chain))

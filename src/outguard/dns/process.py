@@ -11,7 +11,8 @@ for: kernel set writes (`write`, awaited before the answer leaves) and the proce
 client (`attr`). Its events, counters and cache snapshots go to the agent, which stores them.
 
 It ends on `stop`, or when the agent goes away (end of the pipe): with no agent there is no
-resolver, and new names fail closed.
+resolver, and new names fail closed. SIGTERM and SIGINT are ignored: they come to the whole
+process group (systemd, ^C), and the agent's `stop` is what lets it hand over its last state.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import importlib
 import itertools
 import logging
+import signal
 import socket
 import sys
 import time
@@ -241,6 +243,10 @@ def _listen(addr: tuple[str, int]) -> tuple[socket.socket, socket.socket]:
 
 
 def main(argv: list[str]) -> int:
+    # systemd (and a terminal's ^C) signal the whole group: the agent stops us in order (its
+    # `stop` lets us hand over our last counters and cache); without it, the pipe's end does
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="outguard-dns: %(levelname)s %(message)s")
     sock = socket.socket(fileno=int(argv[1]))

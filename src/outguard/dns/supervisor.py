@@ -6,7 +6,7 @@ Place in the data flow: `outguard run` (`monitor.runner`) and `outguard dns serv
 (which binds, then drops to that user: see `kernel.privsep` for why a process), and answers its
 requests over `dns.ipc`:
 - `write`: FQDN set entries, checked (a set of the policy, an address of its family, a bounded
-  timeout), batched into libnftables transactions (`_SetWriter`), answered when committed, so
+  timeout), batched into libnftables transactions (`SetWriter`), answered when committed, so
   the resolver releases an answer only once the kernel holds its addresses;
 - `attr`: the process behind a client's socket (sock_diag + /proc, root's to read);
 - `event`, `names`, `stats`, `save`: the DNS event log / incidents (`EventSink`), the names the
@@ -40,13 +40,13 @@ from typing import Any
 from outguard.compile.ir import Ruleset
 from outguard.dns import cache as dcache
 from outguard.dns import ipc
-from outguard.dns.answers import Resolved
 from outguard.dns.cache import RecentNames, SetItem
 from outguard.dns.client import Attributor, Client, sockdiag_attributor
 from outguard.dns.config import DnsSettings
 from outguard.dns.events import EventSink, JsonlEvents, from_json
 from outguard.dns.names import NamePolicy, load_blocklists
 from outguard.dns.resolver import Stats
+from outguard.dns.setwriter import SetWriter
 from outguard.dns.user import ensure
 from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
@@ -61,49 +61,6 @@ MAX_BACKOFF_S = 30.0
 _RESTART_FIELDS = ("listen", "upstreams", "uid", "gid", "timeout")
 
 
-class _SetWriter:
-    """Batches concurrent set writes into one transaction on a worker thread."""
-
-    def __init__(self, sets: FqdnSets) -> None:
-        self.sets = sets
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="og-dns-sets")
-        self.pending: list[tuple[list[SetItem], asyncio.Future[None]]] = []
-        self.flushing = False
-
-    async def write(self, items: list[SetItem]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append((items, fut))
-        if not self.flushing:
-            self.flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await fut
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                groups = [batch] if len(batch) == 1 else [batch, *([b] for b in batch)]
-                for group in groups:
-                    if all(f.done() for _i, f in group):
-                        continue
-                    items = [i for its, _f in group for i in its]
-                    try:
-                        await loop.run_in_executor(self.pool, self.sets.write, items)
-                    except KernelError as exc:
-                        if len(group) == 1:  # retried alone: this answer's own failure
-                            group[0][1].set_exception(exc)
-                        continue  # a batch failed: retry each answer alone (next group)
-                    for _i, fut in group:
-                        if not fut.done():
-                            fut.set_result(None)
-        finally:
-            self.flushing = False
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 def _fqdn_sets(ruleset: Ruleset) -> frozenset[str]:
     return frozenset(f"{r.fqdn_set}_{v}" for r in ruleset.rules() if r.fqdn_set for v in (4, 6))
 
@@ -112,7 +69,7 @@ class DnsHandle:
     """A running resolver process and everything the agent does for it."""
 
     def __init__(self, settings: DnsSettings, ruleset: Ruleset, names: NamePolicy, *,
-                 state_dir: Path, netns: str | None, writer: _SetWriter, events: EventSink,
+                 state_dir: Path, netns: str | None, writer: SetWriter, events: EventSink,
                  attribute: Callable[[str, str, int], Client]) -> None:
         self.settings, self.names = settings, names
         self.sets = _fqdn_sets(ruleset)
@@ -255,7 +212,7 @@ class DnsHandle:
             except (OSError, OutguardError) as exc:
                 log.warning("cannot record a DNS event: %s", exc)
         elif kind == "names":
-            self.recent.record(_resolved(msg), float(msg["at"]), extra=True)
+            self.recent.record(ipc.resolved_from_json(msg), float(msg["at"]), extra=True)
         elif kind == "stats":
             self._stats = ipc.stats_from_json(msg["s"])
         elif kind == "save":
@@ -358,19 +315,6 @@ class DnsHandle:
                 closer()
 
 
-def _resolved(msg: dict[str, Any]) -> Resolved:
-    chain, v4, v6 = msg["chain"], msg["v4"], msg["v6"]
-    if not (isinstance(chain, list) and 0 < len(chain) <= 17 and isinstance(v4, dict)
-            and isinstance(v6, dict) and len(v4) + len(v6) <= 4096):
-        raise ipc.IpcError("names: bad shape")
-    for table in (v4, v6):
-        if not all(isinstance(k, str) and len(k) <= 64 and isinstance(t, int) for k, t in table.items()):
-            raise ipc.IpcError("names: bad address")
-    if not all(isinstance(n, str) and len(n) <= 1024 for n in chain):
-        raise ipc.IpcError("names: bad name")
-    return Resolved(v4, v6, tuple(chain))
-
-
 async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
                     netns: str | None = None, kernel: JsonKernel | None = None,
                     events: EventSink | None = None,
@@ -399,7 +343,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
             closers.append(jsonl.close)
             events = jsonl
         attr = attributor if attributor is not None else thread.call(sockdiag_attributor, None)
-        writer = _SetWriter(FqdnSets(kernel))
+        writer = SetWriter(FqdnSets(kernel))
         closers.append(writer.close)
         listen = settings.listen
 
