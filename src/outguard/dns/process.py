@@ -114,7 +114,10 @@ class Agent:
             fut.set_result(msg)
 
     async def write(self, items: list[SetItem]) -> None:
-        got = await self.request({"t": "write", "items": [list(i) for i in items]})
+        try:
+            got = await self.request({"t": "write", "items": [list(i) for i in items]})
+        except (TimeoutError, ConnectionError) as exc:  # the answer is SERVFAIL, not released
+            raise OutguardError(f"the agent did not write the kernel sets: {exc!r}") from exc
         if got.get("error"):
             raise OutguardError(f"kernel set write failed: {got['error']}")
 

@@ -30,7 +30,6 @@ import logging
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +57,7 @@ CACHE_FILE = "dns-cache.json"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 30.0
+MAX_PENDING_WRITES = 4096  # the resolver waits for each: more means it is broken
 _RESTART_FIELDS = ("listen", "upstreams", "uid", "gid", "timeout")
 
 
@@ -89,6 +89,7 @@ class DnsHandle:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attr_pool = ThreadPoolExecutor(1, thread_name_prefix="og-dns-attr")
         self._attr_busy = 0
+        self._writes = 0  # set writes in progress
         cached = dcache.load(state_dir / CACHE_FILE, time.time())[0]
         for entry in cached.entries.values():  # a restart: what clients may still use
             self.recent.record(entry.resolved, entry.stored_at, extra=True)
@@ -142,6 +143,8 @@ class DnsHandle:
             reader, out = await asyncio.open_connection(sock=parent, limit=ipc.MAX_FRAME)
         except BaseException:
             parent.close()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
             raise
         self._out = out
         cache = dcache.read(self.state_dir / CACHE_FILE)
@@ -153,6 +156,10 @@ class DnsHandle:
         except (TimeoutError, ipc.IpcError, ConnectionError) as exc:
             await self._end(out)
             raise OutguardError(f"the DNS resolver did not start: {exc or 'no answer'}") from exc
+        except BaseException:  # cancelled (the agent stops while it starts)
+            self.proc.kill()
+            out.close()
+            raise
         if first is None or first["t"] != "ready":
             await self._end(out)
             why = first.get("error") if first else f"it exited ({self.proc.returncode})"
@@ -168,6 +175,8 @@ class DnsHandle:
                 TypeError) as exc:
             self.rejected += 1
             log.error("the DNS resolver process broke the protocol (%s): restarting it", exc)
+            if self.proc is not None:
+                self.proc.kill()  # it answers no client more: it may be hostile
         await self._end(out)
         if self._closing or self._stopping:
             return
@@ -198,6 +207,9 @@ class DnsHandle:
     def _handle(self, msg: dict[str, Any], out: asyncio.StreamWriter) -> None:
         kind = msg["t"]
         if kind == "write":
+            if self._writes >= MAX_PENDING_WRITES:
+                raise ipc.IpcError(f"more than {MAX_PENDING_WRITES} set writes at once")
+            self._writes += 1
             self._task(self._write(msg["id"], ipc.set_items(msg["items"]), out), "write")
         elif kind == "attr":
             port = msg["port"]
@@ -227,14 +239,17 @@ class DnsHandle:
 
     async def _write(self, rid: Any, items: list[SetItem], out: asyncio.StreamWriter) -> None:
         error = None
-        unknown = sorted({s for s, _a, _t in items} - self.sets - self.old_sets)
-        if unknown:
-            error = f"no such set in the policy: {', '.join(unknown)}"
-        else:
-            try:
-                await self.writer.write(items)
-            except KernelError as exc:
-                error = str(exc)
+        try:
+            unknown = sorted({s for s, _a, _t in items} - self.sets - self.old_sets)
+            if unknown:
+                error = f"no such set in the policy: {', '.join(unknown)}"
+            else:
+                try:
+                    await self.writer.write(items)
+                except KernelError as exc:
+                    error = str(exc)
+        finally:
+            self._writes -= 1
         self._reply(out, {"t": "done", "id": rid, "error": error})
 
     async def _who(self, rid: Any, proto: str, addr: str, port: int,
@@ -360,34 +375,3 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
                 closer()
         raise
     return handle
-
-
-class ResolverThread:
-    """`serve_dns` on an event loop of its own thread (tests and benchmarks)."""
-
-    def __init__(self, settings: DnsSettings, ruleset: Ruleset, **kwargs: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="og-dns", daemon=True)
-        self._thread.start()
-        try:
-            self.handle: DnsHandle = asyncio.run_coroutine_threadsafe(
-                serve_dns(settings, ruleset, **kwargs), self.loop).result(60)
-        except BaseException:
-            self._stop_loop()
-            raise
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def _stop_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    def close(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.handle.close(), self.loop).result(60)
-        finally:
-            self._stop_loop()
