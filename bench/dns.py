@@ -120,7 +120,9 @@ def main() -> None:
         pid = Path(tempfile.mkdtemp(prefix="ogb-")) / "peer-dnsmasq.pid"
         ns.run(topo.server, ["dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                              f"--pid-file={pid}", "--listen-address=127.0.0.2", "--bind-interfaces",
-                             "--port=53", f"--server={UPSTREAM}", "--user=root", "--group=root",
+                             # as the resolver user: the only uid the ruleset lets reach UPSTREAM
+                             "--port=53", f"--server={UPSTREAM}", "--user=outguard-dns",
+                             "--group=outguard-dns",
                              "--cache-size=10000",
                              f"--nftset=/example.test/4#inet#outguard#{base}_4,6#inet#outguard#{base}_6"])
         try:
@@ -148,7 +150,7 @@ def main() -> None:
               " (target <= 1 ms)")
         for who, (ok, n) in held.items():
             print(f"set holds the address before the answer ({who}): {ok}/{n} = {100 * ok / n:.1f}%")
-        stats = w.resolver.handle.resolver.stats if w.resolver else None
+        stats = w.resolver.handle.stats() if w.resolver else None
         print(f"outguard resolver stats: {stats}")
 
 

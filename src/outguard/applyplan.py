@@ -16,6 +16,7 @@ the way `feeds update` syncs them; only a hash set too small for the new content
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -197,9 +198,12 @@ def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None)
 def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
               resolver: Resolver = system_resolver, text: str | None = None,
               cgroups: CgroupLookup | None = None,
-              resolve_timeout: float = RESOLVE_TIMEOUT) -> ApplyPlan:
+              resolve_timeout: float = RESOLVE_TIMEOUT,
+              create_dns_user: bool = False) -> ApplyPlan:
     """What applying the policy at `path` (or `text`, read from there earlier) will do, now.
-    Reads the state directory and the kernel, changes neither."""
+    Reads the state directory and the kernel, changes neither; only with `create_dns_user`
+    (apply's call) is the resolver's missing default user created, since the kernel rule needs
+    its uid."""
     if cgroups is None:
         from outguard.kernel.cgroups import CgroupLookup as SystemCgroups  # noqa: PLC0415
 
@@ -212,6 +216,10 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     warnings += [str(w) for w in policy.warnings]
     ruleset = lower(policy, resolver=resolver, resolve_timeout=resolve_timeout,
                     warnings=warnings)
+    if create_dns_user and ruleset.dns is not None and ruleset.dns.uid is None:
+        from outguard.dns.user import ensure  # noqa: PLC0415 - creates outguard-dns
+
+        ruleset = dataclasses.replace(ruleset, dns=ensure(ruleset.dns))
     known = before.lists if before else {}
     for source in ruleset.sources.values():
         if source.is_list and source.digest in known:

@@ -2,8 +2,10 @@
 
 `explain` and `simulate` call it, the DNS resolver and the proxy will, and the kernel tests check
 that nftables agrees with it case by case. Precedence, exactly as the kernel evaluates it:
-loopback and established traffic are accepted; then the first matching deny rule; then the first
-matching allow rule; then the default (enforce: drop or reject; audit: accept, logged).
+loopback and established traffic are accepted; with `dns:`, the resolver's own queries to its
+upstreams; then the first matching deny rule; then other DNS (dropped: it must go through the
+resolver); then the first matching allow rule; then the default (enforce: drop or reject;
+audit: accept, logged).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _dns(ruleset: Ruleset, flow: Flow, dst: tuple[int, int] | None) -> Decision 
     ports = {53, 853, *(p for _a, p in dns.upstreams)} if dns is not None else set()
     if dns is None or flow.proto not in ("tcp", "udp") or flow.port not in ports:
         return None
-    if flow.uid == dns.uid and dst is not None and any(
+    if dns.uid is not None and flow.uid == dns.uid and dst is not None and any(
             packet_address(a) == dst and p == flow.port for a, p in dns.upstreams):
         return Decision("allow", "accept", "builtin:dns",
                         f"outguard's resolver (uid {dns.uid}) asks its upstream {flow.dst}")
@@ -141,14 +143,16 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None) -> Decisio
     blocked: Literal["accept", "drop", "reject"] = (
         "accept" if ruleset.mode == "audit" else ruleset.default_action)
     audit = " (audit mode: logged, not blocked)" if ruleset.mode == "audit" else ""
+    # the resolver's own queries to its upstreams come before deny: a deny rule or feed that
+    # covers an upstream must not cut every name resolution of the host
+    if ruleset.dns is not None and (dns := _dns(ruleset, flow, packet_address(flow.dst)
+                                                 if flow.dst is not None else None)) is not None:
+        return dns
     for rule in ruleset.deny:
         why = rule_matches(ruleset, rule, flow, now)
         if why is not None:
             return Decision("deny", blocked, rule.counter,
                             f"deny rule {rule.name!r} matches: {why}; deny beats allow{audit}")
-    if ruleset.dns is not None and (dns := _dns(ruleset, flow, packet_address(flow.dst)
-                                                 if flow.dst is not None else None)) is not None:
-        return dns
     if ruleset.dns is not None and flow.proto in ("tcp", "udp") and flow.port in (
             {53, 853} | {p for _a, p in ruleset.dns.upstreams}):
         return Decision("deny", blocked, "default",

@@ -79,3 +79,19 @@ def test_dns_serve_names_where_a_bad_policy_is_wrong(tmp_path: Path) -> None:
                                       str(tmp_path / "s")])
     assert result.exit_code != 0 and "not-an-ip" in result.output
     assert "p.yaml" in result.output
+
+
+def test_dns_commands_refuse_a_namespace_outside_etc_netns() -> None:
+    for args in (["install"], ["uninstall"], ["log"], ["serve", "/nonexistent.yaml"]):
+        result = CliRunner().invoke(cli, ["dns", *args, "--netns", "../.."])
+        assert result.exit_code == 2, args
+        assert "invalid network namespace name '../..'" in result.output, args
+
+
+def test_dns_install_refuses_a_listen_address_that_injects_lines() -> None:
+    for listen in ("[fe80::1%x\nnameserver 203.0.113.66]:53", "[::ffff:0.0.0.0]:53",
+                   "127.0.0.1\nnameserver 203.0.113.66"):
+        result = CliRunner().invoke(cli, ["dns", "install", "--listen", listen, "--netns",
+                                          "ogdns-never-made"])
+        assert result.exit_code == 1 and "--listen" in result.output, listen
+    assert not Path("/etc/netns/ogdns-never-made").exists()

@@ -153,7 +153,7 @@ def test_persisted_cache_survives_a_restart(tmp_path: Path) -> None:
     w = World(records={"api.example.test": [("api.example.test.", 100, "A", "198.51.100.7")]})
     w.run(query("api.example.test"))
     path = tmp_path / "cache.json"
-    dcache.save(path, w.resolver.cache, w.resolver.tracker, w.now)
+    dcache.save(path, dcache.snapshot(w.resolver.cache, w.resolver.tracker, w.now))
     cache, tracker = dcache.load(path, w.now + 10)
     w2 = World()
     w2.now = w.now + 10

@@ -7,25 +7,61 @@ peer namespace (the upstream), outguard's resolver in the server namespace, and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rdatatype
 
 from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower
-from outguard.dns.server import ResolverThread
+from outguard.dns.config import DnsSettings
+from outguard.dns.supervisor import DnsHandle, serve_dns
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_policy
 from tests.kernel.topology import Topology
+
+
+class ResolverThread:
+    """`serve_dns` (the real resolver process) driven from an event loop on a thread of its own."""
+
+    def __init__(self, settings: DnsSettings, ruleset: Ruleset, **kwargs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="og-dns", daemon=True)
+        self._thread.start()
+        try:
+            self.handle: DnsHandle = asyncio.run_coroutine_threadsafe(
+                serve_dns(settings, ruleset, **kwargs), self.loop).result(60)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def close(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.handle.close(), self.loop).result(60)
+        finally:
+            self._stop_loop()
+
 
 UPSTREAM = "198.51.100.53"
 ZONE = "example.test"

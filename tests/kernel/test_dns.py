@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import pwd
 import random
+import resource
 import socket
+import subprocess
+import sys
 import time
 
 import dns.rcode
 import pytest
 
+from outguard.kernel import netns as ns
 from tests.kernel.dnsenv import UPSTREAM, addresses, connect, dns_world, nft_set
 from tests.kernel.topology import Probe, Topology
 
@@ -52,8 +57,10 @@ def test_resolve_then_connect_never_races(topology: Topology) -> None:
         assert failures == []
         if time.monotonic() - start > 3:  # TTL 1: asked again and again
             assert w.upstream_queries("api.example.test") >= 2
-        stats = w.resolver.handle.resolver.stats if w.resolver else None
-        assert stats is not None and stats.set_writes >= 2
+        assert w.resolver is not None
+        handle = w.resolver.handle
+        w.stop_resolver()  # the resolver process reports its last counters on the way out
+        assert handle.stats().set_writes >= 2
 
 
 def test_unlisted_names_never_reach_upstream(topology: Topology) -> None:
@@ -69,9 +76,14 @@ def test_unlisted_names_never_reach_upstream(topology: Topology) -> None:
             assert w.upstream_queries(name) == 0
         assert addresses(w.ask("api.example.test")) == ["198.51.100.7"]
         assert w.upstream_queries("api.example.test") == 1
-        # and nobody reaches the upstream directly, except the resolver's uid (root here)
-        nobody, root = topology.passes(Probe(UPSTREAM, 53, "tcp", 65534), Probe(UPSTREAM, 53, "tcp", 0))
-        assert (nobody, root) == (False, True)
+        # and nobody reaches the upstream directly, root included: only the resolver's uid
+        assert w.resolver is not None and w.ruleset is not None and w.ruleset.dns is not None
+        uid = w.resolver.handle.settings.uid
+        assert uid is not None and uid != 0
+        nobody, root, resolver = topology.passes(Probe(UPSTREAM, 53, "tcp", 65534),
+                                                 Probe(UPSTREAM, 53, "tcp", 0),
+                                                 Probe(UPSTREAM, 53, "tcp", uid))
+        assert (nobody, root, resolver) == (False, False, True)
         assert connect(topology, "203.0.113.66", 80) == "timeout"
         assert w.resolver is not None
         w.resolver.close()
@@ -175,7 +187,8 @@ def _blackhole(topology: Topology, addr: str) -> None:
     ns.run(topology.peer, ["ip", "route", "add", "blackhole", f"{addr}/32"])
 
 
-def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> None:
+def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
     with dns_world(topology) as w:
         _blackhole(topology, SILENT)
         w.set_hosts(RECORDS, reload=False)
@@ -195,8 +208,18 @@ def test_failover_from_a_dead_port_and_a_silent_upstream(topology: Topology) -> 
         assert time.monotonic() - start < 0.4
         assert w.upstream_queries("a.cdn.example.test") == 1
         assert w.resolver is not None
-        servers = w.resolver.handle.resolver.stats
+        handle = w.resolver.handle
+        w.stop_resolver()
+        servers = handle.stats()
         assert servers.failures == 0 and servers.upstream == 2
+        # each failing upstream counted once (the first name), the good one answered both
+        assert servers.upstream_failures == {f"{UPSTREAM}:{DEAD_PORT}": 1, f"{SILENT}:53": 1,
+                                             f"{UPSTREAM}:53": 0}
+        assert servers.upstream_queries[f"{UPSTREAM}:53"] == 2
+        # said when it happened, by the resolver process, not only in a summary at the end
+        err = capfd.readouterr().err
+        assert f"DNS upstream {UPSTREAM}:{DEAD_PORT} failed" in err
+        assert f"DNS upstream {SILENT}:53 failed: {SILENT}:53: TimeoutError" in err
 
 
 def test_all_upstreams_dead_is_servfail_within_the_timeouts(topology: Topology) -> None:
@@ -261,3 +284,92 @@ def test_dns_serve_and_log_through_the_cli(topology: Topology) -> None:
         (blocked,) = log("--blocked", "--json")
         assert json.loads(blocked)["qname"] == "other.example.test"
         assert json.loads(blocked)["pid"] == os.getpid()
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as fh:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+
+
+def _dig(topology: Topology, server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return ns.run(topology.server, ["dig", "+time=1", "+tries=1", f"@{server}", *args],
+                  check=False, timeout=20)
+
+
+@pytest.mark.parametrize("user", ["", "nobody"])
+def test_the_resolver_runs_as_its_user_and_root_reaches_no_upstream(topology: Topology,
+                                                                     user: str) -> None:
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        policy = POLICY.format(min_ttl=300, grace=60)
+        if user:
+            policy = policy.replace("  grace: 60\n", f"  grace: 60\n  user: {user}\n")
+        w.apply(policy)
+        w.start_resolver()
+        assert w.resolver is not None and w.resolver.handle.pid is not None
+        uid = pwd.getpwnam(user or "outguard-dns").pw_uid
+        status = _status(w.resolver.handle.pid)
+        assert status["Uid"].split() == [str(uid)] * 4 and status["Groups"].strip() == ""
+        assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+        assert status["NoNewPrivs"] == "1"
+        # through outguard: resolved by the resolver's own user, and the address opens
+        got = _dig(topology, "127.0.0.1", "api.example.test", "A", "+short")
+        assert got.stdout.split() == ["198.51.100.7"], got
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        # straight to the upstream as root, UDP and TCP: no answer
+        for proto in ("+notcp", "+tcp"):
+            direct = _dig(topology, UPSTREAM, "api.example.test", proto)
+            assert direct.returncode != 0 and "ANSWER SECTION" not in direct.stdout, direct
+        assert w.upstream_queries("api.example.test") == 1
+
+
+def test_a_flood_of_idle_tcp_connections_neither_exhausts_nor_locks_out(topology: Topology) -> None:
+    """1,100 idle TCP clients against a resolver started with the usual soft limit of 1,024
+    file descriptors: TCP answers keep coming, refused queries are still recorded, descriptors
+    stay bounded."""
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=60)
+        w.apply(POLICY.format(min_ttl=300, grace=60))
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
+        try:
+            w.start_resolver()  # the resolver process inherits the limit
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        assert w.resolver is not None
+        pid = w.resolver.handle.pid
+        assert pid is not None
+        flood = subprocess.Popen(
+            ns.exec_argv(topology.server, [sys.executable, "-c", _IDLE_CLIENTS, "1100"]),
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert flood.stdout is not None
+            assert flood.stdout.readline().strip() == "1100 open"
+            tcp = w.ask("api.example.test", tcp=True, timeout=5)
+            assert addresses(tcp) == ["198.51.100.7"]
+            assert w.ask("other.example.test", tcp=True, timeout=5).rcode() == dns.rcode.REFUSED
+            assert w.ask("evil.example.test", timeout=5).rcode() == dns.rcode.REFUSED
+            assert len(os.listdir(f"/proc/{pid}/fd")) < 400
+        finally:
+            flood.kill()
+            flood.wait()
+        handle = w.resolver.handle
+        w.stop_resolver()
+        assert handle.stats().tcp_evicted >= 1100 - 256
+        from outguard.dns.events import read_events
+        blocked = [e.qname for e in read_events(w.dir / "state", blocked_only=True)]
+        assert blocked == ["other.example.test", "evil.example.test"]
+
+
+_IDLE_CLIENTS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.connect(("127.0.0.1", 53))
+    held.append(s)
+print(len(held), "open", flush=True)
+time.sleep(60)
+"""

@@ -209,13 +209,17 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     settings = None
     list_names: dict[str, tuple[str, ...]] = {}
     if doc.dns is not None:
+        from outguard.dns.user import ids  # noqa: PLC0415
+
         try:
-            uid = _uid(doc.dns.user)
-        except KeyError:
+            uid, gid = ids(doc.dns)
+        except (KeyError, ValueError) as exc:
+            text = (f"no user {doc.dns.user!r} on this machine" if isinstance(exc, KeyError)
+                    else str(exc))
             raise PolicyError([Problem(policy.source, *policy.positions.of(("dns", "user")),
-                                       "dns.user", f"no user {doc.dns.user!r} on this machine")]
-                              ) from None
-        settings = DnsSettings.of(doc.dns, uid, os.path.dirname(os.path.abspath(policy.source)))
+                                       "dns.user", text)]) from None
+        settings = DnsSettings.of(doc.dns, uid, os.path.dirname(os.path.abspath(policy.source)),
+                                  gid=gid)
         list_names = {f"list:{n}": tuple(t.value for t in policy.lists[n].targets
                                          if t.kind in ("host", "wildcard"))
                       for n in sorted(used_lists)}

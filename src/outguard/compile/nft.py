@@ -3,7 +3,8 @@
 Layout, chosen so that a new connection costs a handful of lookups however many rules there are:
 
     output (hook)   ct established,related accept · oif lo accept · ICMPv6 ND accept
-                    · jump deny · jump allow · counter "default" goto v_default
+                    · [dns: the resolver's uid to its upstreams accept] · jump deny
+                    · [dns: other DNS goto v_default] · jump allow · counter "default" goto v_default
     deny / allow    `ip daddr vmap @m_…` for the section's inline addresses (hash map for single
                     addresses, interval map for prefixes) → goto the address's group chain;
                     then the "loose" rules in order: list references (`ip daddr @l_…`) and rules
@@ -330,31 +331,41 @@ class _Builder:
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
         for section in ("deny", "allow"):
-            if section == "allow" and hook == "output":
-                chain.rules.extend(self.dns_rules())
+            if hook == "output":
+                chain.rules.extend(self.dns_rules(before=section))
             if section in self.out.chains:
                 chain.rules.append(NftRule([{"jump": {"target": section}}]))
         chain.rules.append(NftRule([{"counter": "default"}, {"goto": {"target": "v_default"}}]))
 
-    def dns_rules(self) -> list[NftRule]:
-        """With `dns:`, DNS (53, 853) leaves only from the resolver's uid to its upstreams;
-        everyone else's goes to the default verdict (loopback, the resolver, was accepted)."""
+    def dns_rules(self, before: Section) -> list[NftRule]:
+        """With `dns:`, DNS (53, 853) leaves only from the resolver's uid to its upstreams.
+
+        Before deny: the resolver's own packets to its upstreams (exact address, port and uid)
+        are accepted, so that no deny rule or threat feed covering an upstream can cut every
+        name resolution on the host (the policy and feed checks refuse such entries too; this
+        holds whatever they miss). Before allow: every other DNS packet goes to the default
+        verdict (loopback, where the resolver listens, was accepted before)."""
         dns = self.rs.dns
         if dns is None:
             return []
+        if dns.uid is None:
+            from outguard.dns.user import ResolverUserError  # noqa: PLC0415
+
+            raise ResolverUserError(f"dns.user {dns.user!r} does not exist yet: `outguard apply`"
+                                    " (or `outguard run`) creates it")
         tcp_udp = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
         dport = {"payload": {"protocol": "th", "field": "dport"}}
-        out = [NftRule([tcp_udp, _match(dport, port),
-                        _match({"payload": {"protocol": _ADDR[6 if ":" in addr else 4][0],
-                                            "field": "daddr"}}, addr),
-                        _match(_meta("skuid"), dns.uid), {"accept": None}],
-                       "dns: outguard's resolver to its upstream")
-               for addr, port in dns.upstreams]
+        if before == "deny":
+            return [NftRule([tcp_udp, _match(dport, port),
+                             _match({"payload": {"protocol": _ADDR[6 if ":" in addr else 4][0],
+                                                 "field": "daddr"}}, addr),
+                             _match(_meta("skuid"), dns.uid), {"accept": None}],
+                            "dns: outguard's resolver to its upstream")
+                    for addr, port in dns.upstreams]
         ports = sorted({*DNS_PORTS, *(p for _a, p in dns.upstreams)})
-        out.append(NftRule([tcp_udp, _match(dport, {"set": ports}), {"counter": "default"},
-                            {"goto": {"target": "v_default"}}],
-                           "dns: only through outguard's resolver"))
-        return out
+        return [NftRule([tcp_udp, _match(dport, {"set": ports}), {"counter": "default"},
+                         {"goto": {"target": "v_default"}}],
+                        "dns: only through outguard's resolver")]
 
     def build(self) -> Compiled:
         rs = self.rs

@@ -1,6 +1,7 @@
 """The answer cache and the record of what the kernel sets hold, both persisted across restarts.
 
-Pure apart from `save`/`load` (one JSON file, written atomically). Times are wall-clock seconds
+Pure apart from `save`/`read`/`load` (one JSON file, written atomically by the agent from the
+resolver process's `snapshot`). Times are wall-clock seconds
 (`time.time()`), passed in, because they must survive a restart: the kernel's set entries keep
 counting down while the agent is down.
 
@@ -38,9 +39,12 @@ class Entry:
 
 
 class AnswerCache:
-    def __init__(self, max_entries: int = 20000) -> None:
+    """Bounded by entries and by bytes (a TCP answer may be 64 KiB): oldest out first."""
+
+    def __init__(self, max_entries: int = 20000, max_bytes: int = 32 << 20) -> None:
         self.entries: OrderedDict[CacheKey, Entry] = OrderedDict()
-        self.max_entries = max_entries
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.bytes = 0
 
     def get(self, key: CacheKey, now: float) -> tuple[Entry, int] | None:
         """The entry and its age in whole seconds, while it is fresh."""
@@ -49,17 +53,24 @@ class AnswerCache:
             return None
         age = int(now - entry.stored_at)
         if age >= entry.answer.ttl or age < 0:
-            del self.entries[key]
+            self._drop(key)
             return None
         return entry, age
 
     def put(self, key: CacheKey, entry: Entry) -> None:
         if entry.answer.ttl <= 0:
             return
+        self._drop(key)
         self.entries[key] = entry
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        self.bytes += len(entry.wire)
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            _key, old = self.entries.popitem(last=False)
+            self.bytes -= len(old.wire)
+
+    def _drop(self, key: CacheKey) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old.wire)
 
 
 class SetTracker:
@@ -109,24 +120,29 @@ class RecentNames:
     """Which names resolved to an address lately: the monitor's `names_of(dst)`.
 
     A name counts for `window` seconds after an answer gave the address, or for the address's
-    TTL if longer (clients may use an answer that long). Bounded: past `max_addresses` the
-    oldest addresses are forgotten first."""
+    TTL if longer (clients may use an answer that long), plus `extra` (the agent's copy, told
+    only of upstream answers, adds the TTL: cache hits may come that much later). Bounded: past
+    `max_addresses` the oldest addresses are forgotten first, and an address keeps its
+    `max_names` latest names (a wildcard's endless distinct names all point at one address)."""
 
-    def __init__(self, window: float = 3600.0, max_addresses: int = 100_000) -> None:
-        self.window, self.max_addresses = window, max_addresses
+    def __init__(self, window: float = 3600.0, max_addresses: int = 100_000,
+                 max_names: int = 32) -> None:
+        self.window, self.max_addresses, self.max_names = window, max_addresses, max_names
         self.by_addr: OrderedDict[str, dict[str, float]] = OrderedDict()
 
-    def record(self, resolved: Resolved, now: float) -> None:
+    def record(self, resolved: Resolved, now: float, extra: bool = False) -> None:
         for addrs in (resolved.v4, resolved.v6):
             for addr, ttl in addrs.items():
-                until = now + max(self.window, ttl)
+                until = now + max(self.window, ttl) + (ttl if extra else 0)
                 names = self.by_addr.get(addr)
                 if names is None:
                     names = self.by_addr[addr] = {}
                 else:
                     self.by_addr.move_to_end(addr)
                 for name in resolved.chain:
-                    names[name] = max(names.get(name, 0.0), until)
+                    names[name] = max(names.pop(name, 0.0), until)  # re-inserted: newest last
+                while len(names) > self.max_names:
+                    del names[next(iter(names))]
         while len(self.by_addr) > self.max_addresses:
             self.by_addr.popitem(last=False)
 
@@ -153,15 +169,19 @@ def entry_of(wire: bytes, qname: str, stored_at: float) -> Entry:
     return Entry(answer, resolved, stored_at, wire)
 
 
-def save(path: Path, cache: AnswerCache, tracker: SetTracker, now: float) -> None:
-    """Write the cache and the tracker (only what is still alive) atomically, 0600."""
-    data = {
+def snapshot(cache: AnswerCache, tracker: SetTracker, now: float) -> dict[str, Any]:
+    """The cache and the tracker (only what is still alive) as plain data."""
+    return {
         "version": 1,
         "saved_at": now,
         "answers": [[k[0], k[1], k[2], k[3], e.stored_at, base64.b64encode(e.wire).decode()]
                     for k, e in cache.entries.items() if now - e.stored_at < e.answer.ttl],
         "sets": [[s, a, exp] for (s, a), exp in tracker.expiry.items() if exp > now],
     }
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    """Write a `snapshot` atomically, 0600."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -169,13 +189,17 @@ def save(path: Path, cache: AnswerCache, tracker: SetTracker, now: float) -> Non
     os.replace(tmp, path)
 
 
-def load(path: Path, now: float) -> tuple[AnswerCache, SetTracker]:
-    """What `save` wrote; a missing or damaged file gives an empty cache (a cold start)."""
-    cache, tracker = AnswerCache(), SetTracker()
+def read(path: Path) -> Any:
+    """What `save` wrote, undecoded; None when missing or damaged."""
     try:
-        data: Any = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return cache, tracker
+        return None
+
+
+def restore(data: Any, now: float) -> tuple[AnswerCache, SetTracker]:
+    """A `snapshot`; anything damaged gives an empty cache (a cold start)."""
+    cache, tracker = AnswerCache(), SetTracker()
     if not isinstance(data, dict) or data.get("version") != 1:
         return cache, tracker
     for row in data.get("answers", []):
@@ -194,3 +218,8 @@ def load(path: Path, now: float) -> tuple[AnswerCache, SetTracker]:
         except (ValueError, TypeError):
             continue
     return cache, tracker
+
+
+def load(path: Path, now: float) -> tuple[AnswerCache, SetTracker]:
+    """The cache file at `path` (`read` + `restore`)."""
+    return restore(read(path), now)

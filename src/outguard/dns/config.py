@@ -4,12 +4,20 @@
       listen: "127.0.0.1:53"            # where clients ask (UDP and TCP)
       upstreams: ["192.0.2.53"]         # tried in order, with failover; "addr" or "addr:port"
       min_ttl: 300                      # floor of a kernel set entry's lifetime (seconds)
+      grace: 60                         # added to every set entry's lifetime (seconds)
       unlisted: refused | nxdomain      # answer to names no rule allows (enforce mode)
-      user: root                        # the resolver's uid: the only one allowed to reach upstreams
+      user: outguard-dns                # the resolver's user: the only one that reaches upstreams
+      timeout: 1.0                      # seconds per upstream attempt
       blocklists: [domains.txt]         # hosts-file or plain lists of names answered NXDOMAIN
+      tunnel_names_per_minute: 100      # distinct names below one allowed wildcard: an incident
 
 Lives in the `dns` package and is referred to by `policy.model.PolicyDoc.dns`; `lower` turns it
 into `DnsSettings` (uid resolved, endpoints parsed) on the `Ruleset`.
+
+Addresses are checked here so that nothing odd reaches nftables or resolv.conf: no IPv6 scope
+ids (`fe80::1%eth0` is no nft address, and a scope id is free text that could carry a newline
+into resolv.conf), no IPv4-mapped IPv6 addresses (`::ffff:192.0.2.53` never matches an IPv4
+packet in nftables; `[::ffff:0.0.0.0]` would listen on every IPv4 address).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 DNS_PORTS = (53, 853)
+DEFAULT_USER = "outguard-dns"  # created (useradd --system) by apply / run / dns serve if missing
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
@@ -36,10 +45,16 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
         port = _port(p, text)
+    if "%" in host:
+        raise ValueError(f"{text!r}: IPv6 scope ids (%interface) are not supported; use a"
+                         " global or unique-local address")
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address (with an optional :port)") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        raise ValueError(f"{text!r}: an IPv4-mapped IPv6 address; write the IPv4 address"
+                         f" {addr.ipv4_mapped}")
     return str(addr), port
 
 
@@ -59,6 +74,11 @@ def _endpoint_text(value: Any) -> str:
 def _user(value: Any) -> str | int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"{value!r} is not a user name or uid")
+    if value in (0, "root"):
+        raise ValueError("the resolver must not run as root: every root process could then"
+                         f" reach the upstreams directly (default: {DEFAULT_USER!r})")
+    if isinstance(value, int) and not 0 < value < 2**32 - 1:
+        raise ValueError(f"{value} is not a uid")
     return value
 
 
@@ -69,14 +89,28 @@ UserRef = Annotated[str | int, PlainValidator(_user, json_schema_input_type=str 
 class DnsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    listen: Endpoint = "127.0.0.1:53"
-    upstreams: list[Endpoint] = Field(min_length=1)
-    min_ttl: int = Field(default=300, ge=0, le=7 * 86400)
-    grace: int = Field(default=60, ge=0, le=86400)
-    unlisted: Literal["refused", "nxdomain"] = "refused"
-    user: UserRef = "root"
-    timeout: float = Field(default=1.0, gt=0, le=30)  # per upstream attempt
-    blocklists: list[str] = Field(default_factory=list)
+    listen: Endpoint = Field(default="127.0.0.1:53", description=(
+        "Where clients ask, UDP and TCP: one address[:port], not every address."))
+    upstreams: list[Endpoint] = Field(min_length=1, description=(
+        "Servers the resolver asks, in order with failover: \"addr\" or \"addr:port\"."
+        " Only the resolver's user reaches them (ports 53, 853 and theirs)."))
+    min_ttl: int = Field(default=300, ge=0, le=7 * 86400, description=(
+        "Floor, in seconds, of how long an answer's address stays in a rule's kernel set."))
+    grace: int = Field(default=60, ge=0, le=86400, description=(
+        "Seconds added to every set entry's lifetime (clients connect a little after the TTL)."))
+    unlisted: Literal["refused", "nxdomain"] = Field(default="refused", description=(
+        "The answer to a name no rule allows (enforce mode)."))
+    user: UserRef = Field(default=DEFAULT_USER, description=(
+        "The unprivileged user the resolver runs as, and the only one whose packets reach the"
+        " upstreams. outguard-dns is created if missing; any other user must exist; never root."))
+    timeout: float = Field(default=1.0, gt=0, le=30, description=(
+        "Seconds to wait for one upstream before trying the next."))
+    blocklists: list[str] = Field(default_factory=list, description=(
+        "Files of names (hosts-file or one name a line) answered NXDOMAIN, with every name"
+        " below them; relative to the policy file."))
+    tunnel_names_per_minute: int = Field(default=100, ge=10, le=100_000, description=(
+        "Distinct names below one allowed wildcard within a minute that make a DNS-tunnelling"
+        " incident."))
 
     @field_validator("listen")
     @classmethod
@@ -96,12 +130,18 @@ class DnsSettings:
     min_ttl: int
     grace: int
     unlisted: Literal["refused", "nxdomain"]
-    uid: int
+    # the resolver's uid and gid; None while the default user does not exist yet (`apply`,
+    # `run` and `dns serve` create it: `dns.user.ensure`)
+    uid: int | None
     timeout: float
     blocklists: tuple[str, ...]  # absolute paths
+    user: str = DEFAULT_USER  # as the policy names it (a name, or a uid as text)
+    gid: int | None = None
+    tunnel_names_per_minute: int = 100
 
     @classmethod
-    def of(cls, config: DnsConfig, uid: int, base_dir: str | None = None) -> DnsSettings:
+    def of(cls, config: DnsConfig, uid: int | None, base_dir: str | None = None,
+           gid: int | None = None) -> DnsSettings:
         import os.path  # noqa: PLC0415
 
         def absolute(path: str) -> str:
@@ -109,7 +149,8 @@ class DnsSettings:
 
         return cls(parse_endpoint(config.listen), tuple(parse_endpoint(u) for u in config.upstreams),
                    config.min_ttl, config.grace, config.unlisted, uid, config.timeout,
-                   tuple(absolute(p) for p in config.blocklists))
+                   tuple(absolute(p) for p in config.blocklists), str(config.user),
+                   gid if gid is not None else uid, config.tunnel_names_per_minute)
 
     def set_timeout(self, ttl: int) -> int:
         """Seconds a kernel set entry lives for an answer with this TTL."""

@@ -3,7 +3,8 @@
 Place in the data flow: `dns.resolver` → `EventSink` → here → the monitor's `Aggregator` →
 store writer and alert dispatcher (the same path blocked packets take in `monitor.agent`). Only
 queries that were refused (or would be, in audit mode) become incidents; everything still goes
-to the JSON lines of `dns.events` too, which `outguard dns log` reads.
+to the JSON lines of `dns.events` too, which `outguard dns log` reads. Queries that were
+answered but look like DNS tunnelling ("suspicious") become incidents too.
 
 A query is recorded as a flow to the *name*: `dst` is the name asked for, `dport` 53,
 `proto` "dns", rule `dns:<rule>`, so `outguard events` / `top` show "java → evil.example.test"
@@ -21,7 +22,7 @@ from outguard.dns.events import DnsEvent, EventSink
 from outguard.monitor.aggregate import Aggregator, Update
 from outguard.monitor.event import Attribution, BlockedPacket, Classification, Event
 
-# the signatures `dns.client.classify` attaches, and the fallbacks by action
+# the signatures `dns.client.classify` and the tunnel detector attach, and the fallbacks
 _SEVERITY = {"java-unknown-name": "critical", "dns-tunneling": "high"}
 _BY_ACTION = {
     "blocklisted": Classification("dns-blocklisted", "query for a blocklisted name", "high"),
@@ -30,23 +31,41 @@ _BY_ACTION = {
 }
 
 
+def _destination(e: DnsEvent) -> str:
+    """What the incident is about: the name; for tunnelling the zone, so that a tunnel's
+    endless distinct names are one incident with a count, not one each."""
+    if e.action == "suspicious":
+        return f"*.{e.zone}" if e.zone else e.qname
+    if any(c.startswith("dns-tunneling") for c in e.classifications):
+        labels = e.qname.split(".")
+        return "*." + ".".join(labels[-2:]) if len(labels) > 2 else e.qname
+    return e.qname
+
+
 def event_of(e: DnsEvent) -> Event | None:
-    """The monitor's event for a blocked query; None for an answered one."""
-    if not e.blocked:
+    """The monitor's event for a blocked or suspicious query; None for an answered one.
+
+    A suspicious query (DNS tunnelling under an allowed wildcard) was answered: its incident
+    carries rule `dns:allow:<rule>` and the classification, and says so in its title."""
+    if not e.blocked and e.action != "suspicious":
         return None
     client, _slash, _tcp = e.client.partition("/")
     host, _colon, port = client.rpartition(":")
     host = host.strip("[]")
     pkt = BlockedPacket(time=datetime.fromtimestamp(e.time, UTC), prefix=f"og:dns:{e.rule}",
-                        family=6 if ":" in host else 4, proto="dns", src=host, dst=e.qname,
-                        sport=int(port) if port.isdigit() else None, dport=53, uid=e.uid)
+                        family=6 if ":" in host else 4, proto="dns", src=host,
+                        dst=_destination(e), sport=int(port) if port.isdigit() else None,
+                        dport=53, uid=e.uid)
     att = Attribution(pid=e.pid, exe=e.exe, cmdline=tuple(e.cmdline), uid=e.uid,
                       failure=None if e.pid is not None else "no process found for the query")
     found = []
     for text in e.classifications:
         sig, _sep, title = text.partition(":")
+        if e.action == "suspicious":
+            title = f"{title.strip()}; answered (the name is allowed)"
         found.append(Classification(sig, title.strip() or sig, _SEVERITY.get(sig, "medium")))
-    found.append(_BY_ACTION.get(e.action, _BY_ACTION["blocked"]))
+    if e.action in _BY_ACTION:
+        found.append(_BY_ACTION[e.action])
     return Event(pkt, att, classifications=found)
 
 

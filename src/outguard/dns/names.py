@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from outguard.compile.ir import IRRule, Ruleset
 from outguard.errors import OutguardError
@@ -69,6 +69,9 @@ class NameVerdict:
     sets: tuple[str, ...] = ()  # fqdn set base names (f_<hash>): the answer's addresses go there
     rule: str = "default"  # "allow:<name>", "deny:<name>", "blocklist:<file>", "default"
     reason: str = ""
+    # resolved under a wildcard ("cdn.example.test" for *.cdn.example.test) or a rule for every
+    # destination (""): names that may vary, so may carry data (`tunnel`); None for exact names
+    zone: str | None = None
 
 
 @dataclass
@@ -115,6 +118,30 @@ class NamePolicy:
                 found.extend(wild.get(up, ()))
         return found
 
+    def _zone(self, name: str) -> str | None:
+        return next((up for up in suffixes(name) if up in self.wildcard), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the resolver process (`from_json` rebuilds it)."""
+        def entries(table: dict[str, list[_Entry]]) -> dict[str, list[list[Any]]]:
+            return {k: [[e.counter, e.fqdn_set, e.conditional] for e in v] for k, v in table.items()}
+        return {"mode": self.mode, "exact": entries(self.exact), "wildcard": entries(self.wildcard),
+                "deny_exact": entries(self.deny_exact), "deny_wildcard": entries(self.deny_wildcard),
+                "blocked": self.blocked, "any_name": self.any_name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NamePolicy:
+        def entries(table: dict[str, list[list[Any]]]) -> dict[str, list[_Entry]]:
+            return {str(k): [_Entry(str(c), None if f is None else str(f), bool(x)) for c, f, x in v]
+                    for k, v in table.items()}
+        mode = data["mode"]
+        if mode not in ("enforce", "audit"):
+            raise ValueError(f"mode {mode!r}")
+        return cls(mode, entries(data["exact"]), entries(data["wildcard"]),
+                   entries(data["deny_exact"]), entries(data["deny_wildcard"]),
+                   {str(k): str(v) for k, v in data["blocked"].items()},
+                   None if data["any_name"] is None else str(data["any_name"]))
+
     def lookup(self, qname: str) -> NameVerdict:
         name = normalize(qname)
         if self.blocked:
@@ -131,10 +158,11 @@ class NamePolicy:
                                f"deny rule {hard[0].counter[5:]!r} names {name}")
         if allowed:
             return NameVerdict("resolve", sets, allowed[0].counter,
-                               f"allow rule {allowed[0].counter[6:]!r} names {name}")
+                               f"allow rule {allowed[0].counter[6:]!r} names {name}",
+                               None if name in self.exact else self._zone(name))
         if self.any_name is not None:
             return NameVerdict("resolve", sets, self.any_name,
-                               f"allow rule {self.any_name[6:]!r} allows every destination")
+                               f"allow rule {self.any_name[6:]!r} allows every destination", "")
         return NameVerdict("block", sets, "default", f"no rule names {name}")
 
 

@@ -4,21 +4,26 @@ the answer's addresses into the kernel sets before the answer is released.
 Sans-I/O core of the DNS forwarder: `Resolver.fast` (synchronous: a cache hit needing no kernel
 write) and `Resolver.handle` (everything else) take a message and return the reply bytes. The
 listeners in `server` do the sockets; upstream queries, set writes and attribution are the
-objects passed in.
+objects passed in (in the resolver process: its own upstream sockets, and requests to the agent
+for the rest). Forwarded names under a wildcard go past `tunnel.TunnelDetector`: a suspect is
+answered as usual and recorded as a "suspicious" event (an incident under `outguard run`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from outguard.dns.answers import Resolved
 from outguard.dns.cache import AnswerCache, Entry, RecentNames, SetItem, SetTracker, entry_of
 from outguard.dns.client import Client, classify
 from outguard.dns.config import DnsSettings
 from outguard.dns.events import DnsEvent, EventSink
 from outguard.dns.names import NamePolicy, NameVerdict
+from outguard.dns.tunnel import TunnelDetector, zone_of
 from outguard.dns.upstream import UpstreamError
 from outguard.dns.wire import (
     RCODE_NOTIMP,
@@ -33,6 +38,7 @@ from outguard.dns.wire import (
 )
 from outguard.errors import OutguardError
 
+log = logging.getLogger("outguard.dns")
 SetWrite = Callable[[list[SetItem]], Awaitable[None]]
 Ask = Callable[[Query], Awaitable[bytes]]
 HOT_MAX = 4096
@@ -43,14 +49,24 @@ _TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 15: "MX", 16: "TXT", 33: "SRV", 12: "P
 
 @dataclass
 class Stats:
-    queries: int = 0
-    hits: int = 0
-    upstream: int = 0
-    blocked: int = 0
-    set_writes: int = 0
-    failures: int = 0
-    malformed: int = 0
-    by_rcode: dict[str, int] = field(default_factory=dict)
+    """The resolver's counters (monotonic since its start, except the `tcp_open` gauge). The
+    agent reads them as `DnsHandle.stats()` (README "DNS resolver counters")."""
+
+    queries: int = 0  # every query received
+    hits: int = 0  # answered from the cache
+    upstream: int = 0  # upstream resolutions (one per name and type, however many clients ask)
+    blocked: int = 0  # refused, NXDOMAIN by a blocklist, or (audit) would have been
+    set_writes: int = 0  # kernel set writes an answer waited for
+    failures: int = 0  # SERVFAIL: no upstream answered, or the set write failed
+    malformed: int = 0  # not a DNS query: FORMERR or nothing
+    tunnel_suspects: int = 0  # forwarded queries that looked like DNS tunnelling
+    tcp_open: int = 0  # TCP client connections open now
+    tcp_evicted: int = 0  # idle TCP connections closed to make room for new ones
+    events_dropped: int = 0  # events not sent: the agent did not keep up
+    restarts: int = 0  # times the agent had to restart the resolver process
+    by_rcode: dict[str, int] = field(default_factory=dict)  # answers with an event, by rcode
+    upstream_queries: dict[str, int] = field(default_factory=dict)  # "addr:port" → queries
+    upstream_failures: dict[str, int] = field(default_factory=dict)  # "addr:port" → failures
 
 
 class Resolver:
@@ -58,13 +74,16 @@ class Resolver:
                  events: EventSink, attribute: Callable[[Query, tuple[str, int], bool],
                                                         Awaitable[Client]] | None = None,
                  cache: AnswerCache | None = None, tracker: SetTracker | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_resolved: Callable[[Resolved, float], None] | None = None) -> None:
         self.settings, self.names = settings, names
         self.ask, self.write, self.events, self.attribute = ask, write, events, attribute
         self.cache = cache or AnswerCache()
         self.tracker = tracker or SetTracker()
         self.clock = clock
+        self.on_resolved = on_resolved  # each upstream answer (the agent's copy of `recent`)
         self.stats = Stats()
+        self.tunnels = TunnelDetector(settings.tunnel_names_per_minute)
         self._verdicts: dict[str, NameVerdict] = {}
         self._inflight: dict[tuple[str, int, int, bool], asyncio.Future[Entry]] = {}
         # exact query bytes after the id → (reply bytes after the id, valid until): see `fast`
@@ -74,10 +93,12 @@ class Resolver:
             self.recent.record(entry.resolved, entry.stored_at)
 
     def update(self, settings: DnsSettings, names: NamePolicy) -> None:
-        """A new policy: new rules, possibly new set names (the tracker keys on set names)."""
+        """A new policy: new rules, possibly new set names (the tracker keys on set names).
+        Atomic for the queries: each one sees the old policy or the new one, never a mix."""
         self.settings, self.names = settings, names
         self._verdicts.clear()
         self._hot.clear()
+        self.tunnels.per_minute = settings.tunnel_names_per_minute
 
     def names_of(self, addr: str) -> tuple[str, ...]:
         """Names that resolved to `addr` lately (the monitor's "was this destination resolved?")."""
@@ -177,9 +198,19 @@ class Resolver:
         if verdict.action != "resolve":  # audit mode: resolved, and recorded as it would block
             await self._blocked_event(q, client, tcp, verdict, entry.answer.rcode, "audit",
                                       entry)
+        elif (why := self._tunnel(q, verdict, now)) is not None:
+            await self._blocked_event(q, client, tcp, verdict, entry.answer.rcode, "suspicious",
+                                      entry, [f"dns-tunneling: {why}"])
         elif hit is None:
             self._event(q, client, tcp, verdict, "resolved", entry.answer.rcode, entry=entry)
         return entry.answer.reply(q, age, limit)
+
+    def _tunnel(self, q: Query, verdict: NameVerdict, now: float) -> str | None:
+        if verdict.zone is None:
+            return None
+        why = self.tunnels.check(q.qname, verdict.zone or zone_of(q.qname), now)
+        self.stats.tunnel_suspects = self.tunnels.suspects
+        return why
 
     async def _resolve(self, q: Query, verdict: NameVerdict) -> Entry:
         """One upstream query per (name, type) however many clients ask at once."""
@@ -194,6 +225,8 @@ class Resolver:
             wire = await self.ask(q)
             entry = entry_of(wire, q.qname, self.clock())
             self.cache.put(key, entry)
+            if self.on_resolved is not None and (entry.resolved.v4 or entry.resolved.v6):
+                self.on_resolved(entry.resolved, entry.stored_at)
             fut.set_result(entry)
             return entry
         except BaseException as exc:
@@ -210,12 +243,18 @@ class Resolver:
 
     async def _blocked_event(self, q: Query, client: tuple[str, int], tcp: bool,
                              verdict: NameVerdict, rcode: int, action: str,
-                             entry: Entry | None = None) -> None:
+                             entry: Entry | None = None, found: list[str] | None = None) -> None:
+        """An event with the process that asked, looked up while its socket still waits for
+        our answer. Attribution may fail; the event is recorded all the same."""
         who = Client()
         if self.attribute is not None:
-            who = await self.attribute(q, client, tcp)
+            try:
+                who = await self.attribute(q, client, tcp)
+            except (OSError, TimeoutError, OutguardError, ValueError) as exc:
+                log.debug("no attribution for %s: %s", q.qname, exc)
         self._event(q, client, tcp, verdict, action, rcode, entry=entry, who=who,
-                    classifications=classify(q.qname, who, verdict.rule == "default"))
+                    classifications=found if found is not None
+                    else classify(q.qname, who, verdict.rule == "default"))
 
     def _event(self, q: Query, client: tuple[str, int], tcp: bool, verdict: NameVerdict,
                action: str, rcode: int, *, reason: str | None = None, entry: Entry | None = None,
@@ -230,4 +269,5 @@ class Resolver:
             qname=q.qname, qtype=_TYPES.get(q.qtype, str(q.qtype)), action=action,
             rule=verdict.rule, reason=reason or verdict.reason, rcode=name, addresses=addrs,
             pid=who.pid, exe=who.exe, uid=who.uid, cmdline=list(who.cmdline),
-            classifications=classifications or []))
+            classifications=classifications or [],
+            zone=(verdict.zone or zone_of(q.qname)) if action == "suspicious" else None))

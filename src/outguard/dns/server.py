@@ -1,50 +1,36 @@
-"""The DNS forwarder's sockets: UDP and TCP listeners, the kernel-set writer, start and stop.
+"""The resolver process's sockets: UDP and TCP listeners around `resolver.Resolver`.
 
-Thin asyncio I/O around `resolver.Resolver`. `serve_dns` is what `outguard run` (and
-`outguard dns serve`) call; every socket is created inside the resolver's network namespace on a
-`NetnsThread`, then driven by the caller's event loop. Cache hits are answered in the UDP reader callback with
-no task at all (`Resolver.fast`: a dict lookup on the query bytes); everything else gets a task.
+Thin asyncio I/O, used by `dns.process` (the unprivileged resolver process) on sockets it bound
+before dropping root. Cache hits are answered in the UDP reader callback with no task at all
+(`Resolver.fast`: a dict lookup on the query bytes); everything else gets a task.
 
 One asyncio reader on one socket, not worker processes on SO_REUSEPORT: with the fast path the
 resolver matches dnsmasq's cached-answer rate in bench/dns.py, and one process keeps one
 `SetTracker`, which is what makes "the set holds the address before the answer" hold.
 
-Kernel writes are batched: answers that arrive while a libnftables transaction runs are written
-together in the next one (each answer still waits for the transaction holding its addresses).
+TCP is bounded (RFC 7766 leaves the numbers to the server): at most `max_clients` connections;
+one waiting for its next query is idle and closed after `TCP_IDLE_S`; when a new client needs
+room, the longest-idle connection is closed at once (so a flood of idle connections can neither
+exhaust the file descriptors nor lock other clients out). A connection with a query in progress
+is never closed for room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-from outguard.compile.ir import Ruleset
-from outguard.dns import cache as dcache
-from outguard.dns.cache import SetItem
-from outguard.dns.client import Attributor, Client, sockdiag_attributor
-from outguard.dns.config import DnsSettings
-from outguard.dns.events import EventSink, JsonlEvents
-from outguard.dns.names import NamePolicy, load_blocklists
-from outguard.dns.resolver import Resolver
+from outguard.dns.resolver import Resolver, Stats
 from outguard.dns.upstream import Upstreams
-from outguard.dns.wire import Query
-from outguard.errors import KernelError
-from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
-from outguard.kernel.netns import NetnsThread
 
-log = logging.getLogger("outguard.dns")
-CACHE_FILE = "dns-cache.json"
-SAVE_EVERY_S = 30.0
 TCP_IDLE_S = 10.0
+MAX_TCP_CLIENTS = 256
 
 
 class _UdpServer:
@@ -92,96 +78,82 @@ class _UdpServer:
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        # answers still being resolved would write events to sinks that close next
+        # answers still being resolved would send events to a sink that closes next
         for task in self.tasks:
             task.cancel()
 
 
-class _SetWriter:
-    """Batches concurrent set writes into one transaction on a worker thread."""
+@dataclass(eq=False)
+class _Conn:
+    writer: asyncio.StreamWriter
+    idle_since: float
+    busy: bool = False
 
-    def __init__(self, sets: FqdnSets) -> None:
-        self.sets = sets
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="og-dns-sets")
-        self.pending: list[tuple[list[SetItem], asyncio.Future[None]]] = []
-        self.flushing = False
-        self.transactions = 0
 
-    async def write(self, items: list[SetItem]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append((items, fut))
-        if not self.flushing:
-            self.flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await fut
+class _TcpServer:
+    """TCP clients, bounded (see the module docstring)."""
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
+    def __init__(self, resolver: Resolver, sock: socket.socket, max_clients: int,
+                 idle: float) -> None:
+        self.resolver, self.sock = resolver, sock
+        self.max_clients, self.idle = max_clients, idle
+        self.conns: set[_Conn] = set()
+        self.evicted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, sock=self.sock)
+
+    def _make_room(self) -> bool:
+        if len(self.conns) < self.max_clients:
+            return True
+        idle = [c for c in self.conns if not c.busy]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since)
+        self.conns.discard(oldest)
+        oldest.writer.transport.abort()
+        self.evicted += 1
+        return True
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._make_room():
+            writer.transport.abort()
+            return
+        conn = _Conn(writer, time.monotonic())
+        self.conns.add(conn)
+        peer = writer.get_extra_info("peername") or ("?", 0)
         try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                groups = [batch] if len(batch) == 1 else [batch, *([b] for b in batch)]
-                for group in groups:
-                    if all(f.done() for _i, f in group):
-                        continue
-                    items = [i for its, _f in group for i in its]
-                    try:
-                        self.transactions += 1
-                        await loop.run_in_executor(self.pool, self.sets.write, items)
-                    except KernelError as exc:
-                        if len(group) == 1:  # retried alone: this answer's own failure
-                            group[0][1].set_exception(exc)
-                        continue  # a batch failed: retry each answer alone (next group)
-                    for _i, fut in group:
-                        if not fut.done():
-                            fut.set_result(None)
+            while True:
+                conn.busy, conn.idle_since = False, time.monotonic()
+                async with asyncio.timeout(self.idle):
+                    size = struct.unpack("!H", await reader.readexactly(2))[0]
+                    data = await reader.readexactly(size)
+                conn.busy = True
+                reply = await self.resolver.handle(data, (str(peer[0]), int(peer[1])), tcp=True)
+                if reply is None:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                async with asyncio.timeout(self.idle):  # a client that does not read: gone
+                    await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
         finally:
-            self.flushing = False
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
-class DnsHandle:
-    """A running resolver. `await close()` stops it and saves the cache."""
-
-    def __init__(self, resolver: Resolver, settings: DnsSettings, state_dir: Path) -> None:
-        self.resolver = resolver
-        self.settings = settings
-        self.state_dir = state_dir
-        self.closers: list[Callable[[], Any]] = []
-        self.tasks: list[asyncio.Task[Any]] = []
-        self.udp: _UdpServer | None = None
-        self.writer: _SetWriter | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.settings.listen
-
-    def update(self, ruleset: Ruleset) -> None:
-        """Apply a new policy's rules and dns settings (listen/upstreams need a restart)."""
-        assert ruleset.dns is not None
-        self.resolver.update(ruleset.dns, NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists)))
-
-    def save(self) -> None:
-        dcache.save(self.state_dir / CACHE_FILE, self.resolver.cache, self.resolver.tracker,
-                    self.resolver.clock())
+            self.conns.discard(conn)
+            writer.transport.abort()
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for closer in reversed(self.closers):
-            with contextlib.suppress(OSError):
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-        self.save()
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            conn.writer.transport.abort()
+        if self.server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
 
 
-def _listen_socket(family: int, kind: int, addr: tuple[str, int]) -> socket.socket:
+def listen_socket(family: int, kind: int, addr: tuple[str, int]) -> socket.socket:
+    """A bound (and for TCP listening) non-blocking socket."""
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -197,134 +169,33 @@ def _listen_socket(family: int, kind: int, addr: tuple[str, int]) -> socket.sock
     return sock
 
 
-async def _tcp_client(resolver: Resolver, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-    peer = writer.get_extra_info("peername") or ("?", 0)
-    try:
-        while True:
-            async with asyncio.timeout(TCP_IDLE_S):
-                size = struct.unpack("!H", await reader.readexactly(2))[0]
-                data = await reader.readexactly(size)
-            reply = await resolver.handle(data, (str(peer[0]), int(peer[1])), tcp=True)
-            if reply is None:
-                break
-            writer.write(struct.pack("!H", len(reply)) + reply)
-            await writer.drain()
-    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+class Service:
+    """The resolver on its two listening sockets, asking `upstreams`."""
 
+    def __init__(self, resolver: Resolver, upstreams: Upstreams, udp_sock: socket.socket,
+                 tcp_sock: socket.socket, *, max_tcp: int = MAX_TCP_CLIENTS,
+                 tcp_idle: float = TCP_IDLE_S) -> None:
+        self.resolver, self.upstreams = resolver, upstreams
+        self._udp_sock = udp_sock
+        self.tcp = _TcpServer(resolver, tcp_sock, max_tcp, tcp_idle)
+        self.udp: _UdpServer | None = None
 
-async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
-                    netns: str | None = None, kernel: JsonKernel | None = None,
-                    events: EventSink | None = None, attributor: Attributor | None = None,
-                    clock: Callable[[], float] = time.time) -> DnsHandle:
-    """Start the resolver for `ruleset` (lowered with its `dns:` section) and return its handle.
+    async def start(self) -> None:
+        self.udp = _UdpServer(self.resolver, self._udp_sock)
+        await self.tcp.start()
 
-    `kernel` defaults to libnftables in `netns`; `events` to JSON lines in `state_dir`;
-    `attributor` to sock_diag + /proc in `netns`."""
-    loop = asyncio.get_running_loop()
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    thread = NetnsThread(netns)
-    closers: list[Callable[[], Any]] = [thread.close]
-    try:
-        if kernel is None:
-            from outguard.kernel.libnft import Nft  # noqa: PLC0415
+    def stats(self) -> Stats:
+        """The resolver's counters with the upstreams' and the TCP listener's."""
+        s = self.resolver.stats
+        return replace(s, by_rcode=dict(s.by_rcode), tcp_open=len(self.tcp.conns),
+                       tcp_evicted=self.tcp.evicted,
+                       upstream_queries=dict(self.upstreams.queries),
+                       upstream_failures=dict(self.upstreams.failures))
 
-            nft = Nft(netns)
-            closers.append(nft.close)
-            kernel = nft
-        if events is None:
-            jsonl = JsonlEvents(state_dir)
-            closers.append(jsonl.close)
-            events = jsonl
-        if attributor is None:
-            attributor = thread.call(sockdiag_attributor, None)
-        family = socket.AF_INET6 if ":" in settings.listen[0] else socket.AF_INET
-        udp_sock = thread.call(_listen_socket, family, socket.SOCK_DGRAM, settings.listen)
-        tcp_sock = thread.call(_listen_socket, family, socket.SOCK_STREAM, settings.listen)
-    except BaseException:
-        for closer in reversed(closers):
-            closer()
-        raise
-    upstreams = Upstreams(settings.upstreams, lambda f, k: thread.call(socket.socket, f, k),
-                          settings.timeout)
-    writer = _SetWriter(FqdnSets(kernel))
-    attr_pool = ThreadPoolExecutor(1, thread_name_prefix="og-dns-attr")
-    busy = 0
-
-    async def attribute(q: Query, client: tuple[str, int], tcp: bool) -> Client:
-        nonlocal busy
-        if busy >= 16:  # a flood of blocked queries: answer them, skip who asked
-            return Client()
-        busy += 1
-        try:
-            assert attributor is not None
-            return await loop.run_in_executor(
-                attr_pool, lambda: thread.call(attributor, "tcp" if tcp else "udp", client[0],
-                                               client[1], *settings.listen))
-        finally:
-            busy -= 1
-
-    cache, tracker = dcache.load(state_dir / CACHE_FILE, clock())
-    names = NamePolicy.of(ruleset, load_blocklists(settings.blocklists))
-    resolver = Resolver(settings, names, ask=upstreams.query, write=writer.write, events=events,
-                        attribute=attribute, cache=cache, tracker=tracker, clock=clock)
-    handle = DnsHandle(resolver, settings, state_dir)
-    handle.writer = writer
-    proto = _UdpServer(resolver, udp_sock)
-    server = await asyncio.start_server(lambda r, w: _tcp_client(resolver, r, w), sock=tcp_sock)
-    handle.udp = proto
-
-    async def periodic() -> None:
-        while True:
-            await asyncio.sleep(SAVE_EVERY_S)
-            tracker.prune(clock())
-            resolver.recent.prune(clock())
-            try:
-                handle.save()
-            except OSError as exc:
-                log.warning("cannot save the DNS cache: %s", exc)
-
-    handle.tasks.append(loop.create_task(periodic()))
-
-    async def stop_server() -> None:
-        server.close()
-        await server.wait_closed()
-
-    handle.closers = [*closers, writer.close, attr_pool.shutdown, upstreams.close,
-                      proto.close, stop_server]
-    return handle
-
-
-class ResolverThread:
-    """`serve_dns` on an event loop of its own thread (tests, benchmarks, `outguard dns serve`)."""
-
-    def __init__(self, settings: DnsSettings, ruleset: Ruleset, **kwargs: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="og-dns", daemon=True)
-        self._thread.start()
-        try:
-            self.handle: DnsHandle = asyncio.run_coroutine_threadsafe(
-                serve_dns(settings, ruleset, **kwargs), self.loop).result(30)
-        except BaseException:
-            self._stop_loop()
-            raise
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def _stop_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    def close(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.handle.close(), self.loop).result(30)
-        finally:
-            self._stop_loop()
-
+    async def close(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+        else:
+            self._udp_sock.close()
+        await self.tcp.close()
+        self.upstreams.close()

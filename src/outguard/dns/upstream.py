@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from outguard.dns.wire import Query, build_query, response_matches
 
 SocketFactory = Callable[[int, int], socket.socket]  # (family, type) → socket in the namespace
 PENALTY_S = 30.0
+LOG_EVERY_S = 60.0
+log = logging.getLogger("outguard.dns")
 _RETRY_RCODES = frozenset({2, 5})  # SERVFAIL, REFUSED: another server may do better
 
 
@@ -112,12 +116,38 @@ class Upstream:
 
 
 class Upstreams:
+    """Every upstream, with counters per server (`queries`, `failures`: the resolver's stats)
+    and a log line when one fails: at once for the first failure, then at most one a minute
+    (with the count of those not logged), and one when it answers again."""
+
     def __init__(self, addrs: tuple[tuple[str, int], ...], make_socket: SocketFactory,
                  timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.servers = [Upstream(a, make_socket) for a in addrs]
         self.timeout = timeout
         self.clock = clock
-        self.queries = 0
+        self.queries: dict[str, int] = {str(s): 0 for s in self.servers}
+        self.failures: dict[str, int] = {str(s): 0 for s in self.servers}
+        # server → [time of its last log line, failures not logged since, a failure logged and
+        # no recovery yet]: at most one line a minute, however the server flaps
+        self._log: dict[str, list[Any]] = {str(s): [-LOG_EVERY_S, 0, False] for s in self.servers}
+
+    def _failed(self, server: Upstream, problem: str) -> None:
+        key = str(server)
+        self.failures[key] += 1
+        state = self._log[key]
+        now = self.clock()
+        if now - state[0] < LOG_EVERY_S:
+            state[1] += 1
+            return
+        more = f" ({state[1]} more failures since the last report)" if state[1] else ""
+        log.warning("DNS upstream %s failed: %s%s", key, problem, more)
+        state[:] = [now, 0, True]
+
+    def _answered(self, server: Upstream) -> None:
+        state = self._log[str(server)]
+        if state[2] and self.clock() - state[0] >= 1.0:
+            log.warning("DNS upstream %s answers again", server)
+            state[2] = False
 
     async def query(self, query: Query, tcp_first: bool = False) -> bytes:
         """The first usable answer; servers in order, those that failed lately at the end."""
@@ -126,7 +156,7 @@ class Upstreams:
         problems = []
         last: bytes | None = None
         for server in order:
-            self.queries += 1
+            self.queries[str(server)] += 1
             try:
                 data = await (server.tcp(query, self.timeout) if tcp_first
                               else server.udp(query, self.timeout))
@@ -135,13 +165,17 @@ class Upstreams:
             except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError,
                     UpstreamError) as exc:
                 server.down_until = self.clock() + PENALTY_S
-                problems.append(f"{server}: {type(exc).__name__} {exc}".strip())
+                problem = f"{server}: {type(exc).__name__} {exc}".strip()
+                problems.append(problem)
+                self._failed(server, problem)
                 continue
             if data[3] & 0x0F in _RETRY_RCODES:
                 last = data
                 problems.append(f"{server}: rcode {data[3] & 0x0F}")
+                self._failed(server, f"rcode {data[3] & 0x0F}")
                 continue
             server.down_until = 0.0
+            self._answered(server)
             return data
         if last is not None:
             return last

@@ -46,7 +46,7 @@ from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
-    from outguard.dns.server import DnsHandle
+    from outguard.dns.supervisor import DnsHandle
 
 STORE_NAME = "events.db"
 
@@ -147,7 +147,7 @@ async def _start_dns(opts: AgentOptions, loaded: Policy, aggregator: Aggregator,
     from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.dns.events import JsonlEvents  # noqa: PLC0415
     from outguard.dns.incidents import IncidentEvents  # noqa: PLC0415
-    from outguard.dns.server import serve_dns  # noqa: PLC0415
+    from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
 
     if loaded.doc.dns is None:
         # no resolver to run; and lowering would resolve the policy's host names here, in this
@@ -227,7 +227,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         feeds = _start_feeds(opts, policy, dispatcher, stop, tasks) if policy is not None else None
         agent = Agent(src, attributor, classifier, writer,
                       dispatcher, metrics, aggregator=aggregator,
-                      names_of=dns.resolver.names_of if dns is not None else lambda _dst: (),
+                      names_of=dns.names_of if dns is not None else lambda _dst: (),
                       feed_of=feeds.feed_of if feeds is not None else lambda _dst: None,
                       names_known=dns is not None)
         running = Running(agent, store, writer, metrics, memory, server, dns)

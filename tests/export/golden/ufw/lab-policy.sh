@@ -1,5 +1,5 @@
 #!/bin/sh
-# outguard policy eb024a0a92f4 as ufw commands (outgoing only).
+# outguard policy 84a2117e1a6c as ufw commands (outgoing only).
 # Rules are added after any you have; the default comes last. Then: ufw enable
 set -e
 ufw deny out log to 198.51.100.0/24 comment og:deny:attacker-net
