@@ -22,7 +22,7 @@ BAD_CORPUS = {
     "empty body": (b"", None),
     "only comments": (b"# Spamhaus DROP\n; nothing today\n", None),
     "mostly garbage": (b"".join(b"error %d\n" % i for i in range(50)) + b"198.51.100.1\n", None),
-    "wider than /8": (GOOD + b"11.0.0.0/7\n", None),
+    "wider than /8": (GOOD + b"12.0.0.0/7\n", None),
     "default route": (GOOD + b"0.0.0.0/0\n", None),
     "ipv6 wider than /24": (GOOD + b"2a00::/16\n", None),
     "shrink over 50%": (GOOD[: len(GOOD) // 3], 100),
