@@ -51,7 +51,6 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
     from outguard.feeds.store import FeedStore  # noqa: PLC0415
     from outguard.feeds.sync import applied_policy, sync_feeds  # noqa: PLC0415
     from outguard.feeds.update import update_feeds  # noqa: PLC0415
-    from outguard.feeds.validate import default_never_block  # noqa: PLC0415
     from outguard.kernel.setsync import apply_in  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -66,7 +65,7 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
         if not specs:
             click.echo("no feeds to update: name some, or apply a policy that uses @feed:NAME")
             return
-        nb = never_block_of(policy.doc) if policy else default_never_block()
+        nb = never_block_of(policy.doc if policy else None, policy.lists if policy else None)
         with _Progress(sys.stderr.isatty() and not as_json) as progress:
             results = asyncio.run(update_feeds(specs, store, nb, force=force,
                                                ignore_interval=ignore_interval,

@@ -7,6 +7,15 @@ sets (IPv4/IPv6 addresses, IPv4/IPv6 ranges: always all four, so a sync never ne
 A `url:` feed comes from its last good copy in the state directory; a `file:` feed is read,
 parsed and validated now (a refused file falls back to its last good copy, with a warning).
 
+Never-block (`never_block_of`): besides the special ranges and the metadata address, no feed may
+block the name servers of /etc/resolv.conf (and systemd-resolved's upstreams), the policy's
+`dns.upstreams` (after `outguard dns install` resolv.conf names only 127.0.0.1), and every
+address or network (up to /8, /24 for IPv6) an allow rule names — inline, through an inline list
+or through a list file. The addresses an allowed *host name* resolves to are not never-block:
+with `dns:` they are only learnt at query time, after the feed was loaded, so sparing them at
+apply time would protect a name one day and not the next; and a name that comes to point at a
+known C2 address is what a feed is for. Allow the address itself to override a feed.
+
 The digest. A kernel set is named after its source's digest (`l_feed_<name>_<digest12>_4a`). The
 content digest C covers the copy and the never-block list (the policy's allows and resolvers are
 removed at this stage). A sync changes a set's content in place, keeping its name S, and records
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,38 +42,92 @@ from outguard.feeds.registry import FeedError, resolve
 from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.feeds.validate import NeverBlock, default_never_block, strip_never_block, validate
+from outguard.policy.addresses import parse_ip
 from outguard.policy.load import LoadedList
 from outguard.policy.model import PolicyDoc
-from outguard.policy.targets import Target
+from outguard.policy.targets import Target, int_to_text
 
 PREFIX = "feed:"
 ALL_KINDS = frozenset({"4a", "4n", "6a", "6n"})
 _U32 = struct.Struct(">I")
 
 
-def system_resolvers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    return [p[1] for line in lines if len(p := line.split()) >= 2 and p[0] == "nameserver"]
+# /etc/resolv.conf, and the upstreams systemd-resolved uses when /etc/resolv.conf names only
+# its stub (127.0.0.53): a feed listing them would cut the host's DNS off just the same
+RESOLV_CONFS = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
+# an allowed network wider than this (0.0.0.0/0, 2000::/3) means "anywhere", not "trust this":
+# feeds still block inside it, as deny rules do (the widest network a feed may list, too)
+WIDEST_NEVER_BLOCK = {4: 8, 6: 24}
 
 
-def allowed_destinations(doc: PolicyDoc) -> list[str]:
-    """Addresses and networks the policy allows explicitly (inline lists included)."""
+def system_resolvers(paths: Iterable[Path] = RESOLV_CONFS) -> list[str]:
+    """Name servers of the resolv.conf files (scope ids dropped, bad lines skipped)."""
     out: list[str] = []
-    for rule in doc.allow:
-        for t in rule.to or []:
-            if t.kind in ("addr", "net"):
-                out.append(t.value)
-            elif t.kind == "list" and t.value in doc.lists:
-                out += [x.value for x in doc.lists[t.value].items or [] if x.kind in ("addr", "net")]
+    for path in paths:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                addr = parse_ip(fields[1].partition("%")[0])
+                if addr is not None and int_to_text(*addr) not in out:
+                    out.append(int_to_text(*addr))
     return out
 
 
-def never_block_of(doc: PolicyDoc, resolvers: list[str] | None = None) -> NeverBlock:
+def dns_upstreams(doc: PolicyDoc) -> list[str]:
+    """The addresses of the policy's `dns.upstreams` (after `dns install`, resolv.conf names
+    only outguard's own resolver, so these are the host's real name servers)."""
+    from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+
+    out: list[str] = []
+    for text in doc.dns.upstreams if doc.dns is not None else []:
+        try:
+            out.append(parse_endpoint(text)[0])
+        except ValueError:  # the policy check reports it
+            continue
+    return out
+
+
+def allowed_destinations(doc: PolicyDoc, lists: Mapping[str, LoadedList] | None = None,
+                         ) -> list[tuple[str, str]]:
+    """(address or network, why) for every one an allow rule names: inline, through an inline
+    list, or through a list file (`lists`: the policy's loaded lists; without them only the
+    inline lists are seen). Host names are not here: see the module docstring."""
+    out: list[tuple[str, str]] = []
+    for rule in doc.allow:
+        for t in rule.to or []:
+            if t.kind in ("addr", "net"):
+                targets, via = [t], ""
+            elif t.kind == "list" and not t.value.startswith(PREFIX):
+                via = f" through @{t.value}"
+                if lists is not None and t.value in lists:
+                    targets = list(lists[t.value].targets)
+                elif t.value in doc.lists:
+                    targets = list(doc.lists[t.value].items or [])
+                else:
+                    targets = []
+            else:
+                continue
+            out += [(x.value, f"allowed by rule {rule.name}{via}") for x in targets
+                    if x.kind == "addr" or (x.kind == "net" and _narrow(x))]
+    return out
+
+
+def _narrow(target: Target) -> bool:
+    length = int(target.value.partition("/")[2] or 128)
+    return length >= WIDEST_NEVER_BLOCK[6 if ":" in target.value else 4]
+
+
+def never_block_of(doc: PolicyDoc | None, lists: Mapping[str, LoadedList] | None = None,
+                   resolvers: list[str] | None = None) -> NeverBlock:
+    """What no feed of this policy (None: of no policy) may block. `lists`: the policy's loaded
+    lists, so that list files count; `resolvers`: instead of the system's."""
     return default_never_block(system_resolvers() if resolvers is None else resolvers,
-                               allowed_destinations(doc))
+                               allowed_destinations(doc, lists) if doc is not None else [],
+                               dns_upstreams(doc) if doc is not None else [])
 
 
 def elements_of(content: FeedSet) -> Elements:
@@ -161,11 +224,13 @@ def _content(spec: FeedSpec, store: FeedStore | None, nb: NeverBlock,
 
 def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], base: Path,
                feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
-               problems: list[Problem]) -> tuple[dict[str, LoadedList], list[Problem]]:
+               problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
+               ) -> tuple[dict[str, LoadedList], list[Problem]]:
     """Lists for every `@feed:` reference (refs: list name → (path, (line, col)) of its first
-    use). Errors go to `problems`; warnings are returned."""
+    use; `lists`: the policy's other lists, loaded). Errors go to `problems`; warnings are
+    returned."""
     store = FeedStore(feed_dir) if feed_dir is not None else None
-    nb = never_block_of(doc)
+    nb = never_block_of(doc, lists)
     out: dict[str, LoadedList] = {}
     warnings: list[Problem] = []
     for list_name, (path, (line, col)) in refs.items():

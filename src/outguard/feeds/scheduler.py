@@ -45,7 +45,7 @@ async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | No
         return [], None
     specs = [fl.spec for fl in policy.lists.values()
              if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
-    results = await update_feeds(specs, store, never_block_of(policy.doc), clock=clock,
+    results = await update_feeds(specs, store, never_block_of(policy.doc, policy.lists), clock=clock,
                                  force=force, ignore_interval=ignore_interval)
     for r in results:
         emit(r.alerts, on_alert)
