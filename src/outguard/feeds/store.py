@@ -10,14 +10,15 @@
                                           set's content in place, without renaming it)
 
 Place in the data flow: fetch/validate write a copy only when it is accepted, so the copy is
-always the last GOOD one; `outguard apply` and the sync read it. Files are 0600, written by
-rename (`state.write_private`).
+always the last GOOD one; `outguard apply` and the sync read it. Folders are 0700, files 0600,
+written by rename (`state.write_private`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,9 +59,14 @@ class FeedStore:
         return self.root / name
 
     def ensure(self, name: str) -> Path:
+        """The feed's folder, made if missing; it and `feeds/` are 0700 (also when an older
+        outguard made them 0755: `mkdir(parents=True)` gave the parents the umask's mode)."""
         folder = self.dir(name)
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for made in (self.root, folder):
+                if made.stat().st_mode & 0o777 != 0o700:
+                    os.chmod(made, 0o700)
         except OSError as exc:
             raise StateError(f"cannot create {folder}: {exc.strerror}") from exc
         return folder
