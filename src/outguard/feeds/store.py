@@ -48,6 +48,8 @@ class FeedMeta:
     # goes to the kernel as it is (no second strip of a million entries)
     nb_digest: str = ""
     kinds: dict[str, int] = field(default_factory=dict)  # elements per kernel set: 4a, 4n, 6a, 6n
+    refused_at: float = 0.0  # the last update validation refused (kept after later successes)
+    refusal: str | None = None  # its reason: error-page, unreadable, too-wide, coverage, ...
     extra: dict[str, Any] = field(default_factory=dict)
 
 

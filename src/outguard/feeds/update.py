@@ -75,6 +75,7 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
     if verdict.content is None:
         meta.failures += 1
         meta.last_error = "; ".join(a.message for a in verdict.alerts if a.severity == "error")
+        meta.refused_at, meta.refusal = now, verdict.reason
         store.write_meta(spec.name, meta)
         return FeedResult(spec.name, "refused", meta.count, verdict.alerts, next_due(spec, meta))
     digest = await asyncio.to_thread(store.write_copy, spec.name, verdict.content)
