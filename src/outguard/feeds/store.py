@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class FeedMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_META_FIELDS = frozenset(f.name for f in fields(FeedMeta))
+
+
 class FeedStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -76,12 +79,17 @@ class FeedStore:
     # fetch record ----------------------------------------------------------------------------
 
     def meta(self, name: str) -> FeedMeta:
+        path = self.dir(name) / "meta.json"
         try:
-            return FeedMeta(**json.loads((self.dir(name) / "meta.json").read_text()))
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            # keys a newer outguard added are ignored: going back a version still reads it
+            return FeedMeta(**{k: v for k, v in data.items() if k in _META_FIELDS})
         except FileNotFoundError:
             return FeedMeta()
         except (OSError, ValueError, TypeError) as exc:
-            raise StateError(f"feed record of {name} is unreadable: {exc}") from exc
+            raise StateError(f"feed record of {name} ({path}) is unreadable: {exc}") from exc
 
     def write_meta(self, name: str, meta: FeedMeta) -> None:
         write_private(self.ensure(name) / "meta.json", json.dumps(asdict(meta), indent=1))
