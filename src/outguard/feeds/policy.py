@@ -171,12 +171,19 @@ def load_feed(name: str, doc: PolicyDoc, base: Path, store: FeedStore | None,
     if spec.file is not None and not Path(spec.file).is_absolute():
         spec = spec.model_copy(update={"file": str(base / spec.file)})
     warnings: list[str] = []
+    body: bytes | None = None
+    has_copy = store is not None and store.has_copy(name)
     if spec.file is not None:
         got = read_file(spec)
-        if got.status != "ok":
+        if got.status == "ok":
+            body = got.body
+            copy = hashlib.sha256(spec.format.encode() + b"\n" + body).hexdigest()
+        elif store is not None and has_copy:  # as for a refused file: the last good copy stays
+            warnings.append(f"feed {name}: {got.error}; keeping its last good copy")
+            copy = store.meta(name).digest
+        else:
             raise FeedError(f"feed {name}: {got.error}")
-        copy = hashlib.sha256(spec.format.encode() + b"\n" + got.body).hexdigest()
-    elif store is not None and store.has_copy(name):
+    elif store is not None and has_copy:
         copy = store.meta(name).digest
     else:
         copy = "none"
@@ -191,24 +198,37 @@ def load_feed(name: str, doc: PolicyDoc, base: Path, store: FeedStore | None,
         if known(digest):  # the kernel holds it already: read nothing now
             return FeedList(f"{PREFIX}{name}", digest, where, list, spec,
                             lambda: _content(spec, store, nb, []), warnings)
-    if spec.file is None:  # a url feed's copy is read only when someone needs its elements
+    if body is None:  # a stored copy is read only when someone needs its elements
         return FeedList(f"{PREFIX}{name}", digest, where, list, spec,
-                        lambda: _content(spec, store, nb, []), warnings)
-    content = _content(spec, store, nb, warnings)
+                        lambda: _stored(spec, store, nb), warnings)
+    content = _from_file(spec, body, store, nb, warnings)
     return FeedList(f"{PREFIX}{name}", digest, where, list, spec, lambda: content, warnings)
+
+
+def _stored(spec: FeedSpec, store: FeedStore | None, nb: NeverBlock) -> FeedSet:
+    """The last good copy, without what `nb` spares."""
+    if store is None:
+        return FeedSet()
+    copy = store.read_copy(spec.name)
+    if store.meta(spec.name).nb_digest == nb.digest():
+        return copy  # stripped with this very list when it was taken
+    return strip_never_block(copy, nb)[0]
 
 
 def _content(spec: FeedSpec, store: FeedStore | None, nb: NeverBlock,
              warnings: list[str]) -> FeedSet:
+    """The feed's content now: a `file:` feed read again, else the last good copy."""
     if spec.file is None:
-        if store is None:
-            return FeedSet()
-        copy = store.read_copy(spec.name)
-        if store.meta(spec.name).nb_digest == nb.digest():
-            return copy  # stripped with this very list when it was taken
-        return strip_never_block(copy, nb)[0]
+        return _stored(spec, store, nb)
     got = read_file(spec)
-    data = got.body
+    if got.status != "ok":
+        warnings.append(f"feed {spec.name}: {got.error}; keeping its last good copy")
+        return _stored(spec, store, nb)
+    return _from_file(spec, got.body, store, nb, warnings)
+
+
+def _from_file(spec: FeedSpec, data: bytes, store: FeedStore | None, nb: NeverBlock,
+               warnings: list[str]) -> FeedSet:
     previous = store.meta(spec.name).count if store is not None and store.has_copy(spec.name) \
         else None
     parsed = parse(data, spec.format)
