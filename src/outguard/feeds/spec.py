@@ -46,18 +46,25 @@ class Limits(_Strict):
 class FeedDef(_Strict):
     """A custom feed in a policy: `{url: ..., format: plain}` or `{file: /path, format: plain}`."""
 
-    url: str | None = None
-    file: str | None = None
-    format: Format = "plain"
-    category: str = "custom"
-    outbound: bool = True
-    min_interval: int = Field(default=3600, ge=60, le=7 * 86400)  # seconds between fetches
-    may_be_empty: bool = False
-    max_shrink: float | None = Field(default=None, ge=0, le=1)
-    max_growth: float | None = Field(default=None, ge=1)
-    max_coverage4: float | None = Field(default=None, gt=0, le=1)
-    max_coverage6: float | None = Field(default=None, gt=0, le=1)
-    max_bytes: int = Field(default=64 << 20, ge=1024, le=1 << 30)
+    url: str | None = Field(default=None, description="http:// or https:// URL of the list")
+    file: str | None = Field(default=None, description="a local list file (relative: to the"
+                             " policy); a regular file, read at apply and at every update")
+    format: Format = Field(default="plain", description="how the list is written")
+    category: str = Field(default="custom", description="a word incidents carry with the feed")
+    outbound: bool = Field(default=True, description="whether it matters for outbound traffic")
+    min_interval: int = Field(default=3600, ge=60, le=7 * 86400,
+                              description="seconds between two downloads")
+    may_be_empty: bool = Field(default=False, description="accept an empty list")
+    max_shrink: float | None = Field(default=None, ge=0, le=1, description=(
+        "refuse losing more than this fraction of the last good copy (default 0.5)"))
+    max_growth: float | None = Field(default=None, ge=1, description=(
+        "refuse growing more than this factor (default 3; judged against at least 100 entries)"))
+    max_coverage4: float | None = Field(default=None, gt=0, le=1, description=(
+        "refuse blocking more than this share of the IPv4 address space (default 0.02)"))
+    max_coverage6: float | None = Field(default=None, gt=0, le=1, description=(
+        "refuse blocking more than this share of the IPv6 address space (default 2^-20)"))
+    max_bytes: int = Field(default=64 << 20, ge=1024, le=1 << 30,
+                           description="larger downloads or files are refused")
 
     @field_validator("url")
     @classmethod
