@@ -151,3 +151,17 @@ def test_system_resolvers_read_both_files(tmp_path: Path) -> None:
     got = system_resolvers([tmp_path / "resolv.conf", tmp_path / "upstream.conf",
                             tmp_path / "missing.conf"])
     assert got == ["127.0.0.53", "192.0.2.1", "fe80::1"]
+
+
+def test_feed_uses_that_do_nothing_are_warned_about(tmp_path: Path) -> None:
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("urlhaus", FeedSet(domains=["evil.example"]))
+    text = "version: 1\ndeny:\n  - name: t\n    to: ['@feed:urlhaus']\n"
+    messages = [w.message for w in _load(tmp_path, text).warnings]
+    assert any("without a `dns:` section it blocks nothing" in m for m in messages)
+    with_dns = text + "dns:\n  upstreams: ['192.0.2.53']\n"
+    assert not any("blocks nothing" in w.message for w in _load(tmp_path, with_dns).warnings)
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n")
+    allowing = ("version: 1\nallow:\n  - name: oops\n    to: ['@feed:local-bad']\n"
+                "feeds:\n  local-bad: {file: bad.txt}\n")
+    assert any("allow rule oops" in w.message for w in _load(tmp_path, allowing).warnings)

@@ -261,5 +261,20 @@ def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], bas
             problems.append(Problem(source, line, col, path, str(exc)))
             continue
         out[list_name] = loaded
-        warnings += [Problem(source, line, col, path, w) for w in loaded.warnings]
+        warnings += [Problem(source, line, col, path, w) for w in loaded.warnings + _misuse(
+            doc, list_name, loaded.spec)]
     return out, warnings
+
+
+def _misuse(doc: PolicyDoc, list_name: str, spec: FeedSpec) -> list[str]:
+    """Feed uses that silently do nothing, or the opposite of what a feed is for."""
+    out = []
+    if spec.format in ("hosts", "domains") and doc.dns is None:
+        out.append(f"feed {spec.name} lists host names, which only outguard's DNS resolver can"
+                   " block: without a `dns:` section it blocks nothing")
+    allowing = [r.name for r in doc.allow for t in r.to or []
+                if t.kind == "list" and t.value == list_name]
+    if allowing:
+        out.append(f"feed {spec.name} is used by allow rule {allowing[0]}: a feed is a"
+                   " blocklist, that rule lets what it lists through (use it in a deny rule)")
+    return out
