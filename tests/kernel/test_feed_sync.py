@@ -82,7 +82,7 @@ def test_feed_sync_deltas_and_refusals(netns: str, tmp_path: Path) -> None:
             loaded = applied_policy(state, store.root)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
-            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True))[0]
             sync_kernel(state, lambda ch: apply_in(netns, ch))
             return result.status
@@ -168,7 +168,7 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
             loaded = applied_policy(state, store.root)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
-            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True, force=True))[0]
 
             def reapply() -> None:
