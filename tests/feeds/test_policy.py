@@ -165,3 +165,16 @@ def test_feed_uses_that_do_nothing_are_warned_about(tmp_path: Path) -> None:
     allowing = ("version: 1\nallow:\n  - name: oops\n    to: ['@feed:local-bad']\n"
                 "feeds:\n  local-bad: {file: bad.txt}\n")
     assert any("allow rule oops" in w.message for w in _load(tmp_path, allowing).warnings)
+
+
+def test_addresses_of_allowed_host_names_stay_blockable(tmp_path: Path) -> None:
+    """Documented choice: only addresses and networks an allow rule names are never-block, not
+    what an allowed name resolves to (deny beats allow; allow the address to override a feed)."""
+    (tmp_path / "bad.txt").write_text("203.0.113.5\n198.51.100.9\n")
+    text = ("version: 1\nallow:\n  - name: api\n    to: [api.example.test]\n"
+            "deny:\n  - name: t\n    to: ['@feed:local-bad']\n"
+            "feeds:\n  local-bad: {file: bad.txt}\n")
+    policy = _load(tmp_path, text)
+    ruleset = lower(policy, resolver=lambda _n: ["203.0.113.5"])
+    assert ruleset.resolved == {"api.example.test": ("203.0.113.5",)}
+    assert policy.lists["feed:local-bad"].content.a4 == [0xC6336409, 0xCB007105]  # type: ignore[attr-defined]
