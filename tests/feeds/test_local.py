@@ -52,8 +52,9 @@ def test_devices_are_refused(path: str, kind: str) -> None:
     assert got.status == "error" and kind in (got.error or "")  # type: ignore[attr-defined]
 
 
-def test_directory_and_missing_file(tmp_path: Path) -> None:
+def test_directory_missing_file_and_nul(tmp_path: Path) -> None:
     assert "directory" in (read_file(_spec(tmp_path)).error or "")
+    assert "not a file name" in (read_file(_spec(f"{tmp_path}/a\0b")).error or "")
     missing = read_file(_spec(tmp_path / "nope.txt"))
     assert missing.status == "error" and "No such file" in (missing.error or "")
 

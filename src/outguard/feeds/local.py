@@ -40,6 +40,8 @@ def read_bounded(path: str, cap: int) -> tuple[bytes | None, str | None]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror}"
+    except ValueError:  # a NUL byte in the name
+        return None, f"{path!r} is not a file name"
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
