@@ -178,3 +178,18 @@ def test_addresses_of_allowed_host_names_stay_blockable(tmp_path: Path) -> None:
     ruleset = lower(policy, resolver=lambda _n: ["203.0.113.5"])
     assert ruleset.resolved == {"api.example.test": ("203.0.113.5",)}
     assert policy.lists["feed:local-bad"].content.a4 == [0xC6336409, 0xCB007105]  # type: ignore[attr-defined]
+
+
+def test_a_file_feed_read_at_apply_is_kept_as_its_last_good_copy(tmp_path: Path) -> None:
+    """Only `feeds update` kept a copy of a `file:` feed: after an apply alone, a bad file
+    failed the policy's every later load (each agent round, `feeds update`, a re-apply)."""
+    text = POLICY.replace('"@feed:spamhaus-drop", ', "")
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n198.51.100.2\n")
+    _load(tmp_path, text)
+    store = FeedStore(tmp_path / "feeds")
+    assert store.has_copy("local-bad") and store.meta("local-bad").count == 2
+    assert store.meta("local-bad").fetched_at > 0
+    (tmp_path / "bad.txt").write_text("<html><title>oops</title></html>\n")
+    policy = _load(tmp_path, text)
+    assert policy.lists["feed:local-bad"].content.a4 == [0xC6336401, 0xC6336402]  # type: ignore[attr-defined]
+    assert any("keeping its last good copy" in w.message for w in policy.warnings)

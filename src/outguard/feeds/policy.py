@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from outguard.compile.intervals import addr_texts
 from outguard.compile.ir import Elements, Source
-from outguard.errors import Problem
+from outguard.errors import Problem, StateError
 from outguard.feeds.local import read_file
 from outguard.feeds.merge import FeedSet, prefixes
 from outguard.feeds.parse import parse
@@ -195,7 +196,9 @@ def load_feed(name: str, doc: PolicyDoc, base: Path, store: FeedStore | None,
     where = spec.file or (str(store.copy_path(name)) if store is not None else "")
     if known is not None:
         digest = next((s for s in held if known(s)), digest)
-        if known(digest):  # the kernel holds it already: read nothing now
+        # the kernel holds it already: read nothing now (but a file with no last good copy is
+        # read, to keep one: without it, a later bad file would fail every feed round)
+        if known(digest) and (body is None or store is None or has_copy):
             return FeedList(f"{PREFIX}{name}", digest, where, list, spec,
                             lambda: _content(spec, store, nb, []), warnings)
     if body is None:  # a stored copy is read only when someone needs its elements
@@ -235,11 +238,33 @@ def _from_file(spec: FeedSpec, data: bytes, store: FeedStore | None, nb: NeverBl
     verdict = validate(spec, data, parsed, previous, nb)
     warnings.extend(f"feed {spec.name}: {a.message}" for a in verdict.alerts)
     if verdict.content is not None:
+        if store is not None:
+            _keep(store, spec, verdict.content, parsed.bad, len(verdict.removed), nb, warnings)
         return verdict.content
     if store is not None and store.has_copy(spec.name):
         warnings.append(f"feed {spec.name}: keeping its last good copy")
         return strip_never_block(store.read_copy(spec.name), nb)[0]
     raise FeedError("; ".join(str(a) for a in verdict.alerts if a.severity == "error"))
+
+
+def _keep(store: FeedStore, spec: FeedSpec, content: FeedSet, bad: int, removed: int,
+          nb: NeverBlock, warnings: list[str]) -> None:
+    """A `file:` feed read and accepted with no last good copy yet gets one: a later refused
+    file falls back to it (at apply, in the agent's rounds), `feeds show` sees it. Only then:
+    an existing copy is `feeds update`'s to replace (it tells a change, and syncs it); and the
+    record keeps no digest, so that the next update syncs what it reads."""
+    if store.has_copy(spec.name):
+        return
+    try:
+        meta = store.meta(spec.name)
+        store.write_copy(spec.name, content)
+        meta.digest, meta.count, meta.kinds, meta.nb_digest = "", content.count, content.kinds, \
+            nb.digest()
+        meta.bad_lines, meta.removed, meta.source = bad, removed, spec.source
+        meta.fetched_at = meta.attempted_at = time.time()
+        store.write_meta(spec.name, meta)
+    except (OSError, StateError) as exc:
+        warnings.append(f"feed {spec.name}: its last good copy was not kept: {exc}")
 
 
 def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], base: Path,

@@ -50,6 +50,7 @@ class FeedMeta:
     kinds: dict[str, int] = field(default_factory=dict)  # elements per kernel set: 4a, 4n, 6a, 6n
     refused_at: float = 0.0  # the last update validation refused (kept after later successes)
     refusal: str | None = None  # its reason: error-page, unreadable, too-wide, coverage, ...
+    refused_digest: str = ""  # sha256 of the body refused last, while the refusals last
     extra: dict[str, Any] = field(default_factory=dict)
 
 
