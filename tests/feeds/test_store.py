@@ -6,6 +6,9 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
+from outguard.errors import StateError
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.store import FeedMeta, FeedStore
 
@@ -35,3 +38,14 @@ def test_an_open_folder_of_an_older_outguard_is_closed(tmp_path: Path) -> None:
     os.chmod(tmp_path / "feeds" / "x", 0o755)
     FeedStore(tmp_path / "feeds").write_meta("x", FeedMeta())
     assert _mode(tmp_path / "feeds") == 0o700 and _mode(tmp_path / "feeds" / "x") == 0o700
+
+
+def test_a_write_that_fails_is_a_state_error(tmp_path: Path) -> None:
+    """An OSError (full disk, read-only state dir) was a traceback in `feeds update` and ended
+    the agent's feed task; it is a StateError, which both report."""
+    store = FeedStore(tmp_path / "feeds")
+    store.write_meta("x", FeedMeta())
+    (tmp_path / "feeds" / "x" / "meta.json").unlink()
+    (tmp_path / "feeds" / "x" / "meta.json").mkdir()  # os.replace onto a directory fails
+    with pytest.raises(StateError, match=r"cannot write .*meta\.json"):
+        store.write_meta("x", FeedMeta())

@@ -92,8 +92,16 @@ class FeedStore:
         except (OSError, ValueError, TypeError) as exc:
             raise StateError(f"feed record of {name} ({path}) is unreadable: {exc}") from exc
 
+    def _write(self, name: str, file: str, data: str | bytes) -> None:
+        """Atomically, 0600; a full disk or a read-only state dir is a StateError naming it."""
+        path = self.ensure(name) / file
+        try:
+            write_private(path, data)
+        except OSError as exc:
+            raise StateError(f"cannot write {path}: {exc.strerror}") from exc
+
     def write_meta(self, name: str, meta: FeedMeta) -> None:
-        write_private(self.ensure(name) / "meta.json", json.dumps(asdict(meta), indent=1))
+        self._write(name, "meta.json", json.dumps(asdict(meta), indent=1))
 
     # last good copy --------------------------------------------------------------------------
 
@@ -107,7 +115,7 @@ class FeedStore:
 
     def write_copy(self, name: str, content: FeedSet) -> str:
         data = content.to_bytes()
-        write_private(self.ensure(name) / COPY, data)
+        self._write(name, COPY, data)
         (self.dir(name) / OLD_COPY).unlink(missing_ok=True)
         return hashlib.sha256(data).hexdigest()
 
@@ -136,7 +144,7 @@ class FeedStore:
         return data
 
     def write_kernel_record(self, name: str, record: dict[str, str]) -> None:
-        write_private(self.ensure(name) / "kernel.json", json.dumps(record))
+        self._write(name, "kernel.json", json.dumps(record))
 
 
 def read_canonical(text: str) -> FeedSet:
