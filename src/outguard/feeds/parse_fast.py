@@ -7,8 +7,9 @@ body stays one byte array, read in blocks of lines on up to four threads (numpy'
 of the GIL; memory stays small): the digit runs ("tokens") are found with one pass over the
 bytes, and everything else — their values, the separators between them, the shape `D.D.D.D` or
 `D.D.D.D/D` of each line — is checked on the token arrays. A line that is anything else (a
-comment, spaces, IPv6, a leading zero, an octet over 255, host bits set, an empty line) goes back, with its
-line number, to the line-by-line reader, so the result is exactly what that reader would give.
+comment, spaces, IPv6, a leading zero, an octet over 255, host bits set, an empty line) goes
+back, with its line number, to the line-by-line reader, so the result is exactly what that
+reader would give.
 Pure: bytes in, arrays out.
 """
 
