@@ -8,15 +8,19 @@ that same ogt-<hex> namespace and a temporary state directory; kernel-marked.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from outguard.cli.main import cli
+from outguard.feeds.merge import FeedSet
+from outguard.feeds.store import FeedMeta, FeedStore
 from outguard.kernel import netns as ns
 from tests.kernel.conftest import _fresh_netns
 
@@ -50,12 +54,65 @@ def test_list_and_show(tmp_path: Path) -> None:
     listed = CliRunner().invoke(cli, ["feeds", "list", "--state-dir", str(state)])
     assert listed.exit_code == 0, listed.output
     assert "spamhaus-drop" in listed.output and "feodo" in listed.output
+    header, *rows = listed.output.splitlines()
+    assert header.split()[-1] == "terms"  # `feeds list` had no terms column
+    assert next(r for r in rows if r.startswith("feodo ")).endswith("CC0")
+    assert "non-commercial" in next(r for r in rows if r.startswith("dshield "))
     shown = CliRunner().invoke(cli, ["feeds", "show", "spamhaus-drop", "--state-dir", str(state)])
     assert shown.exit_code == 0, shown.output
-    info = json.loads(shown.output)
-    assert info["spec"]["name"] == "spamhaus-drop" and info["last_good_copy"] is None
+    assert "https://www.spamhaus.org/drop/drop.txt" in shown.output
+    assert "no redistribution" in shown.output and "feeds update spamhaus-drop" in shown.output
+    as_json = CliRunner().invoke(cli, ["feeds", "show", "--json", "spamhaus-drop",
+                                       "--state-dir", str(state)])
+    info = json.loads(as_json.output)
+    assert info["name"] == "spamhaus-drop" and info["last_good_copy"] is None
     unknown = CliRunner().invoke(cli, ["feeds", "show", "no-such-feed", "--state-dir", str(state)])
     assert unknown.exit_code != 0 and "no feed named 'no-such-feed'" in unknown.output
+
+
+def test_show_prints_iso_times_and_sizes_not_epoch_floats(tmp_path: Path) -> None:
+    """`feeds show` printed its raw record: `"fetched_at": 1787412345.678`."""
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("feodo", FeedSet(a4=[0xC6336401, 0xC6336402]))
+    stamp = 1_787_412_345.678
+    store.write_meta("feodo", FeedMeta(count=2, fetched_at=stamp, attempted_at=stamp + 3600,
+                                       failures=1, last_error="HTTP 503 from feodotracker",
+                                       refused_at=stamp + 60, refusal="coverage"))
+    shown = CliRunner().invoke(cli, ["feeds", "show", "feodo", "--state-dir", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "1787412345" not in shown.output and "fetched_at" not in shown.output
+    iso = datetime.fromtimestamp(stamp, UTC).astimezone().isoformat(timespec="seconds")
+    assert f"confirmed {iso}" in shown.output and "2 entries" in shown.output
+    assert " B at " in shown.output and "failing, 1 in a row: HTTP 503" in shown.output
+    assert "(coverage)" in shown.output
+    machine = json.loads(CliRunner().invoke(cli, ["feeds", "show", "--json", "feodo",
+                                                  "--state-dir", str(tmp_path)]).output)
+    assert machine["last_good_copy"]["confirmed_at"] == "2026-08-22T15:25:45+00:00"
+    assert machine["last_good_copy"]["entries"] == 2 and machine["last_good_copy"]["bytes"] > 0
+    assert machine["last_refusal"] == {"at": "2026-08-22T15:26:45+00:00", "reason": "coverage"}
+    listed = CliRunner().invoke(cli, ["feeds", "list", "--json", "--state-dir", str(tmp_path)])
+    row = next(r for r in json.loads(listed.output) if r["name"] == "feodo")
+    assert (row["entries"], row["terms"], row["used"]) == (2, "CC0", False)
+
+
+def test_update_without_an_applied_policy_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["feeds", "update", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"no policy is applied in {tmp_path}" in result.output and "--netns" in result.output
+
+
+def test_check_refuses_devices_fifos_and_never_echoes_a_non_list(tmp_path: Path) -> None:
+    fifo = tmp_path / "feed.fifo"
+    os.mkfifo(fifo)
+    for path, why in ((fifo, "FIFO"), (Path("/dev/zero"), "device")):
+        result = subprocess.run([sys.executable, "-m", "outguard", "feeds", "check", str(path)],
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 1 and why in result.stderr, result.stderr
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$s3cr3t:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    result = CliRunner().invoke(cli, ["feeds", "check", str(secret)])
+    assert result.exit_code == 1 and "not plain entries" in result.output
+    assert "s3cr3t" not in result.output and "daemon" not in result.output
 
 
 # the kernel tests' own fresh-namespace fixture (tests/cli does not see tests/kernel's conftest)
@@ -105,13 +162,17 @@ def test_update_list_show_against_a_server(namespace: str, tmp_path: Path) -> No
 
         listed = og("feeds", "list", "--state-dir", str(state))
         row = next(line for line in listed.stdout.splitlines() if line.startswith("corp-bad"))
-        assert row.split()[5] == "3"  # entries of the last good copy
-        shown = json.loads(og("feeds", "show", "corp-bad", "--state-dir", str(state)).stdout)
-        assert shown["record"]["count"] == 3 and shown["last_good_copy"].endswith("good.bin")
+        assert row.split()[1] == "yes" and row.split()[6] == "3"  # used; entries of the copy
+        shown = json.loads(og("feeds", "show", "--json", "corp-bad", "--state-dir",
+                              str(state)).stdout)
+        assert shown["last_good_copy"]["entries"] == 3
+        assert shown["last_good_copy"]["path"].endswith("good.bin")
 
         (www / "list.txt").write_text("<html><title>502</title></html>\n")
         refused = og("feeds", "update", "--now", *kernel)
         assert refused.returncode == 1 and "refused" in refused.stdout + refused.stderr
+        # each alert once: it was logged to stderr and printed as well
+        assert (refused.stdout + refused.stderr).count("update refused") == 1
         listing = ns.run(namespace, ["nft", "list", "table", "inet", "outguard"]).stdout
         assert "198.51.100.9" in listing  # the last good set stays
     finally:

@@ -78,6 +78,24 @@ def test_bad_lines_are_counted_never_fatal(fmt: str, text: str, good: int, bad: 
     assert len(parsed.samples) == bad and all(line > 0 for line, _t, _w in parsed.samples)
 
 
-def test_host_bits_are_cleared() -> None:
-    parsed = parse(b"1.2.3.4/24\n", "plain")
-    assert parsed.v4().net_list() == [(int(ipaddress.ip_address("1.2.3.0")), 24)]
+@pytest.mark.parametrize("fmt", ["plain", "spamhaus-json", "dshield"])
+def test_host_bits_refuse_the_entry_by_line_number(fmt: str) -> None:
+    """`1.0.0.0/7` was read as 0.0.0.0/7 (and `1.2.3.4/24` as 1.2.3.0/24) without a word: which
+    network was meant is a guess, so the entry is a bad line, reported with its number."""
+    lines = {"plain": ["# list", "198.51.100.1", "1.0.0.0/7", "203.0.113.0/24", "1.2.3.4/24",
+                       "2001:db8::1/32"],
+             "spamhaus-json": ['{"cidr": "198.51.100.1/32"}', '{"cidr": "1.0.0.0/7"}',
+                               '{"cidr": "203.0.113.0/24"}', '{"cidr": "1.2.3.4/24"}',
+                               '{"cidr": "2001:db8::1/32"}'],
+             "dshield": ["198.51.100.1\t198.51.100.1\t32", "1.0.0.0\t1.255.255.255\t7",
+                         "203.0.113.0\t203.0.113.255\t24", "1.2.3.4\t1.2.3.255\t24",
+                         "2001:db8::1\t2001:db8::ffff\t32"]}[fmt]
+    parsed = parse("\n".join(lines).encode(), fmt)
+    first = 3 if fmt == "plain" else 2
+    assert parsed.bad == 3
+    assert [line for line, _t, _w in parsed.samples] == [first, first + 2, first + 3]
+    assert "host bits set" in parsed.samples[0][2] and "0.0.0.0/7" in parsed.samples[0][2]
+    v4 = parsed.v4()
+    assert v4.net_list() == [(int(ipaddress.ip_address("203.0.113.0")), 24)]
+    assert v4.singles.tolist() == [int(ipaddress.ip_address("198.51.100.1"))]
+    assert not parsed.n6

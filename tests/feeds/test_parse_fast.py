@@ -72,7 +72,9 @@ def test_big_body_across_blocks() -> None:
 
 
 def test_values() -> None:
-    got = parse_plain_bytes(b"1.2.3.4\n10.20.30.40/8\n255.255.255.255/32\n0.0.0.0/0\n")
+    got = parse_plain_bytes(b"1.2.3.4\n10.0.0.0/8\n255.255.255.255/32\n0.0.0.0/0\n"
+                            b"10.20.30.40/8\n")
     assert sorted(got.v4().singles.tolist()) == [0x01020304, 0xFFFFFFFF]
     assert sorted(got.v4().net_list()) == [(0, 0), (0x0A000000, 8)]
     assert got.entries == 4 and not got.a4  # the vector reader's entries stay arrays
+    assert got.bad == 1 and got.samples[0][:2] == (5, "10.20.30.40/8")  # host bits: refused

@@ -103,3 +103,93 @@ def test_url_copy_is_stripped_again_only_when_the_never_block_list_moved(tmp_pat
     meta.nb_digest = "another list"
     store.write_meta("spamhaus-drop", meta)
     assert read() == [0xC6336409]
+
+
+def test_an_unreadable_file_feed_keeps_its_last_good_copy(tmp_path: Path) -> None:
+    """A `file:` feed that cannot be read failed the whole apply, even with a last good copy
+    (a refused one kept it): now both keep it, with a warning; with no copy it is an error."""
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("spamhaus-drop", FeedSet())
+    text = POLICY.replace('"@feed:spamhaus-drop", ', "")
+    with pytest.raises(PolicyError, match=r"cannot read .*bad\.txt"):
+        _load(tmp_path, text)
+    store.write_copy("local-bad", FeedSet(a4=[0xC6336409]))
+    policy = _load(tmp_path, text)
+    assert policy.lists["feed:local-bad"].content.a4 == [0xC6336409]  # type: ignore[attr-defined]
+    assert any("cannot read" in w.message and "keeping its last good copy" in w.message
+               for w in policy.warnings)
+
+
+def test_list_file_allows_and_dns_upstreams_are_never_block(tmp_path: Path) -> None:
+    from outguard.feeds.policy import never_block_of
+
+    (tmp_path / "partners.txt").write_text("198.51.100.7\n2001:db8:7::/48\n0.0.0.0/0\n")
+    (tmp_path / "bad.txt").write_text("198.51.100.7\n2001:db8:7::1\n192.0.2.53\n2001:db8::53\n"
+                                      "203.0.113.99\n")
+    text = ("version: 1\nallow:\n  - name: partners\n    to: ['@partners']\n"
+            "lists:\n  partners: {file: partners.txt}\n"
+            "deny:\n  - name: t\n    to: ['@feed:local-bad']\n"
+            "feeds:\n  local-bad: {file: bad.txt}\n"
+            "dns:\n  upstreams: ['192.0.2.53', '[2001:db8::53]:5353']\n")
+    policy = _load(tmp_path, text)
+    local = policy.lists["feed:local-bad"]
+    assert list(local.content.lines()) == ["203.0.113.99"]  # type: ignore[attr-defined]
+    # 0.0.0.0/0 in the allow list means "anywhere": it spares nothing
+    nb = never_block_of(policy.doc, policy.lists, resolvers=[])
+    assert nb.digest() != never_block_of(policy.doc, None, resolvers=[]).digest()
+    whys = {why for ranges in nb.ranges.values() for _a, _b, why in ranges}
+    assert "allowed by rule partners through @partners" in whys
+    assert not any(a == 0 and b == (1 << 32) - 1 for a, b, _w in nb.ranges[4])
+
+
+def test_system_resolvers_read_both_files(tmp_path: Path) -> None:
+    from outguard.feeds.policy import system_resolvers
+
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\noptions edns0\n")
+    (tmp_path / "upstream.conf").write_text("nameserver 192.0.2.1\nnameserver fe80::1%eth0\n"
+                                            "nameserver not-an-address\nnameserver 127.0.0.53\n")
+    got = system_resolvers([tmp_path / "resolv.conf", tmp_path / "upstream.conf",
+                            tmp_path / "missing.conf"])
+    assert got == ["127.0.0.53", "192.0.2.1", "fe80::1"]
+
+
+def test_feed_uses_that_do_nothing_are_warned_about(tmp_path: Path) -> None:
+    store = FeedStore(tmp_path / "feeds")
+    store.write_copy("urlhaus", FeedSet(domains=["evil.example"]))
+    text = "version: 1\ndeny:\n  - name: t\n    to: ['@feed:urlhaus']\n"
+    messages = [w.message for w in _load(tmp_path, text).warnings]
+    assert any("without a `dns:` section it blocks nothing" in m for m in messages)
+    with_dns = text + "dns:\n  upstreams: ['192.0.2.53']\n"
+    assert not any("blocks nothing" in w.message for w in _load(tmp_path, with_dns).warnings)
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n")
+    allowing = ("version: 1\nallow:\n  - name: oops\n    to: ['@feed:local-bad']\n"
+                "feeds:\n  local-bad: {file: bad.txt}\n")
+    assert any("allow rule oops" in w.message for w in _load(tmp_path, allowing).warnings)
+
+
+def test_addresses_of_allowed_host_names_stay_blockable(tmp_path: Path) -> None:
+    """Documented choice: only addresses and networks an allow rule names are never-block, not
+    what an allowed name resolves to (deny beats allow; allow the address to override a feed)."""
+    (tmp_path / "bad.txt").write_text("203.0.113.5\n198.51.100.9\n")
+    text = ("version: 1\nallow:\n  - name: api\n    to: [api.example.test]\n"
+            "deny:\n  - name: t\n    to: ['@feed:local-bad']\n"
+            "feeds:\n  local-bad: {file: bad.txt}\n")
+    policy = _load(tmp_path, text)
+    ruleset = lower(policy, resolver=lambda _n: ["203.0.113.5"])
+    assert ruleset.resolved == {"api.example.test": ("203.0.113.5",)}
+    assert policy.lists["feed:local-bad"].content.a4 == [0xC6336409, 0xCB007105]  # type: ignore[attr-defined]
+
+
+def test_a_file_feed_read_at_apply_is_kept_as_its_last_good_copy(tmp_path: Path) -> None:
+    """Only `feeds update` kept a copy of a `file:` feed: after an apply alone, a bad file
+    failed the policy's every later load (each agent round, `feeds update`, a re-apply)."""
+    text = POLICY.replace('"@feed:spamhaus-drop", ', "")
+    (tmp_path / "bad.txt").write_text("198.51.100.1\n198.51.100.2\n")
+    _load(tmp_path, text)
+    store = FeedStore(tmp_path / "feeds")
+    assert store.has_copy("local-bad") and store.meta("local-bad").count == 2
+    assert store.meta("local-bad").fetched_at > 0
+    (tmp_path / "bad.txt").write_text("<html><title>oops</title></html>\n")
+    policy = _load(tmp_path, text)
+    assert policy.lists["feed:local-bad"].content.a4 == [0xC6336401, 0xC6336402]  # type: ignore[attr-defined]
+    assert any("keeping its last good copy" in w.message for w in policy.warnings)

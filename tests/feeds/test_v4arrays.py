@@ -35,7 +35,9 @@ from outguard.feeds.spec import FeedSpec
 from outguard.feeds.validate import (
     NeverBlock,
     Verdict,
+    bad_lines_alert,
     count_refusal,
+    coverage_refusal,
     default_never_block,
     looks_like_error_page,
     strip_never_block,
@@ -173,31 +175,37 @@ def ref_strip_parsed(parsed: Parsed, nb: NeverBlock) -> tuple[Parsed, list[tuple
 
 def ref_validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | None,
                  nb: NeverBlock, *, force: bool = False) -> Verdict:
+    """The pure-Python pipeline, with the rules added since (they share the real functions):
+    unreadable before the bad-lines alert, the coverage cap."""
     alerts: list[FeedAlert] = []
 
     def refuse(kind: str, message: str, **details: object) -> Verdict:
         alerts.append(FeedAlert("error", spec.name, "refused", f"update refused: {message}",
                                 {"reason": kind, **details}))
-        return Verdict(None, alerts)
+        return Verdict(None, alerts, reason=kind)
 
     if (why := looks_like_error_page(data)) is not None:
         return refuse("error-page", why)
-    if parsed.bad:
-        alerts.append(FeedAlert("warning", spec.name, "bad-lines",
-                                f"{parsed.bad} line(s) could not be read and were skipped",
-                                {"bad": parsed.bad, "samples": parsed.samples[:5]}))
     if (message := unreadable(spec, parsed.bad, parsed.entries)) is not None:
-        return refuse("unreadable", message)
+        lines = [line for line, _t, _w in parsed.samples[:5]]
+        shown = ", ".join(map(str, lines)) + (", ..." if parsed.bad > 5 else "")
+        return refuse("unreadable", f"{message}; first bad lines: {shown}", bad=parsed.bad,
+                      lines=lines)
+    if parsed.bad:
+        alerts.append(bad_lines_alert(spec, parsed))
     if wide := too_wide(spec, parsed, nb):
         return refuse("too-wide", wide[0], networks=wide[1])
     kept, removed = ref_strip_parsed(parsed, nb)
     if removed:
+        shown = "; ".join(f"{entry} ({why})" for entry, why in removed[:5])
+        shown += f"; and {len(removed) - 5} more" if len(removed) > 5 else ""
         alerts.append(FeedAlert("warning", spec.name, "removed",
                                 f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} touching"
-                                f" the never-block list removed, e.g. {removed[0][0]}"
-                                f" ({removed[0][1]})",
+                                f" the never-block list removed: {shown}",
                                 {"removed": removed[:50]}))
     content = ref_of(kept)
+    if (over := coverage_refusal(spec, content)) is not None:
+        return refuse(over[0], over[1], **over[2])
     if (refusal := count_refusal(spec, content.count, previous_count, force)) is not None:
         return refuse(refusal[0], refusal[1], **refusal[2])
     return Verdict(content, alerts, removed)

@@ -23,6 +23,7 @@ from outguard.kernel.setsync import SetChange, apply_in
 from outguard.state import StateDir
 from tests.feeds.test_fetch import Server
 from tests.feeds.test_validate import BAD_CORPUS
+from tests.kernel.topology import Probe, Topology
 
 pytestmark = pytest.mark.kernel
 
@@ -81,7 +82,7 @@ def test_feed_sync_deltas_and_refusals(netns: str, tmp_path: Path) -> None:
             loaded = applied_policy(state, store.root)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
-            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True))[0]
             sync_kernel(state, lambda ch: apply_in(netns, ch))
             return result.status
@@ -167,7 +168,7 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
             loaded = applied_policy(state, store.root)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
-            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
+            result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True, force=True))[0]
 
             def reapply() -> None:
@@ -198,3 +199,61 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
         assert "198.51.100.41" in flat(kernel_sets(netns))
     finally:
         server.close()
+
+
+NEVER_BLOCK_POLICY = """version: 1
+mode: enforce
+allow:
+  - name: partners
+    to: ["@partners"]
+    ports: [443]
+    proto: tcp
+  - name: mirror
+    to: ["@mirrors"]
+    ports: [443]
+    proto: tcp
+lists:
+  partners: {file: partners.txt}
+  mirrors: [203.0.113.20]
+deny:
+  - name: threat-intel
+    to: ["@feed:local-bad"]
+feeds:
+  local-bad: {file: bad.txt, format: plain}
+dns:
+  upstreams: ["192.0.2.53"]
+"""
+LISTED = "192.0.2.53\n198.51.100.7\n203.0.113.20\n203.0.113.50\n198.51.100.60\n2001:db8:bad::1\n"
+
+
+def test_feed_never_blocks_the_upstream_nor_a_list_file_allow(topology: Topology) -> None:
+    """Blocker 3: after `dns install` resolv.conf names 127.0.0.1, so a feed listing the
+    `dns.upstreams` cut all DNS; and only inline allows were spared, not list-file ones."""
+    topology.add_addresses("192.0.2.53", "198.51.100.7", "203.0.113.20", "203.0.113.50",
+                           "198.51.100.60", "198.51.100.61")
+    base = topology.state_dir.parent
+    (base / "partners.txt").write_text("198.51.100.7\n")
+    (base / "bad.txt").write_text(LISTED)
+    report = topology.apply(NEVER_BLOCK_POLICY, resolver=lambda _n: [])
+    warning = next(w for w in report.warnings if "never-block" in w)
+    assert "192.0.2.53 (DNS upstream 192.0.2.53 of the policy)" in warning
+    assert "198.51.100.7 (allowed by rule partners through @partners)" in warning
+    assert "203.0.113.20 (allowed by rule mirror through @mirrors)" in warning
+    assert flat(kernel_sets(topology.server)) == {"203.0.113.50", "198.51.100.60",
+                                                  "2001:db8:bad::1"}
+    upstream, partner, mirror, listed, listed2 = (
+        Probe("192.0.2.53", 53, "udp"), Probe("198.51.100.7", 443), Probe("203.0.113.20", 443),
+        Probe("203.0.113.50", 443), Probe("198.51.100.60", 443))
+    assert topology.passes(upstream, partner, mirror, listed, listed2) == [
+        True, True, True, False, False]
+
+    # the same through `feeds update` (the sync's own never-block list): one more entry synced,
+    # the spared ones still spared and reported once
+    (base / "bad.txt").write_text(LISTED + "198.51.100.61\n")
+    done = topology.cli("feeds", "update", "--now")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("DNS upstream 192.0.2.53 of the policy") == 1
+    assert "synced local-bad: +1 -0" in done.stdout
+    assert flat(kernel_sets(topology.server)) == {"203.0.113.50", "198.51.100.60",
+                                                  "198.51.100.61", "2001:db8:bad::1"}
+    assert topology.passes(upstream, partner, Probe("198.51.100.61", 443)) == [True, True, False]

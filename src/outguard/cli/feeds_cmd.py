@@ -1,7 +1,7 @@
 """`outguard feeds update | list | show NAME | check FILE`: threat feeds by hand.
 
-Thin: option parsing and printing (rich progress bars and tables when run in a terminal); the
-work is in `outguard.feeds` (update, sync) and `outguard.kernel.setsync`.
+Thin: option parsing and printing (rich progress bars when run in a terminal); the work is in
+`outguard.feeds` (update, sync, report) and `outguard.kernel.setsync`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,33 @@ from typing import Any
 import click
 
 from outguard.cli.common import fail, kernel_options
-from outguard.errors import OutguardError
+from outguard.errors import OutguardError, PolicyError
 
 
-def _custom(state_dir: Path) -> dict[str, Any]:
-    """The applied policy's own `feeds:` (empty when nothing is applied or it does not load)."""
-    from outguard.feeds.sync import applied_policy  # noqa: PLC0415
+def _applied(state_dir: Path) -> tuple[dict[str, Any], set[str]]:
+    """The applied policy's own `feeds:` and the feeds its rules use, from its recorded text
+    (validated, not loaded: no list file or feed is read). Empty when nothing is applied."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from outguard.policy.model import PolicyDoc  # noqa: PLC0415
+    from outguard.policy.yamlpos import YamlSyntaxError, load_yaml  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
+    state = StateDir(state_dir)
     try:
-        policy = applied_policy(StateDir(state_dir), state_dir / "feeds")
-    except OutguardError:
-        return {}
-    return dict(policy.doc.feeds) if policy is not None else {}
+        got, text = state.read("applied"), state.policy_text("applied")
+        if got is None or text is None:
+            return {}, set()
+        doc = PolicyDoc.model_validate(load_yaml(text)[0])
+    except (OutguardError, YamlSyntaxError, ValidationError, ValueError) as exc:
+        click.echo(f"warning: the applied policy's feeds are not shown: {exc}", err=True)
+        return {}, set()
+    used = {t.value[len("feed:"):] for rule in [*doc.deny, *doc.allow] for t in rule.to or []
+            if t.kind == "list" and t.value.startswith("feed:")}
+    base = Path(got[0].source).parent  # a relative `file:` is relative to the policy
+    return {name: d.model_copy(update={"file": str(base / d.file)})
+            if d.file is not None and not Path(d.file).is_absolute() else d
+            for name, d in doc.feeds.items()}, used
 
 
 @click.group()
@@ -45,13 +59,11 @@ def feeds() -> None:
 def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: bool,
            netns: str | None, state_dir_path: Path) -> None:
     """Fetch the applied policy's feeds (or NAMES), validate them and sync the kernel sets."""
-    from outguard.feeds.alert import log_alert  # noqa: PLC0415
     from outguard.feeds.policy import PREFIX, FeedList, never_block_of  # noqa: PLC0415
     from outguard.feeds.registry import resolve  # noqa: PLC0415
     from outguard.feeds.store import FeedStore  # noqa: PLC0415
     from outguard.feeds.sync import applied_policy, sync_feeds  # noqa: PLC0415
     from outguard.feeds.update import update_feeds  # noqa: PLC0415
-    from outguard.feeds.validate import default_never_block  # noqa: PLC0415
     from outguard.kernel.setsync import apply_in  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -59,14 +71,25 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
     try:
         state.ensure()
         store = FeedStore(state.path / "feeds")
-        policy = applied_policy(state, store.root)
+        try:
+            policy = applied_policy(state, store.root)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            fail(OutguardError(f"the policy applied in {state.path} no longer loads: no feed was"
+                               " updated (fix it and `outguard apply` it again)"))
+            return
         used = [fl.spec for fl in (policy.lists.values() if policy else [])
                 if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
         specs = [resolve(n, policy.doc.feeds if policy else None) for n in names] or used
         if not specs:
-            click.echo("no feeds to update: name some, or apply a policy that uses @feed:NAME")
+            if policy is None:  # the timer on a host where nothing is applied: say it loudly
+                fail(OutguardError(f"no policy is applied in {state.path}, so no feed is in use;"
+                                   " name feeds to fetch them ahead of `outguard apply`, or give"
+                                   " the --netns / --state-dir of the apply"))
+            click.echo("the applied policy uses no feeds (@feed:NAME): nothing to update")
             return
-        nb = never_block_of(policy.doc) if policy else default_never_block()
+        nb = never_block_of(policy.doc if policy else None, policy.lists if policy else None)
         with _Progress(sys.stderr.isatty() and not as_json) as progress:
             results = asyncio.run(update_feeds(specs, store, nb, force=force,
                                                ignore_interval=ignore_interval,
@@ -77,12 +100,10 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
     except OutguardError as exc:
         fail(exc)
         return
-    for r in results:
-        for alert in r.alerts:
-            log_alert(alert)
     if as_json:
         click.echo(json.dumps({"feeds": [{"name": r.name, "status": r.status, "count": r.count,
                                           "alerts": [a.to_json() for a in r.alerts]} for r in results],
+                               "applied": policy is not None,
                                "sync": None if report is None else {
                                    "changed": report.changed,
                                    "reapplied": bool(report.outgrown),
@@ -90,21 +111,29 @@ def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: 
                                    # from the first new body in hand to the kernel commit
                                    "content_to_kernel_s": _content_to_kernel(results, report)}}))
     else:
-        for r in results:
-            extra = f", next in {max(0, r.next_due - time.time()):.0f} s" if r.status == "not-due" else ""
-            click.echo(f"{r.name:24} {r.status:13} {r.count:>9} entries{extra}")
-            for alert in r.alerts:
-                click.echo(f"  {alert}", err=alert.severity == "error")
-        if report is not None and report.applied:
-            for feed, (added, deleted) in report.changed.items():
-                click.echo(f"synced {feed}: +{added} -{deleted}")
-            for why in report.outgrown:
-                click.echo(f"re-applied the policy with a bigger set: {why}")
-            if report.stats is not None and report.stats.messages:
-                click.echo(f"kernel: one transaction, {report.stats.messages} messages,"
-                           f" {report.stats.seconds * 1000:.0f} ms")
+        _print_update(results, report, policy is not None)
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def _print_update(results: list[Any], report: Any, applied: bool) -> None:
+    """Each alert once (the CLI prints them; it used to log them too, so every refusal came
+    twice): errors to stderr, the rest to stdout."""
+    for r in results:
+        extra = f", next in {max(0, r.next_due - time.time()):.0f} s" if r.status == "not-due" else ""
+        click.echo(f"{r.name:24} {r.status:13} {r.count:>9} entries{extra}")
+        for alert in r.alerts:
+            click.echo(f"  {alert}", err=alert.severity == "error")
+    if not applied and any(r.status == "updated" for r in results):
+        click.echo("no policy is applied: the copies are kept for the next `outguard apply`")
+    if report is not None and report.applied:
+        for feed, (added, deleted) in report.changed.items():
+            click.echo(f"synced {feed}: +{added} -{deleted}")
+        for why in report.outgrown:
+            click.echo(f"re-applied the policy with a bigger set: {why}")
+        if report.stats is not None and report.stats.messages:
+            click.echo(f"kernel: one transaction, {report.stats.messages} messages,"
+                       f" {report.stats.seconds * 1000:.0f} ms")
 
 
 def _fresh(results: list[Any]) -> dict[str, Any]:
@@ -162,66 +191,78 @@ class _Progress:
 
 
 @feeds.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per feed, in a list.")
 @kernel_options
-def list_cmd(netns: str | None, state_dir_path: Path) -> None:
+def list_cmd(as_json: bool, netns: str | None, state_dir_path: Path) -> None:
     """Every known feed: registry and the applied policy's own, with its last good copy."""
     from outguard.feeds.registry import known  # noqa: PLC0415
+    from outguard.feeds.report import list_lines, list_row  # noqa: PLC0415
     from outguard.feeds.store import FeedStore  # noqa: PLC0415
 
     store = FeedStore(state_dir_path / "feeds")
-    click.echo(f"{'feed':22} {'format':14} {'category':20} {'out':4} {'every':>6} {'entries':>8}  last good")
-    for name, spec in sorted(known(_custom(state_dir_path)).items()):
-        meta = store.meta(name)
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.fetched_at)) \
-            if store.has_copy(name) else "-"
-        click.echo(f"{name:22} {spec.format:14} {spec.category:20} {'yes' if spec.outbound else 'no':4}"
-                   f" {spec.min_interval // 60:>5}m {meta.count if store.has_copy(name) else '-':>8}  {when}")
+    custom, used = _applied(state_dir_path)
+    try:
+        specs = sorted(known(custom).items())
+        if as_json:
+            click.echo(json.dumps([list_row(spec, store, name in used) for name, spec in specs],
+                                  indent=1))
+        else:
+            click.echo("\n".join(list_lines([spec for _n, spec in specs], store, used)))
+    except OutguardError as exc:
+        fail(exc)
 
 
 @feeds.command()
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (ISO times in UTC, bytes).")
 @kernel_options
-def show(name: str, netns: str | None, state_dir_path: Path) -> None:
-    """One feed: where it comes from, its terms, and its last fetch."""
-    from dataclasses import asdict  # noqa: PLC0415
-
+def show(name: str, as_json: bool, netns: str | None, state_dir_path: Path) -> None:
+    """One feed: where it comes from, its terms and limits, and its last fetch."""
     from outguard.feeds.registry import resolve  # noqa: PLC0415
+    from outguard.feeds.report import show_json, show_lines  # noqa: PLC0415
     from outguard.feeds.store import FeedStore  # noqa: PLC0415
 
+    custom, used = _applied(state_dir_path)
+    store = FeedStore(state_dir_path / "feeds")
     try:
-        spec = resolve(name, _custom(state_dir_path))
+        spec = resolve(name, custom)
+        if as_json:
+            click.echo(json.dumps(show_json(spec, store, name in used), indent=1))
+        else:
+            click.echo("\n".join(show_lines(spec, store, name in used)))
     except OutguardError as exc:
         fail(exc)
-        return
-    store = FeedStore(state_dir_path / "feeds")
-    info = {"spec": spec.model_dump(), "record": asdict(store.meta(name)),
-            "last_good_copy": str(store.copy_path(name)) if store.has_copy(name) else None}
-    click.echo(json.dumps(info, indent=1))
 
 
 @feeds.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--format", "fmt", default="plain",
               type=click.Choice(["plain", "spamhaus-json", "feodo-csv", "hosts", "domains", "dshield"]))
 @click.option("--name", default="check", help="Use this registry feed's limits.")
 def check(file: Path, fmt: str, name: str) -> None:
     """Parse and validate FILE as a feed, without storing or loading anything."""
+    from outguard.feeds.local import read_bounded  # noqa: PLC0415
     from outguard.feeds.parse import parse  # noqa: PLC0415
+    from outguard.feeds.policy import never_block_of  # noqa: PLC0415
     from outguard.feeds.registry import registry  # noqa: PLC0415
     from outguard.feeds.spec import FeedSpec  # noqa: PLC0415
-    from outguard.feeds.validate import default_never_block, validate  # noqa: PLC0415
+    from outguard.feeds.validate import validate  # noqa: PLC0415
 
     spec = registry().get(name) or FeedSpec(name=name, file=str(file), format=fmt, category="custom")  # type: ignore[arg-type]
     spec = spec.model_copy(update={"format": fmt})
-    data = file.read_bytes()
+    data, why = read_bounded(str(file), spec.max_bytes)
+    if data is None:
+        click.echo(f"error: {why}", err=True)
+        sys.exit(1)
     parsed = parse(data, fmt)
-    verdict = validate(spec, data, parsed, None, default_never_block())
+    verdict = validate(spec, data, parsed, None, never_block_of(None))
     v4 = parsed.v4()
     click.echo(f"{file}: {parsed.entries} entries, {parsed.bad} bad lines"
                f" (v4 {len(v4.singles)} addresses + {len(v4.net_values)} networks,"
                f" v6 {len(parsed.a6)} + {len(parsed.n6)}, {len(parsed.domains)} names)")
-    for line, text, why in parsed.samples[:10]:
-        click.echo(f"  {file}:{line}: {why}: {text}")
+    if verdict.reason != "unreadable":  # the lines of a file that is no list are not echoed
+        for line, text, reason in parsed.samples[:10]:
+            click.echo(f"  {file}:{line}: {reason}: {text}")
     for alert in verdict.alerts:
         click.echo(str(alert), err=alert.severity == "error")
     if verdict.content is None:

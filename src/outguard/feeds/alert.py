@@ -18,7 +18,7 @@ log = logging.getLogger("outguard.feeds")
 class FeedAlert:
     severity: Literal["error", "warning", "info"]
     feed: str
-    kind: str  # refused | removed | bad-lines | fetch-failed | sync-failed
+    kind: str  # refused | removed | bad-lines | fetch-failed | sync-failed | round-failed
     message: str
     details: dict[str, Any] = field(default_factory=dict)
 

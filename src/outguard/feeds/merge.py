@@ -170,6 +170,14 @@ class FeedSet:
         return {"4a": int(singles.size), "4n": int(firsts.size), "6a": len(self.a6),
                 "6n": len(self.r6)}
 
+    def covered(self, version: int) -> int:
+        """Addresses of this IP version the content blocks (singles are never inside a range)."""
+        if version == 4:
+            singles, firsts, lasts = self.v4_arrays()
+            spans = lasts.astype(np.uint64) - firsts.astype(np.uint64) + np.uint64(1)
+            return int(singles.size) + int(spans.sum(dtype=np.uint64))
+        return len(self.a6) + sum(last - first + 1 for first, last in self.r6)
+
     @property
     def count(self) -> int:
         return sum(self.kinds.values()) + len(self.domains)

@@ -3,7 +3,9 @@
 Place in the data flow: fetch → **parse** → validate → merge → sync. One function per format
 (`plain` covers FireHOL netsets/ipsets, Spamhaus DROP text, Emerging Threats and Feodo's plain
 lists; `spamhaus-json`, `feodo-csv`, `hosts` (URLhaus), `domains`, `dshield` (block.txt)). A bad
-line is counted and a few are kept as samples; it is never fatal. Addresses become integers with
+line — also a network with host bits set (`1.0.0.0/7`): which network was meant is a guess, so
+it is not blocked — is counted and a few are kept as samples (line number, reason, text); it is
+never fatal by itself (`validate` refuses a list of mostly bad lines). Addresses become integers with
 `socket.inet_pton` (the `ipaddress` module costs several µs per entry); the plain format's IPv4
 lines, the bulk of every big list, are read in numpy by `parse_fast`.
 Pure: bytes in, data out.
@@ -29,7 +31,7 @@ _AF4, _AF6 = socket.AF_INET, socket.AF_INET6
 
 @dataclass
 class Parsed:
-    """What one feed file holds. Networks are (value, prefix length) with host bits cleared."""
+    """What one feed file holds. Networks are (value, prefix length), host bits zero."""
 
     a4: list[int] = field(default_factory=list)
     n4: list[tuple[int, int]] = field(default_factory=list)
@@ -92,8 +94,13 @@ def add_ip(out: Parsed, text: str) -> str | None:
     if length == bits:
         (out.a4 if version == 4 else out.a6).append(value)
         return None
-    # feeds do publish 1.2.3.4/24 now and then: the network is what they mean
-    value &= ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
+    network = value & (((1 << bits) - 1) ^ ((1 << (bits - length)) - 1))
+    if network != value:
+        # never guess: 1.0.0.0/7 cleared is 0.0.0.0/7 (blocks 0/8 too), and the author may
+        # have meant 1.0.0.0/8; the line is refused like any other bad line, by number
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        start = socket.inet_ntop(family, network.to_bytes(bits // 8, "big"))
+        return f"host bits set: the /{length} network containing it is {start}/{length}"
     (out.n4 if version == 4 else out.n6).append((value, length))
     return None
 

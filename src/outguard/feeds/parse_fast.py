@@ -7,8 +7,9 @@ body stays one byte array, read in blocks of lines on up to four threads (numpy'
 of the GIL; memory stays small): the digit runs ("tokens") are found with one pass over the
 bytes, and everything else — their values, the separators between them, the shape `D.D.D.D` or
 `D.D.D.D/D` of each line — is checked on the token arrays. A line that is anything else (a
-comment, spaces, IPv6, a leading zero, an octet over 255, an empty line) goes back, with its
-line number, to the line-by-line reader, so the result is exactly what that reader would give.
+comment, spaces, IPv6, a leading zero, an octet over 255, host bits set, an empty line) goes
+back, with its line number, to the line-by-line reader, so the result is exactly what that
+reader would give.
 Pure: bytes in, arrays out.
 """
 
@@ -38,7 +39,7 @@ class FastLines:
     """What the fast path read, and the lines it leaves to the line-by-line reader."""
 
     singles: U32  # addresses (A.B.C.D, and A.B.C.D/32)
-    net_values: U32  # networks, host bits cleared
+    net_values: U32  # networks (a line with host bits set is left to the slow reader)
     net_lengths: NDArray[np.uint8]
     others: list[tuple[int, bytes]]  # (line number from 1, raw line) for the slow reader
 
@@ -183,12 +184,15 @@ def _regular(buf: NDArray[np.uint8], first: Idx, end: Idx, digit: NDArray[np.uin
     v = value.astype(np.uint32)
     addr = (v[starts] << 24) | (v[starts + 1] << 16) | (v[starts + 2] << 8) | v[starts + 3]
     prefix = np.where(n_tok[line_ok] == 5, v[np.minimum(starts + 4, len(v) - 1)], 32)
+    host = (np.uint64(1) << (np.uint64(32) - prefix.astype(np.uint64))) - np.uint64(1)
+    stray = (addr.astype(np.uint64) & host) != 0
+    if stray.any():  # host bits set: the line-by-line reader refuses them, by line number
+        line_ok[np.flatnonzero(line_ok)[stray]] = False
+        addr, prefix = addr[~stray], prefix[~stray]
     single = prefix == 32
-    net_len = prefix[~single]
-    host = (np.uint64(1) << (np.uint64(32) - net_len.astype(np.uint64))) - np.uint64(1)
     part.singles.append(addr[single])
-    part.values.append(addr[~single] & ~host.astype(np.uint32))
-    part.lengths.append(net_len.astype(np.uint8))
+    part.values.append(addr[~single])
+    part.lengths.append(prefix[~single].astype(np.uint8))
     bad = np.flatnonzero(~line_ok)
     if len(bad):
         line_last = np.append(line_first[1:], len(first)) - 1

@@ -2,8 +2,9 @@
 
 Place in the data flow: `outguard run` starts `run_feed_scheduler` as one asyncio task. Each round
 re-reads the applied policy (a new apply may add feeds), updates the due ones (`update`), syncs
-the kernel sets (`sync`, in a worker thread: it blocks on netlink), hands every alert to the hook,
-then sleeps until the next feed is due (at most `max_sleep`) or `stop` is set.
+the kernel sets (`sync`, in a worker thread: it blocks on netlink), hands every alert to the hook
+(not again for a body refused already: a broken `file:` feed is read every round), then sleeps
+until the next feed is due (at most `max_sleep`) or `stop` is set.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | No
         return [], None
     specs = [fl.spec for fl in policy.lists.values()
              if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
-    results = await update_feeds(specs, store, never_block_of(policy.doc), clock=clock,
+    results = await update_feeds(specs, store, never_block_of(policy.doc, policy.lists), clock=clock,
                                  force=force, ignore_interval=ignore_interval)
     for r in results:
-        emit(r.alerts, on_alert)
+        if r.repeat:  # the same body refused again: known, alerted already
+            log.info("feed %s: the same content is still refused (%s)", r.name,
+                     next((a.message for a in r.alerts if a.severity == "error"), ""))
+        else:
+            emit(r.alerts, on_alert)
     report = None
     if any(r.status == "updated" for r in results):
         try:
@@ -75,13 +80,19 @@ async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
     def apply(changes: Sequence[SetChange]) -> SyncStats:
         return apply_in(netns, changes)
 
+    failed: str | None = None  # the last round's failure: alerted once, not every round
     while not stop.is_set():
         try:
             results, report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock,
                                               netns=netns)
+            failed = None
         except OutguardError as exc:
-            log.error("feed round failed: %s", exc)
-            results, report = [], None
+            if str(exc) != failed:
+                emit([FeedAlert("error", "*", "round-failed", "no feed is updated until this is"
+                                f" fixed (the last good sets stay): {exc}")], on_alert)
+            else:
+                log.error("feed round failed again: %s", exc)
+            failed, results, report = str(exc), [], None
         if on_round is not None:
             on_round(results, report)
         due = [r.next_due for r in results if r.next_due > 0]

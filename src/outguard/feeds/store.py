@@ -10,16 +10,17 @@
                                           set's content in place, without renaming it)
 
 Place in the data flow: fetch/validate write a copy only when it is accepted, so the copy is
-always the last GOOD one; `outguard apply` and the sync read it. Files are 0600, written by
-rename (`state.write_private`).
+always the last GOOD one; `outguard apply` and the sync read it. Folders are 0700, files 0600,
+written by rename (`state.write_private`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,13 @@ class FeedMeta:
     # goes to the kernel as it is (no second strip of a million entries)
     nb_digest: str = ""
     kinds: dict[str, int] = field(default_factory=dict)  # elements per kernel set: 4a, 4n, 6a, 6n
+    refused_at: float = 0.0  # the last update validation refused (kept after later successes)
+    refusal: str | None = None  # its reason: error-page, unreadable, too-wide, coverage, ...
+    refused_digest: str = ""  # sha256 of the body refused last, while the refusals last
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_META_FIELDS = frozenset(f.name for f in fields(FeedMeta))
 
 
 class FeedStore:
@@ -58,9 +65,14 @@ class FeedStore:
         return self.root / name
 
     def ensure(self, name: str) -> Path:
+        """The feed's folder, made if missing; it and `feeds/` are 0700 (also when an older
+        outguard made them 0755: `mkdir(parents=True)` gave the parents the umask's mode)."""
         folder = self.dir(name)
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for made in (self.root, folder):
+                if made.stat().st_mode & 0o777 != 0o700:
+                    os.chmod(made, 0o700)
         except OSError as exc:
             raise StateError(f"cannot create {folder}: {exc.strerror}") from exc
         return folder
@@ -68,15 +80,28 @@ class FeedStore:
     # fetch record ----------------------------------------------------------------------------
 
     def meta(self, name: str) -> FeedMeta:
+        path = self.dir(name) / "meta.json"
         try:
-            return FeedMeta(**json.loads((self.dir(name) / "meta.json").read_text()))
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            # keys a newer outguard added are ignored: going back a version still reads it
+            return FeedMeta(**{k: v for k, v in data.items() if k in _META_FIELDS})
         except FileNotFoundError:
             return FeedMeta()
         except (OSError, ValueError, TypeError) as exc:
-            raise StateError(f"feed record of {name} is unreadable: {exc}") from exc
+            raise StateError(f"feed record of {name} ({path}) is unreadable: {exc}") from exc
+
+    def _write(self, name: str, file: str, data: str | bytes) -> None:
+        """Atomically, 0600; a full disk or a read-only state dir is a StateError naming it."""
+        path = self.ensure(name) / file
+        try:
+            write_private(path, data)
+        except OSError as exc:
+            raise StateError(f"cannot write {path}: {exc.strerror}") from exc
 
     def write_meta(self, name: str, meta: FeedMeta) -> None:
-        write_private(self.ensure(name) / "meta.json", json.dumps(asdict(meta), indent=1))
+        self._write(name, "meta.json", json.dumps(asdict(meta), indent=1))
 
     # last good copy --------------------------------------------------------------------------
 
@@ -90,7 +115,7 @@ class FeedStore:
 
     def write_copy(self, name: str, content: FeedSet) -> str:
         data = content.to_bytes()
-        write_private(self.ensure(name) / COPY, data)
+        self._write(name, COPY, data)
         (self.dir(name) / OLD_COPY).unlink(missing_ok=True)
         return hashlib.sha256(data).hexdigest()
 
@@ -119,7 +144,7 @@ class FeedStore:
         return data
 
     def write_kernel_record(self, name: str, record: dict[str, str]) -> None:
-        write_private(self.ensure(name) / "kernel.json", json.dumps(record))
+        self._write(name, "kernel.json", json.dumps(record))
 
 
 def read_canonical(text: str) -> FeedSet:

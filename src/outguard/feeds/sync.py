@@ -129,7 +129,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
                                             if "feed" in w.message])
         changes: list[SetChange] = []
         after: list[tuple[str, str, str, FeedList, str]] = []  # feed, full digest, set, list, kind
-        nb_digest = never_block_of(policy.doc).digest() if fresh else ""
+        nb_digest = never_block_of(policy.doc, policy.lists).digest() if fresh else ""
         for loaded in policy.lists.values():
             if not isinstance(loaded, FeedList):
                 continue

@@ -9,6 +9,7 @@ state through `FeedStore`; the clock is passed in.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class FeedResult:
     body_at: float = 0.0  # time.perf_counter() when the body was in hand (0: none came)
     # the accepted content (what the stored copy now holds), for the sync to use as it is
     content: FeedSet | None = field(default=None, repr=False)
+    # refused again for the very body refused last time: the agent does not alert again (a
+    # broken `file:` feed is read every round, and would alert every few minutes)
+    repeat: bool = False
 
     @property
     def ok(self) -> bool:
@@ -72,11 +76,16 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
     parsed = await asyncio.to_thread(parse, got.body, spec.format)
     verdict = await asyncio.to_thread(validate, spec, got.body, parsed,
                                       meta.count if has_copy else None, nb, force=force)
+    body_digest = hashlib.sha256(got.body).hexdigest()
     if verdict.content is None:
+        repeat = meta.failures > 0 and meta.refused_digest == body_digest
         meta.failures += 1
         meta.last_error = "; ".join(a.message for a in verdict.alerts if a.severity == "error")
+        meta.refused_at, meta.refusal, meta.refused_digest = now, verdict.reason, body_digest
         store.write_meta(spec.name, meta)
-        return FeedResult(spec.name, "refused", meta.count, verdict.alerts, next_due(spec, meta))
+        return FeedResult(spec.name, "refused", meta.count, verdict.alerts, next_due(spec, meta),
+                          repeat=repeat)
+    meta.refused_digest = ""
     digest = await asyncio.to_thread(store.write_copy, spec.name, verdict.content)
     status: Status = "unchanged" if has_copy and digest == meta.digest else "updated"
     meta.digest, meta.count = digest, verdict.content.count

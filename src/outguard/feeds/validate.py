@@ -1,12 +1,15 @@
 """Validation before anything reaches the kernel: refuse bad downloads, strip never-block entries.
 
 Place in the data flow: fetch → parse → **validate** → merge → sync. Refused (the last good copy
-stays, an alert is raised): an HTML or binary body (an error page), an empty list (unless the
-feed may be empty, as Feodo often is), a body of mostly bad lines, any network wider than /8
-(IPv4) or /24 (IPv6), and a shrink or growth beyond the feed's limits against the last good
-copy (unless forced). Removed and reported: entries touching the never-block list — private and
-special ranges, the metadata address, the resolvers, and what the policy allows explicitly
-(FireHOL level1 contains 10.0.0.0/8). Pure.
+stays, an alert is raised): an HTML or binary body (an error page); a body with more bad lines
+than entries (not a list: its lines are never echoed, only their numbers); any network wider
+than /8 (IPv4) or /24 (IPv6); a list that blocks more than its share of an IP version's address
+space (`max_coverage4`/`max_coverage6`, counted after never-block removal); an empty list
+(unless the feed may be empty, as Feodo often is); a shrink or growth beyond the feed's limits
+against the last good copy (unless forced). Removed and reported: entries touching the
+never-block list (`NeverBlock`, built by `feeds.policy.never_block_of`) — special ranges, the
+metadata address, the resolvers and the policy's DNS upstreams, and what the policy allows by
+address (FireHOL level1 contains 10.0.0.0/8). Pure.
 
 Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are not
 never-block: nothing routes them, so blocking them harms nothing, and the tests use them.
@@ -40,7 +43,6 @@ SPECIAL = {
     6: ["::/127", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10", "ff00::/8"],
 }
 METADATA = ["169.254.169.254", "fd00:ec2::254"]
-MIN_COUNT_FOR_RATIO = 10  # below this, shrink/growth ratios are noise
 
 
 @dataclass
@@ -73,7 +75,11 @@ class NeverBlock:
         return out
 
 
-def default_never_block(resolvers: Sequence[str] = (), allowed: Sequence[str] = ()) -> NeverBlock:
+def default_never_block(resolvers: Sequence[str] = (),
+                        allowed: Sequence[str | tuple[str, str]] = (),
+                        upstreams: Sequence[str] = ()) -> NeverBlock:
+    """Special ranges and the metadata address, plus the system's resolvers, addresses the
+    policy allows (`allowed`: texts, or (text, why) pairs) and the `dns:` upstreams."""
     out = NeverBlock()
     for nets in SPECIAL.values():
         for net in nets:
@@ -82,8 +88,11 @@ def default_never_block(resolvers: Sequence[str] = (), allowed: Sequence[str] = 
         out.add(addr, "cloud metadata address")
     for addr in resolvers:
         out.add(addr, f"resolver {addr}")
-    for text in allowed:
-        out.add(text, f"allowed by the policy ({text})")
+    for addr in upstreams:
+        out.add(addr, f"DNS upstream {addr} of the policy")
+    for item in allowed:
+        text, why = (item, f"allowed by the policy ({item})") if isinstance(item, str) else item
+        out.add(text, why)
     return out
 
 
@@ -210,6 +219,7 @@ class Verdict:
     content: FeedSet | None  # None: refused, keep the last good copy
     alerts: list[FeedAlert]
     removed: list[tuple[str, str]] = field(default_factory=list)
+    reason: str | None = None  # why it was refused (the `reason` of the refusal alert)
 
 
 def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | None,
@@ -220,16 +230,16 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
     def refuse(kind: str, message: str, **details: object) -> Verdict:
         alerts.append(FeedAlert("error", spec.name, "refused", f"update refused: {message}",
                                 {"reason": kind, **details}))
-        return Verdict(None, alerts)
+        return Verdict(None, alerts, reason=kind)
 
     if (why := looks_like_error_page(data)) is not None:
         return refuse("error-page", why)
-    if parsed.bad:
-        alerts.append(FeedAlert("warning", spec.name, "bad-lines",
-                                f"{parsed.bad} line(s) could not be read and were skipped",
-                                {"bad": parsed.bad, "samples": parsed.samples[:5]}))
     if (message := unreadable(spec, parsed.bad, parsed.entries)) is not None:
-        return refuse("unreadable", message)
+        # not a list: its lines (a wrong path, /etc/shadow) are never echoed, only their numbers
+        return refuse("unreadable", f"{message}; first bad lines: {_numbers(parsed)}",
+                      bad=parsed.bad, lines=[line for line, _t, _w in parsed.samples[:5]])
+    if parsed.bad:
+        alerts.append(bad_lines_alert(spec, parsed))
     v4 = parsed.v4()
     if wide := too_wide(spec, parsed, nb, v4):
         return refuse("too-wide", wide[0], networks=wide[1])
@@ -237,16 +247,39 @@ def validate(spec: FeedSpec, data: bytes, parsed: Parsed, previous_count: int | 
     if removed:
         alerts.append(FeedAlert("warning", spec.name, "removed",
                                 f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} touching"
-                                f" the never-block list removed, e.g. {removed[0][0]} ({removed[0][1]})",
+                                f" the never-block list removed: {_removed_text(removed)}",
                                 {"removed": removed[:50]}))
     content = FeedSet.of_arrays(v4, kept)
+    if (over := coverage_refusal(spec, content)) is not None:
+        return refuse(over[0], over[1], **over[2])
     if (refusal := count_refusal(spec, content.count, previous_count, force)) is not None:
         return refuse(refusal[0], refusal[1], **refusal[2])
     return Verdict(content, alerts, removed)
 
 
+def _numbers(parsed: Parsed) -> str:
+    shown = ", ".join(str(line) for line, _t, _w in parsed.samples[:5])
+    return shown + (", ..." if parsed.bad > 5 else "")
+
+
+def _removed_text(removed: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{entry} ({why})" for entry, why in removed[:5])
+    return shown + (f"; and {len(removed) - 5} more" if len(removed) > 5 else "")
+
+
+def bad_lines_alert(spec: FeedSpec, parsed: Parsed) -> FeedAlert:
+    """The skipped lines of a list that did parse: numbers and reasons in the message, the
+    lines' text only in the details (`feeds check`, `--json`)."""
+    shown = "; ".join(f"line {line}: {why}" for line, _text, why in parsed.samples[:3])
+    more = ", ..." if parsed.bad > 3 else ""
+    return FeedAlert("warning", spec.name, "bad-lines",
+                     f"{parsed.bad} line(s) could not be read and were skipped ({shown}{more})",
+                     {"bad": parsed.bad, "samples": parsed.samples[:5]})
+
+
 def unreadable(spec: FeedSpec, bad: int, entries: int) -> str | None:
-    if bad > MIN_COUNT_FOR_RATIO and bad > entries:
+    """More bad lines than entries: not a list in this format (a wrong path or format)."""
+    if bad > entries:
         return (f"{bad} of {bad + entries} lines are not {spec.format} entries (wrong format, or"
                 " not a list)")
     return None
@@ -272,19 +305,48 @@ def too_wide(spec: FeedSpec, parsed: Parsed, nb: NeverBlock,
             f" /{limits.min_prefix6} (IPv6): {', '.join(texts[:5])}", texts[:20])
 
 
+def coverage_refusal(spec: FeedSpec, content: FeedSet) -> tuple[str, str, dict[str, object]] | None:
+    """A list that blocks more of an IP version's address space than the feed's limit (after
+    never-block removal): 223 separate /8s pass the widest-prefix rule, not this one."""
+    limits = spec.limits
+    for version, cap, unit in ((4, limits.max_coverage4, 8), (6, limits.max_coverage6, 32)):
+        covered = content.covered(version)
+        share = covered / (1 << BITS[version])
+        if share > cap:
+            units = covered / (1 << (BITS[version] - unit))
+            return ("coverage",
+                    f"blocks {share:.3%} of the IPv{version} address space ({covered:,} addresses,"
+                    f" as many as {units:,.1f} /{unit} networks); the limit is {cap:.3%}"
+                    f" (max_coverage{version})",
+                    {"version": version, "covered": covered, "share": share, "limit": cap})
+    return None
+
+
+# Ratios of small numbers are noise (Feodo swings between none and a few hundred), so: growth is
+# judged against at least GROWTH_BASE entries (a smaller list may grow to 3x that; below 10
+# entries it used to be skipped, so 5 entries could become a million); a shrink only from
+# SHRINK_MIN entries (losing a few entries of a tiny list costs little, and an empty result is
+# refused anyway unless the feed may be empty).
+GROWTH_BASE = 100
+SHRINK_MIN = 10
+
+
 def count_refusal(spec: FeedSpec, count: int, previous_count: int | None,
                   force: bool) -> tuple[str, str, dict[str, object]] | None:
     """The whole-list rules on counts: (reason, message, details) when they refuse."""
     limits = spec.limits
     if count == 0 and not limits.may_be_empty:
         return "empty", "the list is empty (this feed is not allowed to be)", {}
-    if not force and previous_count is not None and previous_count >= MIN_COUNT_FOR_RATIO:
-        if count < previous_count * (1 - limits.max_shrink):
-            return ("shrink", f"{count} entries against {previous_count} in the last good copy:"
-                    f" shrinks by more than {limits.max_shrink:.0%} (--force to accept)",
-                    {"previous": previous_count, "now": count})
-        if count > previous_count * limits.max_growth:
-            return ("growth", f"{count} entries against {previous_count} in the last good copy:"
-                    f" grows by more than {limits.max_growth:g}x (--force to accept)",
-                    {"previous": previous_count, "now": count})
+    if force or previous_count is None:
+        return None
+    accept = f"accept it with `outguard feeds update --force {spec.name}`"
+    if previous_count >= SHRINK_MIN and count < previous_count * (1 - limits.max_shrink):
+        return ("shrink", f"{count} entries against {previous_count} in the last good copy:"
+                f" shrinks by more than {limits.max_shrink:.0%} ({accept})",
+                {"previous": previous_count, "now": count})
+    if count > (most := max(previous_count, GROWTH_BASE) * limits.max_growth):
+        how = f"grows by more than {limits.max_growth:g}x" if previous_count >= GROWTH_BASE \
+            else f"a list of under {GROWTH_BASE} entries may grow to {most:.0f}"
+        return ("growth", f"{count} entries against {previous_count} in the last good copy:"
+                f" {how} ({accept})", {"previous": previous_count, "now": count})
     return None

@@ -6,6 +6,7 @@ sets) on the agent's loop, turns refused updates and other feed alerts into aler
 policy's sinks, and answers `feed_of(destination)` for `Agent`: the NFLOG prefix names the deny
 rule (`og:deny:threat-intel`), this adds which feed and category listed the address. The index
 is rebuilt from the policy's last good copies after every round that synced something.
+`freshness()` gives each of those feeds' age and last refusal (`feeds.freshness`) for metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from outguard.errors import OutguardError
 from outguard.feeds.alert import FeedAlert
+from outguard.feeds.freshness import FeedFreshness, freshness
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.policy import PREFIX
 from outguard.policy.load import Policy
@@ -51,6 +53,12 @@ class FeedWatch:
         """Build the index from a loaded policy's feeds; False when the policy names none."""
         self.index = FeedIndex.of_policy(policy)
         return any(name.startswith(PREFIX) for name in policy.lists)
+
+    def freshness(self, now: float | None = None) -> list[FeedFreshness]:
+        """Age of each feed's last good copy and its last refusal (for metrics): the feeds of
+        the policy the index was last built from."""
+        return freshness(self.state_dir, [spec.name for spec, _content in self.index.feeds],
+                         now=now)
 
     def feed_of(self, destination: str) -> str | None:
         hits = self.index.lookup(destination)

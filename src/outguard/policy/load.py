@@ -300,7 +300,7 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         from outguard.feeds.policy import load_feeds  # noqa: PLC0415 - it imports this module
 
         feed_lists, feed_warnings = load_feeds(doc, feed_refs, base, feed_dir, known_lists, source,
-                                               problems)
+                                               problems, lists)
         lists.update(feed_lists)
     if problems:
         raise PolicyError(problems)
