@@ -9,14 +9,18 @@ import pytest
 from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower
 from outguard.decide import Decision, Flow, decide, rule_matches
+from outguard.dns.names import NamePolicy
 from outguard.policy.load import load_text
 from tests.cases import (
     CASE_NOW,
     CASE_POLICY,
     CASES,
+    NAME_CASE_POLICY,
+    NAME_CASES,
     Case,
     DefaultAction,
     Mode,
+    NameCase,
     expected_verdict,
     variant_policy,
 )
@@ -206,3 +210,23 @@ def test_an_ipv4_mapped_destination_is_decided_as_the_ipv4_packet_it_becomes(
         got = decide(ruleset, Flow(dst=mapped, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
         want = decide(ruleset, Flow(dst=plain, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
         assert (got.verdict, got.rule) == (want.verdict, want.rule)
+
+
+# --- names with `dns:`: decide and the resolver agree (tests/cases.py NAME_CASES) ------------
+
+NAMES_RS = lower(load_text(NAME_CASE_POLICY), resolver=_no_dns, now=CASE_NOW)
+
+
+@pytest.mark.parametrize("case", NAME_CASES, ids=[c.id for c in NAME_CASES])
+def test_name_case_table(case: NameCase) -> None:
+    d = decide(NAMES_RS, Flow(name=case.name, port=case.port, proto=case.proto), now=CASE_NOW)
+    assert d.rule == case.rule, case.note
+    verdict = NamePolicy.of(NAMES_RS).lookup(case.name)
+    assert (verdict.action == "resolve") == case.resolves, case.note
+    if d.action == "allow":  # the kernel lets a name's addresses out only once it resolved
+        assert verdict.action == "resolve"
+        assert verdict.rule == d.rule
+
+
+def test_name_cases_reach_every_rule() -> None:
+    assert {c.rule for c in NAME_CASES} == {r.counter for r in NAMES_RS.rules()} | {"default"}
