@@ -115,7 +115,7 @@ def test_reasons_for_people() -> None:
                          " deny beats allow")
     d = decide(RS, Flow(dst="203.0.113.251", port=443, uid=0), now=CASE_NOW)
     assert d.reason == ("allow rule 'mirrors' matches: 203.0.113.251 is in list @mirrors;"
-                        " port 443/tcp is allowed by it")
+                        " port 443/tcp is one of its ports")
     d = decide(RS, Flow(dst="203.0.113.12", port=80, uid=65534), now=CASE_NOW)
     assert d.reason.endswith("the socket belongs to uid 65534")
     d = decide(RS, Flow(dst="203.0.113.222", port=33434, proto="udp"), now=CASE_NOW)
@@ -195,7 +195,7 @@ def test_resolved_address_reason_names_the_host() -> None:
 def test_rule_matches_gives_the_reason_or_none() -> None:
     (web,) = [r for r in RS.allow if r.name == "web-api"]
     assert rule_matches(RS, web, Flow(dst="203.0.113.10", port=443), CASE_NOW) == \
-        "203.0.113.10 is in its destinations; port 443/tcp is allowed by it"
+        "203.0.113.10 is in its destinations; port 443/tcp is one of its ports"
     assert rule_matches(RS, web, Flow(dst="203.0.113.10", port=22), CASE_NOW) is None
     assert rule_matches(RS, web, Flow(dst="not an address", port=443), CASE_NOW) is None
 

@@ -121,7 +121,7 @@ def rule_matches(ruleset: Ruleset, rule: IRRule, flow: Flow, now: datetime) -> s
         return None
     details = [why]
     if rule.match.ports and flow.port is not None:
-        details.append(f"port {flow.port}/{flow.proto} is allowed by it")
+        details.append(f"port {flow.port}/{flow.proto} is one of its ports")
     if rule.match.uid is not None:
         details.append(f"the socket belongs to uid {rule.match.uid}")
     return "; ".join(details)
