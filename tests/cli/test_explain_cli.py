@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from outguard.cli.explain import hosts_file
+from outguard.cli.explain import explain, hosts_file
 from outguard.cli.main import cli
+from outguard.compile.lower import lower
+from outguard.decide import Flow
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
 from outguard.feeds.store import FeedStore
+from outguard.policy.load import load_text
 from tests.cases import NAME_CASE_POLICY
 
 GOOD = """\
@@ -230,3 +233,17 @@ def test_netns_must_exist(good: Path) -> None:
                                       "og-no-such-ns-xyz"])
     assert result.exit_code == 2
     assert "no network namespace named 'og-no-such-ns-xyz'" in result.output
+
+
+def test_with_dns_a_name_in_etc_hosts_is_decided_by_its_bare_addresses(tmp_path: Path) -> None:
+    """The resolver never sees a name /etc/hosts answers: its rule's set does not get the
+    address, so the kernel decides the bare address (here: the default)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("203.0.113.5 api.example.test\n")
+    ruleset = lower(load_text(NAME_CASE_POLICY), resolver=lambda n: [])
+    [answer] = explain(ruleset, "api.example.test", Flow(port=443), hosts)
+    assert (answer.destination, answer.name, answer.decision.rule) == (
+        "203.0.113.5", "api.example.test", "default")
+    assert answer.note is not None and str(hosts) in answer.note
+    [answer] = explain(ruleset, "api.example.test", Flow(port=443), tmp_path / "none")
+    assert (answer.destination, answer.decision.rule) == ("api.example.test", "allow:api")

@@ -143,13 +143,17 @@ def hosts_file(name: str, path: Path = HOSTS) -> list[str]:
 
 def _per_address(ruleset: Ruleset, name: str, addresses: list[str], flow: Flow,
                  note: str | None = None) -> list[Answer]:
+    # With dns:, a name's rules reach its addresses only through sets the resolver fills: an
+    # address the resolver never gave out is decided as the bare address it is.
+    named = None if ruleset.dns is not None else name
     out: list[Answer] = []
     for address in addresses:
-        out += _answers(ruleset, replace(flow, dst=address, name=name), address, name, note=note)
+        out += _answers(ruleset, replace(flow, dst=address, name=named), address, name,
+                        note=note)
     return out
 
 
-def explain(ruleset: Ruleset, dest: str, flow: Flow) -> list[Answer]:
+def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS) -> list[Answer]:
     """The answers for `dest` (an address or a host name) and the rest of `flow`."""
     if parse_ip(dest) is not None:
         return _answers(ruleset, replace(flow, dst=dest), dest, None)
@@ -160,11 +164,12 @@ def explain(ruleset: Ruleset, dest: str, flow: Flow) -> list[Answer]:
     if name.kind != "host":
         raise OutguardError(f"{dest!r} is not an address or a host name")
     if ruleset.dns is not None:
-        local = hosts_file(name.value)
+        local = hosts_file(name.value, hosts)
         if local:
             return _per_address(ruleset, name.value, local, flow,
-                                f"{name.value} is in /etc/hosts: programs get these addresses"
-                                " without asking outguard's resolver")
+                                f"{name.value} is in {hosts}: programs get these addresses"
+                                " without asking outguard's resolver, so the name's rules"
+                                " allow them only while a DNS answer put them in the kernel")
         return _by_name(ruleset, name.value, flow)
     addresses = list(ruleset.resolved.get(name.value, ())) or system_resolver(name.value)
     if not addresses:
