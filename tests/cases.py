@@ -295,3 +295,78 @@ def expected_verdict(case: Case, mode: Mode = "enforce",
     if mode == "audit":
         return "accept"
     return default_action
+
+
+# --- names with a `dns:` section ------------------------------------------------------------
+# With `dns:` a host name is decided by name: outguard's resolver answers it (or not), and the
+# kernel lets its addresses out through the rule's resolver-filled set. `decide(Flow(name=…))`
+# and the resolver's `NamePolicy.lookup` must agree on every row (issue 14, issue 15 §1): names
+# in a rule's own `to`, in the entries of the lists it uses, and wildcards in both.
+
+NAME_CASE_POLICY = """\
+# The name decision table (tests/cases.py: NAME_CASES). Documentation names only.
+version: 1
+mode: enforce
+deny:
+  - name: c2
+    to: [c2.example.test, "*.evil.example.test"]
+  - name: no-ldap-names
+    comment: "a deny by list name, for some ports only: the name still resolves"
+    to: ["@ldap-hosts"]
+    ports: [389, 636]
+allow:
+  - name: api
+    to: [api.example.test]
+    ports: [443]
+    proto: tcp
+  - name: via-list
+    to: ["@apis"]
+    ports: [443]
+    proto: tcp
+  - name: mirrors-any-port
+    to: ["@mirrors"]
+  - name: directory
+    to: [dir.example.test]
+lists:
+  apis: [api2.example.test, "*.cdn.example.test", 203.0.113.10]
+  mirrors: [mirror.example.test]
+  ldap-hosts: [dir.example.test]
+dns:
+  listen: "127.0.0.1:53"
+  upstreams: ["192.0.2.53"]
+"""
+
+
+@dataclass(frozen=True)
+class NameCase:
+    name: str
+    port: int
+    proto: Proto
+    rule: str  # what decide says for a connection to the name
+    resolves: bool  # whether outguard's resolver answers the name
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.proto}-{self.name}-{self.port}"
+
+
+NAME_CASES: list[NameCase] = [
+    NameCase("api.example.test", 443, "tcp", "allow:api", True),
+    NameCase("api.example.test", 80, "tcp", "default", True, "the rule is for port 443 only"),
+    NameCase("api.example.test", 53, "udp", "default", True, "DNS only through the resolver"),
+    NameCase("api2.example.test", 443, "tcp", "allow:via-list", True, "a name in a list"),
+    NameCase("API2.Example.Test.", 443, "tcp", "allow:via-list", True, "case and trailing dot"),
+    NameCase("api2.example.test", 443, "udp", "default", True, "the rule is tcp only"),
+    NameCase("a.cdn.example.test", 443, "tcp", "allow:via-list", True, "a wildcard in a list"),
+    NameCase("x.y.cdn.example.test", 443, "tcp", "allow:via-list", True),
+    NameCase("cdn.example.test", 443, "tcp", "default", False, "the wildcard needs a label"),
+    NameCase("mirror.example.test", 8080, "udp", "allow:mirrors-any-port", True),
+    NameCase("mirror.example.test", 443, "tcp", "allow:mirrors-any-port", True),
+    NameCase("dir.example.test", 389, "tcp", "deny:no-ldap-names", True, "a deny by list name"),
+    NameCase("dir.example.test", 636, "udp", "deny:no-ldap-names", True),
+    NameCase("dir.example.test", 80, "tcp", "allow:directory", True),
+    NameCase("c2.example.test", 443, "tcp", "deny:c2", False),
+    NameCase("a.evil.example.test", 80, "udp", "deny:c2", False),
+    NameCase("unlisted.example.test", 443, "tcp", "default", False),
+]

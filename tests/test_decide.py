@@ -9,14 +9,18 @@ import pytest
 from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower
 from outguard.decide import Decision, Flow, decide, rule_matches
+from outguard.dns.names import NamePolicy
 from outguard.policy.load import load_text
 from tests.cases import (
     CASE_NOW,
     CASE_POLICY,
     CASES,
+    NAME_CASE_POLICY,
+    NAME_CASES,
     Case,
     DefaultAction,
     Mode,
+    NameCase,
     expected_verdict,
     variant_policy,
 )
@@ -111,7 +115,7 @@ def test_reasons_for_people() -> None:
                          " deny beats allow")
     d = decide(RS, Flow(dst="203.0.113.251", port=443, uid=0), now=CASE_NOW)
     assert d.reason == ("allow rule 'mirrors' matches: 203.0.113.251 is in list @mirrors;"
-                        " port 443/tcp is allowed by it")
+                        " port 443/tcp is one of its ports")
     d = decide(RS, Flow(dst="203.0.113.12", port=80, uid=65534), now=CASE_NOW)
     assert d.reason.endswith("the socket belongs to uid 65534")
     d = decide(RS, Flow(dst="203.0.113.222", port=33434, proto="udp"), now=CASE_NOW)
@@ -191,7 +195,7 @@ def test_resolved_address_reason_names_the_host() -> None:
 def test_rule_matches_gives_the_reason_or_none() -> None:
     (web,) = [r for r in RS.allow if r.name == "web-api"]
     assert rule_matches(RS, web, Flow(dst="203.0.113.10", port=443), CASE_NOW) == \
-        "203.0.113.10 is in its destinations; port 443/tcp is allowed by it"
+        "203.0.113.10 is in its destinations; port 443/tcp is one of its ports"
     assert rule_matches(RS, web, Flow(dst="203.0.113.10", port=22), CASE_NOW) is None
     assert rule_matches(RS, web, Flow(dst="not an address", port=443), CASE_NOW) is None
 
@@ -206,3 +210,23 @@ def test_an_ipv4_mapped_destination_is_decided_as_the_ipv4_packet_it_becomes(
         got = decide(ruleset, Flow(dst=mapped, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
         want = decide(ruleset, Flow(dst=plain, port=port, proto="tcp", uid=0, gid=0), CASE_NOW)
         assert (got.verdict, got.rule) == (want.verdict, want.rule)
+
+
+# --- names with `dns:`: decide and the resolver agree (tests/cases.py NAME_CASES) ------------
+
+NAMES_RS = lower(load_text(NAME_CASE_POLICY), resolver=_no_dns, now=CASE_NOW)
+
+
+@pytest.mark.parametrize("case", NAME_CASES, ids=[c.id for c in NAME_CASES])
+def test_name_case_table(case: NameCase) -> None:
+    d = decide(NAMES_RS, Flow(name=case.name, port=case.port, proto=case.proto), now=CASE_NOW)
+    assert d.rule == case.rule, case.note
+    verdict = NamePolicy.of(NAMES_RS).lookup(case.name)
+    assert (verdict.action == "resolve") == case.resolves, case.note
+    if d.action == "allow":  # the kernel lets a name's addresses out only once it resolved
+        assert verdict.action == "resolve"
+        assert verdict.rule == d.rule
+
+
+def test_name_cases_reach_every_rule() -> None:
+    assert {c.rule for c in NAME_CASES} == {r.counter for r in NAMES_RS.rules()} | {"default"}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from outguard.compile.ir import IRRule, Ruleset
-from outguard.dns.names import normalize
+from outguard.dns.names import normalize, rule_names
 from outguard.policy.addresses import packet_address
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
@@ -47,11 +47,14 @@ class Decision:
         return self.rule == "default" or self.rule.startswith("deny:")
 
 
-def _name_matches(rule: IRRule, name: str) -> bool:
+def _name_matches(ruleset: Ruleset, rule: IRRule, name: str) -> bool:
+    """Whether the rule names `name`: in its own `to`, or in an entry of a list it uses (as
+    the resolver's `NamePolicy` matches, so that both agree)."""
     name = normalize(name)
-    if name in rule.names:
+    names, wildcards = rule_names(ruleset, rule)
+    if name in names:
         return True
-    return any(name.endswith(w[1:]) and len(name) > len(w) - 1 for w in rule.wildcards)
+    return any(name.endswith(w[1:]) and len(name) > len(w) - 1 for w in wildcards)
 
 
 def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int] | None) -> str | None:
@@ -59,7 +62,7 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
     if rule.any_destination:
         return "it applies to every destination"
     if dst is None:
-        if flow.name is not None and _name_matches(rule, flow.name):
+        if flow.name is not None and _name_matches(ruleset, rule, flow.name):
             return f"{flow.name} is one of its names"
         return None
     value, version = dst
@@ -70,7 +73,8 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
     for key in rule.lists:
         if ruleset.sources[key].addrset.contains(value, version):
             return f"{flow.dst} is in list @{key.split(':', 1)[1]}"
-    if rule.fqdn_set is not None and flow.name is not None and _name_matches(rule, flow.name):
+    if rule.fqdn_set is not None and flow.name is not None and \
+            _name_matches(ruleset, rule, flow.name):
         return (f"{flow.dst} is an address of {flow.name}, one of its names (outguard's resolver"
                 f" puts it in @{rule.fqdn_set}_{version})")
     return None
@@ -119,7 +123,7 @@ def rule_matches(ruleset: Ruleset, rule: IRRule, flow: Flow, now: datetime) -> s
         return None
     details = [why]
     if rule.match.ports and flow.port is not None:
-        details.append(f"port {flow.port}/{flow.proto} is allowed by it")
+        details.append(f"port {flow.port}/{flow.proto} is one of its ports")
     if rule.match.uid is not None:
         details.append(f"the socket belongs to uid {rule.match.uid}")
     return "; ".join(details)

@@ -1,13 +1,14 @@
-"""The shared example policies of the windows, aws, azure, gcp and k8s export tests, lowered with
-a fixed clock and a fake resolver (documentation addresses only), and the golden-file check."""
+"""The shared example policies of the export tests, made ready for export (`export.names.
+for_export`) with a fixed clock and a fake resolver (documentation addresses only), and the
+golden-file check."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower
 from outguard.export.fidelity import Export
+from outguard.export.names import for_export
 from outguard.policy.load import load_policy, load_text
 from tests.cases import CASE_NOW, CASE_POLICY
 from tests.compile.helpers import FAKE_DNS, FIXED_NOW, UPDATE, check_golden
@@ -17,7 +18,11 @@ POLICY_DIR = HERE / "policies"
 GOLDEN_DIR = HERE / "golden"
 LAB_POLICY = HERE.parents[1] / "examples" / "lab-policy.yaml"
 
-DNS: dict[str, list[str]] = FAKE_DNS | {"api.example.test": ["203.0.113.30", "2001:db8:1::30"]}
+DNS: dict[str, list[str]] = FAKE_DNS | {
+    "api.example.test": ["203.0.113.30", "2001:db8:1::30"],
+    "partner.example.test": ["192.0.2.40"],
+    "c2.example.test": ["198.51.100.99"],
+}
 
 
 def resolver(name: str) -> list[str]:
@@ -31,13 +36,13 @@ def policy_names() -> list[str]:
 
 def ruleset(name: str) -> Ruleset:
     if name == "cases":
-        return lower(load_text(CASE_POLICY), resolver=resolver, now=CASE_NOW)
+        return for_export(load_text(CASE_POLICY), resolver=resolver, now=CASE_NOW)
     path = LAB_POLICY if name == "lab-policy" else POLICY_DIR / f"{name}.yaml"
-    return lower(load_policy(path), resolver=resolver, now=FIXED_NOW)
+    return for_export(load_policy(path), resolver=resolver, now=FIXED_NOW)
 
 
 def ruleset_of(text: str) -> Ruleset:
-    return lower(load_text(text), resolver=resolver, now=FIXED_NOW)
+    return for_export(load_text(text), resolver=resolver, now=FIXED_NOW)
 
 
 __all__ = ["GOLDEN_DIR", "check_export", "check_golden", "policy_names", "resolver", "ruleset", "ruleset_of"]

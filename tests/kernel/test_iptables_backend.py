@@ -1,28 +1,31 @@
-"""The iptables export, loaded into real kernels, agrees with `decide()` on the shared case table.
+"""The iptables export, deployed by its own `deploy.sh` into real kernels, agrees with `decide()`;
+`remove.sh` takes away exactly what it added; `apply --backend iptables` is gone (issue 14).
 
-Same method as tests/kernel/test_agreement.py (which checks the nftables backend): the
-decision-table policy (`tests/cases.py`) is applied in the topology's server namespace, this
-time through `outguard.export.iptables_apply` (ipset restore + iptables-restore +
-ip6tables-restore), with iptables-nft and with iptables-legacy; every case is sent as a real
-TCP connect or UDP datagram as root or nobody, and both the verdict the socket sees and the
-rule counter that moved (the packet counter of the lines tagged `og:<rule>`) must be what
-`decide` says. Also: NFLOG prefixes, re-apply and remove leave every foreign rule, chain and
-set alone, and the CLI's `apply --backend`.
+outguard applies only nftables; for an iptables host it writes an export (`ipsets`, `rules.v4`,
+`rules.v6`, `deploy.sh`, `remove.sh`, `README.txt`). Here the export is written by `outguard
+compile --target iptables --out DIR` (or in-process, for the big table) and loaded in the
+topology's server namespace by `sh DIR/deploy.sh nft|legacy` — the real `ipset restore`,
+`iptables-restore` and `ip6tables-restore`, as a user runs them. Every case of the shared
+decision table (`tests/cases.py`) is then sent as a real TCP connect or UDP datagram as root or
+nobody; the verdict the socket sees and the rule counter that moved (the packet counters of the
+lines tagged `og:<rule>`, read with `iptables-save -c`) must be what `decide` says. Re-deploys
+keep one jump and remove what an earlier deploy left; `remove.sh` leaves no OUTGUARD-* chain
+and no og-* set, and every foreign rule, chain and set stays.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from outguard.compile.lower import lower
 from outguard.decide import Decision
-from outguard.export.iptables_apply import apply_ruleset, remove
-from outguard.kernel import iptables as ipt
+from outguard.export.iptables import export
+from outguard.export.names import for_export
 from outguard.kernel import netns as ns
-from outguard.kernel.iptables import Variant
 from outguard.policy.load import load_text
 from tests.cases import CASE_POLICY, CASES, variant_policy
 from tests.kernel.test_agreement import VARIANTS, _agrees, _batches, _decisions, _observed_verdict
@@ -30,14 +33,53 @@ from tests.kernel.topology import NflogReader, Probe, Topology, deltas
 
 pytestmark = pytest.mark.kernel
 
-IPT: list[Variant] = ["nft", "legacy"]
+IPT = ["nft", "legacy"]
+_COUNTER_LINE = re.compile(r'^\[(\d+):(\d+)\] -A (OUTGUARD-\S+) .*?--comment "?og:([^" ]+)"? ')
 
 
-def _counters(topo: Topology, variant: Variant) -> dict[str, int]:
+def _tool(base: str, version: int, variant: str) -> str:
+    """iptables-save, ip6tables-legacy-restore, ...: the tool deploy.sh uses for `variant`."""
+    name = base if version == 4 else "ip6" + base.removeprefix("ip")
+    head, _, tail = name.partition("-")
+    return f"{head}-{variant}" + (f"-{tail}" if tail else "")
+
+
+def _save(topo: Topology, version: int, variant: str, counters: bool = False) -> str:
+    argv = [_tool("iptables-save", version, variant), "-t", "filter"]
+    return ns.run(topo.server, argv + (["-c"] if counters else [])).stdout
+
+
+def _counters(topo: Topology, variant: str) -> dict[str, int]:
+    """Packets per decision key, summed over both families and every line tagged og:<key>."""
     out: dict[str, int] = {}
     for version in (4, 6):
-        for key, n in ipt.counters(version, variant, topo.server).items():
-            out[key] = out.get(key, 0) + n
+        for line in _save(topo, version, variant, counters=True).splitlines():
+            if m := _COUNTER_LINE.match(line):
+                out[m.group(4)] = out.get(m.group(4), 0) + int(m.group(1))
+    return out
+
+
+def _ipsets(topo: Topology) -> list[str]:
+    return sorted(ns.run(topo.server, ["ipset", "list", "-n"]).stdout.split())
+
+
+def _write_export(topo: Topology, text: str, name: str = "export") -> Path:
+    """The export as `compile --target iptables --out` writes it (in-process: no resolver)."""
+    out = topo.state_dir.parent / name
+    out.mkdir(exist_ok=True)
+    for file, content in export(for_export(load_text(text, "cases-policy.yaml"))).files.items():
+        (out / file).write_text(content)
+    return out
+
+
+def _sh(topo: Topology, script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return ns.run(topo.server, ["sh", str(script), *args], check=False, timeout=120)
+
+
+def _deploy(topo: Topology, text: str, variant: str) -> Path:
+    out = _write_export(topo, text)
+    proc = _sh(topo, out / "deploy.sh", variant)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
 
@@ -45,19 +87,15 @@ def _counter(decision: Decision) -> str | None:
     return None if decision.rule.startswith("builtin:") else decision.rule
 
 
-def _apply(topo: Topology, text: str, variant: Variant) -> None:
-    apply_ruleset(lower(load_text(text, "cases-policy.yaml")), variant, topo.server)
-
-
 @pytest.mark.parametrize("variant", IPT)
 @pytest.mark.parametrize(("mode", "default_action"), VARIANTS,
                          ids=[f"{m}-{a}" for m, a in VARIANTS])
-def test_iptables_and_decide_agree_on_every_case(topology: Topology, variant: Variant,
-                                                 mode: str, default_action: str) -> None:
+def test_deployed_export_and_decide_agree_on_every_case(topology: Topology, variant: str,
+                                                        mode: str, default_action: str) -> None:
     policy = variant_policy(mode, default_action)  # type: ignore[arg-type]
     decisions = _decisions(policy)
     topology.add_addresses(*{c.dst for c in CASES})
-    _apply(topology, policy, variant)
+    _deploy(topology, policy, variant)
 
     problems: list[str] = []
     for batch in _batches(decisions):
@@ -85,9 +123,9 @@ def test_iptables_and_decide_agree_on_every_case(topology: Topology, variant: Va
 
 
 @pytest.mark.parametrize("variant", IPT)
-def test_nflog_prefixes_name_the_rule(topology: Topology, variant: Variant) -> None:
+def test_nflog_prefixes_name_the_rule(topology: Topology, variant: str) -> None:
     topology.add_addresses("198.51.100.1", "203.0.113.201")
-    _apply(topology, CASE_POLICY, variant)
+    _deploy(topology, CASE_POLICY, variant)
     reader = NflogReader(topology.server, 0)
     try:
         topology.probe([Probe("198.51.100.1", 80), Probe("203.0.113.201", 80, "tcp", 65534)])
@@ -101,42 +139,86 @@ def test_nflog_prefixes_name_the_rule(topology: Topology, variant: Variant) -> N
 
 
 FOREIGN_V4 = "-A OUTPUT -d 192.0.2.99/32 -p tcp -m tcp --dport 9 -j ACCEPT"
+BIGGER_LIST = CASE_POLICY.replace('bad: [203.0.113.250, "2001:db8:dead::/48"]',
+                                  'bad: [203.0.113.250, 203.0.113.251, "2001:db8:dead::/48"]')
 
 
 @pytest.mark.parametrize("variant", IPT)
-def test_reapply_and_remove_touch_only_outguards_chains_and_sets(topology: Topology,
-                                                                 variant: Variant) -> None:
+def test_redeploy_and_remove_touch_only_outguards_chains_and_sets(topology: Topology,
+                                                                  variant: str) -> None:
     server = topology.server
-    cmd = ipt.command("iptables", 4, variant)
-    ns.run(server, [cmd, "-w", "-N", "OTHER-CHAIN"])
-    ns.run(server, [cmd, "-w", "-A", "OTHER-CHAIN", "-j", "RETURN"])
-    ns.run(server, [cmd, "-w", *FOREIGN_V4.split()])
+    ipt = _tool("iptables", 4, variant)
+    ns.run(server, [ipt, "-w", "-N", "OTHER-CHAIN"])
+    ns.run(server, [ipt, "-w", "-A", "OTHER-CHAIN", "-j", "RETURN"])
+    ns.run(server, [ipt, "-w", *FOREIGN_V4.split()])
     ns.run(server, ["ipset", "create", "other-set", "hash:ip"])
-    _apply(topology, CASE_POLICY, variant)
-    _apply(topology, variant_policy("audit", "drop"), variant)  # fewer chains: the rest go
-    _apply(topology, variant_policy("enforce", "reject"), variant)
-    saved = ipt.save(4, variant, server)
-    assert ipt.has_rule(saved, FOREIGN_V4) and ipt.has_rule(saved, "-A OTHER-CHAIN -j RETURN")
-    assert saved.count("-j OUTGUARD-OUT") == 1, saved
-    assert set(ipt.chains(saved, "OUTGUARD-")) == {
+    _deploy(topology, CASE_POLICY, variant)
+    first_sets = set(_ipsets(topology))
+    _deploy(topology, variant_policy("audit", "drop"), variant)  # no OUTGUARD-D<i>: they go
+    assert not re.search(r":OUTGUARD-D\d", _save(topology, 4, variant))
+    _deploy(topology, variant_policy("enforce", "reject"), variant)
+    out = _deploy(topology, BIGGER_LIST.replace("drop", "reject"), variant)  # @bad: a new set
+    saved = _save(topology, 4, variant)
+    assert FOREIGN_V4 in saved.splitlines() and "-A OTHER-CHAIN -j RETURN" in saved.splitlines()
+    for version in (4, 6):
+        assert _save(topology, version, variant).count("-j OUTGUARD-OUT") == 1
+    assert set(re.findall(r"^:(OUTGUARD-\S+)", saved, re.M)) == {
         "OUTGUARD-OUT", "OUTGUARD-DEFAULT", "OUTGUARD-REJECT",
         *(f"OUTGUARD-D{i}" for i in range(6))}
-    remove(variant, server)
-    saved = ipt.save(4, variant, server)
-    assert ipt.has_rule(saved, FOREIGN_V4) and "OUTGUARD" not in saved
-    assert "OUTGUARD" not in ipt.save(6, variant, server)
-    assert ipt.ipset_names(server) == ["other-set"]
+    now_sets = set(_ipsets(topology))
+    written = set(re.findall(r"^create (\S+) ", (out / "ipsets").read_text(), re.M))
+    assert now_sets == written | {"other-set"}, "an earlier deploy's set was left"
+    assert first_sets - now_sets, "the changed list did not get a new set"
+
+    removed = _sh(topology, out / "remove.sh", variant)
+    assert removed.returncode == 0, removed.stderr
+    saved = _save(topology, 4, variant)
+    assert FOREIGN_V4 in saved.splitlines() and "-A OTHER-CHAIN -j RETURN" in saved.splitlines()
+    assert "OUTGUARD" not in saved and "OUTGUARD" not in _save(topology, 6, variant)
+    assert _ipsets(topology) == ["other-set"]
+    again = _sh(topology, out / "remove.sh", variant)  # nothing left: still succeeds
+    assert again.returncode == 0 and again.stdout == "", again.stderr
 
 
-def test_cli_apply_with_the_iptables_backend(topology: Topology) -> None:
-    path = topology.write_policy(CASE_POLICY)
-    proc = subprocess.run(
-        [sys.executable, "-m", "outguard", "apply", str(path), "--backend", "iptables-legacy",
-         "--netns", topology.server, "--state-dir", str(topology.state_dir)],
-        capture_output=True, text=True, timeout=120, check=False)
+def test_compile_writes_an_export_that_deploys_and_removes(topology: Topology) -> None:
+    """The README's path: compile --target iptables --out DIR, sh DIR/deploy.sh, remove.sh."""
+    policy = topology.write_policy(CASE_POLICY)
+    out = topology.state_dir.parent / "ipt"
+    proc = subprocess.run([sys.executable, "-m", "outguard", "compile", str(policy), "--target",
+                           "iptables", "--out", str(out)], capture_output=True, text=True,
+                          timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "with iptables-legacy" in proc.stdout
-    saved = ipt.save(4, "legacy", topology.server)
-    assert ipt.has_rule(saved, "-A OUTPUT -j OUTGUARD-OUT")
-    topology.add_addresses("198.51.100.1", "203.0.113.10")
-    assert topology.passes(Probe("198.51.100.1", 80), Probe("203.0.113.10", 443)) == [False, True]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["ipsets", "rules.v4", "rules.v6", "deploy.sh", "remove.sh", "README.txt"])
+    assert (out / "deploy.sh").stat().st_mode & 0o111
+    topology.add_addresses("198.51.100.1", "203.0.113.10", "203.0.113.77", "2001:db8:bad::1")
+    probes = (Probe("198.51.100.1", 80), Probe("203.0.113.10", 443), Probe("203.0.113.77", 80),
+              Probe("2001:db8:bad::1", 443))
+    assert topology.passes(*probes) == [True, True, True, True]  # nothing deployed yet
+
+    deployed = ns.run(topology.server, [str(out / "deploy.sh")], check=False, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "deployed" in deployed.stdout
+    assert topology.passes(*probes) == [False, True, False, False]
+
+    removed = ns.run(topology.server, [str(out / "remove.sh")], check=False, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert topology.passes(*probes) == [True, True, True, True]
+    for version in (4, 6):
+        for variant in IPT:
+            assert "OUTGUARD" not in _save(topology, version, variant)
+    assert _ipsets(topology) == []
+
+
+@pytest.mark.parametrize("backend", ["iptables", "iptables-nft", "iptables-legacy"])
+def test_apply_with_an_iptables_backend_is_refused_with_the_way_to_deploy(
+        topology: Topology, backend: str) -> None:
+    path = topology.write_policy(CASE_POLICY)
+    proc = topology.cli("apply", str(path), "--backend", backend)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--target iptables --out DIR" in proc.stderr and "deploy.sh" in proc.stderr
+    assert proc.stdout == ""
+    for version in (4, 6):
+        for variant in IPT:
+            assert "OUTGUARD" not in _save(topology, version, variant)
+    assert topology.tables() == []

@@ -1,25 +1,56 @@
 """`outguard explain`: the decision for one destination, the rule behind it, and why.
 
-Thin: resolves the destination (a host name may have several addresses), the user and group,
-then asks `decide` once per address.
+Thin: every verdict comes from `decide`; this module picks the flows to ask it about and
+words the answers. Three things it must not get wrong:
+
+- A host name with a `dns:` section is decided by name, never resolved: the kernel lets a
+  name's addresses out only after outguard's own resolver answered it, and resolving here would
+  ask that very resolver (after `dns install`), which would refuse names the policy does not
+  allow and record the refusal as an incident of outguard itself. What the resolver would do
+  (answer, refuse, blocklist) comes from the same `NamePolicy` it runs.
+  A name in /etc/hosts is the exception: no resolver sees it, so its addresses decide.
+- Without `--port`, a TCP or UDP decision can depend on the port: every port range on which
+  the decision is the same is asked once, and the answer says which ports get which verdict
+  ("any port" when they all agree).
+- Audit mode blocks nothing: a deny is worded "would be denied (audit: logged, not blocked)".
 """
 
 from __future__ import annotations
 
 import grp
+import itertools
 import json
 import pwd
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import click
 
+from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower, system_resolver
-from outguard.decide import Decision, Flow, decide
+from outguard.decide import Decision, Flow, FlowProto, decide
 from outguard.errors import OutguardError
 from outguard.policy.addresses import parse_ip
 from outguard.policy.load import load_policy
 from outguard.policy.targets import parse_target
+
+Ranges = list[tuple[int, int]]
+HOSTS = Path("/etc/hosts")
+_AUDIT = " (audit mode: logged, not blocked)"
+
+
+@dataclass
+class Answer:
+    """One line of the answer: a destination, the ports it is about, and the decision."""
+
+    destination: str  # an address, or the name when decided by name
+    name: str | None
+    ports: Ranges | None  # None: the port given (or no port for the protocol)
+    decision: Decision
+    every_port: bool = False  # the decision is the same for every port
+    resolver: str | None = None  # with dns: what outguard's resolver does with the name
+    note: str | None = None
 
 
 def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
@@ -33,32 +64,191 @@ def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
         raise OutguardError(f"no {kind} {value!r} on this machine") from None
 
 
-def run_explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
-                group: str | None, as_json: bool) -> None:
-    ruleset = lower(load_policy(policy))
-    uid, gid = _id(user, "user"), _id(group, "group")
-    flow_proto: Literal["tcp", "udp", "icmp"] = "tcp" if proto == "tcp" else (
-        "udp" if proto == "udp" else "icmp")
-    if parse_ip(dest) is not None:
-        addresses = [dest]
-    else:
-        try:
-            name = parse_target(dest)
-        except ValueError as exc:
-            raise OutguardError(str(exc)) from None
-        addresses = list(ruleset.resolved.get(name.value, ())) or system_resolver(name.value)
-        if not addresses:
-            raise OutguardError(f"{dest!r} does not resolve; give an address")
-    results: list[tuple[str, Decision]] = []
+def _cuts(ruleset: Ruleset) -> list[int]:
+    """The first port of every range on which no rule's port condition changes."""
+    cuts = {1, 65536}
+    for rule in ruleset.rules():
+        for lo, hi in rule.match.ports:
+            cuts.update((lo, hi + 1))
+    if ruleset.dns is not None:
+        for port in {53, 853, *(p for _a, p in ruleset.dns.upstreams)}:
+            cuts.update((port, port + 1))
+    return sorted(cuts)
+
+
+def _by_port(ruleset: Ruleset, flow: Flow) -> list[tuple[Ranges, Decision]]:
+    """The decision for each group of ports, the groups in order of their first port."""
+    cuts = _cuts(ruleset)
+    groups: dict[tuple[str, str, str], tuple[Ranges, Decision]] = {}
+    for lo, nxt in itertools.pairwise(cuts):
+        d = decide(ruleset, replace(flow, port=lo))
+        ranges, _first = groups.setdefault((d.action, d.verdict, d.rule), ([], d))
+        if ranges and ranges[-1][1] == lo - 1:
+            ranges[-1] = (ranges[-1][0], nxt - 1)
+        else:
+            ranges.append((lo, nxt - 1))
+    return list(groups.values())
+
+
+def _answers(ruleset: Ruleset, flow: Flow, destination: str, name: str | None,
+             **extra: Any) -> list[Answer]:
+    if flow.port is not None or flow.proto not in ("tcp", "udp"):
+        return [Answer(destination, name, None, decide(ruleset, flow), **extra)]
+    groups = _by_port(ruleset, flow)
+    if len(groups) == 1:
+        return [Answer(destination, name, groups[0][0], groups[0][1], every_port=True, **extra)]
+    # the group with the most ports last: it reads as "any other port"
+    groups.sort(key=lambda g: sum(hi - lo + 1 for lo, hi in g[0]))
+    return [Answer(destination, name, ranges, d, **extra) for ranges, d in groups]
+
+
+def _by_name(ruleset: Ruleset, name: str, flow: Flow) -> list[Answer]:
+    """With `dns:`: the resolver's verdict on the name, then decide() by name."""
+    from outguard.dns.names import NamePolicy, load_blocklists  # noqa: PLC0415
+
+    assert ruleset.dns is not None
+    verdict = NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists)).lookup(name)
+    if verdict.action != "resolve" and ruleset.mode == "enforce":
+        answer = "NXDOMAIN" if verdict.action == "blocklist" or \
+            ruleset.dns.unlisted == "nxdomain" else "REFUSED"
+        d = Decision("deny", "drop", verdict.rule, f"{verdict.reason}: outguard's resolver"
+                     f" answers {answer}, so nothing can connect to {name}")
+        return [Answer(name, name, None, d, every_port=flow.proto in ("tcp", "udp"),
+                       resolver=answer)]
+    said = f"answers {name} ({verdict.reason})" if verdict.action == "resolve" else \
+        f"answers {name} in audit mode (in enforce mode it would not: {verdict.reason})"
+    note = None
+    if any(r.inline or r.lists for r in ruleset.deny):
+        note = (f"decided by name: a deny rule for one of {name}'s addresses still wins"
+                " (`--to ADDRESS` checks one)")
+    return _answers(ruleset, replace(flow, name=name), name, name,
+                    resolver=said, note=note)
+
+
+def hosts_file(name: str, path: Path = HOSTS) -> list[str]:
+    """The addresses /etc/hosts gives `name` (the C library reads it before asking DNS, so no
+    resolver sees such a name); under `--netns`, `ip netns exec` shows /etc/netns/NAME/hosts."""
+    found: list[str] = []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and name in (f.lower().rstrip(".") for f in fields[1:]) \
+                and parse_ip(fields[0]) is not None:
+            found.append(fields[0])
+    return list(dict.fromkeys(found))
+
+
+def _per_address(ruleset: Ruleset, name: str, addresses: list[str], flow: Flow,
+                 note: str | None = None) -> list[Answer]:
+    # With dns:, a name's rules reach its addresses only through sets the resolver fills: an
+    # address the resolver never gave out is decided as the bare address it is.
+    named = None if ruleset.dns is not None else name
+    out: list[Answer] = []
     for address in addresses:
-        flow = Flow(dst=address, port=port, proto=flow_proto, uid=uid, gid=gid,
-                    name=None if address == dest else dest)
-        results.append((address, decide(ruleset, flow)))
-    if as_json:
-        click.echo(json.dumps([{"destination": a, "action": d.action, "verdict": d.verdict,
-                                "rule": d.rule, "reason": d.reason} for a, d in results], indent=1))
-        return
-    for address, d in results:
-        shown = f"{dest} ({address})" if address != dest else dest
-        target = f"{shown} port {port}/{proto}" if port else f"{shown} {proto}"
-        click.echo(f"{d.action.upper():5}  {target}: {d.verdict} by {d.rule}\n       {d.reason}")
+        out += _answers(ruleset, replace(flow, dst=address, name=named), address, name,
+                        note=note)
+    return out
+
+
+def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS) -> list[Answer]:
+    """The answers for `dest` (an address or a host name) and the rest of `flow`."""
+    if parse_ip(dest) is not None:
+        return _answers(ruleset, replace(flow, dst=dest), dest, None)
+    try:
+        name = parse_target(dest)
+    except ValueError as exc:
+        raise OutguardError(str(exc)) from None
+    if name.kind != "host":
+        raise OutguardError(f"{dest!r} is not an address or a host name")
+    if ruleset.dns is not None:
+        local = hosts_file(name.value, hosts)
+        if local:
+            return _per_address(ruleset, name.value, local, flow,
+                                f"{name.value} is in {hosts}: programs get these addresses"
+                                " without asking outguard's resolver, so the name's rules"
+                                " allow them only while a DNS answer put them in the kernel")
+        return _by_name(ruleset, name.value, flow)
+    addresses = list(ruleset.resolved.get(name.value, ())) or system_resolver(name.value)
+    if not addresses:
+        named = replace(flow, name=name.value)
+        return _answers(ruleset, named, name.value, name.value,
+                        note=f"{name.value} does not resolve here: nothing can connect to it"
+                             " by name (`--to ADDRESS` asks about an address)")
+    return _per_address(ruleset, name.value, addresses, flow)
+
+
+def _ports_text(ranges: Ranges) -> str:
+    parts = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges]
+    return ("port " if parts == [str(ranges[0][0])] else "ports ") + ", ".join(parts)
+
+
+def _outcome(d: Decision, audit: bool) -> tuple[str, str]:
+    """The head word and the verdict as people say it."""
+    if d.action == "allow":
+        return "ALLOW", f"accepted by {d.rule}"
+    if audit:
+        return "AUDIT", f"would be denied by {d.rule} (audit: logged, not blocked)"
+    return "DENY", f"{'rejected' if d.verdict == 'reject' else 'dropped'} by {d.rule}"
+
+
+def _reason(a: Answer, proto: str) -> str:
+    """decide's reason, which names the one port it was asked about, for a group of ports."""
+    if a.ports is None or a.every_port:
+        return a.decision.reason
+    return a.decision.reason.replace(f"port {a.ports[0][0]}/{proto} is one of its ports",
+                                     "the port is one of its ports")
+
+
+def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> str:
+    lines: list[str] = []
+    for i, a in enumerate(answers):
+        shown = f"{a.name} ({a.destination})" if a.name and a.destination != a.name \
+            else a.destination
+        if port is not None and proto in ("tcp", "udp"):
+            where = f"port {port}/{proto}"
+        elif a.every_port:
+            where = f"{proto}, any port"
+        elif a.ports is not None:
+            last = i + 1 == len(answers) or answers[i + 1].destination != a.destination
+            where = f"{proto} " + ("any other port" if last and len(a.ports) > 1
+                                   else _ports_text(a.ports))
+        else:
+            where = proto
+        head, verdict = _outcome(a.decision, audit)
+        lines.append(f"{head:5}  {shown} {where}: {verdict}")
+        lines.append(f"       {_reason(a, proto).removesuffix(_AUDIT)}")
+        if i + 1 < len(answers) and answers[i + 1].destination == a.destination:
+            continue  # what is said of the destination follows its last port group
+        if a.resolver is not None and a.resolver.startswith("answers"):
+            lines.append(f"       outguard's resolver {a.resolver}")
+        if a.note is not None:
+            lines.append(f"       note: {a.note}")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(answers: list[Answer], proto: str, audit: bool) -> str:
+    return json.dumps([{
+        "destination": a.destination, "name": a.name,
+        "ports": "any" if a.every_port else a.ports,
+        "action": a.decision.action, "verdict": a.decision.verdict,
+        "blocked": a.decision.verdict != "accept",
+        "audit": audit and a.decision.action == "deny",
+        "rule": a.decision.rule, "reason": _reason(a, proto),
+        "resolver": a.resolver, "note": a.note} for a in answers], indent=1)
+
+
+def run_explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
+                group: str | None, json_out: bool, feed_dir: Path | None = None) -> None:
+    """Load and lower POLICY, then print the answers for `dest`."""
+    ruleset = lower(load_policy(policy, feed_dir=feed_dir))
+    flow_proto: FlowProto = "tcp" if proto == "tcp" else "udp" if proto == "udp" else "icmp"
+    flow = Flow(port=port, proto=flow_proto, uid=_id(user, "user"), gid=_id(group, "group"))
+    answers = explain(ruleset, dest, flow)
+    audit = ruleset.mode == "audit"
+    if json_out:
+        click.echo(as_json(answers, proto, audit))
+    else:
+        click.echo(render(answers, port, proto, audit), nl=False)

@@ -1,8 +1,9 @@
 """`outguard compile --target T`: the export of a policy for another firewall.
 
-Thin: load, lower, `export.targets.export`, print. The files go to stdout (each after a
-`# ==> NAME <==` line) or into `--out DIR`; the fidelity report goes to stderr; `--strict`
-exits 1, writing nothing, when any rule is not exact.
+Thin: load, `export.names.for_export` (lower, and resolve the names a `dns:` section leaves to
+outguard's resolver), `export.targets.export`, print. The files go to stdout (each after a
+`# ==> NAME <==` line) or into `--out DIR` (scripts executable); the fidelity report goes to
+stderr; `--strict` exits 1, writing nothing, when any rule is not exact.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from outguard.cli.common import fail
 from outguard.errors import OutguardError
 
 
-def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None) -> None:
-    from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.export.targets import export  # noqa: PLC0415
+def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None,
+               feed_dir: Path | None = None) -> None:
+    from outguard.export.names import for_export  # noqa: PLC0415
+    from outguard.export.targets import exporter  # noqa: PLC0415
     from outguard.policy.load import load_policy  # noqa: PLC0415
 
     try:
-        loaded = load_policy(policy)
-        result = export(target, lower(loaded))
+        export = exporter(target)  # an unknown target fails before any name is resolved
+        loaded = load_policy(policy, feed_dir=feed_dir)
+        result = export(for_export(loaded))
     except OutguardError as exc:
         fail(exc)
         return
@@ -36,10 +39,15 @@ def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None) ->
                    "nothing written", err=True)
         sys.exit(1)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, content in result.files.items():
-            (out_dir / name).write_text(content)
-            click.echo(f"wrote {out_dir / name}", err=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name, content in result.files.items():
+                path = out_dir / name
+                path.write_text(content)
+                path.chmod(0o755 if name.endswith((".sh", ".ps1", ".cmd")) else 0o644)
+                click.echo(f"wrote {path}", err=True)
+        except OSError as exc:
+            fail(OutguardError(f"cannot write {exc.filename or out_dir}: {exc.strerror}"))
         return
     for name, content in result.files.items():
         click.echo(f"# ==> {name} <==")

@@ -22,6 +22,10 @@ from outguard.cli.aws_cmd import apply_aws, aws_options
 from outguard.cli.common import confirm_command, fail, kernel_options
 from outguard.errors import OutguardError, PolicyError
 
+# Removed as backends (issue 14: a backend is whole or export-only); still accepted as values
+# so that the error says what to do instead.
+IPTABLES_BACKENDS = ("iptables", "iptables-nft", "iptables-legacy")
+
 
 def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
     def spawn(token: str, deadline: float, base: str) -> int:
@@ -49,10 +53,10 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
 @click.option("--confirm-timeout", type=click.FloatRange(1, 86400), default=None,
               metavar="SECONDS", help="Roll back by itself unless `outguard confirm` comes in time.")
 @click.option("--timings", is_flag=True, help="Print phase timings as one JSON line on stderr.")
-@click.option("--backend", type=click.Choice(["nftables", "iptables", "iptables-nft",
-                                              "iptables-legacy", "aws"]), default="nftables",
-              help="iptables*: load the iptables export (ipset + restore) instead;"
-                   " aws: reconcile a security group's egress rules (see aws_cmd).")
+@click.option("--backend", type=click.Choice(["nftables", "aws", *IPTABLES_BACKENDS]),
+              default="nftables",
+              help="aws: reconcile a security group's egress rules (see aws_cmd). iptables is"
+                   " export-only: `outguard compile POLICY --target iptables --out DIR`.")
 @aws_options
 @kernel_options
 def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: str,
@@ -61,11 +65,15 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: s
 
     If it cannot be applied and that leaves no table of outguard's (at boot), the last
     applied ruleset is put back, or a fail-closed one; the command then fails."""
+    if backend in IPTABLES_BACKENDS:
+        raise click.UsageError(
+            f"--backend {backend} is gone: outguard applies, confirms, rolls back and removes only"
+            " its nftables table. For an iptables host, export the policy and deploy the export"
+            f" there: `outguard compile {policy} --target iptables --out DIR`, then"
+            f" `sh DIR/deploy.sh{'' if backend == 'iptables' else ' ' + backend[9:]}` as root"
+            " (DIR/README.txt: persistence with netfilter-persistent, DIR/remove.sh to undo)")
     if backend == "aws":
         apply_aws(policy, **aws)
-        return
-    if backend != "nftables":
-        _apply_iptables(policy, backend, confirm_timeout, netns)
         return
     from outguard.engine import FailClosedError, apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
@@ -109,25 +117,6 @@ def loud(cause: OutguardError, done: str) -> None:
     bar = "!" * 72
     click.echo(f"{bar}\nTHE POLICY WAS NOT APPLIED.\n{done}\n{bar}", err=True)
     sys.exit(1)
-
-
-def _apply_iptables(policy: Path, backend: str, confirm_timeout: float | None,
-                    netns: str | None) -> None:
-    from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.export.iptables_apply import apply_ruleset  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
-
-    if confirm_timeout is not None:
-        fail(OutguardError("--confirm-timeout needs the nftables backend"))
-    variant = {"iptables": "default", "iptables-nft": "nft", "iptables-legacy": "legacy"}
-    try:
-        report = apply_ruleset(lower(load_policy(policy)), variant[backend], None)  # type: ignore[arg-type]
-    except OutguardError as exc:
-        fail(exc)
-        return
-    where = f" in network namespace {netns}" if netns else ""
-    click.echo(f"applied {policy} with {backend} ({len(report.chains[4])} chains,"
-               f" {len(report.sets)} ipsets){where}")
 
 
 @click.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from outguard import __version__
-from outguard.cli.common import fail
+from outguard.cli.common import fail, kernel_options
 from outguard.errors import OutguardError
 
 # pydantic looks for plugins through every installed package's entry points (~10 ms of each
@@ -87,12 +87,13 @@ def cli() -> None:
 @cli.command()
 @POLICY
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def check(policy: Path, strict: bool) -> None:
+@kernel_options
+def check(policy: Path, strict: bool, netns: str | None, state_dir_path: Path) -> None:
     """Validate POLICY: every error as FILE:LINE:COL: path: message, then warnings."""
     from outguard.policy.load import load_policy  # noqa: PLC0415
 
     try:
-        loaded = load_policy(policy)
+        loaded = load_policy(policy, feed_dir=state_dir_path / "feeds")
     except OutguardError as exc:
         fail(exc)
         return
@@ -124,13 +125,18 @@ def schema() -> None:
 @click.option("--strict", is_flag=True, help="With --target: fail unless every rule is exact.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With --target: write the files into this directory instead of stdout.")
+@kernel_options
 def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
-                out_dir: Path | None) -> None:
-    """Print the nftables ruleset POLICY compiles to (nothing is applied)."""
+                out_dir: Path | None, netns: str | None, state_dir_path: Path) -> None:
+    """Print the nftables ruleset POLICY compiles to (nothing is applied).
+
+    Host names resolve as they would for `apply` (with --netns: through that namespace's
+    /etc/netns/NAME/resolv.conf); feeds come from the state directory's last good copies."""
+    feed_dir = state_dir_path / "feeds"
     if target is not None:
         from outguard.cli.export_cmd import run_export  # noqa: PLC0415
 
-        run_export(policy, target, strict, out_dir)
+        run_export(policy, target, strict, out_dir, feed_dir)
         return
     from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
     from outguard.compile.lower import lower  # noqa: PLC0415
@@ -138,7 +144,7 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
     from outguard.policy.load import load_policy  # noqa: PLC0415
 
     try:
-        loaded = load_policy(policy)
+        loaded = load_policy(policy, feed_dir=feed_dir)
         cmds = nft_tx.full(compile_ruleset(lower(loaded)))
     except OutguardError as exc:
         fail(exc)
@@ -154,18 +160,24 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
 @cli.command()
 @POLICY
 @click.option("--to", "dest", required=True, metavar="HOST_OR_IP", help="Destination.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None)
-@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Destination port [default: every port, grouped by decision].")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp",
+              show_default=True)
 @click.option("--user", default=None, help="User name or uid of the process.")
 @click.option("--group", default=None, help="Group name or gid of the process.")
 @click.option("--json", "as_json", is_flag=True)
+@kernel_options
 def explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
-            group: str | None, as_json: bool) -> None:
-    """Which rule decides a destination, and why."""
+            group: str | None, as_json: bool, netns: str | None, state_dir_path: Path) -> None:
+    """Which rule decides a destination, and why.
+
+    With a `dns:` section a host name is decided by name, as outguard's resolver and the
+    kernel decide it, without resolving it; without one, per address it resolves to."""
     from outguard.cli.explain import run_explain  # noqa: PLC0415
 
     try:
-        run_explain(policy, dest, port, proto, user, group, as_json)
+        run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds")
     except OutguardError as exc:
         fail(exc)
 

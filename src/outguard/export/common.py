@@ -15,6 +15,7 @@ from datetime import datetime
 
 from outguard.compile.ir import IRRule, Ruleset
 from outguard.errors import OutguardError
+from outguard.export.names import name_notes
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_.-]{1,48}")
 _TEXT_BAD = re.compile(r"[^A-Za-z0-9 _.,:;/@+=()\[\]-]")
@@ -53,28 +54,13 @@ def check_cgroup(path: str, where: str) -> str:
     return path
 
 
-def name_notes(rs: Ruleset, rule: IRRule) -> list[str]:
-    """What every address-based target does with the rule's names: freezes host names at
-    export time, cannot express wildcards (they need outguard's DNS resolver)."""
-    notes = []
-    if rule.names:
-        shown = ", ".join(f"{n} → {' '.join(rs.resolved.get(n, ())) or 'nothing'}"
-                          for n in rule.names)
-        notes.append(f"host names resolved once at export time ({shown}); export again when "
-                     "they change")
-    if rule.wildcards:
-        notes.append(f"wildcard names ({', '.join(rule.wildcards)}) need outguard's DNS "
-                     "resolver: left out")
-    return notes
-
-
 def dns_warnings(rs: Ruleset) -> list[str]:
     """The policy's `dns:` section (DNS only through outguard's resolver, which fills name
     sets) has no equivalent in a static export."""
     if getattr(rs, "dns", None) is None:
         return []
     return ["the dns: section is not exported: DNS is not forced through outguard's resolver, "
-            "and host names are frozen at their export-time addresses"]
+            "and host names are resolved at export time (their addresses go stale)"]
 
 
 def has_destination(rs: Ruleset, rule: IRRule) -> bool:

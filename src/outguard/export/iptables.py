@@ -1,8 +1,9 @@
 """IR → `iptables-restore` / `ip6tables-restore` files and an `ipset restore` file.
 
-Place in the data flow: `compile.lower` makes the IR; this module renders it (pure); `export.
-iptables_apply` loads the result through `kernel.iptables`. Semantics mirror `compile.nft`
-and `decide` exactly:
+Place in the data flow: `export.names.for_export` makes the IR; this module renders it (pure)
+into `ipsets`, `rules.v4` and `rules.v6`, and `export.iptables_scripts` adds the `deploy.sh`,
+`remove.sh` and `README.txt` that load and remove them on an iptables host (outguard itself
+applies only nftables). Semantics mirror `compile.nft` and `decide` exactly:
 
     OUTPUT      -I 1 -j OUTGUARD-OUT (FORWARD -j OUTGUARD-FWD with `options.forward`)
     OUTGUARD-OUT  -o lo RETURN · ctstate RELATED,ESTABLISHED RETURN · ICMPv6 ND RETURN
@@ -38,17 +39,24 @@ from outguard.export.common import (
     without,
 )
 from outguard.export.fidelity import Export, RuleFidelity
+from outguard.export.iptables_scripts import (
+    CHAIN_FWD,
+    CHAIN_OUT,
+    CHAIN_PREFIX,
+    JUMPS,
+    SET_PREFIX,
+    deploy_sh,
+    readme,
+    remove_sh,
+)
 
-CHAIN_OUT, CHAIN_FWD = "OUTGUARD-OUT", "OUTGUARD-FWD"
 CHAIN_DEFAULT, CHAIN_REJECT = "OUTGUARD-DEFAULT", "OUTGUARD-REJECT"
-CHAIN_PREFIX, SET_PREFIX = "OUTGUARD-", "og-"
-JUMPS = {CHAIN_OUT: "OUTPUT", CHAIN_FWD: "FORWARD"}
 INLINE_MAX = 8  # more addresses of one family in a rule's own `to`: an ipset instead of -d lines
 TIME_MAX = datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)  # xt_time keeps 32-bit seconds
 LIMIT_MAX = 10_000  # xt_limit's fastest rate and biggest burst
 MULTIPORT_SLOTS = 15  # a range takes two
 ND_TYPES = (133, 135, 136, 131, 143)  # as compile.nft: router/neighbour solicit, advert, MLD
-FILES = ("outguard.ipset", "outguard.rules.v4", "outguard.rules.v6")
+FILES = ("ipsets", "rules.v4", "rules.v6", "deploy.sh", "remove.sh", "README.txt")
 
 
 @dataclass
@@ -61,7 +69,7 @@ class IpSet:
 
 @dataclass
 class Rendered:
-    """The three files and what `iptables_apply` needs to know about them."""
+    """The three files iptables and ipset load, and what they hold."""
 
     v4: str
     v6: str
@@ -229,7 +237,7 @@ class _Renderer:
             return [f"-A {chain} {self.nflog(prefix)}"]
         return [f"-A {chain} {self.nflog(prefix)}", f"-A {chain} -j {self.blocked}"]
 
-    def family(self, version: int, jumps: bool) -> tuple[str, list[str]]:
+    def family(self, version: int) -> tuple[str, list[str]]:
         rs = self.rs
         body: list[str] = []
         hooks = [CHAIN_OUT] + ([CHAIN_FWD] if rs.forward else [])
@@ -260,18 +268,17 @@ class _Renderer:
                          f"-A {CHAIN_REJECT} -j REJECT --reject-with {icmp}"]
         tool = "iptables-restore" if version == 4 else "ip6tables-restore"
         lines = [
-            f"# outguard policy {rs.policy_digest[:12]} for {tool}: apply with `{tool} --noflush`,",
-            "# which replaces only the OUTGUARD-* chains declared here. Load outguard.ipset",
-            "# first (`ipset -exist restore`). Re-applying by hand: leave out the -I lines",
-            "# (`outguard apply --backend iptables` does both for you).",
+            f"# outguard policy {rs.policy_digest[:12]} for `{tool} --noflush`, which replaces",
+            f"# only the {CHAIN_PREFIX}* chains declared here. Load `ipsets` first; deploy.sh",
+            "# does both, in order, and keeps the jump of an earlier deploy (see README.txt).",
             "*filter", *(f":{c} - [0:0]" for c in chains), *body, *verdicts]
-        if jumps:
-            lines += [f"-I {JUMPS[c]} 1 -j {c}" for c in hooks]
+        lines += [f"-I {JUMPS[c]} 1 -j {c}" for c in hooks]
         lines.append("COMMIT")
         return "\n".join(lines) + "\n", chains
 
     def ipset_text(self) -> str:
-        lines = ["# outguard ipsets: load with `ipset -exist restore` before the rules files"]
+        lines = [f"# outguard policy {self.rs.policy_digest[:12]}: load with `ipset -exist restore`"
+                 " before rules.v4 and rules.v6"]
         for s in self.sets.values():
             elements = s.elements()
             kind = "hash:net" if s.net else "hash:ip"
@@ -282,21 +289,26 @@ class _Renderer:
         return "\n".join(lines) + "\n"
 
 
-def render(rs: Ruleset, *, jumps: bool = True) -> Rendered:
-    """The files for `rs` as iptables can enforce it (`fit`); `jumps=False` leaves out the
-    `-I OUTPUT 1 -j OUTGUARD-OUT` lines (for a re-apply, where the jumps already exist)."""
+def render(rs: Ruleset) -> Rendered:
+    """The files for `rs` as iptables can enforce it (`fit`)."""
     fitted, _report, _warnings = fit(rs)
     r = _Renderer(fitted)
-    v4, chains4 = r.family(4, jumps)
-    v6, chains6 = r.family(6, jumps)
+    v4, chains4 = r.family(4)
+    v6, chains6 = r.family(6)
     return Rendered(v4, v6, r.ipset_text(), list(r.sets), {4: chains4, 6: chains6}, fitted)
 
 
 def export(rs: Ruleset) -> Export:
+    """The iptables export: the three files, the scripts that deploy and remove them, and a
+    README.txt that holds the fidelity report too."""
     rendered = render(rs)
     _fitted, report, warnings = fit(rs)
-    files = dict(zip(FILES, (rendered.ipset, rendered.v4, rendered.v6), strict=True))
-    return Export("iptables", files, report, warnings)
+    result = Export("iptables", {}, report, warnings)
+    digest = rs.policy_digest[:12]
+    result.files = dict(zip(FILES, (rendered.ipset, rendered.v4, rendered.v6, deploy_sh(digest),
+                                    remove_sh(digest), readme(digest, result.report())),
+                            strict=True))
+    return result
 
 
 def iter_counter_keys(rs: Ruleset) -> Iterator[str]:

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from outguard.compile.ir import IRRule, Ruleset
 from outguard.export.fidelity import Level, RuleFidelity
+from outguard.export.names import RuleNames, rule_names
 
 ALL_V4 = "0.0.0.0/0"
 ALL_V6 = "::/0"
@@ -29,7 +30,7 @@ class RuleView:
     rule: IRRule
     v4: tuple[str, ...]  # CIDRs; single addresses as /32
     v6: tuple[str, ...]  # CIDRs; single addresses as /128
-    from_names: tuple[str, ...]  # the names whose export-time addresses are in v4/v6
+    named: RuleNames  # its names and its lists' (`export.names`), resolved or not
 
     @property
     def key(self) -> str:
@@ -45,15 +46,21 @@ class RuleView:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.rule.names
+        """Host names: the rule's own and those in its lists' entries."""
+        return self.named.names
 
     @property
     def wildcards(self) -> tuple[str, ...]:
-        return self.rule.wildcards
+        return self.named.wildcards
 
     @property
     def fqdns(self) -> tuple[str, ...]:
-        return self.rule.names + self.rule.wildcards
+        return self.named.fqdns
+
+    @property
+    def from_names(self) -> tuple[str, ...]:
+        """The names whose export-time addresses are in v4/v6."""
+        return self.named.resolved
 
     @property
     def proto(self) -> str:
@@ -102,8 +109,7 @@ def views(ruleset: Ruleset) -> list[RuleView]:
                 v4[_as_cidr(text)] = None
             for text in el.v6 + el.v6_nets:
                 v6[_as_cidr(text)] = None
-        named = tuple(n for n in rule.names if ruleset.resolved.get(n))
-        out.append(RuleView(rule, tuple(v4), tuple(v6), named))
+        out.append(RuleView(rule, tuple(v4), tuple(v6), rule_names(ruleset, rule)))
     return out
 
 
@@ -191,7 +197,13 @@ def common_notes(view: RuleView, ledger: Ledger, target: str, *, mode: str) -> b
                                 f" {until.isoformat()} until you export and apply again")
     if view.from_names:
         ledger.approx(view.key, "addresses of " + ", ".join(view.from_names)
-                      + " as resolved at export time")
+                      + " resolved at export time (they go stale: export again when they change)")
+    if view.named.unresolved:
+        ledger.approx(view.key, "no addresses for " + ", ".join(view.named.unresolved)
+                      + ": did not resolve at export time")
+    for feed, count in view.named.feed_names:
+        ledger.approx(view.key, f"the {count} host names of @{feed} are not exported: only"
+                                " outguard's DNS resolver blocks them")
     return True
 
 
