@@ -18,7 +18,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dns.exception
 import dns.message
@@ -26,7 +25,7 @@ import dns.rcode
 import pytest
 
 from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world
-from tests.kernel.topology import Topology
+from tests.kernel.topology import Probe, Topology
 
 pytestmark = pytest.mark.kernel
 
@@ -255,3 +254,93 @@ def test_no_query_fails_while_the_agent_reloads(topology: Topology) -> None:
             print(f"\nqueries during 6 reloads: {dict(counts)}")
             assert counts["answered"] > 100
             assert set(counts) == {"answered"}, counts
+
+
+SIGNATURE = """version: 1
+signatures:
+  - id: {id}
+    title: {id}
+    severity: high
+    when:
+      ports: [7001]
+"""
+
+
+def test_alert_sinks_signatures_and_nflog_group_switch_on_reload(topology: Topology) -> None:
+    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from tests.alerts.peers import receiver
+
+    first, second = "203.0.113.10", "203.0.113.11"
+    topology.add_addresses(first, second)
+    sigs = topology.state_dir.parent / "sigs.yaml"
+    sigs.write_text(SIGNATURE.format(id="custom-one"))
+    deny = f"version: 1\ndeny:\n  - name: bad\n    to: [{first}, {second}]\n"
+    with receiver() as r1, receiver() as r2:
+        topology.apply(deny + f'alerts:\n  - webhook: "{r1.url}"\n')
+        opts = AgentOptions(policy=None, apply=False, netns=topology.server,
+                            state_dir=topology.state_dir, signatures=[sigs])
+        with AgentHandle(opts) as agent:
+            assert topology.probe([Probe(first, 7001)]) == ["timeout"]
+            (one,) = agent.wait_for_incidents(1, timeout=3.0)
+            assert one.signature == "custom-one"
+            _until(lambda: len(r1.bodies) == 1, 5)
+            # another sink, another signature file content, another NFLOG group
+            sigs.write_text(SIGNATURE.format(id="custom-two"))
+            topology.apply(deny + f'alerts:\n  - webhook: "{r2.url}"\noptions:\n'
+                           "  nflog_group: 7\n")
+            assert agent.wait_for_reloads(1).ok == 1
+            assert topology.probe([Probe(second, 7001)]) == ["timeout"]
+            found = agent.wait_for_incidents(2, timeout=3.0)
+            (two,) = [i for i in found if i.dst == second]
+            assert two.signature == "custom-two"
+            _until(lambda: len(r2.bodies) == 1, 5)
+            assert json.loads(r2.bodies[0])["id"] == two.id
+        assert len(r1.bodies) == 1  # the old sink got nothing after the switch
+
+
+FEED_POLICY = """version: 1
+allow:
+  - name: anywhere
+deny:
+  - name: threat-{name}
+    to: ["@feed:{name}"]
+feeds:
+  {name}: {{url: "{url}/list", format: plain, min_interval: 3600}}
+"""
+
+
+def test_feeds_follow_the_applied_policy(topology: Topology) -> None:
+    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from tests.feeds.test_fetch import Server
+
+    old, new = Server(), Server()
+    old.body, new.body = b"203.0.113.30\n", b"203.0.113.31\n"
+    topology.add_addresses("203.0.113.30", "203.0.113.31")
+    try:
+        topology.apply(FEED_POLICY.format(name="fa", url=old.url))
+        opts = AgentOptions(policy=None, apply=False, netns=topology.server,
+                            state_dir=topology.state_dir, alerts=[])
+        with AgentHandle(opts) as agent:
+            _until(lambda: topology.probe([Probe("203.0.113.30", 443)]) == ["timeout"], 10)
+            topology.apply(FEED_POLICY.format(name="fb", url=new.url))
+            assert agent.wait_for_reloads(1).ok == 1
+            # fetched at once (not at the next round of the old schedule, up to 5 min away),
+            # synced into the new set, and known to the monitor
+            live = agent.running.live
+            took = _until(lambda: topology.probe([Probe("203.0.113.31", 443)]) == ["timeout"]
+                          and live.feeds.feed_of("203.0.113.31") is not None, 10)
+            print(f"\nthe new feed was in the kernel {took:.2f} s after the reload")
+            assert topology.probe([Probe("203.0.113.31", 8443)]) == ["timeout"]
+            incs = agent.wait_for_incidents(3, timeout=3.0)
+            (inc,) = [i for i in incs if i.dport == 8443]
+            assert inc.feed == "fb (custom)" and inc.rule == "deny:threat-fb"
+            # a policy without feeds: the schedule stops
+            assert live.feeds.running
+            topology.apply("version: 1\nallow:\n  - name: web\n    to: [192.0.2.50]\n")
+            assert agent.wait_for_reloads(2).ok == 2
+            _until(lambda: not live.feeds.running, 5)
+        assert [p for p, _h in old.requests] == ["/list"]
+        assert [p for p, _h in new.requests] == ["/list"]
+    finally:
+        old.close()
+        new.close()
