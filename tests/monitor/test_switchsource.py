@@ -71,7 +71,7 @@ def test_a_failing_source_ends_the_iteration_with_its_error() -> None:
             raise OSError("netlink went away")
 
     async def main() -> None:
-        src = SwitchSource(lambda g: Broken(g), 0)
+        src = SwitchSource(Broken, 0)
         async for _batch in src:
             pass
 
