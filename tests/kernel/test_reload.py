@@ -344,3 +344,29 @@ def test_feeds_follow_the_applied_policy(topology: Topology) -> None:
     finally:
         old.close()
         new.close()
+
+
+def test_cached_names_are_written_again_into_a_table_made_anew(topology: Topology) -> None:
+    """`remove` + `apply` (or a reboot) makes the DNS sets anew, empty, while the resolver's
+    cache still holds the answers: after a reload, and after an agent restart, an answer from
+    the cache must put its addresses into the new sets again."""
+    from outguard.monitor.runner import AgentHandle, AgentOptions
+
+    with _world(topology) as w:
+        topology.apply(POLICY_A)
+        opts = AgentOptions(policy=None, apply=False, netns=topology.server,
+                            state_dir=topology.state_dir, alerts=[])
+        with AgentHandle(opts) as agent:
+            assert _ok(w.ask("x.example.test"), "198.51.100.7")
+            assert connect(topology, "198.51.100.7", 80) == "refused"
+            assert topology.cli("remove").returncode == 0
+            topology.apply(POLICY_A.replace("alerts:", "  - name: other\n    to: [192.0.2.50]\n"
+                                                       "alerts:"))
+            assert agent.wait_for_reloads(1).ok == 1
+            assert _ok(w.ask("x.example.test"), "198.51.100.7")  # from the cache
+            assert connect(topology, "198.51.100.7", 80) == "refused"
+        assert topology.cli("remove").returncode == 0
+        topology.apply(POLICY_A)
+        with AgentHandle(opts):  # a restart reads the cache the last one saved
+            assert _ok(w.ask("x.example.test"), "198.51.100.7")
+            assert connect(topology, "198.51.100.7", 80) == "refused"
