@@ -370,3 +370,33 @@ def test_cached_names_are_written_again_into_a_table_made_anew(topology: Topolog
         with AgentHandle(opts):  # a restart reads the cache the last one saved
             assert _ok(w.ask("x.example.test"), "198.51.100.7")
             assert connect(topology, "198.51.100.7", 80) == "refused"
+
+
+def test_the_resolver_moves_restarts_and_stops_with_the_dns_section(topology: Topology) -> None:
+    from outguard.monitor.runner import AgentHandle, AgentOptions
+
+    moved = POLICY_A.replace('listen: "127.0.0.1:53"', 'listen: "127.0.0.2:53"')
+    with _world(topology) as w:
+        topology.apply(POLICY_A)
+        opts = AgentOptions(policy=None, apply=False, netns=topology.server,
+                            state_dir=topology.state_dir, alerts=[])
+        with AgentHandle(opts) as agent:
+            first = agent.running.dns
+            assert first is not None and _ok(w.ask("x.example.test"), "198.51.100.7")
+            topology.apply(moved)  # a new address: started before the old one stops
+            assert agent.wait_for_reloads(1).ok == 1
+            assert _ok(w.ask("x.example.test", server=("127.0.0.2", 53)), "198.51.100.7")
+            with pytest.raises((dns.exception.Timeout, OSError)):
+                w.ask("x.example.test", timeout=0.5)
+            # other upstreams on the same address: restarted in place
+            topology.apply(moved.replace(f'["{UPSTREAM}"]', f'["192.0.2.99", "{UPSTREAM}"]'))
+            assert agent.wait_for_reloads(2).ok == 2
+            restarted = agent.running.dns
+            assert restarted is not None and restarted.settings.upstreams[0] == ("192.0.2.99", 53)
+            assert _ok(w.ask("x.example.test", server=("127.0.0.2", 53)), "198.51.100.7")
+            # no dns: section any more: no resolver
+            topology.apply("version: 1\nallow:\n  - name: web\n    to: [198.51.100.7]\n")
+            assert agent.wait_for_reloads(3).ok == 3
+            assert agent.running.dns is None
+            with pytest.raises((dns.exception.Timeout, OSError)):
+                w.ask("x.example.test", timeout=0.5, server=("127.0.0.2", 53))
