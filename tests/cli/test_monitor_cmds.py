@@ -86,3 +86,8 @@ def test_run_rejects_a_bad_metrics_address(tmp_path: Path) -> None:
     policy.write_text("version: 1\n")
     code, out = run("run", str(policy), "--state-dir", str(tmp_path), "--metrics-listen", "9108")
     assert code == 2 and "HOST:PORT" in out
+
+
+def test_run_needs_a_policy_to_apply_or_no_apply(tmp_path: Path) -> None:
+    code, out = run("run", "--state-dir", str(tmp_path))
+    assert code == 2 and "--no-apply" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import signal
 import sys
@@ -65,46 +66,62 @@ def _store_options(fn: Any) -> Any:
 
 
 @click.command()
-@click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("policy", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--metrics-listen", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics here (e.g. 127.0.0.1:9108).")
 @click.option("--store", default=None, help="Event store: a SQLite file or sqlite:///PATH"
               " [default: STATE_DIR/events.db].")
 @click.option("--signatures", "signatures", multiple=True, type=click.Path(path_type=Path),
               help="Extra signature file(s): add, replace or disable signatures.")
-@click.option("--no-apply", is_flag=True, help="Only monitor: the policy is already applied.")
+@click.option("--no-apply", is_flag=True, help="Do not apply: serve the policy applied in the"
+              " state directory (POLICY, if given, only while nothing is applied).")
 @kernel_options
-def run(policy: Path, metrics_listen: str | None, store: str | None, signatures: tuple[Path, ...],
-        no_apply: bool, netns: str | None, state_dir_path: Path) -> None:
+def run(policy: Path | None, metrics_listen: str | None, store: str | None,
+        signatures: tuple[Path, ...], no_apply: bool, netns: str | None,
+        state_dir_path: Path) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
     Every blocked packet is attributed to a process, classified, aggregated into incidents,
-    stored, and alerted through the policy's `alerts:` section. The store is flushed on exit;
+    stored, and alerted through the policy's `alerts:` section. The resolver (`dns:`), feeds,
+    alerts and classifier follow the policy applied in the state directory: a new `outguard
+    apply` (or rollback) reaches them within a second, all at once. SIGHUP (`systemctl
+    reload`) reloads them, and first applies POLICY again unless --no-apply. A reload that
+    fails changes nothing and is logged, alerted and counted. The store is flushed on exit;
     the policy stays applied.
     """
+    from outguard.cli.sdnotify import notify  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
     from outguard.monitor.runner import AgentOptions, Running, run_agent  # noqa: PLC0415
 
+    if policy is None and not no_apply:
+        raise click.UsageError("give the POLICY to apply, or --no-apply to serve what is"
+                               " applied in the state directory")
     if metrics_listen is not None:
         try:
             parse_listen(metrics_listen)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics-listen") from exc
+    logging.basicConfig(level=logging.INFO, format="outguard: %(levelname)s: %(message)s",
+                        stream=sys.stderr)
     opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
                         signatures=signatures, metrics_listen=metrics_listen)
 
     def started(running: Running) -> None:
         where = f" in network namespace {netns}" if netns else ""
         metrics = (f", metrics on http://{metrics_listen}/metrics" if metrics_listen else "")
-        click.echo(f"outguard: monitoring{where}; events in {opts.store_location()}{metrics}",
-                   err=True)
+        click.echo(f"outguard: monitoring{where}, serving {running.reloader.stats.serving};"
+                   f" events in {opts.store_location()}{metrics}", err=True)
+        running.reloader.on_status = lambda text: notify(f"STATUS={text}")
+        notify("READY=1", f"STATUS=serving {running.reloader.stats.serving}")
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        running = await run_agent(opts, stop, started=started)
+        # from the start: SIGHUP's default action would end the agent
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        running = await run_agent(opts, stop, started=started, reload=reload)
         click.echo(f"outguard: stopped after {running.agent.packets} blocked packets; store"
                    " flushed", err=True)
 

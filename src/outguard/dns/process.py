@@ -161,6 +161,10 @@ async def _serve(sock: socket.socket, init: dict[str, Any], udp: socket.socket,
     settings = ipc.settings_from_json(init["settings"])
     names = NamePolicy.from_json(init["names"])
     cache, tracker = dcache.restore(init.get("cache"), time.time())
+    # What the kernel sets hold is known only for writes since this start: the table may have
+    # been made anew (a reboot, `remove` + `apply`) while the saved cache says "held"; an
+    # answer from the cache is then written again.
+    tracker.expiry.clear()
     upstreams = Upstreams(settings.upstreams, socket.socket, settings.timeout)
     resolver = Resolver(settings, names, ask=upstreams.query, write=agent.write, events=agent,
                         attribute=agent.attribute, cache=cache, tracker=tracker,

@@ -96,6 +96,9 @@ class Resolver:
         """A new policy: new rules, possibly new set names (the tracker keys on set names).
         Atomic for the queries: each one sees the old policy or the new one, never a mix."""
         self.settings, self.names = settings, names
+        # the apply that brought this policy may have made the sets anew (empty): every address
+        # is written again at its next answer
+        self.tracker.expiry.clear()
         self._verdicts.clear()
         self._hot.clear()
         self.tunnels.per_minute = settings.tunnel_names_per_minute

@@ -112,14 +112,16 @@ class DnsHandle:
         second while they change), and the agent's count of restarts."""
         return dataclasses.replace(self._stats, restarts=self.restarts)
 
-    def reload(self, ruleset: Ruleset) -> None:
+    def reload(self, ruleset: Ruleset, names: NamePolicy | None = None) -> None:
         """Switch to a new policy's names and `dns:` settings, atomically for the resolver (each
         query sees the old policy or the new one). Listen address, upstreams, user and timeout
         need a new resolver process: it is restarted. Blocklist errors raise before anything
-        changes."""
+        changes; `names`, when given, were built from `ruleset` already (a reload that must not
+        fail once it switches builds them first)."""
         assert ruleset.dns is not None
         settings = ensure(ruleset.dns)
-        names = NamePolicy.of(ruleset, load_blocklists(settings.blocklists))
+        if names is None:
+            names = NamePolicy.of(ruleset, load_blocklists(settings.blocklists))
         restart = any(getattr(settings, f) != getattr(self.settings, f) for f in _RESTART_FIELDS)
         self.old_sets, self.sets = self.sets, _fqdn_sets(ruleset)
         self.settings, self.names = settings, names

@@ -1,17 +1,20 @@
 """The agent's threat feeds: scheduled updates, and which feed holds a blocked destination.
 
-Place in the data flow: `runner.run_agent` starts it when the policy refers to `@feed:` lists.
-It runs `feeds.scheduler.run_feed_scheduler` (fetch → validate → sync deltas into the kernel
-sets) on the agent's loop, turns refused updates and other feed alerts into alerts for the
-policy's sinks, and answers `feed_of(destination)` for `Agent`: the NFLOG prefix names the deny
-rule (`og:deny:threat-intel`), this adds which feed and category listed the address. The index
-is rebuilt from the policy's last good copies after every round that synced something.
+Place in the data flow: `monitor.live` starts it when the policy refers to `@feed:` lists, and
+restarts or halts it when a reload brings a policy with other feeds or none. It runs
+`feeds.scheduler.run_feed_scheduler` (fetch → validate → sync deltas into the kernel sets) on
+the agent's loop, turns refused updates and other feed alerts into alerts for the policy's
+sinks, and answers `feed_of(destination)` for `Agent`: the NFLOG prefix names the deny rule
+(`og:deny:threat-intel`), this adds which feed and category listed the address. The index is
+rebuilt from the applied policy's last good copies after every round that synced something,
+and replaced by a reload.
 `freshness()` gives each of those feeds' age and last refusal (`feeds.freshness`) for metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +24,6 @@ from outguard.errors import OutguardError
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.freshness import FeedFreshness, freshness
 from outguard.feeds.lookup import FeedIndex
-from outguard.feeds.policy import PREFIX
 from outguard.policy.load import Policy
 
 log = logging.getLogger("outguard.monitor")
@@ -37,22 +39,25 @@ def feed_alert_json(alert: FeedAlert, host: str | None = None) -> dict[str, Any]
 
 
 class FeedWatch:
-    def __init__(self, policy: Path, state_dir: Path, netns: str | None,
-                 publish: Callable[[dict[str, Any]], None]) -> None:
-        self.policy, self.state_dir, self.netns, self.publish = policy, state_dir, netns, publish
+    """`load` gives the policy the feeds come from now (the applied one), for the index."""
+
+    def __init__(self, load: Callable[[], Policy | None], state_dir: Path, netns: str | None,
+                 publish: Callable[[dict[str, Any]], None], *, min_sleep: float = 5.0) -> None:
+        self.load, self.state_dir, self.netns, self.publish = load, state_dir, netns, publish
+        self.min_sleep = min_sleep
         self.index = FeedIndex([])
         self.rounds = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
 
-    def load_index(self) -> bool:
-        """Rebuild the index from the policy file (after a round synced new feed content)."""
-        from outguard.policy.load import load_policy  # noqa: PLC0415
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
-        return self.index_from(load_policy(self.policy, feed_dir=self.state_dir / "feeds"))
-
-    def index_from(self, policy: Policy) -> bool:
-        """Build the index from a loaded policy's feeds; False when the policy names none."""
-        self.index = FeedIndex.of_policy(policy)
-        return any(name.startswith(PREFIX) for name in policy.lists)
+    def load_index(self) -> None:
+        """Rebuild the index from the policy (after a round synced new feed content)."""
+        policy = self.load()
+        self.index = FeedIndex.of_policy(policy) if policy is not None else FeedIndex([])
 
     def freshness(self, now: float | None = None) -> list[FeedFreshness]:
         """Age of each feed's last good copy and its last refusal (for metrics): the feeds of
@@ -72,11 +77,38 @@ class FeedWatch:
         if report is not None:
             try:
                 self.load_index()
-            except OutguardError as exc:  # e.g. the policy file was edited: keep the old index
+            except OutguardError as exc:  # e.g. a list file went away: keep the old index
                 log.warning("feed index not rebuilt: %s", exc)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def start(self) -> None:
+        """(Re)start the schedule with a round at once, so that feeds a new policy names are
+        fetched now (each round reads the applied policy: feeds it no longer names are not
+        updated any more). A round in progress finishes first."""
+        previous = self._task
+        self.halt()
+        stop = self._stop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(previous, stop),
+                                                            name="outguard-feeds")
+
+    def halt(self) -> None:
+        """No more rounds (the one in progress finishes)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _run(self, previous: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
         from outguard.feeds.scheduler import run_feed_scheduler  # noqa: PLC0415
 
-        await run_feed_scheduler(self.state_dir, netns=self.netns, stop=stop,
-                                 on_alert=self._alert, on_round=self._round)
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await previous
+        if not stop.is_set():
+            await run_feed_scheduler(self.state_dir, netns=self.netns, stop=stop,
+                                     on_alert=self._alert, on_round=self._round,
+                                     min_sleep=self.min_sleep)
+
+    async def close(self) -> None:
+        self.halt()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -2,11 +2,13 @@
 
 Place in the data flow: the top of the monitor. `run_agent` wires the real parts together —
 NFLOG source (bound *before* the policy is applied, so no drop goes unseen), attributor,
-classifier, store + batch writer, alert sinks from the policy's `alerts:`, metrics endpoint —
-applies the policy, starts the DNS resolver when the policy has a `dns:` section (its answer
-cache tells the agent which names resolved to a blocked destination, `Agent.names_of`; its
-refused queries become incidents beside the packet drops, `dns.incidents`), and runs
-`Agent.run` until `stop` is set.
+store + batch writer, metrics endpoint — applies the policy (unless told not to), and starts
+what the policy decides (`monitor.live`): the classifier, the alert sinks from its `alerts:`,
+the DNS resolver when it has a `dns:` section (its answer cache tells the agent which names
+resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
+beside the packet drops, `dns.incidents`), the feed schedule. Then it runs `Agent.run` until
+`stop` is set, while `monitor.reload` keeps those parts on the applied policy (a new apply,
+SIGHUP).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,14 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from outguard.alerts.config import AlertSpec
-from outguard.alerts.dispatch import Dispatcher
-from outguard.alerts.sinks import Sink, build_sink
 from outguard.errors import OutguardError
 from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
-from outguard.monitor.classify import load_classifier
-from outguard.monitor.feedwatch import FeedWatch
+from outguard.monitor.live import Live
 from outguard.monitor.metrics import Metrics, MetricsServer
+from outguard.monitor.reload import Reloader, ReloadStats, current_policy, load_settings
+from outguard.monitor.settings import AgentSettings, file_policy
+from outguard.monitor.switchsource import SwitchSource
 from outguard.policy.load import Policy
 from outguard.store import Query, open_store
 from outguard.store.base import Retention, Store
@@ -48,12 +52,15 @@ from outguard.store.writer import BatchWriter
 if TYPE_CHECKING:
     from outguard.dns.supervisor import DnsHandle
 
+log = logging.getLogger("outguard.monitor")
 STORE_NAME = "events.db"
 
 
 @dataclass
 class AgentOptions:
-    policy: Path | None  # applied first when `apply`; its alerts/nflog_group are used
+    # `apply`: applied first, and again on SIGHUP. Either way the agent serves what is applied
+    # in `state_dir`; this file only while nothing is (see `monitor.reload`)
+    policy: Path | None
     state_dir: Path
     netns: str | None = None  # in-process use: bind NFLOG / apply inside this namespace
     apply: bool = True
@@ -107,28 +114,7 @@ def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None
         raise
 
 
-def _load(opts: AgentOptions) -> Policy | None:
-    """The policy, loaded once for everything the agent takes from it (alerts, NFLOG group,
-    resolver, feeds)."""
-    if opts.policy is None:
-        return None
-    from outguard.policy.load import load_policy  # noqa: PLC0415
-
-    return load_policy(opts.policy, feed_dir=opts.state_dir / "feeds")
-
-
-def _policy_settings(opts: AgentOptions, policy: Policy | None) -> tuple[list[AlertSpec], int]:
-    alerts, group = list(opts.alerts or []), opts.nflog_group
-    if policy is not None:
-        doc = policy.doc
-        if opts.alerts is None:
-            alerts = list(doc.alerts)
-        if group is None:
-            group = doc.options.nflog_group
-    return alerts, group if group is not None else 0
-
-
-def _apply(opts: AgentOptions) -> None:
+def _apply(opts: AgentOptions) -> Any:
     from outguard.engine import apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
@@ -137,42 +123,20 @@ def _apply(opts: AgentOptions) -> None:
     state = StateDir(opts.state_dir)
     state.ensure()
     with Nft(opts.netns) as nft:
-        apply_policy(opts.policy, state, nft)
+        return apply_policy(opts.policy, state, nft)
 
 
-async def _start_dns(opts: AgentOptions, loaded: Policy, aggregator: Aggregator,
-                     writer: BatchWriter, dispatcher: Dispatcher,
-                     cleanups: list[Callable[[], None]]) -> DnsHandle | None:
-    """The policy's resolver (None without a `dns:` section), its events also into the store."""
-    from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.dns.events import JsonlEvents  # noqa: PLC0415
-    from outguard.dns.incidents import IncidentEvents  # noqa: PLC0415
-    from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
-
-    if loaded.doc.dns is None:
-        # no resolver to run; and lowering would resolve the policy's host names here, in this
-        # process, which may not see the resolv.conf of the namespace it monitors
-        return None
-    ruleset = await asyncio.to_thread(lower, loaded)
-    if ruleset.dns is None:
-        return None
-    jsonl = JsonlEvents(opts.state_dir)
-    cleanups.append(jsonl.close)
-    events = IncidentEvents(jsonl, aggregator, writer.put, dispatcher.publish)
-    return await serve_dns(ruleset.dns, ruleset, state_dir=opts.state_dir, netns=opts.netns,
-                           events=events)
-
-
-def _start_feeds(opts: AgentOptions, policy: Policy, dispatcher: Dispatcher,
-                 stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> FeedWatch | None:
-    """Scheduled feed updates and the feed index, when the policy refers to `@feed:` lists."""
-    if opts.policy is None or not opts.feeds:
-        return None
-    watch = FeedWatch(opts.policy, opts.state_dir, opts.netns, dispatcher.publish)
-    if not watch.index_from(policy):
-        return None
-    tasks.append(asyncio.create_task(watch.run(stop), name="outguard-feeds"))
-    return watch
+def _note_other_file(opts: AgentOptions, settings: AgentSettings) -> None:
+    """`run --no-apply POLICY` while another policy is applied: say which one is served."""
+    if opts.policy is None or settings.key is None or settings.policy is None:
+        return
+    try:
+        same = hashlib.sha256(opts.policy.read_bytes()).hexdigest() == settings.policy.digest
+    except OSError:
+        same = False
+    if not same:
+        log.warning("%s is not what is applied: the agent serves what is applied, %s",
+                    opts.policy, settings.origin)
 
 
 @dataclass
@@ -184,29 +148,43 @@ class Running:
     writer: BatchWriter
     metrics: Metrics
     memory: MemorySink
+    live: Live
+    reloader: Reloader
     metrics_server: MetricsServer | None = None
-    dns: DnsHandle | None = None  # the resolver, when the policy has a `dns:` section
+
+    @property
+    def dns(self) -> DnsHandle | None:
+        """The resolver in service, when the policy has a `dns:` section."""
+        return self.live.dns
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
                     source: PacketSource | None = None, attributor: Attributor | None = None,
-                    started: Callable[[Running], None] | None = None) -> Running:
-    """Apply (if asked), then monitor until `stop` is set; flush and close everything."""
+                    started: Callable[[Running], None] | None = None,
+                    reload: asyncio.Event | None = None) -> Running:
+    """Apply (if asked), then monitor until `stop` is set; flush and close everything. Setting
+    `reload` is SIGHUP (see `monitor.reload`)."""
     if opts.apply and opts.policy is None:
         raise OutguardError("nothing to apply: give a policy, or do not apply")
-    policy = _load(opts)
-    specs, group = _policy_settings(opts, policy)
-    classifier = load_classifier(opts.signatures)
+    settings: AgentSettings | None = None
+    if opts.apply:
+        assert opts.policy is not None
+        group = _group(opts, await asyncio.to_thread(file_policy(opts.policy, opts.state_dir)))
+    else:
+        settings = await asyncio.to_thread(load_settings, opts)
+        group = settings.nflog_group
+        _note_other_file(opts, settings)
     store = open_store(opts.store_location())
     memory = MemorySink()
-    src = source if source is not None else default_source(group, opts.netns)
+    src: PacketSource = source if source is not None else SwitchSource(
+        lambda g: default_source(g, opts.netns), group)
     metrics = Metrics(lambda: getattr(src, "stats", None))
     writer = BatchWriter(store, retention=opts.retention,
                          on_error=lambda _exc: metrics.store_errors.inc())
-    sinks: list[tuple[Sink, str]] = [(build_sink(s, opts.stdout), s.min_severity) for s in specs]
-    dispatcher = Dispatcher([*sinks, (memory, "info")], observe=metrics.alert)
+    aggregator = Aggregator(window=opts.window, realert=opts.realert)
+    live = Live(opts, metrics, memory, aggregator, writer, src,
+                lambda: current_policy(opts)[0])
     server = None
-    dns: DnsHandle | None = None
     cleanups: list[Callable[[], None]] = []
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -215,22 +193,21 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             opener()  # bound before the policy applies: the first drop is already seen
         if opts.apply:
             await asyncio.to_thread(_apply, opts)
+            settings = await asyncio.to_thread(load_settings, opts)
+        assert settings is not None
         if opts.metrics_listen is not None:
             server = MetricsServer(metrics, opts.metrics_listen)
         if attributor is None:
             attributor, release = default_attributor(opts.netns)
             cleanups.append(release)
-        aggregator = Aggregator(window=opts.window, realert=opts.realert)
-        if opts.dns and opts.policy is not None:
-            assert policy is not None
-            dns = await _start_dns(opts, policy, aggregator, writer, dispatcher, cleanups)
-        feeds = _start_feeds(opts, policy, dispatcher, stop, tasks) if policy is not None else None
-        agent = Agent(src, attributor, classifier, writer,
-                      dispatcher, metrics, aggregator=aggregator,
-                      names_of=dns.names_of if dns is not None else lambda _dst: (),
-                      feed_of=feeds.feed_of if feeds is not None else lambda _dst: None,
-                      names_known=dns is not None)
-        running = Running(agent, store, writer, metrics, memory, server, dns)
+        await live.start(settings)
+        agent = Agent(src, attributor, settings.classifier, writer, live.dispatcher, metrics,
+                      aggregator=aggregator, names_of=live.names_of, feed_of=live.feeds.feed_of)
+        live.attach(agent)
+        reloader = Reloader(opts, live, metrics, reload or asyncio.Event(),
+                            reapply=(lambda: _apply(opts)) if opts.apply else None)
+        tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
+        running = Running(agent, store, writer, metrics, memory, live, reloader, server)
         if started is not None:
             started(running)
         await agent.run(stop)
@@ -239,8 +216,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if dns is not None:
-            await dns.close()  # before its event sink and the store writer close
+        await live.close()
         for cleanup in cleanups:
             cleanup()
         closer = getattr(src, "close", None)
@@ -250,6 +226,10 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         if server is not None:
             server.close()
         store.close()
+
+
+def _group(opts: AgentOptions, policy: Policy) -> int:
+    return opts.nflog_group if opts.nflog_group is not None else policy.doc.options.nflog_group
 
 
 class AgentHandle:
@@ -262,6 +242,7 @@ class AgentHandle:
         self._start_timeout = start_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._reload: asyncio.Event | None = None
         self._running: Future[Running] = Future()
         self._done: Future[None] = Future()
         self._thread = threading.Thread(target=self._main, name="outguard-agent", daemon=True)
@@ -269,9 +250,10 @@ class AgentHandle:
     def _main(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
+            self._stop, self._reload = asyncio.Event(), asyncio.Event()
             await run_agent(self.opts, self._stop, source=self._source,
-                            attributor=self._attributor, started=self._running.set_result)
+                            attributor=self._attributor, started=self._running.set_result,
+                            reload=self._reload)
         try:
             asyncio.run(main())
             self._done.set_result(None)
@@ -292,6 +274,23 @@ class AgentHandle:
     @property
     def alerts(self) -> list[dict[str, Any]]:
         return list(self.running.memory.alerts)
+
+    @property
+    def reloads(self) -> ReloadStats:
+        return self.running.reloader.stats
+
+    def reload(self) -> None:
+        """What SIGHUP does to `outguard run`."""
+        assert self._loop is not None and self._reload is not None
+        self._loop.call_soon_threadsafe(self._reload.set)
+
+    def wait_for_reloads(self, count: int, *, timeout: float = 10.0) -> ReloadStats:
+        """Poll until `count` reloads ended (succeeded or failed), or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        stats = self.reloads
+        while stats.ok + stats.failed < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return stats
 
     def call_soon(self, fn: Callable[[], Any]) -> None:
         """Run `fn` on the agent's loop (e.g. `MemorySource.push`)."""
