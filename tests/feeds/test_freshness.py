@@ -61,6 +61,6 @@ def test_the_agents_feed_watch_reports_the_policys_feeds(tmp_path: Path) -> None
     policy = load_text('version: 1\ndeny:\n  - name: t\n    to: ["@feed:local-bad", "@feed:feodo"]\n'
                        'feeds:\n  local-bad: {file: bad.txt}\n', str(tmp_path / "p.yaml"),
                        base_dir=tmp_path, feed_dir=tmp_path / "state" / "feeds")
-    watch = FeedWatch(tmp_path / "p.yaml", tmp_path / "state", None, lambda _a: None)
-    assert watch.index_from(policy)
+    watch = FeedWatch(lambda: policy, tmp_path / "state", None, lambda _a: None)
+    watch.load_index()
     assert sorted(f.feed for f in watch.freshness(now=0.0)) == ["feodo", "local-bad"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pwd
 from pathlib import Path
 
 import pytest
@@ -242,7 +243,9 @@ def test_feed_never_blocks_the_upstream_nor_a_list_file_allow(topology: Topology
     assert flat(kernel_sets(topology.server)) == {"203.0.113.50", "198.51.100.60",
                                                   "2001:db8:bad::1"}
     upstream, partner, mirror, listed, listed2 = (
-        Probe("192.0.2.53", 53, "udp"), Probe("198.51.100.7", 443), Probe("203.0.113.20", 443),
+        # with `dns:` only the resolver's user reaches the upstream (root is dropped)
+        Probe("192.0.2.53", 53, "udp", pwd.getpwnam("outguard-dns").pw_uid),
+        Probe("198.51.100.7", 443), Probe("203.0.113.20", 443),
         Probe("203.0.113.50", 443), Probe("198.51.100.60", 443))
     assert topology.passes(upstream, partner, mirror, listed, listed2) == [
         True, True, True, False, False]
