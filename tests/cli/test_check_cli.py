@@ -90,7 +90,7 @@ def test_check_errors(bad: Path) -> None:
     assert result.stderr.splitlines() == [
         f"{bad}:4:10: allow[0].to[0]: '10.0.0.300' is not an IP address, network or host name",
         f"{bad}:5:13: allow[0].ports[0]: port 70000 is outside 1-65535",
-        f"{bad}:7:12: allow[1].proto: 'sctp': input should be 'tcp', 'udp', 'icmp' or 'any'",
+        f"{bad}:7:12: allow[1].proto: 'sctp' is not one of 'tcp', 'udp', 'icmp' or 'any'",
         "3 error(s); nothing was applied",
     ]
 

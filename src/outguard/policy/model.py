@@ -43,6 +43,30 @@ def _port_range(value: Any) -> tuple[int, int]:
     return (low, high)
 
 
+def port_overlaps(ports: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Pairs of entries of one `ports` list that share a port (a duplicate counts)."""
+    ordered = sorted(ports)
+    out = []
+    reach = ordered[0] if ordered else (0, 0)  # the entry reaching furthest so far
+    for entry in ordered[1:]:
+        if entry[0] <= reach[1]:
+            out.append((reach, entry))
+        if entry[1] > reach[1]:
+            reach = entry
+    return out
+
+
+def merge_ports(ports: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping ranges joined, in ascending order."""
+    out: list[tuple[int, int]] = []
+    for low, high in sorted(ports):
+        if out and low <= out[-1][1]:
+            out[-1] = (out[-1][0], max(high, out[-1][1]))
+        else:
+            out.append((low, high))
+    return out
+
+
 def _not_bool(value: Any) -> Any:
     # YAML's `true` is a Python bool, which pydantic would take as 1
     if isinstance(value, bool):
@@ -127,7 +151,9 @@ class Rule(_Strict):
     def _ports(cls, value: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
         if value is not None and not value:
             raise ValueError("'ports' is empty: leave it out to mean every port")
-        return value
+        # the kernel refuses a port set whose intervals overlap ("conflicting intervals"):
+        # merged here, so every consumer sees one set of ports; `load` warns about it
+        return merge_ports(value) if value is not None and port_overlaps(value) else value
 
     @field_validator("expires")
     @classmethod
