@@ -64,10 +64,10 @@ allow:
 
 
 def test_deny_shadowed_by_an_earlier_deny() -> None:
-    text = ("version: 1\ndeny:\n  - {name: all-bad, to: [198.51.100.0/24]}\n"
+    text = ("version: 1\nmode: audit\ndeny:\n  - {name: all-bad, to: [198.51.100.0/24]}\n"
             "  - {name: one-bad, to: [198.51.100.9], ports: [80], proto: udp}\n")
     assert warnings_of(text) == [
-        "p.yaml:4:5: deny[1]: rule 'one-bad' never decides anything: deny[0] 'all-bad'"
+        "p.yaml:5:5: deny[1]: rule 'one-bad' never decides anything: deny[0] 'all-bad'"
         " blocks all of it first"]
 
 
@@ -102,7 +102,8 @@ def test_allow_of_everything_ipv4_and_ipv6() -> None:
 
 
 def test_deny_of_everything_is_no_warning() -> None:
-    assert warnings_of("version: 1\ndeny:\n  - {name: d, to: [0.0.0.0/0, '::/0']}\n") == []
+    assert warnings_of("version: 1\nmode: audit\ndeny:\n  - {name: d, to: [0.0.0.0/0, '::/0']}\n"
+                       ) == []
 
 
 def test_allow_without_destination_port_or_owner() -> None:
@@ -119,7 +120,7 @@ def test_unused_lists() -> None:
 
 
 def test_a_list_used_by_a_deny_rule_is_used() -> None:
-    text = "version: 1\ndeny:\n  - {name: d, to: ['@l']}\nlists:\n  l: [192.0.2.1]\n"
+    text = "version: 1\nmode: audit\ndeny:\n  - {name: d, to: ['@l']}\nlists:\n  l: [192.0.2.1]\n"
     assert warnings_of(text) == []
 
 
@@ -145,10 +146,10 @@ allow:
 
 
 def test_expired_with_an_offset() -> None:
-    text = ("version: 1\ndeny:\n  - {name: d, to: [198.51.100.1],"
+    text = ("version: 1\nmode: audit\ndeny:\n  - {name: d, to: [198.51.100.1],"
             " expires: '2026-06-01T13:30:00+02:00'}\n")
     (line,) = warnings_of(text)
-    assert line == ("p.yaml:3:44: deny[0].expires: rule 'd' expired on 2026-06-01T13:30:00+02:00;"
+    assert line == ("p.yaml:4:44: deny[0].expires: rule 'd' expired on 2026-06-01T13:30:00+02:00;"
                     " it is left out of the ruleset")
 
 
@@ -165,7 +166,8 @@ def test_host_names_and_wildcards() -> None:
 def test_load_text_lints_with_the_real_clock() -> None:
     policy = load_text("version: 1\nallow:\n  - {name: a, to: [203.0.113.1], ports: [1],"
                        " expires: 2001-01-01T00:00:00Z}\n")
-    assert [w.path for w in policy.warnings] == ["allow[0].expires"]
+    # ... and, its only allow rule expired, nothing is allowed any more
+    assert [w.path for w in policy.warnings] == ["allow", "allow[0].expires"]
 
 
 def test_as_utc() -> None:

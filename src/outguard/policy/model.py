@@ -7,6 +7,7 @@ list references, users that exist) live in `load`. Unknown keys are errors every
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,13 @@ def merge_ports(ports: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((low, high))
     return out
+
+
+_HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _char_name(c: str) -> str:
+    return f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')})" if c != '"' else "'\"'"
 
 
 def _not_bool(value: Any) -> Any:
@@ -171,8 +179,12 @@ class Rule(_Strict):
     @field_validator("comment")
     @classmethod
     def _comment(cls, value: str | None) -> str | None:
-        if value is not None and any(ord(c) < 32 or c == '"' for c in value):
-            raise ValueError("a comment cannot hold control characters or '\"'")
+        # it reaches `nft list ruleset` and every log: nothing that hides or reorders text
+        # (bidi overrides, zero-width and other format characters), no line breaks
+        for c in value or "":
+            if c == '"' or unicodedata.category(c) in _HIDDEN:
+                raise ValueError(f"a comment cannot hold {_char_name(c)}: control, format and"
+                                 " line-break characters and '\"' are refused")
         return value
 
 
