@@ -151,7 +151,8 @@ TABLE: list[tuple[str, str, list[str]]] = [
      ["policy.yaml:4:14: allow[0].expires: 'tomorrow': expected a date and time such as"
       " 2026-12-31T00:00:00Z, or a date such as 2026-12-31"]),
     ("comment with a quote", RULE + "    comment: 'say \"hi\"'\n",
-     ["policy.yaml:4:14: allow[0].comment: a comment cannot hold control characters or '\"'"]),
+     ["policy.yaml:4:14: allow[0].comment: a comment cannot hold '\"': control, format and"
+      " line-break characters and '\"' are refused"]),
     # --- lists
     ("list with items and file", "version: 1\nlists:\n  l: {file: a.txt, items: [192.0.2.1]}\n",
      ["policy.yaml:3:6: lists.l: a list is either a sequence of entries or {file: PATH}"]),

@@ -170,7 +170,8 @@ def as_written_warnings(data: dict[str, Any], rules: Sequence[NamedRule], where:
         raw_ports = item.get("ports")
         if rule.ports and isinstance(raw_ports, list) and len(raw_ports) != len(rule.ports):
             written = [_PORT.validate_python(p) for p in raw_ports]
-            pairs = ", ".join(f"{_ports(a)} and {_ports(b)}" for a, b in port_overlaps(written))
+            pairs = ", ".join(dict.fromkeys(f"{_ports(a)} and {_ports(b)}"
+                                            for a, b in port_overlaps(written)))
             out.append(Problem(source, *where(f"{path}.ports"), f"{path}.ports",
                                f"ports {pairs} overlap; merged into"
                                f" {', '.join(_ports(p) for p in rule.ports)}"))
@@ -201,8 +202,9 @@ def _covered_within(rule: Rule, nr: NamedRule, where: Where, source: str) -> lis
     if not nets:
         return []
     out = []
+    firsts = {t: j for j, t in reversed(targets)}
     for j, t in targets:
-        if t.kind not in ("addr", "net"):
+        if t.kind not in ("addr", "net") or firsts[t] != j:  # a repeat is said once, above
             continue
         inner = AddrSet.of([t])
         for k, net in nets:
