@@ -127,9 +127,8 @@ def _owners(policy: Policy, machine: Machine, warn: Warn) -> None:
             file = machine.unit_file(owner.unit)
             if file is None:
                 known = machine.unit_names() if known is None else known
-                warn(at, f"no systemd unit {owner.unit!r} on this machine"
-                     f"{did_you_mean(owner.unit, known)}: the rule matches nothing until it is"
-                     " installed and running")
+                warn(at, f"no systemd unit {owner.unit!r} on this machine: the rule matches"
+                     f" nothing until it is installed and running{did_you_mean(owner.unit, known)}")
                 continue
             if not machine.cgroup_exists(f"system.slice/{owner.unit}"):
                 warn(at, f"unit {owner.unit!r} is not running now: the rule matches nothing"
