@@ -282,7 +282,8 @@ def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[
             if rule.ports is not None and not any(lo <= port <= hi for lo, hi in rule.ports):
                 continue
             parsed = parse_ip(addr)
-            assert parsed is not None  # validated by DnsConfig
+            if parsed is None:  # a scope id: its own error above
+                continue
             via = _covering(rule, nr, parsed, list_targets)
             if via is not None:
                 problems.append(Problem(
