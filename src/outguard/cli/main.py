@@ -106,12 +106,9 @@ def check(policy: Path, strict: bool, netns: str | None, state_dir: Path | None)
 @cli.command()
 def schema() -> None:
     """Print the policy's JSON Schema (for editors)."""
-    from outguard.policy.model import PolicyDoc  # noqa: PLC0415
+    from outguard.policy.schema import policy_schema  # noqa: PLC0415
 
-    doc = PolicyDoc.model_json_schema(by_alias=True)
-    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    doc["title"] = "outguard policy"
-    click.echo(json.dumps(doc, indent=2))
+    click.echo(json.dumps(policy_schema(), indent=2))
 
 
 @cli.command(name="compile")
