@@ -51,7 +51,9 @@ def _no_dry_run_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     """CliRunner runs in this test's own network namespace (the host's): the kernel's dry run is
     tested in a namespace of its own (the `kernel` tests below) and left out everywhere else."""
     if request.node.get_closest_marker("kernel") is None:
-        monkeypatch.setattr("outguard.cli.check.kernel_refusal", lambda _policy: None)
+        from outguard.cli import check
+
+        monkeypatch.setattr(check, "kernel_refusal", lambda _policy: None)
 
 
 @pytest.fixture
