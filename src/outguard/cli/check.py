@@ -52,7 +52,12 @@ def run_check(policy_path: Path, strict: bool, state_dir: Path) -> None:
 
     try:
         policy = load_policy(policy_path, feed_dir=state_dir / "feeds")
-        warnings = policy.warnings + machine_warnings(policy)
+        machine = machine_warnings(policy)
+        # a name that does not resolve now says more than "resolved at apply time": one line
+        unresolved = {w.path for w in machine if w.message.startswith("host name ")}
+        warnings = sorted([w for w in policy.warnings
+                           if not (w.path in unresolved and w.message.startswith("host name "))]
+                          + machine, key=lambda w: (w.file != str(policy_path), w.line, w.col))
         refusal = kernel_refusal(policy)
         if refusal is not None:
             raise PolicyError([Problem(str(policy_path), 1, 1, "",

@@ -10,6 +10,7 @@ installed after the policy, a name may resolve once the network is up. Reads the
 from __future__ import annotations
 
 import configparser
+import difflib
 import pwd
 import socket
 from collections.abc import Callable, Iterable
@@ -76,6 +77,17 @@ class Machine:
         return any((root / path.strip("/")).is_dir() for root in self.cgroup_roots)
 
 
+def _closest_unit(unit: str, known: set[str]) -> str:
+    """"Did you mean" among units of the same type, by name without the shared suffix (every
+    name ending in ".service" would look alike otherwise)."""
+    stem, dot, kind = unit.rpartition(".")
+    stems = {k.rpartition(".")[0] for k in known if dot and k.endswith(f".{kind}")}
+    if not dot:
+        return did_you_mean(unit, known)
+    hint = difflib.get_close_matches(stem, sorted(stems), n=1, cutoff=0.6)
+    return f"; did you mean {hint[0] + '.' + kind!r}?" if hint else ""
+
+
 def _unit_user(file: Path) -> str | None:
     """The unit's `User=` (the last one wins, as in systemd), or None."""
     parser = configparser.RawConfigParser(strict=False, interpolation=None)
@@ -128,7 +140,7 @@ def _owners(policy: Policy, machine: Machine, warn: Warn) -> None:
             if file is None:
                 known = machine.unit_names() if known is None else known
                 warn(at, f"no systemd unit {owner.unit!r} on this machine: the rule matches"
-                     f" nothing until it is installed and running{did_you_mean(owner.unit, known)}")
+                     f" nothing until it is installed and running{_closest_unit(owner.unit, known)}")
                 continue
             if not machine.cgroup_exists(f"system.slice/{owner.unit}"):
                 warn(at, f"unit {owner.unit!r} is not running now: the rule matches nothing"
