@@ -237,10 +237,10 @@ def test_list_file_reference_column(tmp_path: Path) -> None:
 
 
 def test_many_bad_list_lines_are_summarised(tmp_path: Path) -> None:
-    (tmp_path / "big.txt").write_text("".join(f"bad{i}..x\n" for i in range(25)))
+    (tmp_path / "big.txt").write_text("192.0.2.1\n" + "".join(f"bad{i}..x\n" for i in range(25)))
     lines = problems_of("version: 1\nlists:\n  big: {file: big.txt}\n", base_dir=tmp_path)
     assert len(lines) == 21
-    assert lines[0] == f"{tmp_path / 'big.txt'}:1:1: lists.big: not an IP address," \
+    assert lines[0] == f"{tmp_path / 'big.txt'}:2:1: lists.big: not an IP address," \
         " network or host name"
     assert lines[-1] == f"{tmp_path / 'big.txt'}:1:1: lists.big: 5 more bad lines not shown"
 

@@ -114,6 +114,11 @@ def test_the_lines_of_a_file_that_is_no_list_are_never_shown(tmp_path: Path) -> 
     assert lines == [f"{shadow}:{n}:1: lists.l: not an IP address, network or host name"
                      for n in (1, 2, 3)]
     assert not any("s3cr3t" in line or "daemon" in line or "S3cret" in line for line in lines)
+    with open(shadow, "a") as f:  # longer, and nothing in it is a list entry: said once
+        f.write("".join(f"user{i}:$y$j9T$s3cr3t{i}:19001::::::\n" for i in range(30)))
+    assert problems_of(list_policy(str(shadow))) == [
+        f"p.yaml:5:13: lists.l.file: '{shadow}' is not a list file: none of its 33 lines is an"
+        " IP address, network or host name"]
 
 
 def test_a_policy_file_that_is_a_device_or_fifo(tmp_path: Path) -> None:

@@ -90,17 +90,23 @@ def _read_list_file(name: str, file: Path, problems: list[Problem], warnings: li
     targets: list[Target] = []
     errors = mapped = 0
     first_mapped = 0
+    bad: list[Problem] = []
     for line, item in parse_list_lines(lines):
         if isinstance(item, LineError):
             errors += 1
             if errors <= 20:
-                problems.append(Problem(str(file), item.line, item.col, f"lists.{name}",
-                                        item.message))
+                bad.append(Problem(str(file), item.line, item.col, f"lists.{name}", item.message))
         else:
             if item.version == 4 and ":" in lines[line - 1]:
                 mapped += 1
                 first_mapped = first_mapped or line
             targets.append(item)
+    if errors > 3 and not targets:  # not a list at all (a wrong path?): one line, not twenty
+        problems.append(Problem(at.file, at.line, at.col, at.path,
+                                f"{str(file)!r} is not a list file: none of its {errors} lines is"
+                                " an IP address, network or host name"))
+        return None
+    problems.extend(bad)
     if errors > 20:
         problems.append(Problem(str(file), 1, 1, f"lists.{name}",
                                 f"{errors - 20} more bad lines not shown"))
