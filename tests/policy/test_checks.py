@@ -125,3 +125,13 @@ def test_the_upstream_error_comes_with_the_others() -> None:
         + UPSTREAM
     assert [line.split(": ", 2)[1] for line in problems_of(text)] == ["deny[0].to[0]",
                                                                      "deny[1].to[0]"]
+
+
+def test_dns_blocklists_must_be_readable_regular_files(tmp_path: Path) -> None:
+    (tmp_path / "ok.txt").write_text("bad.example.test\n")
+    text = NAMES + dns(upstreams="[192.0.2.53]", blocklists="[ok.txt, missing.txt, /dev/zero]")
+    assert problems_of(text, tmp_path) == [
+        "p.yaml:4:53: dns.blocklists[1]: cannot read DNS blocklist 'missing.txt': No such file or"
+        " directory",
+        "p.yaml:4:66: dns.blocklists[2]: cannot read DNS blocklist '/dev/zero': not a regular file"
+        " (a character device)"]

@@ -210,3 +210,20 @@ def test_comments_in_any_script_are_fine() -> None:
     policy = load_text("version: 1\nallow:\n  - {name: a, to: [203.0.113.1], ports: [1],"
                        " comment: 'Zugang für die API — 接口 😀 \\\\ ; # {x}'}\n", "p.yaml")
     assert policy.doc.allow[0].comment == "Zugang für die API — 接口 😀 \\\\ ; # {x}"
+
+
+def test_a_file_feed_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    text = (f"version: 1\nmode: audit\ndeny:\n  - {{name: d, to: ['@feed:local']}}\n"
+            f"feeds:\n  local: {{file: '{fifo}'}}\n")
+    got: list[list[str]] = []
+    worker = threading.Thread(target=lambda: got.append(problems_of(text)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(fifo, "w"):
+            pass
+        pytest.fail("loading a policy whose file: feed is a FIFO hangs")
+    assert got == [[f"p.yaml:4:20: deny[0].to[0]: feed local: cannot read {fifo}: not a regular"
+                    " file (a FIFO)"]]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from outguard.feeds.spec import FeedSpec
+from outguard.policy.files import FileRefusedError, read_capped
 
 
 @dataclass
@@ -24,11 +25,8 @@ class Fetched:
 def read_file(spec: FeedSpec, max_bytes: int | None = None) -> Fetched:
     assert spec.file is not None
     cap = max_bytes or spec.max_bytes
-    try:
-        with Path(spec.file).open("rb") as fh:
-            body = fh.read(cap + 1)
-    except OSError as exc:
-        return Fetched("error", error=f"cannot read {spec.file}: {exc.strerror}")
-    if len(body) > cap:
-        return Fetched("error", error=f"{spec.file} is larger than the {cap} byte limit")
+    try:  # regular files only: a FIFO would hang the read, a device never end
+        body = read_capped(Path(spec.file), cap)
+    except FileRefusedError as exc:
+        return Fetched("error", error=f"cannot read {spec.file}: {exc}")
     return Fetched("ok", body)

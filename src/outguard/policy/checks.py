@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import os
 import pwd
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -23,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from outguard.dns.config import DnsConfig, parse_endpoint
 from outguard.errors import Problem
 from outguard.policy.addresses import AddrSet, parse_ip
+from outguard.policy.files import regular_file_problem
 from outguard.policy.messages import did_you_mean
 from outguard.policy.model import PortRange, Rule, port_overlaps
 from outguard.policy.targets import Target, is_mapped
@@ -220,7 +223,7 @@ def _ports(p: tuple[int, int]) -> str:
     return str(p[0]) if p[0] == p[1] else f"{p[0]}-{p[1]}"
 
 
-def check_dns(dns: DnsConfig, where: Where, source: str, problems: list[Problem],
+def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: list[Problem],
               warnings: list[Problem]) -> int | None:
     """A `dns:` section the kernel can express; returns the resolver's uid when known."""
     for i, text in enumerate(dns.upstreams):
@@ -238,6 +241,12 @@ def check_dns(dns: DnsConfig, where: Where, source: str, problems: list[Problem]
             problems.append(Problem(source, *where(at), at, f"{text!r} {why}"))
         elif text in dns.upstreams[:i]:
             warnings.append(Problem(source, *where(at), at, f"{text!r} is listed twice"))
+    for i, name in enumerate(dns.blocklists):
+        why = regular_file_problem(Path(name) if os.path.isabs(name) else base / name)
+        if why is not None:
+            at = f"dns.blocklists[{i}]"
+            problems.append(Problem(source, *where(at), at,
+                                    f"cannot read DNS blocklist {name!r}: {why}"))
     listen = parse_endpoint(dns.listen)[0]
     mapped = ipaddress.ip_address(listen)
     if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:

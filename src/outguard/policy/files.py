@@ -48,6 +48,22 @@ def read_capped(path: Path, cap: int) -> bytes:
         os.close(fd)
 
 
+def regular_file_problem(path: Path, cap: int = MAX_LIST_BYTES) -> str | None:
+    """Why `path` would be refused by `read_capped` (not read: for files another part reads
+    later, such as the resolver's blocklists), or None."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISREG(info.st_mode):
+        return f"not a regular file (a {_kind(info.st_mode)})"
+    if info.st_size > cap:
+        return f"{_size(info.st_size)} is more than the {_size(cap)} allowed"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
                        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),

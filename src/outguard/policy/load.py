@@ -314,7 +314,7 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         lists.update(feed_lists)
         warnings += feed_warnings
     if doc.dns is not None:
-        uid = check_dns(doc.dns, where, source, problems, warnings)
+        uid = check_dns(doc.dns, base, where, source, problems, warnings)
 
         def list_targets(name: str) -> list[Target] | None:
             known = name in lists and not name.startswith("feed:")
