@@ -265,6 +265,8 @@ def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: l
     try:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
+        if user == DnsConfig.model_fields["user"].default:
+            return None  # the resolver's own default user: the dns package sees to it
         hint = did_you_mean(user, (p.pw_name for p in pwd.getpwall()))
         problems.append(Problem(source, *where("dns.user"), "dns.user",
                                 f"no user {user!r} on this machine{hint}"))

@@ -1,7 +1,9 @@
 """Warnings about a valid policy: things that load but are probably not what was meant.
 
-Shadowed rules, allows of everything, unused lists, expired rules, and host names that are only
-resolved at apply time. Pure: takes a `Policy` and a clock reading, returns `Problem`s.
+Shadowed rules, allows a deny blocks anyway, allows of everything, nothing allowed in enforce
+mode, unused or empty lists and feeds, expired rules, host names only resolved at apply time,
+log rates that flood or starve the monitor. Pure: takes a `Policy` and a clock reading, returns
+`Problem`s (what needs the machine is in `host`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Load a policy: file → validated `Policy`, or a `PolicyError` listing every problem at once.
 
-First step of the data flow (policy.yaml → policy → decide / compile). Reads the YAML with
-positions, validates it with the pydantic model, then checks what spans the document: unique
-rule names, `@list` references, list files (their own `FILE:LINE:COL` errors), and users and
-groups that must exist on this machine. Nothing here touches the kernel.
+First step of the data flow (policy.yaml → policy → decide / compile). Reads the file (a capped
+regular file: `files`) and the YAML with positions (`yamlpos`), validates it with the pydantic
+model, then runs the checks across the document (`checks`: rule names, `@list` and `@feed:`
+references, owners, the `dns:` section, denies that cover an upstream) and reads list files —
+on whatever part of the document validated, so that shape errors never hide the others. Each
+problem is `FILE:LINE:COL: path: message` (`messages` words it). A valid policy then gets its
+warnings (`checks`, `lint`). Nothing here touches the kernel.
 """
 
 from __future__ import annotations
