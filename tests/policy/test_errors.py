@@ -56,13 +56,13 @@ RULE = "version: 1\nallow:\n  - name: a\n"
 TABLE: list[tuple[str, str, list[str]]] = [
     # --- unknown keys: at the key
     ("unknown top-level key", "version: 1\nallowed: []\n",
-     ["policy.yaml:2:1: allowed: unknown key 'allowed'"]),
+     ["policy.yaml:2:1: allowed: unknown key 'allowed'; did you mean 'allow'?"]),
     ("unknown rule key", RULE + "    too: [192.0.2.1]\n",
-     ["policy.yaml:4:5: allow[0].too: unknown key 'too'"]),
+     ["policy.yaml:4:5: allow[0].too: unknown key 'too'; did you mean 'to'?"]),
     ("unknown key in for", RULE + "    for: {usr: nobody}\n",
-     ["policy.yaml:4:11: allow[0].for.usr: unknown key 'usr'"]),
+     ["policy.yaml:4:11: allow[0].for.usr: unknown key 'usr'; did you mean 'user'?"]),
     ("unknown option", "version: 1\noptions:\n  log_rat: 1/second\n",
-     ["policy.yaml:3:3: options.log_rat: unknown key 'log_rat'"]),
+     ["policy.yaml:3:3: options.log_rat: unknown key 'log_rat'; did you mean 'log_rate'?"]),
     # --- duplicate keys: at the second one
     ("duplicate top-level key", "version: 1\nmode: audit\nmode: enforce\n",
      ["policy.yaml:3:1: mode: duplicate key 'mode'"]),
@@ -81,20 +81,20 @@ TABLE: list[tuple[str, str, list[str]]] = [
      ["policy.yaml:4:13: allow[0].ports[0]: 'http' is not a port or port range"
       " (e.g. 443 or 8000-8100)"]),
     ("ports not a list", RULE + "    ports: 443\n",
-     ["policy.yaml:4:12: allow[0].ports: 443: input should be a valid list"]),
+     ["policy.yaml:4:12: allow[0].ports: 443: expected a list, e.g. [a, b]"]),
     ("empty ports", RULE + "    ports: []\n",
      ["policy.yaml:4:12: allow[0].ports: 'ports' is empty: leave it out to mean every port"]),
     ("icmp with ports", RULE + "    proto: icmp\n    ports: [1]\n",
      ["policy.yaml:5:12: allow[0].ports: ports need proto tcp, udp or any, not icmp"]),
     # --- proto, mode, options
     ("bad proto", RULE + "    proto: sctp\n",
-     ["policy.yaml:4:12: allow[0].proto: 'sctp': input should be 'tcp', 'udp', 'icmp' or 'any'"]),
+     ["policy.yaml:4:12: allow[0].proto: 'sctp' is not one of 'tcp', 'udp', 'icmp' or 'any'"]),
     ("bad mode", "version: 1\nmode: learn\n",
-     ["policy.yaml:2:7: mode: 'learn': input should be 'enforce' or 'audit'"]),
-    ("bad version", "version: 2\n", ["policy.yaml:1:10: version: 2: input should be 1"]),
+     ["policy.yaml:2:7: mode: 'learn' is not one of 'enforce' or 'audit'"]),
+    ("bad version", "version: 2\n", ["policy.yaml:1:10: version: 2: must be 1"]),
     ("missing version", "mode: audit\n", ["policy.yaml:1:1: missing required key 'version'"]),
     ("bad default action", "version: 1\noptions: {default_action: allow}\n",
-     ["policy.yaml:2:27: options.default_action: 'allow': input should be 'drop' or 'reject'"]),
+     ["policy.yaml:2:27: options.default_action: 'allow' is not one of 'drop' or 'reject'"]),
     ("bad log rate", "version: 1\noptions: {log_rate: fast}\n",
      ["policy.yaml:2:21: options.log_rate: 'fast' is not a rate such as '10/second'"
       " (second, minute, hour, day)"]),
@@ -132,7 +132,7 @@ TABLE: list[tuple[str, str, list[str]]] = [
      "version: 1\nallow:\n  - name: a\n  - name: b\n  - name: a\n",
      ["policy.yaml:5:11: allow[2].name: rule name 'a' is already used by allow[0]"]),
     ("rules not a list", "version: 1\nallow: {name: a}\n",
-     ["policy.yaml:2:8: allow: {'name': 'a'}: input should be a valid list"]),
+     ["policy.yaml:2:8: allow: a mapping: expected a list, e.g. [a, b]"]),
     # --- for
     ("missing user", RULE + "    for: {user: no-such-user-xyz}\n",
      ["policy.yaml:4:17: allow[0].for.user: no user 'no-such-user-xyz' on this machine"]),
@@ -148,10 +148,11 @@ TABLE: list[tuple[str, str, list[str]]] = [
      ["policy.yaml:4:19: allow[0].for.cgroup: '/a/../b' is not a cgroup path"]),
     # --- expires, comment
     ("bad expires", RULE + "    expires: tomorrow\n",
-     ["policy.yaml:4:14: allow[0].expires: 'tomorrow': input should be a valid datetime or date,"
-      " input is too short"]),
+     ["policy.yaml:4:14: allow[0].expires: 'tomorrow': expected a date and time such as"
+      " 2026-12-31T00:00:00Z, or a date such as 2026-12-31"]),
     ("comment with a quote", RULE + "    comment: 'say \"hi\"'\n",
-     ["policy.yaml:4:14: allow[0].comment: a comment cannot hold control characters or '\"'"]),
+     ["policy.yaml:4:14: allow[0].comment: a comment cannot hold '\"': control, format and"
+      " line-break characters and '\"' are refused"]),
     # --- lists
     ("list with items and file", "version: 1\nlists:\n  l: {file: a.txt, items: [192.0.2.1]}\n",
      ["policy.yaml:3:6: lists.l: a list is either a sequence of entries or {file: PATH}"]),
@@ -164,9 +165,10 @@ TABLE: list[tuple[str, str, list[str]]] = [
      ["policy.yaml:1:1: a policy is a mapping with at least 'version: 1'"]),
     ("empty file", "", ["policy.yaml:1:1: a policy is a mapping with at least 'version: 1'"]),
     ("YAML syntax", "version: 1\nallow: [\n",
-     ["policy.yaml:3:1: not valid YAML: did not find expected node content"]),
+     ["policy.yaml:3:1: not valid YAML: a value is missing here (an unclosed '[' or '{', or a stray ',')"]),
     ("tab indentation", "version: 1\n\tallow: []\n",
-     ["policy.yaml:2:1: not valid YAML: found a tab character that violates indentation"]),
+     ["policy.yaml:2:1: not valid YAML: a tab character in the indentation: YAML indents with"
+      " spaces only"]),
 ]
 
 
@@ -204,9 +206,9 @@ def test_list_file_lines_are_reported_in_the_list_file(tmp_path: Path) -> None:
     text = "version: 1\ndeny:\n  - {name: f, to: ['@feed']}\nlists:\n  feed: {file: feed.txt}\n"
     feed = tmp_path / "feed.txt"
     assert problems_of(text, base_dir=tmp_path) == [
-        f"{feed}:2:3: lists.feed: '10.0.0.300' is not an IP address, network or host name",
-        f"{feed}:5:1: lists.feed: 'bad..host' is not an IP address, network or host name",
-        f"{feed}:7:2: lists.feed: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
+        f"{feed}:2:3: lists.feed: not an IP address, network or host name",
+        f"{feed}:5:1: lists.feed: not an IP address, network or host name",
+        f"{feed}:7:2: lists.feed: host bits set; did you mean 10.0.0.0/8?",
     ]
 
 
@@ -217,38 +219,36 @@ def test_list_file_next_to_the_policy_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as err:
         load_policy(tmp_path / "policy.yaml")
     assert [str(p) for p in err.value.problems] == [
-        f"{tmp_path / 'feed.txt'}:2:1: lists.feed: 'not/a/prefix' is not an IP address,"
-        " network or host name"]
+        f"{tmp_path / 'feed.txt'}:2:1: lists.feed: not an IP address, network or host name"]
 
 
 def test_list_file_reference_to_a_list_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "feed.txt").write_text("@other\n")
     text = "version: 1\nlists:\n  feed: {file: feed.txt}\n"
     assert problems_of(text, base_dir=tmp_path) == [
-        f"{tmp_path / 'feed.txt'}:1:1: lists.feed: '@other': a list file cannot refer to"
-        " another list"]
+        f"{tmp_path / 'feed.txt'}:1:1: lists.feed: a list file cannot refer to another list"]
 
 
 def test_list_file_reference_column(tmp_path: Path) -> None:
     (tmp_path / "feed.txt").write_text("  @other\n")
     text = "version: 1\nlists:\n  feed: {file: feed.txt}\n"
     assert problems_of(text, base_dir=tmp_path) == [
-        f"{tmp_path / 'feed.txt'}:1:3: lists.feed: '@other': a list file cannot refer to"
-        " another list"]
+        f"{tmp_path / 'feed.txt'}:1:3: lists.feed: a list file cannot refer to another list"]
 
 
 def test_many_bad_list_lines_are_summarised(tmp_path: Path) -> None:
-    (tmp_path / "big.txt").write_text("".join(f"bad{i}..x\n" for i in range(25)))
+    (tmp_path / "big.txt").write_text("192.0.2.1\n" + "".join(f"bad{i}..x\n" for i in range(25)))
     lines = problems_of("version: 1\nlists:\n  big: {file: big.txt}\n", base_dir=tmp_path)
     assert len(lines) == 21
-    assert lines[0] == f"{tmp_path / 'big.txt'}:1:1: lists.big: 'bad0..x' is not an IP address," \
+    assert lines[0] == f"{tmp_path / 'big.txt'}:2:1: lists.big: not an IP address," \
         " network or host name"
     assert lines[-1] == f"{tmp_path / 'big.txt'}:1:1: lists.big: 5 more bad lines not shown"
 
 
 def test_missing_list_file(tmp_path: Path) -> None:
     (line,) = problems_of("version: 1\nlists:\n  l: {file: nope.txt}\n", base_dir=tmp_path)
-    assert line.endswith("lists.l.file: cannot read list file: No such file or directory")
+    assert line.endswith(f"lists.l.file: cannot read list file {str(tmp_path / 'nope.txt')!r}:"
+                         " No such file or directory")
 
 
 def test_missing_list_file_is_reported_in_the_policy(tmp_path: Path) -> None:
@@ -282,8 +282,9 @@ options:
         "policy.yaml:7:13: allow[0].ports[0]: 'http' is not a port or port range"
         " (e.g. 443 or 8000-8100)",
         "policy.yaml:7:24: allow[0].ports[2]: port 0 is outside 1-65535",
-        "policy.yaml:8:5: allow[0].bogus: unknown key 'bogus'",
-        "policy.yaml:9:12: allow[0].proto: 'sctp': input should be 'tcp', 'udp', 'icmp' or 'any'",
+        "policy.yaml:8:5: allow[0].bogus: unknown key 'bogus' (known keys: name, to, ports, proto,"
+        " for, comment, expires)",
+        "policy.yaml:9:12: allow[0].proto: 'sctp' is not one of 'tcp', 'udp', 'icmp' or 'any'",
         "policy.yaml:11:5: deny[0]: missing required key 'name'",
         "policy.yaml:13:13: options.log_rate: 'fast' is not a rate such as '10/second'"
         " (second, minute, hour, day)",
@@ -307,13 +308,86 @@ lists:
   feed: {file: feed.txt}
 """
     assert problems_of(text, base_dir=tmp_path) == [
-        f"{tmp_path / 'feed.txt'}:1:1: lists.feed: 'bad..host' is not an IP address,"
-        " network or host name",
         "policy.yaml:4:10: deny[0].to[0]: no list named 'nope' in 'lists'",
         "policy.yaml:6:11: allow[0].name: rule name 'a' is already used by deny[0]",
         "policy.yaml:7:17: allow[0].for.user: no user 'no-such-user-xyz' on this machine",
         "policy.yaml:10:12: allow[1].ports: ports need proto tcp, udp or any, not icmp",
+        f"{tmp_path / 'feed.txt'}:1:1: lists.feed: not an IP address, network or host name",
     ]
+
+
+def test_shape_errors_do_not_hide_reference_and_list_file_errors(tmp_path: Path) -> None:
+    """Issue 14: reference errors appeared only after the shape errors were fixed."""
+    (tmp_path / "feed.txt").write_text("bad..host\n")
+    text = """\
+version: 1
+mode: enforcing
+allow:
+  - name: web
+    to: [10.0.0.300, "@partnrs", "@feed:spamhaus-dorp"]
+    ports: [http]
+    for: {user: no-such-user-xyz}
+  - name: web
+    proto: sctp
+lists:
+  partners: [192.0.2.10]
+  bad: {file: feed.txt}
+  worse: [not an address]
+options:
+  log_rate: fast
+"""
+    assert problems_of(text, base_dir=tmp_path) == [
+        "policy.yaml:2:7: mode: 'enforcing' is not one of 'enforce' or 'audit'; did you mean"
+        " 'enforce'?",
+        "policy.yaml:5:10: allow[0].to[0]: '10.0.0.300' is not an IP address, network or host"
+        " name",
+        "policy.yaml:5:22: allow[0].to[1]: no list named 'partnrs' in 'lists'; did you mean"
+        " 'partners'?",
+        "policy.yaml:5:34: allow[0].to[2]: no feed named 'spamhaus-dorp'; did you mean"
+        " 'spamhaus-drop'? (`outguard feeds list` shows the registry; add your own under 'feeds')",
+        "policy.yaml:6:13: allow[0].ports[0]: 'http' is not a port or port range"
+        " (e.g. 443 or 8000-8100)",
+        "policy.yaml:7:17: allow[0].for.user: no user 'no-such-user-xyz' on this machine",
+        "policy.yaml:8:11: allow[1].name: rule name 'web' is already used by allow[0]",
+        "policy.yaml:9:12: allow[1].proto: 'sctp' is not one of 'tcp', 'udp', 'icmp' or 'any'",
+        "policy.yaml:13:11: lists.worse[0]: 'not an address' is not an IP address, network or"
+        " host name",
+        "policy.yaml:15:13: options.log_rate: 'fast' is not a rate such as '10/second'"
+        " (second, minute, hour, day)",
+        f"{tmp_path / 'feed.txt'}:1:1: lists.bad: not an IP address, network or host name",
+    ]
+
+
+def test_did_you_mean_a_user(tmp_path: Path) -> None:
+    (line,) = problems_of(RULE + "    for: {user: nobdy}\n")
+    assert line == ("policy.yaml:4:17: allow[0].for.user: no user 'nobdy' on this machine;"
+                    " did you mean 'nobody'?")
+
+
+def test_unknown_key_without_a_close_one_lists_the_known_keys() -> None:
+    (line,) = problems_of("version: 1\noptions: {zzz: 1}\n")
+    assert line == ("policy.yaml:2:11: options.zzz: unknown key 'zzz' (known keys: default_action,"
+                    " nflog_group, log_rate, forward)")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("version: 1\nalerts: [{stdot: json}]\n",
+     "policy.yaml:2:11: alerts[0].stdot: unknown key 'stdot'; did you mean 'stdout'?"),
+    ("version: 1\ndns: {upstreams: [192.0.2.53], min_tll: 3}\n",
+     "policy.yaml:2:32: dns.min_tll: unknown key 'min_tll'; did you mean 'min_ttl'?"),
+    ("version: 1\nfeeds: {x: {url: 'https://a.test/x', fromat: plain}}\n",
+     "policy.yaml:2:38: feeds.x.fromat: unknown key 'fromat'; did you mean 'format'?"),
+    ("version: 1\noptions: {nflog_group: 70000}\n",
+     "policy.yaml:2:24: options.nflog_group: 70000 is more than the maximum 65535"),
+    ("version: 1\noptions: {forward: maybe}\n",
+     "policy.yaml:2:20: options.forward: 'maybe': expected true or false"),
+    ("version: 1\ndns: {upstreams: []}\n",
+     "policy.yaml:2:18: dns.upstreams: needs at least 1 entry"),
+    ("version: 1\nallow: [{name: a, comment: " + "x" * 201 + "}]\n",
+     "policy.yaml:2:28: allow[0].comment: is longer than 200 characters"),
+])
+def test_messages_for_people(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
 
 
 def test_shape_and_document_errors_at_once() -> None:

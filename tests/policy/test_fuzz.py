@@ -29,7 +29,8 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 KEYS = ["version", "mode", "allow", "deny", "lists", "options", "name", "to", "ports", "proto",
         "for", "user", "group", "unit", "cgroup", "comment", "expires", "default_action",
-        "nflog_group", "log_rate", "forward", "file", "items"]
+        "nflog_group", "log_rate", "forward", "file", "items", "dns", "upstreams", "listen",
+        "feeds", "url", "format", "alerts", "syslog", "webhook", "blocklists"]
 
 WEIRD_STRINGS = [
     "", " ", "1", "0", "-1", "65535", "65536", "80-443", "443-80", "1-65535", " 22 ",
@@ -114,6 +115,14 @@ policies = st.fixed_dictionaries(
             "nflog_group": mostly(st.integers(0, 65535), scalars),
             "log_rate": mostly(st.sampled_from(["10/second", "1/day"]), scalars),
             "forward": mostly(st.booleans(), scalars)}), values),
+        "dns": mostly(st.fixed_dictionaries(
+            {"upstreams": st.lists(mostly(st.sampled_from(
+                ["192.0.2.53", "[2001:db8::53]:53", "fe80::1%eth0", "::ffff:192.0.2.53", "0.0.0.0",
+                 "203.0.113.10"]), scalars), max_size=3)},
+            optional={"user": mostly(st.sampled_from([0, "root", -1, "nobdy"]), scalars),
+                      "blocklists": st.lists(scalars, max_size=2),
+                      "listen": mostly(st.sampled_from(["127.0.0.1:53", "[::ffff:0.0.0.0]:53"]),
+                                       scalars)}), values),
     },
 )
 

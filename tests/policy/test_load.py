@@ -156,7 +156,7 @@ def test_expires_forms() -> None:
 def test_inline_lists_and_list_files(tmp_path: Path) -> None:
     (tmp_path / "feed.txt").write_bytes(b"# feed\n198.51.100.1\n198.51.100.0/25\n\n2001:db8::1\n")
     (tmp_path / "p.yaml").write_text(
-        "version: 1\ndeny:\n  - {name: f, to: ['@feed', '@inline']}\n"
+        "version: 1\nmode: audit\ndeny:\n  - {name: f, to: ['@feed', '@inline']}\n"
         "lists:\n  feed: {file: feed.txt}\n  inline: [192.0.2.7, example.test]\n"
         "  long-form: {items: [192.0.2.8]}\n")
     policy = load_policy(tmp_path / "p.yaml")

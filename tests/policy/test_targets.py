@@ -25,7 +25,14 @@ FUZZ = settings(max_examples=300, deadline=None)
     ("  203.0.113.10  ", Target("addr", "203.0.113.10", 4)),
     ("2001:db8::10", Target("addr", "2001:db8::10", 6)),
     ("2001:DB8:0:0::10", Target("addr", "2001:db8::10", 6)),
-    ("::ffff:192.0.2.1", Target("addr", "::ffff:192.0.2.1", 6)),
+    # IPv4-mapped: the IPv4 address (a connect to it leaves as an IPv4 packet)
+    ("::ffff:192.0.2.1", Target("addr", "192.0.2.1", 4)),
+    ("::FFFF:c000:201", Target("addr", "192.0.2.1", 4)),
+    ("0:0:0:0:0:ffff:192.0.2.1", Target("addr", "192.0.2.1", 4)),
+    ("::ffff:192.0.2.0/120", Target("net", "192.0.2.0/24", 4)),
+    ("::ffff:192.0.2.1/128", Target("addr", "192.0.2.1", 4)),
+    ("::ffff:0:0/96", Target("net", "0.0.0.0/0", 4)),
+    ("::fffe:0:0/95", Target("net", "::fffe:0:0/95", 6)),  # wider than the mapped range
     ("198.51.100.0/24", Target("net", "198.51.100.0/24", 4)),
     ("198.51.100.7/32", Target("addr", "198.51.100.7", 4)),
     ("0.0.0.0/0", Target("net", "0.0.0.0/0", 4)),
@@ -118,10 +125,11 @@ def test_addresses_agree_with_ipaddress(address: ipaddress.IPv4Address | ipaddre
                                         ) -> None:
     """Same address (the text may differ: inet_ntop writes ::ffff:0.0.0.0 where Python writes
     ::ffff:0:0; both are the same address to nft)."""
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
     for text in {str(address), address.exploded}:
         target = parse_target(text)
-        assert (target.kind, target.version) == ("addr", address.version)
-        assert ipaddress.ip_address(target.value) == address
+        assert (target.kind, target.version) == ("addr", 4 if mapped else address.version)
+        assert ipaddress.ip_address(target.value) == (mapped or address)
         assert parse_target(target.value) == target
     value = text_to_int(str(address), address.version)
     assert value == int(address)
@@ -144,9 +152,17 @@ def test_networks_agree_with_ipaddress(
         with pytest.raises(ValueError) as err:
             parse_target(text)
         suggested = str(err.value).rsplit("did you mean ", 1)[1].rstrip("?")
+        if isinstance(base, ipaddress.IPv6Network) and base.prefixlen >= 96 \
+                and base.network_address.ipv4_mapped is not None:  # suggested as IPv4
+            base = ipaddress.ip_network(f"{base.network_address.ipv4_mapped}/{base.prefixlen - 96}")
         assert ipaddress.ip_network(suggested) == base
         return
     target = parse_target(text)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 \
+            and net.network_address.ipv4_mapped is not None:
+        v4 = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+        assert ipaddress.ip_network(target.value) == v4 and target.version == 4
+        return
     assert target.version == net.version
     if net.prefixlen == net.max_prefixlen:
         assert target.kind == "addr"
@@ -178,9 +194,10 @@ def test_parse_list_lines() -> None:
         (5, Target("addr", "2001:db8::1", 6)),
         (6, Target("host", "mirror.example.test")),
         (7, Target("wildcard", "*.cdn.example.test")),
-        (8, LineError(8, 3, "'10.0.0.300' is not an IP address, network or host name")),
-        (9, LineError(9, 1, "'@other': a list file cannot refer to another list")),
-        (11, LineError(11, 1, "'10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?")),
+        # a list file's lines are never quoted: the file may be one that is no list at all
+        (8, LineError(8, 3, "not an IP address, network or host name")),
+        (9, LineError(9, 1, "a list file cannot refer to another list")),
+        (11, LineError(11, 1, "host bits set; did you mean 10.0.0.0/8?")),
     ]
 
 

@@ -13,10 +13,10 @@ each spec into a sink (`alerts.sinks.build_sink`). Each list item names exactly 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
@@ -99,11 +99,20 @@ def _shorthand(value: Any) -> Any:
     return out
 
 
+def _url_form(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+# What a policy file may hold (json_schema_input_type): the URL alone, or the whole mapping.
+Webhook = Annotated[WebhookSpec, BeforeValidator(_url_form, json_schema_input_type=str | WebhookSpec)]
+Syslog = Annotated[SyslogSpec, BeforeValidator(_url_form, json_schema_input_type=str | SyslogSpec)]
+
+
 class AlertSpec(_Strict):
     """One sink. Exactly one of webhook, syslog, stdout, email."""
 
-    webhook: WebhookSpec | None = None
-    syslog: SyslogSpec | None = None
+    webhook: Webhook | None = None
+    syslog: Syslog | None = None
     stdout: Literal["json", "text"] | None = None
     email: EmailSpec | None = None
     min_severity: Severity = "info"

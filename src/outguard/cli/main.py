@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -86,35 +85,30 @@ def cli() -> None:
 
 @cli.command()
 @POLICY
-@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-@kernel_options
-def check(policy: Path, strict: bool, netns: str | None, state_dir_path: Path) -> None:
-    """Validate POLICY: every error as FILE:LINE:COL: path: message, then warnings."""
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+@click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
+@click.option("--netns", metavar="NAME",
+              help="Check inside this network namespace (its resolv.conf, its kernel).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Where feeds' last good copies are [default: /var/lib/outguard, or"
+                   " /var/lib/outguard/netns/NAME with --netns].")
+def check(policy: Path, strict: bool, netns: str | None, state_dir: Path | None) -> None:
+    """Validate POLICY: every error at once as FILE:LINE:COL: path: message, then warnings.
 
-    try:
-        loaded = load_policy(policy, feed_dir=state_dir_path / "feeds")
-    except OutguardError as exc:
-        fail(exc)
-        return
-    for warning in loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    rules = len(loaded.doc.allow) + len(loaded.doc.deny)
-    click.echo(f"{policy}: ok ({rules} rules, {len(loaded.doc.lists)} lists,"
-               f" {len(loaded.warnings)} warnings)")
-    if strict and loaded.warnings:
-        sys.exit(1)
+    As root, the kernel also checks the ruleset apply would send (nothing is committed)."""
+    from outguard.cli.check import run_check  # noqa: PLC0415
+    from outguard.cli.common import enter_netns  # noqa: PLC0415
+    from outguard.cli.common import state_dir as default_state_dir  # noqa: PLC0415
+
+    enter_netns(netns)
+    run_check(policy, strict, default_state_dir(netns, state_dir))
 
 
 @cli.command()
 def schema() -> None:
     """Print the policy's JSON Schema (for editors)."""
-    from outguard.policy.model import PolicyDoc  # noqa: PLC0415
+    from outguard.policy.schema import policy_schema  # noqa: PLC0415
 
-    doc = PolicyDoc.model_json_schema(by_alias=True)
-    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    doc["title"] = "outguard policy"
-    click.echo(json.dumps(doc, indent=2))
+    click.echo(json.dumps(policy_schema(), indent=2))
 
 
 @cli.command(name="compile")

@@ -1,11 +1,14 @@
 """Warnings about a valid policy: things that load but are probably not what was meant.
 
-Shadowed rules, allows of everything, unused lists, expired rules, and host names that are only
-resolved at apply time. Pure: takes a `Policy` and a clock reading, returns `Problem`s.
+Shadowed rules, allows a deny blocks anyway, allows of everything, nothing allowed in enforce
+mode, unused or empty lists and feeds, expired rules, host names only resolved at apply time,
+log rates that flood or starve the monitor. Pure: takes a `Policy` and a clock reading, returns
+`Problem`s (what needs the machine is in `host`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from outguard.errors import Problem
@@ -70,7 +73,12 @@ def _shadow_candidates(ordered: list[tuple[str, int, Rule]],
     return out
 
 
+Warn = Callable[[tuple[str | int, ...], str], None]
+_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
 def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
+    """Warnings about a valid policy, in no particular order (`load` sorts them)."""
     now = now or datetime.now(UTC)
     out: list[Problem] = []
     src = policy.source
@@ -85,6 +93,7 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
     plain = [_plain_addresses(rule) for _s, _i, rule in ordered]
     candidates = _shadow_candidates(ordered, plain)
     used: set[str] = set()
+    shadowed: set[int] = set()
     for position, (section, index, rule) in enumerate(ordered):
         path: tuple[str | int, ...] = (section, index)
         if rule.expires is not None and as_utc(rule.expires) <= now:
@@ -112,8 +121,66 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
                 verb = "blocks" if earlier_section == "deny" else "already allows"
                 warn(path, f"rule {rule.name!r} never decides anything: {earlier_section}"
                      f"[{earlier_index}] {earlier.name!r} {verb} all of it first")
+                shadowed.add(position)
                 break
     for name in policy.doc.lists:
         if name not in used:
             warn(("lists", name), f"list {name!r} is not used by any rule")
+        elif not policy.doc.lists[name].file and not policy.lists[name].targets:
+            warn(("lists", name), f"list {name!r} is empty: rules that use it match nothing"
+                 " through it")
+        elif policy.doc.dns is None and policy.lists[name].file is not None and any(
+                t.kind in ("host", "wildcard") for t in policy.lists[name].targets):
+            warn(("lists", name, "file"), f"list file of {name!r} holds host names: without a"
+                 " 'dns:' section they match nothing (names in list files are for outguard's"
+                 " resolver)")
+    for name in policy.doc.feeds:
+        if f"feed:{name}" not in used:
+            warn(("feeds", name), f"feed {name!r} is not used by any rule (name it in a deny rule:"
+                 f" '@feed:{name}')")
+    _policy_warnings(policy, now, warn)
+    _denied_allows(ordered, shadowed, warn)
     return out
+
+
+def _policy_warnings(policy: Policy, now: datetime, warn: Warn) -> None:
+    """Warnings about the policy as a whole: nothing allowed, logging that floods or starves."""
+    doc = policy.doc
+    live = [r for r in doc.allow if r.expires is None or as_utc(r.expires) > now]
+    if doc.mode == "enforce" and not live:
+        where: tuple[str | int, ...] = next(
+            ((k,) for k in ("allow", "mode") if (k,) in policy.positions.values), ())
+        warn(where, "mode enforce with no allow rule in force: every new outbound connection is"
+             " blocked (loopback and established connections excepted)")
+    rate, per = doc.options.rate()
+    per_second = rate / _SECONDS[per]
+    if per_second > 1000:
+        warn(("options", "log_rate"), f"{doc.options.log_rate} is no limit in practice: a flood"
+             " of blocked packets floods the log and the monitor")
+    elif per_second < 1 / 60:
+        warn(("options", "log_rate"), f"{doc.options.log_rate}: after a few log lines, blocked"
+             " packets go unlogged for a long time (the monitor sees none of them)")
+
+
+def _denied_allows(ordered: list[tuple[str, int, Rule]], shadowed: set[int], warn: Warn) -> None:
+    """An allowed address or network that a deny rule blocks whatever the port: deny beats
+    allow, so that part of the allow rule never decides anything."""
+    blockers = [(i, rule, AddrSet.of(rule.to or [])) for section, i, rule in ordered
+                if section == "deny" and rule.ports is None and rule.proto == "any"
+                and rule.owner is None and rule.expires is None and rule.to is not None
+                and any(t.kind in ("addr", "net") for t in rule.to)]
+    if not blockers:
+        return
+    for position, (section, index, rule) in enumerate(ordered):
+        if section != "allow" or position in shadowed:  # already said of the whole rule
+            continue
+        for j, target in enumerate(rule.to or []):
+            if target.kind not in ("addr", "net"):
+                continue
+            inner = AddrSet.of([target])
+            for deny_index, deny, addrs in blockers:
+                if addrs.covers(inner):
+                    warn((section, index, "to", j), f"{target.value} is blocked by"
+                         f" deny[{deny_index}] {deny.name!r} (deny beats allow): allowing it"
+                         " does nothing")
+                    break

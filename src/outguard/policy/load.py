@@ -1,17 +1,18 @@
 """Load a policy: file → validated `Policy`, or a `PolicyError` listing every problem at once.
 
-First step of the data flow (policy.yaml → policy → decide / compile). Reads the YAML with
-positions, validates it with the pydantic model, then checks what spans the document: unique
-rule names, `@list` references, list files (their own `FILE:LINE:COL` errors), and users and
-groups that must exist on this machine. Nothing here touches the kernel.
+First step of the data flow (policy.yaml → policy → decide / compile). Reads the file (a capped
+regular file: `files`) and the YAML with positions (`yamlpos`), validates it with the pydantic
+model, then runs the checks across the document (`checks`: rule names, `@list` and `@feed:`
+references, owners, the `dns:` section, denies that cover an upstream) and reads list files —
+on whatever part of the document validated, so that shape errors never hide the others. Each
+problem is `FILE:LINE:COL: path: message` (`messages` words it). A valid policy then gets its
+warnings (`checks`, `lint`). Nothing here touches the kernel.
 """
 
 from __future__ import annotations
 
-import grp
 import hashlib
-import pwd
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,8 +21,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from outguard.errors import PolicyError, Problem
+from outguard.feeds.registry import registry
+from outguard.policy.checks import (
+    Where,
+    as_written_warnings,
+    check_dns,
+    check_rules,
+    check_upstreams_not_denied,
+    mapped_message,
+    rules_as_written,
+    rules_of,
+)
+from outguard.policy.files import MAX_LIST_BYTES, MAX_POLICY_BYTES, FileRefusedError, read_capped
+from outguard.policy.messages import pydantic_message
 from outguard.policy.model import PolicyDoc, Rule
-from outguard.policy.targets import LineError, Target, parse_list_lines
+from outguard.policy.targets import LineError, Target, is_mapped, parse_list_lines, parse_target
 from outguard.policy.yamlpos import Positions, YamlSyntaxError, load_yaml
 
 
@@ -67,47 +81,48 @@ class Policy:
                 + [("allow", i, r) for i, r in enumerate(self.doc.allow)])
 
 
-def _message(err: Any) -> str:
-    kind, msg, loc = err["type"], err["msg"], err["loc"]
-    if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}"
-    if kind == "missing":
-        return f"missing required key {loc[-1]!r}"
-    if kind == "literal_error":
-        return f"{err['input']!r}: {msg[0].lower()}{msg[1:]}"
-    if msg.startswith("Value error, "):
-        return str(msg[len("Value error, "):])
-    if kind in ("string_type", "int_type", "list_type", "dict_type", "model_type", "bool_type",
-                "datetime_from_date_parsing", "datetime_parsing", "datetime_type"):
-        return f"{err['input']!r}: {msg[0].lower()}{msg[1:]}"
-    return str(msg)
-
-
-
-def _read_list_file(name: str, file: Path, problems: list[Problem],
+def _read_list_file(name: str, file: Path, problems: list[Problem], warnings: list[Problem],
                     at: Problem) -> LoadedList | None:
     try:
-        data = file.read_bytes()
-    except OSError as exc:
+        data = read_capped(file, MAX_LIST_BYTES)
+    except FileRefusedError as exc:
         problems.append(Problem(at.file, at.line, at.col, at.path,
-                                f"cannot read list file: {exc.strerror}"))
+                                f"cannot read list file {str(file)!r}: {exc}"))
         return None
-    text = data.decode("utf-8", errors="replace")
+    lines = data.decode("utf-8", errors="replace").splitlines()
     targets: list[Target] = []
-    errors = 0
-    for _line, item in parse_list_lines(text.splitlines()):
+    errors = mapped = 0
+    first_mapped = 0
+    bad: list[Problem] = []
+    for line, item in parse_list_lines(lines):
         if isinstance(item, LineError):
             errors += 1
             if errors <= 20:
-                problems.append(Problem(str(file), item.line, item.col, f"lists.{name}",
-                                        item.message))
+                bad.append(Problem(str(file), item.line, item.col, f"lists.{name}", item.message))
         else:
+            if item.version == 4 and ":" in lines[line - 1]:
+                mapped += 1
+                first_mapped = first_mapped or line
             targets.append(item)
+    if errors > 3 and not targets:  # not a list at all (a wrong path?): one line, not twenty
+        problems.append(Problem(at.file, at.line, at.col, at.path,
+                                f"{str(file)!r} is not a list file: none of its {errors} lines is"
+                                " an IP address, network or host name"))
+        return None
+    problems.extend(bad)
     if errors > 20:
         problems.append(Problem(str(file), 1, 1, f"lists.{name}",
                                 f"{errors - 20} more bad lines not shown"))
     if errors:
         return None
+    if mapped:
+        warnings.append(Problem(str(file), first_mapped, 1, f"lists.{name}",
+                                f"{mapped} IPv4-mapped IPv6 address(es) (::ffff:a.b.c.d) read as"
+                                " the IPv4 addresses they stand for"))
+    if not targets:
+        warnings.append(Problem(at.file, at.line, at.col, at.path,
+                                f"list file {str(file)!r} holds no entry: rules that use"
+                                f" @{name} match nothing through it"))
     digest = hashlib.sha256(data).hexdigest()
     return LoadedList(name, digest, str(file), _const(targets))
 
@@ -118,34 +133,14 @@ def _const(targets: list[Target]) -> Callable[[], list[Target]]:
 
 def _lazy_list_file(name: str, file: Path, digest: str) -> LoadedList:
     def read() -> list[Target]:
-        text = file.read_text("utf-8", errors="replace")
+        try:
+            data = read_capped(file, MAX_LIST_BYTES)
+        except FileRefusedError as exc:
+            raise PolicyError([Problem(str(file), 1, 1, f"lists.{name}",
+                                       f"cannot read list file: {exc}")]) from None
+        text = data.decode("utf-8", errors="replace")
         return [t for _n, t in parse_list_lines(text.splitlines()) if isinstance(t, Target)]
     return LoadedList(name, digest, str(file), read)
-
-
-def _check_owner(rule: Rule, path: str, where: Callable[[str], tuple[int, int]],
-                 source: str, problems: list[Problem]) -> None:
-    owner = rule.owner
-    if owner is None:
-        return
-    if owner.user is not None and isinstance(owner.user, str):
-        try:
-            pwd.getpwnam(owner.user)
-        except KeyError:
-            problems.append(Problem(source, *where(f"{path}.for.user"), f"{path}.for.user",
-                                    f"no user {owner.user!r} on this machine"))
-    if owner.group is not None and isinstance(owner.group, str):
-        try:
-            grp.getgrnam(owner.group)
-        except KeyError:
-            problems.append(Problem(source, *where(f"{path}.for.group"), f"{path}.for.group",
-                                    f"no group {owner.group!r} on this machine"))
-    if owner.unit is not None and owner.cgroup is not None:
-        problems.append(Problem(source, *where(f"{path}.for"), f"{path}.for",
-                                "give either 'unit' or 'cgroup', not both"))
-    if all(v is None for v in (owner.user, owner.group, owner.unit, owner.cgroup)):
-        problems.append(Problem(source, *where(f"{path}.for"), f"{path}.for",
-                                "'for' needs at least one of user, group, unit, cgroup"))
 
 
 def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = None,
@@ -165,10 +160,6 @@ def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = No
         raise PolicyError([Problem(source, 1, 1, "", f"cannot load the policy: {exc}")]) from None
 
 
-Where = Callable[[str], tuple[int, int]]
-NamedRule = tuple[str, int, str | None, Rule | None]  # section, index, name, rule if it is valid
-
-
 def _where(pos: Positions) -> Where:
     def where(dotted: str) -> tuple[int, int]:
         path: list[str | int] = []
@@ -181,50 +172,100 @@ def _where(pos: Positions) -> Where:
     return where
 
 
-def _salvaged_rules(data: dict[str, Any]) -> list[NamedRule]:
-    """Rules of a document that failed validation: the valid ones, and the names of the others."""
-    out: list[NamedRule] = []
-    for section in ("deny", "allow"):
-        raw = data.get(section)
-        for i, item in enumerate(raw if isinstance(raw, list) else []):
-            if not isinstance(item, dict):
-                continue
-            try:
-                rule: Rule | None = Rule.model_validate(item)
-            except ValidationError:
-                rule = None
-            name = item.get("name")
-            out.append((section, i, name if isinstance(name, str) else None, rule))
+def _valid(part: dict[str, Any]) -> bool:
+    try:
+        PolicyDoc.model_validate({"version": 1, **part})
+    except ValidationError:
+        return False
+    return True
+
+
+def _salvage(data: dict[str, Any]) -> PolicyDoc:
+    """The valid part of a document that failed validation: each section, list entry, list,
+    feed and alert that validates on its own. Rules are taken from `rules_as_written`."""
+    clean: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in ("version", "allow", "deny") or key not in PolicyDoc.model_fields:
+            continue
+        value = raw
+        if isinstance(raw, list) and key == "alerts":
+            value = [v for v in raw if _valid({key: [v]})]
+        elif isinstance(raw, dict) and key in ("lists", "feeds"):
+            value = {k: v for k, v in raw.items() if _valid({key: {k: v}})}
+        if _valid({key: value}):
+            clean[key] = value
+    return PolicyDoc.model_validate({"version": 1, **clean})
+
+
+def _shape_problems(exc: ValidationError, data: dict[str, Any], pos: Positions,
+                    source: str) -> list[Problem]:
+    out = []
+    raw = data.get("lists")
+    lists: dict[Any, Any] = raw if isinstance(raw, dict) else {}
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if loc[:1] == ("lists",) and loc[2:3] == ("items",) and isinstance(lists.get(loc[1]), list):
+            loc = loc[:2] + loc[3:]  # `name: [..]` is read as `name: {items: [..]}`
+        line, col = pos.of(loc, key=err["type"] == "extra_forbidden")
+        shown = loc[:-1] if err["type"] == "missing" else loc
+        out.append(Problem(source, line, col, format_path(shown), pydantic_message(err, PolicyDoc)))
     return out
 
 
-def _raw_list_names(data: dict[str, Any]) -> set[str]:
-    lists = data.get("lists")
-    return {k for k in lists if isinstance(k, str)} if isinstance(lists, dict) else set()
-
-
-def _check_rules(rules: Sequence[NamedRule], list_names: set[str], where: Where, source: str,
-                 problems: list[Problem]) -> None:
-    """Checks across rules: unique names, known @lists, ports only with tcp/udp, real owners."""
-    seen: dict[str, str] = {}
-    for section, index, name, rule in rules:
-        path = f"{section}[{index}]"
-        if name is not None and name in seen:
-            problems.append(Problem(source, *where(f"{path}.name"), f"{path}.name",
-                                    f"rule name {name!r} is already used by {seen[name]}"))
-        elif name is not None:
-            seen[name] = path
-        if rule is None:
+def _load_lists(doc: PolicyDoc, base: Path, known_lists: Callable[[str], bool] | None,
+                where: Where, source: str, problems: list[Problem],
+                warnings: list[Problem]) -> dict[str, LoadedList]:
+    lists: dict[str, LoadedList] = {}
+    for name, spec in doc.lists.items():
+        if (spec.items is None) == (spec.file is None):
+            problems.append(Problem(source, *where(f"lists.{name}"), f"lists.{name}",
+                                    "a list is either a sequence of entries or {file: PATH}"))
             continue
-        for j, target in enumerate(rule.to or []):
-            if target.kind == "list" and target.value not in list_names \
-                    and not target.value.startswith("feed:"):  # feeds: checked by load_feeds
-                problems.append(Problem(source, *where(f"{path}.to[{j}]"), f"{path}.to[{j}]",
-                                        f"no list named {target.value!r} in 'lists'"))
-        if rule.ports and rule.proto == "icmp":
-            problems.append(Problem(source, *where(f"{path}.ports"), f"{path}.ports",
-                                    "ports need proto tcp, udp or any, not icmp"))
-        _check_owner(rule, path, where, source, problems)
+        if spec.items is not None:
+            for i, t in enumerate(spec.items):
+                if t.kind == "list":
+                    problems.append(Problem(source, *where(f"lists.{name}[{i}]"),
+                                            f"lists.{name}[{i}]",
+                                            "a list cannot refer to another list"))
+            items = list(spec.items)
+            digest = hashlib.sha256("\n".join(t.value for t in items).encode()).hexdigest()
+            lists[name] = LoadedList(name, digest, None, _const(items))
+            continue
+        assert spec.file is not None
+        file = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
+        if known_lists is not None:
+            try:
+                digest = hashlib.sha256(read_capped(file, MAX_LIST_BYTES)).hexdigest()
+            except FileRefusedError:
+                digest = ""
+            if digest and known_lists(digest):
+                lists[name] = _lazy_list_file(name, file, digest)
+                continue
+        at = Problem(source, *where(f"lists.{name}.file"), f"lists.{name}.file", "")
+        loaded = _read_list_file(name, file, problems, warnings, at)
+        if loaded is not None:
+            lists[name] = loaded
+    return lists
+
+
+def _raw_list_warnings(data: dict[str, Any], where: Where, source: str) -> list[Problem]:
+    """IPv4-mapped entries of inline lists, as written."""
+    out = []
+    raw = data.get("lists")
+    for name, spec in (raw.items() if isinstance(raw, dict) else []):
+        entries = spec.get("items") if isinstance(spec, dict) else spec
+        for i, text in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(text, str) and is_mapped(text):
+                at = f"lists.{name}[{i}]"
+                out.append(Problem(source, *where(at), at, mapped_message(text, parse_target(text))))
+    return out
+
+
+def _order(source: str) -> Callable[[Problem], tuple[bool, int, int]]:
+    """The policy file's problems in file order, then those of list files as found."""
+    def key(p: Problem) -> tuple[bool, int, int]:
+        return (False, p.line, p.col) if p.file == source else (True, 0, 0)
+    return key
 
 
 def _load_text(text: str, source: str, *, base_dir: Path | None,
@@ -241,74 +282,59 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
     if not isinstance(data, dict):
         problems.append(Problem(source, 1, 1, "", "a policy is a mapping with at least 'version: 1'"))
         raise PolicyError(problems)
+    where = _where(pos)
     try:
         doc = PolicyDoc.model_validate(data)
+        rules = rules_of(doc.deny, doc.allow)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            is_key = err["type"] == "extra_forbidden"
-            line, col = pos.of(loc, key=is_key)
-            shown = loc[:-1] if err["type"] == "missing" else loc
-            problems.append(Problem(source, line, col, format_path(shown), _message(err)))
-        # the document checks still run on what did validate: every error at once
-        _check_rules(_salvaged_rules(data), _raw_list_names(data), _where(pos), source, problems)
-        problems.sort(key=lambda p: (p.line, p.col))
-        raise PolicyError(problems) from None
-    if problems:
-        raise PolicyError(problems)
-    where = _where(pos)
+        # every error at once: the checks below still run on whatever did validate
+        problems += _shape_problems(exc, data, pos, source)
+        doc = _salvage(data)
+        rules = rules_as_written(data)
+    warnings: list[Problem] = []
 
     base = base_dir or Path(source).resolve().parent
-    lists: dict[str, LoadedList] = {}
-    for name, spec in doc.lists.items():
-        if (spec.items is None) == (spec.file is None):
-            problems.append(Problem(source, *where(f"lists.{name}"), f"lists.{name}",
-                                    "a list is either a sequence of entries or {file: PATH}"))
-            continue
-        if spec.items is not None:
-            bad = [i for i, t in enumerate(spec.items) if t.kind == "list"]
-            for i in bad:
-                problems.append(Problem(source, *where(f"lists.{name}[{i}]"), f"lists.{name}[{i}]",
-                                        "a list cannot refer to another list"))
-            items = list(spec.items)
-            digest = hashlib.sha256("\n".join(t.value for t in items).encode()).hexdigest()
-            lists[name] = LoadedList(name, digest, None, _const(items))
-            continue
-        assert spec.file is not None
-        file = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
-        if known_lists is not None:
-            try:
-                digest = hashlib.sha256(file.read_bytes()).hexdigest()
-            except OSError:
-                digest = ""
-            if digest and known_lists(digest):
-                lists[name] = _lazy_list_file(name, file, digest)
-                continue
-        at = Problem(source, *where(f"lists.{name}.file"), f"lists.{name}.file", "")
-        loaded = _read_list_file(name, file, problems, at)
-        if loaded is not None:
-            lists[name] = loaded
-
-    named = [(section, i, r.name, r) for section, rules in (("deny", doc.deny), ("allow", doc.allow))
-             for i, r in enumerate(rules)]
-    _check_rules(named, set(doc.lists), where, source, problems)
-    feed_refs = {t.value: (f"{s}[{i}].to[{j}]", where(f"{s}[{i}].to[{j}]"))
-                 for s, i, _n, r in reversed(named) for j, t in reversed(list(enumerate(r.to or [])))
-                 if t.kind == "list" and t.value.startswith("feed:")}
-    feed_warnings: list[Problem] = []
+    lists = _load_lists(doc, base, known_lists, where, source, problems, warnings)
+    raw_lists = data.get("lists")
+    list_names = {k for k in raw_lists if isinstance(k, str)} if isinstance(raw_lists, dict) \
+        else set()
+    raw_feeds = data.get("feeds")
+    feed_names = {k for k in raw_feeds if isinstance(k, str)} if isinstance(raw_feeds, dict) \
+        else set()
+    if "feed:" in text:  # the shipped registry is read only when the policy names a feed
+        feed_names |= set(registry())
+    check_rules(rules, list_names, feed_names, where, source, problems)
+    feed_refs = {t.value: (f"{nr.path}.to[{j}]", where(f"{nr.path}.to[{j}]"))
+                 for nr in reversed(rules) if nr.rule is not None
+                 for j, t in reversed(list(zip(nr.to_index, nr.rule.to or [], strict=False)))
+                 if t.kind == "list" and t.value.startswith("feed:")
+                 and t.value[len("feed:"):] in feed_names}
     if feed_refs:
         from outguard.feeds.policy import load_feeds  # noqa: PLC0415 - it imports this module
 
         feed_lists, feed_warnings = load_feeds(doc, feed_refs, base, feed_dir, known_lists, source,
                                                problems, lists)
         lists.update(feed_lists)
+        warnings += feed_warnings
+    if doc.dns is not None:
+        uid = check_dns(doc.dns, base, where, source, problems, warnings)
+
+        def list_targets(name: str) -> list[Target] | None:
+            known = name in lists and not name.startswith("feed:")
+            return lists[name].targets if known else None
+
+        check_upstreams_not_denied(doc.dns, uid, rules, list_targets, where, source, problems)
     if problems:
+        # the policy file's problems in file order, then those found in list files
+        problems.sort(key=_order(source))
         raise PolicyError(problems)
     policy = Policy(doc, lists, source, text, hashlib.sha256(text.encode()).hexdigest(),
                     positions=pos)
     from outguard.policy.lint import lint  # noqa: PLC0415 - lint imports this module
 
-    policy.warnings = lint(policy) + feed_warnings
+    warnings += as_written_warnings(data, rules, where, source) \
+        + _raw_list_warnings(data, where, source)
+    policy.warnings = sorted(warnings + lint(policy), key=_order(source))
     return policy
 
 
@@ -316,9 +342,9 @@ def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None =
                 feed_dir: Path | None = None) -> Policy:
     file = Path(path)
     try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, "", f"cannot read policy: {exc.strerror}")]) from None
+        data = read_capped(file, MAX_POLICY_BYTES)
+    except FileRefusedError as exc:
+        raise PolicyError([Problem(str(path), 1, 1, "", f"cannot read policy: {exc}")]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -7,7 +7,8 @@ list references, users that exist) live in `load`. Unknown keys are errors every
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import unicodedata
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
@@ -43,6 +44,37 @@ def _port_range(value: Any) -> tuple[int, int]:
     return (low, high)
 
 
+def port_overlaps(ports: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Pairs of entries of one `ports` list that share a port (a duplicate counts)."""
+    ordered = sorted(ports)
+    out = []
+    reach = ordered[0] if ordered else (0, 0)  # the entry reaching furthest so far
+    for entry in ordered[1:]:
+        if entry[0] <= reach[1]:
+            out.append((reach, entry))
+        if entry[1] > reach[1]:
+            reach = entry
+    return out
+
+
+def merge_ports(ports: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping ranges joined, in ascending order."""
+    out: list[tuple[int, int]] = []
+    for low, high in sorted(ports):
+        if out and low <= out[-1][1]:
+            out[-1] = (out[-1][0], max(high, out[-1][1]))
+        else:
+            out.append((low, high))
+    return out
+
+
+_HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _char_name(c: str) -> str:
+    return f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')})" if c != '"' else "'\"'"
+
+
 def _not_bool(value: Any) -> Any:
     # YAML's `true` is a Python bool, which pydantic would take as 1
     if isinstance(value, bool):
@@ -71,16 +103,23 @@ def _id_ref(value: Any) -> str | int:
     return value
 
 
+# a date and time, or a date alone (midnight): both are what a policy file may hold
+When = Annotated[datetime, BeforeValidator(lambda v: v, json_schema_input_type=datetime | date)]
 IdRef = Annotated[str | int, PlainValidator(_id_ref, json_schema_input_type=str | int)]
 
 
 class Owner(_Strict):
     """Whose traffic a rule covers (`for:`)."""
 
-    user: IdRef | None = None
-    group: IdRef | None = None
-    unit: str | None = None
-    cgroup: str | None = None
+    user: IdRef | None = Field(default=None, description=(
+        "Only sockets of this user (name or uid): nftables `meta skuid`."))
+    group: IdRef | None = Field(default=None, description=(
+        "Only sockets of this group (name or gid): nftables `meta skgid`."))
+    unit: str | None = Field(default=None, description=(
+        "Only processes of this systemd unit (e.g. nginx.service): its cgroup"
+        " system.slice/UNIT."))
+    cgroup: str | None = Field(default=None, description=(
+        "Only processes in this cgroup v2 path (e.g. /system.slice/app.service); not with unit."))
 
     @field_validator("unit")
     @classmethod
@@ -99,13 +138,26 @@ class Owner(_Strict):
 
 
 class Rule(_Strict):
-    name: str
-    to: list[Dest] | None = None
-    ports: list[PortRange] | None = None
-    proto: Literal["tcp", "udp", "icmp", "any"] = "any"
-    owner: Owner | None = Field(default=None, alias="for")
-    comment: str | None = Field(default=None, max_length=200)
-    expires: datetime | None = None
+    """One allow or deny rule: destinations, ports, protocol and whose traffic."""
+
+    name: str = Field(description=(
+        "Unique name (letters, digits, _ . -, at most 48): names the rule's counter and the"
+        " NFLOG prefix og:deny:NAME."))
+    to: list[Dest] | None = Field(default=None, description=(
+        "Destinations: IPv4/IPv6 addresses and CIDRs, host names, *.wildcard names, @list and"
+        " @feed:NAME references. Leave out to mean every destination."))
+    ports: list[PortRange] | None = Field(default=None, description=(
+        "Destination ports: 443 or \"8000-8100\". Leave out to mean every port. Overlapping"
+        " entries are merged (with a warning)."))
+    proto: Literal["tcp", "udp", "icmp", "any"] = Field(default="any", description=(
+        "tcp, udp, icmp (ICMP and ICMPv6) or any; with ports, any means tcp and udp."))
+    owner: Owner | None = Field(default=None, alias="for", description=(
+        "Whose traffic: user, group, unit or cgroup (leave out: every process)."))
+    comment: str | None = Field(default=None, max_length=200, description=(
+        "Free text kept with the rule in the kernel (no control or format characters, no '\"')."))
+    expires: When | None = Field(default=None, description=(
+        "After this time the rule is gone (2026-12-31T00:00:00Z, or a date; without a zone:"
+        " local time). The kernel checks it too."))
 
     @field_validator("name")
     @classmethod
@@ -127,7 +179,9 @@ class Rule(_Strict):
     def _ports(cls, value: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
         if value is not None and not value:
             raise ValueError("'ports' is empty: leave it out to mean every port")
-        return value
+        # the kernel refuses a port set whose intervals overlap ("conflicting intervals"):
+        # merged here, so every consumer sees one set of ports; `load` warns about it
+        return merge_ports(value) if value is not None and port_overlaps(value) else value
 
     @field_validator("expires")
     @classmethod
@@ -145,8 +199,12 @@ class Rule(_Strict):
     @field_validator("comment")
     @classmethod
     def _comment(cls, value: str | None) -> str | None:
-        if value is not None and any(ord(c) < 32 or c == '"' for c in value):
-            raise ValueError("a comment cannot hold control characters or '\"'")
+        # it reaches `nft list ruleset` and every log: nothing that hides or reorders text
+        # (bidi overrides, zero-width and other format characters), no line breaks
+        for c in value or "":
+            if c == '"' or unicodedata.category(c) in _HIDDEN:
+                raise ValueError(f"a comment cannot hold {_char_name(c)}: control, format and"
+                                 " line-break characters and '\"' are refused")
         return value
 
 
@@ -159,27 +217,33 @@ def _file_name(value: Any) -> Any:
 FileName = Annotated[str, BeforeValidator(_file_name)]
 
 
-class ListFile(_Strict):
-    file: FileName
-
-
 def _list_spec(value: Any) -> Any:
     return {"items": value} if isinstance(value, list) else value
 
 
 class ListSpec(_Strict):
-    items: list[Dest] | None = None
-    file: FileName | None = None
+    """A named list: its entries inline, or a file of one entry per line."""
+
+    items: list[Dest] | None = Field(default=None, description=(
+        "The entries (the same as `name: [a, b]`): addresses, CIDRs, host names."))
+    file: FileName | None = Field(default=None, description=(
+        "A file of one address, CIDR or name per line, # comments; relative to the policy."))
 
 
 ListDef = Annotated[ListSpec, BeforeValidator(_list_spec, json_schema_input_type=list[str] | ListSpec)]
 
 
 class Options(_Strict):
-    default_action: Literal["drop", "reject"] = "drop"
-    nflog_group: Annotated[int, BeforeValidator(_not_bool)] = Field(default=0, ge=0, le=65535)
-    log_rate: str = "10/second"
-    forward: bool = False
+    """How blocked traffic is handled and logged."""
+
+    default_action: Literal["drop", "reject"] = Field(default="drop", description=(
+        "What blocking does: drop, or reject (TCP reset / ICMP admin-prohibited)."))
+    nflog_group: Annotated[int, BeforeValidator(_not_bool)] = Field(
+        default=0, ge=0, le=65535, description="The NFLOG group blocked packets are logged to.")
+    log_rate: str = Field(default="10/second", description=(
+        "How many blocked packets per rule are logged: N/second, minute, hour or day."))
+    forward: bool = Field(default=False, description=(
+        "true: filter routed traffic (containers, VMs) the same way."))
 
     @field_validator("log_rate")
     @classmethod
@@ -195,12 +259,24 @@ class Options(_Strict):
 
 
 class PolicyDoc(_Strict):
-    version: Annotated[Literal[1], BeforeValidator(_not_bool)]
-    mode: Literal["enforce", "audit"] = "enforce"
-    allow: list[Rule] = Field(default_factory=list)
-    deny: list[Rule] = Field(default_factory=list)
-    lists: dict[str, ListDef] = Field(default_factory=dict)
-    options: Options = Field(default_factory=Options)
-    feeds: dict[str, FeedDef] = Field(default_factory=dict)  # custom feeds for @feed:NAME
-    dns: DnsConfig | None = None
-    alerts: list[AlertSpec] = Field(default_factory=list)
+    """An outguard egress policy (policy.yaml)."""
+
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(
+        description="The policy format's version: 1.")
+    mode: Literal["enforce", "audit"] = Field(default="enforce", description=(
+        "enforce: block what no rule allows; audit: log what would be blocked, block nothing."))
+    allow: list[Rule] = Field(default_factory=list, description=(
+        "Allowed outbound traffic; the first matching rule decides (after the deny rules)."))
+    deny: list[Rule] = Field(default_factory=list, description=(
+        "Blocked outbound traffic (logged); evaluated before allow: deny beats allow."))
+    lists: dict[str, ListDef] = Field(default_factory=dict, description=(
+        "Named lists of destinations, referred to as @NAME in `to`."))
+    options: Options = Field(default_factory=Options, description=(
+        "default_action, nflog_group, log_rate, forward."))
+    feeds: dict[str, FeedDef] = Field(default_factory=dict, description=(
+        "Your own threat feeds, referred to as @feed:NAME (next to the shipped registry)."))
+    dns: DnsConfig | None = Field(default=None, description=(
+        "outguard's DNS resolver: names are resolved through it and their addresses put in the"
+        " kernel before the answer; DNS leaves only through it."))
+    alerts: list[AlertSpec] = Field(default_factory=list, description=(
+        "Where `outguard run` sends incidents: stdout, syslog, webhook, email."))

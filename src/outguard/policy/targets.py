@@ -33,8 +33,13 @@ class Target:
         return self.value
 
 
+_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses
+
+
 def _addr(text: str) -> tuple[str, int] | None:
-    """Canonical form and version of an IP address, or None."""
+    """Canonical form and version of an IP address, or None. An IPv4-mapped IPv6 address
+    (::ffff:a.b.c.d) is the IPv4 address: a socket that connects to it sends an IPv4 packet,
+    and an `ip6 daddr` match would never see it."""
     try:
         socket.inet_pton(socket.AF_INET, text)
         return text, 4  # glibc's inet_pton rejects every non-canonical IPv4 form
@@ -44,7 +49,29 @@ def _addr(text: str) -> tuple[str, int] | None:
         packed = socket.inet_pton(socket.AF_INET6, text)
     except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
+    if packed[:12] == _MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:]), 4
     return socket.inet_ntop(socket.AF_INET6, packed), 6
+
+
+def is_mapped(text: str) -> bool:
+    """True for an IPv4-mapped IPv6 address or network (`::ffff:203.0.113.10`,
+    `::ffff:203.0.113.0/120`), which a policy reads as the IPv4 address or network."""
+    addr, slash, length = text.strip().partition("/")
+    if ":" not in addr or (slash and (not length.isdigit() or int(length) < 96)):
+        return False
+    try:
+        return socket.inet_pton(socket.AF_INET6, addr)[:12] == _MAPPED
+    except (OSError, ValueError):
+        return False
+
+
+class HostBitsError(ValueError):
+    """A network written with host bits set; `network` is the one probably meant."""
+
+    def __init__(self, message: str, network: str) -> None:
+        super().__init__(message)
+        self.network = network
 
 
 def _net(text: str) -> Target:
@@ -53,8 +80,16 @@ def _net(text: str) -> Target:
     if parsed is None or not len_text.isdigit():
         raise ValueError(f"{text!r} is not an IP address, network or host name")
     canon, version = parsed
-    bits = 32 if version == 4 else 128
     length = int(len_text)
+    if version == 4 and ":" in addr_text:  # IPv4-mapped: ::ffff:a.b.c.d/96+n is a.b.c.d/n
+        if length > 128:
+            raise ValueError(f"{text!r}: prefix length /{length} is longer than /128")
+        if length < 96:  # wider than the mapped range: an IPv6 network as written
+            packed = socket.inet_pton(socket.AF_INET6, addr_text)
+            canon, version = socket.inet_ntop(socket.AF_INET6, packed), 6
+        else:
+            length -= 96
+    bits = 32 if version == 4 else 128
     if length > bits:
         raise ValueError(f"{text!r}: prefix length /{length} is longer than /{bits}")
     value = int.from_bytes(socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6,
@@ -62,7 +97,8 @@ def _net(text: str) -> Target:
     mask = ((1 << length) - 1) << (bits - length) if length else 0
     if value & ~mask & ((1 << bits) - 1):
         base = int_to_text(value & mask, version)
-        raise ValueError(f"{text!r} has host bits set; did you mean {base}/{length}?")
+        raise HostBitsError(f"{text!r} has host bits set; did you mean {base}/{length}?",
+                            f"{base}/{length}")
     if length == bits:
         return Target("addr", canon, version)
     return Target("net", f"{canon}/{length}", version)
@@ -124,9 +160,18 @@ def int_to_text(value: int, version: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LineError:
+    """A bad line of a list file. The message never quotes the line: a list file may be a file
+    that is no list at all (`/etc/shadow`), whose lines must not reach a terminal or a log."""
+
     line: int
     col: int
     message: str
+
+
+def _line_message(exc: ValueError) -> str:
+    if isinstance(exc, HostBitsError):  # the network it suggests is no secret of the file
+        return f"host bits set; did you mean {exc.network}?"
+    return "not an IP address, network or host name"
 
 
 def parse_list_lines(lines: Iterable[str]) -> Iterator[tuple[int, Target | LineError]]:
@@ -153,10 +198,10 @@ def parse_list_lines(lines: Iterable[str]) -> Iterator[tuple[int, Target | LineE
             target = parse_target(text)
         except ValueError as exc:
             col = raw.find(text[:1]) + 1 if text else 1
-            yield number, LineError(number, max(col, 1), str(exc))
+            yield number, LineError(number, max(col, 1), _line_message(exc))
             continue
         if target.kind == "list":
             yield number, LineError(number, raw.find(text) + 1,
-                                    f"{text!r}: a list file cannot refer to another list")
+                                    "a list file cannot refer to another list")
             continue
         yield number, target

@@ -5,6 +5,10 @@ them to report `FILE:LINE:COL: path: message`. Built on `yaml.compose` with a re
 null, booleans (true/false only) and decimal integers, so YAML 1.1 surprises never reach a policy:
 `no` stays the string "no", `22:22` is not a base-60 number, and `2001:db8::10` is text.
 Duplicate keys are reported instead of silently keeping the last one.
+
+Anchors and aliases (`&ports [80, 443]` … `*ports`) are allowed, but what aliases bring in is
+counted: beyond `MAX_ALIAS_VALUES` values the document is refused. A few hundred bytes of nested
+aliases ("billion laughs") otherwise expand to billions of values and exhaust memory.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import yaml
+
+from outguard.policy.messages import yaml_message
+
+MAX_ALIAS_VALUES = 10_000  # values that aliases may add to a document, all aliases together
 
 PathPart = str | int
 Path = tuple[PathPart, ...]
@@ -85,8 +93,26 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     raise ValueError(f"unsupported YAML tag {node.tag!r}")
 
 
-def _walk(node: yaml.Node, path: Path, pos: Positions, problems: list[YamlProblem]) -> Any:
+class _Walk:
+    """One document's walk: the nodes seen, and how many values aliases have added."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.aliased = 0
+
+
+def _walk(node: yaml.Node, path: Path, pos: Positions, problems: list[YamlProblem],
+          walk: _Walk, in_alias: bool = False) -> Any:
     mark = node.start_mark
+    if id(node) in walk.seen:
+        in_alias = True  # the composer hands an alias over as the anchored node itself
+    walk.seen.add(id(node))
+    if in_alias:
+        walk.aliased += 1
+        if walk.aliased > MAX_ALIAS_VALUES:
+            raise YamlSyntaxError(mark.line + 1, mark.column + 1,
+                                  f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values"
+                                  " (a 'billion laughs' document?): write the values out")
     pos.values[path] = (mark.line + 1, mark.column + 1)
     if isinstance(node, yaml.ScalarNode):
         try:
@@ -95,7 +121,8 @@ def _walk(node: yaml.Node, path: Path, pos: Positions, problems: list[YamlProble
             problems.append(YamlProblem(mark.line + 1, mark.column + 1, path, str(exc)))
             return None
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, (*path, i), pos, problems) for i, item in enumerate(node.value)]
+        return [_walk(item, (*path, i), pos, problems, walk, in_alias)
+                for i, item in enumerate(node.value)]
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -110,7 +137,7 @@ def _walk(node: yaml.Node, path: Path, pos: Positions, problems: list[YamlProble
                                             f"duplicate key {key!r}"))
                 continue
             pos.keys[(*path, key)] = (kmark.line + 1, kmark.column + 1)
-            out[key] = _walk(value_node, (*path, key), pos, problems)
+            out[key] = _walk(value_node, (*path, key), pos, problems, walk, in_alias)
         return out
     raise ValueError(f"unsupported YAML node {node!r}")  # pragma: no cover
 
@@ -122,12 +149,14 @@ def load_yaml(text: str) -> tuple[Any, Positions, list[YamlProblem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlSyntaxError(line, col, f"not valid YAML: {exc.problem or exc}") from exc
+        lines = text.splitlines()
+        char = lines[line - 1][col - 1:col] if mark and line <= len(lines) else ""
+        raise YamlSyntaxError(line, col, yaml_message(exc.problem or str(exc), char)) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, 1, f"not valid YAML: {exc}") from exc
     pos = Positions()
     problems: list[YamlProblem] = []
     if node is None:
         return None, pos, problems
-    data = _walk(node, (), pos, problems)
+    data = _walk(node, (), pos, problems, _Walk())
     return data, pos, problems
