@@ -24,10 +24,19 @@ from typing import Any
 import pytest
 
 from outguard.engine import apply_policy
+from outguard.errors import KernelError
 from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
 from outguard.state import StateDir
-from tests.kernel.topology import DROPPED, PASSED, Background, Probe, Topology
+from tests.kernel.topology import (
+    DROPPED,
+    PASSED,
+    REFUSED_MARK,
+    Background,
+    Probe,
+    RefusingKernel,
+    Topology,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -138,11 +147,8 @@ BAD_POLICIES = {
                    ["5:17: allow[0].ports[1]", "6:5: allow[0].colour"]),
     "uid-out-of-range": ("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
                          "    for: {user: 4294967296}\n", ["5:17: allow[0].for.user"]),
-    # (b) loads and compiles, the kernel side refuses the transaction: overlapping port
-    # ranges in one interval set ("conflicting intervals")
-    "kernel-ports": ("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
-                     "    ports: [443, \"1-1024\"]\n", None),
 }
+# (b) loads and compiles, the kernel refuses the transaction: test_kernel_refusal_leaves_...
 
 
 @pytest.mark.parametrize("kind", list(BAD_POLICIES))
@@ -179,6 +185,19 @@ def test_failing_policy_leaves_ruleset_and_state_byte_identical(with_a: Topology
     _wait_for(lambda: not _pids_in(topo.server), 5, "the watchdog to exit")
 
 
+
+def test_a_kernel_refusal_leaves_ruleset_and_state_byte_identical(with_a: Topology) -> None:
+    """(b) a policy that loads and compiles, and the kernel refuses the transaction."""
+    topo = with_a
+    ruleset, state, status = topo.ruleset(), _state_files(topo.state_dir), topo.status()
+    path = topo.write_policy("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n"
+                             f"    comment: {REFUSED_MARK}\n", "kernel.yaml")
+    with pytest.raises(KernelError):
+        apply_policy(path, StateDir(topo.state_dir), RefusingKernel(topo.kernel()),
+                     confirm_timeout=30, spawn_watchdog=lambda *_a: 0)
+    assert topo.ruleset() == ruleset, "the ruleset changed"
+    assert _state_files(topo.state_dir) == state, "the state directory changed"
+    assert topo.status() == status
 
 
 # --- 6. re-applying never opens a gap ------------------------------------------------------

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outguard.errors import KernelError
 from outguard.kernel import counters as kc
 from outguard.kernel import netns as ns
 from outguard.kernel.netns import NetnsThread
@@ -637,3 +638,30 @@ class Background:
                     sel.unregister(s)
                 s.close()
             sel.close()
+
+
+REFUSED_MARK = "refused-by-the-test-kernel"
+
+
+class RefusingKernel:
+    """A real kernel that refuses every batch carrying REFUSED_MARK (a rule comment): what a
+    machine without a kernel feature does, for a policy `check` cannot fault."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def _refuse(self, doc: Any) -> None:
+        if REFUSED_MARK in str(doc):
+            raise KernelError("Operation not supported (a kernel without what the rule needs)")
+
+    def run_json(self, doc: Any) -> Any:
+        self._refuse(doc)
+        return self.real.run_json(doc)
+
+    def run_text(self, cmd: str) -> str:
+        self._refuse(cmd)
+        result: str = self.real.run_text(cmd)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

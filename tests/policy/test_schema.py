@@ -59,6 +59,9 @@ def test_the_readme_policy_passes_check(tmp_path: Path) -> None:
     (block,) = [b for b in readme_yaml_blocks() if b.startswith("version: 1")]
     for name in re.findall(r"\{file: ([\w./-]+)\}", block):
         (tmp_path / name).write_text("198.51.100.99\n")
+    for names in re.findall(r"blocklists: \[([^]]*)\]", block):
+        for name in names.split(","):
+            (tmp_path / name.strip()).write_text("ads.example.test\n")
     try:
         load_text(block, "README.md", base_dir=tmp_path)
     except PolicyError as err:

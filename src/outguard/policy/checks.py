@@ -225,17 +225,13 @@ def _ports(p: tuple[int, int]) -> str:
 
 def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: list[Problem],
               warnings: list[Problem]) -> int | None:
-    """A `dns:` section the kernel can express; returns the resolver's uid when known."""
+    """A `dns:` section the kernel can express; returns the resolver's uid when known. (Scope
+    ids, IPv4-mapped addresses and impossible uids are refused by the model, `dns.config`.)"""
     for i, text in enumerate(dns.upstreams):
         at = f"dns.upstreams[{i}]"
         addr = ipaddress.ip_address(parse_endpoint(text)[0])
         why = None
-        if "%" in text:
-            why = "has an IPv6 scope id (%…): nftables cannot match one; use a global address"
-        elif isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            why = (f"is an IPv4-mapped IPv6 address: the resolver would reach it over IPv4;"
-                   f" write {addr.ipv4_mapped}")
-        elif addr.is_unspecified or addr.is_multicast or str(addr) == "255.255.255.255":
+        if addr.is_unspecified or addr.is_multicast or str(addr) == "255.255.255.255":
             why = "is not an address a DNS server can be reached at"
         if why is not None:
             problems.append(Problem(source, *where(at), at, f"{text!r} {why}"))
@@ -247,20 +243,8 @@ def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: l
             at = f"dns.blocklists[{i}]"
             problems.append(Problem(source, *where(at), at,
                                     f"cannot read DNS blocklist {name!r}: {why}"))
-    listen = parse_endpoint(dns.listen)[0]
-    mapped = ipaddress.ip_address(listen)
-    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
-        problems.append(Problem(source, *where("dns.listen"), "dns.listen",
-                                f"{dns.listen!r} is an IPv4-mapped IPv6 address: write"
-                                f" {mapped.ipv4_mapped}"
-                                + (" (and listen on one address, not on every address)"
-                                   if mapped.ipv4_mapped.is_unspecified else "")))
     user = dns.user
     if isinstance(user, int):
-        if not 0 <= user < 2**32 - 1:
-            problems.append(Problem(source, *where("dns.user"), "dns.user",
-                                    f"{user} is not a valid uid"))
-            return None
         return user
     try:
         return pwd.getpwnam(user).pw_uid

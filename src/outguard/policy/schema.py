@@ -83,6 +83,26 @@ def policy_schema() -> dict[str, Any]:
         for prop, text in fields.items():
             if prop in props:
                 props[prop].setdefault("description", text)
+    _decimals_as_written(doc)
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     doc["title"] = "outguard policy"
     return doc
+
+
+_DECIMAL = {"type": "string", "pattern": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"}
+
+
+def _decimals_as_written(node: Any) -> None:
+    """The policy's YAML reads `1.0` as the text "1.0" (no YAML 1.1 number surprises; the model
+    converts it): every `number` of the schema also takes such a text."""
+    if isinstance(node, dict):
+        if node.get("type") == "number":
+            number = {k: node.pop(k) for k in list(node) if k not in ("description", "default",
+                                                                       "title")}
+            node["anyOf"] = [number, _DECIMAL]
+            return
+        for value in node.values():
+            _decimals_as_written(value)
+    elif isinstance(node, list):
+        for value in node:
+            _decimals_as_written(value)
