@@ -73,7 +73,13 @@ def test_blocked_connect_is_one_attributed_incident(topo: Topology) -> None:
         assert topo.probe([Probe("198.51.100.10", 443)]) == ["refused"]
         time.sleep(0.3)
         assert len(agent.incidents()) == 1
-        assert agent.running.metrics.value("outguard_drops_total", rule="deny:ldap-out") >= 1
+        metrics = agent.running.metrics
+        assert metrics.value("outguard_logged_drops_total", rule="deny:ldap-out") >= 1
+        # the kernel's own count, read at scrape time: all of it was logged
+        kernel = metrics.value("outguard_kernel_drops_total", rule="deny:ldap-out")
+        assert kernel >= 1
+        assert metrics.value("outguard_kernel_logged_total", rule="deny:ldap-out") == kernel
+        assert metrics.value("outguard_not_logged_total", rule="deny:ldap-out") == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 1 and lines[0]["id"] == inc.id
 

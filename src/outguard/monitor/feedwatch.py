@@ -20,6 +20,7 @@ from outguard.errors import OutguardError
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.policy import PREFIX
+from outguard.monitor.metrics import FeedFreshness
 from outguard.policy.load import Policy
 
 log = logging.getLogger("outguard.monitor")
@@ -39,6 +40,7 @@ class FeedWatch:
                  publish: Callable[[dict[str, Any]], None]) -> None:
         self.policy, self.state_dir, self.netns, self.publish = policy, state_dir, netns, publish
         self.index = FeedIndex([])
+        self.feeds: list[str] = []  # the policy's feeds, by name
         self.rounds = 0
 
     def load_index(self) -> bool:
@@ -50,7 +52,24 @@ class FeedWatch:
     def index_from(self, policy: Policy) -> bool:
         """Build the index from a loaded policy's feeds; False when the policy names none."""
         self.index = FeedIndex.of_policy(policy)
-        return any(name.startswith(PREFIX) for name in policy.lists)
+        self.feeds = [name[len(PREFIX):] for name in policy.lists if name.startswith(PREFIX)]
+        return bool(self.feeds)
+
+    def freshness(self) -> list[FeedFreshness]:
+        """Per feed of the policy: when its copy was last confirmed good, failures since (the
+        feeds' records in the state directory, read at each metrics scrape)."""
+        from outguard.feeds.store import FeedStore  # noqa: PLC0415
+
+        store = FeedStore(self.state_dir / "feeds")
+        out = []
+        for name in self.feeds:
+            try:
+                meta = store.meta(name)
+            except OutguardError as exc:  # an unreadable record: say so, report the rest
+                log.warning("feed %s: %s", name, exc)
+                continue
+            out.append(FeedFreshness(name, meta.fetched_at, meta.failures))
+        return out
 
     def feed_of(self, destination: str) -> str | None:
         hits = self.index.lookup(destination)

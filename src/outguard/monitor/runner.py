@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,16 +40,24 @@ from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
 from outguard.monitor.classify import load_classifier
 from outguard.monitor.feedwatch import FeedWatch
-from outguard.monitor.metrics import Metrics, MetricsServer
+from outguard.monitor.metrics import (
+    Metrics,
+    MetricsServer,
+    feed_families,
+    kernel_families,
+    resolver_families,
+    suppressed_families,
+)
 from outguard.policy.load import Policy
-from outguard.store import Query, open_store
-from outguard.store.base import Retention, Store
+from outguard.store import Query, StoreError, open_store
+from outguard.store.base import LateStore, Retention, Store
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from outguard.dns.server import DnsHandle
 
 STORE_NAME = "events.db"
+log = logging.getLogger("outguard.monitor")
 
 
 @dataclass
@@ -74,9 +83,11 @@ class AgentOptions:
 
 
 class MemorySink:
-    """Keeps every alert it is given (the handle's view of what was alerted)."""
+    """Keeps every alert it is given (the handle's view of what was alerted). Internal: not a
+    sink of the policy, so not in the alert metrics, and it does not widen what is alerted."""
 
     name = "memory"
+    internal = True
 
     def __init__(self) -> None:
         self.alerts: list[dict[str, Any]] = []
@@ -105,6 +116,57 @@ def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None
     except BaseException:
         diag.close()
         raise
+
+
+def kernel_counters(netns: str | None) -> tuple[Callable[[], dict[str, tuple[int, int]]],
+                                                 Callable[[], None]]:
+    """A reader of `inet outguard`'s named counters in `netns` (for the metrics, at scrape
+    time, from any thread); and how to release it."""
+    from outguard.kernel.counters import open_socket, read_counters  # noqa: PLC0415
+    from outguard.kernel.netns import NetnsThread  # noqa: PLC0415
+
+    with contextlib.closing(NetnsThread(netns)) as thread:
+        sock = thread.call(open_socket)  # a socket stays in the namespace it was made in
+    lock = threading.Lock()
+
+    def read() -> dict[str, tuple[int, int]]:
+        with lock:
+            return read_counters(sock=sock)
+    return read, sock.close
+
+
+class StoreTrouble:
+    """The store's failures as metrics and as an alert (at most one per `every` seconds):
+    called on the writer's thread, alerts on the agent's loop."""
+
+    def __init__(self, metrics: Metrics, loop: asyncio.AbstractEventLoop,
+                 publish: Callable[[dict[str, Any]], None], where: str, every: float = 300) -> None:
+        self.metrics, self.loop, self.publish, self.where = metrics, loop, publish, where
+        self.every, self._last, self._lost = every, -1e9, 0
+
+    def __call__(self, exc: Exception, lost: int) -> None:
+        self.metrics.store_errors.inc()
+        if lost > self._lost:
+            self.metrics.store_lost.inc(lost - self._lost)
+            self._lost = lost
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        alert = {"type": "outguard.store", "severity": "high", "signature": "store-failed",
+                 "title": f"incidents are not being stored: {exc}",
+                 "details": {"store": self.where, "lost": lost}}
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self.loop.call_soon_threadsafe(self.publish, alert)
+
+
+def _open_store(where: str | Path) -> tuple[Store, StoreError | None]:
+    """The store; one that cannot be opened now is tried again at each write (the agent runs
+    on: its resolver and alerts matter more than the store)."""
+    try:
+        return open_store(where), None
+    except StoreError as exc:
+        return LateStore(lambda: open_store(where), exc), exc
 
 
 def _load(opts: AgentOptions) -> Policy | None:
@@ -142,7 +204,8 @@ def _apply(opts: AgentOptions) -> None:
 
 async def _start_dns(opts: AgentOptions, loaded: Policy, aggregator: Aggregator,
                      writer: BatchWriter, dispatcher: Dispatcher,
-                     cleanups: list[Callable[[], None]]) -> DnsHandle | None:
+                     cleanups: list[Callable[[], None]],
+                     on_update: Callable[[Any], None] | None = None) -> DnsHandle | None:
     """The policy's resolver (None without a `dns:` section), its events also into the store."""
     from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.dns.events import JsonlEvents  # noqa: PLC0415
@@ -158,7 +221,8 @@ async def _start_dns(opts: AgentOptions, loaded: Policy, aggregator: Aggregator,
         return None
     jsonl = JsonlEvents(opts.state_dir)
     cleanups.append(jsonl.close)
-    events = IncidentEvents(jsonl, aggregator, writer.put, dispatcher.publish)
+    events = IncidentEvents(jsonl, aggregator, writer.put, dispatcher.publish,
+                            on_update=on_update)
     return await serve_dns(ruleset.dns, ruleset, state_dir=opts.state_dir, netns=opts.netns,
                            events=events)
 
@@ -197,14 +261,15 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     policy = _load(opts)
     specs, group = _policy_settings(opts, policy)
     classifier = load_classifier(opts.signatures)
-    store = open_store(opts.store_location())
+    store, store_error = _open_store(opts.store_location())
     memory = MemorySink()
     src = source if source is not None else default_source(group, opts.netns)
     metrics = Metrics(lambda: getattr(src, "stats", None))
-    writer = BatchWriter(store, retention=opts.retention,
-                         on_error=lambda _exc: metrics.store_errors.inc())
     sinks: list[tuple[Sink, str]] = [(build_sink(s, opts.stdout), s.min_severity) for s in specs]
     dispatcher = Dispatcher([*sinks, (memory, "info")], observe=metrics.alert)
+    trouble = StoreTrouble(metrics, asyncio.get_running_loop(), dispatcher.publish,
+                           str(opts.store_location()))
+    writer = BatchWriter(store, retention=opts.retention, on_error=trouble)
     server = None
     dns: DnsHandle | None = None
     cleanups: list[Callable[[], None]] = []
@@ -215,21 +280,42 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             opener()  # bound before the policy applies: the first drop is already seen
         if opts.apply:
             await asyncio.to_thread(_apply, opts)
+        if source is None:  # the kernel's own count of what was blocked and logged
+            read, release = kernel_counters(opts.netns)
+            cleanups.append(release)
+            metrics.watch(kernel_families(read))
         if opts.metrics_listen is not None:
             server = MetricsServer(metrics, opts.metrics_listen)
         if attributor is None:
             attributor, release = default_attributor(opts.netns)
             cleanups.append(release)
-        aggregator = Aggregator(window=opts.window, realert=opts.realert)
+        # an alert only for what a sink of the policy sends (each severity has its own budget)
+        aggregator = Aggregator(window=opts.window, realert=opts.realert,
+                                min_alert=dispatcher.min_severity or "info")
+        metrics.watch(suppressed_families(lambda: aggregator.suppressed))
+
+        def dns_update(update: Any) -> None:
+            if update.new:
+                metrics.incidents.labels(update.incident.signature,
+                                         update.incident.severity).inc()
         if opts.dns and opts.policy is not None:
             assert policy is not None
-            dns = await _start_dns(opts, policy, aggregator, writer, dispatcher, cleanups)
+            dns = await _start_dns(opts, policy, aggregator, writer, dispatcher, cleanups,
+                                   on_update=dns_update)
+        if dns is not None:
+            resolver = dns.resolver
+            metrics.watch(resolver_families(lambda: resolver.stats))
         feeds = _start_feeds(opts, policy, dispatcher, stop, tasks) if policy is not None else None
+        if feeds is not None:
+            metrics.watch(feed_families(feeds.freshness))
         agent = Agent(src, attributor, classifier, writer,
                       dispatcher, metrics, aggregator=aggregator,
                       names_of=dns.resolver.names_of if dns is not None else lambda _dst: (),
                       feed_of=feeds.feed_of if feeds is not None else lambda _dst: None,
-                      names_known=dns is not None)
+                      names_known=dns is not None, state_dir=opts.state_dir)
+        if store_error is not None:
+            log.error("%s; the agent runs on and tries again at every write", store_error)
+            trouble(store_error, 0)
         running = Running(agent, store, writer, metrics, memory, server, dns)
         if started is not None:
             started(running)
