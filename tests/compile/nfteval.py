@@ -247,13 +247,17 @@ class Evaluator:
                     raise ValueError(f"counter {body!r} is not declared")
                 out.counters.append(body)
             elif kind == "limit":
-                continue  # the tests send one packet per flow: always under the rate
+                # the tests send one packet per flow: always under the rate
+                if body.get("inv"):
+                    raise _NoMatch  # `limit rate over` matches only above it
             elif kind == "set":
-                # `update` (with a limit: always under it) or `add`: the element is there now
+                # `update` or `add`: the element is there now; its limit, as above
                 key = self._key(body["elem"]["concat"], pkt)
                 if key is None:
                     raise _NoMatch
                 self._dynamic(body["set"]).add(key)
+                if any(e.get("limit", {}).get("inv") for e in body.get("stmt", [])):
+                    raise _NoMatch
                 if body["op"] == "add" and exprs[-1] == {"drop": None}:
                     raise _Held
             elif kind == "return":

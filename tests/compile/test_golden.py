@@ -105,10 +105,14 @@ def test_golden_semantics(name: str) -> None:
     assert default[0].expr == [gate]
     assert default[1].expr == [{"counter": "log.default"}, {"log": {
         "prefix": f"og:default{action}", "group": ruleset.nflog_group}}]
-    # the gate limits per flow: every update statement carries the policy's limit
+    # the gate limits per flow: three levels per family, each a plain set and a token bucket
+    # with the policy's rate
     updates = [e["set"] for r in compiled.chains["log_gate"].rules for e in r.expr if "set" in e]
-    assert len(updates) == 6
-    assert all(u["stmt"][0]["limit"]["rate"] == ruleset.log_rate[0] for u in updates)
+    limited = [u for u in updates if u.get("stmt")]
+    assert len(updates) == 12 and len(limited) == 6
+    assert all(u["stmt"] == [{"limit": {"rate": ruleset.log_rate[0], "per": ruleset.log_rate[1],
+                                        "burst": max(5, ruleset.log_rate[0]), "inv": True}}]
+               for u in limited)
     # allow rules never log
     assert text.count("log prefix") == len(ruleset.deny) + 1
     # the output chain: established, loopback, ND, deny before allow, then the default

@@ -89,18 +89,24 @@ def test_log_gate_limits_per_flow_and_falls_back_to_one_limit() -> None:
     c = compiled_of("version: 1\noptions: {log_rate: 3/minute}\n")
     gate = rules_text(c, "log_gate")
     sets = {n: s for n, s in c.sets.items() if n.startswith("fl_")}
-    f4 = next(n for n in sets if n.startswith("fl_f4_"))
-    assert gate[0] == (f"meta l4proto {{ tcp, udp }} update @{f4} {{ ip daddr . th dport . meta"
-                       " skuid limit rate 3/minute burst 5 packets } return")
-    assert gate[1] == f"meta l4proto {{ tcp, udp }} ip daddr . th dport . meta skuid @{f4} drop"
-    assert gate[-2:] == ["limit rate 3/minute burst 5 packets return", "drop"]
-    assert len(gate) == 14
+    seen = next(n for n in sets if n.startswith("fl_f4s_"))
+    lim = next(n for n in sets if n.startswith("fl_f4l_"))
+    key = "ip daddr . th dport . meta skuid"
+    assert gate[:3] == [
+        f"meta l4proto {{ tcp, udp }} update @{seen} {{ {key} }}",
+        f"meta l4proto {{ tcp, udp }} {key} @{seen} update @{lim} {{ {key} limit rate over"
+        " 3/minute burst 5 packets } drop",
+        f"meta l4proto {{ tcp, udp }} {key} @{seen} return"]
+    # no lookup into a set whose elements hold a limit: a lookup runs the limit too
+    assert not [r for r in gate if f"@{lim} " in r.replace("update @", "")]
+    assert gate[-1] == "limit rate over 3/minute burst 5 packets drop"
+    assert len(gate) == 19
     # bounded, expiring, and named after their declaration (a changed rate makes new ones)
     assert sorted((s.key_type, s.capacity, s.element_timeout) for s in sets.values()) == sorted(
-        [(("ipv4_addr", "inet_service", "uid"), 16384, 160),
-         (("ipv6_addr", "inet_service", "uid"), 16384, 160),
-         (("ipv4_addr", "inet_service"), 4096, 160), (("ipv6_addr", "inet_service"), 4096, 160),
-         (("ipv4_addr", "inet_proto"), 4096, 160), (("ipv6_addr", "inet_proto"), 4096, 160)])
+        2 * [(("ipv4_addr", "inet_service", "uid"), 8192, 160),
+             (("ipv6_addr", "inet_service", "uid"), 8192, 160),
+             (("ipv4_addr", "inet_service"), 4096, 160), (("ipv6_addr", "inet_service"), 4096, 160),
+             (("ipv4_addr", "inet_proto"), 4096, 160), (("ipv6_addr", "inet_proto"), 4096, 160)])
     other = compiled_of("version: 1\noptions: {log_rate: 10/second}\n")
     assert not set(sets) & set(other.sets)
     assert {s.element_timeout for s in other.sets.values()} == {10}
@@ -117,14 +123,14 @@ def test_reject_holds_the_first_syn_of_a_logged_connection() -> None:
                                " . th dport } drop")
     assert first[-1] == "goto v_reject"
     # what the gate does not log is rejected at once
-    assert rules_text(c, "log_gate")[-1] == "goto v_reject"
+    assert rules_text(c, "log_gate")[-1].endswith(" goto v_reject")
     assert rules_text(c, "v_reject") == ["meta l4proto tcp reject with tcp reset",
                                          "reject with icmpx admin-prohibited"]
 
 
 def test_burst_is_at_least_the_rate() -> None:
     c = compiled_of("version: 1\noptions: {log_rate: 1000/second}\n")
-    assert rules_text(c, "log_gate")[-2].startswith("limit rate 1000/second burst 1000 packets")
+    assert rules_text(c, "log_gate")[-1].startswith("limit rate over 1000/second burst 1000")
 
 
 def test_one_verdict_chain_per_deny_rule_shared_by_its_groups() -> None:

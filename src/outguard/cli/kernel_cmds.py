@@ -153,16 +153,22 @@ def remove(netns: str | None, state_dir_path: Path) -> None:
 @kernel_options
 def status(as_json: bool, netns: str | None, state_dir_path: Path) -> None:
     """Applied policy, mode, per-rule packet counters, pending confirmation."""
+    from outguard.compile.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.engine import status as read_status  # noqa: PLC0415
     from outguard.kernel.counters import read_counters, table_exists  # noqa: PLC0415
+    from outguard.monitor import agentstate  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     try:
         present = table_exists()
-        info = read_status(StateDir(state_dir_path), read_counters() if present else {}, present)
+        counters = read_counters() if present else {}
+        info = read_status(StateDir(state_dir_path), counters, present)
     except OutguardError as exc:
         fail(exc)
         return
+    # what the monitor could see: blocked, logged, not logged (over the per-flow log rate)
+    info["logging"] = log_figures(counters)
+    info["monitor"] = agentstate.read(state_dir_path)
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
@@ -178,6 +184,8 @@ def status(as_json: bool, netns: str | None, state_dir_path: Path) -> None:
     click.echo(f"{'rule':40} {'packets':>12} {'bytes':>14}")
     for key, value in info["counters"].items():
         click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}")
+    for line in agentstate.status_lines(info["logging"], info["monitor"]):
+        click.echo(line)
 
 
 @click.command(name="_watchdog", hidden=True)

@@ -78,7 +78,8 @@ def expr_text(expr: dict[str, Any]) -> str:
     if kind == "counter":
         return "counter" if body is None else f"counter name {_q(body)}"
     if kind == "limit":
-        return f"limit rate {body['rate']}/{body['per']} burst {body['burst']} packets"
+        over = "over " if body.get("inv") else ""
+        return f"limit rate {over}{body['rate']}/{body['per']} burst {body['burst']} packets"
     if kind == "log":
         return f"log prefix {_q(body['prefix'])} group {body['group']}"
     if kind == "set":
