@@ -200,7 +200,7 @@ def events(since: str, rule: str | None, process: str | None, severity: str | No
 _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": ""}
 
 
-def _frame(db: Any, window: timedelta, limit: int) -> Any:
+def _frame(db: Any, window: timedelta, limit: int, width: int = 80) -> Any:
     from rich.console import Group  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
@@ -209,13 +209,15 @@ def _frame(db: Any, window: timedelta, limit: int) -> Any:
     for by, title in (("process", "top blocked processes"),
                       ("destination", "top blocked destinations")):
         table = Table(title=title, expand=True)
-        table.add_column(by)
+        table.add_column(by, overflow="fold")  # wrapped if it must, not cut with "…"
         table.add_column("packets", justify="right")
         table.add_column("incidents", justify="right")
         table.add_column("worst")
         table.add_column("last seen")
         for row in db.top(by, since, limit):
-            table.add_row(row.key, str(row.packets), str(row.incidents),
+            # the other four columns and the borders take ~60 characters
+            key = fit_path(row.key, max(16, width - 60)) if by == "process" else row.key
+            table.add_row(key, str(row.packets), str(row.incidents),
                           f"[{_STYLE[row.severity]}]{row.severity}[/]" if _STYLE[row.severity]
                           else row.severity, _when(row.last_seen))
         tables.append(table)
@@ -243,13 +245,13 @@ def top(since: str, limit: int, interval: float, once: bool, netns: str | None,
     console = Console()
     try:
         if once or not sys.stdout.isatty():
-            console.print(_frame(db, window, limit))
+            console.print(_frame(db, window, limit, console.width))
             return
-        with Live(_frame(db, window, limit), console=console, screen=False,
+        with Live(_frame(db, window, limit, console.width), console=console, screen=False,
                   refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
-                live.update(_frame(db, window, limit))
+                live.update(_frame(db, window, limit, console.width))
     except KeyboardInterrupt:
         pass
     except OutguardError as exc:  # the store went bad while we read it

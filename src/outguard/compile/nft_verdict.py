@@ -101,24 +101,38 @@ class Verdicts:
             return "v_reject"
         if "v_reject_first" not in self.out.chains:
             # A reset ends the socket before the monitor can look it up; a dropped SYN leaves it
-            # in SYN_SENT until the retransmit (~1 s later), which finds the 4-tuple here and is
-            # reset. A full set makes `add` fail: that packet is reset at once, as before.
+            # in SYN_SENT until the retransmit (~1 s later), which `held` finds and resets. A
+            # full set makes `add` fail: that packet is reset at once, as before.
             chain = self.out.chain("v_reject_first")
-            tcp = _match(_meta("l4proto"), "tcp")
             for version in (4, 6):
-                name = self.flow_set(f"rs{version}", (_ADDR[version][1], "inet_service",
-                                                      _ADDR[version][1], "inet_service"),
-                                     SYN_SET_SIZE, SYN_TIMEOUT)
-                ip = _ADDR[version][0]
-                four = {"concat": [_payload(ip, "saddr"), _payload("th", "sport"),
-                                   _payload(ip, "daddr"), _payload("th", "dport")]}
-                chain.rules.append(NftRule([tcp, _match(four, f"@{name}"),
-                                            {"goto": {"target": "v_reject"}}]))
-                chain.rules.append(NftRule([tcp, {"set": {"op": "add", "elem": four,
-                                                          "set": f"@{name}"}}, {"drop": None}],
-                                           "first SYN: dropped, so that its socket is attributed"))
+                name, four = self.held_syns(version)
+                chain.rules.append(NftRule([_match(_meta("l4proto"), "tcp"), {"set": {
+                    "op": "add", "elem": four, "set": f"@{name}"}}, {"drop": None}],
+                    "first SYN: dropped, so that its socket is attributed"))
             chain.rules.append(NftRule([{"goto": {"target": "v_reject"}}]))
         return "v_reject_first"
+
+    def held_syns(self, version: int) -> tuple[str, Expr]:
+        """The set of held-back SYNs of one family, and its key (the connection's 4-tuple)."""
+        addr = _ADDR[version][1]
+        name = self.flow_set(f"rs{version}", (addr, "inet_service", addr, "inet_service"),
+                             SYN_SET_SIZE, SYN_TIMEOUT)
+        ip = _ADDR[version][0]
+        return name, {"concat": [_payload(ip, "saddr"), _payload("th", "sport"),
+                                 _payload(ip, "daddr"), _payload("th", "dport")]}
+
+    def held(self) -> list[NftRule]:
+        """With reject: the retransmit of a held SYN is reset before the log gate: its
+        connection was logged (and attributed) already; logged again, it would show as a
+        second, unattributed incident (the reset closes the socket before the lookup)."""
+        if self.blocked != "reject":
+            return []
+        out = []
+        for version in (4, 6):
+            name, four = self.held_syns(version)
+            out.append(NftRule([_match(_meta("l4proto"), "tcp"), _match(four, f"@{name}"),
+                                {"goto": {"target": self.reject_chain(first=False)}}]))
+        return out
 
     def log(self, key: str) -> list[Expr]:
         """Count and log a packet the gate let through (the prefix says the action)."""
@@ -198,6 +212,7 @@ class Verdicts:
         """A verdict chain: `head`, the log gate, count and log, the verdict."""
         chain = self.out.chain(name)
         chain.rules.extend(head)
+        chain.rules.extend(self.held())
         chain.rules.append(NftRule([{"jump": {"target": self.log_gate()}}]))
         chain.rules.append(NftRule(self.log(key)))
         self.verdict_tail(chain, first=True)

@@ -82,8 +82,8 @@ def status_lines(logging: dict[str, dict[str, int]], report: dict[str, Any] | No
         out.append(f"{'blocked by':40} {'packets':>12} {'logged':>12} {'not logged':>12}")
         for key, f in logging.items():
             out.append(f"{key:40} {f['blocked']:>12} {f['logged']:>12} {f['not_logged']:>12}")
-        out.append("(not logged: over the per-flow log rate `log_rate`; counted, not seen by"
-                   " the monitor)")
+        out.append("(not logged: over the per-flow log rate `log_rate`, or the reset"
+                   " retransmit of a held SYN; counted, not seen by the monitor)")
     if report is None:
         out.append("monitor: no agent report (`outguard run` has not run with this state"
                    " directory)")
