@@ -3,8 +3,8 @@
 Place in the data flow: part of compile (IR → nftables), used by `compile.nft`'s builder for the
 `v_deny_<rule>` chains and `v_default`. Each of them is
 
-    [counter "deny.<rule>"] · jump log_gate · counter "log.deny.<rule>" + log prefix
-    "og:deny:<rule>[ reject| audit]" group N · verdict
+    [counter "deny.<rule>"] · [reject: a held SYN's retransmit → reset] · jump log_gate ·
+    counter "log.deny.<rule>" + log prefix "og:deny:<rule>[ reject| audit]" group N · verdict
 
 `log_gate` rate-limits the log per flow in kernel sets (a loud flow cannot hide a new one), and
 gives the verdict itself to what it does not log: so the rule's counter minus its log counter
@@ -44,7 +44,8 @@ def log_prefix(key: str, verdict: str) -> str:
 
 def log_figures(counters: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
     """Per blocking decision: packets the kernel blocked (audit: would have blocked), logged
-    to NFLOG, and not logged (over their flow's log rate), from the table's named counters."""
+    to NFLOG, and not logged (over their flow's log rate, or a held SYN's reset retransmit),
+    from the table's named counters."""
     out: dict[str, dict[str, int]] = {}
     for name, (packets, _bytes) in counters.items():
         if name != "default" and not name.startswith("deny."):
