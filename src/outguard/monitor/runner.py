@@ -6,7 +6,9 @@ classifier, store + batch writer, alert sinks from the policy's `alerts:`, metri
 applies the policy, starts the DNS resolver when the policy has a `dns:` section (its answer
 cache tells the agent which names resolved to a blocked destination, `Agent.names_of`; its
 refused queries become incidents beside the packet drops, `dns.incidents`), and runs
-`Agent.run` until `stop` is set.
+`Agent.run` until `stop` is set. The metrics also watch the kernel's counters, the alert
+budget, the resolver and the feeds (`monitor.metrics`); a store that fails is alerted and
+counted, and the agent runs on (`monitor.health`).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
@@ -40,6 +42,7 @@ from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
 from outguard.monitor.classify import load_classifier
 from outguard.monitor.feedwatch import FeedWatch
+from outguard.monitor.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.monitor.metrics import (
     Metrics,
     MetricsServer,
@@ -49,8 +52,8 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.load import Policy
-from outguard.store import Query, StoreError, open_store
-from outguard.store.base import LateStore, Retention, Store
+from outguard.store import Query
+from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
@@ -116,57 +119,6 @@ def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None
     except BaseException:
         diag.close()
         raise
-
-
-def kernel_counters(netns: str | None) -> tuple[Callable[[], dict[str, tuple[int, int]]],
-                                                 Callable[[], None]]:
-    """A reader of `inet outguard`'s named counters in `netns` (for the metrics, at scrape
-    time, from any thread); and how to release it."""
-    from outguard.kernel.counters import open_socket, read_counters  # noqa: PLC0415
-    from outguard.kernel.netns import NetnsThread  # noqa: PLC0415
-
-    with contextlib.closing(NetnsThread(netns)) as thread:
-        sock = thread.call(open_socket)  # a socket stays in the namespace it was made in
-    lock = threading.Lock()
-
-    def read() -> dict[str, tuple[int, int]]:
-        with lock:
-            return read_counters(sock=sock)
-    return read, sock.close
-
-
-class StoreTrouble:
-    """The store's failures as metrics and as an alert (at most one per `every` seconds):
-    called on the writer's thread, alerts on the agent's loop."""
-
-    def __init__(self, metrics: Metrics, loop: asyncio.AbstractEventLoop,
-                 publish: Callable[[dict[str, Any]], None], where: str, every: float = 300) -> None:
-        self.metrics, self.loop, self.publish, self.where = metrics, loop, publish, where
-        self.every, self._last, self._lost = every, -1e9, 0
-
-    def __call__(self, exc: Exception, lost: int) -> None:
-        self.metrics.store_errors.inc()
-        if lost > self._lost:
-            self.metrics.store_lost.inc(lost - self._lost)
-            self._lost = lost
-        now = time.monotonic()
-        if now - self._last < self.every:
-            return
-        self._last = now
-        alert = {"type": "outguard.store", "severity": "high", "signature": "store-failed",
-                 "title": f"incidents are not being stored: {exc}",
-                 "details": {"store": self.where, "lost": lost}}
-        with contextlib.suppress(RuntimeError):  # the loop is closing
-            self.loop.call_soon_threadsafe(self.publish, alert)
-
-
-def _open_store(where: str | Path) -> tuple[Store, StoreError | None]:
-    """The store; one that cannot be opened now is tried again at each write (the agent runs
-    on: its resolver and alerts matter more than the store)."""
-    try:
-        return open_store(where), None
-    except StoreError as exc:
-        return LateStore(lambda: open_store(where), exc), exc
 
 
 def _load(opts: AgentOptions) -> Policy | None:
@@ -261,7 +213,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     policy = _load(opts)
     specs, group = _policy_settings(opts, policy)
     classifier = load_classifier(opts.signatures)
-    store, store_error = _open_store(opts.store_location())
+    store, store_error = open_store_late(opts.store_location())
     memory = MemorySink()
     src = source if source is not None else default_source(group, opts.netns)
     metrics = Metrics(lambda: getattr(src, "stats", None))
