@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from email import message_from_bytes
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -146,6 +147,47 @@ def test_dispatcher_drops_oldest_when_a_sink_falls_behind() -> None:
     assert got[-1] == "4"  # the newest is never the one dropped
 
 
+def test_a_full_queue_drops_low_alerts_before_a_critical_one() -> None:
+    """Hostile tester: a flood of low alerts must not push a critical one out of a slow sink's
+    queue; dropped alerts are counted."""
+    got: list[str] = []
+    seen: list[tuple[str, str]] = []
+
+    class Slow:
+        name = "slow"
+
+        async def send(self, alert: dict[str, Any]) -> None:
+            await asyncio.sleep(0.02)
+            got.append(alert["id"])
+
+        async def close(self) -> None:
+            return None
+
+    class Internal(Slow):
+        name = "memory"
+        internal = True
+
+    async def main() -> Dispatcher:
+        d = Dispatcher([(Slow(), "info"), (Internal(), "info")], queue_size=3,
+                       observe=lambda sink, outcome: seen.append((sink, outcome)))
+        d.start()
+        d.publish({"id": "first-low", "severity": "low"})
+        await asyncio.sleep(0)  # the sink takes it: the queue is empty again
+        d.publish({"id": "crit", "severity": "critical"})
+        for i in range(10):
+            d.publish({"id": f"low{i}", "severity": "low"})
+        d.publish({"id": "info", "severity": "info"})  # less than all queued: dropped itself
+        await d.close(timeout=2)
+        return d
+
+    d = asyncio.run(main())
+    assert "crit" in got and "info" not in got
+    assert got.count("crit") == 2  # both sinks
+    assert d.stats["slow"].dropped == 9
+    assert {sink for sink, _outcome in seen} == {"slow"}  # the internal sink is not counted
+    assert ("slow", "dropped") in seen
+
+
 def test_min_severity_filters_per_sink() -> None:
     low, high = io.StringIO(), io.StringIO()
 
@@ -230,6 +272,22 @@ def test_email_is_delivered_over_smtp() -> None:
     assert msg["Subject"] == "[outguard] CRITICAL: possible JNDI callback (Log4Shell)"
     body = msg.get_payload(decode=True).decode()
     assert '"signature":"jndi-callback"' in body
+    # RFC 5322 headers mail systems rely on (they were missing)
+    sent = parsedate_to_datetime(msg["Date"])
+    assert sent.tzinfo is not None and abs(time.time() - sent.timestamp()) < 60
+    assert re.fullmatch(r"<[^<>@\s]+@example\.org>", msg["Message-ID"])
+    assert msg["Auto-Submitted"] == "auto-generated"
+
+
+def test_email_of_an_audit_incident_says_it_was_not_blocked() -> None:
+    spec = EmailSpec.model_validate({"host": "127.0.0.1", "from": "og@example.org",
+                                     "to": ["sec@example.org"]})
+    alert = {**make_alert(), "action": "logged-only"}
+    msg = EmailSink(spec)._message(alert)
+    assert msg["Subject"] == ("[outguard] CRITICAL (audit: not blocked): possible JNDI callback"
+                              " (Log4Shell)")
+    ids = {EmailSink(spec)._message(alert)["Message-ID"] for _ in range(3)}
+    assert len(ids) == 3  # unique per message
 
 
 def test_email_without_server_fails_cleanly() -> None:

@@ -259,7 +259,7 @@ def test_compile_prints_nft_text(good: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[:3] == ["add table inet outguard", "delete table inet outguard",
                          "add table inet outguard"]
-    assert 'add rule inet outguard v_deny_attacker-net limit rate 10/second burst 10 packets' \
+    assert 'add rule inet outguard v_deny_attacker-net counter name "log.deny.attacker-net"' \
         ' log prefix "og:deny:attacker-net" group 0' in lines
     assert lines[-1] == 'add rule inet outguard output counter name "default" goto v_default'
     assert "warning: " in result.stderr  # the unused list

@@ -62,6 +62,67 @@ def test_events_table(state: Path) -> None:
     assert "possible JNDI callback (Log4Shell)" in lines[1]
 
 
+def test_events_table_keeps_path_components_whole(tmp_path: Path) -> None:
+    """Trial run: the table cut exe paths mid-word (`…dk-amd64/bin/java` as `k-amd64/bin/java`)."""
+    long = "/opt/vendor/very-long-product-name-2024/runtime/jdk-17.0.9+9/bin/java"
+    ev = event("203.0.113.9", 1389, exe=long, rule="deny:ldap")
+    ev.classifications = load_classifier().classify(ev)
+    store = SQLiteStore(tmp_path / "events.db")
+    store.write([Aggregator().add(ev).incident])
+    store.close()
+    code, out = run("events", "--state-dir", str(tmp_path), "--since", "100000d")
+    assert code == 0
+    (row,) = out.splitlines()[1:]
+    shown = next(w for w in row.split() if w.endswith("java[4242]"))
+    assert shown.startswith("…/") and long.endswith(shown[2:].removesuffix("[4242]"))
+    assert "/" + shown[2:].split("/")[0] + "/" in long  # whole components only
+
+
+def test_events_rule_by_bare_name(state: Path) -> None:
+    """Trial run: `events --rule attacker-net` (without `deny:`) silently matched nothing."""
+    code, out = run("events", "--state-dir", str(state), "--json", "--rule", "ldap")
+    assert code == 0
+    assert [json.loads(line)["rule"] for line in out.splitlines()] == ["deny:ldap"]
+    result = CliRunner().invoke(cli, ["events", "--state-dir", str(state), "--rule", "nope"])
+    assert result.exit_code == 0
+    assert "no incidents of rule 'nope'" in result.output
+    assert "rules with incidents: default, deny:ldap" in result.output
+
+
+def test_events_table_says_what_was_done(state: Path) -> None:
+    code, out = run("events", "--state-dir", str(state), "--since", "1h")
+    lines = out.splitlines()
+    assert code == 0 and "action" in lines[0].split()
+    assert all(" dropped " in line for line in lines[1:])
+
+
+def _damaged_store(where: Path) -> None:
+    import sqlite3
+
+    from tests.store.test_sqlite import incidents
+    store = SQLiteStore(where / "events.db")
+    store.write(incidents(2000))
+    store.close()
+    db = sqlite3.connect(where / "events.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    data = bytearray((where / "events.db").read_bytes())
+    for off in range(4096 * 3, len(data), 4096 * 2):
+        data[off:off + 2000] = b"\xff" * 2000
+    (where / "events.db").write_bytes(data)
+
+
+@pytest.mark.parametrize("command", [["events"], ["top", "--once"]])
+def test_a_damaged_store_is_a_clear_error(tmp_path: Path, command: list[str]) -> None:
+    """Hostile tester: a damaged store gave tracebacks."""
+    _damaged_store(tmp_path)
+    result = CliRunner().invoke(cli, [*command, "--state-dir", str(tmp_path), "--since",
+                                      "100000d"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # not a traceback
+    assert "is damaged: move it aside" in result.output
+
+
 def test_events_without_store_is_a_clear_error(tmp_path: Path) -> None:
     code, out = run("events", "--state-dir", str(tmp_path))
     assert code == 1 and "no event store" in out

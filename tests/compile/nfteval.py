@@ -56,6 +56,7 @@ class Outcome:
     counters: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)
+    held: bool = False  # the first packet was held back (reject: dropped, its retransmit reset)
 
 
 class _Verdict(Exception):
@@ -68,7 +69,11 @@ class _NoMatch(Exception):
 
 
 class _Return(Exception):
-    """A `goto` came back: the chain that did it is finished, back to its caller."""
+    """A `goto` came back (or a `return`): the chain is finished, back to its caller."""
+
+
+class _Held(Exception):
+    """`add @set {...} drop`: a first packet held back; its retransmit decides the flow."""
 
 
 def _elem_range(elem: Any, version: int) -> tuple[int, int]:
@@ -103,6 +108,38 @@ class Evaluator:
     def __init__(self, compiled: Compiled) -> None:
         self.compiled = compiled
         self._elements: dict[str, list[Any]] = {}
+        # what the packet path put into the dynamic sets (log limits, first SYNs)
+        self.dynamic: dict[str, set[tuple[Any, ...]]] = {}
+
+    def _key(self, concat: list[dict[str, Any]], pkt: Packet) -> tuple[Any, ...] | None:
+        """The packet's value of a concatenation; None when a part is missing (no match)."""
+        out: list[Any] = []
+        for part in concat:
+            if "payload" in part:
+                protocol, fld = part["payload"]["protocol"], part["payload"]["field"]
+                if protocol in ("ip", "ip6"):
+                    if not self._left_daddr(protocol, pkt):
+                        return None
+                    out.append(pkt.dst if fld == "daddr" else "src")
+                elif protocol == "th" and pkt.proto in ("tcp", "udp"):
+                    out.append(pkt.port if fld == "dport" else 40000)
+                else:
+                    raise ValueError(f"unknown key part {part}")
+            elif part.get("meta", {}).get("key") == "skuid":
+                if pkt.uid is None:
+                    return None
+                out.append(pkt.uid)
+            elif part.get("meta", {}).get("key") == "l4proto":
+                out.append(pkt.l4proto)
+            else:
+                raise ValueError(f"unknown key part {part}")
+        return tuple(out)
+
+    def _dynamic(self, ref: str) -> set[tuple[Any, ...]]:
+        s = self._set(ref)
+        if s.element_timeout is None:
+            raise ValueError(f"{ref} is not a set the packet path fills")
+        return self.dynamic.setdefault(s.name, set())
 
     def elements(self, name: str) -> list[Any]:
         if name not in self._elements:
@@ -132,6 +169,9 @@ class Evaluator:
 
     def _match(self, body: dict[str, Any], pkt: Packet) -> bool:
         left, right, op = body["left"], body["right"], body["op"]
+        if "concat" in left:
+            key = self._key(left["concat"], pkt)
+            return key is not None and key in self._dynamic(right)
         if "meta" in left:
             key = left["meta"]["key"]
             if key == "oif":
@@ -211,7 +251,21 @@ class Evaluator:
                     raise ValueError(f"counter {body!r} is not declared")
                 out.counters.append(body)
             elif kind == "limit":
-                continue  # the tests send one packet per flow: always under the rate
+                # the tests send one packet per flow: always under the rate
+                if body.get("inv"):
+                    raise _NoMatch  # `limit rate over` matches only above it
+            elif kind == "set":
+                # `update` or `add`: the element is there now; its limit, as above
+                key = self._key(body["elem"]["concat"], pkt)
+                if key is None:
+                    raise _NoMatch
+                self._dynamic(body["set"]).add(key)
+                if any(e.get("limit", {}).get("inv") for e in body.get("stmt", [])):
+                    raise _NoMatch
+                if body["op"] == "add" and exprs[-1] == {"drop": None}:
+                    raise _Held
+            elif kind == "return":
+                raise _Return
             elif kind == "log":
                 out.logs.append(body["prefix"])
             elif kind in ("accept", "drop"):
@@ -247,4 +301,8 @@ class Evaluator:
             self._chain(base[0].name, pkt, out)
         except _Verdict as verdict:
             out.verdict = verdict.verdict
+        except _Held:
+            # the held first packet is counted and logged; the retransmit gets the verdict
+            again = self.run(pkt, hook)
+            out.verdict, out.reject_type, out.held = again.verdict, again.reject_type, True
         return out

@@ -81,22 +81,39 @@ def test_golden_semantics(name: str) -> None:
     compiled = _compiled(name)
     ruleset = lowered(load_policy(POLICIES[name]))
     text = script(compiled)
-    # one counter per live rule, plus the default
-    assert compiled.counters == ["default"] + [kernel_counter(r.counter) for r in ruleset.rules()]
+    # one counter per live rule, plus the default; one log counter per blocking decision
+    assert compiled.counters == (["default"] + [kernel_counter(r.counter) for r in ruleset.rules()]
+                                 + ["log.default"]
+                                 + [f"log.{kernel_counter(r.counter)}" for r in ruleset.deny])
     for rule in ruleset.rules():
         if not (rule.inline or rule.lists or rule.any_destination):
             continue  # only wildcard names: nothing in the kernel until the DNS resolver fills it
         assert f'counter name "{kernel_counter(rule.counter)}"' in text
-    # every deny rule logs with its own prefix, rate-limited; the default logs og:default
+    # every deny rule passes the per-flow log gate, then logs with its own prefix (with the
+    # kernel's action); the default the same with og:default
+    action = " audit" if ruleset.mode == "audit" else \
+        " reject" if ruleset.default_action == "reject" else ""
+    gate = {"jump": {"target": "log_gate"}}
+    held = 2 if action == " reject" else 0  # a held SYN's retransmit: reset, not logged again
     for rule in ruleset.deny:
         chain = compiled.chains[f"v_deny_{rule.name}"]
         assert chain.rules[0].expr == [{"counter": kernel_counter(rule.counter)}]
-        limit, log = chain.rules[1].expr
-        assert "limit" in limit
-        assert log == {"log": {"prefix": f"og:deny:{rule.name}", "group": ruleset.nflog_group}}
-    default = compiled.chains["v_default"].rules[0].expr
-    assert "limit" in default[0]
-    assert default[1] == {"log": {"prefix": "og:default", "group": ruleset.nflog_group}}
+        assert chain.rules[1 + held].expr == [gate]
+        assert chain.rules[2 + held].expr == [
+            {"counter": f"log.{kernel_counter(rule.counter)}"},
+            {"log": {"prefix": f"og:deny:{rule.name}{action}", "group": ruleset.nflog_group}}]
+    default = compiled.chains["v_default"].rules
+    assert default[held].expr == [gate]
+    assert default[held + 1].expr == [{"counter": "log.default"}, {"log": {
+        "prefix": f"og:default{action}", "group": ruleset.nflog_group}}]
+    # the gate limits per flow: three levels per family, each a plain set and a token bucket
+    # with the policy's rate
+    updates = [e["set"] for r in compiled.chains["log_gate"].rules for e in r.expr if "set" in e]
+    limited = [u for u in updates if u.get("stmt")]
+    assert len(updates) == 12 and len(limited) == 6
+    assert all(u["stmt"] == [{"limit": {"rate": ruleset.log_rate[0], "per": ruleset.log_rate[1],
+                                        "burst": max(5, ruleset.log_rate[0]), "inv": True}}]
+               for u in limited)
     # allow rules never log
     assert text.count("log prefix") == len(ruleset.deny) + 1
     # the output chain: established, loopback, ND, deny before allow, then the default

@@ -72,21 +72,68 @@ def test_kernel_counter_names() -> None:
     assert kernel_counter("default") == "default"
 
 
-def test_deny_verdict_chain_counts_logs_and_drops() -> None:
+def test_deny_verdict_chain_counts_gates_logs_and_drops() -> None:
     c = compiled_of("version: 1\ndeny:\n  - {name: x, to: [198.51.100.1]}\n"
                     "options: {log_rate: 3/minute, nflog_group: 9}\n")
     assert rules_text(c, "v_deny_x") == [
         'counter name "deny.x"',
-        'limit rate 3/minute burst 5 packets log prefix "og:deny:x" group 9',
+        "jump log_gate",
+        'counter name "log.deny.x" log prefix "og:deny:x" group 9',
         "drop",
     ]
     assert rules_text(c, "v_default") == [
-        'limit rate 3/minute burst 5 packets log prefix "og:default" group 9', "drop"]
+        "jump log_gate", 'counter name "log.default" log prefix "og:default" group 9', "drop"]
+
+
+def test_log_gate_limits_per_flow_and_falls_back_to_one_limit() -> None:
+    c = compiled_of("version: 1\noptions: {log_rate: 3/minute}\n")
+    gate = rules_text(c, "log_gate")
+    sets = {n: s for n, s in c.sets.items() if n.startswith("fl_")}
+    seen = next(n for n in sets if n.startswith("fl_f4s_"))
+    lim = next(n for n in sets if n.startswith("fl_f4l_"))
+    key = "ip daddr . th dport . meta skuid"
+    assert gate[:3] == [
+        f"meta l4proto {{ tcp, udp }} update @{seen} {{ {key} }}",
+        f"meta l4proto {{ tcp, udp }} {key} @{seen} update @{lim} {{ {key} limit rate over"
+        " 3/minute burst 5 packets } drop",
+        f"meta l4proto {{ tcp, udp }} {key} @{seen} return"]
+    # no lookup into a set whose elements hold a limit: a lookup runs the limit too
+    assert not [r for r in gate if f"@{lim} " in r.replace("update @", "")]
+    assert gate[-1] == "limit rate over 3/minute burst 5 packets drop"
+    assert len(gate) == 19
+    # bounded, expiring, and named after their declaration (a changed rate makes new ones)
+    assert sorted((s.key_type, s.capacity, s.element_timeout) for s in sets.values()) == sorted(
+        2 * [(("ipv4_addr", "inet_service", "uid"), 8192, 160),
+             (("ipv6_addr", "inet_service", "uid"), 8192, 160),
+             (("ipv4_addr", "inet_service"), 4096, 160), (("ipv6_addr", "inet_service"), 4096, 160),
+             (("ipv4_addr", "inet_proto"), 4096, 160), (("ipv6_addr", "inet_proto"), 4096, 160)])
+    other = compiled_of("version: 1\noptions: {log_rate: 10/second}\n")
+    assert not set(sets) & set(other.sets)
+    assert {s.element_timeout for s in other.sets.values()} == {10}
+
+
+def test_reject_holds_the_first_syn_of_a_logged_connection() -> None:
+    c = compiled_of("version: 1\noptions: {default_action: reject}\n")
+    rs4 = next(n for n in c.sets if n.startswith("fl_rs4_"))
+    four = "ip saddr . th sport . ip daddr . th dport"
+    default = rules_text(c, "v_default")
+    # the retransmit of a held SYN: reset before the gate, not logged a second time
+    assert default[0] == f"meta l4proto tcp {four} @{rs4} goto v_reject"
+    assert default[2:] == ["jump log_gate",
+                           'counter name "log.default" log prefix "og:default reject" group 0',
+                           "goto v_reject_first"]
+    first = rules_text(c, "v_reject_first")
+    assert first[0].startswith(f"meta l4proto tcp add @{rs4} {{ {four} }} drop")
+    assert first[-1] == "goto v_reject"
+    # what the gate does not log is rejected at once
+    assert rules_text(c, "log_gate")[-1].endswith(" goto v_reject")
+    assert rules_text(c, "v_reject") == ["meta l4proto tcp reject with tcp reset",
+                                         "reject with icmpx admin-prohibited"]
 
 
 def test_burst_is_at_least_the_rate() -> None:
     c = compiled_of("version: 1\noptions: {log_rate: 1000/second}\n")
-    assert rules_text(c, "v_default")[0].startswith("limit rate 1000/second burst 1000 packets")
+    assert rules_text(c, "log_gate")[-1].startswith("limit rate over 1000/second burst 1000")
 
 
 def test_one_verdict_chain_per_deny_rule_shared_by_its_groups() -> None:
@@ -106,7 +153,7 @@ def test_lists_are_one_set_per_family_and_kind_shared_by_rules() -> None:
     c = compiled_of("version: 1\ndeny:\n  - {name: d, to: ['@l'], ports: [25]}\n"
                     "allow:\n  - {name: a, to: ['@l'], ports: [80], proto: tcp}\n"
                     "lists:\n  l: [203.0.113.1, 203.0.113.8/29, '2001:db8::/48']\n")
-    names = sorted(c.sets)
+    names = sorted(n for n in c.sets if not n.startswith("fl_"))  # not the log gate's
     assert [n.rsplit("_", 1)[1] for n in names] == ["4a", "4n", "6n"]
     assert all(n.startswith("l_l_") for n in names)
     assert c.sets[names[1]].interval and not c.sets[names[0]].interval
@@ -116,7 +163,8 @@ def test_lists_are_one_set_per_family_and_kind_shared_by_rules() -> None:
 def test_list_set_names_follow_the_content() -> None:
     one = compiled_of("version: 1\nallow:\n  - {name: a, to: ['@l']}\nlists:\n  l: [203.0.113.1]\n")
     two = compiled_of("version: 1\nallow:\n  - {name: a, to: ['@l']}\nlists:\n  l: [203.0.113.2]\n")
-    assert set(one.sets).isdisjoint(two.sets)
+    lists = {n for n in one.sets if n.startswith("l_")}
+    assert lists and lists.isdisjoint(two.sets)
     again = compiled_of("version: 1\nallow:\n  - {name: b, to: ['@l'], ports: [1]}\n"
                         "lists:\n  l: [203.0.113.1]\n")
     assert set(one.sets) == set(again.sets)
@@ -150,13 +198,13 @@ def test_counters_are_default_then_every_live_rule_deny_first() -> None:
     c = compiled_of("version: 1\nallow:\n  - {name: b, to: [203.0.113.1]}\n"
                     "deny:\n  - {name: a, to: [198.51.100.1]}\n"
                     "  - {name: old, to: [198.51.100.2], expires: 2001-01-01T00:00:00Z}\n")
-    assert c.counters == ["default", "deny.a", "allow.b"]
+    assert c.counters == ["default", "deny.a", "allow.b", "log.default", "log.deny.a"]
 
 
 def test_empty_policy_has_only_the_default() -> None:
     c = compiled_of("version: 1\n")
-    assert set(c.chains) == {"v_default", "output"}
-    assert not c.sets
+    assert set(c.chains) == {"v_default", "log_gate", "output"}
+    assert all(s.element_timeout for s in c.sets.values())  # only the log gate's
     assert rules_text(c, "output")[-1] == 'counter name "default" goto v_default'
 
 

@@ -45,15 +45,18 @@ def _packet(flow: Flow, now: datetime) -> Packet:
                   ct_state="established" if flow.established else "new", now=now)
 
 
-def _expected_trace(d: Decision) -> tuple[list[str], list[str]]:
-    """Counters hit and log prefixes written, in order, for a decision."""
+def _expected_trace(d: Decision, rs: Ruleset) -> tuple[list[str], list[str]]:
+    """Counters hit and log prefixes written, in order, for a decision: a blocking one is
+    counted, counted as logged, and logged with the kernel's action in the prefix."""
     if d.rule.startswith("builtin:"):
         return [], []
+    action = {"enforce": "" if rs.default_action == "drop" else " reject", "audit": " audit"}
     if d.rule == "default":
-        return ["default"], ["og:default"]
-    section, name = d.rule.split(":", 1)
+        return ["default", "log.default"], [f"og:default{action[rs.mode]}"]
+    section, _name = d.rule.split(":", 1)
     if section == "deny":
-        return [kernel_counter(d.rule)], [f"og:deny:{name}"]
+        return ([kernel_counter(d.rule), f"log.{kernel_counter(d.rule)}"],
+                [f"og:{d.rule}{action[rs.mode]}"])
     return [kernel_counter(d.rule)], []
 
 
@@ -61,7 +64,7 @@ def assert_agrees(compiled: Compiled, ruleset: Ruleset, flow: Flow, now: datetim
                   hook: str = "output") -> tuple[Decision, Outcome]:
     d = decide(ruleset, flow, now=now)
     out = Evaluator(compiled).run(_packet(flow, now), hook)
-    counters, logs = _expected_trace(d)
+    counters, logs = _expected_trace(d, ruleset)
     assert (out.verdict, out.counters, out.logs) == (d.verdict, counters, logs), (
         f"kernel table and decide disagree for {flow} at {now}: decide says {d}, "
         f"the table went through {out.chains}")
@@ -95,6 +98,9 @@ def test_case_table_in_the_compiled_table(
     assert (d.rule, d.verdict) == (case.rule, expected_verdict(case, mode, action))
     if out.verdict == "reject":
         assert out.reject_type == ("tcp reset" if case.proto == "tcp" else "icmpx")
+        # a logged TCP connect: its first SYN is dropped (the socket waits, the monitor
+        # attributes it), the retransmit is reset; anything else is rejected at once
+        assert out.held == (case.proto == "tcp")
 
 
 def test_the_evaluator_notices_a_wrong_table(

@@ -273,7 +273,9 @@ def _table(topo: Topology) -> tuple[dict[str, list[int]], dict[str, Any]]:
             rules[body["chain"]].append(json.dumps([body["expr"], body.get("comment")],
                                                    sort_keys=True))
         elif kind in ("set", "map"):
-            sets[body["name"]] = json.dumps({k: v for k, v in body.items() if k != "handle"},
+            # the log gate's and held SYNs' sets (fl_) are filled by the packets themselves
+            skip = ("handle", "elem") if body["name"].startswith("fl_") else ("handle",)
+            sets[body["name"]] = json.dumps({k: v for k, v in body.items() if k not in skip},
                                             sort_keys=True)
         elif kind == "counter":
             counters.append(body["name"])

@@ -391,9 +391,11 @@ class Topology:
 
     # kernel views -------------------------------------------------------------------------
 
-    def counters(self) -> dict[str, int]:
-        """Packets of every named counter of `inet outguard` (by raw netlink)."""
-        return {k: v[0] for k, v in self.thread.call(kc.read_counters).items()}
+    def counters(self, *, logged: bool = False) -> dict[str, int]:
+        """Packets of every named counter of `inet outguard` (by raw netlink); the counters of
+        what was logged (`log.<rule>`) only with `logged`."""
+        return {k: v[0] for k, v in self.thread.call(kc.read_counters).items()
+                if logged or not k.startswith("log.")}
 
     def tables(self) -> list[tuple[str, str]]:
         return self.thread.call(kc.list_tables)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from outguard.alerts.format import text_line
 from outguard.monitor.runner import AgentHandle, AgentOptions
 from outguard.store import Query
 from tests.kernel.conftest import kernel_skip_reason, new_netns
@@ -73,7 +74,13 @@ def test_blocked_connect_is_one_attributed_incident(topo: Topology) -> None:
         assert topo.probe([Probe("198.51.100.10", 443)]) == ["refused"]
         time.sleep(0.3)
         assert len(agent.incidents()) == 1
-        assert agent.running.metrics.value("outguard_drops_total", rule="deny:ldap-out") >= 1
+        metrics = agent.running.metrics
+        assert metrics.value("outguard_logged_drops_total", rule="deny:ldap-out") >= 1
+        # the kernel's own count, read at scrape time: all of it was logged
+        kernel = metrics.value("outguard_kernel_drops_total", rule="deny:ldap-out")
+        assert kernel >= 1
+        assert metrics.value("outguard_kernel_logged_total", rule="deny:ldap-out") == kernel
+        assert metrics.value("outguard_not_logged_total", rule="deny:ldap-out") == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 1 and lines[0]["id"] == inc.id
 
@@ -126,3 +133,36 @@ feeds:
         (inc,) = agent.wait_for_incidents(1, timeout=2.0)
         assert inc.rule == "deny:threat-intel"
         assert inc.feed == "local-bad (botnet-c2)"
+
+
+@pytest.mark.parametrize(("mode", "action"), [("enforce", "rejected"),
+                                              ("audit", "logged-only")])
+def test_reject_and_audit_are_attributed_and_say_what_was_done(
+        topo: Topology, mode: str, action: str) -> None:
+    """Trial run: with `default_action: reject` the RST closed the socket before the lookup, so
+    every incident said "no process behind it"; and audit-mode incidents said "blocked". Now a
+    logged connect's first SYN is held back (the connect is refused ~1 s later), and every
+    incident carries the action the kernel took."""
+    out = io.StringIO()
+    policy = topo.write_policy(POLICY.replace("version: 1\n", f"version: 1\nmode: {mode}\n")
+                               + "options:\n  default_action: reject\n")
+    opts = AgentOptions(policy=policy, state_dir=topo.state_dir, netns=topo.server, stdout=out)
+    with AgentHandle(opts) as agent:
+        t0 = time.monotonic()
+        outcome = topo.probe([Probe(ATTACKER, 1389)], timeout=3.0)
+        elapsed = time.monotonic() - t0
+        agent.wait_for_incidents(1, timeout=2.0)
+        time.sleep(0.5)
+        # one incident: the reset retransmit is not logged again (it would be unattributed)
+        (inc,) = agent.incidents()
+    if mode == "enforce":  # a RST, after the retransmit of the held SYN
+        assert outcome == ["refused"] and 0.8 < elapsed < 2.5
+        assert inc.pid == os.getpid(), inc.attribution_failure
+    else:  # audit: nothing is blocked; the test peer resets at once, the socket may be gone
+        assert outcome == ["refused"] and elapsed < 0.8
+        assert inc.uid == os.getuid()  # NFLOG's uid, always
+    assert inc.action == action
+    (alert,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert alert["action"] == action
+    if action == "logged-only":
+        assert "NOT blocked" in text_line(alert)

@@ -51,9 +51,45 @@ def test_burst_limit_caps_alerts_across_incidents() -> None:
     agg = Aggregator(burst=3)
     updates = [agg.add(classified(event(dport=1000 + i, at=i * 0.1))) for i in range(10)]
     assert sum(u.alert for u in updates) == 3
-    assert agg.suppressed == 7
+    assert agg.suppressed == {"low": 7}
     later = agg.add(classified(event(dport=2000, at=61)))
     assert later.alert  # the minute has passed
+
+
+def test_a_flood_of_low_incidents_never_starves_a_high_one() -> None:
+    """Hostile tester: after 200 low incidents in a minute, a miner-pool incident (high) was
+    stored but never alerted: the budget was shared by every severity."""
+    agg = Aggregator(burst=60)
+    lows = [agg.add(classified(event(dst=f"203.0.113.{i % 250}", dport=1000 + i, at=i * 0.1)))
+            for i in range(200)]
+    assert sum(u.alert for u in lows) == 60 and agg.suppressed == {"low": 140}
+    high = agg.add(classified(event(dport=3333, exe="/usr/bin/curl", at=21)))
+    assert (high.incident.severity, high.alert) == ("high", True)
+    java = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+    critical = agg.add(classified(event(dport=1389, exe=java, at=22)))
+    assert (critical.incident.severity, critical.alert) == ("critical", True)
+
+
+def test_severities_no_sink_takes_use_no_budget() -> None:
+    agg = Aggregator(burst=2, min_alert="high")
+    lows = [agg.add(classified(event(dport=1000 + i, at=i))) for i in range(10)]
+    assert not any(u.alert for u in lows) and not agg.suppressed  # nothing was lost
+    assert all(u.incident.alerts == 0 for u in lows)
+    assert agg.add(classified(event(dport=3333, at=11))).alert
+    assert not Aggregator(min_alert=None).add(classified(event(dport=3333))).alert
+
+
+def test_a_rising_severity_alerts_again_at_once() -> None:
+    agg = Aggregator(realert=timedelta(minutes=5))
+    first = agg.add(classified(event(dport=443, exe=None, pid=None)))  # unattributed: low
+    assert first.alert and first.incident.severity == "low"
+    again = agg.add(classified(event(dport=443, exe=None, pid=None, at=1)))
+    assert not again.alert
+    # same flow key (uid:1000), a retry now classified higher (a threat feed lists it)
+    ev = event(dport=443, exe=None, pid=None, at=2, feed="feodo (botnet-c2)")
+    risen = agg.add(classified(ev))
+    assert risen.incident is first.incident
+    assert (risen.incident.severity, risen.alert) == ("high", True)
 
 
 def test_worst_classification_names_the_incident() -> None:

@@ -43,6 +43,15 @@ CASES: list[tuple[str, Event, Event]] = [
     ("threat-feed", event(rule="feed:spamhaus", feed="spamhaus"), event(rule="deny:x")),
     ("dns-bypass", event("198.51.100.53", 53, proto="udp", rule="default"),
      event("198.51.100.53", 53, proto="udp", rule="allow:dns")),
+    # without a `dns:` section there is no resolver to bypass
+    ("dns-bypass", event("198.51.100.53", 853, rule="default"),
+     event("198.51.100.53", 853, rule="default", names_known=False)),
+    ("dns-not-allowed", event("198.51.100.53", 53, proto="udp", names_known=False),
+     event("198.51.100.53", 53, proto="udp")),
+    ("local-discovery", event("224.0.0.251", 5353, proto="udp", names_known=False),
+     event("198.51.100.53", 5353, proto="udp", names_known=False)),
+    ("local-discovery", event("ff02::1:3", 5355, proto="udp"),
+     event("ff02::1:3", 5355, proto="tcp")),
     ("direct-smtp", event(dport=25, exe="/usr/bin/python3"),
      event(dport=25, exe="/usr/lib/postfix/sbin/master")),
     ("remote-admin", event(dport=3389), event(dport=3390)),
@@ -78,6 +87,32 @@ def test_jndi_is_critical_and_first() -> None:
     assert [c.severity for c in got] == sorted((c.severity for c in got),
                                                key=["info", "low", "medium", "high",
                                                     "critical"].index, reverse=True)
+
+
+@pytest.mark.parametrize("names_known", [True, False])
+def test_mdns_is_local_discovery_not_a_dns_bypass(names_known: bool) -> None:
+    """Trial run: UDP 5353 (mDNS) was classed "DNS query that bypasses outguard's resolver",
+    with no `dns:` section (no resolver at all)."""
+    for dst in ("224.0.0.251", "ff02::fb"):
+        got = C.classify(event(dst, 5353, proto="udp", exe="/usr/sbin/avahi-daemon",
+                               names_known=names_known))
+        assert got[0].signature == "local-discovery", got
+        assert not {"dns-bypass", "dns-not-allowed"} & {c.signature for c in got}
+
+
+def test_no_resolver_no_bypass() -> None:
+    got = C.classify(event("198.51.100.53", 53, proto="udp", names_known=False))
+    assert got[0].signature == "dns-not-allowed"
+    assert "dns-bypass" not in {c.signature for c in got}
+
+
+@pytest.mark.parametrize("port", [4444, 3333, 5555])
+def test_a_shell_connecting_out_is_a_reverse_shell_before_a_miner_port(port: int) -> None:
+    """Trial run: `bash -c 'exec 3<>/dev/tcp/…/4444'` was named "connection to a cryptocurrency
+    mining pool port"; what the process is beats what the port suggests."""
+    got = C.classify(event("203.0.113.9", port, exe="/usr/bin/bash", names=()))
+    assert got[0].signature == "reverse-shell"
+    assert "miner-pool" in {c.signature for c in got}  # still listed
 
 
 def test_nothing_matches_gives_the_fallback() -> None:

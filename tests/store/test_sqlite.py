@@ -196,11 +196,34 @@ def test_batch_writer_survives_store_errors(tmp_path: Path) -> None:
         real_write(batch)
 
     store.write = flaky  # type: ignore[method-assign]
-    writer = BatchWriter(store, interval=0.05, on_error=errors.append)
+    writer = BatchWriter(store, interval=0.05, on_error=lambda exc, _lost: errors.append(exc))
     writer.put(incidents(1)[0])
     writer.flush()
     writer.put(incidents(1, exe="/usr/bin/wget")[0])
     writer.flush()
     writer.close()
     assert [str(e) for e in errors] == ["disk full"] and writer.errors == 1
-    assert [i.process for i in store.query(Query())] == ["/usr/bin/wget"]
+    # the failed batch was kept and written with the next one: nothing lost
+    assert sorted(i.process for i in store.query(Query())) == ["/usr/bin/curl", "/usr/bin/wget"]
+    assert writer.lost == 0
+
+
+def test_a_store_that_stays_broken_loses_incidents_counted_never_silently(
+        tmp_path: Path) -> None:
+    """Hostile tester: a read-only state directory lost incidents in silence."""
+    store = SQLiteStore(tmp_path / "e.db")
+
+    def broken(batch):  # type: ignore[no-untyped-def]
+        if batch:
+            raise StoreError("attempt to write a readonly database")
+
+    store.write = broken  # type: ignore[method-assign]
+    reports: list[int] = []
+    writer = BatchWriter(store, interval=0.02, batch=10, max_pending=10,
+                         on_error=lambda _exc, lost: reports.append(lost))
+    for inc in incidents(25):
+        writer.put(inc)
+        writer.flush()
+    writer.close()
+    assert writer.errors >= 2 and writer.lost == 25  # 15 pushed out, 10 left at the end
+    assert reports and reports[-1] == 15 and reports == sorted(reports)

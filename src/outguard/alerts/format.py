@@ -27,13 +27,19 @@ def alert_json(incident: Incident, *, repeat: bool, host: str | None = None) -> 
             "host": host or socket.gethostname(), **incident.to_json()}
 
 
+# how a text says what the kernel did (the incident's `action`)
+ACTION_TEXT = {"dropped": "dropped", "rejected": "rejected", "refused": "refused",
+               "logged-only": "logged only: audit mode, NOT blocked"}
+
+
 def text_line(alert: dict[str, Any]) -> str:
     proc = alert["process"]
     who = proc["exe"] + (f" (pid {proc['pid']})" if proc.get("pid") is not None else "")
     port = f":{alert['dport']}" if alert.get("dport") is not None else ""
     again = f" [{alert['count']} packets so far]" if alert.get("repeat") else ""
+    action = ACTION_TEXT.get(alert.get("action") or "", "")
     return (f"{alert['severity'].upper()} {alert['title']}: {who} → {alert['dst']}{port}"
-            f" {alert['proto']} (rule {alert['rule']}){again}")
+            f" {alert['proto']} (rule {alert['rule']}{', ' + action if action else ''}){again}")
 
 
 def _sd_value(value: object) -> str:
@@ -55,7 +61,7 @@ def rfc5424(alert: dict[str, Any], *, facility: int, app_name: str, hostname: st
     params = {"id": alert["id"], "signature": alert["signature"], "severity": alert["severity"],
               "exe": alert["process"]["exe"], "pid": alert["process"].get("pid"),
               "dst": alert["dst"], "dport": alert.get("dport"), "proto": alert["proto"],
-              "rule": alert["rule"], "count": alert["count"]}
+              "rule": alert["rule"], "action": alert.get("action"), "count": alert["count"]}
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()
                                if v is not None) + "]"
     header = (f"<{pri}>1 {now.isoformat(timespec='microseconds')}"

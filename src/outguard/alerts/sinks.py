@@ -15,6 +15,7 @@ import smtplib
 import sys
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from typing import Any, Protocol, TextIO
 
 import httpx
@@ -143,11 +144,20 @@ class EmailSink:
         self.spec = spec
         self.name = f"email:{spec.host}:{spec.port}"
 
-    def _message(self, alert: dict[str, Any]) -> EmailMessage:
+    def _message(self, alert: dict[str, Any], now: datetime | None = None) -> EmailMessage:
         msg = EmailMessage()
-        msg["Subject"] = f"{self.spec.subject_prefix} {alert['severity'].upper()}: {alert['title']}"
+        audit = " (audit: not blocked)" if alert.get("action") == "logged-only" else ""
+        msg["Subject"] = (f"{self.spec.subject_prefix} {alert['severity'].upper()}{audit}:"
+                          f" {alert['title']}")
         msg["From"] = self.spec.sender
         msg["To"] = ", ".join(self.spec.to)
+        # RFC 5322 requires Date; Message-ID lets mail systems thread and deduplicate. The id's
+        # domain is the sender's: make_msgid's default asks DNS for this host's FQDN.
+        msg["Date"] = format_datetime(now or datetime.now(UTC))
+        domain = self.spec.sender.rpartition("@")[2].strip("<> ") or "outguard.invalid"
+        msg["Message-ID"] = make_msgid(idstring=str(alert.get("id", ""))[:32] or None,
+                                       domain=domain)
+        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to it
         msg.set_content(text_line(alert) + "\n\n" + json_line(alert) + "\n")
         return msg
 

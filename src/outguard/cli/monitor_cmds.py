@@ -135,9 +135,43 @@ def _when(ts: datetime) -> str:
     return ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def fit_path(text: str, width: int) -> str:
+    """A path shortened at its left, at a `/`: `…/jvm/java-17/bin/java`. Never cut inside a
+    name: a file name longer than `width` is shown whole."""
+    if len(text) <= width:
+        return text
+    parts = text.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(f"…/{part}/{kept}") > width:
+            break
+        kept = f"{part}/{kept}"
+    return f"…/{kept}" if len(kept) + 2 <= width else parts[-1]
+
+
+def _table(found: list[Any]) -> list[str]:
+    rows = []
+    for inc in found:
+        pid = f"[{inc.pid}]" if inc.pid is not None else ""
+        rows.append((_when(inc.last_seen), inc.severity, str(inc.count),
+                     fit_path(inc.process, 40 - len(pid)) + pid,
+                     inc.dst + (f":{inc.dport}" if inc.dport is not None else ""), inc.rule,
+                     inc.action or "?", inc.title))
+    heads = ("last seen", "severity", "count", "process", "destination", "rule", "action",
+             "title")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads[:-1])]
+
+    def line(cells: tuple[str, ...]) -> str:
+        out = [c.rjust(w) if i == 2 else c.ljust(w) for i, (c, w) in
+               enumerate(zip(cells, widths, strict=False))]
+        return "  ".join([*out, cells[-1]]).rstrip()
+    return [line(heads), *(line(r) for r in rows)]
+
+
 @click.command()
 @click.option("--since", default="24h", show_default=True, help="Window: 90s, 15m, 1h, 7d.")
-@click.option("--rule", default=None, help="Only this rule (default, deny:NAME, ...).")
+@click.option("--rule", default=None, help="Only this rule: default, deny:NAME, dns:default, or"
+              " a bare rule NAME (in any section).")
 @click.option("--process", default=None, help="Only processes whose path contains this.")
 @click.option("--severity", type=click.Choice(["info", "low", "medium", "high", "critical"]),
               default=None, help="Only incidents at least this severe.")
@@ -150,36 +184,40 @@ def events(since: str, rule: str | None, process: str | None, severity: str | No
     from outguard.store import Query  # noqa: PLC0415
 
     window = parse_duration(since)
+    start = datetime.now(UTC) - window
+    hint = ""
     try:
         db = _open_readonly(_store_path(netns, state_dir, store))
         try:
-            found = db.query(Query(since=datetime.now(UTC) - window, rule=rule, process=process,
+            found = db.query(Query(since=start, rule=rule, process=process,
                                    min_severity=severity, limit=limit))
+            if rule is not None and not found:
+                known = db.rules(start)
+                hint = (f"no incidents of rule {rule!r} in the last {since}; rules with"
+                        f" incidents: {', '.join(known)}" if known else "")
         finally:
             db.close()
     except OutguardError as exc:
         fail(exc)
         return
+    if hint:
+        click.echo(hint, err=True)
     if as_json:
         for inc in found:
             click.echo(json.dumps(inc.to_json()))
         return
     if not found:
-        click.echo(f"no incidents in the last {since}")
+        if not hint:
+            click.echo(f"no incidents in the last {since}")
         return
-    click.echo(f"{'last seen':19}  {'severity':8} {'count':>6}  {'process':28} {'destination':28}"
-               f" {'rule':16} title")
-    for inc in found:
-        dest = inc.dst + (f":{inc.dport}" if inc.dport is not None else "")
-        pid = f"[{inc.pid}]" if inc.pid is not None else ""
-        click.echo(f"{_when(inc.last_seen):19}  {inc.severity:8} {inc.count:>6}  "
-                   f"{(inc.process + pid)[-28:]:28} {dest:28} {inc.rule:16} {inc.title}")
+    for text in _table(found):
+        click.echo(text)
 
 
 _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": ""}
 
 
-def _frame(db: Any, window: timedelta, limit: int) -> Any:
+def _frame(db: Any, window: timedelta, limit: int, width: int = 80) -> Any:
     from rich.console import Group  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
@@ -188,13 +226,15 @@ def _frame(db: Any, window: timedelta, limit: int) -> Any:
     for by, title in (("process", "top blocked processes"),
                       ("destination", "top blocked destinations")):
         table = Table(title=title, expand=True)
-        table.add_column(by)
+        table.add_column(by, overflow="fold")  # wrapped if it must, not cut with "…"
         table.add_column("packets", justify="right")
         table.add_column("incidents", justify="right")
         table.add_column("worst")
         table.add_column("last seen")
         for row in db.top(by, since, limit):
-            table.add_row(row.key, str(row.packets), str(row.incidents),
+            # the other four columns and the borders take ~60 characters
+            key = fit_path(row.key, max(16, width - 60)) if by == "process" else row.key
+            table.add_row(key, str(row.packets), str(row.incidents),
                           f"[{_STYLE[row.severity]}]{row.severity}[/]" if _STYLE[row.severity]
                           else row.severity, _when(row.last_seen))
         tables.append(table)
@@ -222,15 +262,17 @@ def top(since: str, limit: int, interval: float, once: bool, netns: str | None,
     console = Console()
     try:
         if once or not sys.stdout.isatty():
-            console.print(_frame(db, window, limit))
+            console.print(_frame(db, window, limit, console.width))
             return
-        with Live(_frame(db, window, limit), console=console, screen=False,
+        with Live(_frame(db, window, limit, console.width), console=console, screen=False,
                   refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
-                live.update(_frame(db, window, limit))
+                live.update(_frame(db, window, limit, console.width))
     except KeyboardInterrupt:
         pass
+    except OutguardError as exc:  # the store went bad while we read it
+        fail(exc)
     finally:
         db.close()
 

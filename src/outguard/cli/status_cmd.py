@@ -29,8 +29,10 @@ CHECK_FAILED = 2
 @kernel_options
 def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) -> None:
     """Applied policy, mode, per-rule packet counters, pending confirmation, drift."""
+    from outguard.compile.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.kernel import counters as kc  # noqa: PLC0415
     from outguard.kernel.rules import rule_digests  # noqa: PLC0415
+    from outguard.monitor import agentstate  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
     from outguard.status import status as read_status  # noqa: PLC0415
 
@@ -46,6 +48,9 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     except OutguardError as exc:
         fail(exc)
         return
+    # what the monitor could see: blocked, logged, not logged (over the per-flow log rate)
+    info["logging"] = log_figures(counters)
+    info["monitor"] = agentstate.read(state_dir_path)
     if as_json:
         click.echo(json.dumps(info, indent=1))
     else:
@@ -87,3 +92,7 @@ def _print(info: dict[str, Any], present: bool) -> None:
     click.echo(f"{'rule':40} {'packets':>12} {'bytes':>14}")
     for key, value in info["counters"].items():
         click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}")
+    from outguard.monitor import agentstate  # noqa: PLC0415
+
+    for line in agentstate.status_lines(info["logging"], info["monitor"]):
+        click.echo(line)

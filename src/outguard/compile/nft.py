@@ -10,7 +10,11 @@ Layout, chosen so that a new connection costs a handful of lookups however many 
                     then the "loose" rules in order: list references (`ip daddr @l_…`) and rules
                     for every destination
     g_<s>_<hash>    the rules that can match one address group, in policy order: first match wins
-    v_deny_<rule>   counter · rate-limited NFLOG with prefix og:deny:<rule> · drop/reject
+    v_deny_<rule>   counter · jump log_gate · counter "log.deny.<rule>" + NFLOG prefix
+                    og:deny:<rule> · verdict (v_default the same for the default)
+    log_gate        per-flow log limit: returns for a packet to log, ends with the verdict for
+                    one over its flow's rate; v_reject[_first] with `default_action: reject`
+                    (all three in `compile.nft_verdict`)
 
 Deny is evaluated before allow and each section in order, exactly as `decide` does. Sets and maps
 are named after their content digest, so an unchanged list is never loaded again.
@@ -39,7 +43,7 @@ _ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 @dataclass
 class NftSet:
     name: str
-    key_type: str
+    key_type: str | tuple[str, ...]  # a tuple: a concatenation (`ipv4_addr . inet_service`)
     interval: bool
     verdict_map: bool
     _elements: Callable[[], list[Any]] = field(repr=False)
@@ -59,6 +63,9 @@ class NftSet:
     # bound when the element is added); empty, it matches nothing: a unit that is not running
     # makes no batch fail. Refilled at every apply: a restarted unit has a new cgroup.
     cgroup: str | None = None
+    # The kernel's own state (the per-flow log limits): created with this default element
+    # timeout (seconds) and `capacity`, filled by the packet path only, never by outguard.
+    element_timeout: int | None = None
 
     def elements(self) -> list[Any]:
         return self._elements()
@@ -164,37 +171,22 @@ def _short(text: str) -> str:
 
 class _Builder:
     def __init__(self, rs: Ruleset) -> None:
+        from outguard.compile.nft_verdict import Verdicts  # noqa: PLC0415 - it builds on this module
+
         self.rs = rs
         self.out = Compiled()
-        self.blocked = "accept" if rs.mode == "audit" else rs.default_action
+        self.verdicts = Verdicts(rs, self.out)
         # a rule is written into every group chain its addresses reach: build its tail once
         self.port_sets: dict[Ports, str] = {}
         self.tails: dict[tuple[str, int], tuple[list[Expr], list[Expr]]] = {}
-
-    def verdict_tail(self, chain: NftChain) -> None:
-        if self.blocked == "reject":
-            chain.rules.append(NftRule([_match(_meta("l4proto"), "tcp"),
-                                        {"reject": {"type": "tcp reset"}}]))
-            chain.rules.append(NftRule([{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]))
-        else:
-            chain.rules.append(NftRule([{self.blocked: None}]))
-
-    def log(self, prefix: str) -> Expr:
-        return {"log": {"prefix": prefix, "group": self.rs.nflog_group}}
-
-    def limit(self) -> Expr:
-        rate, per = self.rs.log_rate
-        return {"limit": {"rate": rate, "per": per, "burst": max(5, rate)}}
 
     def rule_verdict(self, rule: IRRule) -> list[Expr]:
         if rule.section == "allow":
             return [{"counter": kernel_counter(rule.counter)}, {"accept": None}]
         name = f"v_deny_{rule.name}"
         if name not in self.out.chains:
-            chain = self.out.chain(name)
-            chain.rules.append(NftRule([{"counter": kernel_counter(rule.counter)}]))
-            chain.rules.append(NftRule([self.limit(), self.log(f"og:deny:{rule.name}")]))
-            self.verdict_tail(chain)
+            self.verdicts.chain(name, rule.counter,
+                                [NftRule([{"counter": kernel_counter(rule.counter)}])])
         return [{"goto": {"target": name}}]
 
     def port_set(self, ports: Ports) -> str:
@@ -371,15 +363,19 @@ class _Builder:
         rs = self.rs
         self.section("deny", rs.deny)
         self.section("allow", rs.allow)
-        default = self.out.chain("v_default")
-        default.rules.append(NftRule([self.limit(), self.log("og:default")]))
-        self.verdict_tail(default)
+        self.verdicts.chain("v_default", "default", [])  # counted where it is jumped to
         for hook in BASE_CHAINS:
             if hook == "output" or rs.forward:
                 self.hook_chain(hook, hook)
         self.out.counters = ["default"] + [kernel_counter(r.counter) for r in rs.rules()]
+        self.out.counters += [log_counter(k) for k in ["default", *(r.counter for r in rs.deny)]]
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out
+
+
+def log_counter(key: str) -> str:
+    """The counter of the packets a blocking decision (`default`, `deny:x`) sent to NFLOG."""
+    return "log." + kernel_counter(key)
 
 
 def compile_ruleset(rs: Ruleset) -> Compiled:

@@ -41,6 +41,9 @@ def _value(value: Any) -> str:
 
 
 def _left(left: dict[str, Any]) -> str:
+    if "concat" in left:  # in a concatenation every meta key is written `meta KEY`
+        return " . ".join(f"meta {e['meta']['key']}" if "meta" in e else _left(e)
+                          for e in left["concat"])
     if "meta" in left:
         key = left["meta"]["key"]
         return key if key in ("oif", "oifname", "skuid", "skgid") else f"meta {key}"
@@ -77,9 +80,13 @@ def expr_text(expr: dict[str, Any]) -> str:
     if kind == "counter":
         return "counter" if body is None else f"counter name {_q(body)}"
     if kind == "limit":
-        return f"limit rate {body['rate']}/{body['per']} burst {body['burst']} packets"
+        over = "over " if body.get("inv") else ""
+        return f"limit rate {over}{body['rate']}/{body['per']} burst {body['burst']} packets"
     if kind == "log":
         return f"log prefix {_q(body['prefix'])} group {body['group']}"
+    if kind == "set":
+        stmts = "".join(f" {expr_text(e)}" for e in body.get("stmt", []))
+        return f"{body['op']} {body['set']} {{ {_left(body['elem'])}{stmts} }}"
     if kind == "reject":
         return "reject with tcp reset" if body["type"] == "tcp reset" else \
             f"reject with icmpx {body['expr']}"
@@ -109,10 +116,12 @@ def command_text(cmd: dict[str, Any]) -> str:
     if kind in ("set", "map"):
         if verb != "add":
             return f"{verb} {kind} {_obj_ref(body)}"
-        typ = f"{body['type']} : {body['map']}" if kind == "map" else body["type"]
+        key = " . ".join(body["type"]) if isinstance(body["type"], list) else body["type"]
+        typ = f"{key} : {body['map']}" if kind == "map" else key
         flags = f" flags {','.join(body['flags'])};" if body.get("flags") else ""
         size = f" size {int(body['size'])};" if body.get("size") is not None else ""
-        return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags}{size} }}"
+        timeout = f" timeout {int(body['timeout'])}s;" if body.get("timeout") is not None else ""
+        return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags}{timeout}{size} }}"
     if kind == "element":
         # a cgroup set's elements are paths, which nft reads only as quoted strings
         value = _q if body["name"].startswith("c_") else _value

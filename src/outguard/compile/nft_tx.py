@@ -66,13 +66,16 @@ def _obj(**kw: Any) -> dict[str, Any]:
 
 
 def set_decl(s: NftSet, size: int | None = None) -> Cmd:
-    body = _obj(name=s.name, type=s.key_type)
+    body = _obj(name=s.name, type=list(s.key_type) if isinstance(s.key_type, tuple) else s.key_type)
     if size is not None:
         body["size"] = max(size, 1)
     if s.interval:
         body["flags"] = ["interval"]
     if s.timeout:  # DNS-filled: entries carry their own timeouts
         body["flags"] = ["timeout"]
+    if s.element_timeout is not None:  # filled by the packet path (nft makes it `dynamic`)
+        body["flags"] = ["timeout"]
+        body["timeout"] = s.element_timeout
     if s.verdict_map:
         body["map"] = "verdict"
         return {"add": {"map": body}}

@@ -52,10 +52,12 @@ def event_of(e: DnsEvent) -> Event | None:
     client, _slash, _tcp = e.client.partition("/")
     host, _colon, port = client.rpartition(":")
     host = host.strip("[]")
-    pkt = BlockedPacket(time=datetime.fromtimestamp(e.time, UTC), prefix=f"og:dns:{e.rule}",
-                        family=6 if ":" in host else 4, proto="dns", src=host,
-                        dst=_destination(e), sport=int(port) if port.isdigit() else None,
-                        dport=53, uid=e.uid)
+    # the action after a space, as in the kernel's prefixes: audit answers, enforce refuses
+    audit = " audit" if e.action == "audit" else ""
+    pkt = BlockedPacket(time=datetime.fromtimestamp(e.time, UTC),
+                        prefix=f"og:dns:{e.rule}{audit}", family=6 if ":" in host else 4,
+                        proto="dns", src=host, dst=_destination(e),
+                        sport=int(port) if port.isdigit() else None, dport=53, uid=e.uid)
     att = Attribution(pid=e.pid, exe=e.exe, cmdline=tuple(e.cmdline), uid=e.uid,
                       failure=None if e.pid is not None else "no process found for the query")
     found = []

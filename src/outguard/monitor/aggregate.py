@@ -5,15 +5,19 @@ with each event (`event.packet.time`), nothing here does I/O.
 
 The same (process, destination, port, rule) within `window` of its last packet is one incident
 with a count and first/last seen; later packets start a new incident. An alert goes out for the
-first packet of an incident; after that at most one per `realert` per incident (a summary with the
-count so far), and never more than `burst` alerts per minute in all, so that a flood (a scan, a
-miner retrying) cannot become an alert storm. Suppressed alerts are counted.
+first packet of an incident, and again when its severity rises; after that at most one per
+`realert` per incident (a summary with the count so far). Each severity has its own budget of
+`burst` alerts per minute, so that a flood (a scan, a miner retrying) cannot become an alert
+storm, and a flood of low incidents cannot use up the budget of a high one. Severities below
+`min_alert` (what the least demanding sink takes) raise no alert and use no budget. Alerts the
+budget held back are counted per severity (`suppressed`).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +53,9 @@ class Incident:
     attribution_failure: str | None = None
     classifications: list[Classification] = field(default_factory=list)
     alerts: int = 0  # alerts sent about it so far
+    action: str | None = None  # what the kernel did: dropped | rejected | logged-only | refused
+    ppid: int | None = None
+    parent: str | None = None  # the parent process's exe
 
     @property
     def key(self) -> Key:
@@ -62,9 +69,10 @@ class Incident:
             "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
             "process": {"exe": self.process, "pid": self.pid, "uid": self.uid, "user": self.user,
                         "cmdline": list(self.cmdline), "unit": self.unit,
-                        "container": self.container,
+                        "container": self.container, "ppid": self.ppid, "parent": self.parent,
                         "attribution_failure": self.attribution_failure},
             "dst": self.dst, "dport": self.dport, "proto": self.proto, "rule": self.rule,
+            "action": self.action,
             "names": list(self.names), "feed": self.feed,
             "classifications": [{"signature": c.signature, "title": c.title,
                                  "severity": c.severity} for c in self.classifications],
@@ -92,11 +100,13 @@ class Update:
 class Aggregator:
     window: timedelta = timedelta(minutes=10)
     realert: timedelta = timedelta(minutes=5)
-    burst: int = 60  # alerts per minute, all incidents together
+    burst: int = 60  # alerts per minute, per severity
+    min_alert: str | None = "info"  # the least severity a sink sends; None: no alerts at all
     open: dict[Key, Incident] = field(default_factory=dict)
     _last_alert: dict[str, datetime] = field(default_factory=dict)
-    _sent: list[datetime] = field(default_factory=list)
-    suppressed: int = 0
+    _alerted_rank: dict[str, int] = field(default_factory=dict)
+    _sent: dict[str, deque[datetime]] = field(default_factory=dict)
+    suppressed: Counter[str] = field(default_factory=Counter)  # by severity
 
     def add(self, event: Event) -> Update:
         pkt, att = event.packet, event.attribution
@@ -110,7 +120,7 @@ class Aggregator:
                 id=uuid.UUID(bytes=os.urandom(16), version=4).hex, process=key[0], dst=pkt.dst,
                 dport=pkt.dport, rule=pkt.rule, proto=pkt.proto,
                 signature=top.signature if top else "blocked",
-                title=top.title if top else "blocked outbound connection",
+                title=top.title if top else "outbound connection outside the policy",
                 severity=top.severity if top else "low", first_seen=now, last_seen=now)
             self.open[key] = inc
         else:
@@ -125,8 +135,11 @@ class Aggregator:
         inc.unit = att.unit or inc.unit
         inc.container = att.container or inc.container
         inc.attribution_failure = att.failure if att.pid is None else None
+        inc.ppid = att.ppid if att.pid is not None else inc.ppid
+        inc.parent = att.parent_exe if att.pid is not None else inc.parent
         inc.names = event.names or inc.names
         inc.feed = event.feed or inc.feed
+        inc.action = pkt.action or inc.action
         self._merge(inc, event.classifications)
         return Update(inc, new, self._may_alert(inc, now, new))
 
@@ -140,15 +153,22 @@ class Aggregator:
             inc.signature, inc.title, inc.severity = best.signature, best.title, best.severity
 
     def _may_alert(self, inc: Incident, now: datetime, new: bool) -> bool:
+        rank = severity_rank(inc.severity)
+        if self.min_alert is None or rank < severity_rank(self.min_alert):
+            return False  # no sink would send it: nothing to budget, nothing lost
         last = self._last_alert.get(inc.id)
-        if not new and last is not None and now - last < self.realert:
+        risen = rank > self._alerted_rank.get(inc.id, -1)
+        if not new and last is not None and not risen and now - last < self.realert:
             return False
-        self._sent = [t for t in self._sent if now - t < timedelta(minutes=1)]
-        if len(self._sent) >= self.burst:
-            self.suppressed += 1
+        sent = self._sent.setdefault(inc.severity, deque())
+        while sent and now - sent[0] >= timedelta(minutes=1):
+            sent.popleft()
+        if len(sent) >= self.burst:
+            self.suppressed[inc.severity] += 1
             return False
-        self._sent.append(now)
+        sent.append(now)
         self._last_alert[inc.id] = now
+        self._alerted_rank[inc.id] = rank
         inc.alerts += 1
         return True
 
@@ -158,4 +178,5 @@ class Aggregator:
         out = [self.open.pop(k) for k in gone]
         for inc in out:
             self._last_alert.pop(inc.id, None)
+            self._alerted_rank.pop(inc.id, None)
         return out

@@ -303,7 +303,7 @@ class Attributor:
 
     def _fail(self, why: str, kind: str, uid: int | None) -> Attribution:
         self.stats[f"failed:{kind}"] += 1
-        return Attribution(uid=uid, user=self.user(uid), failure=why)
+        return Attribution(uid=uid, user=self.user(uid), failure=why, failure_kind=kind)
 
     def attribute(self, pkt: BlockedPacket) -> Attribution:
         """Who sent `pkt`. Never raises for a process or socket that is already gone."""

@@ -28,7 +28,8 @@ from outguard.alerts.config import Severity, severity_rank
 from outguard.errors import OutguardError
 from outguard.monitor.event import Classification, Event
 
-FALLBACK = Classification("blocked", "blocked outbound connection", "low")
+# the title says nothing of a verdict: in audit mode nothing was blocked (the incident's action)
+FALLBACK = Classification("blocked", "outbound connection outside the policy", "low")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -65,6 +66,7 @@ class When(BaseModel):
     rule: list[str] | None = None
     feed: list[str] | None = None
     resolved: bool | None = None
+    resolver: bool | None = None
     attributed: bool | None = None
     any: list[When] | None = None
 
@@ -121,6 +123,7 @@ class _Facts:
     rule: str
     feed: str | None
     resolved: bool | None  # None: no resolver ran, whether a name was behind dst is unknown
+    resolver: bool  # outguard's resolver runs
     attributed: bool
 
     @classmethod
@@ -136,7 +139,7 @@ class _Facts:
             dst = dst.ipv4_mapped
         return cls(process, _name(att.parent_exe), frozenset(users), pkt.dport, pkt.proto, dst,
                    pkt.rule, event.feed, bool(event.names) if event.names_known else None,
-                   att.pid is not None or att.exe is not None)
+                   event.names_known, att.pid is not None or att.exe is not None)
 
 
 def _glob(value: str | None, patterns: Sequence[str]) -> bool:
@@ -161,6 +164,7 @@ def matches(when: When, f: _Facts) -> bool:
         when.rule is None or _glob(f.rule, when.rule),
         when.feed is None or _glob(f.feed, when.feed),
         when.resolved is None or (f.resolved is not None and f.resolved == when.resolved),
+        when.resolver is None or f.resolver == when.resolver,
         when.attributed is None or f.attributed == when.attributed,
     )
     if not all(checks):

@@ -9,10 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# What the kernel did with a packet, by the word after the rule in its NFLOG prefix
+# (`compile.nft_verdict.log_prefix`): none for drop, "reject", "audit" (logged, accepted).
+DROPPED, REJECTED, LOGGED_ONLY, REFUSED = "dropped", "rejected", "logged-only", "refused"
+_ACTIONS = {"": DROPPED, "reject": REJECTED, "audit": LOGGED_ONLY}
+_PARSED: dict[str, tuple[str, str | None]] = {}  # prefix → (rule, action); few prefixes exist
+
+
+def parse_prefix(prefix: str) -> tuple[str, str | None]:
+    """(rule, action) of an NFLOG prefix: `og:deny:x reject` → ("deny:x", "rejected"). The rule
+    of a prefix that is not outguard's is the prefix; its action is unknown (None). A refused
+    DNS query (`og:dns:<rule>`, from the resolver) is "refused", or "logged-only" in audit."""
+    got = _PARSED.get(prefix)
+    if got is not None:
+        return got
+    if not prefix.startswith("og:"):
+        got = (prefix, None)
+    else:
+        rule, _sep, word = prefix[3:].partition(" ")
+        if rule.startswith("dns:"):
+            got = (rule, LOGGED_ONLY if word == "audit" else REFUSED)
+        else:
+            got = (rule, _ACTIONS.get(word))
+    if len(_PARSED) < 4096:
+        _PARSED[prefix] = got
+    return got
+
 
 @dataclass(frozen=True)
 class BlockedPacket:
-    """One NFLOG message, decoded. `prefix` is the rule's log prefix: og:deny:<rule> | og:default."""
+    """One NFLOG message, decoded. `prefix` is the rule's log prefix: og:deny:<rule> | og:default,
+    with the action after a space unless the packet was dropped (`parse_prefix`)."""
 
     time: datetime  # aware UTC; kernel timestamp when present, else receive time
     prefix: str
@@ -31,9 +58,12 @@ class BlockedPacket:
     @property
     def rule(self) -> str:
         """`deny:<name>`, `default`, or the raw prefix if it is not one of ours."""
-        if self.prefix.startswith("og:"):
-            return self.prefix[3:]
-        return self.prefix
+        return parse_prefix(self.prefix)[0]
+
+    @property
+    def action(self) -> str | None:
+        """dropped | rejected | logged-only (audit) | refused (DNS); None if not known."""
+        return parse_prefix(self.prefix)[1]
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,8 @@ class Attribution:
     cgroup: str | None = None
     container: str | None = None
     failure: str | None = None  # why attribution failed, when it did
+    # the kind of failure, from a fixed vocabulary (no-socket, exited, ...): a metric label
+    failure_kind: str | None = None
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class Live:
     async def start(self, settings: AgentSettings) -> None:
         """The first parts (the agent, made next, starts the dispatcher)."""
         self.dispatcher = self._dispatcher(settings)
+        self._alert_floor()
         if settings.dns is not None:
             self.dns = await self._serve(settings)
         self.feeds.index = settings.index or FeedIndex([])
@@ -115,6 +116,15 @@ class Live:
         return await serve_dns(settings.dns.dns, settings.dns, state_dir=self.opts.state_dir,
                                netns=self.opts.netns, events=self._dns_events())
 
+    def _dns_incident(self, update: Any) -> None:
+        if update.new:  # DNS incidents are counted beside the packets' (`Agent`)
+            self.metrics.incidents.labels(update.incident.signature,
+                                          update.incident.severity).inc()
+
+    def _alert_floor(self) -> None:
+        # an alert only for what a sink of the policy sends (each severity has its own budget)
+        self.aggregator.min_alert = self.dispatcher.min_severity or "info"
+
     def _dns_events(self) -> EventSink:
         if self._events is None:
             from outguard.dns.events import JsonlEvents  # noqa: PLC0415
@@ -122,7 +132,8 @@ class Live:
 
             jsonl = JsonlEvents(self.opts.state_dir)
             self._closers.append(jsonl.close)
-            self._events = IncidentEvents(jsonl, self.aggregator, self.writer.put, self.publish)
+            self._events = IncidentEvents(jsonl, self.aggregator, self.writer.put, self.publish,
+                                          on_update=self._dns_incident)
         return self._events
 
     def _dns_step(self, settings: AgentSettings) -> DnsStep:
@@ -185,6 +196,7 @@ class Live:
         old_dispatcher, old_dns = self.dispatcher, None
         staged.dispatcher.start()
         self.dispatcher = agent.dispatcher = staged.dispatcher
+        self._alert_floor()
         agent.classifier = settings.classifier
         if staged.dns_step == "update":
             assert self.dns is not None and settings.dns is not None

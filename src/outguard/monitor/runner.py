@@ -8,7 +8,9 @@ the DNS resolver when it has a `dns:` section (its answer cache tells the agent 
 resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
 beside the packet drops, `dns.incidents`), the feed schedule. Then it runs `Agent.run` until
 `stop` is set, while `monitor.reload` keeps those parts on the applied policy (a new apply,
-SIGHUP).
+SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
+feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
+(`monitor.health`).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
@@ -39,13 +41,21 @@ from outguard.alerts.config import AlertSpec
 from outguard.errors import OutguardError
 from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
+from outguard.monitor.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.monitor.live import Live
-from outguard.monitor.metrics import Metrics, MetricsServer
+from outguard.monitor.metrics import (
+    Metrics,
+    MetricsServer,
+    feed_families,
+    kernel_families,
+    resolver_families,
+    suppressed_families,
+)
 from outguard.monitor.reload import Reloader, ReloadStats, current_policy, load_settings
 from outguard.monitor.settings import AgentSettings, file_policy
 from outguard.monitor.switchsource import SwitchSource
 from outguard.policy.load import Policy
-from outguard.store import Query, open_store
+from outguard.store import Query
 from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
 
@@ -81,9 +91,11 @@ class AgentOptions:
 
 
 class MemorySink:
-    """Keeps every alert it is given (the handle's view of what was alerted)."""
+    """Keeps every alert it is given (the handle's view of what was alerted). Internal: not a
+    sink of the policy, so not in the alert metrics, and it does not widen what is alerted."""
 
     name = "memory"
+    internal = True
 
     def __init__(self) -> None:
         self.alerts: list[dict[str, Any]] = []
@@ -174,16 +186,27 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         settings = await asyncio.to_thread(load_settings, opts)
         group = settings.nflog_group
         _note_other_file(opts, settings)
-    store = open_store(opts.store_location())
+    store, store_error = open_store_late(opts.store_location())
     memory = MemorySink()
     src: PacketSource = source if source is not None else SwitchSource(
         lambda g: default_source(g, opts.netns), group)
     metrics = Metrics(lambda: getattr(src, "stats", None))
-    writer = BatchWriter(store, retention=opts.retention,
-                         on_error=lambda _exc: metrics.store_errors.inc())
+    live: Live | None = None
+
+    def publish(alert: dict[str, Any]) -> None:  # through the sinks in service at the time
+        if live is not None:
+            live.publish(alert)
+
+    trouble = StoreTrouble(metrics, asyncio.get_running_loop(), publish,
+                           str(opts.store_location()))
+    writer = BatchWriter(store, retention=opts.retention, on_error=trouble)
     aggregator = Aggregator(window=opts.window, realert=opts.realert)
-    live = Live(opts, metrics, memory, aggregator, writer, src,
-                lambda: current_policy(opts)[0])
+    metrics.watch(suppressed_families(lambda: aggregator.suppressed))
+    live = in_service = Live(opts, metrics, memory, aggregator, writer, src,
+                             lambda: current_policy(opts)[0])
+    metrics.watch(resolver_families(
+        lambda: in_service.dns.stats() if in_service.dns is not None else None))
+    metrics.watch(feed_families(in_service.feeds.freshness))
     server = None
     cleanups: list[Callable[[], None]] = []
     tasks: list[asyncio.Task[None]] = []
@@ -195,6 +218,10 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             await asyncio.to_thread(_apply, opts)
             settings = await asyncio.to_thread(load_settings, opts)
         assert settings is not None
+        if source is None:  # the kernel's own count of what was blocked and logged
+            read, release = kernel_counters(opts.netns)
+            cleanups.append(release)
+            metrics.watch(kernel_families(read))
         if opts.metrics_listen is not None:
             server = MetricsServer(metrics, opts.metrics_listen)
         if attributor is None:
@@ -202,8 +229,12 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             cleanups.append(release)
         await live.start(settings)
         agent = Agent(src, attributor, settings.classifier, writer, live.dispatcher, metrics,
-                      aggregator=aggregator, names_of=live.names_of, feed_of=live.feeds.feed_of)
+                      aggregator=aggregator, names_of=live.names_of, feed_of=live.feeds.feed_of,
+                      state_dir=opts.state_dir)
         live.attach(agent)
+        if store_error is not None:
+            log.error("%s; the agent runs on and tries again at every write", store_error)
+            trouble(store_error, 0)
         reloader = Reloader(opts, live, metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))

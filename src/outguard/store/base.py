@@ -7,7 +7,7 @@ thread, readers call from wherever they are. Times are aware UTC datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -23,7 +23,7 @@ class StoreError(OutguardError):
 @dataclass(frozen=True)
 class Query:
     since: datetime | None = None  # incidents last seen at or after this
-    rule: str | None = None  # exact rule: "default", "deny:tor"
+    rule: str | None = None  # "default", "deny:tor"; a bare name ("tor") in any section
     process: str | None = None  # substring of the process (exe path)
     signature: str | None = None
     min_severity: str | None = None
@@ -60,3 +60,40 @@ class Store(Protocol):
         """Apply retention by age, then by size; return how many incidents were removed."""
 
     def close(self) -> None: ...
+
+
+class LateStore:
+    """A store that could not be opened (a read-only or damaged state directory): the agent
+    runs on, every write tries to open it again (and fails as a counted, alerted StoreError
+    until it can), reads see nothing meanwhile."""
+
+    def __init__(self, opener: Callable[[], Store], error: StoreError) -> None:
+        self._opener, self.error = opener, error
+        self._inner: Store | None = None
+
+    def _store(self) -> Store:
+        if self._inner is None:
+            try:
+                self._inner = self._opener()
+            except StoreError as exc:
+                self.error = exc
+                raise
+        return self._inner
+
+    def write(self, incidents: Sequence[Incident]) -> None:
+        if incidents:
+            self._store().write(incidents)
+
+    def query(self, q: Query) -> list[Incident]:
+        return self._inner.query(q) if self._inner is not None else []
+
+    def top(self, by: Literal["process", "destination"], since: datetime | None,
+            limit: int = 10) -> list[TopRow]:
+        return self._inner.top(by, since, limit) if self._inner is not None else []
+
+    def prune(self, now: datetime, retention: Retention) -> int:
+        return self._inner.prune(now, retention) if self._inner is not None else 0
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()

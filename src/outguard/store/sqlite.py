@@ -9,6 +9,7 @@ retention by size can give pages back to the file system.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -43,11 +44,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE incidents ADD COLUMN alerts INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX incidents_rule ON incidents(rule, last_seen);
     """,
+    # 3: what the kernel did (dropped, rejected, logged only), the parent process
+    """
+    ALTER TABLE incidents ADD COLUMN action TEXT;
+    ALTER TABLE incidents ADD COLUMN ppid INTEGER;
+    ALTER TABLE incidents ADD COLUMN parent TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = ("id", "process", "dst", "dport", "rule", "proto", "signature", "title", "severity",
            "first_seen", "last_seen", "count", "pid", "uid", "user", "cmdline", "unit", "names",
-           "feed", "container", "attribution_failure", "classifications", "alerts")
+           "feed", "container", "attribution_failure", "classifications", "alerts", "action",
+           "ppid", "parent")
 _RANK = "CASE severity " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SEVERITIES)) + \
     " ELSE 0 END"
 
@@ -60,13 +68,23 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _hint(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (" (the file is damaged: move it aside; `outguard run` starts a new one, and"
+                " `sqlite3 FILE .recover` may save its rows)")
+    if "unable to open" in text or "readonly" in text:
+        return " (check that the state directory exists and that you may read it: run as root)"
+    return ""
+
+
 def _row(inc: Incident) -> tuple[Any, ...]:
     return (inc.id, inc.process, inc.dst, inc.dport, inc.rule, inc.proto, inc.signature,
             inc.title, inc.severity, _ts(inc.first_seen), _ts(inc.last_seen), inc.count, inc.pid,
             inc.uid, inc.user, json.dumps(list(inc.cmdline)), inc.unit, json.dumps(list(inc.names)),
             inc.feed, inc.container, inc.attribution_failure,
             json.dumps([[c.signature, c.title, c.severity] for c in inc.classifications]),
-            inc.alerts)
+            inc.alerts, inc.action, inc.ppid, inc.parent)
 
 
 def _incident(r: sqlite3.Row) -> Incident:
@@ -78,7 +96,7 @@ def _incident(r: sqlite3.Row) -> Incident:
         unit=r["unit"], names=tuple(json.loads(r["names"])), feed=r["feed"],
         container=r["container"], attribution_failure=r["attribution_failure"],
         classifications=[Classification(*c) for c in json.loads(r["classifications"])],
-        alerts=r["alerts"])
+        alerts=r["alerts"], action=r["action"], ppid=r["ppid"], parent=r["parent"])
 
 
 class SQLiteStore:
@@ -106,7 +124,9 @@ class SQLiteStore:
             else:
                 self._check_version()
         except sqlite3.Error as exc:
-            raise StoreError(f"event store {path}: {exc}") from exc
+            raise StoreError(f"event store {path}: {exc}{_hint(exc)}") from exc
+        except OSError as exc:  # the directory cannot be made or the file not chmod-ed
+            raise StoreError(f"event store {path}: {exc.strerror or exc}") from exc
 
     @property
     def version(self) -> int:
@@ -155,8 +175,10 @@ class SQLiteStore:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"event store {self.path}: write failed: {exc}") from exc
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise StoreError(f"event store {self.path}: write failed: {exc}"
+                                 f"{_hint(exc)}") from exc
 
     def _where(self, q: Query) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -164,7 +186,11 @@ class SQLiteStore:
         if q.since is not None:
             clauses.append("last_seen >= ?")
             args.append(_ts(q.since))
-        if q.rule is not None:
+        if q.rule is not None and ":" not in q.rule:
+            # a bare rule name: that rule in any section (`attacker-net` is `deny:attacker-net`)
+            clauses.append("(rule = ? OR substr(rule, instr(rule, ':') + 1) = ?)")
+            args += [q.rule, q.rule]
+        elif q.rule is not None:
             clauses.append("rule = ?")
             args.append(q.rule)
         if q.process is not None:
@@ -178,24 +204,39 @@ class SQLiteStore:
             args.append(SEVERITIES.index(q.min_severity))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
+    def _read(self, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+        """Rows of a query; a damaged or unreadable file is a StoreError that says so."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"event store {self.path} cannot be read: {exc}"
+                                 f"{_hint(exc)}") from exc
+
     def query(self, q: Query) -> list[Incident]:
         where, args = self._where(q)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM incidents{where} ORDER BY last_seen DESC LIMIT ?",
-                [*args, q.limit]).fetchall()
-        return [_incident(r) for r in rows]
+        rows = self._read(f"SELECT * FROM incidents{where} ORDER BY last_seen DESC LIMIT ?",
+                          [*args, q.limit])
+        try:
+            return [_incident(r) for r in rows]
+        except (ValueError, TypeError, KeyError) as exc:  # a row written by no outguard
+            raise StoreError(f"event store {self.path} holds a damaged row: {exc}") from exc
+
+    def rules(self, since: datetime | None = None) -> list[str]:
+        """The rules that have incidents (since `since`), for hints."""
+        where, args = self._where(Query(since=since))
+        return [r[0] for r in self._read(f"SELECT DISTINCT rule FROM incidents{where}"
+                                         " ORDER BY rule", args)]
 
     def top(self, by: Literal["process", "destination"], since: datetime | None,
             limit: int = 10) -> list[TopRow]:
         key = "process" if by == "process" else \
             "CASE WHEN dport IS NULL THEN dst ELSE dst || ':' || dport END"
         where, args = self._where(Query(since=since))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {key} AS k, COUNT(*) AS n, SUM(count) AS packets, MAX(last_seen) AS last,"
-                f" MAX({_RANK}) AS worst FROM incidents{where} GROUP BY k"
-                " ORDER BY packets DESC, last DESC LIMIT ?", [*args, limit]).fetchall()
+        rows = self._read(
+            f"SELECT {key} AS k, COUNT(*) AS n, SUM(count) AS packets, MAX(last_seen) AS last,"
+            f" MAX({_RANK}) AS worst FROM incidents{where} GROUP BY k"
+            " ORDER BY packets DESC, last DESC LIMIT ?", [*args, limit])
         return [TopRow(r["k"], r["n"], r["packets"], _dt(r["last"]), SEVERITIES[r["worst"]])
                 for r in rows]
 
