@@ -227,13 +227,20 @@ def rollback_locked(state: StateDir, kernel: Kernel, *, pending: Pending | None,
     return message
 
 
-def remove(state: StateDir, kernel: Kernel) -> str:
-    """Delete outguard's table (and nothing else); says whether there was one."""
+def remove(state: StateDir, kernel: Kernel, *, force: bool = False) -> str:
+    """Delete outguard's table (and nothing else); says whether there was one. A table this
+    state directory never applied (another `--state-dir`, one made by hand, a wiped state
+    directory) is removed only with `force`: removing it opens all egress."""
     with state.locked():
         try:
             present = kernel.objects() is not None
         except KernelError:
             present = True  # cannot tell: delete all the same
+        if present and not force and _unknown_here(state):
+            raise StateError(
+                f"the outguard table of this namespace was not applied with state directory"
+                f" {state.path} (another --state-dir, or made by hand): nothing was removed;"
+                " `outguard remove --force` removes it anyway (egress is then open)")
         kernel.run_json(nft_tx.document(nft_tx.remove()))
         try:
             pending = state.pending()
@@ -244,6 +251,14 @@ def remove(state: StateDir, kernel: Kernel) -> str:
             _stop(pending.watchdog_pid)
         state.clear()
         return "removed outguard's table" if present else "no outguard table to remove"
+
+
+def _unknown_here(state: StateDir) -> bool:
+    """Nothing in this state directory says it put a table in the kernel."""
+    try:
+        return state.snapshot("applied") is None and state.pending() is None
+    except (StateError, ValueError):
+        return False  # a damaged record: it did apply something
 
 
 # restore -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -315,3 +316,26 @@ def test_stdout_json_lines() -> None:
 def test_bad_alert_specs(item: dict[str, Any], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         AlertSpec.model_validate(item)
+
+
+@pytest.mark.parametrize("alert", [
+    {"type": "outguard.feed", "host": None, "severity": "medium", "signature": "feed-refused",
+     "title": "feed corp-bad: refused: it shrank by 90 %", "feed": "corp-bad", "kind": "refused",
+     "details": {}},
+    {"type": "outguard.agent", "host": "h", "severity": "high",
+     "signature": "policy-reload-failed", "title": "policy reload failed: p.yaml:3:5: ...",
+     "reason": "load", "serving": "abc"},
+    {"type": "outguard.store", "severity": "high", "signature": "store-failed",
+     "title": "incidents are not being stored: disk full", "details": {"lost": 3}},
+])
+def test_alerts_that_are_no_incident_reach_text_and_syslog(alert: dict[str, Any]) -> None:
+    """Feed, reload and store alerts have no process or destination: the text and syslog
+    formats raised KeyError('process') on them, so they never reached those sinks."""
+    from outguard.alerts.format import rfc5424, text_line
+
+    line = text_line(alert)
+    assert line == f"{alert['severity'].upper()} {alert['title']}"
+    raw = rfc5424(alert, facility=4, app_name="outguard", hostname="h", procid=1,
+                  now=datetime(2026, 12, 3, tzinfo=UTC))
+    assert raw.startswith(b"<3" if alert["severity"] == "high" else b"<36>")
+    assert f'signature="{alert["signature"]}"'.encode() in raw and line.encode() in raw

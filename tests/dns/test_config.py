@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from outguard.compile.ir import Ruleset
 from outguard.compile.lower import lower
 from outguard.compile.nft import compile_ruleset
 from outguard.decide import Flow, decide
@@ -41,7 +42,7 @@ def test_bad_dns_sections_are_policy_errors(dns: str, path: str, message: str) -
 
 POLICY = """
 version: 1
-dns: {upstreams: ["198.51.100.53"]}
+dns: {upstreams: ["203.0.113.53"]}
 deny:
   - name: intel
     to: [198.51.100.0/24]
@@ -51,8 +52,21 @@ allow:
 """
 
 
+def _upstream_denied(rs: Ruleset) -> Ruleset:
+    """`rs` with its upstream inside deny rule intel's network. `check` refuses such a policy
+    (policy.checks); the kernel's order keeps DNS alive all the same, should one get through."""
+    assert rs.dns is not None
+    return dataclasses.replace(rs, dns=dataclasses.replace(rs.dns,
+                                                           upstreams=(("198.51.100.53", 53),)))
+
+
+def test_a_deny_rule_covering_the_upstream_is_refused_by_check() -> None:
+    with pytest.raises(PolicyError, match=r"covers dns\.upstreams"):
+        load_text(POLICY.replace("203.0.113.53", "198.51.100.53"))
+
+
 def test_the_resolver_reaches_its_upstream_whatever_deny_says() -> None:
-    rs = lower(load_text(POLICY))
+    rs = _upstream_denied(lower(load_text(POLICY)))
     assert rs.dns is not None and rs.dns.uid is not None and rs.dns.uid != 0
     resolver = decide(rs, Flow(dst="198.51.100.53", port=53, proto="udp", uid=rs.dns.uid))
     assert (resolver.action, resolver.rule) == ("allow", "builtin:dns")
@@ -70,7 +84,7 @@ def test_the_resolver_reaches_its_upstream_whatever_deny_says() -> None:
 def test_a_missing_default_user_is_created_at_apply_not_at_compile(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(user, "lookup", lambda name: None)
-    rs = lower(load_text(POLICY))
+    rs = _upstream_denied(lower(load_text(POLICY)))
     assert rs.dns is not None and (rs.dns.uid, rs.dns.user) == (None, DEFAULT_USER)
     # nobody can be the resolver while it does not exist
     flow = Flow(dst="198.51.100.53", port=53, proto="udp", uid=None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -282,3 +284,23 @@ def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
     finally:
         (folder / "resolv.conf").unlink()
         folder.rmdir()
+
+
+def test_remove_with_another_state_dir_leaves_the_table(with_a: Topology, tmp_path: Path) -> None:
+    """`remove --state-dir X` deleted the table another state directory applied, and said
+    "removed": egress open, the real state directory none the wiser."""
+    topo = with_a
+    other = tmp_path / "other-state"
+
+    def remove(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "outguard", "remove", "--netns",
+                               topo.server, "--state-dir", str(other), *extra],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    proc = remove()
+    assert proc.returncode == 1 and "--force" in proc.stderr, proc.stderr
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(DENIED, ALLOWED) == [False, True]
+    proc = remove("--force")
+    assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
+    assert topo.tables() == []

@@ -32,7 +32,16 @@ ACTION_TEXT = {"dropped": "dropped", "rejected": "rejected", "refused": "refused
                "logged-only": "logged only: audit mode, NOT blocked"}
 
 
+def is_incident(alert: dict[str, Any]) -> bool:
+    """An incident's alert; the others (a feed refused, a reload failed, the store failing)
+    carry only `severity`, `title`, `signature` and details of their own."""
+    return alert.get("type", "outguard.incident") == "outguard.incident" and "process" in alert
+
+
 def text_line(alert: dict[str, Any]) -> str:
+    if not is_incident(alert):
+        title = alert.get("title", alert.get("signature", "outguard"))
+        return f"{str(alert.get('severity', 'info')).upper()} {title}"
     proc = alert["process"]
     who = proc["exe"] + (f" (pid {proc['pid']})" if proc.get("pid") is not None else "")
     port = f":{alert['dport']}" if alert.get("dport") is not None else ""
@@ -57,16 +66,22 @@ def _field(value: str | None, limit: int) -> str:
 def rfc5424(alert: dict[str, Any], *, facility: int, app_name: str, hostname: str | None,
             procid: int | None, now: datetime) -> bytes:
     """`<PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] BOM MSG`, UTF-8."""
-    pri = facility * 8 + SYSLOG_SEVERITY.get(alert["severity"], 6)
-    params = {"id": alert["id"], "signature": alert["signature"], "severity": alert["severity"],
-              "exe": alert["process"]["exe"], "pid": alert["process"].get("pid"),
-              "dst": alert["dst"], "dport": alert.get("dport"), "proto": alert["proto"],
-              "rule": alert["rule"], "action": alert.get("action"), "count": alert["count"]}
+    pri = facility * 8 + SYSLOG_SEVERITY.get(alert.get("severity", "info"), 6)
+    if is_incident(alert):
+        params = {"id": alert["id"], "signature": alert["signature"], "severity": alert["severity"],
+                  "exe": alert["process"]["exe"], "pid": alert["process"].get("pid"),
+                  "dst": alert["dst"], "dport": alert.get("dport"), "proto": alert["proto"],
+                  "rule": alert["rule"], "action": alert.get("action"), "count": alert["count"]}
+        msgid = "incident"
+    else:
+        params = {"type": alert.get("type"), "signature": alert.get("signature"),
+                  "severity": alert.get("severity")}
+        msgid = str(alert.get("type", "outguard")).removeprefix("outguard.") or "outguard"
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()
                                if v is not None) + "]"
     header = (f"<{pri}>1 {now.isoformat(timespec='microseconds')}"
               f" {_field(hostname or socket.gethostname(), 255)} {_field(app_name, 48)}"
-              f" {_field(str(procid) if procid is not None else None, 128)} incident")
+              f" {_field(str(procid) if procid is not None else None, 128)} {_field(msgid, 32)}")
     return f"{header} {sd} ".encode() + b"\xef\xbb\xbf" + text_line(alert).encode()
 
 

@@ -156,8 +156,10 @@ def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> Non
 
 
 @click.command()
+@click.option("--force", is_flag=True,
+              help="Also remove a table this state directory did not apply.")
 @kernel_options
-def remove(netns: str | None, state_dir_path: Path) -> None:
+def remove(force: bool, netns: str | None, state_dir_path: Path) -> None:
     """Remove outguard's table (and nothing else): egress is open afterwards."""
     from outguard.engine import remove as do_remove  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
@@ -165,7 +167,7 @@ def remove(netns: str | None, state_dir_path: Path) -> None:
 
     try:
         with Nft() as nft:
-            message = do_remove(StateDir(state_dir_path), nft)
+            message = do_remove(StateDir(state_dir_path), nft, force=force)
     except OutguardError as exc:
         fail(exc)
         return

@@ -244,17 +244,21 @@ def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: l
             problems.append(Problem(source, *where(at), at,
                                     f"cannot read DNS blocklist {name!r}: {why}"))
     user = dns.user
-    if isinstance(user, int):
-        return user
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
+    from outguard.dns.user import lookup  # noqa: PLC0415 - one lookup for check and lower
+
+    found = lookup(user)
+    if found is None:
         if user == DnsConfig.model_fields["user"].default:
-            return None  # the resolver's own default user: the dns package sees to it
-        hint = did_you_mean(user, (p.pw_name for p in pwd.getpwall()))
+            return None  # the resolver's own default user: `apply` creates it
+        hint = did_you_mean(str(user), (p.pw_name for p in pwd.getpwall()))
         problems.append(Problem(source, *where("dns.user"), "dns.user",
                                 f"no user {user!r} on this machine{hint}"))
         return None
+    if found[0] == 0:
+        problems.append(Problem(source, *where("dns.user"), "dns.user",
+                                f"user {user!r} is uid 0: the resolver must not run as root"))
+        return None
+    return found[0]
 
 
 def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[NamedRule],
