@@ -46,8 +46,8 @@ def _rule_texts(cmds: list[Cmd]) -> dict[str, list[str]]:
     return out
 
 
-def _limited(lines: list[str], limit: int, indent: str) -> list[str]:
-    if len(lines) <= limit:
+def _limited(lines: list[str], limit: int | None, indent: str) -> list[str]:
+    if limit is None or len(lines) <= limit:
         return lines
     return [*lines[:limit], f"{indent}… and {len(lines) - limit} more"]
 
@@ -68,8 +68,9 @@ def _made(cmds: list[Cmd], counts: dict[str, int], fills: dict[str, int],
     return lines
 
 
-def describe(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
-    """What `outguard apply` of this plan will do, in the order it does it."""
+def describe(plan: ApplyPlan, old_stored: list[Cmd] | None, *, full: bool = False) -> list[str]:
+    """What `outguard apply` of this plan will do, in the order it does it; `full`: every
+    object and rule line, none left out."""
     before, lines = plan.before, []
     lines.append(f"plan: apply {plan.path} (policy {plan.policy.digest[:12]},"
                  f" {plan.policy.doc.mode}, {len(plan.ruleset.rules())} rules)")
@@ -91,7 +92,7 @@ def describe(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
         if plan.listing_failed:
             lines.append("  and the kernel cannot list outguard's table: the whole table is"
                          " replaced")
-    kernel = _kernel_lines(plan, old_stored)
+    kernel = _kernel_lines(plan, old_stored, full)
     lines += kernel or ["  no changes to the kernel: it holds this policy already"]
     if before is None or before.policy_hash != plan.policy.digest:
         lines.append(f"  records policy {plan.policy.digest[:12]} as applied" + (
@@ -100,7 +101,8 @@ def describe(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
     return lines
 
 
-def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
+def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> list[str]:
+    most = None if full else MAX_OBJECTS
     fills = {f.name: len(f.add) for f in plan.fills}
     if plan.phases is None:
         cmds = plan.full_commands()
@@ -112,7 +114,7 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
     made = _made(phases.prepare, _counts(phases.prepare), fills, set(plan.held.chains))
     if made:
         out += ["  new objects (one transaction, before any rule uses them):",
-                *_limited(made, MAX_OBJECTS, "    ")]
+                *_limited(made, most, "    ")]
     held = set(plan.held.sets)
     synced = [f"    ~ set {f.name}: +{len(f.add)} -{len(f.delete)} elements (kept, changed in"
               " place)" for f in plan.fills if f.name in held]
@@ -120,7 +122,7 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
               if f.name not in held]
     if synced or loaded:
         out += ["  feed sets over netlink, before the switch:", *synced, *loaded]
-    switch = _switch_lines(plan, old_stored)
+    switch = _switch_lines(plan, old_stored, full)
     if switch:
         out += ["  the switch (one transaction):", *switch]
     gone = []
@@ -129,11 +131,11 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
             else f"{kind} {name}"
         gone.append(f"    - {what}")
     if gone:
-        out += ["  cleanup (one transaction, once no rule uses them):", *_limited(gone, MAX_OBJECTS, "    ")]
+        out += ["  cleanup (one transaction, once no rule uses them):", *_limited(gone, most, "    ")]
     return out
 
 
-def _switch_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
+def _switch_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> list[str]:
     assert plan.phases is not None
     switch = plan.phases.switch
     new_rules = _rule_texts(switch)
@@ -152,7 +154,7 @@ def _switch_lines(plan: ApplyPlan, old_stored: list[Cmd] | None) -> list[str]:
             same += 1
             continue
         lines.append(f"    ~ chain {chain}: {len(old)} → {len(new)} rules")
-        lines += _limited([f"        {d}" for d in diff], MAX_DIFF, "        ")
+        lines += _limited([f"        {d}" for d in diff], None if full else MAX_DIFF, "        ")
     new_chains = [c for c in new_rules if c not in flushed]
     if new_chains:
         lines.append(f"    + rules of {len(new_chains)} new chain(s):"

@@ -43,10 +43,11 @@ deny:
 CHANGES = {
     "audit-to-enforce": (BASE.replace("mode: audit", "mode: enforce"), ["mode: audit → enforce",
                                                                          "+ drop"]),
-    "log_rate": (BASE + "options: {log_rate: 5/minute}\n", ["+ limit rate 5/minute"]),
+    "log_rate": (BASE + "options: {log_rate: 5/minute}\n", ["limit rate over 5/minute"]),
     "nflog_group": (BASE + "options: {nflog_group: 7}\n", ["group 7"]),
     "default_action": (BASE.replace("mode: audit", "mode: enforce")
-                       + "options: {default_action: reject}\n", ["reject with icmpx"]),
+                       + "options: {default_action: reject}\n",
+                       ["+ chain v_reject", "goto v_reject", 'prefix "og:default reject"']),
     "dns": (BASE + "dns: {upstreams: [\"192.0.2.53\"]}\n",
             ["dns: only through outguard's resolver"]),
 }
@@ -59,7 +60,7 @@ def test_plan_shows_every_change_apply_makes_and_nothing_after_it(topology: Topo
     topo.cli("apply", str(topo.write_policy(BASE, "base.yaml")))
     text, expected = CHANGES[change]
     path = topo.write_policy(text, "changed.yaml")
-    proc = topo.cli("plan", str(path), "--exit-code")
+    proc = topo.cli("plan", str(path), "--exit-code", "--full")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no changes" not in proc.stdout
     for line in expected:

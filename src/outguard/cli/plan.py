@@ -22,8 +22,11 @@ CHANGES = 2
 @click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--exit-code", is_flag=True,
               help="Exit 2 when apply would change the kernel, 0 when it would not.")
+@click.option("--full", is_flag=True, help="Every object and rule line (long lists are cut"
+                                           " short by default).")
 @kernel_options
-def plan(policy: Path, exit_code: bool, netns: str | None, state_dir_path: Path) -> None:
+def plan(policy: Path, exit_code: bool, full: bool, netns: str | None,
+         state_dir_path: Path) -> None:
     """Show what applying POLICY would change, transaction by transaction."""
     from outguard.applyplan import make_plan  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
@@ -35,7 +38,7 @@ def plan(policy: Path, exit_code: bool, netns: str | None, state_dir_path: Path)
         with Nft() as nft:
             got = make_plan(policy, state, nft)
             applied = state.read("applied")
-            lines = describe(got, applied[1] if applied is not None else None)
+            lines = describe(got, applied[1] if applied is not None else None, full=full)
     except OutguardError as exc:
         fail(exc)
         return
