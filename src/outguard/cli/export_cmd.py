@@ -1,9 +1,10 @@
 """`outguard compile --target T`: the export of a policy for another firewall.
 
 Thin: load, `export.names.for_export` (lower, and resolve the names a `dns:` section leaves to
-outguard's resolver), `export.targets.export`, print. The files go to stdout (each after a
-`# ==> NAME <==` line) or into `--out DIR` (scripts executable); the fidelity report goes to
-stderr; `--strict` exits 1, writing nothing, when any rule is not exact.
+outguard's resolver), `export.targets.export` with the target's `-o KEY=VALUE` options, print.
+The files go to stdout (each after a `# ==> NAME <==` line) or into `--out DIR` (scripts
+executable); the fidelity report goes to stderr; `--strict` exits 1, writing nothing, when any
+rule is not exact. `-o help` lists the target's options.
 """
 
 from __future__ import annotations
@@ -18,15 +19,23 @@ from outguard.errors import OutguardError
 
 
 def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None,
-               feed_dir: Path | None = None) -> None:
+               feed_dir: Path | None = None, option_pairs: tuple[str, ...] = ()) -> None:
     from outguard.export.names import for_export  # noqa: PLC0415
-    from outguard.export.targets import exporter  # noqa: PLC0415
+    from outguard.export.targets import export, options, parse_options  # noqa: PLC0415
     from outguard.policy.load import load_policy  # noqa: PLC0415
 
     try:
-        export = exporter(target)  # an unknown target fails before any name is resolved
+        if "help" in option_pairs:
+            known = options(target)
+            click.echo(f"options of target {target} (-o KEY=VALUE):" if known
+                       else f"target {target} has no options")
+            for key, text in known.items():
+                click.echo(f"  {key}: {text}")
+            return
+        # an unknown target or option fails before any name is resolved
+        opts = parse_options(target, list(option_pairs))
         loaded = load_policy(policy, feed_dir=feed_dir)
-        result = export(for_export(loaded))
+        result = export(target, for_export(loaded), opts)
     except OutguardError as exc:
         fail(exc)
         return

@@ -119,9 +119,12 @@ def schema() -> None:
 @click.option("--strict", is_flag=True, help="With --target: fail unless every rule is exact.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With --target: write the files into this directory instead of stdout.")
+@click.option("-o", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
+              help="With --target: a target option (`-o help` lists them).")
 @kernel_options
 def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
-                out_dir: Path | None, netns: str | None, state_dir_path: Path) -> None:
+                out_dir: Path | None, option_pairs: tuple[str, ...], netns: str | None,
+                state_dir_path: Path) -> None:
     """Print the nftables ruleset POLICY compiles to (nothing is applied).
 
     Host names resolve as they would for `apply` (with --netns: through that namespace's
@@ -130,7 +133,7 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
     if target is not None:
         from outguard.cli.export_cmd import run_export  # noqa: PLC0415
 
-        run_export(policy, target, strict, out_dir, feed_dir)
+        run_export(policy, target, strict, out_dir, feed_dir, option_pairs)
         return
     from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
     from outguard.compile.lower import lower  # noqa: PLC0415

@@ -1,21 +1,27 @@
-"""The export targets by name: what `outguard compile --target T` can produce.
+"""The export targets by name: what `outguard compile --target T [-o KEY=VALUE]` can produce.
 
-Place in the data flow: CLI → `exporter(name)` → the target's module turns the IR into an
-`Export` (files + fidelity report). Modules are imported only when their target is asked for,
-so a target under construction cannot break the others. Add a target with one line:
-name → "module:function", the function taking a `Ruleset` and returning an `Export`.
+Place in the data flow: CLI → `export(name, ruleset, options)` → the target's module turns the
+IR into an `Export` (files + fidelity report). Modules are imported only when their target is
+asked for, so a target under construction cannot break the others.
+
+Add a target with one line here: name → "module:function". The function takes the `Ruleset`
+and, as keyword arguments, the target's options; the module declares them in a dict `OPTIONS`
+(option name → one line of help, shown by `compile --target T -o help`). Option names use
+dashes on the command line and underscores as arguments (`kube-dns` → `kube_dns`); values are
+strings, which the target checks itself (raising `ExportError` with the option's name).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import ModuleType
 
 from outguard.compile.ir import Ruleset
 from outguard.errors import OutguardError
 from outguard.export.fidelity import Export
 
-Exporter = Callable[[Ruleset], Export]
+Exporter = Callable[..., Export]
 
 TARGETS: dict[str, str] = {
     "iptables": "outguard.export.iptables:export",
@@ -32,14 +38,50 @@ def names() -> list[str]:
     return sorted(TARGETS)
 
 
-def exporter(name: str) -> Exporter:
-    """The export function of target `name`."""
+def _module(name: str) -> tuple[ModuleType, str]:
     if name not in TARGETS:
         raise OutguardError(f"unknown export target {name!r}: choose one of {', '.join(names())}")
     module, _, attr = TARGETS[name].partition(":")
-    fn: Exporter = getattr(importlib.import_module(module), attr)
+    return importlib.import_module(module), attr
+
+
+def options(name: str) -> dict[str, str]:
+    """The options target `name` takes: option → help."""
+    module, _attr = _module(name)
+    declared: dict[str, str] = getattr(module, "OPTIONS", {})
+    return dict(declared)
+
+
+def parse_options(name: str, pairs: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` texts from the command line, checked against the target's options."""
+    known = options(name)
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OutguardError(f"option {pair!r}: write KEY=VALUE")
+        if key not in known:
+            have = ", ".join(sorted(known)) or "none"
+            raise OutguardError(f"target {name} has no option {key!r} (its options: {have})")
+        out[key] = value.strip()
+    return out
+
+
+def exporter(name: str) -> Exporter:
+    """The export function of target `name`."""
+    module, attr = _module(name)
+    fn: Exporter = getattr(module, attr)
     return fn
 
 
-def export(name: str, ruleset: Ruleset) -> Export:
-    return exporter(name)(ruleset)
+def export(name: str, ruleset: Ruleset, opts: Mapping[str, str] | None = None) -> Export:
+    """Export `ruleset` for target `name` with its options (checked: `parse_options`)."""
+    fn = exporter(name)
+    known = options(name)
+    kwargs = {}
+    for key, value in (opts or {}).items():
+        if key not in known:
+            raise OutguardError(f"target {name} has no option {key!r}")
+        kwargs[key.replace("-", "_")] = value
+    return fn(ruleset, **kwargs)

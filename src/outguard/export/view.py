@@ -31,6 +31,7 @@ class RuleView:
     v4: tuple[str, ...]  # CIDRs; single addresses as /32
     v6: tuple[str, ...]  # CIDRs; single addresses as /128
     named: RuleNames  # its names and its lists' (`export.names`), resolved or not
+    blocked: str = "drop"  # what the policy does with what a deny rule matches: drop, reject
 
     @property
     def key(self) -> str:
@@ -109,7 +110,8 @@ def views(ruleset: Ruleset) -> list[RuleView]:
                 v4[_as_cidr(text)] = None
             for text in el.v6 + el.v6_nets:
                 v6[_as_cidr(text)] = None
-        out.append(RuleView(rule, tuple(v4), tuple(v6), rule_names(ruleset, rule)))
+        blocked = ruleset.default_action if ruleset.mode == "enforce" else "accept"
+        out.append(RuleView(rule, tuple(v4), tuple(v6), rule_names(ruleset, rule), blocked))
     return out
 
 
@@ -191,6 +193,8 @@ def common_notes(view: RuleView, ledger: Ledger, target: str, *, mode: str) -> b
         return False
     if owner is not None:
         ledger.approx(view.key, f"applies to every process: {target} cannot check {owner}")
+    if view.deny and view.blocked == "reject":
+        ledger.approx(view.key, f"{target} drops silently: it cannot reject")
     until = view.rule.match.until
     if until is not None:
         ledger.approx(view.key, f"{target} has no expiry: the rule stays after"
@@ -215,3 +219,25 @@ def default_note(ruleset: Ruleset, ledger: Ledger, target: str, *, logs: str) ->
                                  " outguard's log of what would be blocked")
     elif ruleset.default_action == "reject":
         ledger.approx("default", f"{target} drops silently: it cannot reject")
+
+
+def merged(forms: Sequence[tuple[str, Ledger]], order: Sequence[str]) -> tuple[list[RuleFidelity],
+                                                                                list[str]]:
+    """One report for an export of several forms (e.g. NetworkPolicy and CiliumNetworkPolicy):
+    per rule the worse level, each form's explanation prefixed with the form's name, in
+    `order` (rule keys; keys not in it last); and every form's warnings, prefixed too. With
+    one form the report is that form's, unprefixed."""
+    if len(forms) == 1:
+        [(_kind, ledger)] = forms
+        items = ledger.fidelity()
+        warnings = list(ledger.warnings)
+    else:
+        combined = Ledger()
+        for kind, ledger in forms:
+            for item in ledger.fidelity():
+                combined.note(item.rule, item.level, f"{kind} {item.level}"
+                              + (f": {item.how}" if item.how else ""))
+        items = combined.fidelity()
+        warnings = [f"{kind}: {w}" for kind, ledger in forms for w in ledger.warnings]
+    rank = {key: i for i, key in enumerate(order)}
+    return sorted(items, key=lambda f: rank.get(f.rule, len(rank))), warnings

@@ -1,37 +1,66 @@
-"""The `windows` export target: a PowerShell script for Windows Defender Firewall, and the same
-rules as `netsh advfirewall` commands for hosts without the NetSecurity module.
+"""The `windows` export target: a PowerShell script for Windows Defender Firewall (and, with
+`-o form=netsh` or `all`, the same rules as `netsh advfirewall` commands: `windows_netsh`).
 
-Place in the data flow: `Ruleset` → `view.views` → `WinRule`s → the two scripts.
+Place in the data flow: `Ruleset` → `view.views` → `WinRule`s → the scripts (+ a remove script).
 
 Windows evaluates block rules before allow rules and blocks outbound by default once
 `DefaultOutboundAction Block` is set, which is outguard's order: deny beats allow, then default.
-Every rule is in the group `outguard`; a re-run creates or replaces each rule by its `-Name`
-and then removes the group's rules that are not in the new policy, so nothing else is touched.
-Host names become AutoResolve dynamic keywords (Windows build 20348+, filled by Microsoft
-Defender's network protection); the netsh form has no such thing and keeps the addresses
-resolved at export time.
+But an *enabled* allow rule of anyone else (Windows' own Core Networking rules, programs'
+rules) also allows: with `-o builtin-rules=keep` (the default) they stay, the script lists
+them and the report says so; with `disable` the script disables them (and records their names
+so that `outguard-windows-remove.ps1` re-enables them).
+
+Every rule is in the group `outguard` and named after its content (`outguard-<rule>-<proto>-
+<hash>`): a re-run creates only the rules that are new, then removes the group's rules that are
+not in the new policy, so a rule in force never disappears while its replacement is missing
+(and names differing only in case, which Windows does not tell apart, cannot collide). The
+profile is switched on and its default outbound action set last. Host names and wildcards
+(`*.example.test`) become AutoResolve dynamic keywords (Windows build 20348+, filled by
+Microsoft Defender's network protection from DNS answers), next to the addresses resolved at
+export time; names are compared in lower case, so `API.example.test` and `api.example.test`
+are one keyword.
 
 Quoting: every value in the PowerShell script is a single-quoted string, where only the quote
 characters (' and its Unicode look-alikes, which PowerShell also accepts) are special and are
-doubled; `$()`, backticks, `;` and newlines stay literal. cmd.exe has no safe quoting for
-arbitrary text (`%` expands even inside quotes), so the netsh file keeps only a safe alphabet.
+doubled; `$()`, backticks, `;` and newlines stay literal.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 
 from outguard.compile.ir import Ruleset
+from outguard.export.common import ExportError
 from outguard.export.fidelity import Export
-from outguard.export.view import Ledger, RuleView, chunks, common_notes, default_note, port_texts, views
+from outguard.export.view import (
+    Ledger,
+    RuleView,
+    chunks,
+    common_notes,
+    default_note,
+    merged,
+    port_texts,
+    views,
+)
 
 GROUP = "outguard"
 PROFILES = "Domain,Private,Public"
 MAX_ADDRESSES = 1000  # outguard's own cap per Windows rule, so big lists stay manageable rules
 _PS_QUOTES = "'\u2018\u2019\u201a\u201b"  # PowerShell ends a '…' string at any of these
 _KEYWORD_NS = uuid.UUID("5b6c7f0e-4c1b-4d51-9a70-6f7574677561")
+STATE = "Join-Path $env:ProgramData 'outguard'"
+DISABLED_FILE = "disabled-outbound-rules.txt"
+FORMS = ("all", "powershell", "netsh")
+OPTIONS = {
+    "form": "all (default: the PowerShell script and the netsh script), powershell, netsh",
+    "builtin-rules": "keep (default: Windows' own enabled outbound allow rules stay in force, "
+                     "listed by the script and reported) or disable (the script disables them)",
+}
+BUILTIN_NOTE = ("Windows' own enabled outbound allow rules (Core Networking: DNS client, DHCP,"
+                " and any a program added) stay in force and allow what they match")
 
 
 def ps_quote(text: str) -> str:
@@ -49,14 +78,15 @@ def cmd_safe(text: str) -> str:
 
 
 def keyword_id(name: str) -> str:
-    """A stable dynamic-keyword id for a host name, so re-runs find their own keyword."""
-    return "{" + str(uuid.uuid5(_KEYWORD_NS, name)) + "}"
+    """A stable dynamic-keyword id for a host name or wildcard (case-insensitive), so that
+    re-runs find their own keyword."""
+    return "{" + str(uuid.uuid5(_KEYWORD_NS, name.lower().rstrip("."))) + "}"
 
 
 @dataclass(frozen=True)
 class WinRule:
-    name: str  # -Name: unique, stable across runs
-    display: str
+    name: str  # -Name: unique, from the content: stable across runs of the same export
+    display: str  # "outguard allow:web-api": the fidelity key after "outguard "
     action: str  # Block | Allow
     protocol: str  # TCP | UDP | ICMPv4 | ICMPv6 | Any
     addresses: tuple[str, ...]  # () = Any
@@ -77,14 +107,23 @@ def _protocols(view: RuleView) -> list[tuple[str, int]]:
     return [("TCP", 0), ("UDP", 0)] if view.ports else [("Any", 0)]
 
 
-def _rules_of(view: RuleView, ledger: Ledger) -> list[WinRule]:
+def _named(base: str, display: str, action: str, protocol: str, addresses: tuple[str, ...],
+           ports: tuple[str, ...], keywords: tuple[str, ...], desc: str) -> WinRule:
+    spec = "\n".join([display, action, protocol, *addresses, "|", *ports, "|", *keywords, desc])
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    return WinRule(f"{base}-{digest}", display, action, protocol, addresses, ports, keywords, desc)
+
+
+def _rules_of(view: RuleView, ledger: Ledger, keywords: tuple[str, ...]) -> list[WinRule]:
     rule = view.rule
     action = "Block" if view.deny else "Allow"
     ports = tuple(port_texts(view.ports))
     desc = f"{view.key}: {rule.comment}" if rule.comment else view.key
+    display = f"outguard {view.key}"
     out: list[WinRule] = []
     for protocol, family in _protocols(view):
-        base = f"outguard-{rule.section}-{rule.name}-{protocol.lower()}"
+        base = f"outguard-{rule.section}-{re.sub(r'[^a-z0-9_.-]', '_', rule.name.lower())}" \
+               f"-{protocol.lower()}"
         if view.any_destination:
             groups: list[tuple[str, ...]] = [()]
         else:
@@ -94,34 +133,45 @@ def _rules_of(view: RuleView, ledger: Ledger) -> list[WinRule]:
             if len(groups) > 1:
                 ledger.warn(f"{view.key}: {len(addrs)} addresses split into {len(groups)} Windows"
                             f" rules of at most {MAX_ADDRESSES}")
-        for i, group in enumerate(groups):
-            out.append(WinRule(f"{base}-{i}" if i else base, f"outguard {view.key}", action,
-                               protocol, group, ports, (), desc))
-        if view.names:
-            out.append(WinRule(f"{base}-fqdn", f"outguard {view.key} (names)", action, protocol,
-                               (), ports, tuple(keyword_id(n) for n in view.names), desc))
+        out.extend(_named(base, display, action, protocol, g, ports, (), desc) for g in groups)
+        for part in chunks(keywords, MAX_ADDRESSES):
+            out.append(_named(f"{base}-names", display, action, protocol, (), ports, tuple(part),
+                              desc))
     return out
 
 
-def win_rules(ruleset: Ruleset, ledger: Ledger) -> tuple[list[WinRule], list[str]]:
-    """The Windows rules in policy order, and the host names that need dynamic keywords."""
+def win_rules(ruleset: Ruleset, ledger: Ledger, *, keywords: bool) -> tuple[list[WinRule],
+                                                                            dict[str, str]]:
+    """The Windows rules in policy order, and the dynamic keywords they use (id → name).
+    Without `keywords` (the netsh form) names keep only their export-time addresses."""
     rules: list[WinRule] = []
-    names: dict[str, None] = {}
+    made: dict[str, str] = {}
     for view in views(ruleset):
         if not common_notes(view, ledger, "Windows Firewall", mode=ruleset.mode):
             continue
-        if view.names:
-            ledger.approx(view.key, "host names as AutoResolve dynamic keywords: needs Windows"
-                                    " build 20348+ with Microsoft Defender network protection")
-            names.update(dict.fromkeys(view.names))
-        if view.wildcards:
-            ledger.approx(view.key, "wildcards " + ", ".join(view.wildcards) + " left out: outguard"
-                          " exports only single names as Windows dynamic keywords")
+        fqdns = list(dict.fromkeys(n.lower().rstrip(".") for n in view.names + view.wildcards))
+        ids: tuple[str, ...] = ()
+        if fqdns and keywords:
+            ledger.approx(view.key, "host names and wildcards as AutoResolve dynamic keywords"
+                                    " (" + ", ".join(fqdns) + "): needs Windows build 20348+ with"
+                                    " Microsoft Defender network protection, which fills them"
+                                    " from the DNS answers it sees")
+            ids = tuple(keyword_id(n) for n in fqdns)
+            made.update(zip(ids, fqdns, strict=True))
+        elif view.names and not keywords:
+            ledger.approx(view.key, "netsh has no dynamic keywords: the names keep only their"
+                                    " export-time addresses")
+        if view.wildcards and not keywords:
+            ledger.approx(view.key, "wildcards " + ", ".join(view.wildcards) + " left out: netsh"
+                          " has no dynamic keywords")
             if not view.has_addresses and not view.names:
-                ledger.drop(view.key, "only wildcard names, which Windows rules cannot hold")
+                ledger.drop(view.key, "only wildcard names, which netsh rules cannot hold")
                 continue
-        rules.extend(_rules_of(view, ledger))
-    return rules, list(names)
+        if not view.has_addresses and not ids:
+            ledger.drop(view.key, "no address to match")
+            continue
+        rules.extend(_rules_of(view, ledger, ids))
+    return rules, made
 
 
 def _ps_rule(r: WinRule) -> str:
@@ -135,76 +185,103 @@ def _ps_rule(r: WinRule) -> str:
     if r.ports:
         parts += ["-RemotePort", ps_list(list(r.ports))]
     parts += ["-Description", ps_quote(r.description), "| Out-Null"]
-    return " ".join(parts)
+    return f"if ($existing -notcontains {ps_quote(r.name)}) {{ {' '.join(parts)} }}"
 
 
-def powershell(ruleset: Ruleset, rules: list[WinRule], names: list[str]) -> str:
+_OTHERS = ("$others = @(Get-NetFirewallRule -Direction Outbound -Action Allow -Enabled True"
+           f" -ErrorAction SilentlyContinue | Where-Object {{ $_.Group -ne {ps_quote(GROUP)} }})")
+
+
+def powershell(ruleset: Ruleset, rules: list[WinRule], keywords: dict[str, str],
+               builtin: str) -> str:
     lines = [
         f"# outguard policy {ruleset.policy_digest[:12]} for Windows Defender Firewall"
-        " (generated; re-run to replace).",
+        " (generated; run it again to replace the rules of an earlier run).",
         "#Requires -RunAsAdministrator",
         "$ErrorActionPreference = 'Stop'",
+        f"$existing = @(Get-NetFirewallRule -Group {ps_quote(GROUP)} -ErrorAction SilentlyContinue"
+        " | ForEach-Object { $_.Name })",
     ]
-    for name in names:
-        kid = ps_quote(keyword_id(name))
-        lines.append(f"if (-not (Get-NetFirewallDynamicKeywordAddress -Id {kid}"
+    for kid, name in keywords.items():
+        lines.append(f"if (-not (Get-NetFirewallDynamicKeywordAddress -Id {ps_quote(kid)}"
                      " -ErrorAction SilentlyContinue)) { New-NetFirewallDynamicKeywordAddress"
-                     f" -Id {kid} -Keyword {ps_quote(name)} -AutoResolve $true | Out-Null }}")
-    for r in rules:
-        lines.append(f"Remove-NetFirewallRule -Name {ps_quote(r.name)} -ErrorAction SilentlyContinue")
-        lines.append(_ps_rule(r))
+                     f" -Id {ps_quote(kid)} -Keyword {ps_quote(name)} -AutoResolve $true"
+                     " | Out-Null }")
+    lines.extend(_ps_rule(r) for r in rules)  # block rules first: deny is in force before allow
     lines.append(f"$keep = {ps_list([r.name for r in rules])}")
     lines.append(f"Get-NetFirewallRule -Group {ps_quote(GROUP)} -ErrorAction SilentlyContinue |"
                  " Where-Object { $keep -notcontains $_.Name } | Remove-NetFirewallRule")
-    if ruleset.mode == "audit":
-        lines.append(f"Set-NetFirewallProfile -Profile {PROFILES} -DefaultOutboundAction Allow"
-                     " -LogAllowed True -LogBlocked True")
+    lines.append(_OTHERS)
+    if builtin == "disable":
+        lines.append(f"$state = {STATE}")
+        lines.append("New-Item -ItemType Directory -Force -Path $state | Out-Null")
+        lines.append(f"$others | ForEach-Object {{ $_.Name }} | Add-Content -Path (Join-Path"
+                     f" $state {ps_quote(DISABLED_FILE)})")
+        lines.append("$others | Disable-NetFirewallRule")
+        lines.append("Write-Host ('outguard: disabled ' + $others.Count + ' outbound allow rules'"
+                     " + ' of Windows and other programs (outguard-windows-remove.ps1 re-enables"
+                     " them)')")
     else:
-        # last, so that a session is not cut off before its allow rules exist
-        lines.append(f"Set-NetFirewallProfile -Profile {PROFILES} -DefaultOutboundAction Block"
-                     " -LogBlocked True")
+        lines.append("if ($others.Count) { Write-Warning ('outguard: ' + $others.Count + ' enabled"
+                     " outbound allow rules of Windows and other programs stay in force and allow"
+                     " what they match: ' + (($others | ForEach-Object { $_.DisplayName }) -join"
+                     " '; ')) }")
+    # last, so that a session is not cut off before its allow rules exist
+    outbound = "Allow -LogAllowed True" if ruleset.mode == "audit" else "Block"
+    lines.append(f"Set-NetFirewallProfile -Profile {PROFILES} -Enabled True"
+                 f" -DefaultOutboundAction {outbound} -LogBlocked True")
     return "\n".join(lines) + "\n"
 
 
-def _netsh_rule(r: WinRule, addresses: tuple[str, ...]) -> str:
-    parts = [f'netsh advfirewall firewall add rule name="{GROUP}" dir=out',
-             f"action={r.action.lower()} profile=domain,private,public",
-             f"protocol={r.protocol.lower()}"]
-    if addresses:
-        parts.append("remoteip=" + ",".join(addresses))
-    if r.ports:
-        parts.append("remoteport=" + ",".join(r.ports))
-    parts.append(f'description="{cmd_safe(r.description)[:200]}"')
-    return " ".join(parts)
+def remove_script(ruleset: Ruleset) -> str:
+    return "\n".join([
+        f"# Remove what outguard-windows.ps1 (policy {ruleset.policy_digest[:12]} or any other)"
+        " added: the rules of group 'outguard', its dynamic keywords' rules, and re-enable the"
+        " allow rules it disabled. Outbound is allowed by default again afterwards.",
+        "#Requires -RunAsAdministrator",
+        "$ErrorActionPreference = 'Stop'",
+        f"Get-NetFirewallRule -Group {ps_quote(GROUP)} -ErrorAction SilentlyContinue |"
+        " Remove-NetFirewallRule",
+        f"$file = Join-Path ({STATE}) {ps_quote(DISABLED_FILE)}",
+        "if (Test-Path $file) { Get-Content $file | Sort-Object -Unique | ForEach-Object {"
+        " Enable-NetFirewallRule -Name $_ -ErrorAction SilentlyContinue }; Remove-Item $file }",
+        f"Set-NetFirewallProfile -Profile {PROFILES} -DefaultOutboundAction Allow",
+    ]) + "\n"
 
 
-def netsh(ruleset: Ruleset, rules: list[WinRule]) -> str:
-    lines = [
-        "@echo off",
-        f"rem outguard policy {ruleset.policy_digest[:12]} as netsh advfirewall commands.",
-        f'rem Every rule is named "{GROUP}", so the first command removes the previous run\'s rules.',
-        f'netsh advfirewall firewall delete rule name="{GROUP}" dir=out >nul 2>&1',
-    ]
-    for r in rules:
-        if r.keywords:
-            continue  # the address rule next to it already holds the export-time addresses
-        lines.append(_netsh_rule(r, r.addresses))
-    outbound = "allowoutbound" if ruleset.mode == "audit" else "blockoutbound"
-    lines.append("rem netsh sets both directions at once; inbound stays Windows' default, block.")
-    lines.append(f"netsh advfirewall set allprofiles firewallpolicy blockinbound,{outbound}")
-    return "\r\n".join(lines) + "\r\n"
+def _check(form: str, builtin: str) -> None:
+    if form not in FORMS:
+        raise ExportError(f"option form={form!r}: choose one of {', '.join(FORMS)}")
+    if builtin not in ("keep", "disable"):
+        raise ExportError(f"option builtin-rules={builtin!r}: choose keep or disable")
 
 
-def export_windows(ruleset: Ruleset) -> Export:
-    ledger = Ledger()
-    rules, names = win_rules(ruleset, ledger)
-    for view in views(ruleset):
-        if view.names and ledger.level(view.key) != "dropped":
-            ledger.approx(view.key, "the netsh form keeps only the export-time addresses")
-    default_note(ruleset, ledger, "Windows Firewall", logs="the firewall log (pfirewall.log)")
-    if any(cmd_safe(r.description) != r.description for r in rules):
-        ledger.warn("netsh descriptions keep only letters, digits and _.,:/@+=()[]#- (cmd.exe"
-                    " cannot quote the rest); the PowerShell script has them as written")
-    files = {"outguard-windows.ps1": powershell(ruleset, rules, names),
-             "outguard-windows-netsh.cmd": netsh(ruleset, rules)}
-    return Export("windows", files, ledger.fidelity(), ledger.warnings)
+def export_windows(ruleset: Ruleset, form: str = "all", builtin_rules: str = "keep") -> Export:
+    """The Windows export: the forms `form` asks for, one merged fidelity report."""
+    from outguard.export.windows_netsh import netsh  # noqa: PLC0415  (a module of its own)
+
+    _check(form, builtin_rules)
+    files: dict[str, str] = {}
+    forms: list[tuple[str, Ledger]] = []
+    if form in ("all", "powershell"):
+        ledger = Ledger()
+        rules, keywords = win_rules(ruleset, ledger, keywords=True)
+        default_note(ruleset, ledger, "Windows Firewall", logs="the firewall log (pfirewall.log)")
+        if builtin_rules == "keep" and ruleset.mode != "audit":
+            ledger.approx("default", BUILTIN_NOTE + "; the script lists them (`-o builtin-rules="
+                                     "disable` disables them)")
+        files["outguard-windows.ps1"] = powershell(ruleset, rules, keywords, builtin_rules)
+        files["outguard-windows-remove.ps1"] = remove_script(ruleset)
+        forms.append(("PowerShell", ledger))
+    if form in ("all", "netsh"):
+        ledger = Ledger()
+        rules, _keywords = win_rules(ruleset, ledger, keywords=False)
+        default_note(ruleset, ledger, "Windows Firewall", logs="the firewall log (pfirewall.log)")
+        if ruleset.mode != "audit":
+            ledger.approx("default", BUILTIN_NOTE + " (netsh cannot select them: the PowerShell"
+                                     " form can disable them)")
+        files["outguard-windows-netsh.cmd"] = netsh(ruleset, rules, ledger)
+        forms.append(("netsh", ledger))
+    order = [v.key for v in views(ruleset)] + ["default"]
+    fidelity, warnings = merged(forms, order)
+    return Export("windows", files, fidelity, warnings)
