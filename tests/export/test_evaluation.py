@@ -21,14 +21,14 @@ from outguard.export.targets import export
 from tests.export import probes as tables
 from tests.export.evaluation import compare, differences, evaluate, report_key
 
-TARGETS: dict[str, tuple[str, dict[str, str]]] = {
-    # target: (evaluator module, export options: one form per evaluator form where it matters)
-    "windows": ("tests.export.evaluators.windows", {}),
+TARGETS: dict[str, str] = {  # target: its evaluator module (FORMS: form → (options, evaluate))
+    "windows": "tests.export.evaluators.windows",
+    "k8s": "tests.export.evaluators.k8s",
 }
 
 
 def _module(target: str) -> ModuleType:
-    return importlib.import_module(TARGETS[target][0])
+    return importlib.import_module(TARGETS[target])
 
 
 CASES = [(t, form, p) for t in TARGETS for form in _module(t).FORMS
@@ -38,9 +38,9 @@ CASES = [(t, form, p) for t in TARGETS for form in _module(t).FORMS
 @pytest.mark.parametrize(("target", "form", "policy"), CASES,
                          ids=[f"{t}-{f}-{p}" for t, f, p in CASES])
 def test_every_difference_is_named(target: str, form: str, policy: str) -> None:
-    opts = dict(TARGETS[target][1]) | ({"form": form} if target == "windows" else {})
+    opts, evaluator = _module(target).FORMS[form]
     result = export(target, tables.exported(policy), opts)
-    table, problems = evaluate(policy, result, _module(target).FORMS[form])
+    table, problems = evaluate(policy, result, evaluator)
     assert table, "no probe"
     assert not problems, f"{len(problems)} problem(s) of {target}/{form} on {policy}:\n" + \
         "\n".join(problems[:40])
@@ -49,9 +49,9 @@ def test_every_difference_is_named(target: str, form: str, policy: str) -> None:
 def test_a_difference_the_report_calls_exact_is_caught() -> None:
     """The comparison can fail: a report that claims every line exact, for an export that
     differs from decide (Windows cannot tell users apart), is refused."""
-    result = export("windows", tables.exported("cases"), {"form": "powershell"})
-    module = _module("windows")
-    table, problems = evaluate("cases", result, module.FORMS["powershell"])
+    opts, evaluator = _module("windows").FORMS["powershell"]
+    result = export("windows", tables.exported("cases"), opts)
+    table, problems = evaluate("cases", result, evaluator)
     assert differences(table) and not problems
     lying = replace(result, fidelity=[RuleFidelity(f.rule, "exact") for f in result.fidelity])
     assert any(p.startswith("silent difference") for p in compare(lying, table))

@@ -1,13 +1,16 @@
-"""The `k8s` export target: a Kubernetes NetworkPolicy (egress) and a CiliumNetworkPolicy.
+"""The `k8s` target: a Kubernetes NetworkPolicy (egress), and the same policy for Cilium
+(`k8s_cilium`: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy) and as an
+AdminNetworkPolicy (`k8s_anp`); `-o kind=` picks one, the default writes all four.
 
-Place in the data flow: `Ruleset` → `view.views` → `k8s` (NetworkPolicy) and `k8s_cilium`
-(CiliumNetworkPolicy) → two YAML documents in one `Export`.
+Place in the data flow: `Ruleset` → `view.views` → each builder → YAML files in one `Export`
+(options: `k8s_options`).
 
 A NetworkPolicy only allows; selecting pods for Egress makes everything else denied. Deny rules
 are therefore subtracted from the allow rules: a deny of every port and protocol becomes an
 `ipBlock.except`; a port deny that covers all of an allow rule's destinations is subtracted
 from its ports; a port deny that covers only some of them removes those destinations from the
 rule for every port (it blocks more, never less). What is left as approximation is reported.
+DNS to the cluster DNS pods is allowed (see `k8s_options`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
-from outguard.export.k8s_cilium import cilium_policy
-from outguard.export.view import Ledger, RuleView, common_notes, covers, default_note, overlaps, views
+from outguard.export.k8s_options import DNS_KEY, OPTIONS, K8sOptions, dump, options
+from outguard.export.view import (
+    Ledger,
+    RuleView,
+    common_notes,
+    covers,
+    default_note,
+    merged,
+    overlaps,
+    views,
+)
+
+__all__ = ["OPTIONS", "export_k8s", "network_policy", "subtract"]
 
 FULL = ((1, 65535),)
 Ranges = tuple[tuple[int, int], ...]
@@ -120,7 +132,11 @@ def _ports(l4: dict[str, Ranges] | None) -> list[dict[str, Any]]:
     return out
 
 
-def network_policy(ruleset: Ruleset, ledger: Ledger, name: str) -> dict[str, Any]:
+def dns_ports() -> list[dict[str, Any]]:
+    return [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def network_policy(ruleset: Ruleset, ledger: Ledger, opts: K8sOptions) -> dict[str, Any]:
     denies = []
     for view in views(ruleset):
         if view.deny and common_notes(view, ledger, "NetworkPolicy", mode=ruleset.mode):
@@ -133,6 +149,12 @@ def network_policy(ruleset: Ruleset, ledger: Ledger, name: str) -> dict[str, Any
                 ledger.approx(view.key, "wildcards left out: NetworkPolicy cannot match names")
             denies.append(view)
     egress: list[dict[str, Any]] = []
+    keys: list[str] = []
+    if opts.dns is not None and ruleset.mode != "audit":
+        egress.append({"to": [{"namespaceSelector": opts.dns.namespace_selector(),
+                               "podSelector": opts.dns.pod_selector()}], "ports": dns_ports()})
+        keys.append(DNS_KEY)
+        ledger.approx(DNS_KEY, opts.dns_note())
     for view in views(ruleset):
         if view.deny or not common_notes(view, ledger, "NetworkPolicy", mode=ruleset.mode):
             continue
@@ -155,38 +177,42 @@ def network_policy(ruleset: Ruleset, ledger: Ledger, name: str) -> dict[str, Any
         if entry.l4 is not None:
             item["ports"] = _ports(entry.l4)
         egress.append(item)
+        keys.append(view.key)
     if ruleset.mode == "audit":
-        egress = [{}]  # allow everything: NetworkPolicy has no log-only verdict
+        egress, keys = [{}], ["default"]  # allow everything: NetworkPolicy has no log-only verdict
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "outguard"}},
+            "metadata": opts.metadata(keys, namespaced=True),
             "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": egress}}
 
 
-def export_k8s(ruleset: Ruleset, name: str = "outguard-egress") -> Export:
-    np_ledger, cilium_ledger = Ledger(), Ledger()
-    np = network_policy(ruleset, np_ledger, name)
-    cnp = cilium_policy(ruleset, cilium_ledger, name)
-    default_note(ruleset, np_ledger, "NetworkPolicy", logs="the CNI's flow logs, if any")
-    default_note(ruleset, cilium_ledger, "Cilium", logs="Cilium's policy audit mode and Hubble")
-    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"default": 1 << 30}
-    merged = Ledger()  # one entry per rule: the worse of the two, with both explanations
-    for kind, ledger in (("NetworkPolicy", np_ledger), ("CiliumNetworkPolicy", cilium_ledger)):
-        for item in ledger.fidelity():
-            merged.note(item.rule, item.level, f"{kind} {item.level}"
-                        + (f": {item.how}" if item.how else ""))
-    fidelity = sorted(merged.fidelity(), key=lambda f: order[f.rule])
-    warnings = [f"NetworkPolicy: {w}" for w in np_ledger.warnings]
-    warnings += [f"CiliumNetworkPolicy: {w}" for w in cilium_ledger.warnings]
-    files = {"k8s-networkpolicy.yaml": _yaml(np), "k8s-ciliumnetworkpolicy.yaml": _yaml(cnp)}
+def export_k8s(ruleset: Ruleset, **raw: str) -> Export:
+    """The k8s export: the kinds `-o kind=` asks for (all four by default), one report."""
+    from outguard.export.k8s_anp import admin_network_policies  # noqa: PLC0415
+    from outguard.export.k8s_cilium import cilium_policy  # noqa: PLC0415
+
+    opts = options(**raw)
+    files: dict[str, str] = {}
+    forms: list[tuple[str, Ledger]] = []
+    logs = {"NetworkPolicy": "the CNI's flow logs, if any",
+            "CiliumNetworkPolicy": "Cilium's policy audit mode and Hubble",
+            "CiliumClusterwideNetworkPolicy": "Cilium's policy audit mode and Hubble",
+            "AdminNetworkPolicy": "the implementation's logs, if any"}
+    wanted = {"networkpolicy": "NetworkPolicy", "cilium": "CiliumNetworkPolicy",
+              "cilium-clusterwide": "CiliumClusterwideNetworkPolicy",
+              "adminnetworkpolicy": "AdminNetworkPolicy"}
+    for key, kind in wanted.items():
+        if opts.kind not in ("all", key):
+            continue
+        ledger = Ledger()
+        if kind == "NetworkPolicy":
+            docs = [network_policy(ruleset, ledger, opts)]
+        elif kind == "AdminNetworkPolicy":
+            docs = admin_network_policies(ruleset, ledger, opts)
+        else:
+            docs = [cilium_policy(ruleset, ledger, opts, clusterwide=kind != "CiliumNetworkPolicy")]
+        default_note(ruleset, ledger, kind, logs=logs[kind])
+        files[f"k8s-{kind.lower()}.yaml"] = dump(*docs)
+        forms.append((kind, ledger))
+    order = [DNS_KEY] + [v.key for v in views(ruleset)] + ["default"]
+    fidelity, warnings = merged(forms, order)
     return Export("k8s", files, fidelity, warnings)
-
-
-class _NoAliases(yaml.SafeDumper):
-    """Shared sub-objects are written out in full: kubectl users read these files."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _yaml(doc: dict[str, Any]) -> str:
-    return yaml.dump(doc, Dumper=_NoAliases, sort_keys=False)

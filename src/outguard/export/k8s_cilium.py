@@ -1,24 +1,32 @@
-"""The CiliumNetworkPolicy half of the `k8s` target (cilium.io/v2).
+"""The Cilium half of the `k8s` target: CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy
+(cilium.io/v2; the same spec, one namespaced, one for the whole cluster).
 
-Place in the data flow: `Ruleset` → `view.views` → one CiliumNetworkPolicy dict, which `k8s`
-puts next to the plain NetworkPolicy.
+Place in the data flow: `Ruleset` → `view.views` → one policy dict, which `k8s` writes next to
+the other kinds.
 
 Cilium has what NetworkPolicy lacks: `egressDeny` (deny rules win over allow rules, as in
-outguard), `toFQDNs` for host names and wildcards (through Cilium's DNS proxy, so an allow for
-DNS to kube-dns with a `dns` rule is added when names are used), and ICMP by type. Deny rules
-cannot use `toFQDNs`, so their names keep only the addresses resolved at export time.
+outguard), `toFQDNs` for host names and wildcards, and ICMP by type. toFQDNs works through
+Cilium's DNS proxy, so the DNS allow to the cluster DNS carries an L7 `dns` rule (every name:
+the proxy must see the lookups; outguard's policy decides the connections). Wildcards: outguard's
+`*.example.test` matches names below it at any depth; Cilium's `*.` matches one label only, and
+`**.` (any depth) exists from Cilium 1.19 on (`-o cilium-version`): for 1.19+ wildcards are
+written `**.example.test`, before that `*.example.test` and reported. Deny rules cannot use
+toFQDNs, so their names keep only the addresses resolved at export time. The clusterwide policy
+selects every pod outside the cluster DNS's namespace (kube-system by default), which it must
+not cut off from its upstream servers.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from outguard.compile.ir import Ruleset
+from outguard.export.k8s_options import DNS_KEY, K8sOptions
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, views
 
 MAX_PORTS = 40  # ports per toPorts entry (the CRD's maxItems)
-KUBE_DNS = {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system",
-                            "k8s:k8s-app": "kube-dns"}}
+DENY_ANNOTATION = "outguard.io/deny-rules"
 
 
 def _to_ports(view: RuleView) -> list[dict[str, Any]]:
@@ -49,10 +57,39 @@ def _destinations(view: RuleView) -> list[dict[str, Any]]:
     return [{"toCIDRSet": cidrs}] if cidrs else []
 
 
-def cilium_policy(ruleset: Ruleset, ledger: Ledger, name: str) -> dict[str, Any]:
+def _fqdns(view: RuleView, ledger: Ledger, opts: K8sOptions) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = [{"matchName": n} for n in view.names]
+    for wild in view.wildcards:
+        if opts.multi_level_wildcards:
+            out.append({"matchPattern": "*" + wild})  # **.example.test: any depth (Cilium 1.19+)
+        else:
+            out.append({"matchPattern": wild})
+            ledger.approx(view.key, f"{wild} matches one label only in Cilium"
+                          f" {opts.cilium_version[0]}.{opts.cilium_version[1]} (a.{wild[2:]},"
+                          f" not a.b.{wild[2:]}): deeper names are blocked; Cilium 1.19+ takes"
+                          f" **.{wild[2:]}")
+    return out
+
+
+def _dns_rule(opts: K8sOptions) -> dict[str, Any]:
+    assert opts.dns is not None
+    return {"toEndpoints": [opts.dns.cilium_selector()], "toPorts": [{
+        "ports": [{"port": "53", "protocol": "ANY"}],
+        "rules": {"dns": [{"matchPattern": "*"}]}}]}
+
+
+def cilium_policy(ruleset: Ruleset, ledger: Ledger, opts: K8sOptions, *,
+                  clusterwide: bool = False) -> dict[str, Any]:
+    kind = "CiliumClusterwideNetworkPolicy" if clusterwide else "CiliumNetworkPolicy"
     egress: list[dict[str, Any]] = []
+    keys: list[str] = []
     deny: list[dict[str, Any]] = []
-    fqdns = False
+    deny_keys: list[str] = []
+    if opts.dns is not None and ruleset.mode != "audit":
+        egress.append(_dns_rule(opts))
+        keys.append(DNS_KEY)
+        ledger.approx(DNS_KEY, opts.dns_note() + "; its L7 dns rule lets Cilium's DNS proxy see"
+                               " the lookups, which toFQDNs needs")
     for view in views(ruleset):
         if not common_notes(view, ledger, "Cilium", mode=ruleset.mode):
             continue
@@ -67,30 +104,37 @@ def cilium_policy(ruleset: Ruleset, ledger: Ledger, name: str) -> dict[str, Any]
                 if not rules:
                     ledger.drop(view.key, "only wildcard names, which egressDeny cannot hold")
             deny.extend(rules)
+            deny_keys.extend([view.key] * len(rules))
             continue
         if view.fqdns:
-            fqdns = True
-            names = ([{"matchName": n} for n in view.names]
-                     + [{"matchPattern": w} for w in view.wildcards])
-            rules.append({"toFQDNs": names} | l4)
-            ledger.approx(view.key, "names through toFQDNs: Cilium's DNS proxy must see the"
-                                    " lookups, so DNS to kube-dns is allowed")
+            rules.append({"toFQDNs": _fqdns(view, ledger, opts)} | l4)
+            if opts.dns is None:
+                ledger.approx(view.key, "toFQDNs needs Cilium's DNS proxy to see the lookups:"
+                                        " with -o dns=none another policy must allow DNS with an"
+                                        " L7 dns rule")
+            if ruleset.dns is None:
+                ledger.approx(view.key, "toFQDNs follows DNS answers at run time; outguard"
+                                        " without dns: allows only the addresses the names had"
+                                        " when the policy was applied, and no wildcard")
         egress.extend(rules)
+        keys.extend([view.key] * len(rules))
     if ruleset.mode == "audit":
         egress.append({"toEntities": ["all"]})
-    if fqdns:
-        egress.insert(0, {"toEndpoints": [KUBE_DNS], "toPorts": [{
-            "ports": [{"port": "53", "protocol": "ANY"}],
-            "rules": {"dns": [{"matchPattern": "*"}]}}]})
-        ledger.warn("added an allow for DNS to kube-dns (needed for toFQDNs)")
+        keys.append("default")
+    selector: dict[str, Any] = {}
+    if clusterwide:
+        skip = opts.dns.namespace if opts.dns is not None else "kube-system"
+        selector = {"matchExpressions": [{"key": "k8s:io.kubernetes.pod.namespace",
+                                          "operator": "NotIn", "values": [skip]}]}
+        ledger.warn(f"selects every pod of the cluster outside namespace {skip}")
     # explicit, so that a policy of deny rules only still denies by default (Cilium >= 1.15),
     # and ingress is left to whatever else selects the pods
-    spec: dict[str, Any] = {"endpointSelector": {},
+    spec: dict[str, Any] = {"endpointSelector": selector,
                             "enableDefaultDeny": {"egress": True, "ingress": False}}
     if egress:
         spec["egress"] = egress
     if deny:
         spec["egressDeny"] = deny
-    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "outguard"}},
-            "spec": spec}
+    meta = opts.metadata(keys, namespaced=not clusterwide)
+    meta["annotations"][DENY_ANNOTATION] = json.dumps(deny_keys)  # next to ANNOTATION's egress keys
+    return {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta, "spec": spec}

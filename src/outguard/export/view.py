@@ -224,8 +224,9 @@ def default_note(ruleset: Ruleset, ledger: Ledger, target: str, *, logs: str) ->
 def merged(forms: Sequence[tuple[str, Ledger]], order: Sequence[str]) -> tuple[list[RuleFidelity],
                                                                                 list[str]]:
     """One report for an export of several forms (e.g. NetworkPolicy and CiliumNetworkPolicy):
-    per rule the worse level, each form's explanation prefixed with the form's name, in
-    `order` (rule keys; keys not in it last); and every form's warnings, prefixed too. With
+    per rule the worse level (but *dropped* only when every form left the rule out: otherwise
+    the export holds it, approximated), each form's explanation prefixed with the form's name,
+    in `order` (rule keys; keys not in it last); and every form's warnings, prefixed too. With
     one form the report is that form's, unprefixed."""
     if len(forms) == 1:
         [(_kind, ledger)] = forms
@@ -233,11 +234,15 @@ def merged(forms: Sequence[tuple[str, Ledger]], order: Sequence[str]) -> tuple[l
         warnings = list(ledger.warnings)
     else:
         combined = Ledger()
+        kept: set[str] = set()
         for kind, ledger in forms:
             for item in ledger.fidelity():
                 combined.note(item.rule, item.level, f"{kind} {item.level}"
                               + (f": {item.how}" if item.how else ""))
-        items = combined.fidelity()
+                if item.level != "dropped":
+                    kept.add(item.rule)
+        items = [RuleFidelity(f.rule, "approximated", f.how)
+                 if f.level == "dropped" and f.rule in kept else f for f in combined.fidelity()]
         warnings = [f"{kind}: {w}" for kind, ledger in forms for w in ledger.warnings]
     rank = {key: i for i, key in enumerate(order)}
     return sorted(items, key=lambda f: rank.get(f.rule, len(rank))), warnings

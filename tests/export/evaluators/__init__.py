@@ -20,10 +20,13 @@ To add an evaluator for a cloud target (aws, azure, gcp, terraform):
 1. write `tests/export/evaluators/<target>.py` with one function per form the export holds
    (e.g. security group vs Network Firewall) of the signature above; read only
    `export.files` (parse the JSON/YAML you wrote, as the vendor would), never the IR;
-2. list the forms in `FORMS` of that module: {form name: evaluate function};
+2. list the forms in `FORMS` of that module: {form name: (export options, evaluate)}, the
+   options being what `compile --target T -o KEY=VALUE` passes (e.g. {"kind": "cilium"});
 3. add the target to `tests/export/test_evaluation.py`'s `TARGETS` (target name → module).
    The test then runs every form over every policy of `tests/export/probes.py` and fails on
    any difference that no non-exact report line names (`evaluation.compare`).
+4. write a test that your model can fail: an export known to be wrong (edit its files) must
+   give a difference (see `test_evaluation.py::test_models_catch_a_wrong_export`).
 
 Outcome.rule: the fidelity report key of the exported rule that decided (`allow:x`, `deny:x`,
 `default`, or a key the exporter added for a rule of its own, e.g. `dns` for the DNS allow of

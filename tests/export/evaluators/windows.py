@@ -255,4 +255,10 @@ def netsh(export: Export, probes: Sequence[Probe]) -> list[Outcome]:
     return [m.decide(p) for p in probes]
 
 
-FORMS: dict[str, Evaluate] = {"powershell": powershell, "netsh": netsh}
+FORMS: dict[str, tuple[dict[str, str], Evaluate]] = {
+    "powershell": ({"form": "powershell"}, powershell),
+    "powershell-disable": ({"form": "powershell", "builtin-rules": "disable"}, powershell),
+    "netsh": ({"form": "netsh"}, netsh),
+    "all-powershell": ({}, powershell),  # both forms in one export: one merged report
+    "all-netsh": ({}, netsh),
+}
