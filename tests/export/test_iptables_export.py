@@ -198,3 +198,24 @@ def test_cli_strict_fails_on_anything_not_exact(tmp_path: Path) -> None:
 
 
 EXACT = "version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n    ports: [443]\n    proto: tcp\n"
+
+
+@pytest.mark.parametrize(("mode", "action", "tail"), [("enforce", "drop", ""),
+                                                      ("enforce", "reject", " reject"),
+                                                      ("audit", "drop", " audit")])
+def test_log_lines_are_limited_per_flow_and_name_the_action(mode: str, action: str,
+                                                            tail: str) -> None:
+    """Issue 17 §8: one `-m limit` per rule (a loud flow hid every other), and prefixes without
+    the ` reject` / ` audit` the monitor reads (`compile.nft_verdict.log_prefix`)."""
+    from tests.cases import variant_policy
+
+    rendered = render(ruleset_of(variant_policy(mode, action)))  # type: ignore[arg-type]
+    for text in (rendered.v4, rendered.v6):
+        logs = [ln for ln in text.splitlines() if "-j NFLOG" in ln]
+        assert logs and all("-m hashlimit --hashlimit-upto 1000/second" in ln
+                            and "--hashlimit-mode dstip,dstport --hashlimit-name og-log" in ln
+                            for ln in logs)
+        assert "-m limit" not in text
+        prefixes = {re.search(r'--nflog-prefix "([^"]+)"', ln).group(1) for ln in logs}  # type: ignore[union-attr]
+        assert f"og:default{tail}" in prefixes and f"og:deny:attacker-net{tail}" in prefixes
+        assert all(p.endswith(tail) for p in prefixes)

@@ -15,19 +15,28 @@ and no og-* set, and every foreign rule, chain and set stays.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import secrets
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from outguard.decide import Decision
-from outguard.export.iptables import export
+from outguard.export.iptables import export, fit
 from outguard.export.names import for_export
 from outguard.kernel import netns as ns
+from outguard.kernel.cgroups import cgroup2_mount
 from outguard.policy.load import load_text
 from tests.cases import CASE_POLICY, CASES, variant_policy
+from tests.export import probes as tables
+from tests.export.evaluation import compare, rows
+from tests.export.evaluators import kernel
 from tests.kernel.test_agreement import VARIANTS, _agrees, _batches, _decisions, _observed_verdict
 from tests.kernel.topology import NflogReader, Probe, Topology, deltas
 
@@ -123,9 +132,15 @@ def test_deployed_export_and_decide_agree_on_every_case(topology: Topology, vari
 
 
 @pytest.mark.parametrize("variant", IPT)
-def test_nflog_prefixes_name_the_rule(topology: Topology, variant: str) -> None:
+@pytest.mark.parametrize(("mode", "default_action", "tail"),
+                         [("enforce", "drop", ""), ("enforce", "reject", " reject"),
+                          ("audit", "drop", " audit")])
+def test_nflog_prefixes_name_the_rule_and_the_action(topology: Topology, variant: str, mode: str,
+                                                     default_action: str, tail: str) -> None:
+    """Issue 17 §8: the monitor reads what the kernel did from the prefix's suffix
+    (`compile.nft_verdict.log_prefix`); the export wrote `og:default` for reject and audit too."""
     topology.add_addresses("198.51.100.1", "203.0.113.201")
-    _deploy(topology, CASE_POLICY, variant)
+    _deploy(topology, variant_policy(mode, default_action), variant)  # type: ignore[arg-type]
     reader = NflogReader(topology.server, 0)
     try:
         topology.probe([Probe("198.51.100.1", 80), Probe("203.0.113.201", 80, "tcp", 65534)])
@@ -133,9 +148,78 @@ def test_nflog_prefixes_name_the_rule(topology: Topology, variant: str) -> None:
     finally:
         reader.close()
     got = {(r.prefix, r.dst) for r in records}
-    assert ("og:deny:attacker-net", "198.51.100.1") in got
-    assert ("og:default", "203.0.113.201") in got
+    assert (f"og:deny:attacker-net{tail}", "198.51.100.1") in got
+    assert (f"og:default{tail}", "203.0.113.201") in got
     assert {r.uid for r in records if r.dst == "203.0.113.201"} <= {65534, None}
+
+
+@pytest.mark.parametrize("variant", IPT)
+def test_a_loud_flow_cannot_hide_a_new_one_from_the_log(topology: Topology, variant: str) -> None:
+    """Issue 17 §8 (as issue 14 §5 for nftables): one log limit per rule let a flood to one
+    destination silence the log of every other; the limit is per destination and port."""
+    policy = CASE_POLICY.replace("log_rate: 1000/second", "log_rate: 2/minute")
+    topology.add_addresses("203.0.113.201", "203.0.113.202")
+    _deploy(topology, policy, variant)
+    reader = NflogReader(topology.server, 0)
+    try:
+        for _ in range(4):  # 40 blocked datagrams to one destination: 2 logged (the burst: 5)
+            topology.probe([Probe("203.0.113.201", 7, "udp")] * 10, timeout=0.05)
+        loud = [r for r in reader.collect(0.5) if r.dst == "203.0.113.201"]
+        topology.probe([Probe("203.0.113.202", 7, "udp")], timeout=0.05)
+        records = reader.collect(1.0)
+    finally:
+        reader.close()
+    assert 1 <= len(loud) <= 5, f"{len(loud)} of 40 logged: the flow's limit does not hold"
+    assert ("og:default", "203.0.113.202") in {(r.prefix, r.dst) for r in records}, \
+        "the new destination was not logged after another one's flood"
+
+
+@contextlib.contextmanager
+def _test_cgroups(out: Path) -> Iterator[None]:
+    """xt_cgroup resolves `--path` when the rule is loaded: a unit's cgroup must exist then.
+    The files' unit cgroups (system.slice/nginx.service) are moved below a test cgroup
+    ogt-<hex> that exists while deploy.sh runs (no probe runs in it: it matches nothing, as
+    the unit's cgroup would for the probes), then removed (the rule keeps the dead cgroup)."""
+    mount = cgroup2_mount()
+    assert mount is not None, "no cgroup2 hierarchy (DESIGN: test it, never skip)"
+    root = Path(mount) / f"ogt-{secrets.token_hex(4)}"
+    made: list[Path] = []
+    for name in ("rules.v4", "rules.v6"):
+        text = (out / name).read_text()
+        for path in set(re.findall(r'--path "([^"]+)"', text)):
+            made.append(root / path)
+        (out / name).write_text(re.sub(r'--path "([^"]+)"', rf'--path "{root.name}/\1"', text))
+    try:
+        for path in made:
+            path.mkdir(parents=True, exist_ok=True)
+        yield
+    finally:
+        for sub in sorted(root.glob("**/"), key=lambda p: -len(p.parts)) if root.exists() else []:
+            sub.rmdir()
+
+
+@pytest.mark.parametrize("variant", IPT)
+@pytest.mark.parametrize("policy", tables.eval_policy_names())
+def test_evaluation_every_difference_is_named(topology: Topology, policy: str,
+                                              variant: str) -> None:
+    """Issue 17: the export, deployed by deploy.sh into a real kernel, against `decide` on the
+    probe table of `policy` (tests/export/probes.py): every difference named by the report."""
+    result = export(tables.exported(policy))
+    out = topology.state_dir.parent / "eval"
+    out.mkdir()
+    for file, content in result.files.items():
+        (out / file).write_text(content)
+    with _test_cgroups(out):
+        proc = _sh(topology, out / "deploy.sh", variant)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    probes = kernel.kernel_probes(tables.probes(policy))
+    model, _report, _warnings = fit(tables.exported(policy))
+    started = time.monotonic()
+    got = kernel.outcomes(probes, kernel.send(topology, probes), model, datetime.now(UTC))
+    table = rows(tables.truth(policy), probes, got, tables.now(policy))
+    problems = compare(result, table)
+    assert not problems, f"{len(problems)} problem(s) of iptables-{variant} on {policy} " \
+        f"({len(probes)} probes, {time.monotonic() - started:.1f} s):\n" + "\n".join(problems[:40])
 
 
 FOREIGN_V4 = "-A OUTPUT -d 192.0.2.99/32 -p tcp -m tcp --dport 9 -j ACCEPT"
@@ -222,3 +306,26 @@ def test_apply_with_an_iptables_backend_is_refused_with_the_way_to_deploy(
         for variant in IPT:
             assert "OUTGUARD" not in _save(topology, version, variant)
     assert topology.tables() == []
+
+
+@pytest.mark.parametrize("policy", ["cases", "names-in-lists-dns", "big-list"])
+def test_the_files_as_netfilter_persistent_loads_them_at_boot(topology: Topology,
+                                                             policy: str) -> None:
+    """README.txt's other way: the files copied to /etc/iptables/{ipsets,rules.v4,rules.v6},
+    loaded at boot as netfilter-persistent and its ipset plugin do (the sets, then each rules
+    file with a plain `iptables-restore`, which replaces the whole filter table)."""
+    result = export(tables.exported(policy))
+    out = topology.state_dir.parent / "boot"
+    out.mkdir()
+    for file, content in result.files.items():
+        (out / file).write_text(content)
+    for argv, file in ((["ipset", "-exist", "restore"], "ipsets"),
+                       (["iptables-restore"], "rules.v4"), (["ip6tables-restore"], "rules.v6")):
+        proc = ns.run(topology.server, [*argv, "-f", str(out / file)] if argv[0] == "ipset"
+                      else [*argv, str(out / file)], check=False)
+        assert proc.returncode == 0, f"{argv[0]}: {proc.stderr}"
+    probes = kernel.kernel_probes(tables.probes(policy))
+    model, _report, _warnings = fit(tables.exported(policy))
+    got = kernel.outcomes(probes, kernel.send(topology, probes), model, datetime.now(UTC))
+    problems = compare(result, rows(tables.truth(policy), probes, got, tables.now(policy)))
+    assert not problems, "\n".join(problems[:40])

@@ -14,6 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 
 from outguard.compile.ir import IRRule, Ruleset
+
+# The NFLOG prefix (`og:deny:x`, `og:default reject`, `og:deny:x audit`) that outguard's monitor
+# reads back: one definition for the nftables backend and the exports.
+from outguard.compile.nft_verdict import log_prefix
 from outguard.errors import OutguardError
 from outguard.export.names import name_notes
 
@@ -100,6 +104,7 @@ __all__ = [
     "dns_warnings",
     "effective",
     "has_destination",
+    "log_prefix",
     "name_notes",
     "safe_name",
     "safe_text",

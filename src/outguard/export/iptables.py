@@ -13,7 +13,11 @@ applies only nftables). Semantics mirror `compile.nft` and `decide` exactly:
 "Accept" is RETURN, not ACCEPT: like nftables' separate tables, outguard's verdict must not
 skip the other rules of OUTPUT (ufw's, Docker's). In audit mode a deny rule is two lines (an
 NFLOG, which does not end the walk, then RETURN), since a RETURN inside a verdict chain would
-continue the walk. Every decision line carries `-m comment "og:<key>"` (`deny:x`, `allow:x`,
+continue the walk. The NFLOG lines are rate-limited per flow (`-m hashlimit`, one table
+`og-log` per family, keyed by destination address and port: a loud flow cannot hide a new
+one, as the nftables backend's log gate) and their prefix says what the kernel does, as the
+monitor reads it: `og:deny:<name>` (drop), `og:deny:<name> reject`, `og:default audit`.
+Every decision line carries `-m comment "og:<key>"` (`deny:x`, `allow:x`,
 `default`): its packet counter is the rule's counter. Lists, and inline destinations with more
 than INLINE_MAX addresses per family, become ipsets named `og-<name>-<digest>-<4|6>`: a new list
 gets a new set, so loading never touches a set a live rule uses.
@@ -32,6 +36,7 @@ from outguard.export.common import (
     dns_warnings,
     effective,
     has_destination,
+    log_prefix,
     name_notes,
     safe_name,
     safe_text,
@@ -53,7 +58,10 @@ from outguard.export.iptables_scripts import (
 CHAIN_DEFAULT, CHAIN_REJECT = "OUTGUARD-DEFAULT", "OUTGUARD-REJECT"
 INLINE_MAX = 8  # more addresses of one family in a rule's own `to`: an ipset instead of -d lines
 TIME_MAX = datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)  # xt_time keeps 32-bit seconds
-LIMIT_MAX = 10_000  # xt_limit's fastest rate and biggest burst
+LIMIT_MAX = 10_000  # the fastest log rate and biggest burst written
+LOG_TABLE = "og-log"  # the hashlimit table of the NFLOG lines (one per family)
+LOG_FLOWS = 8192  # flows it tracks, as the nftables backend's log gate (FLOW_SET_SIZE)
+_PER_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MULTIPORT_SLOTS = 15  # a range takes two
 ND_TYPES = (133, 135, 136, 131, 143)  # as compile.nft: router/neighbour solicit, advert, MLD
 FILES = ("ipsets", "rules.v4", "rules.v6", "deploy.sh", "remove.sh", "README.txt")
@@ -92,6 +100,11 @@ def fit(rs: Ruleset) -> tuple[Ruleset, list[RuleFidelity], list[str]]:
             report.append(RuleFidelity(key, "dropped", "; ".join(notes) or "no address to match"))
             keep[rule.counter] = None
             continue
+        if rule.match.cgroup is not None:
+            notes.append(f"iptables looks the cgroup {rule.match.cgroup} up when the rules are"
+                         " loaded: it must exist then (deploy.sh fails otherwise), and after the"
+                         " unit restarts (a new cgroup) the rule matches nothing until the next"
+                         " deploy")
         until = rule.match.until
         if until is not None and until > TIME_MAX + timedelta(seconds=1):
             notes.append(f"expires {until.isoformat()}, after the end of iptables' time match "
@@ -166,12 +179,19 @@ class _Renderer:
         self.rs = rs
         self.sets: dict[str, IpSet] = {}
         rate, per = rs.log_rate
-        self.limit = (f"-m limit --limit {min(rate, LIMIT_MAX)}/{per} "
-                      f"--limit-burst {min(max(5, rate), LIMIT_MAX)}")
+        # a quiet flow's entry is kept until its bucket would be full again (at least 10 s)
+        expire = min(3600, max(10, -(-(rate + max(5, rate)) * _PER_SECONDS[per] // rate)))
+        self.limit = (f"-m hashlimit --hashlimit-upto {min(rate, LIMIT_MAX)}/{per} "
+                      f"--hashlimit-burst {min(max(5, rate), LIMIT_MAX)} "
+                      f"--hashlimit-mode dstip,dstport --hashlimit-name {LOG_TABLE} "
+                      f"--hashlimit-htable-max {LOG_FLOWS} "
+                      f"--hashlimit-htable-expire {expire * 1000}")
         self.blocked = "RETURN" if rs.mode == "audit" else (
             CHAIN_REJECT if rs.default_action == "reject" else "DROP")
+        self.verdict = "accept" if rs.mode == "audit" else rs.default_action
 
-    def nflog(self, prefix: str) -> str:
+    def nflog(self, key: str) -> str:
+        prefix = log_prefix(key, self.verdict)
         return f'{self.limit} -j NFLOG --nflog-group {int(self.rs.nflog_group)} ' \
                f'--nflog-prefix "{prefix}"'
 
@@ -224,7 +244,7 @@ class _Renderer:
                 if rule.section == "allow":
                     out.append(f"{head} {counter} -j RETURN")
                 elif self.rs.mode == "audit":
-                    out.append(f"{head} {self.nflog(f'og:deny:{name}')}")
+                    out.append(f"{head} {self.nflog(f'deny:{name}')}")
                     out.append(f"{head} {counter} -j RETURN")
                 else:
                     out.append(f"{head} {counter} -j OUTGUARD-D{index}")
@@ -232,10 +252,10 @@ class _Renderer:
             out.insert(0, f"# {rule.section} {name}: {safe_text(rule.comment)}")
         return out
 
-    def verdict_lines(self, chain: str, prefix: str, version: int) -> list[str]:
+    def verdict_lines(self, chain: str, key: str, version: int) -> list[str]:
         if self.blocked == "RETURN":
-            return [f"-A {chain} {self.nflog(prefix)}"]
-        return [f"-A {chain} {self.nflog(prefix)}", f"-A {chain} -j {self.blocked}"]
+            return [f"-A {chain} {self.nflog(key)}"]
+        return [f"-A {chain} {self.nflog(key)}", f"-A {chain} -j {self.blocked}"]
 
     def family(self, version: int) -> tuple[str, list[str]]:
         rs = self.rs
@@ -255,12 +275,12 @@ class _Renderer:
             body.append(f'-A {chain} -m comment --comment "og:default" -j {CHAIN_DEFAULT}')
         verdicts: list[str] = []
         chains = [*hooks, CHAIN_DEFAULT]
-        verdicts.extend(self.verdict_lines(CHAIN_DEFAULT, "og:default", version))
+        verdicts.extend(self.verdict_lines(CHAIN_DEFAULT, "default", version))
         if rs.mode != "audit":
             for i, rule in enumerate(rs.deny):
                 chains.append(f"OUTGUARD-D{i}")
                 verdicts.extend(self.verdict_lines(f"OUTGUARD-D{i}",
-                                                   f"og:deny:{safe_name(rule.name)}", version))
+                                                   f"deny:{safe_name(rule.name)}", version))
         if self.blocked == CHAIN_REJECT:
             chains.append(CHAIN_REJECT)
             icmp = "icmp-admin-prohibited" if version == 4 else "icmp6-adm-prohibited"

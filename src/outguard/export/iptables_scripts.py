@@ -188,8 +188,10 @@ Remove:
 
   sh remove.sh              # the same variant as deploy.sh; then `netfilter-persistent save`
 
-Blocked packets go to NFLOG with the prefix og:deny:<rule> or og:default; the packet counter
-of the lines commented og:<rule> is the rule's counter (`iptables -L -v -n`).
+Blocked packets go to NFLOG with the prefix og:deny:<rule> or og:default, followed by
+" reject" (default_action: reject) or " audit" (mode: audit: logged, not blocked), at most
+log_rate per destination address and port (hashlimit table og-log); the packet counter of the
+lines commented og:<rule> is the rule's counter (`iptables -L -v -n`).
 
 What iptables cannot hold of the policy (the fidelity report):
 

@@ -190,8 +190,8 @@ def _anp_peer(peer: dict[str, Any], p: Probe) -> bool:
         if p.name is None:
             return False
         name = p.name.lower().rstrip(".")
-        for d in peer["domainNames"]:
-            d = d.lower().rstrip(".")
+        for domain in peer["domainNames"]:
+            d = domain.lower().rstrip(".")
             if name == d or (d.startswith("*.") and name.endswith(d[1:]) and len(name) > len(d) - 1):
                 return True
         return False
