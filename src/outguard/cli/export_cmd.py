@@ -53,7 +53,7 @@ def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None,
             for name, content in result.files.items():
                 path = out_dir / name
                 path.write_text(content)
-                path.chmod(0o755 if name.endswith((".sh", ".ps1", ".cmd")) else 0o644)
+                path.chmod(0o755 if name.endswith((".sh", ".py", ".ps1", ".cmd")) else 0o644)
                 click.echo(f"wrote {path}", err=True)
         except OSError as exc:
             fail(OutguardError(f"cannot write {exc.filename or out_dir}: {exc.strerror}"))

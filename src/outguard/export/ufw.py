@@ -1,22 +1,21 @@
-"""IR → the `ufw` commands that build the same egress policy, as a shell script.
+"""IR → the ufw rules of the same egress policy, and the program that puts them in place.
 
 Place in the data flow: `compile.lower` makes the IR; `fit` says what ufw can enforce of it
-(and how faithfully), `export` renders that as commands. ufw keeps its user rules in the order
-they were added and evaluates them first match wins, after its own before.rules (loopback and
-established traffic accepted, as outguard does), so the script adds the deny rules, then the
-allow rules, in policy order, and sets the default last: run on a live machine, nothing is
-blocked before the allow rules exist. Two rules ufw would see as the same match are added once
-(ufw would silently turn the second into an update of the first); the second could never
-decide anyway, since the first matches the same packets.
+(and how faithfully), `commands` renders that as ufw command words, and `ufw_script` wraps
+them in `outguard-ufw.py`, which makes ufw's `og:` rules exactly these (converging: stale ones
+go, order is the policy's) in one write of ufw's rule files and one reload. ufw evaluates its
+user rules first match wins, after its own before.rules (loopback and established traffic
+accepted, as outguard does), so the deny rules come first, then the allow rules, in policy
+order. Two rules ufw would see as the same match are written once (the second could never
+decide: the first matches the same packets).
 
-ufw has no sets, no owner match, no expiry, no ICMP rules and logs through its own LOG target;
-each such difference is in the fidelity report. A list becomes one rule per address: large
-lists get a warning that says what to do instead.
+ufw has no sets, no owner match, no expiry, no ICMP rules, and its before6.rules accepts
+outgoing ICMPv6 echo requests before any user rule; it logs through its own LOG target. Each
+such difference is in the fidelity report. A list becomes one rule per address: large lists
+get a warning (every new connection walks the rules one by one).
 """
 
 from __future__ import annotations
-
-import shlex
 
 from outguard.compile.ir import IRRule, Ruleset
 from outguard.export.common import (
@@ -30,14 +29,18 @@ from outguard.export.common import (
     without,
 )
 from outguard.export.fidelity import Export, RuleFidelity
+from outguard.export.ufw_script import script
 
 # What the ufw kernel test measured: ufw's REJECT for IPv6 sends ICMPv6 port-unreachable
 # even for TCP, and a local TCP connect() never sees it (it times out as after a drop).
 REJECT_NOTE = ("rejected with ICMP port-unreachable, not admin-prohibited; IPv6 TCP too, so a "
                "local IPv6 TCP connect waits as if dropped instead of failing at once")
+# Measured by the ufw kernel test (tests/kernel/test_ufw_backend.py): ping to any address passes.
+ICMP6_NOTE = ("ICMPv6 echo requests (ping) pass to every address: ufw's before6.rules accepts"
+              " them before any user rule")
 PORT_SLOTS = 15  # ufw's multiport limit; a range takes two
 RULE_WARN = 50  # one policy rule becoming more ufw rules than this gets a warning
-TOTAL_WARN = 300  # ... and the whole script
+TOTAL_WARN = 300  # ... and the whole policy
 
 
 def fit(rs: Ruleset) -> tuple[Ruleset, list[RuleFidelity], list[str]]:
@@ -74,11 +77,13 @@ def fit(rs: Ruleset) -> tuple[Ruleset, list[RuleFidelity], list[str]]:
                          f"og:deny:{safe_name(rule.name)}" + ("; accepted (audit)" if audit else ""))
             if rs.default_action == "reject" and not audit:
                 notes.append(REJECT_NOTE)
+            if not audit and m.proto in ("any", "icmp") and not m.ports and _has_v6(rs, rule):
+                notes.append(ICMP6_NOTE)
         keep[rule.counter] = new
         report.append(RuleFidelity(key, "approximated", "; ".join(notes)) if notes
                       else RuleFidelity(key, "exact"))
     default = ("accepted without a log (audit)" if audit else
-               "logged by ufw as [UFW BLOCK] (3/min), not NFLOG og:default")
+               "logged by ufw as [UFW BLOCK] (3/min), not NFLOG og:default; " + ICMP6_NOTE)
     if rs.default_action == "reject" and not audit:
         default += f"; {REJECT_NOTE}"
     report.append(RuleFidelity("default", "approximated", default))
@@ -111,44 +116,52 @@ def _dests(rs: Ruleset, rule: IRRule) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _matches(rule: IRRule) -> list[str]:
-    """`proto … port …` parts; "" for every protocol and port."""
+def _has_v6(rs: Ruleset, rule: IRRule) -> bool:
+    if rule.any_destination:
+        return True
+    keys = ([rule.inline] if rule.inline else []) + list(rule.lists)
+    return any(rs.sources[k].elements.v6 or rs.sources[k].elements.v6_nets for k in keys)
+
+
+def _matches(rule: IRRule) -> list[list[str]]:
+    """`proto … port …` words; [] for every protocol and port."""
     m = rule.match
     protos = [m.proto] if m.proto in ("tcp", "udp") else (["tcp", "udp"] if m.ports else [])
     if not protos:
-        return [""]
+        return [[]]
     if not m.ports:
-        return [f"proto {p}" for p in protos]
-    return [f"proto {p}|{chunk}" for p in protos for chunk in _ports(m.ports)]
+        return [["proto", p] for p in protos]
+    return [["proto", p, "port", chunk] for p in protos for chunk in _ports(m.ports)]
 
 
-def commands(rs: Ruleset) -> tuple[list[str], dict[str, int]]:
-    """The ufw commands for a ruleset ufw can enforce (`fit`'s first value), and how many
-    ufw rules each policy rule became."""
+def commands(rs: Ruleset) -> tuple[list[list[str]], dict[str, int]]:
+    """The ufw rules (as `ufw` command words) for a ruleset ufw can enforce (`fit`'s first
+    value), and how many ufw rules each policy rule became."""
     blocked = "allow" if rs.mode == "audit" else (
         "reject" if rs.default_action == "reject" else "deny")
-    seen: set[tuple[str, str]] = set()
-    out: list[str] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    out: list[list[str]] = []
     sizes: dict[str, int] = {}
     for rule in rs.rules():
-        action = "allow out" if rule.section == "allow" else f"{blocked} out log"
-        comment = shlex.quote(f"og:{rule.section}:{safe_name(rule.name)}")
+        action = ["allow", "out"] if rule.section == "allow" else [blocked, "out", "log"]
+        comment = f"og:{rule.section}:{safe_name(rule.name)}"
         count = 0
         for dest in _dests(rs, rule):
             for match in _matches(rule):
-                if (dest, match) in seen:
+                proto, port = match[:2], match[2:]
+                if (dest, tuple(match)) in seen:
                     continue  # ufw would update the earlier rule; it decides these packets
-                seen.add((dest, match))
-                proto, _, port = match.partition("|")
-                words = ["ufw", *action.split(), *proto.split(), "to", dest]
-                words += ["port", port] if port else []
-                out.append(" ".join(words) + f" comment {comment}")
+                seen.add((dest, tuple(match)))
+                out.append([*action, *proto, "to", dest, *port, "comment", comment])
                 count += 1
         sizes[rule.counter] = count
-    default = "allow" if rs.mode == "audit" else (
-        "reject" if rs.default_action == "reject" else "deny")
-    out.append(f"ufw default {default} outgoing")
     return out, sizes
+
+
+def default_policy(rs: Ruleset) -> str:
+    """ufw's default outgoing policy for the ruleset."""
+    return "allow" if rs.mode == "audit" else (
+        "reject" if rs.default_action == "reject" else "deny")
 
 
 def export(rs: Ruleset) -> Export:
@@ -157,16 +170,10 @@ def export(rs: Ruleset) -> Export:
     big = {k: n for k, n in sizes.items() if n > RULE_WARN}
     for key, n in big.items():
         warnings.append(f"{key} becomes {n} ufw rules (one per address and port group): ufw "
-                        "checks them one by one for every new connection and rewrites them all "
-                        "on each change; use `--target iptables` (ipset) or outguard's nftables "
-                        "backend for large lists")
+                        "checks them one by one for every new connection; use `--target "
+                        "iptables` (ipset) or outguard's nftables backend for large lists")
     if len(cmds) > TOTAL_WARN and not big:
-        warnings.append(f"{len(cmds)} ufw commands: ufw gets slow to load and to check this many "
-                        "rules; consider `--target iptables` (ipset) or the nftables backend")
-    head = [
-        "#!/bin/sh",
-        f"# outguard policy {rs.policy_digest[:12]} as ufw commands (outgoing only).",
-        "# Rules are added after any you have; the default comes last. Then: ufw enable",
-        "set -e",
-    ]
-    return Export("ufw", {"outguard-ufw.sh": "\n".join(head + cmds) + "\n"}, report, warnings)
+        warnings.append(f"{len(cmds)} ufw rules: ufw checks them one by one for every new "
+                        "connection; consider `--target iptables` (ipset) or the nftables backend")
+    program = script(rs.policy_digest[:12], default_policy(rs), cmds)
+    return Export("ufw", {"outguard-ufw.py": program}, report, warnings)
