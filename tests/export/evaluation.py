@@ -8,7 +8,8 @@ problem:
   line of `decide`'s rule nor that of the evaluator's rule is approximated or dropped;
 - a **dropped rule that decides**: the evaluator says an exported rule decided that the report
   says was left out;
-- a report line for a rule the export does not have (a typo in a key hides a difference).
+- an evaluator's rule key that the report does not have (a typo in a key would hide a
+  difference); `builtin:…` keys name the target's own rules and have no line.
 
 A difference between drop and reject counts (the socket sees it). Audit mode: `decide` says
 accept for what it would block, as the kernel does; the targets' audit forms must accept too.
@@ -63,9 +64,11 @@ def compare(export: Export, table: Sequence[Row]) -> list[str]:
     for row in table:
         named = [k for k in (report_key(row.truth.rule), row.outcome.rule)
                  if k is not None and k in report and report[k].level != "exact"]
-        if row.outcome.rule is not None and row.outcome.rule in report and \
-                report[row.outcome.rule].level == "dropped":
+        rule = row.outcome.rule
+        if rule is not None and rule in report and report[rule].level == "dropped":
             problems.append(f"dropped rule decides: {row}")
+        if rule is not None and rule not in report and not rule.startswith("builtin:"):
+            problems.append(f"a rule the report does not know decides: {row}")
         if row.truth.verdict != row.outcome.verdict and not named:
             problems.append(f"silent difference: {row}")
     return problems
@@ -82,6 +85,3 @@ def evaluate(policy: str, export: Export, evaluator: Evaluate) -> tuple[list[Row
     return table, compare(export, table)
 
 
-def unknown_keys(export: Export, keys: set[str]) -> set[str]:
-    """Report keys an evaluator used that the report does not have (a rule it invented)."""
-    return keys - {f.rule for f in export.fidelity}
