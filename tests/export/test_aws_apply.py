@@ -194,8 +194,30 @@ def test_plan_revokes_rules_it_cannot_express_and_duplicates() -> None:
     ]
     todo = plan(current, desired)
     assert todo.authorize == {}
-    assert todo.other == ["r2"]
+    assert todo.other == [] and todo.kept == {"r2": "all to security group sg-1"}
     assert list(todo.revoke.values()) == ["r4"]  # "6" is tcp: a duplicate of r1
+    assert plan(current, desired, revoke_foreign=True).other == ["r2"]
+
+
+def test_rules_to_other_groups_are_kept_and_reported(ec2: Any, group: str) -> None:
+    """Issue 17: reconcile revoked egress rules to other groups and prefix lists, which the
+    policy cannot express, with no word outside the dry run."""
+    vpc = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"]
+    db = ec2.create_security_group(GroupName=f"og-db-{os.urandom(3).hex()}", Description="db",
+                                   VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": db}]}])
+    result = reconcile(ec2, group, ruleset_of(POLICY_A))
+    (kept,) = result.plan.kept.values()
+    assert kept == f"tcp 5432-5432 to security group {db}"
+    assert any(r.get("ReferencedGroupInfo", {}).get("GroupId") == db
+               for r in current_rules(ec2, group) if r["IsEgress"])
+    (default,) = [f for f in result.ledger.fidelity() if f.rule == "default"]
+    assert default.level == "approximated" and db in default.how
+    again = reconcile(ec2, group, ruleset_of(POLICY_A), revoke_foreign=True)
+    assert len(again.plan.other) == 1
+    assert not any(r.get("ReferencedGroupInfo") for r in current_rules(ec2, group) if r["IsEgress"])
 
 
 def test_cli_apply_backend_aws(ec2: Any, group: str, moto_endpoint: str, tmp_path: Path) -> None:
