@@ -27,6 +27,7 @@ from outguard.compile.ir import Ruleset
 from outguard.export.aws_dnsfw import dns_firewall
 from outguard.export.aws_nfw import domain_rule_groups
 from outguard.export.fidelity import Export
+from outguard.export.terraform_aws import terraform_aws
 from outguard.export.view import ALL_V4, ALL_V6, Ledger, RuleView, common_notes, default_note, views
 
 SG_RULES_PER_FAMILY = 60  # default quota: egress rules per security group, IPv4 and IPv6 each
@@ -203,6 +204,8 @@ def export_aws(ruleset: Ruleset) -> Export:
     }
     if dnsfw is not None:
         files["aws-dns-firewall.json"] = _json(dnsfw)
+    files["outguard-aws.tf.json"] = terraform_aws(desired, entries, groups, dnsfw,
+                                                  ruleset.policy_digest)
     warnings = ledger.warnings
     if ruleset.mode != "audit":
         warnings.append("a new security group allows all egress: revoke that rule"

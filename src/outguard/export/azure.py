@@ -28,6 +28,7 @@ from outguard.compile.ir import Ruleset
 from outguard.export.azure_firewall import arm_text, firewall_policy, template
 from outguard.export.cloud_names import NameBook, azure_name
 from outguard.export.fidelity import Export
+from outguard.export.terraform_azure import terraform_azure
 from outguard.export.view import Ledger, RuleView, common_notes, default_note, port_texts, views
 
 __all__ = ["arm_text", "export_azure", "nsg_name", "security_rules", "template"]
@@ -151,6 +152,7 @@ def export_azure(ruleset: Ruleset) -> Export:
              "azure-nsg-prune.sh": _prune_script(rules)}
     if firewall is not None:
         files["azure-firewall-policy.json"] = json.dumps(firewall, indent=2) + "\n"
+    files["outguard-azure.tf.json"] = terraform_azure(rules, firewall)
     order = {v.key: i for i, v in enumerate(views(ruleset))} | {"dns": 1 << 29, "default": 1 << 30}
     fidelity = sorted(ledger.fidelity(), key=lambda f: order[f.rule])
     return Export("azure", files, fidelity, ledger.warnings)

@@ -202,6 +202,10 @@ def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
     files["gcp-firewall-policy-association.json"] = _json({
         "name": f"{opts.policy}-{opts.network}"[:63], "attachmentTarget": network})
     files["gcp-network-patch.json"] = _json({"networkFirewallPolicyEnforcementOrder": ORDER})
+    from outguard.export.terraform_gcp import terraform_gcp  # noqa: PLC0415  (it imports GcpPlan)
+
+    files["outguard-gcp.tf.json"] = terraform_gcp(
+        gcp, f"outguard policy {ruleset.policy_digest[:12]}")
     ledger.warn(f"the rules apply only to {opts.target_text()}: give that identity to the"
                 " servers this policy protects (other VMs in the network are not affected)")
     ledger.warn("gcp-network-patch.json sets the network's networkFirewallPolicyEnforcementOrder"
