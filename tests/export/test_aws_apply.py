@@ -7,6 +7,7 @@ the rules that changed. Calls are counted with botocore's own event hooks (no mo
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from outguard.export.aws import Atom
+from outguard.export.aws import Atom, export_aws
 from outguard.export.aws_apply import AwsError, current_rules, plan, reconcile
 from tests.export.cloud_inputs import ruleset, ruleset_of
 
@@ -234,3 +235,30 @@ def test_cli_apply_backend_aws(ec2: Any, group: str, moto_endpoint: str, tmp_pat
     assert second.stdout.strip() == f"{group}: up to date"
     missing = subprocess.run(cmd[:7], capture_output=True, text=True, check=False, timeout=60)
     assert missing.returncode != 0 and "--security-group" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["cloud-mixed", "cases", "cloud/names-in-lists"])
+def test_exported_files_apply_to_a_new_group_and_the_default_acl(ec2: Any, group: str,
+                                                                 name: str) -> None:
+    """The export's JSON, as the README says to use it, against moto: the group ends with
+    exactly the policy's rules (its allow-all revoked), and every network-ACL entry is taken
+    by the VPC's default ACL (issue 17: numbering from 100 collided with its allow-all)."""
+    files = export_aws(ruleset(name)).files
+    ec2.authorize_security_group_egress(
+        GroupId=group, **json.loads(files["aws-security-group-egress.json"]))
+    revoke = json.loads(files["aws-security-group-revoke-default.json"])
+    revoke["IpPermissions"][0].pop("Ipv6Ranges")  # a VPC without IPv6 has no ::/0 rule
+    ec2.revoke_security_group_egress(GroupId=group, **revoke)
+    assert Atom("-1", -1, -1, "0.0.0.0/0") not in _egress(ec2, group)
+    assert len(_egress(ec2, group)) == sum(
+        len(p.get("IpRanges", [])) + len(p.get("Ipv6Ranges", []))
+        for p in json.loads(files["aws-security-group-egress.json"])["IpPermissions"])
+    vpc = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"]
+    (acl,) = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                {"Name": "default", "Values": ["true"]}])["NetworkAcls"]
+    entries = json.loads(files["aws-network-acl-egress.json"])["Entries"]
+    for entry in entries:
+        ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], **entry)
+    (after,) = ec2.describe_network_acls(NetworkAclIds=[acl["NetworkAclId"]])["NetworkAcls"]
+    numbers = sorted(e["RuleNumber"] for e in after["Entries"] if e["Egress"])
+    assert numbers == sorted([e["RuleNumber"] for e in entries] + [100, 32767])

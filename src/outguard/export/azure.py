@@ -147,6 +147,9 @@ def export_azure(ruleset: Ruleset) -> Export:
     needs = any(v.fqdns for v in views(ruleset)) or any(
         "per NSG" in w for w in ledger.warnings)
     firewall = firewall_policy(ruleset, ledger) if needs else None
+    if ruleset.dns is not None:
+        ledger.approx("dns", "the dns: section is not exported: DNS is not forced through"
+                             " outguard's resolver, names are those of export time")
     default_note(ruleset, ledger, "an NSG", logs="NSG flow logs")
     files = {"azure-nsg-rules.json": json.dumps(_nsg_template(rules), indent=2) + "\n",
              "azure-nsg-prune.sh": _prune_script(rules)}

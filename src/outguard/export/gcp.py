@@ -191,6 +191,9 @@ def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
     ledger = Ledger()
     opts = options or GcpOptions()
     gcp = plan(ruleset, ledger, opts)
+    if ruleset.dns is not None:
+        ledger.approx("dns", "the dns: section is not exported: DNS is not forced through"
+                             " outguard's resolver, names are those of export time")
     default_note(ruleset, ledger, "a GCP firewall policy", logs="firewall rules logging")
     network = f"projects/{opts.project}/global/networks/{opts.network}"
     files: dict[str, str] = {}
@@ -211,6 +214,6 @@ def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
     ledger.warn("gcp-network-patch.json sets the network's networkFirewallPolicyEnforcementOrder"
                 f" to {ORDER}: with the API's default AFTER_CLASSIC_FIREWALL, a classic VPC"
                 " firewall rule that matches first (allow or deny) decides instead of this policy")
-    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"default": 1 << 30}
+    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"dns": 1 << 29, "default": 1 << 30}
     fidelity = sorted(ledger.fidelity(), key=lambda f: order[f.rule])
     return Export("gcp", files, fidelity, ledger.warnings)
