@@ -66,8 +66,6 @@ def apply_aws(policy: Path, *, aws_group: str | None, aws_region: str | None,
         click.echo(f"- {atom.proto} {atom.from_port}-{atom.to_port} {atom.cidr} ({rule_id})")
     for rule_id in todo.other:
         click.echo(f"- {rule_id} (a rule outguard does not write)")
-    for rule_id, what in todo.kept.items():
-        click.echo(f"= {rule_id} kept ({what}): it allows more than the policy", err=True)
     verb = "would change" if aws_dry_run else "changed"
     click.echo(f"{aws_group}: {'up to date' if todo.empty else verb + ': ' + todo.summary()}")
     click.echo("note: the network-ACL and Network Firewall parts are in `outguard compile"
