@@ -4,6 +4,7 @@ golden-file check."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from outguard.compile.ir import Ruleset
@@ -15,6 +16,7 @@ from tests.compile.helpers import FAKE_DNS, FIXED_NOW, UPDATE, check_golden
 
 HERE = Path(__file__).parent
 POLICY_DIR = HERE / "policies"
+CLOUD_DIR = POLICY_DIR / "cloud"  # the cloud targets' extra cases (issue 17)
 GOLDEN_DIR = HERE / "golden"
 LAB_POLICY = HERE.parents[1] / "examples" / "lab-policy.yaml"
 
@@ -34,6 +36,15 @@ def policy_names() -> list[str]:
     return ["lab-policy", "cases", *sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))]
 
 
+def cloud_policy_names() -> list[str]:
+    """The shared policies and the cloud targets' own (names in lists, collisions, audit)."""
+    return policy_names() + sorted(f"cloud/{p.stem}" for p in CLOUD_DIR.glob("*.yaml"))
+
+
+def now_of(name: str) -> datetime:
+    return CASE_NOW if name == "cases" else FIXED_NOW
+
+
 def ruleset(name: str) -> Ruleset:
     if name == "cases":
         return for_export(load_text(CASE_POLICY), resolver=resolver, now=CASE_NOW)
@@ -45,7 +56,8 @@ def ruleset_of(text: str) -> Ruleset:
     return for_export(load_text(text), resolver=resolver, now=FIXED_NOW)
 
 
-__all__ = ["GOLDEN_DIR", "check_export", "check_golden", "policy_names", "resolver", "ruleset", "ruleset_of"]
+__all__ = ["GOLDEN_DIR", "check_export", "check_golden", "cloud_policy_names", "now_of", "policy_names",
+           "resolver", "ruleset", "ruleset_of"]
 
 
 def check_export(target: str, policy: str, export: Export) -> None:

@@ -7,6 +7,7 @@ the rules that changed. Calls are counted with botocore's own event hooks (no mo
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from outguard.export.aws import Atom
+from outguard.export.aws import Atom, export_aws
 from outguard.export.aws_apply import AwsError, current_rules, plan, reconcile
 from tests.export.cloud_inputs import ruleset, ruleset_of
 
@@ -194,8 +195,30 @@ def test_plan_revokes_rules_it_cannot_express_and_duplicates() -> None:
     ]
     todo = plan(current, desired)
     assert todo.authorize == {}
-    assert todo.other == ["r2"]
+    assert todo.other == [] and todo.kept == {"r2": "all to security group sg-1"}
     assert list(todo.revoke.values()) == ["r4"]  # "6" is tcp: a duplicate of r1
+    assert plan(current, desired, revoke_foreign=True).other == ["r2"]
+
+
+def test_rules_to_other_groups_are_kept_and_reported(ec2: Any, group: str) -> None:
+    """Issue 17: reconcile revoked egress rules to other groups and prefix lists, which the
+    policy cannot express, with no word outside the dry run."""
+    vpc = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"]
+    db = ec2.create_security_group(GroupName=f"og-db-{os.urandom(3).hex()}", Description="db",
+                                   VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": db}]}])
+    result = reconcile(ec2, group, ruleset_of(POLICY_A))
+    (kept,) = result.plan.kept.values()
+    assert kept == f"tcp 5432-5432 to security group {db}"
+    assert any(r.get("ReferencedGroupInfo", {}).get("GroupId") == db
+               for r in current_rules(ec2, group) if r["IsEgress"])
+    (default,) = [f for f in result.ledger.fidelity() if f.rule == "default"]
+    assert default.level == "approximated" and db in default.how
+    again = reconcile(ec2, group, ruleset_of(POLICY_A), revoke_foreign=True)
+    assert len(again.plan.other) == 1
+    assert not any(r.get("ReferencedGroupInfo") for r in current_rules(ec2, group) if r["IsEgress"])
 
 
 def test_cli_apply_backend_aws(ec2: Any, group: str, moto_endpoint: str, tmp_path: Path) -> None:
@@ -212,3 +235,30 @@ def test_cli_apply_backend_aws(ec2: Any, group: str, moto_endpoint: str, tmp_pat
     assert second.stdout.strip() == f"{group}: up to date"
     missing = subprocess.run(cmd[:7], capture_output=True, text=True, check=False, timeout=60)
     assert missing.returncode != 0 and "--security-group" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["cloud-mixed", "cases", "cloud/names-in-lists"])
+def test_exported_files_apply_to_a_new_group_and_the_default_acl(ec2: Any, group: str,
+                                                                 name: str) -> None:
+    """The export's JSON, as the README says to use it, against moto: the group ends with
+    exactly the policy's rules (its allow-all revoked), and every network-ACL entry is taken
+    by the VPC's default ACL (issue 17: numbering from 100 collided with its allow-all)."""
+    files = export_aws(ruleset(name)).files
+    ec2.authorize_security_group_egress(
+        GroupId=group, **json.loads(files["aws-security-group-egress.json"]))
+    revoke = json.loads(files["aws-security-group-revoke-default.json"])
+    revoke["IpPermissions"][0].pop("Ipv6Ranges")  # a VPC without IPv6 has no ::/0 rule
+    ec2.revoke_security_group_egress(GroupId=group, **revoke)
+    assert Atom("-1", -1, -1, "0.0.0.0/0") not in _egress(ec2, group)
+    assert len(_egress(ec2, group)) == sum(
+        len(p.get("IpRanges", [])) + len(p.get("Ipv6Ranges", []))
+        for p in json.loads(files["aws-security-group-egress.json"])["IpPermissions"])
+    vpc = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"]
+    (acl,) = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                {"Name": "default", "Values": ["true"]}])["NetworkAcls"]
+    entries = json.loads(files["aws-network-acl-egress.json"])["Entries"]
+    for entry in entries:
+        ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], **entry)
+    (after,) = ec2.describe_network_acls(NetworkAclIds=[acl["NetworkAclId"]])["NetworkAcls"]
+    numbers = sorted(e["RuleNumber"] for e in after["Entries"] if e["Egress"])
+    assert numbers == sorted([e["RuleNumber"] for e in entries] + [100, 32767])

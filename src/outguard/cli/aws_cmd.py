@@ -18,7 +18,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def aws_options(fn: F) -> F:
-    """--security-group, --region, --endpoint-url, --dry-run (used only with --backend aws)."""
+    """--security-group, --region, --endpoint-url, --dry-run, --revoke-foreign (only with
+    --backend aws)."""
     options = [
         click.option("--security-group", "aws_group", metavar="SG_ID",
                      help="aws: the security group whose egress rules become the policy."),
@@ -27,6 +28,9 @@ def aws_options(fn: F) -> F:
                      help="aws: another EC2 endpoint (e.g. a local moto server)."),
         click.option("--dry-run", "aws_dry_run", is_flag=True,
                      help="aws: print what would change, change nothing."),
+        click.option("--revoke-foreign", "aws_revoke_foreign", is_flag=True,
+                     help="aws: also revoke egress rules to other security groups or prefix"
+                          " lists (kept and reported by default)."),
     ]
     wrapped: Any = fn
     for option in reversed(options):
@@ -35,7 +39,7 @@ def aws_options(fn: F) -> F:
 
 
 def apply_aws(policy: Path, *, aws_group: str | None, aws_region: str | None,
-              aws_endpoint: str | None, aws_dry_run: bool) -> None:
+              aws_endpoint: str | None, aws_dry_run: bool, aws_revoke_foreign: bool = False) -> None:
     from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.export import aws_apply  # noqa: PLC0415
     from outguard.policy.load import load_policy  # noqa: PLC0415
@@ -45,7 +49,8 @@ def apply_aws(policy: Path, *, aws_group: str | None, aws_region: str | None,
     try:
         loaded = load_policy(policy)
         result = aws_apply.reconcile(aws_apply.client(aws_region, aws_endpoint), aws_group,
-                                     lower(loaded), dry_run=aws_dry_run)
+                                     lower(loaded), dry_run=aws_dry_run,
+                                     revoke_foreign=aws_revoke_foreign)
     except OutguardError as exc:
         fail(exc)
         return

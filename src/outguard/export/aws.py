@@ -1,14 +1,19 @@
-"""The `aws` export target: security-group egress permissions, network-ACL deny entries and
-AWS Network Firewall domain-list rule groups, as JSON for the EC2 and Network Firewall APIs.
+"""The `aws` export target: security-group egress permissions, network-ACL deny entries, AWS
+Network Firewall domain-list rule groups and, with `dns:`, Route 53 Resolver DNS Firewall, as
+JSON requests for the EC2, Network Firewall and Route 53 Resolver APIs.
 
-Place in the data flow: `Ruleset` → `view.views` → three JSON files; `aws_apply` reconciles a
-live security group to the first of them through boto3.
+Place in the data flow: `Ruleset` → `view.views` → JSON files (`aws_nfw`, `aws_dnsfw` write
+theirs); `aws_apply` reconciles a live security group to the first of them through boto3, and
+`terraform_aws` writes the same as Terraform.
 
 A security group only allows (its default is deny, and it is stateful), so allow rules and the
-default map exactly. It cannot deny: deny rules go to network-ACL entries numbered before a
-final allow-all, because a packet must pass both the ACL and the group — deny beats allow,
-as in outguard, but for the whole subnet. Neither can hold host names: their export-time
-addresses are used, and the names also go to Network Firewall domain lists (TLS SNI / HTTP Host).
+default map exactly, within the group's quota. A new group allows all egress: the export
+revokes that (`aws-security-group-revoke-default.json`). The group cannot deny: deny rules go
+to network-ACL entries numbered 1, 2, … — before rule 100, which the VPC's default network ACL
+already holds as its allow-all — then a final allow-all for a new ACL. A packet must pass both
+the ACL and the group, so deny beats allow, as in outguard, but for the whole subnet, and
+statelessly (see `STATELESS`). Neither can hold host names: their export-time addresses are
+used, and the names also go to Network Firewall domain lists (TLS SNI / HTTP Host).
 """
 
 from __future__ import annotations
@@ -19,13 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from outguard.compile.ir import Ruleset
+from outguard.export.aws_dnsfw import dns_firewall
+from outguard.export.aws_nfw import domain_rule_groups
 from outguard.export.fidelity import Export
+from outguard.export.terraform_aws import terraform_aws
 from outguard.export.view import ALL_V4, ALL_V6, Ledger, RuleView, common_notes, default_note, views
 
 SG_RULES_PER_FAMILY = 60  # default quota: egress rules per security group, IPv4 and IPv6 each
-NACL_RULES = 20  # default quota: rules per network ACL and direction
-NACL_FIRST, NACL_STEP = 100, 10
+SG_RULES_MAX = 1000  # the most a quota increase gives (rules per network interface)
+# default quota: 20 entries per network ACL and direction, its two `*` deny entries included
+# (40 at most on request); ours ends with two allow-all entries
+NACL_RULES, NACL_RULES_MAX, NACL_FIXED = 20, 40, 4
+NACL_FIRST = 1  # the default network ACL holds 100 (allow all IPv4) and 101 (IPv6)
 NACL_ALLOW_V4, NACL_ALLOW_V6 = 32765, 32766  # after every deny entry, before the implicit deny
+STATELESS = ("network ACLs are stateless: the entry also drops this subnet's replies to"
+             " connections that come in from these destinations (outguard lets replies out)")
 _DESC_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")  # EC2's allowed characters
 
 
@@ -88,47 +101,67 @@ def _perm_head(atom: Atom) -> dict[str, Any]:
 def desired_atoms(ruleset: Ruleset, ledger: Ledger) -> dict[Atom, str]:
     """The security group's egress rules (atom → description) and the fidelity of allow rules."""
     out: dict[Atom, str] = {}
+    owner: dict[Atom, str] = {}
     for view in views(ruleset):
         if view.deny or not common_notes(view, ledger, "a security group", mode=ruleset.mode):
             continue
         if view.wildcards:
-            ledger.approx(view.key, "wildcards only in the Network Firewall allowlist: the security"
-                                    " group must also allow their traffic, and outguard does not"
-                                    " open it to every address")
-            if not view.has_addresses:
-                ledger.drop(view.key, "the security group cannot hold wildcard names")
-                continue
+            ledger.note(view.key, "approximated" if view.has_addresses else "dropped",
+                        "wildcards only in the Network Firewall allowlist: the security group"
+                        " cannot hold them, and outguard does not open it to every address")
         for atom in atoms(view):
             out.setdefault(atom, description(f"outguard {view.key}"))
+            owner.setdefault(atom, view.key)
     if ruleset.mode == "audit":
         for cidr in (ALL_V4, ALL_V6):
             out.setdefault(Atom("-1", -1, -1, cidr), "outguard audit mode: allow all")
     for v6, family in ((False, "IPv4"), (True, "IPv6")):
-        count = sum(1 for a in out if a.v6 == v6)
-        if count > SG_RULES_PER_FAMILY:
-            ledger.warn(f"{count} {family} egress rules exceed the default quota of"
-                        f" {SG_RULES_PER_FAMILY} per security group: ask for a higher quota"
-                        " (at most 1000 rules per network interface) or split the group")
+        mine = [a for a in out if a.v6 == v6]
+        if len(mine) <= SG_RULES_PER_FAMILY:
+            continue
+        need = f"{len(mine)} {family} egress rules"
+        for atom in mine[SG_RULES_PER_FAMILY:]:
+            if atom in owner:
+                ledger.approx(owner[atom], f"past the default quota of {SG_RULES_PER_FAMILY}"
+                              f" {family} rules per security group ({need}): AWS refuses the"
+                              " group's rules until the quota is raised"
+                              + (f" (at most {SG_RULES_MAX})" if len(mine) > SG_RULES_MAX else ""))
+        ledger.warn(f"{need} exceed the default quota of {SG_RULES_PER_FAMILY} per security group:"
+                    f" ask for a higher quota (at most {SG_RULES_MAX} rules per network interface)"
+                    " or split the group")
     return out
 
 
 def nacl_entries(ruleset: Ruleset, ledger: Ledger) -> list[dict[str, Any]]:
     """Network-ACL egress entries (CreateNetworkAclEntry arguments) for the deny rules."""
     entries: list[dict[str, Any]] = []
+    room = NACL_RULES - NACL_FIXED
     for view in views(ruleset):
         if not view.deny or not common_notes(view, ledger, "a network ACL", mode=ruleset.mode):
             continue
         if view.has_addresses:
             ledger.approx(view.key, "network ACL entry: applies to the whole subnet, and the"
                                     " security group cannot deny")
+            ledger.approx(view.key, STATELESS)
         for atom in atoms(view):
-            entries.append(_nacl_entry(atom, NACL_FIRST + NACL_STEP * len(entries)))
-    if len(entries) > NACL_RULES:
-        ledger.warn(f"{len(entries)} network-ACL deny entries exceed the default quota of"
-                    f" {NACL_RULES} per direction (40 at most on request)")
+            number = NACL_FIRST + len(entries)
+            if len(entries) >= room:
+                ledger.approx(view.key, f"entry {number} is past the default quota of"
+                              f" {NACL_RULES} entries per network ACL and direction (the two"
+                              " `*` entries and the two allow-all entries count): AWS refuses it"
+                              f" until the quota is raised (at most {NACL_RULES_MAX})")
+            entries.append(_nacl_entry(atom, number))
+    if len(entries) > room:
+        ledger.warn(f"{len(entries)} network-ACL deny entries exceed the {room} the default quota"
+                    f" leaves ({NACL_RULES} per direction; at most {NACL_RULES_MAX} on request)")
+    if len(entries) > NACL_RULES_MAX - NACL_FIXED or NACL_FIRST + len(entries) > 100:
+        ledger.warn("more deny entries than any network ACL holds before rule 100")
     if entries:
         for number, cidr in ((NACL_ALLOW_V4, ALL_V4), (NACL_ALLOW_V6, ALL_V6)):
             entries.append(_nacl_entry(Atom("-1", -1, -1, cidr), number, "allow"))
+        ledger.warn("the network-ACL entries are egress entries of the subnet's ACL: numbered"
+                    f" from {NACL_FIRST}, before the default ACL's allow-all (rule 100); a new ACL"
+                    " also needs ingress entries that let replies in")
     return entries
 
 
@@ -146,35 +179,12 @@ def _nacl_entry(atom: Atom, number: int, action: str = "deny") -> dict[str, Any]
     return entry
 
 
-def domain_rule_groups(ruleset: Ruleset, ledger: Ledger) -> list[dict[str, Any]]:
-    """Network Firewall CreateRuleGroup requests: one deny list, one allow list."""
-    lists: dict[str, dict[str, None]] = {"DENYLIST": {}, "ALLOWLIST": {}}
-    for view in views(ruleset):
-        left_out = (view.owner() is not None and not view.deny) or (
-            ruleset.mode == "audit" and view.deny)
-        if not view.fqdns or left_out:
-            continue
-        kind = "DENYLIST" if view.deny else "ALLOWLIST"
-        for name in view.fqdns:
-            lists[kind]["." + name[2:] if name.startswith("*.") else name] = None
-        ledger.approx(view.key, "names in a Network Firewall domain "
-                      + ("deny" if view.deny else "allow") + " list: matched by TLS SNI and HTTP"
-                      " Host only, on any port" + (", and .domain also matches the domain itself"
-                                                  if view.wildcards else ""))
-    out = []
-    for kind, targets in lists.items():
-        if targets:
-            out.append({"RuleGroupName": f"outguard-{kind.lower()}", "Type": "STATEFUL",
-                        "Capacity": max(10, 2 * len(targets)),
-                        "Description": f"outguard policy {ruleset.policy_digest[:12]}",
-                        "RuleGroup": {"RulesSource": {"RulesSourceList": {
-                            "Targets": list(targets), "TargetTypes": ["TLS_SNI", "HTTP_HOST"],
-                            "GeneratedRulesType": kind}}}})
-    if out:
-        ledger.warn("Network Firewall only sees traffic routed through its endpoint; an ALLOWLIST"
-                    " rule group also drops HTTP and TLS to names not on it, even to allowed"
-                    " addresses")
-    return out
+def revoke_default(ruleset: Ruleset) -> dict[str, Any]:
+    """RevokeSecurityGroupEgress arguments for the allow-all egress a new group starts with."""
+    if ruleset.mode == "audit":
+        return {"IpPermissions": []}
+    return {"IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": ALL_V4}],
+                               "Ipv6Ranges": [{"CidrIpv6": ALL_V6}]}]}
 
 
 def export_aws(ruleset: Ruleset) -> Export:
@@ -182,15 +192,26 @@ def export_aws(ruleset: Ruleset) -> Export:
     desired = desired_atoms(ruleset, ledger)
     entries = nacl_entries(ruleset, ledger)
     groups = domain_rule_groups(ruleset, ledger)
+    dnsfw = dns_firewall(ruleset, ledger)
     default_note(ruleset, ledger, "a security group", logs="VPC Flow Logs")
-    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"default": 1 << 30}
+    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"dns": 1 << 29, "default": 1 << 30}
     fidelity = sorted(ledger.fidelity(), key=lambda f: order[f.rule])
     files = {
         "aws-security-group-egress.json": _json({"IpPermissions": permissions(desired)}),
+        "aws-security-group-revoke-default.json": _json(revoke_default(ruleset)),
         "aws-network-acl-egress.json": _json({"Entries": entries}),
         "aws-network-firewall-rule-groups.json": _json({"RuleGroups": groups}),
     }
-    return Export("aws", files, fidelity, ledger.warnings)
+    if dnsfw is not None:
+        files["aws-dns-firewall.json"] = _json(dnsfw)
+    files["outguard-aws.tf.json"] = terraform_aws(desired, entries, groups, dnsfw,
+                                                  ruleset.policy_digest)
+    warnings = ledger.warnings
+    if ruleset.mode != "audit":
+        warnings.append("a new security group allows all egress: revoke that rule"
+                        " (aws-security-group-revoke-default.json; ::/0 exists only in a VPC"
+                        " with IPv6) or let `outguard apply --backend aws` reconcile the group")
+    return Export("aws", files, fidelity, warnings)
 
 
 def _json(doc: Any) -> str:

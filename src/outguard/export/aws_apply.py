@@ -4,8 +4,11 @@ Place in the data flow: `Ruleset` → `aws.desired_atoms` (what the group should
 `describe_security_group_rules` (what it holds) → `plan` (pure) → at most one authorize and one
 revoke call through boto3. A second run with the same policy finds nothing to change and makes
 no write call. New rules are authorized before old ones are revoked, so traffic the old and the
-new policy both allow never sees a gap. Only the egress side of the group is touched, and all
-of it: an egress rule the policy does not have (the default allow-all included) is revoked.
+new policy both allow never sees a gap. Only the egress side of the group is touched: an egress
+CIDR rule the policy does not have (the default allow-all included) is revoked. Egress rules
+the policy cannot express (to another security group or a prefix list) are kept and reported
+as allowing more than the policy (`--revoke-foreign` revokes them too): revoking them silently
+could cut a database or a VPC endpoint the operator added on purpose.
 
 The network-ACL and Network Firewall files of `aws` are exported, not applied here: they belong
 to the subnet and the VPC, which are shared with other machines.
@@ -31,7 +34,8 @@ class AwsError(OutguardError):
 class Plan:
     authorize: dict[Atom, str] = field(default_factory=dict)  # atom → description
     revoke: dict[Atom, str] = field(default_factory=dict)  # atom → security group rule id
-    other: list[str] = field(default_factory=list)  # rule ids of egress rules outguard can't express
+    other: list[str] = field(default_factory=list)  # egress rules outguard can't express: revoked
+    kept: dict[str, str] = field(default_factory=dict)  # … or kept: rule id → what it allows
 
     @property
     def empty(self) -> bool:
@@ -40,6 +44,16 @@ class Plan:
     def summary(self) -> str:
         return (f"{len(self.authorize)} egress rules to authorize,"
                 f" {len(self.revoke) + len(self.other)} to revoke")
+
+
+def _foreign(rule: dict[str, Any]) -> str:
+    """What an egress rule outguard cannot express allows, for the report."""
+    ref = rule.get("ReferencedGroupInfo") or {}
+    target = (f"security group {ref['GroupId']}" if ref.get("GroupId")
+              else f"prefix list {rule['PrefixListId']}" if rule.get("PrefixListId") else "?")
+    proto = str(rule.get("IpProtocol"))
+    ports = "" if proto == "-1" else f" {rule.get('FromPort')}-{rule.get('ToPort')}"
+    return f"{'all' if proto == '-1' else proto}{ports} to {target}"
 
 
 def _atom_of(rule: dict[str, Any]) -> Atom | None:
@@ -54,16 +68,20 @@ def _atom_of(rule: dict[str, Any]) -> Atom | None:
     return Atom(proto, int(rule.get("FromPort", -1)), int(rule.get("ToPort", -1)), cidr)
 
 
-def plan(current: Iterable[dict[str, Any]], desired: dict[Atom, str]) -> Plan:
-    """What to change so that the group's egress rules are exactly `desired`. Pure."""
+def plan(current: Iterable[dict[str, Any]], desired: dict[Atom, str], *,
+         revoke_foreign: bool = False) -> Plan:
+    """What to change so that the group's CIDR egress rules are exactly `desired`; rules to
+    other groups or prefix lists are kept unless `revoke_foreign`. Pure."""
     out = Plan()
     held: set[Atom] = set()
     for rule in current:
         if not rule.get("IsEgress"):
             continue
         atom = _atom_of(rule)
-        if atom is None:
+        if atom is None and revoke_foreign:
             out.other.append(str(rule["SecurityGroupRuleId"]))
+        elif atom is None:
+            out.kept[str(rule["SecurityGroupRuleId"])] = _foreign(rule)
         elif atom in desired and atom not in held:
             held.add(atom)
         else:
@@ -84,7 +102,8 @@ class Result:
     ledger: Ledger
 
 
-def reconcile(ec2: Any, group_id: str, ruleset: Ruleset, *, dry_run: bool = False) -> Result:
+def reconcile(ec2: Any, group_id: str, ruleset: Ruleset, *, dry_run: bool = False,
+              revoke_foreign: bool = False) -> Result:
     """Make the group's egress rules match the policy; `ec2` is a boto3 EC2 client."""
     # boto3 comes with the `dev` extra, not the core, and ships no type hints
     import botocore.exceptions  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
@@ -92,7 +111,11 @@ def reconcile(ec2: Any, group_id: str, ruleset: Ruleset, *, dry_run: bool = Fals
     ledger = Ledger()
     desired = desired_atoms(ruleset, ledger)
     try:
-        todo = plan(current_rules(ec2, group_id), desired)
+        todo = plan(current_rules(ec2, group_id), desired, revoke_foreign=revoke_foreign)
+        for rule_id, what in todo.kept.items():
+            ledger.approx("default", f"{group_id} keeps egress rule {rule_id} ({what}): outguard"
+                                     " cannot express it, so it allows more than the policy"
+                                     " (--revoke-foreign revokes it)")
         if dry_run or todo.empty:
             return Result(todo, ledger)
         if todo.authorize:

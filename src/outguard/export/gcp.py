@@ -1,21 +1,32 @@
-"""The `gcp` export target: VPC firewall rules (Compute REST `Firewall` resources, EGRESS) and
-host names as global network firewall policy rules (`match.destFqdns`, the REST name of
-gcloud's `--dest-fqdns`).
+"""The `gcp` export target: the whole policy as ONE global network firewall policy (Compute
+REST bodies), its `@list`s as address groups, its host names as FQDN objects (`destFqdns`).
 
-Place in the data flow: `Ruleset` → `view.views` → two JSON files of REST request bodies.
+Place in the data flow: `Ruleset` → `view.views` → `plan` (a `GcpPlan`, also read by
+`terraform_gcp`) → JSON files of REST request bodies.
 
-VPC firewall rules are evaluated by priority, lowest first; at equal priority deny wins. Deny
-rules get 1000+i, allow rules 2000+i, and a deny-all at 65534 sits above the implied allow-egress
-rule (65535), so the order is outguard's. A rule holds IPv4 or IPv6 ranges, never both.
+Why one policy and no classic VPC firewall rules: a network evaluates the classic VPC rules
+and its network firewall policy in the order `networkFirewallPolicyEnforcementOrder` says,
+and the API's default is AFTER_CLASSIC_FIREWALL. An earlier version put addresses in VPC rules
+(with a deny-all) and names in the policy, so the VPC deny-all decided first and every name
+allow was dead. Now every rule, the default deny included, is in the policy, in outguard's
+order (deny rules, allow rules, deny-all; lowest priority number first, the first match
+decides), and `gcp-network-patch.json` sets the order to BEFORE_CLASSIC_FIREWALL so that no
+classic VPC rule of the network can decide first.
+
+Every rule targets only the protected VMs: a service account (default
+`outguard-egress@PROJECT_ID.iam.gserviceaccount.com`, which you create and give to the server)
+or secure tags. Without a target a one-server policy would be the default-deny of every VM
+in the network.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from outguard.compile.ir import Ruleset
+from outguard.export.cloud_names import NameBook, rfc1035
 from outguard.export.fidelity import Export
 from outguard.export.view import (
     ALL_V4,
@@ -29,105 +40,180 @@ from outguard.export.view import (
     views,
 )
 
-DENY_BASE, ALLOW_BASE, DEFAULT_PRIORITY = 1000, 2000, 65534
-MAX_RANGES = 5000  # destination ranges per rule (Compute API reference)
-MAX_FQDNS = 100  # destination FQDNs per firewall policy rule
+FIRST_PRIORITY = 1000
+DEFAULT_PRIORITY = 2_147_483_000  # after every rule; 2147483644-7 are the policy's own defaults
+MAX_RANGES = 5000  # destination IP ranges per firewall policy rule
+MAX_FQDNS = 100  # destination FQDN objects per firewall policy rule
+ORDER = "BEFORE_CLASSIC_FIREWALL"
 
 
-def gcp_name(text: str) -> str:
-    """An RFC 1035 resource name: [a-z]([-a-z0-9]{0,61}[a-z0-9])?"""
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    name = ("og-" + name if not name.startswith("og-") else name)[:63].rstrip("-")
-    return name
+@dataclass(frozen=True)
+class GcpOptions:
+    """Where the policy goes and which VMs it applies to (placeholders unless given)."""
+
+    project: str = "PROJECT_ID"
+    network: str = "NETWORK"
+    policy: str = "outguard-egress"
+    service_accounts: tuple[str, ...] = ()
+    secure_tags: tuple[str, ...] = ()  # tagValues/123…: secure tags made for GCE firewalls
+
+    def target(self) -> dict[str, Any]:
+        if self.secure_tags:
+            return {"targetSecureTags": [{"name": t} for t in self.secure_tags]}
+        accounts = self.service_accounts or (
+            f"outguard-egress@{self.project}.iam.gserviceaccount.com",)
+        return {"targetServiceAccounts": list(accounts)}
+
+    def target_text(self) -> str:
+        if self.secure_tags:
+            return "VMs with secure tag " + ", ".join(self.secure_tags)
+        return "VMs running as " + ", ".join(self.target()["targetServiceAccounts"])
 
 
-def _l4(view: RuleView, version: int) -> list[dict[str, Any]]:
+@dataclass
+class GcpPlan:
+    """The policy as REST bodies: address groups, rules (in priority order), association."""
+
+    options: GcpOptions
+    address_groups: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    rule_keys: list[str] = field(default_factory=list)  # the outguard rule of each rule
+
+    def group_path(self, name: str) -> str:
+        return f"projects/{self.options.project}/locations/global/addressGroups/{name}"
+
+
+def _l4(view: RuleView, version: int | None) -> list[dict[str, Any]]:
+    """layer4Configs; version None: for FQDN objects, which resolve to both families."""
     if view.proto == "icmp":
-        return [{"IPProtocol": "icmp" if version == 4 else "58"}]
+        return [{"ipProtocol": p} for p in ({4: ["icmp"], 6: ["58"]}.get(version or 0)
+                                            or ["icmp", "58"])]
     if view.proto == "any" and not view.ports:
-        return [{"IPProtocol": "all"}]
+        return [{"ipProtocol": "all"}]
     protos = ["tcp", "udp"] if view.proto == "any" else [view.proto]
     ports = port_texts(view.ports)
-    return [{"IPProtocol": p} | ({"ports": ports} if ports else {}) for p in protos]
+    return [{"ipProtocol": p} | ({"ports": ports} if ports else {}) for p in protos]
 
 
-def _firewalls(ruleset: Ruleset, ledger: Ledger) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    counters = {"deny": DENY_BASE, "allow": ALLOW_BASE}
-    for view in views(ruleset):
-        if not common_notes(view, ledger, "a VPC firewall rule", mode=ruleset.mode):
-            continue
-        section = view.rule.section
+def _source_cidrs(ruleset: Ruleset, key: str, version: int) -> list[str]:
+    el = ruleset.sources[key].elements
+    singles, nets = (el.v4, el.v4_nets) if version == 4 else (el.v6, el.v6_nets)
+    bits = 32 if version == 4 else 128
+    return [f"{a}/{bits}" for a in singles] + list(nets)
+
+
+class _Builder:
+    def __init__(self, ruleset: Ruleset, options: GcpOptions, ledger: Ledger) -> None:
+        self.rs = ruleset
+        self.plan = GcpPlan(options)
+        self.ledger = ledger
+        self.rule_names = NameBook(rfc1035, 63)
+        self.group_names = NameBook(rfc1035, 63)
+        self.groups: dict[tuple[str, int], str] = {}  # (list key, version) → group name
+
+    def add(self, view: RuleView | None, match: dict[str, Any], action: str, label: str,
+            *, log: bool) -> None:
+        rule = {"priority": FIRST_PRIORITY + len(self.plan.rules), "action": action,
+                "direction": "EGRESS", "ruleName": self.rule_names.take(label),
+                "match": match, "enableLogging": log} | self.plan.options.target()
+        if view is not None:
+            rule["description"] = (view.rule.comment or view.key)[:2000]
+        self.plan.rules.append(rule)
+        self.plan.rule_keys.append(view.key if view is not None else "default")
+
+    def group(self, key: str, version: int, cidrs: list[str]) -> str:
+        if (key, version) not in self.groups:
+            name = self.group_names.take(f"og-{key.removeprefix('list:')}-v{version}")
+            self.groups[(key, version)] = name
+            self.plan.address_groups.append({
+                "name": name, "type": f"IPV{version}", "capacity": max(len(cidrs), 1),
+                "items": cidrs, "purpose": ["DEFAULT"],
+                "description": f"outguard list @{key.removeprefix('list:')}"})
+        return self.plan.group_path(self.groups[(key, version)])
+
+    def rule(self, view: RuleView) -> None:
+        if not common_notes(view, self.ledger, "a GCP firewall policy rule", mode=self.rs.mode):
+            return
+        action = "deny" if view.deny else "allow"
+        base = f"og-{view.rule.section}-{view.rule.name}"
+        log = view.deny
         for version in (4, 6):
-            ranges = list(view.cidrs(version))
-            parts = list(chunks(ranges, MAX_RANGES))
-            if len(parts) > 1:
-                ledger.warn(f"{view.key}: {len(ranges)} IPv{version} ranges split into"
-                            f" {len(parts)} rules of at most {MAX_RANGES}")
-            for i, part in enumerate(parts):
-                name = gcp_name(f"og-{section}-{view.rule.name}-v{version}"
-                                + (f"-{i}" if i else ""))
-                out.append({
-                    "name": name, "network": "global/networks/NETWORK", "direction": "EGRESS",
-                    "priority": counters[section], "destinationRanges": list(part),
-                    "denied" if view.deny else "allowed": _l4(view, version),
-                    "description": (view.rule.comment or view.key)[:400],
-                    "logConfig": {"enable": view.deny}})
-        counters[section] += 1
-    if counters["deny"] > ALLOW_BASE or counters["allow"] >= DEFAULT_PRIORITY:
-        ledger.warn("more rules than outguard's priority bands hold (deny 1000-1999, allow"
-                    " 2000-65533): priorities overlap")
+            l4 = _l4(view, version)
+            if view.any_destination:
+                self.add(view, {"destIpRanges": [ALL_V4 if version == 4 else ALL_V6],
+                                "layer4Configs": l4}, action, f"{base}-v{version}", log=log)
+                continue
+            if view.rule.inline:
+                inline = _source_cidrs(self.rs, view.rule.inline, version)
+                for i, part in enumerate(chunks(inline, MAX_RANGES)):
+                    self.add(view, {"destIpRanges": list(part), "layer4Configs": l4}, action,
+                             f"{base}-v{version}" + (f"-{i}" if i else ""), log=log)
+            for key in view.rule.lists:
+                cidrs = _source_cidrs(self.rs, key, version)
+                if cidrs:
+                    self.add(view, {"destAddressGroups": [self.group(key, version, cidrs)],
+                                    "layer4Configs": l4}, action,
+                             f"{base}-{key.removeprefix('list:')}-v{version}", log=log)
+        for i, part in enumerate(chunks(view.names, MAX_FQDNS)):
+            self.add(view, {"destFqdns": list(part), "layer4Configs": _l4(view, None)}, action,
+                     f"{base}-fqdn" + (f"-{i}" if i else ""), log=log)
+        if view.names:
+            self.ledger.approx(view.key, "host names as FQDN objects (destFqdns): GCP resolves"
+                                         " them itself and matches the addresses it got, not"
+                                         " the name the VM asked for")
+        if view.wildcards:
+            self.ledger.note(view.key, "approximated" if view.has_addresses or view.names
+                             else "dropped",
+                             "wildcards " + ", ".join(view.wildcards) + " left out: GCP FQDN"
+                             " objects take no wildcards")
+
+
+def plan(ruleset: Ruleset, ledger: Ledger, options: GcpOptions | None = None) -> GcpPlan:
+    """The policy's rules and address groups, and each rule's fidelity in `ledger`."""
+    builder = _Builder(ruleset, options or GcpOptions(), ledger)
+    for view in views(ruleset):
+        builder.rule(view)
     if ruleset.mode != "audit":
         for version, cidr in ((4, ALL_V4), (6, ALL_V6)):
-            out.append({"name": f"og-default-deny-v{version}", "network": "global/networks/NETWORK",
-                        "direction": "EGRESS", "priority": DEFAULT_PRIORITY,
-                        "destinationRanges": [cidr], "denied": [{"IPProtocol": "all"}],
-                        "description": "outguard default: deny every other egress",
-                        "logConfig": {"enable": True}})
-    return out
+            builder.add(None, {"destIpRanges": [cidr], "layer4Configs": [{"ipProtocol": "all"}]},
+                        "deny", f"og-default-deny-v{version}", log=True)
+            builder.plan.rules[-1]["priority"] = DEFAULT_PRIORITY + version
+            builder.plan.rules[-1]["description"] = "outguard default: deny every other egress"
+    return builder.plan
 
 
-def _fqdn_rules(ruleset: Ruleset, ledger: Ledger) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    counters = {"deny": DENY_BASE, "allow": ALLOW_BASE}
-    for view in views(ruleset):
-        if (view.owner() is not None and not view.deny) or (ruleset.mode == "audit" and view.deny):
-            continue
-        if view.wildcards:
-            ledger.approx(view.key, "wildcards " + ", ".join(view.wildcards) + " left out:"
-                          " GCP FQDN objects take no wildcards")
-            if not view.has_addresses and not view.names:
-                ledger.drop(view.key, "only wildcard names, which GCP firewall rules cannot hold")
-        if not view.names:
-            continue
-        section = view.rule.section
-        layer4 = [{"ipProtocol": c["IPProtocol"]} | ({"ports": c["ports"]} if "ports" in c else {})
-                  for c in _l4(view, 4)]
-        for i, part in enumerate(chunks(view.names, MAX_FQDNS)):
-            out.append({
-                "priority": counters[section], "action": "deny" if view.deny else "allow",
-                "direction": "EGRESS", "ruleName": gcp_name(f"og-{section}-{view.rule.name}-fqdn"
-                                                            + (f"-{i}" if i else "")),
-                "description": (view.rule.comment or view.key)[:400],
-                "match": {"destFqdns": list(part), "layer4Configs": layer4},
-                "enableLogging": view.deny})
-        counters[section] += 1
-        ledger.approx(view.key, "names in a network firewall policy rule (destFqdns), resolved"
-                                " by Cloud DNS; the policy must be associated with the network")
-    return out
+def _json(doc: Any) -> str:
+    return json.dumps(doc, indent=2) + "\n"
 
 
-def export_gcp(ruleset: Ruleset) -> Export:
+def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
+    """REST bodies: address groups, the policy, its rules, its association, the network order."""
     ledger = Ledger()
-    firewalls = _firewalls(ruleset, ledger)
-    fqdn = _fqdn_rules(ruleset, ledger)
-    default_note(ruleset, ledger, "a VPC firewall rule", logs="firewall rules logging")
-    files = {"gcp-firewall-rules.json": json.dumps(firewalls, indent=2) + "\n"}
-    if fqdn:
-        files["gcp-network-firewall-policy-rules.json"] = json.dumps(fqdn, indent=2) + "\n"
-        ledger.warn("a network firewall policy is evaluated before the VPC firewall rules by"
-                    " default: its allow rules for names are decided before the VPC deny rules"
-                    " for addresses, so such a deny does not beat them there")
-    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"default": 1 << 30}
+    opts = options or GcpOptions()
+    gcp = plan(ruleset, ledger, opts)
+    if ruleset.dns is not None:
+        ledger.approx("dns", "the dns: section is not exported: DNS is not forced through"
+                             " outguard's resolver, names are those of export time")
+    default_note(ruleset, ledger, "a GCP firewall policy", logs="firewall rules logging")
+    network = f"projects/{opts.project}/global/networks/{opts.network}"
+    files: dict[str, str] = {}
+    if gcp.address_groups:
+        files["gcp-address-groups.json"] = _json(gcp.address_groups)
+    files["gcp-firewall-policy.json"] = _json({
+        "name": opts.policy, "description": f"outguard policy {ruleset.policy_digest[:12]}"})
+    files["gcp-firewall-policy-rules.json"] = _json(gcp.rules)
+    files["gcp-firewall-policy-association.json"] = _json({
+        "name": f"{opts.policy}-{opts.network}"[:63], "attachmentTarget": network})
+    files["gcp-network-patch.json"] = _json({"networkFirewallPolicyEnforcementOrder": ORDER})
+    from outguard.export.terraform_gcp import terraform_gcp  # noqa: PLC0415  (it imports GcpPlan)
+
+    files["outguard-gcp.tf.json"] = terraform_gcp(
+        gcp, f"outguard policy {ruleset.policy_digest[:12]}")
+    ledger.warn(f"the rules apply only to {opts.target_text()}: give that identity to the"
+                " servers this policy protects (other VMs in the network are not affected)")
+    ledger.warn("gcp-network-patch.json sets the network's networkFirewallPolicyEnforcementOrder"
+                f" to {ORDER}: with the API's default AFTER_CLASSIC_FIREWALL, a classic VPC"
+                " firewall rule that matches first (allow or deny) decides instead of this policy")
+    order = {v.key: i for i, v in enumerate(views(ruleset))} | {"dns": 1 << 29, "default": 1 << 30}
     fidelity = sorted(ledger.fidelity(), key=lambda f: order[f.rule])
     return Export("gcp", files, fidelity, ledger.warnings)
