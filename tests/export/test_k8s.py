@@ -4,10 +4,10 @@ Validation (every policy of `tests/export/probes.py`: the golden ones, names and
 lists, `dns:`, audit, colliding names, a 6,000-entry list):
 - NetworkPolicy: `kubernetes-validate` (the Kubernetes OpenAPI schema, strict: unknown fields
   are errors) and the official `kubernetes` client's models (round trip: no unknown field);
-- CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy: Cilium's CRD schema (cilium 1.18.2,
-  shipped in tests/export/schemas/, unknown fields are errors there);
-- AdminNetworkPolicy: the network-policy-api v0.1.7 CRD schema (shipped there too; unknown
-  fields made errors) plus its CEL rules, checked here by hand (jsonschema has no CEL).
+- CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy: `vendor_cilium`, a hand-written subset
+  of Cilium's CRD schema and rule sanitation (Cilium 1.18; unknown fields are errors);
+- AdminNetworkPolicy: `vendor_anp`, a hand-written subset of the network-policy-api v0.1.7 CRD
+  schema with its CEL rules (unknown fields are errors).
 What the policies *do* is checked by the evaluators (tests/export/test_evaluation.py).
 """
 
@@ -15,47 +15,30 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from functools import cache
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes.client import ApiClient, V1NetworkPolicy
+from pydantic import ValidationError
 
 from outguard.decide import Flow, decide
 from outguard.export.common import ExportError
 from outguard.export.k8s import export_k8s, subtract
 from tests.cases import CASE_NOW, CASES
 from tests.export import probes as tables
+from tests.export import vendor_anp, vendor_cilium
 from tests.export.cloud_inputs import check_export, policy_names, ruleset, ruleset_of
 
-SCHEMAS = Path(__file__).parent / "schemas"
 K8S_VERSION = "1.33"  # a Kubernetes release whose schema kubernetes-validate ships
 FILES = {"NetworkPolicy": "k8s-networkpolicy.yaml",
          "CiliumNetworkPolicy": "k8s-ciliumnetworkpolicy.yaml",
          "CiliumClusterwideNetworkPolicy": "k8s-ciliumclusterwidenetworkpolicy.yaml",
          "AdminNetworkPolicy": "k8s-adminnetworkpolicy.yaml"}
-DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-
-
-@cache
-def _validator(name: str) -> jsonschema.Draft7Validator:
-    """The CRD's schema, with the formats the API server checks (`cidr`). Not checked as a
-    JSON Schema: its patterns are Go RE2 (Cilium's `^\\PC*$` is no Python regex); each is
-    compiled when a field it guards is there."""
-    return jsonschema.Draft7Validator(json.loads((SCHEMAS / name).read_text()),
-                                      format_checker=FORMATS)
-
-
-FORMATS = jsonschema.FormatChecker()
-
-
-@FORMATS.checks("cidr", raises=ValueError)
-def _is_cidr(value: object) -> bool:
-    return not isinstance(value, str) or bool(ipaddress.ip_network(value, strict=False))
+CILIUM = {"CiliumNetworkPolicy": vendor_cilium.CiliumNetworkPolicy,
+          "CiliumClusterwideNetworkPolicy": vendor_cilium.CiliumClusterwideNetworkPolicy}
 
 
 def _docs(policy: str, kind: str, **opts: str) -> list[dict[str, Any]]:
@@ -71,32 +54,12 @@ def check_networkpolicy(doc: dict[str, Any]) -> None:
     assert api.sanitize_for_serialization(obj) == doc  # every field known to the model
 
 
-def _metadata(doc: dict[str, Any], namespaced: bool) -> None:
-    meta = doc["metadata"]
-    assert len(meta["name"]) <= 253 and jsonschema.Draft7Validator(
-        {"pattern": DNS1123}).is_valid(meta["name"])
-    assert ("namespace" in meta) <= namespaced
-    assert set(meta) <= {"name", "namespace", "labels", "annotations"}
-
-
 def check_cilium(doc: dict[str, Any]) -> None:
-    _validator("cilium-networkpolicy-v2.json").validate(doc)
-    _metadata(doc, doc["kind"] == "CiliumNetworkPolicy")
+    CILIUM.get(doc.get("kind"), vendor_cilium.CiliumNetworkPolicy).model_validate(doc)
 
 
 def check_anp(doc: dict[str, Any]) -> None:
-    _validator("policy.networking.k8s.io-adminnetworkpolicy-v1alpha1.json").validate(doc)
-    _metadata(doc, False)
-    assert doc["apiVersion"] == "policy.networking.k8s.io/v1alpha1"
-    for rule in doc["spec"].get("egress", []):
-        # the CRD's CEL rules (x-kubernetes-validations)
-        for peer in rule["to"]:
-            for net in peer.get("networks", []):
-                ipaddress.ip_network(net)  # isCIDR(self)
-        named = any("namedPort" in p for p in rule.get("ports", []))
-        assert not (named and any({"networks", "nodes", "domainNames"} & set(peer)
-                                  for peer in rule["to"]))
-        assert not (rule["action"] != "Allow" and any("domainNames" in p for p in rule["to"]))
+    vendor_anp.AdminNetworkPolicy.model_validate(doc)
 
 
 CHECKS = {"NetworkPolicy": check_networkpolicy, "CiliumNetworkPolicy": check_cilium,
@@ -117,27 +80,104 @@ def test_every_kind_validates(policy: str, kind: str) -> None:
         CHECKS[kind](doc)
 
 
-def test_validators_can_fail() -> None:
+def test_the_networkpolicy_check_can_fail() -> None:
     np = _docs("cases", "NetworkPolicy")[0]
     np["spec"]["egress"][1]["to"][0]["ipBlok"] = np["spec"]["egress"][1]["to"][0].pop("ipBlock")
     with pytest.raises(kubernetes_validate.ValidationError):
         check_networkpolicy(np)
-    cnp = _docs("cloud-fqdn", "CiliumNetworkPolicy")[0]
-    cnp["spec"]["egressDeny"].append({"toFQDNs": [{"matchName": "x.example.test"}]})
-    with pytest.raises(jsonschema.ValidationError, match="toFQDNs"):
-        check_cilium(cnp)
-    cnp = _docs("cloud-fqdn", "CiliumNetworkPolicy")[0]
-    cnp["spec"]["egress"][1]["toCIDRSet"][0]["cidr"] = "203.0.113.300/32"
-    with pytest.raises(jsonschema.ValidationError):
-        check_cilium(cnp)
-    anp = _docs("cases", "AdminNetworkPolicy")[0]
-    anp["spec"]["egress"][1]["to"][0]["networks"].append("203.0.113.0/24x")
-    with pytest.raises(ValueError, match="24x"):  # the CEL rule isCIDR(self)
-        check_anp(anp)
-    anp = _docs("cases", "AdminNetworkPolicy")[0]
-    anp["spec"]["egress"] = anp["spec"]["egress"] * 10  # more than 100 rules
-    with pytest.raises(jsonschema.ValidationError):
-        check_anp(anp)
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation: set the value at a dotted path (list indexes as numbers)."""
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+
+    def mutate(doc: dict[str, Any]) -> None:
+        node: Any = doc
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return mutate
+
+
+def _rename(path: str, new: str) -> Callable[[dict[str, Any]], None]:
+    *parents, last = path.split(".")
+
+    def mutate(doc: dict[str, Any]) -> None:
+        node: Any = doc
+        for key in parents:
+            node = node[int(key) if key.isdigit() else key]
+        node[new] = node.pop(last)
+    return mutate
+
+
+def _drop(path: str) -> Callable[[dict[str, Any]], None]:
+    *parents, last = path.split(".")
+
+    def mutate(doc: dict[str, Any]) -> None:
+        node: Any = doc
+        for key in parents:
+            node = node[int(key) if key.isdigit() else key]
+        del node[last]
+    return mutate
+
+
+NOT_A_NETWORK = "does not appear to be an IPv4 or IPv6 network"
+CNP, CCNP, ANP = "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "AdminNetworkPolicy"
+# name: (policy, kind, mutation, what the error says): each a mistake an exporter could make
+BROKEN: dict[str, tuple[str, str, Callable[[dict[str, Any]], None], str]] = {
+    "cilium-typo": ("cloud-fqdn", CNP, _rename("spec.egress.1.toCIDRSet", "toCIDRset"),
+                    r"toCIDRset\n  Extra inputs are not permitted"),
+    "cilium-fqdn-in-deny": ("cloud-fqdn", CNP, _set("spec.egressDeny.0.toFQDNs",
+                                                    [{"matchName": "x.example.test"}]),
+                            r"toFQDNs\n  Extra inputs are not permitted"),
+    "cilium-bad-cidr": ("cloud-fqdn", CNP, _set("spec.egress.1.toCIDRSet.0.cidr",
+                                                "203.0.113.300/32"), NOT_A_NETWORK),
+    "cilium-host-bits": ("cloud-fqdn", CNP, _set("spec.egress.1.toCIDRSet.0.cidr",
+                                                 "203.0.113.1/24"), "host bits"),
+    "cilium-protocol": ("cases", CNP, _set("spec.egress.1.toPorts.0.ports.0.protocol", "TCPP"),
+                        "'TCP', 'UDP', 'SCTP' or 'ANY'"),
+    "cilium-entity": ("cases", CNP, _set("spec.egressDeny.0.toEntities", ["World"]),
+                      "Input should be 'all', 'world'"),
+    "cilium-no-selector": ("cases", CNP, _drop("spec.endpointSelector"),
+                           r"endpointSelector\n  Field required"),
+    "cilium-two-l3": ("cases", CNP, _set("spec.egress.1.toEntities", ["all"]),
+                      "one L3 selector per rule"),
+    "cilium-dns-port-range": ("cases", CNP, _set("spec.egress.0.toPorts.0.ports.0.endPort", 54),
+                              "DNS rules need their ports"),
+    "cilium-41-ports": ("cases", CNP, _set("spec.egress.1.toPorts.0.ports", [
+        {"port": str(p), "protocol": "TCP"} for p in range(41)]), "at most 40 items"),
+    "ccnp-namespace": ("cases", CCNP, _set("metadata.namespace", "web"),
+                       "a clusterwide policy has no namespace"),
+    "cilium-name": ("cases", CNP, _set("metadata.name", "Outguard_Egress"),
+                    r"metadata\.name\n  String should match pattern"),
+    "anp-bad-cidr": ("cases", ANP, _set("spec.egress.1.to.0.networks.0", "203.0.113.0/24x"),
+                     NOT_A_NETWORK),
+    "anp-action": ("cases", ANP, _set("spec.egress.1.action", "Reject"),
+                   "'Allow', 'Deny' or 'Pass'"),
+    "anp-no-to": ("cases", ANP, _drop("spec.egress.1.to"), r"egress\.1\.to\n  Field required"),
+    "anp-typo": ("names-in-lists-dns", ANP, _rename("spec.egress.0.to.0.pods", "pod"),
+                 r"pod\n  Extra inputs are not permitted"),
+    "anp-domains-in-deny": ("names-in-lists-dns", ANP, _set(
+        "spec.egress.1.to", [{"domainNames": ["x.example.test"]}]), "domainNames in a Deny"),
+    "anp-two-peer-kinds": ("cases", ANP, _set("spec.egress.1.to.0.domainNames",
+                                              ["x.example.test"]), "exactly one of pods"),
+    "anp-protocol": ("cases", ANP, _set("spec.egress.0.ports.0.portNumber.protocol", "udp"),
+                     "'TCP', 'UDP' or 'SCTP'"),
+    "anp-priority": ("cases", ANP, _set("spec.priority", 1001), "less than or equal to 1000"),
+    "anp-101-rules": ("cases", ANP, lambda d: d["spec"].update(egress=d["spec"]["egress"] * 10),
+                      "at most 100 items"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_the_crd_checks_can_fail(case: str) -> None:
+    """Each check refuses a wrong export: the exact one passes, the broken one names its fault."""
+    policy, kind, mutate, word = BROKEN[case]
+    doc = _docs(policy, kind)[0]
+    CHECKS[kind](doc)
+    mutate(doc)
+    with pytest.raises(ValidationError, match=word):
+        CHECKS[kind](doc)
 
 
 def test_every_kind_allows_dns_to_the_cluster_dns() -> None:
