@@ -1,6 +1,6 @@
 """The shared decision table: one policy and what `decide` must say for each flow.
 
-Used by the pure tests (`tests/test_decide.py`, `tests/compile/test_semantics.py`) and imported
+Used by the pure tests (`tests/ruleset/test_decide.py`, `tests/compile/test_semantics.py`) and imported
 by the kernel tests, which check that nftables gives the same verdict for the same flow. So the
 table is written for that kernel topology and keeps to what it can send:
 

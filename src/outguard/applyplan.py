@@ -26,12 +26,12 @@ from typing import Any
 import orjson
 
 from outguard.compile import nft_tx
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
 from outguard.compile.nft import Compiled, NftSet, compile_ruleset, kernel_counter
 from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.policy.load import Policy, load_policy, load_text
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
 from outguard.state import Pending, Snapshot, StateDir
 from outguard.transact import (
     CGROUPS,

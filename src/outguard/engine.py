@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from outguard.applyplan import capacity_for, make_plan
-from outguard.compile.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.errors import OutguardError, StateError
 from outguard.executor import ApplyReport, execute
 from outguard.recovery import (
@@ -35,6 +34,7 @@ from outguard.recovery import (
     rollback,
     settle_pending,
 )
+from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.state import StateDir
 from outguard.status import status
 from outguard.transact import CgroupLookup, Kernel

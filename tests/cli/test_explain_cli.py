@@ -15,12 +15,12 @@ from click.testing import CliRunner, Result
 
 from outguard.cli.explain import explain, hosts_file
 from outguard.cli.main import cli
-from outguard.compile.lower import lower
-from outguard.decide import Flow
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
 from outguard.feeds.store import FeedStore
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow
+from outguard.ruleset.lower import lower
 from tests.cases import NAME_CASE_POLICY
 
 GOOD = """\

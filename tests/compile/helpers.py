@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from outguard.compile import nft_text, nft_tx
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower
 from outguard.compile.nft import Compiled, compile_ruleset
 from outguard.policy.load import Policy, load_policy, load_text
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import lower
 
 FIXED_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 GOLDEN = Path(__file__).parent / "golden"

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from outguard.compile.intervals import net_to_range
 from outguard.compile.nft import Compiled, NftSet
 from outguard.policy.addresses import parse_ip
 from outguard.policy.targets import text_to_int
+from outguard.ruleset.intervals import net_to_range
 
 Proto = Literal["tcp", "udp", "icmp", "other"]
 

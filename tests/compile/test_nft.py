@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from outguard.compile import nft_tx
-from outguard.compile.ir import Match
 from outguard.compile.nft import compile_ruleset, conditions, kernel_counter
 from outguard.errors import PolicyError
 from outguard.policy.load import load_text
+from outguard.ruleset.ir import Match
 from tests.compile.helpers import compiled_of, lowered, rules_text
 
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile.ir import Ruleset
 from outguard.compile.nft import Compiled, compile_ruleset, kernel_counter
-from outguard.decide import Decision, Flow, FlowProto, decide
 from outguard.policy.load import load_policy, load_text
+from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
+from outguard.ruleset.ir import Ruleset
 from tests.cases import (
     CASE_NOW,
     CASE_POLICY,

@@ -7,14 +7,14 @@ import dataclasses
 
 import pytest
 
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower
 from outguard.compile.nft import compile_ruleset
-from outguard.decide import Flow, decide
 from outguard.dns import user
 from outguard.dns.config import DEFAULT_USER
 from outguard.errors import PolicyError
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow, decide
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import lower
 
 
 def _load(dns: str) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile.ir import Elements, IRRule, Match, Source
 from outguard.export.iptables import FILES, export, render
+from outguard.ruleset.ir import Elements, IRRule, Match, Source
 from tests.export.cloud_inputs import GOLDEN_DIR, check_golden, policy_names, ruleset, ruleset_of
 
 GOLDEN = GOLDEN_DIR / "iptables"

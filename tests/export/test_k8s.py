@@ -13,8 +13,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, V1NetworkPolicy
 
-from outguard.decide import Flow, decide
 from outguard.export.k8s import export_k8s, subtract
+from outguard.ruleset.decide import Flow, decide
 from tests.cases import CASE_NOW, CASES
 from tests.export.cloud_inputs import check_export, policy_names, ruleset
 from tests.export.k8s_cilium_schema import CiliumNetworkPolicy

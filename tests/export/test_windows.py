@@ -15,8 +15,8 @@ from dataclasses import replace
 
 import pytest
 
-from outguard.compile.ir import Ruleset
 from outguard.export.windows import GROUP, cmd_safe, export_windows, ps_quote
+from outguard.ruleset.ir import Ruleset
 from tests.export.cloud_inputs import check_export, policy_names, ruleset, ruleset_of
 
 QUOTES = "'\u2018\u2019\u201a\u201b"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile.lower import lower
 from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
 from outguard.feeds.lookup import FeedIndex
@@ -15,6 +14,7 @@ from outguard.feeds.parse import parse
 from outguard.feeds.policy import FeedList
 from outguard.feeds.store import FeedStore
 from outguard.policy.load import load_text
+from outguard.ruleset.lower import lower
 
 POLICY = """version: 1
 deny:

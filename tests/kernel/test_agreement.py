@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from outguard.compile.lower import lower
 from outguard.compile.nft import kernel_counter
-from outguard.decide import Decision, Flow, decide
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Decision, Flow, decide
+from outguard.ruleset.lower import lower
 from tests.cases import CASES, Case, variant_policy
 from tests.kernel.topology import DROPPED, PASSED, Probe, Topology, deltas
 

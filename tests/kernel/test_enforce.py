@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.decide import Flow, decide
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow, decide
+from outguard.ruleset.lower import lower
 from tests.kernel.topology import (
     DROPPED,
     LINK,

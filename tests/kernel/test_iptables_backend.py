@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from outguard.decide import Decision
 from outguard.export.iptables import export
 from outguard.export.names import for_export
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Decision
 from tests.cases import CASE_POLICY, CASES, variant_policy
 from tests.kernel.test_agreement import VARIANTS, _agrees, _batches, _decisions, _observed_verdict
 from tests.kernel.topology import NflogReader, Probe, Topology, deltas

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from outguard.compile import nft_text, nft_tx
-from outguard.compile.lower import lower
 from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
 from outguard.policy import files
 from outguard.policy.load import Policy, load_policy, load_text
 from outguard.policy.yamlpos import MAX_ALIAS_VALUES
+from outguard.ruleset.lower import lower
 
 ALLOW = "version: 1\nallow:\n  - {name: a, to: [203.0.113.1], ports: [443], proto: tcp}\n"
 

@@ -27,13 +27,13 @@ from typing import Any, Literal
 
 import click
 
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower, system_resolver
-from outguard.decide import Decision, Flow, FlowProto, decide
 from outguard.errors import OutguardError
 from outguard.policy.addresses import parse_ip
 from outguard.policy.load import load_policy
 from outguard.policy.targets import parse_target
+from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import lower, system_resolver
 
 Ranges = list[tuple[int, int]]
 HOSTS = Path("/etc/hosts")
@@ -104,7 +104,7 @@ def _answers(ruleset: Ruleset, flow: Flow, destination: str, name: str | None,
 
 def _by_name(ruleset: Ruleset, name: str, flow: Flow) -> list[Answer]:
     """With `dns:`: the resolver's verdict on the name, then decide() by name."""
-    from outguard.dns.names import NamePolicy, load_blocklists  # noqa: PLC0415
+    from outguard.ruleset.names import NamePolicy, load_blocklists  # noqa: PLC0415
 
     assert ruleset.dns is not None
     verdict = NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists)).lookup(name)

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.intervals import int_elements, merge, net_to_range, partition, range_elem
-from outguard.compile.ir import IRRule, Match, Ruleset, Section
 from outguard.dns.config import DNS_PORTS
 from outguard.policy.targets import text_to_int
+from outguard.ruleset.intervals import int_elements, merge, net_to_range, partition, range_elem
+from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
 
 Expr = dict[str, Any]
 FAMILY, TABLE = "inet", "outguard"

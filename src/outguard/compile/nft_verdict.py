@@ -16,7 +16,6 @@ The prefix says what the kernel does (nothing: drop), for `monitor.event` to rea
 
 from __future__ import annotations
 
-from outguard.compile.ir import Ruleset
 from outguard.compile.nft import (
     _ADDR,
     Compiled,
@@ -30,6 +29,7 @@ from outguard.compile.nft import (
     _short,
     log_counter,
 )
+from outguard.ruleset.ir import Ruleset
 
 # What the kernel does with a blocked packet, as the NFLOG prefix says it after the rule:
 # nothing for drop (the default, and what older rulesets and the iptables export write).

@@ -36,14 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.dns import cache as dcache
 from outguard.dns import ipc
 from outguard.dns.cache import RecentNames, SetItem
 from outguard.dns.client import Attributor, Client, sockdiag_attributor
 from outguard.dns.config import DnsSettings
 from outguard.dns.events import EventSink, JsonlEvents, from_json
-from outguard.dns.names import NamePolicy, load_blocklists
 from outguard.dns.resolver import Stats
 from outguard.dns.setwriter import SetWriter
 from outguard.dns.user import ensure
@@ -51,6 +49,8 @@ from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import spawn_child
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.names import NamePolicy, load_blocklists
 
 log = logging.getLogger("outguard.dns")
 CACHE_FILE = "dns-cache.json"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from outguard.dns.names import tunneling_hint
+from outguard.ruleset.names import tunneling_hint
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from outguard.dns.names import wire_labels_to_text
+from outguard.ruleset.names import wire_labels_to_text
 
 TYPE_OPT = 41
 OUR_UDP_SIZE = 1232  # the DNS flag day 2020 size: no IP fragmentation

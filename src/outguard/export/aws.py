@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.view import ALL_V4, ALL_V6, Ledger, RuleView, common_notes, default_note, views
+from outguard.ruleset.ir import Ruleset
 
 SG_RULES_PER_FAMILY = 60  # default quota: egress rules per security group, IPv4 and IPv6 each
 NACL_RULES = 20  # default quota: rules per network ACL and direction

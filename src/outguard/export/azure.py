@@ -15,9 +15,9 @@ import json
 import re
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.view import Ledger, RuleView, common_notes, default_note, port_texts, views
+from outguard.ruleset.ir import Ruleset
 
 FIRST_PRIORITY, LAST_PRIORITY = 100, 4096
 MAX_RULES = 1000  # security rules per NSG

@@ -15,7 +15,6 @@ import json
 import re
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.view import (
     ALL_V4,
@@ -28,6 +27,7 @@ from outguard.export.view import (
     port_texts,
     views,
 )
+from outguard.ruleset.ir import Ruleset
 
 DENY_BASE, ALLOW_BASE, DEFAULT_PRIORITY = 1000, 2000, 65534
 MAX_RANGES = 5000  # destination ranges per rule (Compute API reference)

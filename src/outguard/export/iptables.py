@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from outguard.compile.ir import IRRule, Match, Ruleset
 from outguard.export.common import (
     check_addr,
     check_cgroup,
@@ -49,6 +48,7 @@ from outguard.export.iptables_scripts import (
     readme,
     remove_sh,
 )
+from outguard.ruleset.ir import IRRule, Match, Ruleset
 
 CHAIN_DEFAULT, CHAIN_REJECT = "OUTGUARD-DEFAULT", "OUTGUARD-REJECT"
 INLINE_MAX = 8  # more addresses of one family in a rule's own `to`: an ipset instead of -d lines

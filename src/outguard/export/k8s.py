@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.k8s_cilium import cilium_policy
 from outguard.export.view import Ledger, RuleView, common_notes, covers, default_note, overlaps, views
+from outguard.ruleset.ir import Ruleset
 
 FULL = ((1, 65535),)
 Ranges = tuple[tuple[int, int], ...]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, views
+from outguard.ruleset.ir import Ruleset
 
 MAX_PORTS = 40  # ports per toPorts entry (the CRD's maxItems)
 KUBE_DNS = {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system",

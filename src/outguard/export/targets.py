@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from outguard.compile.ir import Ruleset
 from outguard.errors import OutguardError
 from outguard.export.fidelity import Export
+from outguard.ruleset.ir import Ruleset
 
 Exporter = Callable[[Ruleset], Export]
 

@@ -1,6 +1,6 @@
 """IR → the `ufw` commands that build the same egress policy, as a shell script.
 
-Place in the data flow: `compile.lower` makes the IR; `fit` says what ufw can enforce of it
+Place in the data flow: `ruleset.lower` makes the IR; `fit` says what ufw can enforce of it
 (and how faithfully), `export` renders that as commands. ufw keeps its user rules in the order
 they were added and evaluates them first match wins, after its own before.rules (loopback and
 established traffic accepted, as outguard does), so the script adds the deny rules, then the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shlex
 
-from outguard.compile.ir import IRRule, Ruleset
 from outguard.export.common import (
     check_addr,
     dns_warnings,
@@ -30,6 +29,7 @@ from outguard.export.common import (
     without,
 )
 from outguard.export.fidelity import Export, RuleFidelity
+from outguard.ruleset.ir import IRRule, Ruleset
 
 # What the ufw kernel test measured: ufw's REJECT for IPv6 sends ICMPv6 port-unreachable
 # even for TCP, and a local TCP connect() never sees it (it times out as after a drop).

@@ -23,9 +23,9 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, default_note, port_texts, views
+from outguard.ruleset.ir import Ruleset
 
 GROUP = "outguard"
 PROFILES = "Domain,Private,Public"

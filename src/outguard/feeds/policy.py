@@ -2,7 +2,7 @@
 unchanged feed set from ever being re-sent.
 
 Place in the data flow: `policy.load` calls `load_feeds` for every `@feed:` reference; the list it
-gets is a `FeedList` (a `LoadedList`), which `compile.lower` turns into a `Source` filling four
+gets is a `FeedList` (a `LoadedList`), which `ruleset.lower` turns into a `Source` filling four
 sets (IPv4/IPv6 addresses, IPv4/IPv6 ranges: always all four, so a sync never needs a new rule).
 A `url:` feed comes from its last good copy in the state directory; a `file:` feed is read,
 parsed and validated now (a refused file falls back to its last good copy, with a warning).
@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from outguard.compile.intervals import addr_texts
-from outguard.compile.ir import Elements, Source
 from outguard.errors import Problem, StateError
 from outguard.feeds.local import read_file
 from outguard.feeds.merge import FeedSet, prefixes
@@ -47,6 +45,8 @@ from outguard.policy.addresses import parse_ip
 from outguard.policy.load import LoadedList
 from outguard.policy.model import PolicyDoc
 from outguard.policy.targets import Target, int_to_text
+from outguard.ruleset.intervals import addr_texts
+from outguard.ruleset.ir import Elements, Source
 
 PREFIX = "feed:"
 ALL_KINDS = frozenset({"4a", "4n", "6a", "6n"})

@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from outguard.compile.intervals import net_to_range
 from outguard.errors import StateError
 from outguard.feeds import v4arrays
 from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys
@@ -30,6 +29,7 @@ from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
 from outguard.policy.load import Policy, load_text
 from outguard.policy.targets import text_to_int
+from outguard.ruleset.intervals import net_to_range
 from outguard.state import StateDir
 
 Applier = Callable[[Sequence[SetChange]], SyncStats]

@@ -21,10 +21,10 @@ from outguard.monitor.classify import Classifier, load_classifier
 from outguard.policy.load import Policy
 
 if TYPE_CHECKING:
-    from outguard.compile.ir import Ruleset
-    from outguard.dns.names import NamePolicy
     from outguard.feeds.lookup import FeedIndex
     from outguard.monitor.runner import AgentOptions
+    from outguard.ruleset.ir import Ruleset
+    from outguard.ruleset.names import NamePolicy
 
 
 @dataclass
@@ -58,9 +58,9 @@ def prepare(opts: AgentOptions, policy: Policy | None, origin: str,
     if opts.dns and policy.doc.dns is not None:
         # only with a `dns:` section: without one, lowering resolves the policy's host names
         # here, in a process that may not see the resolv.conf of the namespace it monitors
-        from outguard.compile.lower import lower  # noqa: PLC0415
-        from outguard.dns.names import NamePolicy, load_blocklists  # noqa: PLC0415
         from outguard.dns.user import ensure  # noqa: PLC0415
+        from outguard.ruleset.lower import lower  # noqa: PLC0415
+        from outguard.ruleset.names import NamePolicy, load_blocklists  # noqa: PLC0415
 
         ruleset = lower(policy)
         if ruleset.dns is not None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from outguard.compile.ir import IRRule, Ruleset
-from outguard.dns.names import normalize, rule_names
 from outguard.policy.addresses import packet_address
+from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.names import normalize, rule_names
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.dns.names import NamePolicy, normalize, parse_blocklist, tunneling_hint
 from outguard.policy.load import load_text
+from outguard.ruleset.lower import lower
+from outguard.ruleset.names import NamePolicy, normalize, parse_blocklist, tunneling_hint
 
 POLICY = """
 version: 1

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from outguard.compile.ir import IRRule, Ruleset
 from outguard.errors import OutguardError
+from outguard.ruleset.ir import IRRule, Ruleset
 
 _HOSTS_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "::0", "0:0:0:0:0:0:0:0"})
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")

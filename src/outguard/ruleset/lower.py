@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from outguard.compile.ir import Elements, IRRule, Match, Ruleset, Section, Source
 from outguard.dns.config import DnsSettings
 from outguard.errors import PolicyError, Problem
 from outguard.policy.lint import as_utc
 from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
+from outguard.ruleset.ir import Elements, IRRule, Match, Ruleset, Section, Source
 
 Resolver = Callable[[str], list[str]]
 

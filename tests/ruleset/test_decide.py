@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower
-from outguard.decide import Decision, Flow, decide, rule_matches
-from outguard.dns.names import NamePolicy
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Decision, Flow, decide, rule_matches
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import lower
+from outguard.ruleset.names import NamePolicy
 from tests.cases import (
     CASE_NOW,
     CASE_POLICY,

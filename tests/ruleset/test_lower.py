@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from outguard.compile.ir import Elements, Ruleset
-from outguard.compile.lower import lower
 from outguard.compile.nft import compile_ruleset
 from outguard.policy.load import Policy, load_policy, load_text
+from outguard.ruleset.ir import Elements, Ruleset
+from outguard.ruleset.lower import lower
 from tests.compile.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered
 
 
@@ -60,7 +60,7 @@ def test_a_host_name_that_does_not_resolve_matches_nothing_with_a_warning_where_
 
 
 def test_a_rule_with_only_names_that_do_not_resolve_matches_nothing() -> None:
-    from outguard.decide import Flow, decide
+    from outguard.ruleset.decide import Flow, decide
 
     rs, warnings = _lowered_with_warnings(load_text(
         "version: 1\nallow:\n  - {name: h, to: [nowhere.example.test]}\n"))
@@ -149,7 +149,7 @@ def test_expires_with_an_offset_is_converted_to_utc() -> None:
 def test_an_expiry_with_a_fraction_of_a_second_is_taken_to_the_whole_second() -> None:
     """The kernel's `meta time` check takes whole seconds: `decide` switches at the same
     moment, and a rule whose second has begun is expired at apply time too."""
-    from outguard.decide import Flow, decide
+    from outguard.ruleset.decide import Flow, decide
 
     text = ("version: 1\nallow:\n  - name: t\n    to: [203.0.113.10]\n"
             "    expires: 2030-01-01T00:00:00.750Z\n")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outguard.compile.intervals import merge, net_to_range, partition, range_elem
+from outguard.ruleset.intervals import merge, net_to_range, partition, range_elem
 
 Range = tuple[int, int]
 
