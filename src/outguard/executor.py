@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outguard.applyplan import ApplyPlan
-from outguard.compile import nft_tx
 from outguard.errors import KernelError, StateError
+from outguard.nftables import nft_tx
 from outguard.state import Pending
 from outguard.transact import Kernel, Watched, rule_digests, run, switch
 

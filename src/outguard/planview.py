@@ -12,7 +12,7 @@ import difflib
 from typing import Any
 
 from outguard.applyplan import ApplyPlan
-from outguard.compile import nft_text
+from outguard.nftables import nft_text
 
 Cmd = dict[str, Any]
 MAX_DIFF = 12  # rule lines shown per chain

@@ -21,9 +21,9 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from outguard.compile import nft_tx
 from outguard.errors import KernelError, OutguardError, StateError
 from outguard.failclosed import fail_closed
+from outguard.nftables import nft_tx
 from outguard.state import Pending, StateDir
 from outguard.transact import (
     CgroupLookup,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from outguard.compile import nft_tx
+from outguard.nftables import nft_tx
 from outguard.state import Snapshot, StateDir
 
 Objects = tuple[list[str], list[str], list[str]]

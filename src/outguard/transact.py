@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from outguard.compile import nft_text, nft_tx
 from outguard.errors import KernelError
 from outguard.kernel.setsync import SetChange
+from outguard.nftables import nft_text, nft_tx
 from outguard.state import StateDir
 
 MARKER = "outguard_elements"  # a list set's elements, in the set store

@@ -276,7 +276,7 @@ def test_compile_json(good: Path) -> None:
 
 
 def test_compile_text_and_json_agree(good: Path) -> None:
-    from outguard.compile import nft_text
+    from outguard.nftables import nft_text
 
     text = run("compile", str(good)).stdout
     doc = json.loads(run("compile", "--json", str(good)).stdout)

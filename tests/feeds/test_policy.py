@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
 from outguard.feeds.policy import FeedList
 from outguard.feeds.store import FeedStore
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import load_text
 from outguard.ruleset.lower import lower
 

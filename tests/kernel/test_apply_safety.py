@@ -549,8 +549,8 @@ def test_a_set_nobody_recorded_is_filled_again_when_the_policy_needs_it(
     """An apply killed between creating a set (a feed's is filled in a later batch) and
     recording its state leaves the set in the kernel, maybe empty. The next apply must not take
     it as made: here the set B's new list needs exists, declared as B declares it, but empty."""
-    from outguard.compile import nft_tx
-    from tests.compile.helpers import compiled_of
+    from outguard.nftables import nft_tx
+    from tests.nftables.helpers import compiled_of
 
     topo = with_a
     topo.add_addresses("203.0.113.201")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from outguard.compile.nft_verdict import log_prefix
 from outguard.dns.events import DnsEvent
 from outguard.dns.incidents import event_of
 from outguard.monitor.event import parse_prefix
+from outguard.nftables.nft_verdict import log_prefix
 
 
 @pytest.mark.parametrize(("key", "verdict", "action"), [

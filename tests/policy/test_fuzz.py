@@ -16,9 +16,9 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import Policy, load_text
 from outguard.ruleset.lower import lower
 

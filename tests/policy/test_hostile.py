@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy import files
 from outguard.policy.load import Policy, load_policy, load_text
 from outguard.policy.yamlpos import MAX_ALIAS_VALUES

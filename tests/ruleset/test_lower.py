@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from outguard.compile.nft import compile_ruleset
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import Policy, load_policy, load_text
 from outguard.ruleset.ir import Elements, Ruleset
 from outguard.ruleset.lower import lower
-from tests.compile.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered
+from tests.nftables.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered
 
 
 def test_options_reach_the_ruleset() -> None:

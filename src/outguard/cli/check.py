@@ -28,9 +28,9 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
     no libnftables, a ruleset only nft text holds)."""
     if os.geteuid() != 0:
         return None
-    from outguard.compile import nft_tx  # noqa: PLC0415
-    from outguard.compile.nft import compile_ruleset  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
+    from outguard.nftables import nft_tx  # noqa: PLC0415
+    from outguard.nftables.nft import compile_ruleset  # noqa: PLC0415
     from outguard.ruleset.lower import lower  # noqa: PLC0415
 
     compiled = compile_ruleset(lower(policy, resolver=lambda _n: list(_PLACEHOLDER.values())))

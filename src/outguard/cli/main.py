@@ -132,8 +132,8 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
 
         run_export(policy, target, strict, out_dir, feed_dir)
         return
-    from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
-    from outguard.compile.nft import compile_ruleset  # noqa: PLC0415
+    from outguard.nftables import nft_text, nft_tx  # noqa: PLC0415
+    from outguard.nftables.nft import compile_ruleset  # noqa: PLC0415
     from outguard.policy.load import load_policy  # noqa: PLC0415
     from outguard.ruleset.lower import lower  # noqa: PLC0415
 

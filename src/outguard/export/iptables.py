@@ -3,7 +3,7 @@
 Place in the data flow: `export.names.for_export` makes the IR; this module renders it (pure)
 into `ipsets`, `rules.v4` and `rules.v6`, and `export.iptables_scripts` adds the `deploy.sh`,
 `remove.sh` and `README.txt` that load and remove them on an iptables host (outguard itself
-applies only nftables). Semantics mirror `compile.nft` and `decide` exactly:
+applies only nftables). Semantics mirror `nftables.nft` and `decide` exactly:
 
     OUTPUT      -I 1 -j OUTGUARD-OUT (FORWARD -j OUTGUARD-FWD with `options.forward`)
     OUTGUARD-OUT  -o lo RETURN · ctstate RELATED,ESTABLISHED RETURN · ICMPv6 ND RETURN
@@ -55,7 +55,7 @@ INLINE_MAX = 8  # more addresses of one family in a rule's own `to`: an ipset in
 TIME_MAX = datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)  # xt_time keeps 32-bit seconds
 LIMIT_MAX = 10_000  # xt_limit's fastest rate and biggest burst
 MULTIPORT_SLOTS = 15  # a range takes two
-ND_TYPES = (133, 135, 136, 131, 143)  # as compile.nft: router/neighbour solicit, advert, MLD
+ND_TYPES = (133, 135, 136, 131, 143)  # as nftables.nft: router/neighbour solicit, advert, MLD
 FILES = ("ipsets", "rules.v4", "rules.v6", "deploy.sh", "remove.sh", "README.txt")
 
 

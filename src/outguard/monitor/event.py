@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # What the kernel did with a packet, by the word after the rule in its NFLOG prefix
-# (`compile.nft_verdict.log_prefix`): none for drop, "reject", "audit" (logged, accepted).
+# (`nftables.nft_verdict.log_prefix`): none for drop, "reject", "audit" (logged, accepted).
 DROPPED, REJECTED, LOGGED_ONLY, REFUSED = "dropped", "rejected", "logged-only", "refused"
 _ACTIONS = {"": DROPPED, "reject": REJECTED, "audit": LOGGED_ONLY}
 _PARSED: dict[str, tuple[str, str | None]] = {}  # prefix → (rule, action); few prefixes exist

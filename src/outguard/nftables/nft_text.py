@@ -1,7 +1,7 @@
 """nftables JSON commands → `nft -f` script text.
 
 For people (`outguard compile` prints it) and for the one construct nft 1.0.6 cannot take as JSON
-(`socket cgroupv2`). Covers exactly the vocabulary `compile.nft` emits; anything else is a bug
+(`socket cgroupv2`). Covers exactly the vocabulary `nftables.nft` emits; anything else is a bug
 and raises. Every string that reaches the text comes from validated policy fields (rule names,
 cgroup paths, comments without quotes), and is quoted here all the same.
 """

@@ -1,4 +1,4 @@
-"""compile.nft: the table layout, rule by rule, and limits of what nft 1.0.6 accepts."""
+"""nftables.nft: the table layout, rule by rule, and limits of what nft 1.0.6 accepts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from outguard.compile import nft_tx
-from outguard.compile.nft import compile_ruleset, conditions, kernel_counter
 from outguard.errors import PolicyError
+from outguard.nftables import nft_tx
+from outguard.nftables.nft import compile_ruleset, conditions, kernel_counter
 from outguard.policy.load import load_text
 from outguard.ruleset.ir import Match
-from tests.compile.helpers import compiled_of, lowered, rules_text
+from tests.nftables.helpers import compiled_of, lowered, rules_text
 
 
 def _m(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:

@@ -4,7 +4,7 @@ Pipeline: `nft_text.script(nft_tx.full(compile_ruleset(lower(policy, resolver=fa
 now=FIXED_NOW))))` and `nft_tx.document(...)` as JSON (indent 1, as `outguard compile --json`).
 Inputs are `golden/*.yaml` (plus the lab's own `examples/lab-policy.yaml`); outputs are
 `golden/<name>.nft` and `golden/<name>.json`. After an intended change of the compiler, rewrite them
-with `OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/compile/test_golden.py` and read the diff.
+with `OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/nftables/test_golden.py` and read the diff.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile.nft import Compiled, kernel_counter
+from outguard.nftables.nft import Compiled, kernel_counter
 from outguard.policy.load import load_policy
-from tests.compile.helpers import (
+from tests.nftables.helpers import (
     GOLDEN,
     check_golden,
     compiled_file,

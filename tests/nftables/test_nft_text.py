@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from outguard.compile import nft_text
-from outguard.compile.nft_tx import document, remove
+from outguard.nftables import nft_text
+from outguard.nftables.nft_tx import document, remove
 
 T = {"family": "inet", "table": "outguard"}
 

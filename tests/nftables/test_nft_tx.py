@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from outguard.compile import nft_tx
-from outguard.compile.nft import Compiled
-from outguard.compile.nft_tx import Inventory
-from tests.compile.helpers import GOLDEN, compiled_file, compiled_of
+from outguard.nftables import nft_tx
+from outguard.nftables.nft import Compiled
+from outguard.nftables.nft_tx import Inventory
+from tests.nftables.helpers import GOLDEN, compiled_file, compiled_of
 
 Cmd = dict[str, Any]
 

@@ -1,6 +1,6 @@
 """The verdict of a blocked packet in nftables: log it per flow, count it, drop or reject it.
 
-Place in the data flow: part of compile (IR → nftables), used by `compile.nft`'s builder for the
+Place in the data flow: part of compile (IR → nftables), used by `nftables.nft`'s builder for the
 `v_deny_<rule>` chains and `v_default`. Each of them is
 
     [counter "deny.<rule>"] · [reject: a held SYN's retransmit → reset] · jump log_gate ·
@@ -16,7 +16,7 @@ The prefix says what the kernel does (nothing: drop), for `monitor.event` to rea
 
 from __future__ import annotations
 
-from outguard.compile.nft import (
+from outguard.nftables.nft import (
     _ADDR,
     Compiled,
     Expr,

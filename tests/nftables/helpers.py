@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.nft import Compiled, compile_ruleset
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import Compiled, compile_ruleset
 from outguard.policy.load import Policy, load_policy, load_text
 from outguard.ruleset.ir import Ruleset
 from outguard.ruleset.lower import lower

@@ -1,4 +1,4 @@
-"""A tiny evaluator of the nftables vocabulary `outguard.compile.nft` emits, for pure tests.
+"""A tiny evaluator of the nftables vocabulary `outguard.nftables.nft` emits, for pure tests.
 
 It walks a `Compiled` table the way the kernel walks `inet outguard` for one packet: base chain,
 `jump`/`goto`, verdict maps, named sets (hash and interval), and the matches outguard uses. It
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from outguard.compile.nft import Compiled, NftSet
+from outguard.nftables.nft import Compiled, NftSet
 from outguard.policy.addresses import parse_ip
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import net_to_range

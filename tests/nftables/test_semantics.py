@@ -1,6 +1,6 @@
 """The compiled nftables table means what `decide` says — checked without a kernel.
 
-`tests.compile.nfteval` walks the compiled chains, maps and sets for one packet the way the kernel
+`tests.nftables.nfteval` walks the compiled chains, maps and sets for one packet the way the kernel
 does. For every case of the shared decision table (and its audit / reject variants), and for
 random flows against every golden policy, the evaluator's verdict, the named counter it hits and
 the NFLOG prefix it writes must match `decide`. The kernel tests check the same table for real.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile.nft import Compiled, compile_ruleset, kernel_counter
+from outguard.nftables.nft import Compiled, compile_ruleset, kernel_counter
 from outguard.policy.load import load_policy, load_text
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset
@@ -32,8 +32,8 @@ from tests.cases import (
     expected_verdict,
     variant_policy,
 )
-from tests.compile.helpers import FIXED_NOW, GOLDEN, lowered
-from tests.compile.nfteval import Evaluator, Outcome, Packet
+from tests.nftables.helpers import FIXED_NOW, GOLDEN, lowered
+from tests.nftables.nfteval import Evaluator, Outcome, Packet
 
 LAB_POLICY = Path(__file__).resolve().parents[2] / "examples" / "lab-policy.yaml"
 

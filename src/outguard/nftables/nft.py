@@ -14,7 +14,7 @@ Layout, chosen so that a new connection costs a handful of lookups however many 
                     og:deny:<rule> · verdict (v_default the same for the default)
     log_gate        per-flow log limit: returns for a packet to log, ends with the verdict for
                     one over its flow's rate; v_reject[_first] with `default_action: reject`
-                    (all three in `compile.nft_verdict`)
+                    (all three in `nftables.nft_verdict`)
 
 Deny is evaluated before allow and each section in order, exactly as `decide` does. Sets and maps
 are named after their content digest, so an unchanged list is never loaded again.
@@ -171,7 +171,7 @@ def _short(text: str) -> str:
 
 class _Builder:
     def __init__(self, rs: Ruleset) -> None:
-        from outguard.compile.nft_verdict import Verdicts  # noqa: PLC0415 - it builds on this module
+        from outguard.nftables.nft_verdict import Verdicts  # noqa: PLC0415 - it builds on this module
 
         self.rs = rs
         self.out = Compiled()
