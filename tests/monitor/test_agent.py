@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from outguard.alerts.config import AlertSpec
+from outguard.events import Attribution, BlockedPacket
 from outguard.monitor.agent import MemorySource
-from outguard.monitor.event import Attribution, BlockedPacket
 from outguard.monitor.runner import AgentHandle, AgentOptions, Running, run_agent
 from outguard.store import Query, open_store
 from tests.alerts.peers import receiver

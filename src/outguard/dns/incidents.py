@@ -19,8 +19,8 @@ from typing import Any
 
 from outguard.alerts.format import alert_json
 from outguard.dns.events import DnsEvent, EventSink
+from outguard.events import Attribution, BlockedPacket, Classification, Event
 from outguard.monitor.aggregate import Aggregator, Update
-from outguard.monitor.event import Attribution, BlockedPacket, Classification, Event
 
 # the signatures `dns.client.classify` and the tunnel detector attach, and the fallbacks
 _SEVERITY = {"java-unknown-name": "critical", "dns-tunneling": "high"}

@@ -32,10 +32,10 @@ from typing import Protocol
 
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.format import alert_json
+from outguard.events import Attribution, BlockedPacket, Event
 from outguard.monitor import agentstate
 from outguard.monitor.aggregate import Aggregator, Update
 from outguard.monitor.classify import Classifier
-from outguard.monitor.event import Attribution, BlockedPacket, Event
 from outguard.monitor.metrics import Metrics
 from outguard.store.writer import BatchWriter
 

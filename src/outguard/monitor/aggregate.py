@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from outguard.alerts.config import severity_rank
-from outguard.monitor.event import Classification, Event
+from outguard.events import Classification, Event
 
 Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
 

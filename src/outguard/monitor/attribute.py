@@ -1,6 +1,6 @@
 """Attribution: which process sent a blocked packet. BlockedPacket → Attribution.
 
-Place in the data flow: after `monitor.nflog_decode` (via `kernel.nflog.NflogSource`), before
+Place in the data flow: after `kernel.nflog_decode` (via `kernel.nflog.NflogSource`), before
 classification. For each packet: sock_diag (`kernel.sockdiag`) finds the sending socket and its
 inode; an inode → pid index built from ``/proc/<pid>/fd`` links names the process; ``/proc/<pid>``
 gives exe, cmdline, user, parent, cgroup, systemd unit and container id.
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from outguard.errors import KernelError
+from outguard.events import Attribution, BlockedPacket
 from outguard.kernel.sockdiag import SocketInfo
-from outguard.monitor.event import Attribution, BlockedPacket
 
 _CONTAINER_RES = (
     # systemd scopes of the runtimes: docker-<id>.scope, cri-containerd-<id>.scope, crio-…, libpod-…

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from outguard.alerts.config import Severity, severity_rank
 from outguard.errors import OutguardError
-from outguard.monitor.event import Classification, Event
+from outguard.events import Classification, Event
 
 # the title says nothing of a verdict: in audit mode nothing was blocked (the incident's action)
 FALLBACK = Classification("blocked", "outbound connection outside the policy", "low")

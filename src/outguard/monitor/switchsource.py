@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from outguard.events import BlockedPacket
 from outguard.monitor.agent import PacketSource
-from outguard.monitor.event import BlockedPacket
 
 _END = object()
 

@@ -9,7 +9,7 @@ Place in the data flow: part of compile (IR → nftables), used by `nftables.nft
 `log_gate` rate-limits the log per flow in kernel sets (a loud flow cannot hide a new one), and
 gives the verdict itself to what it does not log: so the rule's counter minus its log counter
 is what was not logged (`log_figures`, shown by `outguard status` and the agent's metrics).
-The prefix says what the kernel does (nothing: drop), for `monitor.event` to read back. With
+The prefix says what the kernel does (nothing: drop), for `events` to read back. With
 `default_action: reject` a logged TCP connect's first SYN is dropped and its retransmit reset
 (`v_reject_first`): a reset would end the socket before the monitor could find its process.
 """
@@ -38,7 +38,7 @@ PREFIX_ACTIONS = {"drop": "", "reject": " reject", "accept": " audit"}
 
 def log_prefix(key: str, verdict: str) -> str:
     """The NFLOG prefix of a blocking decision: `og:deny:x`, `og:default reject`,
-    `og:deny:x audit` (audit mode: logged, accepted). `monitor.event` reads it back."""
+    `og:deny:x audit` (audit mode: logged, accepted). `events` reads it back."""
     return f"og:{key}{PREFIX_ACTIONS[verdict]}"
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from outguard.alerts.config import SEVERITIES
+from outguard.events import Classification
 from outguard.monitor.aggregate import Incident
-from outguard.monitor.event import Classification
 from outguard.store.base import Query, Retention, StoreError, TopRow
 
 MIGRATIONS: tuple[str, ...] = (

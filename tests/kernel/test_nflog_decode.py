@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outguard.monitor.nflog_decode import (
+from outguard.kernel.nflog_decode import (
     NFULA_GID,
     NFULA_IFINDEX_OUTDEV,
     NFULA_PACKET_HDR,

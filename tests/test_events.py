@@ -6,7 +6,7 @@ import pytest
 
 from outguard.dns.events import DnsEvent
 from outguard.dns.incidents import event_of
-from outguard.monitor.event import parse_prefix
+from outguard.events import parse_prefix
 from outguard.nftables.nft_verdict import log_prefix
 
 

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
-from outguard.monitor.event import BlockedPacket
+from outguard.events import BlockedPacket
 
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
