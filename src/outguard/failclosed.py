@@ -48,7 +48,7 @@ def resolv_conf_servers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
 
 def _dns_rules(doc: PolicyDoc | None, servers: list[str]) -> list[dict[str, object]]:
     if doc is not None and doc.dns is not None:
-        from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+        from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
         user: dict[str, object] = {}
         try:

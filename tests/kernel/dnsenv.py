@@ -23,9 +23,9 @@ from typing import Any
 import dns.message
 import dns.rdatatype
 
-from outguard.dns.config import DnsSettings
 from outguard.dns.supervisor import DnsHandle, serve_dns
 from outguard.kernel import netns as ns
+from outguard.policy.dnsconf import DnsSettings
 from outguard.policy.load import load_policy
 from outguard.ruleset.ir import Ruleset
 from outguard.ruleset.lower import lower

@@ -47,7 +47,7 @@ def install(listen: str, netns: str | None) -> None:
 
     What was there is kept (resolv.conf.outguard-saved) and put back by `uninstall`."""
     from outguard.dns import install as inst  # noqa: PLC0415
-    from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+    from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
     try:
         endpoint = parse_endpoint(listen)

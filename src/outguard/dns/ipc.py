@@ -32,8 +32,8 @@ import orjson
 
 from outguard.dns.answers import Resolved
 from outguard.dns.client import Client
-from outguard.dns.config import DnsSettings
 from outguard.dns.resolver import Stats
+from outguard.policy.dnsconf import DnsSettings
 
 MAX_FRAME = 64 << 20  # a cache snapshot; any other message is far smaller
 MAX_SET_TIMEOUT = 60 * 86400

@@ -40,7 +40,6 @@ from outguard.dns import cache as dcache
 from outguard.dns import ipc
 from outguard.dns.cache import RecentNames, SetItem
 from outguard.dns.client import Attributor, Client, sockdiag_attributor
-from outguard.dns.config import DnsSettings
 from outguard.dns.events import EventSink, JsonlEvents, from_json
 from outguard.dns.resolver import Stats
 from outguard.dns.setwriter import SetWriter
@@ -49,6 +48,7 @@ from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import spawn_child
+from outguard.policy.dnsconf import DnsSettings
 from outguard.ruleset.ir import Ruleset
 from outguard.ruleset.names import NamePolicy, load_blocklists
 

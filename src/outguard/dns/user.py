@@ -6,7 +6,7 @@ sockets (`dns.process`). `lower` calls `ids` (pure lookup: a missing *default* u
 error there, `check`/`compile`/`plan` must not create users); `apply`, `outguard run` and
 `outguard dns serve` call `ensure`, which creates the default user through `kernel.privsep`
 (`useradd --system`) and fills in its ids. Any other user must exist; root is refused, by name
-in `config` and by uid here.
+in `policy.dnsconf` and by uid here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import pwd
 
-from outguard.dns.config import DEFAULT_USER, DnsConfig, DnsSettings
 from outguard.errors import OutguardError
+from outguard.policy.dnsconf import DEFAULT_USER, DnsConfig, DnsSettings
 
 
 class ResolverUserError(OutguardError):

@@ -81,7 +81,7 @@ def system_resolvers(paths: Iterable[Path] = RESOLV_CONFS) -> list[str]:
 def dns_upstreams(doc: PolicyDoc) -> list[str]:
     """The addresses of the policy's `dns.upstreams` (after `dns install`, resolv.conf names
     only outguard's own resolver, so these are the host's real name servers)."""
-    from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+    from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
     out: list[str] = []
     for text in doc.dns.upstreams if doc.dns is not None else []:

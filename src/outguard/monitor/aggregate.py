@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from outguard.alerts.config import severity_rank
 from outguard.events import Classification, Event
+from outguard.policy.alertconf import severity_rank
 
 Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
 

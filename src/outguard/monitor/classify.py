@@ -24,9 +24,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from outguard.alerts.config import Severity, severity_rank
 from outguard.errors import OutguardError
 from outguard.events import Classification, Event
+from outguard.policy.alertconf import Severity, severity_rank
 
 # the title says nothing of a verdict: in audit mode nothing was blocked (the incident's action)
 FALLBACK = Classification("blocked", "outbound connection outside the policy", "low")

@@ -39,10 +39,10 @@ from outguard.monitor.switchsource import SwitchSource
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
-    from outguard.dns.config import DnsSettings
     from outguard.dns.events import EventSink
     from outguard.dns.supervisor import DnsHandle
     from outguard.monitor.runner import AgentOptions
+    from outguard.policy.dnsconf import DnsSettings
 
 log = logging.getLogger("outguard.monitor")
 DnsStep = Literal["none", "update", "new", "restart", "stop"]

@@ -37,7 +37,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from outguard.alerts.config import AlertSpec
 from outguard.errors import OutguardError
 from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
@@ -54,6 +53,7 @@ from outguard.monitor.metrics import (
 from outguard.monitor.reload import Reloader, ReloadStats, current_policy, load_settings
 from outguard.monitor.settings import AgentSettings, file_policy
 from outguard.monitor.switchsource import SwitchSource
+from outguard.policy.alertconf import AlertSpec
 from outguard.policy.load import Policy
 from outguard.store import Query
 from outguard.store.base import Retention, Store

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outguard.alerts.config import AlertSpec
 from outguard.monitor.classify import Classifier, load_classifier
+from outguard.policy.alertconf import AlertSpec
 from outguard.policy.load import Policy
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.dns.config import DNS_PORTS
+from outguard.policy.dnsconf import DNS_PORTS
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import int_elements, merge, net_to_range, partition, range_elem
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section

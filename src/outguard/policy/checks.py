@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from outguard.dns.config import DnsConfig, parse_endpoint
 from outguard.errors import Problem
 from outguard.policy.addresses import AddrSet, parse_ip
+from outguard.policy.dnsconf import DnsConfig, parse_endpoint
 from outguard.policy.files import regular_file_problem
 from outguard.policy.messages import did_you_mean
 from outguard.policy.model import PortRange, Rule, port_overlaps
@@ -226,7 +226,7 @@ def _ports(p: tuple[int, int]) -> str:
 def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: list[Problem],
               warnings: list[Problem]) -> int | None:
     """A `dns:` section the kernel can express; returns the resolver's uid when known. (Scope
-    ids, IPv4-mapped addresses and impossible uids are refused by the model, `dns.config`.)"""
+    ids, IPv4-mapped addresses and impossible uids are refused by the model, `policy.dnsconf`.)"""
     for i, text in enumerate(dns.upstreams):
         at = f"dns.upstreams[{i}]"
         addr = ipaddress.ip_address(parse_endpoint(text)[0])

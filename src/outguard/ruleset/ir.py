@@ -19,7 +19,7 @@ from outguard.policy.addresses import AddrSet
 from outguard.policy.targets import Target
 
 if TYPE_CHECKING:  # the dns package is imported only by policies with a `dns:` section
-    from outguard.dns.config import DnsSettings
+    from outguard.policy.dnsconf import DnsSettings
 
 Section = Literal["deny", "allow"]
 Proto = Literal["tcp", "udp", "icmp", "any"]

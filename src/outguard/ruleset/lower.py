@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from outguard.dns.config import DnsSettings
 from outguard.errors import PolicyError, Problem
+from outguard.policy.dnsconf import DnsSettings
 from outguard.policy.lint import as_utc
 from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule

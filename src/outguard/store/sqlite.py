@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from outguard.alerts.config import SEVERITIES
 from outguard.events import Classification
 from outguard.monitor.aggregate import Incident
+from outguard.policy.alertconf import SEVERITIES
 from outguard.store.base import Query, Retention, StoreError, TopRow
 
 MIGRATIONS: tuple[str, ...] = (

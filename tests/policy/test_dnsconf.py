@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 
 from outguard.dns import user
-from outguard.dns.config import DEFAULT_USER
 from outguard.errors import PolicyError
 from outguard.nftables.nft import compile_ruleset
+from outguard.policy.dnsconf import DEFAULT_USER
 from outguard.policy.load import load_text
 from outguard.ruleset.decide import Flow, decide
 from outguard.ruleset.ir import Ruleset
