@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from outguard.dns.events import DnsEvent
-from outguard.dns.incidents import event_of
 from outguard.events import parse_prefix
+from outguard.monitor.dns_incidents import event_of
 from outguard.nftables.nft_verdict import log_prefix
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import secrets
 
-from outguard.dns.incidents import event_of
 from outguard.dns.tunnel import TunnelDetector, zone_of
+from outguard.monitor.dns_incidents import event_of
 from tests.dns.helpers import query
 from tests.dns.test_resolver import World
 

@@ -128,7 +128,7 @@ class Live:
     def _dns_events(self) -> EventSink:
         if self._events is None:
             from outguard.dns.events import JsonlEvents  # noqa: PLC0415
-            from outguard.dns.incidents import IncidentEvents  # noqa: PLC0415
+            from outguard.monitor.dns_incidents import IncidentEvents  # noqa: PLC0415
 
             jsonl = JsonlEvents(self.opts.state_dir)
             self._closers.append(jsonl.close)

@@ -1,12 +1,12 @@
-"""Blocked DNS queries as monitor incidents (`dns.incidents`): aggregated, stored, alerted."""
+"""Blocked DNS queries as monitor incidents (`monitor.dns_incidents`): aggregated, stored, alerted."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from outguard.dns.events import DnsEvent, MemoryEvents
-from outguard.dns.incidents import IncidentEvents, event_of
 from outguard.monitor.aggregate import Aggregator, Incident
+from outguard.monitor.dns_incidents import IncidentEvents, event_of
 
 
 def _event(action: str = "blocked", t: float = 1700000000.0, **kw: Any) -> DnsEvent:
