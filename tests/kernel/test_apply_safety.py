@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy
 from outguard.errors import KernelError
 from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
@@ -504,7 +504,7 @@ POLICY_C = POLICY_A.replace("deny:", "  - name: only-in-c\n    to: [203.0.113.77
 def _apply_c_and_die_unrecorded(topo: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """`apply C` dies (a BaseException for SIGKILL) after its commit, before recording it,
     with no watchdog: the kernel holds C, the state dir still says what was there before."""
-    from outguard.engine import apply_policy
+    from outguard.apply.run import apply_policy
 
     class Died(BaseException):
         pass
@@ -756,7 +756,7 @@ def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
     """`apply B --confirm-timeout` dies (a BaseException stands for SIGKILL) at a point of its
     run; whatever rolls it back (the watchdog, or `outguard rollback` when no watchdog was
     started) must leave A, the policy before B, in the kernel."""
-    from outguard.engine import apply_policy
+    from outguard.apply.run import apply_policy
 
     topo = with_a
     snapshot_a, content_a = topo.ruleset(), _table(topo)[1]

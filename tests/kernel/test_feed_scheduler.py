@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy
 from outguard.feeds.alert import FeedAlert
 from outguard.feeds.scheduler import run_feed_scheduler
 from outguard.feeds.sync import SyncReport

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy
 from outguard.feeds.policy import never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.feeds.sync import applied_policy, sync_kernel
@@ -151,7 +151,8 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
     """Feed hash sets are declared with a capacity (a fixed-size hash loads far faster); a feed
     that outgrows it is not synced in place but re-applied: a new, bigger set, filled over
     netlink before the deny rule switches to it."""
-    from outguard import applyplan, engine
+    from outguard.apply import applyplan
+    from outguard.apply import run as engine
     from outguard.feeds.sync import sync_feeds
 
     monkeypatch.setattr(applyplan, "MIN_CAPACITY", 16)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from outguard.applyplan import make_plan
-from outguard.engine import apply_policy
+from outguard.apply.applyplan import make_plan
+from outguard.apply.run import apply_policy
 from outguard.feeds.policy import never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.feeds.sync import applied_policy, sync_feeds

@@ -310,7 +310,7 @@ class Topology:
 
     def apply(self, policy: Path | str, **kwargs: Any) -> Any:
         """`engine.apply_policy` in this process: policy text or a file; returns the report."""
-        from outguard.engine import apply_policy
+        from outguard.apply.run import apply_policy
         from outguard.state import StateDir
 
         path = policy if isinstance(policy, Path) else self.write_policy(policy)
@@ -424,7 +424,7 @@ class Topology:
     def status(self) -> dict[str, Any]:
         """What `status --json` prints, computed in this process (`engine.status`): cheap enough
         to poll."""
-        from outguard.engine import status
+        from outguard.apply.run import status
         from outguard.state import StateDir
 
         present = self.thread.call(kc.table_exists)

@@ -141,7 +141,7 @@ def _fresh(results: list[Any]) -> dict[str, Any]:
 
 
 def _reapply(state: Any) -> None:
-    from outguard.engine import reapply  # noqa: PLC0415
+    from outguard.apply.run import reapply  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
 
     with Nft() as nft:

@@ -29,7 +29,7 @@ RoundHook = Callable[[list[FeedResult], SyncReport | None], None]
 
 
 def _reapply(state: StateDir, netns: str | None) -> None:
-    from outguard.engine import reapply  # noqa: PLC0415
+    from outguard.apply.run import reapply  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
 
     with Nft(netns) as nft:

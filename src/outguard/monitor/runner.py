@@ -127,7 +127,7 @@ def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None
 
 
 def _apply(opts: AgentOptions) -> Any:
-    from outguard.engine import apply_policy  # noqa: PLC0415
+    from outguard.apply.run import apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from outguard.applyplan import ApplyPlan
+from outguard.apply.applyplan import ApplyPlan
 from outguard.nftables import nft_text
 
 Cmd = dict[str, Any]

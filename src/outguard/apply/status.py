@@ -47,7 +47,7 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
            objects: Objects | None = None, rules: dict[str, str] | None = None,
            now: float | None = None) -> dict[str, Any]:
     """The status as data (`outguard status --json`)."""
-    from outguard.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
+    from outguard.apply.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
 
     now = time.time() if now is None else now
     got = state.read("applied")

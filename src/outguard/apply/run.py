@@ -21,10 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from outguard.applyplan import capacity_for, make_plan
-from outguard.errors import OutguardError, StateError
-from outguard.executor import ApplyReport, execute
-from outguard.recovery import (
+from outguard.apply.applyplan import capacity_for, make_plan
+from outguard.apply.executor import ApplyReport, execute
+from outguard.apply.recovery import (
     FailClosedError,
     confirm,
     fall_back,
@@ -34,10 +33,11 @@ from outguard.recovery import (
     rollback,
     settle_pending,
 )
+from outguard.apply.status import status
+from outguard.apply.transact import CgroupLookup, Kernel
+from outguard.errors import OutguardError, StateError
 from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.state import StateDir
-from outguard.status import status
-from outguard.transact import CgroupLookup, Kernel
 
 __all__ = ["ApplyReport", "FailClosedError", "apply_policy", "capacity_for", "confirm", "execute",
            "reapply", "remove", "restore", "rollback", "settle_pending", "status"]

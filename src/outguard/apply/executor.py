@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from outguard.applyplan import ApplyPlan
+from outguard.apply.applyplan import ApplyPlan
+from outguard.apply.transact import Kernel, Watched, rule_digests, run, switch
 from outguard.errors import KernelError, StateError
 from outguard.nftables import nft_tx
 from outguard.state import Pending
-from outguard.transact import Kernel, Watched, rule_digests, run, switch
 
 
 @dataclass

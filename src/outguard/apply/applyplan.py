@@ -25,15 +25,7 @@ from typing import Any
 
 import orjson
 
-from outguard.errors import KernelError, StateError
-from outguard.kernel.setsync import SetChange
-from outguard.nftables import nft_tx
-from outguard.nftables.nft import Compiled, NftSet, compile_ruleset, kernel_counter
-from outguard.policy.load import Policy, load_policy, load_text
-from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
-from outguard.state import Pending, Snapshot, StateDir
-from outguard.transact import (
+from outguard.apply.transact import (
     CGROUPS,
     MARKER,
     CgroupLookup,
@@ -42,6 +34,14 @@ from outguard.transact import (
     generation_of,
     holds_recorded,
 )
+from outguard.errors import KernelError, StateError
+from outguard.kernel.setsync import SetChange
+from outguard.nftables import nft_tx
+from outguard.nftables.nft import Compiled, NftSet, compile_ruleset, kernel_counter
+from outguard.policy.load import Policy, load_policy, load_text
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
+from outguard.state import Pending, Snapshot, StateDir
 
 Cmd = dict[str, Any]
 MIN_CAPACITY = 4096

@@ -21,11 +21,8 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from outguard.errors import KernelError, OutguardError, StateError
-from outguard.failclosed import fail_closed
-from outguard.nftables import nft_tx
-from outguard.state import Pending, StateDir
-from outguard.transact import (
+from outguard.apply.failclosed import fail_closed
+from outguard.apply.transact import (
     CgroupLookup,
     Kernel,
     Watched,
@@ -39,6 +36,9 @@ from outguard.transact import (
     run,
     stored_inventory,
 )
+from outguard.errors import KernelError, OutguardError, StateError
+from outguard.nftables import nft_tx
+from outguard.state import Pending, StateDir
 
 
 class FailClosedError(OutguardError):

@@ -21,10 +21,10 @@ import json
 import pwd
 from pathlib import Path
 
+from outguard.apply.transact import Kernel
 from outguard.errors import OutguardError
 from outguard.policy.model import PolicyDoc
 from outguard.state import StateDir
-from outguard.transact import Kernel
 
 
 def resolv_conf_servers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
@@ -86,8 +86,8 @@ def fail_closed(state: StateDir, kernel: Kernel, path: Path, cause: OutguardErro
     """Commit and record the fail-closed table (the caller holds the lock and checked that
     no table of ours and no applied snapshot exist). Returns what was done, or None for an
     audit policy."""
-    from outguard.applyplan import load, make_plan  # noqa: PLC0415 - the planner imports us
-    from outguard.executor import execute  # noqa: PLC0415
+    from outguard.apply.applyplan import load, make_plan  # noqa: PLC0415 - the planner imports us
+    from outguard.apply.executor import execute  # noqa: PLC0415
 
     try:
         doc: PolicyDoc | None = load(path, state, None, text).doc

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy
+from outguard.apply.transact import Watched as _Watched
 from outguard.errors import KernelError
 from outguard.kernel.setsync import SetChange
 from outguard.state import StateDir
-from outguard.transact import Watched as _Watched
 
 
 class FakeKernel:
@@ -189,7 +189,7 @@ def test_an_untrusted_record_that_the_kernel_cannot_list_replaces_the_whole_tabl
 def test_when_even_the_fail_closed_table_is_refused_the_error_says_so(tmp_path: Path) -> None:
     """No table, nothing applied before, and the kernel refuses everything: the command must
     say that the host has no table, not only why the policy failed."""
-    from outguard.engine import FailClosedError
+    from outguard.apply.run import FailClosedError
 
     policy = tmp_path / "p.yaml"
     policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
@@ -203,7 +203,7 @@ def test_when_even_the_fail_closed_table_is_refused_the_error_says_so(tmp_path: 
 def test_a_pending_confirmation_without_a_live_watchdog_is_orphaned_or_expired() -> None:
     import os
 
-    from outguard.recovery import pending_condition
+    from outguard.apply.recovery import pending_condition
     from outguard.state import Pending
 
     assert pending_condition(Pending("t", 100.0, 0, "h", ""), 50.0) == "orphaned"
@@ -213,7 +213,7 @@ def test_a_pending_confirmation_without_a_live_watchdog_is_orphaned_or_expired()
 
 
 def test_a_rollback_with_no_previous_policy_refuses_unless_told(tmp_path: Path) -> None:
-    from outguard.engine import rollback
+    from outguard.apply.run import rollback
     from outguard.errors import StateError
 
     policy = tmp_path / "p.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from outguard.apply.status import drift, status
 from outguard.state import Pending, Snapshot, StateDir
-from outguard.status import drift, status
 
 
 def _snap(**kw: object) -> Snapshot:
