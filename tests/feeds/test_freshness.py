@@ -10,8 +10,8 @@ from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.feeds.update import update_feeds
 from outguard.feeds.validate import default_never_block
-from outguard.monitor.feedwatch import FeedWatch
 from outguard.policy.load import load_text
+from outguard.service.feedwatch import FeedWatch
 
 
 def _update(spec: FeedSpec, store: FeedStore, now: float) -> str:

@@ -1,7 +1,7 @@
 """The agent's side of the resolver: start the unprivileged resolver process, serve its requests,
 keep it running.
 
-Place in the data flow: `outguard run` (`monitor.runner`) and `outguard dns serve` call
+Place in the data flow: `outguard run` (`service.runner`) and `outguard dns serve` call
 `serve_dns`; it makes sure the resolver's user exists (`dns.user.ensure`), spawns `dns.process`
 (which binds, then drops to that user: see `kernel.privsep` for why a process), and answers its
 requests over `dns.ipc`:

@@ -26,7 +26,7 @@ from outguard.errors import LabError
 from outguard.kernel import netns
 from outguard.lab import lifecycle, report, workload
 from outguard.lab import topology as t
-from outguard.monitor.runner import AgentHandle, AgentOptions
+from outguard.service.runner import AgentHandle, AgentOptions
 from outguard.store import Query
 
 POLICY_RELPATH = Path("examples") / "lab-policy.yaml"

@@ -13,7 +13,7 @@ source and the attributor are Protocols: `kernel.nflog.NflogSource` and
 `monitor.attribute.Attributor` in production, `MemorySource` and plain functions in tests.
 `Agent.run` returns when the source ends or `stop` is set, and then flushes the store and
 delivers queued alerts. While it runs it writes its counts for `outguard status`
-(`monitor.agentstate`). `monitor.runner` builds an agent for `outguard run` and for the lab.
+(`monitor.agentstate`). `service.runner` builds an agent for `outguard run` and for the lab.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import dns.exception
 import dns.rcode
 import pytest
 
-from outguard.monitor.runner import AgentHandle, AgentOptions
+from outguard.service.runner import AgentHandle, AgentOptions
 from tests.kernel.conftest import kernel_skip_reason, new_netns
 from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world
 from tests.kernel.topology import Topology, build

@@ -1,6 +1,6 @@
 """Reloading the agent: when, from what, and what a reload that fails does.
 
-Place in the data flow: `monitor.applied` (the applied snapshot, and when it changes) and
+Place in the data flow: `service.applied` (the applied snapshot, and when it changes) and
 SIGHUP (`systemctl reload`) → **Reloader** → `settings.prepare` → `live.Live` (stage, switch).
 
 From what. The agent serves what is *applied* (the snapshot in its state directory), whoever
@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from outguard.errors import OutguardError
-from outguard.monitor import applied as ap
-from outguard.monitor.live import Live
-from outguard.monitor.settings import AgentSettings, file_policy, prepare
 from outguard.policy.load import Policy
+from outguard.service import applied as ap
+from outguard.service.live import Live
+from outguard.service.settings import AgentSettings, file_policy, prepare
 
 if TYPE_CHECKING:
     from outguard.monitor.metrics import Metrics
-    from outguard.monitor.runner import AgentOptions
+    from outguard.service.runner import AgentOptions
 
 log = logging.getLogger("outguard.monitor")
 RETRY_S = 30.0

@@ -3,14 +3,14 @@
 Place in the data flow: the top of the monitor. `run_agent` wires the real parts together —
 NFLOG source (bound *before* the policy is applied, so no drop goes unseen), attributor,
 store + batch writer, metrics endpoint — applies the policy (unless told not to), and starts
-what the policy decides (`monitor.live`): the classifier, the alert sinks from its `alerts:`,
+what the policy decides (`service.live`): the classifier, the alert sinks from its `alerts:`,
 the DNS resolver when it has a `dns:` section (its answer cache tells the agent which names
 resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
 beside the packet drops, `monitor.dns_incidents`), the feed schedule. Then it runs `Agent.run` until
-`stop` is set, while `monitor.reload` keeps those parts on the applied policy (a new apply,
+`stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
 SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
 feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
-(`monitor.health`).
+(`service.health`).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
@@ -40,8 +40,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from outguard.errors import OutguardError
 from outguard.monitor.agent import Agent, Attributor, PacketSource
 from outguard.monitor.aggregate import Aggregator, Incident
-from outguard.monitor.health import StoreTrouble, kernel_counters, open_store_late
-from outguard.monitor.live import Live
 from outguard.monitor.metrics import (
     Metrics,
     MetricsServer,
@@ -50,11 +48,13 @@ from outguard.monitor.metrics import (
     resolver_families,
     suppressed_families,
 )
-from outguard.monitor.reload import Reloader, ReloadStats, current_policy, load_settings
-from outguard.monitor.settings import AgentSettings, file_policy
-from outguard.monitor.switchsource import SwitchSource
 from outguard.policy.alertconf import AlertSpec
 from outguard.policy.load import Policy
+from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
+from outguard.service.live import Live
+from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings
+from outguard.service.settings import AgentSettings, file_policy
+from outguard.service.switchsource import SwitchSource
 from outguard.store import Query
 from outguard.store.base import Retention, Store
 from outguard.store.writer import BatchWriter
@@ -69,7 +69,7 @@ STORE_NAME = "events.db"
 @dataclass
 class AgentOptions:
     # `apply`: applied first, and again on SIGHUP. Either way the agent serves what is applied
-    # in `state_dir`; this file only while nothing is (see `monitor.reload`)
+    # in `state_dir`; this file only while nothing is (see `service.reload`)
     policy: Path | None
     state_dir: Path
     netns: str | None = None  # in-process use: bind NFLOG / apply inside this namespace
@@ -175,7 +175,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
                     started: Callable[[Running], None] | None = None,
                     reload: asyncio.Event | None = None) -> Running:
     """Apply (if asked), then monitor until `stop` is set; flush and close everything. Setting
-    `reload` is SIGHUP (see `monitor.reload`)."""
+    `reload` is SIGHUP (see `service.reload`)."""
     if opts.apply and opts.policy is None:
         raise OutguardError("nothing to apply: give a policy, or do not apply")
     settings: AgentSettings | None = None

@@ -1,7 +1,7 @@
 """What the agent takes from a policy, built and checked in full before any of it is used.
 
-Place in the data flow: a policy (the applied snapshot, `monitor.applied`, or the file given to
-`outguard run`) → **`prepare`** → `AgentSettings` → `monitor.live` starts the agent's parts
+Place in the data flow: a policy (the applied snapshot, `service.applied`, or the file given to
+`outguard run`) → **`prepare`** → `AgentSettings` → `service.live` starts the agent's parts
 from it, and switches them to a newer one on a reload. `prepare` reads every file the parts
 will need (the policy's list files and feeds' last good copies, DNS blocklists, signature
 files) and lowers the `dns:` section, so that a policy whose parts cannot all be built fails
@@ -22,9 +22,9 @@ from outguard.policy.load import Policy
 
 if TYPE_CHECKING:
     from outguard.feeds.lookup import FeedIndex
-    from outguard.monitor.runner import AgentOptions
     from outguard.ruleset.ir import Ruleset
     from outguard.ruleset.names import NamePolicy
+    from outguard.service.runner import AgentOptions
 
 
 @dataclass

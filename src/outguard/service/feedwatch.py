@@ -1,6 +1,6 @@
 """The agent's threat feeds: scheduled updates, and which feed holds a blocked destination.
 
-Place in the data flow: `monitor.live` starts it when the policy refers to `@feed:` lists, and
+Place in the data flow: `service.live` starts it when the policy refers to `@feed:` lists, and
 restarts or halts it when a reload brings a policy with other feeds or none. It runs
 `feeds.scheduler.run_feed_scheduler` (fetch → validate → sync deltas into the kernel sets) on
 the agent's loop, turns refused updates and other feed alerts into alerts for the policy's

@@ -4,7 +4,7 @@ when it changes.
 Place in the data flow: `apply`, `rollback` (by hand or by the confirmation watchdog),
 `restore` and a feed sync's re-apply write the applied snapshot (`state.StateDir`:
 `applied/state.json` + `applied/policy.yaml`, swapped in by a directory rename) → **here** →
-`monitor.reload`, which prepares the agent's parts for it and switches them.
+`service.reload`, which prepares the agent's parts for it and switches them.
 
 Why the agent watches the snapshot instead of being told by each command (a pid file and a
 signal, or a control socket):

@@ -1,8 +1,8 @@
 """The agent's parts that a policy decides, as they run now, and their replacement by a reload.
 
-Place in the data flow: `monitor.settings.AgentSettings` → **Live** → what the agent's loop
+Place in the data flow: `service.settings.AgentSettings` → **Live** → what the agent's loop
 uses: the alert dispatcher and its sinks, the classifier, the DNS resolver, the feed schedule
-and index, the NFLOG group. `runner.run_agent` starts them (`start`); `monitor.reload`
+and index, the NFLOG group. `runner.run_agent` starts them (`start`); `service.reload`
 replaces them in three steps:
 
 - `stage`: build what the new settings need and the running parts cannot take over: new sinks
@@ -32,17 +32,17 @@ from outguard.alerts.sinks import Sink, build_sink
 from outguard.feeds.lookup import FeedIndex
 from outguard.monitor.agent import Agent, PacketSource
 from outguard.monitor.aggregate import Aggregator
-from outguard.monitor.feedwatch import FeedWatch
 from outguard.monitor.metrics import Metrics
-from outguard.monitor.settings import AgentSettings
-from outguard.monitor.switchsource import SwitchSource
+from outguard.service.feedwatch import FeedWatch
+from outguard.service.settings import AgentSettings
+from outguard.service.switchsource import SwitchSource
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from outguard.dns.events import EventSink
     from outguard.dns.supervisor import DnsHandle
-    from outguard.monitor.runner import AgentOptions
     from outguard.policy.dnsconf import DnsSettings
+    from outguard.service.runner import AgentOptions
 
 log = logging.getLogger("outguard.monitor")
 DnsStep = Literal["none", "update", "new", "restart", "stop"]

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from outguard.monitor import applied
 from outguard.monitor.agent import MemorySource
-from outguard.monitor.runner import AgentHandle, AgentOptions
+from outguard.service import applied
+from outguard.service.runner import AgentHandle, AgentOptions
 from outguard.state import Snapshot, StateDir
 from tests.monitor.events import packet
 from tests.monitor.test_agent import FakeProcs

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from outguard.monitor.agent import MemorySource
-from outguard.monitor.switchsource import SwitchSource
+from outguard.service.switchsource import SwitchSource
 from tests.monitor.events import packet
 
 

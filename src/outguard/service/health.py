@@ -1,7 +1,7 @@
 """The agent's view of its own health: the kernel's counters for the metrics, and a store that
 fails — as metrics, an alert, and an agent that runs on.
 
-Place in the data flow: beside the monitor. `monitor.runner` reads the table's named counters
+Place in the data flow: beside the monitor. `service.runner` reads the table's named counters
 through `kernel_counters` (blocked, logged: the metrics of what the monitor could not see),
 opens the store with `open_store_late` (a store that cannot be opened yet is tried again at
 each write), and hands the batch writer a `StoreTrouble` for its failures.
