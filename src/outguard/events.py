@@ -1,13 +1,26 @@
-"""The typed records that flow through the monitor, from the NFLOG decoder to the store.
+"""The typed records that cross the layers: the monitor's from the NFLOG decoder to the store,
+severities, and the feeds' alerts.
 
-decode (nflog) → BlockedPacket → attribute → Attribution → classify → Classification
-→ aggregate → Incident → store / alerts. Pure data; every stage takes and returns these.
+decode (kernel.nflog_decode) → BlockedPacket → attribute → Attribution → classify →
+Classification → aggregate → Incident → store / alerts. A feed update that is refused or fails
+says so in a FeedAlert (feeds → the CLI, the agent's sinks). Pure data at the bottom of the
+layers (it imports nothing of outguard): every stage takes and returns these.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any, Literal
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+
+
+def severity_rank(severity: str) -> int:
+    """0 (info) .. 4 (critical); unknown severities rank as info."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
 
 # What the kernel did with a packet, by the word after the rule in its NFLOG prefix
 # (`nftables.nft_verdict.log_prefix`): none for drop, "reject", "audit" (logged, accepted).
@@ -99,3 +112,77 @@ class Event:
     # False when no outguard resolver runs: then "no name behind this address" is not known
     names_known: bool = True
     feed: str | None = None  # feed name when the drop came from a feed set
+
+
+Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
+
+
+@dataclass
+class Incident:
+    """The blocked packets of one flow — (process, destination, port, rule) — within a window
+    of each other, as `monitor.aggregate` joins them: what is stored and alerted."""
+
+    id: str
+    process: str  # exe path, else argv[0], else "uid:N", else "?"
+    dst: str
+    dport: int | None
+    rule: str
+    proto: str
+    signature: str
+    title: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int = 1
+    pid: int | None = None
+    uid: int | None = None
+    user: str | None = None
+    cmdline: tuple[str, ...] = ()
+    unit: str | None = None
+    container: str | None = None
+    names: tuple[str, ...] = ()
+    feed: str | None = None
+    attribution_failure: str | None = None
+    classifications: list[Classification] = field(default_factory=list)
+    alerts: int = 0  # alerts sent about it so far
+    action: str | None = None  # what the kernel did: dropped | rejected | logged-only | refused
+    ppid: int | None = None
+    parent: str | None = None  # the parent process's exe
+
+    @property
+    def key(self) -> Key:
+        return (self.process, self.dst, self.dport, self.rule)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form alerts, `events --json` and the webhook body share."""
+        return {
+            "id": self.id, "severity": self.severity, "signature": self.signature,
+            "title": self.title, "count": self.count,
+            "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
+            "process": {"exe": self.process, "pid": self.pid, "uid": self.uid, "user": self.user,
+                        "cmdline": list(self.cmdline), "unit": self.unit,
+                        "container": self.container, "ppid": self.ppid, "parent": self.parent,
+                        "attribution_failure": self.attribution_failure},
+            "dst": self.dst, "dport": self.dport, "proto": self.proto, "rule": self.rule,
+            "action": self.action,
+            "names": list(self.names), "feed": self.feed,
+            "classifications": [{"signature": c.signature, "title": c.title,
+                                 "severity": c.severity} for c in self.classifications],
+        }
+
+
+@dataclass(frozen=True)
+class FeedAlert:
+    """A feed update refused, entries removed, a fetch or a sync that failed (`feeds`)."""
+
+    severity: Literal["error", "warning", "info"]
+    feed: str
+    kind: str  # refused | removed | bad-lines | fetch-failed | sync-failed | round-failed
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.severity}: feed {self.feed}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

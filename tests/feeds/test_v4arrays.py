@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from outguard.events import FeedAlert
 from outguard.feeds import v4arrays
-from outguard.feeds.alert import FeedAlert
 from outguard.feeds.merge import (
     BITS,
     Delta,

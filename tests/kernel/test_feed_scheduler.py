@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from outguard.apply.run import apply_policy
-from outguard.feeds.alert import FeedAlert
+from outguard.events import FeedAlert
 from outguard.feeds.scheduler import run_feed_scheduler
 from outguard.feeds.sync import SyncReport
 from outguard.feeds.update import FeedResult

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from outguard.events import Incident
 from outguard.lab import report
-from outguard.monitor.aggregate import Incident
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from outguard.dns.events import DnsEvent, MemoryEvents
-from outguard.monitor.aggregate import Aggregator, Incident
+from outguard.events import Incident
+from outguard.monitor.aggregate import Aggregator
 from outguard.monitor.dns_incidents import IncidentEvents, event_of
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from outguard.alerts.sinks import AlertError, Sink
-from outguard.policy.alertconf import SEVERITIES, AlertSpec, severity_rank
+from outguard.events import SEVERITIES, severity_rank
+from outguard.policy.alertconf import AlertSpec
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from outguard.errors import OutguardError
-from outguard.feeds.alert import AlertHook, FeedAlert, emit
+from outguard.events import FeedAlert
+from outguard.feeds.alert import AlertHook, emit
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_feeds

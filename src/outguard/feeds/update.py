@@ -17,7 +17,7 @@ from typing import Literal
 
 import httpx
 
-from outguard.feeds.alert import FeedAlert
+from outguard.events import FeedAlert
 from outguard.feeds.fetch import ProgressHook, fetch
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse

@@ -25,8 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outguard.errors import OutguardError
-from outguard.events import Classification, Event
-from outguard.policy.alertconf import Severity, severity_rank
+from outguard.events import Classification, Event, Severity, severity_rank
 
 # the title says nothing of a verdict: in audit mode nothing was blocked (the incident's action)
 FALLBACK = Classification("blocked", "outbound connection outside the policy", "low")

@@ -18,13 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-Severity = Literal["info", "low", "medium", "high", "critical"]
-SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
-
-
-def severity_rank(severity: str) -> int:
-    """0 (info) .. 4 (critical); unknown severities rank as info."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+from outguard.events import Severity
 
 
 class _Strict(BaseModel):

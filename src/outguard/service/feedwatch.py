@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from outguard.errors import OutguardError
-from outguard.feeds.alert import FeedAlert
+from outguard.events import FeedAlert
 from outguard.feeds.freshness import FeedFreshness, freshness
 from outguard.feeds.lookup import FeedIndex
 from outguard.policy.load import Policy

@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from outguard.errors import OutguardError
+from outguard.events import Incident
 from outguard.monitor.agent import Agent, Attributor, PacketSource
-from outguard.monitor.aggregate import Aggregator, Incident
+from outguard.monitor.aggregate import Aggregator
 from outguard.monitor.metrics import (
     Metrics,
     MetricsServer,

@@ -18,9 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from outguard.events import Classification
-from outguard.monitor.aggregate import Incident
-from outguard.policy.alertconf import SEVERITIES
+from outguard.events import SEVERITIES, Classification, Incident
 from outguard.store.base import Query, Retention, StoreError, TopRow
 
 MIGRATIONS: tuple[str, ...] = (
