@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 
 from outguard.dns import user
-from outguard.errors import PolicyError
+from outguard.errors import PolicyError, ResolverUserError
 from outguard.nftables.nft import compile_ruleset
+from outguard.policy import accounts
 from outguard.policy.dnsconf import DEFAULT_USER
 from outguard.policy.load import load_text
 from outguard.ruleset.decide import Flow, decide
@@ -83,13 +84,13 @@ def test_the_resolver_reaches_its_upstream_whatever_deny_says() -> None:
 
 def test_a_missing_default_user_is_created_at_apply_not_at_compile(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(user, "lookup", lambda name: None)
+    monkeypatch.setattr(accounts, "user_ids", lambda name: None)
     rs = _upstream_denied(lower(load_text(POLICY)))
     assert rs.dns is not None and (rs.dns.uid, rs.dns.user) == (None, DEFAULT_USER)
     # nobody can be the resolver while it does not exist
     flow = Flow(dst="198.51.100.53", port=53, proto="udp", uid=None)
     assert decide(rs, flow).rule == "deny:intel"
-    with pytest.raises(user.ResolverUserError, match="does not exist yet: `outguard apply`"):
+    with pytest.raises(ResolverUserError, match="does not exist yet: `outguard apply`"):
         compile_ruleset(rs)
     made: list[str] = []
 
@@ -106,6 +107,6 @@ def test_another_missing_user_is_an_error_and_never_created(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(PolicyError, match=r"dns\.user: no user 'no-such-user-og'"):
         lower(load_text('version: 1\ndns: {upstreams: ["192.0.2.53"], user: no-such-user-og}\n'))
-    monkeypatch.setattr(user, "lookup", lambda name: (0, 0))
+    monkeypatch.setattr(accounts, "user_ids", lambda name: (0, 0))
     with pytest.raises(PolicyError, match="uid 0"):
         lower(load_text('version: 1\ndns: {upstreams: ["192.0.2.53"], user: toor}\n'))

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import pwd
 from pathlib import Path
 
 from outguard.apply.transact import Kernel
 from outguard.errors import OutguardError
+from outguard.policy import accounts
 from outguard.policy.model import PolicyDoc
 from outguard.state import StateDir
 
@@ -50,13 +50,9 @@ def _dns_rules(doc: PolicyDoc | None, servers: list[str]) -> list[dict[str, obje
     if doc is not None and doc.dns is not None:
         from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
-        user: dict[str, object] = {}
-        try:
-            who = doc.dns.user
-            pwd.getpwuid(who) if isinstance(who, int) else pwd.getpwnam(who)
-            user = {"for": {"user": who}}
-        except KeyError:
-            pass  # not created yet: the upstreams are reachable for every user
+        # not created yet: the upstreams are reachable for every user
+        who = doc.dns.user
+        user: dict[str, object] = {"for": {"user": who}} if accounts.has_user(who) else {}
         return [{"name": f"fail-closed-dns-{i}", "to": [addr], "ports": [port], **user,
                  "comment": "fail-closed: outguard's resolver to its upstream"}
                 for i, (addr, port) in enumerate(map(parse_endpoint, doc.dns.upstreams), 1)]

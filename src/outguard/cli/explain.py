@@ -17,10 +17,8 @@ words the answers. Three things it must not get wrong:
 
 from __future__ import annotations
 
-import grp
 import itertools
 import json
-import pwd
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +26,7 @@ from typing import Any, Literal
 import click
 
 from outguard.errors import OutguardError
+from outguard.policy import accounts
 from outguard.policy.addresses import parse_ip
 from outguard.policy.load import load_policy
 from outguard.policy.targets import parse_target
@@ -59,7 +58,7 @@ def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
     if value.isdigit():
         return int(value)
     try:
-        return pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
+        return accounts.uid(value) if kind == "user" else accounts.gid(value)
     except KeyError:
         raise OutguardError(f"no {kind} {value!r} on this machine") from None
 

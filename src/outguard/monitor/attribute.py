@@ -29,7 +29,6 @@ process lives; UDP only while its socket is open (best effort). A failure is rec
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import time
 from collections import Counter, OrderedDict
@@ -40,6 +39,7 @@ from typing import Protocol
 from outguard.errors import KernelError
 from outguard.events import Attribution, BlockedPacket
 from outguard.kernel.sockdiag import SocketInfo
+from outguard.policy import accounts
 
 _CONTAINER_RES = (
     # systemd scopes of the runtimes: docker-<id>.scope, cri-containerd-<id>.scope, crio-…, libpod-…
@@ -293,10 +293,7 @@ class Attributor:
         if uid is None:
             return None
         if uid not in self._users:
-            try:
-                self._users[uid] = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                self._users[uid] = None
+            self._users[uid] = accounts.user_name(uid)
         return self._users[uid]
 
     # --- attribution ------------------------------------------------------------------------

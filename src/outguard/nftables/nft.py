@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outguard.errors import ResolverUserError
 from outguard.policy.dnsconf import DNS_PORTS
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import int_elements, merge, net_to_range, partition, range_elem
@@ -341,8 +342,6 @@ class _Builder:
         if dns is None:
             return []
         if dns.uid is None:
-            from outguard.dns.user import ResolverUserError  # noqa: PLC0415
-
             raise ResolverUserError(f"dns.user {dns.user!r} does not exist yet: `outguard apply`"
                                     " (or `outguard run`) creates it")
         tcp_udp = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})

@@ -11,10 +11,8 @@ its validated form, which `lint` no longer sees.
 
 from __future__ import annotations
 
-import grp
 import ipaddress
 import os
-import pwd
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from outguard.errors import Problem
+from outguard.policy import accounts
 from outguard.policy.addresses import AddrSet, parse_ip
-from outguard.policy.dnsconf import DnsConfig, parse_endpoint
+from outguard.policy.dnsconf import DnsConfig, parse_endpoint, resolver_ids
 from outguard.policy.files import regular_file_problem
 from outguard.policy.messages import did_you_mean
 from outguard.policy.model import PortRange, Rule, port_overlaps
@@ -105,16 +104,16 @@ def _check_owner(rule: Rule, path: str, where: Where, source: str,
         return
     if isinstance(owner.user, str):
         try:
-            pwd.getpwnam(owner.user)
+            accounts.uid(owner.user)
         except KeyError:
-            hint = did_you_mean(owner.user, (p.pw_name for p in pwd.getpwall()))
+            hint = did_you_mean(owner.user, accounts.user_names())
             problems.append(Problem(source, *where(f"{path}.for.user"), f"{path}.for.user",
                                     f"no user {owner.user!r} on this machine{hint}"))
     if isinstance(owner.group, str):
         try:
-            grp.getgrnam(owner.group)
+            accounts.gid(owner.group)
         except KeyError:
-            hint = did_you_mean(owner.group, (g.gr_name for g in grp.getgrall()))
+            hint = did_you_mean(owner.group, accounts.group_names())
             problems.append(Problem(source, *where(f"{path}.for.group"), f"{path}.for.group",
                                     f"no group {owner.group!r} on this machine{hint}"))
     if owner.unit is not None and owner.cgroup is not None:
@@ -244,21 +243,17 @@ def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: l
             problems.append(Problem(source, *where(at), at,
                                     f"cannot read DNS blocklist {name!r}: {why}"))
     user = dns.user
-    from outguard.dns.user import lookup  # noqa: PLC0415 - one lookup for check and lower
-
-    found = lookup(user)
-    if found is None:
-        if user == DnsConfig.model_fields["user"].default:
-            return None  # the resolver's own default user: `apply` creates it
-        hint = did_you_mean(str(user), (p.pw_name for p in pwd.getpwall()))
+    try:  # the lookup `lower` makes too
+        uid, _gid = resolver_ids(dns)  # None: the resolver's own default user, `apply` makes it
+    except KeyError:
+        hint = did_you_mean(str(user), accounts.user_names())
         problems.append(Problem(source, *where("dns.user"), "dns.user",
                                 f"no user {user!r} on this machine{hint}"))
         return None
-    if found[0] == 0:
-        problems.append(Problem(source, *where("dns.user"), "dns.user",
-                                f"user {user!r} is uid 0: the resolver must not run as root"))
+    except ValueError as exc:
+        problems.append(Problem(source, *where("dns.user"), "dns.user", str(exc)))
         return None
-    return found[0]
+    return uid
 
 
 def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[NamedRule],
@@ -292,10 +287,8 @@ def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[
 
 
 def _uid_of(user: str | int) -> int | None:
-    if isinstance(user, int):
-        return user
     try:
-        return pwd.getpwnam(user).pw_uid
+        return accounts.uid(user)
     except KeyError:
         return None
 

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
+from outguard.policy import accounts
+
 DNS_PORTS = (53, 853)
 DEFAULT_USER = "outguard-dns"  # created (useradd --system) by apply / run / dns serve if missing
 
@@ -119,6 +121,20 @@ class DnsConfig(BaseModel):
         if ipaddress.ip_address(addr).is_unspecified:
             raise ValueError(f"{value!r}: listen on one address, not on every address")
         return value
+
+
+def resolver_ids(config: DnsConfig) -> tuple[int | None, int | None]:
+    """The resolver's uid and gid: (None, None) while the default user is not created yet
+    (`apply` creates it; `check`, `compile` and `plan` must not). KeyError for another user
+    that does not exist, ValueError for one that is root under another name."""
+    found = accounts.user_ids(config.user)
+    if found is None:
+        if config.user == DEFAULT_USER:
+            return None, None
+        raise KeyError(config.user)
+    if found[0] == 0:
+        raise ValueError(f"user {config.user!r} is uid 0: the resolver must not run as root")
+    return found
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,8 @@ nothing, with a warning, instead of failing the apply: at boot there may be no D
 
 from __future__ import annotations
 
-import grp
 import hashlib
 import os.path
-import pwd
 import queue
 import socket
 import threading
@@ -20,7 +18,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from outguard.errors import PolicyError, Problem
-from outguard.policy.dnsconf import DnsSettings
+from outguard.policy import accounts
+from outguard.policy.dnsconf import DnsSettings, resolver_ids
 from outguard.policy.lint import as_utc
 from outguard.policy.load import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
@@ -39,14 +38,6 @@ def system_resolver(name: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _uid(value: str | int) -> int:
-    return value if isinstance(value, int) else pwd.getpwnam(value).pw_uid
-
-
-def _gid(value: str | int) -> int:
-    return value if isinstance(value, int) else grp.getgrnam(value).gr_gid
-
-
 def _match(rule: Rule) -> Match:
     owner = rule.owner
     cgroup = None
@@ -57,8 +48,8 @@ def _match(rule: Rule) -> Match:
     return Match(
         proto=rule.proto,
         ports=tuple(rule.ports or ()),
-        uid=_uid(owner.user) if owner is not None and owner.user is not None else None,
-        gid=_gid(owner.group) if owner is not None and owner.group is not None else None,
+        uid=accounts.uid(owner.user) if owner is not None and owner.user is not None else None,
+        gid=accounts.gid(owner.group) if owner is not None and owner.group is not None else None,
         cgroup=cgroup,
         cgroup_level=cgroup.count("/") + 1 if cgroup else 0,
         until=_until(rule.expires) if rule.expires is not None else None,
@@ -209,10 +200,8 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     settings = None
     list_names: dict[str, tuple[str, ...]] = {}
     if doc.dns is not None:
-        from outguard.dns.user import ids  # noqa: PLC0415
-
         try:
-            uid, gid = ids(doc.dns)
+            uid, gid = resolver_ids(doc.dns)
         except (KeyError, ValueError) as exc:
             text = (f"no user {doc.dns.user!r} on this machine" if isinstance(exc, KeyError)
                     else str(exc))
