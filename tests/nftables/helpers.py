@@ -10,7 +10,8 @@ from typing import Any
 
 from outguard.nftables import nft_text, nft_tx
 from outguard.nftables.nft import Compiled, compile_ruleset
-from outguard.policy.load import Policy, load_policy, load_text
+from outguard.policy.load import load_policy, load_text
+from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset
 from outguard.ruleset.lower import lower
 

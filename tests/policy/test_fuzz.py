@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from outguard.errors import PolicyError
 from outguard.nftables import nft_text, nft_tx
 from outguard.nftables.nft import compile_ruleset
-from outguard.policy.load import Policy, load_text
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
 from outguard.ruleset.lower import lower
 
 FUZZ = settings(max_examples=300, deadline=None,

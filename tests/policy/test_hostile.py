@@ -14,7 +14,8 @@ from outguard.errors import PolicyError
 from outguard.nftables import nft_text, nft_tx
 from outguard.nftables.nft import compile_ruleset
 from outguard.policy import files
-from outguard.policy.load import Policy, load_policy, load_text
+from outguard.policy.load import load_policy, load_text
+from outguard.policy.loaded import Policy
 from outguard.policy.yamlpos import MAX_ALIAS_VALUES
 from outguard.ruleset.lower import lower
 

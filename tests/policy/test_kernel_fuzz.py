@@ -28,7 +28,8 @@ from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
 from outguard.nftables import nft_text, nft_tx
 from outguard.nftables.nft import compile_ruleset
-from outguard.policy.load import Policy, load_text
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
 from outguard.ruleset.lower import lower
 from tests.kernel.conftest import kernel_skip_reason, new_netns
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from outguard.nftables.nft import compile_ruleset
-from outguard.policy.load import Policy, load_policy, load_text
+from outguard.policy.load import load_policy, load_text
+from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Elements, Ruleset
 from outguard.ruleset.lower import lower
 from tests.nftables.helpers import FIXED_NOW, GOLDEN, fake_resolver, lowered

@@ -38,7 +38,8 @@ from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_tx
 from outguard.nftables.nft import Compiled, NftSet, compile_ruleset, kernel_counter
-from outguard.policy.load import Policy, load_policy, load_text
+from outguard.policy.load import load_policy, load_text
+from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset
 from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
 from outguard.state import Pending, Snapshot, StateDir

@@ -15,9 +15,11 @@ import click
 
 from outguard.cli.common import fail
 from outguard.errors import OutguardError, PolicyError, Problem
-from outguard.policy.load import Policy, load_policy
+from outguard.policy.load import load_policy
 
 # Addresses for host names in the dry run: what a name resolves to changes nothing the kernel
+from outguard.policy.loaded import Policy
+
 # could refuse, and the dry run must not wait for DNS.
 _PLACEHOLDER = {4: "192.0.2.1", 6: "2001:db8::1"}
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 from outguard.policy.targets import Target, parse_target
 from outguard.ruleset.ir import Elements, IRRule, Ruleset, Source
 from outguard.ruleset.lower import Resolver, lower, system_resolver

@@ -42,7 +42,7 @@ from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.feeds.validate import NeverBlock, default_never_block, strip_never_block, validate
 from outguard.policy.addresses import parse_ip
-from outguard.policy.load import LoadedList
+from outguard.policy.loaded import LoadedList
 from outguard.policy.model import PolicyDoc
 from outguard.policy.targets import Target, int_to_text
 from outguard.ruleset.intervals import addr_texts

@@ -27,7 +27,8 @@ from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
-from outguard.policy.load import Policy, load_text
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import net_to_range
 from outguard.state import StateDir

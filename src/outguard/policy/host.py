@@ -18,7 +18,7 @@ from pathlib import Path
 
 from outguard.errors import Problem
 from outguard.policy import accounts
-from outguard.policy.load import Policy, format_path
+from outguard.policy.loaded import Policy, format_path
 from outguard.policy.messages import did_you_mean
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/run/systemd/transient",

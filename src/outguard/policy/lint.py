@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from outguard.errors import Problem
 from outguard.policy.addresses import AddrSet
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy, format_path
 from outguard.policy.model import Rule
 
 _PROTOS = {"tcp": {"tcp"}, "udp": {"udp"}, "icmp": {"icmp"}, "any": {"tcp", "udp", "icmp", "other"}}
@@ -84,8 +84,6 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
     src = policy.source
 
     def warn(path: tuple[str | int, ...], text: str) -> None:
-        from outguard.policy.load import format_path  # noqa: PLC0415
-
         line, col = policy.positions.of(path)
         out.append(Problem(src, line, col, format_path(path), text))
 

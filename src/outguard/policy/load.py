@@ -12,9 +12,7 @@ warnings (`checks`, `lint`). Nothing here touches the kernel.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,52 +31,12 @@ from outguard.policy.checks import (
     rules_of,
 )
 from outguard.policy.files import MAX_LIST_BYTES, MAX_POLICY_BYTES, FileRefusedError, read_capped
+from outguard.policy.lint import lint
+from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.messages import pydantic_message
-from outguard.policy.model import PolicyDoc, Rule
+from outguard.policy.model import PolicyDoc
 from outguard.policy.targets import LineError, Target, is_mapped, parse_list_lines, parse_target
 from outguard.policy.yamlpos import Positions, YamlSyntaxError, load_yaml
-
-
-def format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-@dataclass
-class LoadedList:
-    """A named list: inline entries, or a file read (and parsed only when someone needs it)."""
-
-    name: str
-    digest: str
-    file: str | None
-    _read: Callable[[], list[Target]] = field(repr=False)
-
-    @cached_property
-    def targets(self) -> list[Target]:
-        return self._read()
-
-
-@dataclass
-class Policy:
-    """A loaded, valid policy: the document plus its lists, where it came from and its warnings."""
-
-    doc: PolicyDoc
-    lists: dict[str, LoadedList]
-    source: str
-    text: str
-    digest: str
-    warnings: list[Problem] = field(default_factory=list)
-    positions: Positions = field(default_factory=Positions)
-
-    def rules(self) -> list[tuple[str, int, Rule]]:
-        """Every rule with its section and index, deny first (the order they are evaluated)."""
-        return ([("deny", i, r) for i, r in enumerate(self.doc.deny)]
-                + [("allow", i, r) for i, r in enumerate(self.doc.allow)])
 
 
 def _read_list_file(name: str, file: Path, problems: list[Problem], warnings: list[Problem],
@@ -330,8 +288,6 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         raise PolicyError(problems)
     policy = Policy(doc, lists, source, text, hashlib.sha256(text.encode()).hexdigest(),
                     positions=pos)
-    from outguard.policy.lint import lint  # noqa: PLC0415 - lint imports this module
-
     warnings += as_written_warnings(data, rules, where, source) \
         + _raw_list_warnings(data, where, source)
     policy.warnings = sorted(warnings + lint(policy), key=_order(source))

@@ -21,7 +21,7 @@ from outguard.errors import PolicyError, Problem
 from outguard.policy import accounts
 from outguard.policy.dnsconf import DnsSettings, resolver_ids
 from outguard.policy.lint import as_utc
-from outguard.policy.load import LoadedList, Policy, format_path
+from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
 from outguard.ruleset.ir import Elements, IRRule, Match, Ruleset, Section, Source

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outguard.errors import StateError
-from outguard.policy.load import Policy, load_text
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
 from outguard.state import Snapshot, StateDir
 
 POLL_S = 0.5

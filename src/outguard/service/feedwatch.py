@@ -24,7 +24,7 @@ from outguard.errors import OutguardError
 from outguard.events import FeedAlert
 from outguard.feeds.freshness import FeedFreshness, freshness
 from outguard.feeds.lookup import FeedIndex
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 
 log = logging.getLogger("outguard.monitor")
 

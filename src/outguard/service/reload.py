@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from outguard.errors import OutguardError
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 from outguard.service import applied as ap
 from outguard.service.live import Live
 from outguard.service.settings import AgentSettings, file_policy, prepare

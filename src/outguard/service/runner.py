@@ -50,7 +50,7 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.alertconf import AlertSpec
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
 from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from outguard.monitor.classify import Classifier, load_classifier
 from outguard.policy.alertconf import AlertSpec
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 
 if TYPE_CHECKING:
     from outguard.feeds.lookup import FeedIndex
