@@ -16,7 +16,6 @@ the way `feeds update` syncs them; only a hash set too small for the new content
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +37,10 @@ from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_tx
 from outguard.nftables.nft import Compiled, NftSet, compile_ruleset, kernel_counter
-from outguard.policy.load import load_policy, load_text
+from outguard.pipeline import load_policy, lower_policy
 from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, lower, system_resolver
+from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.state import Pending, Snapshot, StateDir
 
 Cmd = dict[str, Any]
@@ -188,12 +187,10 @@ class ApplyPlan:
 
 
 def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None) -> Policy:
+    """The policy as apply loads it: list contents the applied snapshot holds are known."""
     known = before.lists if before else {}
-    if text is None:
-        return load_policy(path, known_lists=lambda digest: digest in known,
-                           feed_dir=state.path / "feeds")
-    return load_text(text, str(path), base_dir=path.parent,
-                     known_lists=lambda digest: digest in known, feed_dir=state.path / "feeds")
+    return load_policy(path, text=text, known_lists=lambda digest: digest in known,
+                       feed_dir=state.path / "feeds")
 
 
 def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
@@ -215,12 +212,8 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     policy = load(path, state, before, text)
     t_load = time.perf_counter()
     warnings += [str(w) for w in policy.warnings]
-    ruleset = lower(policy, resolver=resolver, resolve_timeout=resolve_timeout,
-                    warnings=warnings)
-    if create_dns_user and ruleset.dns is not None and ruleset.dns.uid is None:
-        from outguard.dns.user import ensure  # noqa: PLC0415 - creates outguard-dns
-
-        ruleset = dataclasses.replace(ruleset, dns=ensure(ruleset.dns))
+    ruleset = lower_policy(policy, resolver=resolver, resolve_timeout=resolve_timeout,
+                           warnings=warnings, create_dns_user=create_dns_user)
     known = before.lists if before else {}
     for source in ruleset.sources.values():
         if source.is_list and source.digest in known:

@@ -37,15 +37,14 @@ def aws_options(fn: F) -> F:
 def apply_aws(policy: Path, *, aws_group: str | None, aws_region: str | None,
               aws_endpoint: str | None, aws_dry_run: bool) -> None:
     from outguard.export import aws_apply  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
-    from outguard.ruleset.lower import lower  # noqa: PLC0415
+    from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
     if not aws_group:
         raise click.UsageError("--backend aws needs --security-group sg-…")
     try:
         loaded = load_policy(policy)
         result = aws_apply.reconcile(aws_apply.client(aws_region, aws_endpoint), aws_group,
-                                     lower(loaded), dry_run=aws_dry_run)
+                                     lower_policy(loaded), dry_run=aws_dry_run)
     except OutguardError as exc:
         fail(exc)
         return

@@ -15,11 +15,9 @@ import click
 
 from outguard.cli.common import fail
 from outguard.errors import OutguardError, PolicyError, Problem
-from outguard.policy.load import load_policy
-
-# Addresses for host names in the dry run: what a name resolves to changes nothing the kernel
 from outguard.policy.loaded import Policy
 
+# Addresses for host names in the dry run: what a name resolves to changes nothing the kernel
 # could refuse, and the dry run must not wait for DNS.
 _PLACEHOLDER = {4: "192.0.2.1", 6: "2001:db8::1"}
 
@@ -32,10 +30,9 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
         return None
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.nftables import nft_tx  # noqa: PLC0415
-    from outguard.nftables.nft import compile_ruleset  # noqa: PLC0415
-    from outguard.ruleset.lower import lower  # noqa: PLC0415
+    from outguard.pipeline import compile_policy  # noqa: PLC0415
 
-    compiled = compile_ruleset(lower(policy, resolver=lambda _n: list(_PLACEHOLDER.values())))
+    _ruleset, compiled = compile_policy(policy, resolver=lambda _n: list(_PLACEHOLDER.values()))
     if compiled.needs_text:  # `socket cgroupv2`: nft 1.0.6's JSON cannot say it
         return None
     document = nft_tx.document(nft_tx.full(compiled))
@@ -50,6 +47,7 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
 
 
 def run_check(policy_path: Path, strict: bool, state_dir: Path) -> None:
+    from outguard.pipeline import load_policy  # noqa: PLC0415
     from outguard.policy.host import machine_warnings  # noqa: PLC0415
 
     try:

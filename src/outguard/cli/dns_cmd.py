@@ -112,11 +112,10 @@ def serve(policy: Path, netns: str | None, state_path: Path | None) -> None:
     Started as root, the resolver binds its address, then runs as dns.user (outguard-dns,
     created if missing); its counters are printed as JSON when it stops (SIGINT, SIGTERM)."""
     from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
-    from outguard.ruleset.lower import lower  # noqa: PLC0415
+    from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
     try:
-        ruleset = lower(load_policy(policy))
+        ruleset = lower_policy(load_policy(policy))
     except OutguardError as exc:
         fail(exc)
         return

@@ -26,13 +26,13 @@ from typing import Any, Literal
 import click
 
 from outguard.errors import OutguardError
+from outguard.pipeline import load_policy, lower_policy
 from outguard.policy import accounts
 from outguard.policy.addresses import parse_ip
-from outguard.policy.load import load_policy
 from outguard.policy.targets import parse_target
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.lower import lower, system_resolver
+from outguard.ruleset.lower import system_resolver
 
 Ranges = list[tuple[int, int]]
 HOSTS = Path("/etc/hosts")
@@ -242,7 +242,7 @@ def as_json(answers: list[Answer], proto: str, audit: bool) -> str:
 def run_explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
                 group: str | None, json_out: bool, feed_dir: Path | None = None) -> None:
     """Load and lower POLICY, then print the answers for `dest`."""
-    ruleset = lower(load_policy(policy, feed_dir=feed_dir))
+    ruleset = lower_policy(load_policy(policy, feed_dir=feed_dir))
     flow_proto: FlowProto = "tcp" if proto == "tcp" else "udp" if proto == "udp" else "icmp"
     flow = Flow(port=port, proto=flow_proto, uid=_id(user, "user"), gid=_id(group, "group"))
     answers = explain(ruleset, dest, flow)

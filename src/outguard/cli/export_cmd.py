@@ -1,9 +1,9 @@
 """`outguard compile --target T`: the export of a policy for another firewall.
 
-Thin: load, `export.names.for_export` (lower, and resolve the names a `dns:` section leaves to
-outguard's resolver), `export.targets.export`, print. The files go to stdout (each after a
-`# ==> NAME <==` line) or into `--out DIR` (scripts executable); the fidelity report goes to
-stderr; `--strict` exits 1, writing nothing, when any rule is not exact.
+Thin: load and lower (`pipeline`), `export.names.resolve_names` (the names a `dns:` section
+leaves to outguard's resolver, resolved now), `export.targets.export`, print. The files go to
+stdout (each after a `# ==> NAME <==` line) or into `--out DIR` (scripts executable); the
+fidelity report goes to stderr; `--strict` exits 1, writing nothing, when any rule is not exact.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from outguard.errors import OutguardError
 
 def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None,
                feed_dir: Path | None = None) -> None:
-    from outguard.export.names import for_export  # noqa: PLC0415
+    from outguard.export.names import resolve_names  # noqa: PLC0415
     from outguard.export.targets import exporter  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+    from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
     try:
         export = exporter(target)  # an unknown target fails before any name is resolved
         loaded = load_policy(policy, feed_dir=feed_dir)
-        result = export(for_export(loaded))
+        result = export(resolve_names(lower_policy(loaded), loaded))
     except OutguardError as exc:
         fail(exc)
         return

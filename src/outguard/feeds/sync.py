@@ -24,7 +24,7 @@ from typing import Any
 from outguard.errors import StateError
 from outguard.feeds import v4arrays
 from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys
-from outguard.feeds.policy import PREFIX, FeedList, never_block_of
+from outguard.feeds.policy import FEEDS, PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
 from outguard.policy.load import load_text
@@ -111,7 +111,7 @@ def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
         return None
     snap = got[0]
     return load_text(text, snap.source, base_dir=Path(snap.source).parent,
-                     known_lists=lambda d: d in snap.lists, feed_dir=feed_dir)
+                     known_lists=lambda d: d in snap.lists, feed_dir=feed_dir, feeds=FEEDS)
 
 
 def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None,

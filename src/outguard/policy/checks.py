@@ -124,9 +124,10 @@ def _check_owner(rule: Rule, path: str, where: Where, source: str,
                                 "'for' needs at least one of user, group, unit, cgroup"))
 
 
-def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: set[str],
+def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: set[str] | None,
                 where: Where, source: str, problems: list[Problem]) -> None:
-    """Unique names, known `@list`s and `@feed:`s, ports only with tcp/udp, real owners."""
+    """Unique names, known `@list`s and `@feed:`s (`feed_names` None: no feed can be loaded
+    here), ports only with tcp/udp, real owners."""
     seen: dict[str, str] = {}
     for nr in rules:
         path = nr.path
@@ -144,7 +145,10 @@ def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: se
                 continue
             if target.value.startswith("feed:"):
                 feed = target.value[len("feed:"):]
-                if feed not in feed_names:
+                if feed_names is None:
+                    problems.append(Problem(source, *where(at), at, f"@feed:{feed}: feeds are not"
+                                            " loaded here (no feed loader was given)"))
+                elif feed not in feed_names:
                     problems.append(Problem(source, *where(at), at, f"no feed named {feed!r}"
                                             f"{did_you_mean(feed, feed_names)} (`outguard feeds"
                                             " list` shows the registry; add your own under"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from outguard.policy.addresses import AddrSet
 from outguard.policy.targets import Target
@@ -112,6 +112,14 @@ class Source:
         el = self.elements
         found = zip(("4a", "4n", "6a", "6n"), (el.v4, el.v4_nets, el.v6, el.v6_nets), strict=True)
         return frozenset(kind for kind, items in found if items)
+
+
+@runtime_checkable
+class OwnSource(Protocol):
+    """A policy list that makes its own `Source`: a threat feed (`feeds.policy.FeedList`), whose
+    content comes as integers (`Source.bulk`) and fills all four kinds of set."""
+
+    def source(self, key: str) -> Source: ...
 
 
 @dataclass(frozen=True)

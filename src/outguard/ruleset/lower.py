@@ -24,7 +24,7 @@ from outguard.policy.lint import as_utc
 from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
-from outguard.ruleset.ir import Elements, IRRule, Match, Ruleset, Section, Source
+from outguard.ruleset.ir import Elements, IRRule, Match, OwnSource, Ruleset, Section, Source
 
 Resolver = Callable[[str], list[str]]
 
@@ -170,11 +170,7 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
     sources: dict[str, Source] = {}
     for name in sorted(used_lists):
         loaded = policy.lists[name]
-        if name.startswith("feed:"):  # `@feed:NAME`: the feed makes its own Source
-            # imported here: the feeds package costs every apply ~40 ms of start-up otherwise
-            from outguard.feeds.policy import FeedList  # noqa: PLC0415
-
-            assert isinstance(loaded, FeedList)
+        if isinstance(loaded, OwnSource):  # `@feed:NAME`: the feed makes its own Source
             sources[f"list:{name}"] = loaded.source(f"list:{name}")
             continue
         sources[f"list:{name}"] = Source(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outguard.errors import StateError
-from outguard.policy.load import load_text
+from outguard.pipeline import load_policy
 from outguard.policy.loaded import Policy
 from outguard.state import Snapshot, StateDir
 
@@ -54,8 +54,8 @@ class Applied:
     def load(self, state_dir: Path) -> Policy:
         """The policy as it was applied (PolicyError if it no longer loads, e.g. a list file
         beside it went away)."""
-        return load_text(self.text, self.source, base_dir=Path(self.source).parent,
-                         known_lists=self.lists.__contains__, feed_dir=state_dir / "feeds")
+        return load_policy(Path(self.source), text=self.text, known_lists=self.lists.__contains__,
+                           feed_dir=state_dir / "feeds")
 
 
 def _key(snap: Snapshot) -> str:

@@ -10,7 +10,6 @@ here, while the parts in service are untouched. Blocking: the agent runs it on a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +57,14 @@ def prepare(opts: AgentOptions, policy: Policy | None, origin: str,
     if opts.dns and policy.doc.dns is not None:
         # only with a `dns:` section: without one, lowering resolves the policy's host names
         # here, in a process that may not see the resolv.conf of the namespace it monitors
-        from outguard.dns.user import ensure  # noqa: PLC0415
-        from outguard.ruleset.lower import lower  # noqa: PLC0415
+        from outguard.pipeline import lower_policy  # noqa: PLC0415
         from outguard.ruleset.names import NamePolicy, load_blocklists  # noqa: PLC0415
 
-        ruleset = lower(policy)
+        # the resolver's ids, as the apply that made the kernel rule created them
+        ruleset = lower_policy(policy, create_dns_user=True)
         if ruleset.dns is not None:
-            # the resolver's ids, as the apply that made the kernel rule created them
-            dns = ensure(ruleset.dns)
-            out.dns = dataclasses.replace(ruleset, dns=dns)
-            out.names = NamePolicy.of(ruleset, load_blocklists(dns.blocklists))
+            out.dns = ruleset
+            out.names = NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists))
     if opts.feeds:
         from outguard.feeds.lookup import FeedIndex  # noqa: PLC0415
         from outguard.feeds.policy import PREFIX  # noqa: PLC0415
@@ -81,7 +78,7 @@ def prepare(opts: AgentOptions, policy: Policy | None, origin: str,
 def file_policy(path: Path, state_dir: Path) -> Callable[[], Policy]:
     """A loader of the policy file given on the command line (feeds from the state dir)."""
     def load() -> Policy:
-        from outguard.policy.load import load_policy  # noqa: PLC0415
+        from outguard.pipeline import load_policy  # noqa: PLC0415
 
         return load_policy(path, feed_dir=state_dir / "feeds")
     return load
