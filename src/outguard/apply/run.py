@@ -20,6 +20,7 @@ import gc
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from outguard.apply.applyplan import capacity_for, make_plan
 from outguard.apply.executor import ApplyReport, execute
@@ -36,8 +37,12 @@ from outguard.apply.recovery import (
 from outguard.apply.status import status
 from outguard.apply.transact import CgroupLookup, Kernel
 from outguard.errors import OutguardError, StateError
+from outguard.pipeline import load_applied
 from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.state import StateDir
+
+if TYPE_CHECKING:
+    from outguard.feeds.sync import FeedHost
 
 __all__ = ["ApplyReport", "FailClosedError", "apply_policy", "capacity_for", "confirm", "execute",
            "reapply", "remove", "restore", "rollback", "settle_pending", "status"]
@@ -102,3 +107,21 @@ def reapply(state: StateDir, kernel: Kernel, *,
     if got is None or text is None:
         raise StateError("nothing is applied: nothing to re-apply")
     return apply_policy(Path(got[0].source), state, kernel, resolver=resolver, text=text)
+
+
+def reapply_in(state: StateDir, netns: str | None = None) -> ApplyReport:
+    """`reapply` through libnftables in network namespace `netns` (None: this one)."""
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
+
+    with Nft(netns) as nft:
+        return reapply(state, nft)
+
+
+def feed_host(netns: str | None = None) -> FeedHost:
+    """What a feed round needs from above the feeds, for the kernel of `netns`: the applied
+    policy (`pipeline.load_applied`), netlink for the sets, and `reapply_in`."""
+    from outguard.feeds.sync import FeedHost  # noqa: PLC0415 - numpy: only with feeds
+    from outguard.kernel.setsync import apply_in  # noqa: PLC0415
+
+    return FeedHost(load_applied, lambda changes: apply_in(netns, changes),
+                    lambda state: reapply_in(state, netns))

@@ -2,8 +2,9 @@
 
 Place in the data flow: update (fetch → validate → store) → **sync** → `kernel.setsync`. Reads
 the applied snapshot (which sets exist, what they hold: `<state>/sets/<set>.json`, never the
-kernel), reloads the applied policy with its feeds, and for every feed whose content digest moved
-computes, per set, the elements to add and delete. All feeds' changes go to the kernel as one
+kernel), reloads the applied policy with its feeds (`FeedHost.load_applied`: the layers above
+give it), and for every feed whose content digest moved computes, per set, the elements to add
+and delete. All feeds' changes go to the kernel as one
 transaction; only then are the stored elements and the kernel record (`FeedStore`) updated, so a
 refused transaction leaves the last good set in the kernel and the state as it was.
 """
@@ -18,22 +19,31 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from outguard.errors import StateError
 from outguard.feeds import v4arrays
 from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys
-from outguard.feeds.policy import FEEDS, PREFIX, FeedList, never_block_of
+from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
-from outguard.policy.load import load_text
 from outguard.policy.loaded import Policy
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import net_to_range
 from outguard.state import StateDir
 
 Applier = Callable[[Sequence[SetChange]], SyncStats]
+
+
+@dataclass(frozen=True)
+class FeedHost:
+    """What a feed sync needs from the layers above the feeds (`apply.run.feed_host` makes it
+    for the CLI and the agent alike): the applied policy as it was applied, the kernel's sets,
+    and a re-apply for a feed that outgrew its set."""
+
+    load_applied: Callable[[StateDir], Policy | None]  # `pipeline.load_applied`
+    apply: Applier  # set changes into the applied kernel sets, in one transaction
+    reapply: Callable[[StateDir], object]  # apply the applied policy again (bigger sets)
 
 
 @dataclass
@@ -44,7 +54,7 @@ class SyncReport:
     warnings: list[str] = field(default_factory=list)
     committed_at: float = 0.0  # time.perf_counter() when the kernel took the transaction
     # a feed outgrew the capacity its hash set was made with: nothing was synced, the caller
-    # re-applies the policy (`engine.reapply`), which makes bigger sets
+    # re-applies the policy (`FeedHost.reapply`), which makes bigger sets
     outgrown: list[str] = field(default_factory=list)
 
 
@@ -104,17 +114,7 @@ def _delta(state: StateDir, set_name: str, kind: str, content: FeedSet) -> Delta
     return diff_singles(_held(state, set_name, kind), content.singles(version))  # type: ignore[arg-type]
 
 
-def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
-    got = state.read("applied")
-    text = state.policy_text("applied")
-    if got is None or text is None:
-        return None
-    snap = got[0]
-    return load_text(text, snap.source, base_dir=Path(snap.source).parent,
-                     known_lists=lambda d: d in snap.lists, feed_dir=feed_dir, feeds=FEEDS)
-
-
-def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None,
+def sync_kernel(state: StateDir, host: FeedHost, *, only: set[str] | None = None,
                 fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
     """Bring the applied feed sets to the feeds' last good copies (one transaction). `fresh`:
     copies just taken, still in hand (feed → content): used instead of reading them back, when
@@ -122,7 +122,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
     store = FeedStore(state.path / "feeds")
     with state.locked():
         got = state.read("applied")
-        policy = applied_policy(state, store.root)
+        policy = host.load_applied(state)
         if got is None or policy is None:
             return SyncReport(False)
         snap = got[0]
@@ -172,7 +172,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             report.changed.clear()
             return report
         t0 = time.perf_counter()
-        report.stats = apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
+        report.stats = host.apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
         report.committed_at = time.perf_counter()
         report.stats.seconds = report.committed_at - t0
         # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
@@ -188,15 +188,14 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
         return report
 
 
-def sync_feeds(state: StateDir, apply: Applier, reapply: Callable[[], object], *,
-               only: set[str] | None = None,
+def sync_feeds(state: StateDir, host: FeedHost, *, only: set[str] | None = None,
                fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
     """`sync_kernel`, and when a feed outgrew its set, a re-apply of the policy instead (new,
     bigger sets, filled before the rules switch to them)."""
-    report = sync_kernel(state, apply, only=only, fresh=fresh)
+    report = sync_kernel(state, host, only=only, fresh=fresh)
     if report.outgrown:
         t0 = time.perf_counter()
-        reapply()
+        host.reapply(state)
         report.committed_at = time.perf_counter()
         report.stats = SyncStats(0, 0, 0, 0, report.committed_at - t0)
     return report

@@ -96,13 +96,14 @@ class FeedWatch:
             self._stop.set()
 
     async def _run(self, previous: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
+        from outguard.apply.run import feed_host  # noqa: PLC0415
         from outguard.feeds.scheduler import run_feed_scheduler  # noqa: PLC0415
 
         if previous is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await previous
         if not stop.is_set():
-            await run_feed_scheduler(self.state_dir, netns=self.netns, stop=stop,
+            await run_feed_scheduler(self.state_dir, feed_host(self.netns), stop=stop,
                                      on_alert=self._alert, on_round=self._round,
                                      min_sleep=self.min_sleep)
 
