@@ -17,7 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 from outguard.errors import Problem
-from outguard.nftables.nft import Compiled, compile_ruleset
+from outguard.nftables.model import Compiled
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import load_policy as _load_file
 from outguard.policy.load import load_text
 from outguard.policy.loaded import LoadedList, Policy

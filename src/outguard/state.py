@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 
 from outguard.errors import StateError
-from outguard.ruleset.intervals import int_elements, pack_ints, unpack_ints
+from outguard.nftables.model import int_elements
+from outguard.ruleset.intervals import pack_ints, unpack_ints
 
 DEFAULT_DIR = Path("/var/lib/outguard")
 BULK_MAGIC = "outguard-set/1"

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from outguard.nftables.nft import kernel_counter
+from outguard.nftables.model import kernel_counter
 from outguard.policy.load import load_text
 from outguard.ruleset.decide import Decision, Flow, decide
 from outguard.ruleset.lower import lower

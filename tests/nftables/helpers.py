@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from outguard.nftables import nft_text, nft_tx
-from outguard.nftables.nft import Compiled, compile_ruleset
+from outguard.nftables.model import Compiled
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import load_policy, load_text
 from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset

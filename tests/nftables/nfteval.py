@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from outguard.nftables.nft import Compiled, NftSet
+from outguard.nftables.model import Compiled, NftSet
 from outguard.policy.addresses import parse_ip
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import net_to_range

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from outguard.nftables.nft import Compiled, kernel_counter
+from outguard.nftables.model import Compiled, kernel_counter
 from outguard.policy.load import load_policy
 from tests.nftables.helpers import (
     GOLDEN,

@@ -9,7 +9,8 @@ import pytest
 
 from outguard.errors import PolicyError
 from outguard.nftables import nft_tx
-from outguard.nftables.nft import compile_ruleset, conditions, kernel_counter
+from outguard.nftables.model import kernel_counter
+from outguard.nftables.nft import compile_ruleset, conditions
 from outguard.policy.load import load_text
 from outguard.ruleset.ir import Match
 from tests.nftables.helpers import compiled_of, lowered, rules_text

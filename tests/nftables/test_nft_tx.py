@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from outguard.nftables import nft_tx
-from outguard.nftables.nft import Compiled
+from outguard.nftables.model import Compiled
 from outguard.nftables.nft_tx import Inventory
 from tests.nftables.helpers import GOLDEN, compiled_file, compiled_of
 

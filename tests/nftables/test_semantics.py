@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outguard.nftables.nft import Compiled, compile_ruleset, kernel_counter
+from outguard.nftables.model import Compiled, kernel_counter
+from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import load_policy, load_text
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset

@@ -1,4 +1,4 @@
-"""intervals: merge, partition and range_elem, by example and by property."""
+"""intervals (merge, partition, net_to_range) and nftables.model.range_elem, by example and by property."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outguard.ruleset.intervals import merge, net_to_range, partition, range_elem
+from outguard.nftables.model import range_elem
+from outguard.ruleset.intervals import merge, net_to_range, partition
 
 Range = tuple[int, int]
 

@@ -36,7 +36,8 @@ from outguard.apply.transact import (
 from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_tx
-from outguard.nftables.nft import Compiled, NftSet, compile_ruleset, kernel_counter
+from outguard.nftables.model import Compiled, NftSet, kernel_counter
+from outguard.nftables.nft import compile_ruleset
 from outguard.pipeline import load_policy, lower_policy
 from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset

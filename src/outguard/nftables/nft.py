@@ -22,93 +22,34 @@ are named after their content digest, so an unchanged list is never loaded again
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from outguard.errors import ResolverUserError
+from outguard.nftables.model import (
+    ADDR,
+    BASE_CHAINS,
+    Compiled,
+    Expr,
+    NftRule,
+    NftSet,
+    const,
+    int_elements,
+    kernel_counter,
+    log_counter,
+    match,
+    meta,
+    range_elem,
+    short,
+)
+from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.dnsconf import DNS_PORTS
 from outguard.policy.targets import text_to_int
-from outguard.ruleset.intervals import int_elements, merge, net_to_range, partition, range_elem
+from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
 
-Expr = dict[str, Any]
-FAMILY, TABLE = "inet", "outguard"
-BASE_CHAINS = ("output", "forward")  # the chains on a hook, each named after its hook
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
-_ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
-
-
-@dataclass
-class NftSet:
-    name: str
-    key_type: str | tuple[str, ...]  # a tuple: a concatenation (`ipv4_addr . inet_service`)
-    interval: bool
-    verdict_map: bool
-    _elements: Callable[[], list[Any]] = field(repr=False)
-    size_hint: int = 0
-    timeout: bool = False  # filled at run time (by the DNS resolver), entries expire
-    # Content-named and never changed once made (a policy list; not a feed, which is synced in
-    # place): declared with its size, so the kernel can pick its fixed-size hash for it.
-    fixed: bool = False
-    # A feed's set: its elements as integers (addresses, or closed ranges), which the engine
-    # loads over netlink; and, for a hash set, the capacity the engine declares it with (a
-    # fixed-size hash takes a 450k load in 0.37 s where a growing one needs 0.95 s).
-    bulk: Callable[[], list[int] | list[tuple[int, int]]] | None = field(default=None, repr=False)
-    version: int = 4
-    capacity: int | None = None
-    # A cgroup set (`socket cgroupv2 level N @c_…`): the cgroup path it stands for. The engine
-    # fills it with that cgroup when it exists (the kernel matches the cgroup's 64-bit id,
-    # bound when the element is added); empty, it matches nothing: a unit that is not running
-    # makes no batch fail. Refilled at every apply: a restarted unit has a new cgroup.
-    cgroup: str | None = None
-    # The kernel's own state (the per-flow log limits): created with this default element
-    # timeout (seconds) and `capacity`, filled by the packet path only, never by outguard.
-    element_timeout: int | None = None
-
-    def elements(self) -> list[Any]:
-        return self._elements()
-
-
-@dataclass
-class NftRule:
-    expr: list[Expr]
-    comment: str | None = None
-
-
-@dataclass
-class NftChain:
-    name: str
-    hook: str | None = None  # "output" / "forward" for base chains
-    rules: list[NftRule] = field(default_factory=list)
-
-
-@dataclass
-class Compiled:
-    counters: list[str] = field(default_factory=list)
-    sets: dict[str, NftSet] = field(default_factory=dict)
-    chains: dict[str, NftChain] = field(default_factory=dict)
-    needs_text: bool = False  # JSON of nft 1.0.6 cannot express `socket cgroupv2`
-
-    def chain(self, name: str, hook: str | None = None) -> NftChain:
-        if name not in self.chains:
-            self.chains[name] = NftChain(name, hook)
-        return self.chains[name]
-
-
-def kernel_counter(key: str) -> str:
-    """nft object name of a decision key: "allow:web" → "allow.web" (':' is no nft identifier)."""
-    return key.replace(":", ".", 1)
-
-
-def _match(left: Expr, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _meta(key: str) -> Expr:
-    return {"meta": {"key": key}}
 
 
 Ports = tuple[tuple[int, int], ...]
@@ -139,41 +80,31 @@ def conditions(m: Match, port_set: PortSetNamer | None = None,
     if m.until is not None:
         # nft takes `meta time` as whole seconds since the epoch (UTC) and hands the kernel
         # nanoseconds itself: a number in nanoseconds here overflowed into the year 2213
-        out.append(_match(_meta("time"), int(m.until.timestamp()), "<"))
+        out.append(match(meta("time"), int(m.until.timestamp()), "<"))
     if m.proto in ("tcp", "udp"):
         if m.ports:
-            out.append(_match({"payload": {"protocol": m.proto, "field": "dport"}},
+            out.append(match({"payload": {"protocol": m.proto, "field": "dport"}},
                               _port_value(m.ports, port_set)))
         else:
-            out.append(_match(_meta("l4proto"), m.proto))
+            out.append(match(meta("l4proto"), m.proto))
     elif m.proto == "icmp":
-        out.append(_match(_meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}))
+        out.append(match(meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}))
     elif m.ports:
-        out.append(_match(_meta("l4proto"), {"set": ["tcp", "udp"]}))
-        out.append(_match({"payload": {"protocol": "th", "field": "dport"}},
+        out.append(match(meta("l4proto"), {"set": ["tcp", "udp"]}))
+        out.append(match({"payload": {"protocol": "th", "field": "dport"}},
                           _port_value(m.ports, port_set)))
     if m.uid is not None:
-        out.append(_match(_meta("skuid"), m.uid))
+        out.append(match(meta("skuid"), m.uid))
     if m.gid is not None:
-        out.append(_match(_meta("skgid"), m.gid))
+        out.append(match(meta("skgid"), m.gid))
     if m.cgroup is not None:
-        out.append(_match({"socket": {"key": "cgroupv2", "level": m.cgroup_level}},
+        out.append(match({"socket": {"key": "cgroupv2", "level": m.cgroup_level}},
                           f"@{cgroup_set(m.cgroup)}" if cgroup_set is not None else m.cgroup))
     return out
 
 
-def _const(value: list[Any]) -> Callable[[], list[Any]]:
-    return lambda: value
-
-
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 class _Builder:
     def __init__(self, rs: Ruleset) -> None:
-        from outguard.nftables.nft_verdict import Verdicts  # noqa: PLC0415 - it builds on this module
-
         self.rs = rs
         self.out = Compiled()
         self.verdicts = Verdicts(rs, self.out)
@@ -193,21 +124,21 @@ class _Builder:
     def port_set(self, ports: Ports) -> str:
         if ports not in self.port_sets:
             elems = port_items(ports)
-            name = f"p_{_short(repr(elems))}"
-            self.out.sets[name] = NftSet(name, "inet_service", True, False, _const(elems), len(elems))
+            name = f"p_{short(repr(elems))}"
+            self.out.sets[name] = NftSet(name, "inet_service", True, False, const(elems), len(elems))
             self.port_sets[ports] = name
         return self.port_sets[ports]
 
     def cgroup_set(self, path: str) -> str:
-        name = f"c_{_short(path)}"
+        name = f"c_{short(path)}"
         if name not in self.out.sets:
-            self.out.sets[name] = NftSet(name, "cgroupsv2", False, False, _const([path]),
+            self.out.sets[name] = NftSet(name, "cgroupsv2", False, False, const([path]),
                                          cgroup=path)
         return name
 
     def list_set(self, key: str, version: int, kind: str) -> str | None:
         source = self.rs.sources[key]
-        key_type = _ADDR[version][1]
+        key_type = ADDR[version][1]
         name = f"l_{''.join(c if c.isalnum() else '_' for c in key[5:])}_{source.digest[:12]}" \
                f"_{version}{kind}"
         if name in self.out.sets:
@@ -248,19 +179,19 @@ class _Builder:
         if rule.fqdn_set is not None:
             for version in (4, 6):
                 fqdn = f"{rule.fqdn_set}_{version}"
-                self.out.sets[fqdn] = NftSet(fqdn, _ADDR[version][1], False, False, _const([]),
+                self.out.sets[fqdn] = NftSet(fqdn, ADDR[version][1], False, False, const([]),
                                              timeout=True)
-                left = {"payload": {"protocol": _ADDR[version][0], "field": "daddr"}}
-                out.append(NftRule([_match(left, f"@{fqdn}"), *cond, *verdict], comment))
+                left = {"payload": {"protocol": ADDR[version][0], "field": "daddr"}}
+                out.append(NftRule([match(left, f"@{fqdn}"), *cond, *verdict], comment))
         for key in rule.lists:
             for version in (4, 6):
-                proto = _ADDR[version][0]
+                proto = ADDR[version][0]
                 for kind in ("a", "n"):
                     if f"{version}{kind}" not in self.rs.sources[key].kinds:
                         continue
                     name = self.list_set(key, version, kind)
                     left = {"payload": {"protocol": proto, "field": "daddr"}}
-                    out.append(NftRule([_match(left, f"@{name}"), *cond, *verdict], comment))
+                    out.append(NftRule([match(left, f"@{name}"), *cond, *verdict], comment))
         return out
 
     def section(self, section: Section, rules: tuple[IRRule, ...]) -> None:
@@ -275,7 +206,7 @@ class _Builder:
             if owners not in groups:
                 picked = set(owners) | {r.index for r in loose}
                 members = [by_index[i] for i in sorted(picked)]
-                name = f"g_{section[0]}_{_short(repr([(r.name, r.index in owners) for r in members]))}"
+                name = f"g_{section[0]}_{short(repr([(r.name, r.index in owners) for r in members]))}"
                 groups[owners] = name
                 chain = self.out.chain(name)
                 for r in members:
@@ -283,7 +214,7 @@ class _Builder:
             return groups[owners]
 
         for version in (4, 6):
-            proto, key_type = _ADDR[version]
+            proto, key_type = ADDR[version]
             singles: dict[int, set[int]] = {}
             ranges: list[tuple[int, int, int]] = []
             for r in rules:
@@ -303,9 +234,9 @@ class _Builder:
                 if not items:
                     continue
                 elems = [[key, {"goto": {"target": group_chain(owners)}}] for key, owners in items]
-                name = f"m_{section[0]}_{version}{kind}_{_short(repr(elems))}"
+                name = f"m_{section[0]}_{version}{kind}_{short(repr(elems))}"
                 self.out.sets[name] = NftSet(name, key_type, kind == "n", True,
-                                             _const(elems), len(elems), fixed=True)
+                                             const(elems), len(elems), fixed=True)
                 stage.rules.append(NftRule([{"vmap": {
                     "key": {"payload": {"protocol": proto, "field": "daddr"}}, "data": f"@{name}"}}]))
         for r in loose:
@@ -315,12 +246,12 @@ class _Builder:
         chain = self.out.chain(name, hook)
         # conntrack first: most packets of a connection (and 2 of the 3 a short TCP connection
         # sends) are established ones; both rules accept, so their order changes no verdict
-        chain.rules.append(NftRule([_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+        chain.rules.append(NftRule([match({"ct": {"key": "state"}}, ["established", "related"], "in"),
                                     {"accept": None}]))
         if hook == "output":
-            chain.rules.append(NftRule([_match(_meta("oif"), "lo"), {"accept": None}]))
+            chain.rules.append(NftRule([match(meta("oif"), "lo"), {"accept": None}]))
         if hook == "output":
-            chain.rules.append(NftRule([_match({"payload": {"protocol": "icmpv6", "field": "type"}},
+            chain.rules.append(NftRule([match({"payload": {"protocol": "icmpv6", "field": "type"}},
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
         for section in ("deny", "allow"):
@@ -344,17 +275,17 @@ class _Builder:
         if dns.uid is None:
             raise ResolverUserError(f"dns.user {dns.user!r} does not exist yet: `outguard apply`"
                                     " (or `outguard run`) creates it")
-        tcp_udp = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
+        tcp_udp = match(meta("l4proto"), {"set": ["tcp", "udp"]})
         dport = {"payload": {"protocol": "th", "field": "dport"}}
         if before == "deny":
-            return [NftRule([tcp_udp, _match(dport, port),
-                             _match({"payload": {"protocol": _ADDR[6 if ":" in addr else 4][0],
+            return [NftRule([tcp_udp, match(dport, port),
+                             match({"payload": {"protocol": ADDR[6 if ":" in addr else 4][0],
                                                  "field": "daddr"}}, addr),
-                             _match(_meta("skuid"), dns.uid), {"accept": None}],
+                             match(meta("skuid"), dns.uid), {"accept": None}],
                             "dns: outguard's resolver to its upstream")
                     for addr, port in dns.upstreams]
         ports = sorted({*DNS_PORTS, *(p for _a, p in dns.upstreams)})
-        return [NftRule([tcp_udp, _match(dport, {"set": ports}), {"counter": "default"},
+        return [NftRule([tcp_udp, match(dport, {"set": ports}), {"counter": "default"},
                          {"goto": {"target": "v_default"}}],
                         "dns: only through outguard's resolver")]
 
@@ -370,11 +301,6 @@ class _Builder:
         self.out.counters += [log_counter(k) for k in ["default", *(r.counter for r in rs.deny)]]
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out
-
-
-def log_counter(key: str) -> str:
-    """The counter of the packets a blocking decision (`default`, `deny:x`) sent to NFLOG."""
-    return "log." + kernel_counter(key)
 
 
 def compile_ruleset(rs: Ruleset) -> Compiled:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from outguard.nftables.nft import BASE_CHAINS, FAMILY, TABLE, Compiled, NftChain, NftSet
+from outguard.nftables.model import BASE_CHAINS, FAMILY, TABLE, Compiled, NftChain, NftSet
 
 Cmd = dict[str, Any]
 ElementsOf = Callable[[NftSet], "Cmd | None"]

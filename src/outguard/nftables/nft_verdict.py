@@ -16,18 +16,18 @@ The prefix says what the kernel does (nothing: drop), for `events` to read back.
 
 from __future__ import annotations
 
-from outguard.nftables.nft import (
-    _ADDR,
+from outguard.nftables.model import (
+    ADDR,
     Compiled,
     Expr,
     NftChain,
     NftRule,
     NftSet,
-    _const,
-    _match,
-    _meta,
-    _short,
+    const,
     log_counter,
+    match,
+    meta,
+    short,
 )
 from outguard.ruleset.ir import Ruleset
 
@@ -95,7 +95,7 @@ class Verdicts:
     def reject_chain(self, first: bool) -> str:
         if "v_reject" not in self.out.chains:
             chain = self.out.chain("v_reject")
-            chain.rules.append(NftRule([_match(_meta("l4proto"), "tcp"),
+            chain.rules.append(NftRule([match(meta("l4proto"), "tcp"),
                                         {"reject": {"type": "tcp reset"}}]))
             chain.rules.append(NftRule([{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]))
         if not first:
@@ -107,7 +107,7 @@ class Verdicts:
             chain = self.out.chain("v_reject_first")
             for version in (4, 6):
                 name, four = self.held_syns(version)
-                chain.rules.append(NftRule([_match(_meta("l4proto"), "tcp"), {"set": {
+                chain.rules.append(NftRule([match(meta("l4proto"), "tcp"), {"set": {
                     "op": "add", "elem": four, "set": f"@{name}"}}, {"drop": None}],
                     "first SYN: dropped, so that its socket is attributed"))
             chain.rules.append(NftRule([{"goto": {"target": "v_reject"}}]))
@@ -115,10 +115,10 @@ class Verdicts:
 
     def held_syns(self, version: int) -> tuple[str, Expr]:
         """The set of held-back SYNs of one family, and its key (the connection's 4-tuple)."""
-        addr = _ADDR[version][1]
+        addr = ADDR[version][1]
         name = self.flow_set(f"rs{version}", (addr, "inet_service", addr, "inet_service"),
                              SYN_SET_SIZE, SYN_TIMEOUT)
-        ip = _ADDR[version][0]
+        ip = ADDR[version][0]
         return name, {"concat": [_payload(ip, "saddr"), _payload("th", "sport"),
                                  _payload(ip, "daddr"), _payload("th", "dport")]}
 
@@ -131,7 +131,7 @@ class Verdicts:
         out = []
         for version in (4, 6):
             name, four = self.held_syns(version)
-            out.append(NftRule([_match(_meta("l4proto"), "tcp"), _match(four, f"@{name}"),
+            out.append(NftRule([match(meta("l4proto"), "tcp"), match(four, f"@{name}"),
                                 {"goto": {"target": self.reject_chain(first=False)}}]))
         return out
 
@@ -150,9 +150,9 @@ class Verdicts:
 
     def flow_set(self, kind: str, key: tuple[str, ...], size: int, timeout: int) -> str:
         """A set the packet path fills (log limits, first SYNs), named after its declaration."""
-        name = f"fl_{kind}_{_short(repr((key, size, timeout)))}"
+        name = f"fl_{kind}_{short(repr((key, size, timeout)))}"
         if name not in self.out.sets:
-            self.out.sets[name] = NftSet(name, key, False, False, _const([]), capacity=size,
+            self.out.sets[name] = NftSet(name, key, False, False, const([]), capacity=size,
                                          element_timeout=timeout)
         return name
 
@@ -178,21 +178,21 @@ class Verdicts:
         rate, per = self.rs.log_rate
         timeout = log_timeout(rate, per)
         quiet = self.quiet()
-        ported = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
+        ported = match(meta("l4proto"), {"set": ["tcp", "udp"]})
         for version in (4, 6):
-            ip, addr = _ADDR[version]
+            ip, addr = ADDR[version]
             daddr, dport = _payload(ip, "daddr"), _payload("th", "dport")
             flows: tuple[tuple[str, list[Expr], tuple[str, ...], list[Expr], int], ...] = (
-                ("f", [ported], (addr, "inet_service", "uid"), [daddr, dport, _meta("skuid")],
+                ("f", [ported], (addr, "inet_service", "uid"), [daddr, dport, meta("skuid")],
                  FLOW_SET_SIZE),
                 ("n", [ported], (addr, "inet_service"), [daddr, dport], OTHER_SET_SIZE),
-                ("o", [], (addr, "inet_proto"), [daddr, _meta("l4proto")], OTHER_SET_SIZE),
+                ("o", [], (addr, "inet_proto"), [daddr, meta("l4proto")], OTHER_SET_SIZE),
             )
             for kind, pre, key_type, key, size in flows:
                 seen = self.flow_set(f"{kind}{version}s", key_type, size, timeout)
                 lim = self.flow_set(f"{kind}{version}l", key_type, size, timeout)
                 elem = {"concat": key}
-                known = _match(elem, f"@{seen}")
+                known = match(elem, f"@{seen}")
                 chain.rules.append(NftRule([*pre, {"set": {"op": "update", "elem": elem,
                                                            "set": f"@{seen}"}}]))
                 chain.rules.append(NftRule([*pre, known, {"set": {

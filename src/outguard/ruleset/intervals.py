@@ -1,4 +1,4 @@
-"""Interval arithmetic on integer addresses: merge, partition, and back to nftables elements.
+"""Interval arithmetic on integer addresses: merge, partition, pack, and addresses as text.
 
 Sort-and-merge on integers (about 20x faster than `ipaddress.collapse_addresses` on a million
 prefixes), and the elementary-segment partition the compiler uses to turn overlapping prefixes of
@@ -13,9 +13,8 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
-from typing import Any
 
-from outguard.policy.addresses import BITS, net_bounds
+from outguard.policy.addresses import net_bounds
 from outguard.policy.targets import int_to_text, text_to_int
 
 _U32 = struct.Struct(">I")
@@ -82,22 +81,3 @@ def addr_texts(values: Sequence[int], version: int) -> list[str]:
     if version == 4:
         return list(map(socket.inet_ntoa, map(_U32.pack, values)))
     return [int_to_text(v, 6) for v in values]
-
-
-def int_elements(items: Sequence[int] | Sequence[tuple[int, int]], version: int,
-                 interval: bool) -> list[Any]:
-    """nftables JSON elements of a set given as integers: addresses, or closed ranges."""
-    if not interval:
-        return addr_texts(items, version)  # type: ignore[arg-type]
-    return [range_elem(a, b, version) for a, b in items]  # type: ignore[misc]
-
-
-def range_elem(first: int, last: int, version: int) -> Any:
-    """The nftables JSON key for a range: a prefix when it is one, else a range."""
-    size = last - first + 1
-    if size & (size - 1) == 0 and first % size == 0:
-        length = BITS[version] - (size.bit_length() - 1)
-        if length == BITS[version]:
-            return int_to_text(first, version)
-        return {"prefix": {"addr": int_to_text(first, version), "len": length}}
-    return {"range": [int_to_text(first, version), int_to_text(last, version)]}
