@@ -20,7 +20,8 @@ import pytest
 
 from outguard.policy.load import load_policy
 from outguard.ruleset.lower import lower
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world
 from tests.kernel.topology import Probe, Topology

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import pytest
 
 from outguard.alerts.format import text_line
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 from tests.kernel.conftest import kernel_skip_reason, new_netns
 from tests.kernel.topology import Probe, Topology, build

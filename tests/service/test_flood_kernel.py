@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from outguard.kernel.netns import NetnsThread
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 from outguard.store.sqlite import SQLiteStore
 from tests.kernel.conftest import kernel_skip_reason, new_netns

@@ -17,7 +17,8 @@ import dns.exception
 import dns.rcode
 import pytest
 
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from tests.kernel.conftest import kernel_skip_reason, new_netns
 from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world
 from tests.kernel.topology import Topology, build

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from outguard.monitor.agent import MemorySource
 from outguard.service import applied
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.state import Snapshot, StateDir
 from tests.monitor.events import packet
 from tests.monitor.test_agent import FakeProcs

@@ -26,7 +26,8 @@ from outguard.errors import LabError
 from outguard.kernel import netns
 from outguard.lab import lifecycle, report, workload
 from outguard.lab import topology as t
-from outguard.service.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 
 POLICY_RELPATH = Path("examples") / "lab-policy.yaml"

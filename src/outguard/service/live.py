@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from outguard.dns.events import EventSink
     from outguard.dns.supervisor import DnsHandle
     from outguard.policy.dnsconf import DnsSettings
-    from outguard.service.runner import AgentOptions
+    from outguard.service.options import AgentOptions
 
 log = logging.getLogger("outguard.monitor")
 DnsStep = Literal["none", "update", "new", "restart", "stop"]

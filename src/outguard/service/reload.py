@@ -44,7 +44,7 @@ from outguard.service.settings import AgentSettings, file_policy, prepare
 
 if TYPE_CHECKING:
     from outguard.monitor.metrics import Metrics
-    from outguard.service.runner import AgentOptions
+    from outguard.service.options import AgentOptions
 
 log = logging.getLogger("outguard.monitor")
 RETRY_S = 30.0

@@ -30,12 +30,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from outguard.errors import OutguardError
 from outguard.events import Incident
@@ -49,46 +47,21 @@ from outguard.monitor.metrics import (
     resolver_families,
     suppressed_families,
 )
-from outguard.policy.alertconf import AlertSpec
 from outguard.policy.loaded import Policy
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
+from outguard.service.options import AgentOptions
 from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings
 from outguard.service.settings import AgentSettings, file_policy
 from outguard.service.switchsource import SwitchSource
 from outguard.store import Query
-from outguard.store.base import Retention, Store
+from outguard.store.base import Store
 from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from outguard.dns.supervisor import DnsHandle
 
 log = logging.getLogger("outguard.monitor")
-STORE_NAME = "events.db"
-
-
-@dataclass
-class AgentOptions:
-    # `apply`: applied first, and again on SIGHUP. Either way the agent serves what is applied
-    # in `state_dir`; this file only while nothing is (see `service.reload`)
-    policy: Path | None
-    state_dir: Path
-    netns: str | None = None  # in-process use: bind NFLOG / apply inside this namespace
-    apply: bool = True
-    store: str | Path | None = None  # default: STATE_DIR/events.db
-    signatures: Sequence[Path] = ()
-    alerts: Sequence[AlertSpec] | None = None  # None: the policy's `alerts:`
-    nflog_group: int | None = None  # None: the policy's options.nflog_group (default 0)
-    metrics_listen: str | None = None
-    window: timedelta = timedelta(minutes=10)
-    realert: timedelta = timedelta(minutes=5)
-    retention: Retention = field(default_factory=Retention)
-    stdout: TextIO | None = None  # where `stdout:` sinks write (tests)
-    dns: bool = True  # run the resolver when the policy has a `dns:` section
-    feeds: bool = True  # update `@feed:` lists on their schedule and tag drops with the feed
-
-    def store_location(self) -> str | Path:
-        return self.store if self.store is not None else self.state_dir / STORE_NAME
 
 
 class MemorySink:

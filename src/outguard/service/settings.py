@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from outguard.feeds.lookup import FeedIndex
     from outguard.ruleset.ir import Ruleset
     from outguard.ruleset.names import NamePolicy
-    from outguard.service.runner import AgentOptions
+    from outguard.service.options import AgentOptions
 
 
 @dataclass
