@@ -21,6 +21,7 @@ from typing import Any
 
 from outguard.apply.applyplan import ApplyPlan
 from outguard.apply.transact import Kernel, Watched, rule_digests, run, switch
+from outguard.clock import Clock, system_clock
 from outguard.errors import KernelError, StateError
 from outguard.nftables import nft_tx
 from outguard.state import Pending
@@ -40,7 +41,7 @@ class ApplyReport:
 
 def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = None,
             spawn_watchdog: Callable[[str, float, str], int] | None = None,
-            now: Callable[[], float] = time.time, fallback: str | None = None) -> ApplyReport:
+            now: Clock = system_clock, fallback: str | None = None) -> ApplyReport:
     """Run a plan: the watchdog first (with a confirmation window), the transactions, then what
     the state directory records. The caller holds the state lock."""
     state = plan.state

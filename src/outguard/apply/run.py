@@ -36,6 +36,7 @@ from outguard.apply.recovery import (
 )
 from outguard.apply.status import status
 from outguard.apply.transact import CgroupLookup, Kernel
+from outguard.clock import Clock, system_clock
 from outguard.errors import OutguardError, StateError
 from outguard.pipeline import load_applied
 from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
@@ -66,7 +67,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
                  resolver: Resolver = system_resolver,
                  confirm_timeout: float | None = None,
                  spawn_watchdog: Callable[[str, float, str], int] | None = None,
-                 now: Callable[[], float] = time.time, text: str | None = None,
+                 now: Clock = system_clock, text: str | None = None,
                  cgroups: CgroupLookup | None = None,
                  resolve_timeout: float = RESOLVE_TIMEOUT) -> ApplyReport:
     """Apply the policy at `path` (or `text`, the policy read from there earlier). A stale

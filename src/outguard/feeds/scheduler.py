@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outguard.clock import Clock, system_clock
 from outguard.errors import OutguardError
 from outguard.events import FeedAlert
 from outguard.feeds.alert import AlertHook, emit
@@ -46,7 +46,7 @@ class Round:
 
 
 async def fetch_round(state: StateDir, host: FeedHost, *, names: Sequence[str] = (),
-                      clock: Callable[[], float] = time.time, force: bool = False,
+                      clock: Clock = system_clock, force: bool = False,
                       ignore_interval: bool = False,
                       progress: ProgressHook | None = None) -> Round:
     """Fetch, validate and keep the feeds the applied policy uses (or `names`) that are due.
@@ -74,7 +74,7 @@ def sync_round(state: StateDir, host: FeedHost, got: Round) -> SyncReport | None
 
 
 async def run_round(state: StateDir, host: FeedHost, *, on_alert: AlertHook | None = None,
-                    clock: Callable[[], float] = time.time, force: bool = False,
+                    clock: Clock = system_clock, force: bool = False,
                     ignore_interval: bool = False) -> tuple[list[FeedResult], SyncReport | None]:
     """A round of the agent's: its alerts are logged and handed on, a failed sync is one."""
     got = await fetch_round(state, host, clock=clock, force=force,
@@ -96,7 +96,7 @@ async def run_round(state: StateDir, host: FeedHost, *, on_alert: AlertHook | No
 async def run_feed_scheduler(state_dir: Path, host: FeedHost, *,
                              stop: asyncio.Event | None = None,
                              on_alert: AlertHook | None = None,
-                             clock: Callable[[], float] = time.time,
+                             clock: Clock = system_clock,
                              max_sleep: float = 300.0, min_sleep: float = 5.0,
                              on_round: RoundHook | None = None) -> None:
     """Run until `stop` is set. Errors of one round are alerted and logged, never fatal.
