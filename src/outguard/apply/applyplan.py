@@ -219,46 +219,22 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     for source in ruleset.sources.values():
         if source.is_list and source.digest in known:
             source.known_kinds = frozenset(known[source.digest])
-    start = generation_of(kernel)
-    trusted = before is not None and start is not None and start[0] != "" \
-        and holds_recorded(before.generation, start)
-    listing: tuple[list[str], list[str], list[str]] | None = None
-    listing_failed = False
-    recorded = nft_tx.Inventory.from_json(before.inventory) if before is not None \
-        else nft_tx.Inventory()
-    if before is not None and not trusted:
-        try:
-            listing = kernel.objects() or ([], [], [])
-        except KernelError:
-            listing_failed = True
-        # Someone committed since: often only set elements (a feed sync, the DNS resolver).
-        # If our table's objects and every chain's rules are still those recorded, the
-        # record holds all the same.
-        trusted = listing is not None and unchanged(kernel, before, recorded, listing)
-    in_kernel = set(recorded.sets) if trusted else set(listing[1]) if listing else set()
+    record = _read_kernel(kernel, before)
     plan = ApplyPlan(
-        path, policy, ruleset, Compiled(), before, trusted, start, nft_tx.Inventory(),
-        nft_tx.Inventory(), None, None, [], [], [], [],
+        path, policy, ruleset, Compiled(), before, record.trusted, record.start,
+        nft_tx.Inventory(), nft_tx.Inventory(), None, None, [], [], [], [],
         dict(before.set_sizes) if before is not None else {},
         dict(before.capacities) if before is not None else {}, warnings, cgroups, pending,
-        state, listing_failed)
+        state, record.listing_failed)
     if before is not None:
-        _keep_feed_sets(plan, before, in_kernel)
+        _keep_feed_sets(plan, before, record.in_kernel())
     compiled = plan.compiled = compile_ruleset(ruleset)
     for s in compiled.sets.values():  # a kept feed set is declared as it was made
         if s.bulk is not None and s.name in plan.capacities:
             s.capacity = plan.capacities[s.name]
     _warn_missing_cgroups(plan)
     plan.inventory = nft_tx.Inventory.of(compiled)
-    if before is not None and trusted:
-        plan.held = recorded
-    elif listing is not None:
-        chains, sets, counters = listing
-        # a set the kernel lists but no apply recorded may be half made (an apply killed
-        # between creating a feed's set and filling it): if the policy needs it, it is left
-        # out, so that the delta declares and fills it again; if not, it goes with the rest
-        plan.held = nft_tx.Inventory(chains, [n for n in sets if n in set(recorded.sets)
-                                              or n not in compiled.sets], counters)
+    plan.held = record.held(compiled)
     if plan.held.chains or plan.held.sets or plan.held.counters:
         plan.phases = nft_tx.delta_phases(compiled, plan.held, plan._elements(plan.fills),
                                           plan.inventory)
@@ -267,6 +243,60 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     plan.timings = {"load_ms": (t_load - t0) * 1000,
                     "compile_ms": (time.perf_counter() - t_load) * 1000}
     return plan
+
+
+@dataclass
+class _Record:
+    """What the kernel holds of ours, as far as the record (`before`) and, when it cannot be
+    trusted, the kernel's own list of names tell."""
+
+    start: Generation | None  # the ruleset generation when the plan was made
+    trusted: bool  # the kernel holds exactly what `before` recorded
+    recorded: nft_tx.Inventory
+    listing: tuple[list[str], list[str], list[str]] | None = None
+    listing_failed: bool = False  # not trusted, and the kernel could not list our table
+
+    def in_kernel(self) -> set[str]:
+        """The sets of ours in the kernel now."""
+        if self.trusted:
+            return set(self.recorded.sets)
+        return set(self.listing[1]) if self.listing else set()
+
+    def held(self, compiled: Compiled) -> nft_tx.Inventory:
+        """What a delta starts from (empty: the whole table is replaced)."""
+        if self.trusted:
+            return self.recorded
+        if self.listing is None:
+            return nft_tx.Inventory()
+        chains, sets, counters = self.listing
+        # a set the kernel lists but no apply recorded may be half made (an apply killed
+        # between creating a feed's set and filling it): if the policy needs it, it is left
+        # out, so that the delta declares and fills it again; if not, it goes with the rest
+        known = set(self.recorded.sets)
+        return nft_tx.Inventory(chains, [n for n in sets if n in known or n not in compiled.sets],
+                                counters)
+
+
+def _read_kernel(kernel: Kernel, before: Snapshot | None) -> _Record:
+    """Read what the kernel tells without a change: its generation and, when that says someone
+    committed since `before`, the names of our objects and our chains' rule digests."""
+    start = generation_of(kernel)
+    trusted = before is not None and start is not None and start[0] != "" \
+        and holds_recorded(before.generation, start)
+    recorded = nft_tx.Inventory.from_json(before.inventory) if before is not None \
+        else nft_tx.Inventory()
+    record = _Record(start, trusted, recorded)
+    if before is not None and not trusted:
+        try:
+            record.listing = kernel.objects() or ([], [], [])
+        except KernelError:
+            record.listing_failed = True
+        # Someone committed since: often only set elements (a feed sync, the DNS resolver).
+        # If our table's objects and every chain's rules are still those recorded, the
+        # record holds all the same.
+        record.trusted = record.listing is not None \
+            and unchanged(kernel, before, recorded, record.listing)
+    return record
 
 
 def _pending(state: StateDir) -> tuple[Pending | None, list[str]]:

@@ -49,37 +49,9 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
     watched = Watched(kernel)
     if watched.start != plan.start:
         watched.clean = False  # someone committed since the plan read the generation
-    new_pending = None
-    if confirm_timeout is not None:
-        if spawn_watchdog is None:
-            raise StateError("no watchdog launcher for --confirm-timeout")
-        token, deadline = uuid.uuid4().hex, now() + confirm_timeout
-        base = plan.before.snapshot_id if plan.before is not None else ""
-        new_pending = Pending(token, deadline, 0, plan.policy.digest, base)
-        state.set_pending(new_pending)
-        new_pending.watchdog_pid = spawn_watchdog(token, deadline, base)
-        state.set_pending(new_pending)
-    method, inventory = plan.method, plan.inventory
+    new_pending = _start_watchdog(plan, confirm_timeout, spawn_watchdog, now)
     try:
-        try:
-            if plan.phases is None:
-                run(watched, plan.full_commands(), plan.text)
-            elif not switch(watched, plan.phases, plan.text, plan.fills, plan.undo_fills):
-                # what refused the cleanup may be an object of someone else's in our table:
-                # the next apply lists the kernel's and deletes it with the leftovers
-                watched.clean = False
-                gone = nft_tx.leftovers(plan.compiled, plan.held)
-                inventory = nft_tx.Inventory(inventory.chains + gone.chains,
-                                             inventory.sets + gone.sets,
-                                             inventory.counters + gone.counters,
-                                             inventory.rules)
-        except KernelError:
-            if plan.phases is None:
-                raise
-            # the kernel does not hold what we recorded (someone changed or removed the
-            # table): replace the whole table instead, still in one transaction
-            method = "full"
-            run(watched, plan.full_commands(), plan.text)
+        method, inventory = _send(plan, watched)
     except BaseException:
         if new_pending is not None:
             state.clear_pending()
@@ -100,6 +72,49 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
     return ApplyReport(plan.policy.digest, plan.policy.doc.mode, len(plan.ruleset.rules()),
                        list(plan.warnings), method,
                        {"load_ms": 0.0, "commit_ms": (t_commit - t0) * 1000}, new_pending)
+
+
+def _start_watchdog(plan: ApplyPlan, confirm_timeout: float | None,
+                    spawn_watchdog: Callable[[str, float, str], int] | None,
+                    now: Clock) -> Pending | None:
+    """With a confirmation window: record the pending confirmation and start its watchdog,
+    before anything is sent (a killed apply is then rolled back)."""
+    if confirm_timeout is None:
+        return None
+    if spawn_watchdog is None:
+        raise StateError("no watchdog launcher for --confirm-timeout")
+    token, deadline = uuid.uuid4().hex, now() + confirm_timeout
+    base = plan.before.snapshot_id if plan.before is not None else ""
+    pending = Pending(token, deadline, 0, plan.policy.digest, base)
+    plan.state.set_pending(pending)
+    pending.watchdog_pid = spawn_watchdog(token, deadline, base)
+    plan.state.set_pending(pending)
+    return pending
+
+
+def _send(plan: ApplyPlan, watched: Watched) -> tuple[str, nft_tx.Inventory]:
+    """The plan's transactions; the method used ("delta", or "full" when the kernel refused
+    the delta) and what the kernel holds afterwards (with what a refused cleanup left)."""
+    inventory = plan.inventory
+    try:
+        if plan.phases is None:
+            run(watched, plan.full_commands(), plan.text)
+        elif not switch(watched, plan.phases, plan.text, plan.fills, plan.undo_fills):
+            # what refused the cleanup may be an object of someone else's in our table:
+            # the next apply lists the kernel's and deletes it with the leftovers
+            watched.clean = False
+            gone = nft_tx.leftovers(plan.compiled, plan.held)
+            inventory = nft_tx.Inventory(inventory.chains + gone.chains,
+                                         inventory.sets + gone.sets,
+                                         inventory.counters + gone.counters, inventory.rules)
+    except KernelError:
+        if plan.phases is None:
+            raise
+        # the kernel does not hold what we recorded (someone changed or removed the table):
+        # replace the whole table instead, still in one transaction
+        run(watched, plan.full_commands(), plan.text)
+        return "full", inventory
+    return plan.method, inventory
 
 
 def _read_back(plan: ApplyPlan, method: str,
