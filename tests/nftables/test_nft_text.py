@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from outguard.nftables import nft_text
+from outguard.nftables import nft_text, nft_tx
 from outguard.nftables.nft_tx import document, remove
+from tests.nftables.helpers import compiled_of
 
 T = {"family": "inet", "table": "outguard"}
 
@@ -166,3 +168,18 @@ def test_script_skips_metainfo_and_ends_with_a_newline() -> None:
     doc = document(remove())
     assert nft_text.script(doc["nftables"]) == \
         "add table inet outguard\ndelete table inet outguard\n"
+
+
+@pytest.mark.parametrize("policy", [
+    "version: 1\nallow:\n  - {name: ws, to: [203.0.113.1], comment: websocket gateway}\n",
+    "version: 1\nallow:\n  - {name: socket, to: [203.0.113.1]}\n",
+    "version: 1\nallow:\n  - {name: a, for: {user: 0}}\n",
+    "version: 1\nallow:\n  - {name: a, for: {unit: socket.service}}\n",
+    "version: 1\nallow:\n  - {name: a, for: {cgroup: /a/b}, comment: no socket here}\n",
+])
+def test_needs_text_reads_the_rules_not_their_words(policy: str) -> None:
+    """Rollback and restore read a stored full form back: a rule whose comment or name says
+    "socket" is no `socket cgroupv2` match (the stored text was searched for the word once)."""
+    compiled = compiled_of(policy)
+    stored = json.loads(json.dumps(nft_tx.full(compiled)))  # as the state directory keeps it
+    assert nft_text.needs_text(stored) == compiled.needs_text

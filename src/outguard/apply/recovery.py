@@ -30,14 +30,13 @@ from outguard.apply.transact import (
     generation_of,
     held_by_kernel,
     holds_recorded,
-    needs_text,
     roll_to,
     rule_digests,
     run,
     stored_inventory,
 )
 from outguard.errors import KernelError, OutguardError, StateError
-from outguard.nftables import nft_tx
+from outguard.nftables import nft_text, nft_tx
 from outguard.state import Pending, StateDir
 
 
@@ -285,7 +284,7 @@ def restore_locked(state: StateDir, kernel: Kernel, cgroups: CgroupLookup | None
     if made is None:
         raise StateError(f"the applied ruleset in {state.path / 'applied'} is damaged")
     watched = Watched(kernel)
-    run(watched, expand(stored, state, cgroups), needs_text(stored))
+    run(watched, expand(stored, state, cgroups), nft_text.needs_text(stored))
     made.rules = nft_tx.stored_digests(stored)
     state.record_commit(made.to_json(), watched.recorded(), rule_digests(kernel, watched.last))
     what = "outguard's fail-closed table" if snap.fallback else f"policy {snap.policy_hash[:12]}"

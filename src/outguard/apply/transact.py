@@ -220,12 +220,6 @@ def holds_recorded(recorded: list[Any] | None, now: Generation | None) -> bool:
         and tuple(recorded) == now
 
 
-def needs_text(stored: list[dict[str, Any]]) -> bool:
-    """Do stored commands need nft's text syntax (a `socket cgroupv2` rule)?"""
-    return any("socket" in str(c) for c in stored
-               if isinstance(c, dict) and isinstance(c.get("add"), dict) and "rule" in c["add"])
-
-
 def roll_to(kernel: Kernel, state: StateDir, stored: list[dict[str, Any]],
             target: nft_tx.Inventory | None, held: nft_tx.Inventory | None,
             cgroups: CgroupLookup | None = None) -> nft_tx.Inventory | None:
@@ -236,7 +230,7 @@ def roll_to(kernel: Kernel, state: StateDir, stored: list[dict[str, Any]],
     Returns what the kernel holds afterwards (with what a refused cleanup left over, for the
     next apply to delete), or None if the stored commands cannot be read as a full form
     (`target`, what they make: `stored_inventory`)."""
-    text = needs_text(stored)
+    text = nft_text.needs_text(stored)
     if held is not None and target is not None:
         phases = nft_tx.stored_phases(stored, held)
         phases.prepare = expand(phases.prepare, state, cgroups)

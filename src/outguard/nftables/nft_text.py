@@ -141,5 +141,19 @@ def command_text(cmd: dict[str, Any]) -> str:
     raise ValueError(f"unknown command {cmd}")
 
 
+def needs_text(cmds: list[dict[str, Any]]) -> bool:
+    """Do these commands hold a rule that only nft's text syntax can say (a `socket cgroupv2`
+    match)? Read from the rules' expressions: a comment that says "socket" is no such rule."""
+    return any(_socket_match(expr) for cmd in cmds if isinstance(cmd, dict)
+               and isinstance(add := cmd.get("add"), dict) and isinstance(rule := add.get("rule"), dict)
+               for expr in rule.get("expr") or [])
+
+
+def _socket_match(expr: Any) -> bool:
+    match = expr.get("match") if isinstance(expr, dict) else None
+    return isinstance(match, dict) and isinstance(match.get("left"), dict) \
+        and "socket" in match["left"]
+
+
 def script(cmds: list[dict[str, Any]]) -> str:
     return "\n".join(line for line in (command_text(c) for c in cmds) if line) + "\n"
