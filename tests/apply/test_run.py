@@ -1,4 +1,4 @@
-"""engine: what an apply records of the ruleset generation (`_Watched`), with a kernel stand-in
+"""apply.run: what an apply records of the ruleset generation (`_Watched`), with a kernel stand-in
 that counts commits like nf_tables does. The kernel-side behaviour is in
 tests/kernel/test_apply_safety.py; this checks the bookkeeping, including what root-only tests
 cannot stage (a foreign commit in the middle of an apply, an unknown namespace identity)."""
@@ -189,7 +189,7 @@ def test_an_untrusted_record_that_the_kernel_cannot_list_replaces_the_whole_tabl
 def test_when_even_the_fail_closed_table_is_refused_the_error_says_so(tmp_path: Path) -> None:
     """No table, nothing applied before, and the kernel refuses everything: the command must
     say that the host has no table, not only why the policy failed."""
-    from outguard.apply.run import FailClosedError
+    from outguard.apply.recovery import FailClosedError
 
     policy = tmp_path / "p.yaml"
     policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
@@ -213,7 +213,7 @@ def test_a_pending_confirmation_without_a_live_watchdog_is_orphaned_or_expired()
 
 
 def test_a_rollback_with_no_previous_policy_refuses_unless_told(tmp_path: Path) -> None:
-    from outguard.apply.run import rollback
+    from outguard.apply.recovery import rollback
     from outguard.errors import StateError
 
     policy = tmp_path / "p.yaml"

@@ -3,7 +3,7 @@ re-applying, `--confirm-timeout` rolls back even when the applying process dies,
 hand, and outguard touches no table but its own (`apply`, re-apply, `rollback`, `remove`).
 
 Each test builds the two-namespace topology of tests/kernel/topology.py; outguard acts in its
-server namespace only (the CLI with `--netns`, or `engine` in this process with an `Nft` bound to
+server namespace only (the CLI with `--netns`, or `apply.run` in this process with an `Nft` bound to
 the namespace). The rollback watchdog always runs inside that namespace.
 """
 

@@ -3,7 +3,7 @@ IPv6), deny beats allow, `for: {user: ...}` is checked against real processes, a
 everything and logs it, and `status --json` shows the counters of the rules that were hit.
 
 Every test builds the two-namespace topology of tests/kernel/topology.py and applies the policy
-in its server namespace (in this process through `engine.apply_policy` with an `Nft` bound to the
+in its server namespace (in this process through `apply.run.apply_policy` with an `Nft` bound to the
 namespace, or through the CLI with `--netns`).
 """
 

@@ -153,7 +153,7 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
     that outgrows it is not synced in place but re-applied: a new, bigger set, filled over
     netlink before the deny rule switches to it."""
     from outguard.apply import applyplan
-    from outguard.apply import run as engine
+    from outguard.apply.run import reapply as do_reapply
     from outguard.feeds.sync import FeedHost, sync_feeds
 
     monkeypatch.setattr(applyplan, "MIN_CAPACITY", 16)
@@ -176,7 +176,7 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
 
             def reapply(state: StateDir) -> None:
                 with Nft(netns) as nft:
-                    engine.reapply(state, nft, resolver=lambda _n: [])
+                    do_reapply(state, nft, resolver=lambda _n: [])
             report = sync_feeds(state, FeedHost(load_applied, lambda ch: apply_in(netns, ch),
                                                 reapply))
             return result.status, bool(report.outgrown)

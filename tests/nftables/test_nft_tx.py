@@ -365,7 +365,7 @@ def test_a_rollback_delta_from_the_stored_form_is_the_delta_of_the_compiled_poli
 
 def test_a_rollback_does_not_load_a_shared_list_again() -> None:
     """A list both policies use keeps its set: neither its declaration nor its elements (here
-    a stored marker, which only the engine can expand) are sent."""
+    a stored marker, which only apply can expand) are sent."""
     policy = compiled_file(GOLDEN / "lists.yaml")
     list_sets = [n for n in policy.sets if n.startswith("l_")]
     assert list_sets

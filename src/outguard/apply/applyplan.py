@@ -4,7 +4,7 @@
 directory) and what the kernel tells without a change (its ruleset generation; when the record
 cannot be trusted, the names of the objects in our table). It returns an `ApplyPlan`: the
 transactions apply sends (a delta's three phases, or the whole table), the sets it fills over
-netlink, what it writes to the set store, and the snapshot it records. `engine.execute` runs a
+netlink, what it writes to the set store, and the snapshot it records. `executor.execute` runs a
 plan, `outguard plan` prints one (`planview`): one computation, so `plan` shows what `apply` does.
 
 Feed sets are kept. A feed's sets are named after its digest, which moves with its content and
@@ -154,7 +154,7 @@ class ApplyPlan:
 
     def _elements(self, fills: list[SetChange] | None) -> Callable[[NftSet], Cmd | None]:
         """Elements of a new set for the kernel, noting the store writes. A feed set (`bulk`)
-        gets its capacity and, in a delta (`fills`), is left empty here: the engine loads it
+        gets its capacity and, in a delta (`fills`), is left empty here: the executor loads it
         over netlink before the rules switch to it. A cgroup set gets its cgroup if it
         exists now."""
         def elements_of(s: NftSet) -> Cmd | None:

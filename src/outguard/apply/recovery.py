@@ -1,6 +1,6 @@
 """Getting back to a known ruleset: rollback, confirm, remove, restore, and the fail-closed table.
 
-Place in the data flow: next to `engine` (apply), on the same state directory and kernel. Every
+Place in the data flow: next to `run` (apply), on the same state directory and kernel. Every
 path here ends with a table of ours in the kernel unless a person asked for none:
 - `rollback` puts the previous snapshot back (the watchdog's call when a confirmation does not
   come); with no previous one it removes the table only when told to (`allow_remove`);

@@ -1,4 +1,5 @@
-"""Apply: run what the planner computed (`applyplan`), and never end with no table.
+"""`outguard apply` and a re-apply: plan (`applyplan`), execute (`executor`), and never end
+with no table.
 
 Glue between the plan (policy → IR → transactions, computed without changing anything) and the
 two kinds of I/O: the kernel (`transact`, `kernel.libnft`) and the state directory. The kernel,
@@ -9,8 +10,8 @@ kernel refuses changes nothing; when that leaves the namespace with no table of 
 (a boot, a table deleted by hand), `recovery.fall_back` puts the last applied ruleset back, or
 a fail-closed one, and the apply fails loudly.
 
-Rollback, confirm, remove and restore are in `recovery`, `status` in `status`; they are
-re-exported here for the commands and the agent.
+Rollback, confirm, remove and restore are in `recovery`, `status` in `status`. A feed round
+re-applies through here too (`feed_host`: what the feeds are given from the layers above them).
 """
 
 from __future__ import annotations
@@ -22,19 +23,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outguard.apply.applyplan import capacity_for, make_plan
+from outguard.apply.applyplan import make_plan
 from outguard.apply.executor import ApplyReport, execute
-from outguard.apply.recovery import (
-    FailClosedError,
-    confirm,
-    fall_back,
-    refuse_pending,
-    remove,
-    restore,
-    rollback,
-    settle_pending,
-)
-from outguard.apply.status import status
+from outguard.apply.recovery import FailClosedError, fall_back, refuse_pending, settle_pending
 from outguard.apply.transact import CgroupLookup, Kernel
 from outguard.clock import Clock, system_clock
 from outguard.errors import OutguardError, StateError
@@ -44,9 +35,6 @@ from outguard.state import StateDir
 
 if TYPE_CHECKING:
     from outguard.feeds.sync import FeedHost
-
-__all__ = ["ApplyReport", "FailClosedError", "apply_policy", "capacity_for", "confirm", "execute",
-           "reapply", "remove", "restore", "rollback", "settle_pending", "status"]
 
 
 @contextlib.contextmanager

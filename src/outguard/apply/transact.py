@@ -1,6 +1,6 @@
 """Sending outguard's transactions to the kernel, and knowing what its table holds.
 
-Shared by `engine` (apply), `recovery` (rollback, restore, the fail-closed table) and `status`:
+Shared by `executor` (apply), `recovery` (rollback, restore, the fail-closed table) and `status`:
 the `Kernel` they talk to, the watch on the ruleset generation that tells whether anyone else
 committed (`Watched`), the three-phase switch of a delta (`switch`), what the kernel lists when
 the record cannot be trusted (`held_by_kernel`), and putting a stored snapshot back (`roll_to`).

@@ -2,7 +2,7 @@
 `_watchdog` that an apply with --confirm-timeout leaves behind (`plan` and `status` read it: in
 their own modules).
 
-Thin: option parsing and printing; the work is in `engine`.
+Thin: option parsing and printing; the work is in `apply`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: s
     if backend == "aws":
         apply_aws(policy, **aws)
         return
-    from outguard.apply.run import FailClosedError, apply_policy  # noqa: PLC0415
+    from outguard.apply.recovery import FailClosedError  # noqa: PLC0415
+    from outguard.apply.run import apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -123,7 +124,7 @@ def loud(cause: OutguardError, done: str) -> None:
 @kernel_options
 def confirm(netns: str | None, state_dir_path: Path) -> None:
     """Keep the policy applied with --confirm-timeout (fails if nothing waits)."""
-    from outguard.apply.run import confirm as do_confirm  # noqa: PLC0415
+    from outguard.apply.recovery import confirm as do_confirm  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -140,7 +141,7 @@ def confirm(netns: str | None, state_dir_path: Path) -> None:
 @kernel_options
 def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> None:
     """Restore the previously applied policy (with --remove: none, remove the table)."""
-    from outguard.apply.run import rollback as do_rollback  # noqa: PLC0415
+    from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -161,7 +162,7 @@ def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> Non
 @kernel_options
 def remove(force: bool, netns: str | None, state_dir_path: Path) -> None:
     """Remove outguard's table (and nothing else): egress is open afterwards."""
-    from outguard.apply.run import remove as do_remove  # noqa: PLC0415
+    from outguard.apply.recovery import remove as do_remove  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -203,7 +204,7 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 
     No policy is read and no name resolved; an apply that was never confirmed is rolled back
     first. Fails when nothing was ever applied here."""
-    from outguard.apply.run import restore as do_restore  # noqa: PLC0415
+    from outguard.apply.recovery import restore as do_restore  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -224,7 +225,7 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 @click.option("--base", default=None)
 def watchdog(state_dir: Path, token: str, deadline: float, base: str | None) -> None:
     """Roll back at DEADLINE unless the pending confirmation TOKEN was confirmed."""
-    from outguard.apply.run import rollback as do_rollback  # noqa: PLC0415
+    from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
     from outguard.errors import StateError  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415

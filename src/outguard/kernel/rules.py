@@ -1,7 +1,7 @@
 """The rules of outguard's chains as the kernel holds them, in short: a digest per chain, read by
 raw nf_tables netlink (a GETRULE dump: rules only, never set elements).
 
-Place in the data flow: right after an apply (or restore, or rollback) commits, the engine reads
+Place in the data flow: right after an apply (or restore, or rollback) commits, apply reads
 the digests back and records them; `status` reads them again and compares: a rule inserted by
 hand into our table (an accept for an attacker) is drift. A digest covers each rule's
 expressions and comment in order, not its handle, and of stateful expressions (counters) only

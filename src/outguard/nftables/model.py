@@ -35,13 +35,13 @@ class NftSet:
     # Content-named and never changed once made (a policy list; not a feed, which is synced in
     # place): declared with its size, so the kernel can pick its fixed-size hash for it.
     fixed: bool = False
-    # A feed's set: its elements as integers (addresses, or closed ranges), which the engine
-    # loads over netlink; and, for a hash set, the capacity the engine declares it with (a
+    # A feed's set: its elements as integers (addresses, or closed ranges), which apply
+    # loads over netlink; and, for a hash set, the capacity apply declares it with (a
     # fixed-size hash takes a 450k load in 0.37 s where a growing one needs 0.95 s).
     bulk: Callable[[], list[int] | list[tuple[int, int]]] | None = field(default=None, repr=False)
     version: int = 4
     capacity: int | None = None
-    # A cgroup set (`socket cgroupv2 level N @c_…`): the cgroup path it stands for. The engine
+    # A cgroup set (`socket cgroupv2 level N @c_…`): the cgroup path it stands for. Apply
     # fills it with that cgroup when it exists (the kernel matches the cgroup's 64-bit id,
     # bound when the element is added); empty, it matches nothing: a unit that is not running
     # makes no batch fail. Refilled at every apply: a restarted unit has a new cgroup.

@@ -73,7 +73,7 @@ def _port_value(ports: Ports, port_set: PortSetNamer | None) -> Any:
 def conditions(m: Match, port_set: PortSetNamer | None = None,
                cgroup_set: CgroupSetNamer | None = None) -> list[Expr]:
     """Everything but the destination address, as nftables expressions. With `cgroup_set`
-    (the compiler's), a cgroup is matched through a set named for its path, which the engine
+    (the compiler's), a cgroup is matched through a set named for its path, which apply
     fills with the cgroup if it exists; without, by the path itself (nft then needs it to
     exist under /sys/fs/cgroup when the rule is added)."""
     out: list[Expr] = []

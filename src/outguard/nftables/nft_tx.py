@@ -249,7 +249,7 @@ def delta(compiled: Compiled, before: Inventory,
 @dataclass
 class _Stored:
     """A stored full form, taken apart: the objects in order, each set with its declaration
-    and its elements command (or the engine's marker), the rules in order."""
+    and its elements command (or apply's marker), the rules in order."""
 
     counters: list[str] = field(default_factory=list)
     chains: dict[str, Cmd] = field(default_factory=dict)
@@ -287,7 +287,7 @@ class _Stored:
             elif cmd.get("delete") == {"table": {"family": FAMILY, "name": TABLE}}:
                 continue  # the full form's `delete table`
             elif last_set is not None and "add" not in cmd and "delete" not in cmd:
-                out.sets[last_set].append(cmd)  # an elements marker: the engine expands it
+                out.sets[last_set].append(cmd)  # an elements marker: apply expands it
             else:
                 raise ValueError(f"unexpected stored command {cmd!r:.80}")
         return out
@@ -304,7 +304,7 @@ def stored_inventory(stored: list[Cmd]) -> Inventory:
 
 def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     """A delta from `before` to a snapshot's stored full form (`full`'s commands, list elements
-    possibly still as the engine's markers, which stay in `prepare` for it to expand): what
+    possibly still as apply's markers, which stay in `prepare` for it to expand): what
     `rollback` runs, so that a rollback, like an apply, makes new sets before the switch and
     deletes old ones after it, and does not load again a list both policies share. The stored
     commands carry no digests: every chain that stays is flushed and refilled. ValueError if

@@ -71,7 +71,7 @@ class Elements:
 
 class IntContent(Protocol):
     """A big list as integers (a feed's `FeedSet`): per IP version, sorted single addresses and
-    sorted disjoint closed ranges. The engine loads such sets over netlink, not as JSON."""
+    sorted disjoint closed ranges. Apply loads such sets over netlink, not as JSON."""
 
     def singles(self, version: int) -> list[int]: ...
 
