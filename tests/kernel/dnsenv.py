@@ -25,9 +25,8 @@ import dns.rdatatype
 
 from outguard.dns.supervisor import DnsHandle, serve_dns
 from outguard.kernel import netns as ns
-from outguard.policy.dnsconf import DnsSettings
 from outguard.policy.load import load_policy
-from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.ir import DnsSettings, Ruleset
 from outguard.ruleset.lower import lower
 from tests.kernel.topology import Topology
 

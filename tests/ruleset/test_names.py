@@ -6,7 +6,7 @@ import pytest
 
 from outguard.policy.load import load_text
 from outguard.ruleset.lower import lower
-from outguard.ruleset.names import NamePolicy, normalize, parse_blocklist, tunneling_hint
+from outguard.ruleset.names import NamePolicy, normalize
 
 POLICY = """
 version: 1
@@ -105,31 +105,6 @@ def test_normalize() -> None:
     assert normalize("Example.TEST.") == "example.test"
     assert normalize("bücher.example") == "xn--bcher-kva.example"
     assert normalize(".") == "."
-
-
-def test_parse_blocklist_formats() -> None:
-    text = """# hosts format
-0.0.0.0 ads.example.test tracker.example.test
-127.0.0.1 localhost
-::1 ip6-localhost
-:: v6.example.test
-192.0.2.9 Bad.Example.TEST  # comment
-plain.example.test
-*.wild.example.test
-||abp.example.test^
-198.51.100.3
-"""
-    assert list(parse_blocklist(text)) == [
-        "ads.example.test", "tracker.example.test", "v6.example.test", "bad.example.test",
-        "plain.example.test", "wild.example.test", "abp.example.test"]
-
-
-def test_tunneling_hint() -> None:
-    assert tunneling_hint("api.example.test") is None
-    assert tunneling_hint("www.some-quite-normal-name.example.test") is None
-    assert tunneling_hint("mzxw6ytboi4dmnzzgq3tqojqgeztknbv.t.example.test") is not None
-    long = ".".join(["aGVsbG8gd29ybGQgaGVsbG8"] * 5) + ".x.example.test"
-    assert tunneling_hint(long) is not None
 
 
 def test_unknown_resolver_user_is_a_policy_error() -> None:

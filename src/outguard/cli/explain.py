@@ -103,7 +103,8 @@ def _answers(ruleset: Ruleset, flow: Flow, destination: str, name: str | None,
 
 def _by_name(ruleset: Ruleset, name: str, flow: Flow) -> list[Answer]:
     """With `dns:`: the resolver's verdict on the name, then decide() by name."""
-    from outguard.ruleset.names import NamePolicy, load_blocklists  # noqa: PLC0415
+    from outguard.dns.blocklist import load_blocklists  # noqa: PLC0415
+    from outguard.ruleset.names import NamePolicy  # noqa: PLC0415
 
     assert ruleset.dns is not None
     verdict = NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists)).lookup(name)

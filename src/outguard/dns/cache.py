@@ -24,7 +24,7 @@ from typing import Any
 
 from outguard.dns.answers import Resolved, addresses
 from outguard.dns.wire import Answer, WireError
-from outguard.policy.dnsconf import DnsSettings
+from outguard.ruleset.ir import DnsSettings
 
 CacheKey = tuple[str, int, int, bool]
 SetItem = tuple[str, str, int]  # (kernel set name, address, timeout in seconds)

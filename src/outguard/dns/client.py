@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from outguard.dns.tunnel import tunneling_hint
 from outguard.errors import KernelError
-from outguard.ruleset.names import tunneling_hint
 
 
 @dataclass(frozen=True)

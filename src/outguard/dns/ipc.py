@@ -33,7 +33,7 @@ import orjson
 from outguard.dns.answers import Resolved
 from outguard.dns.client import Client
 from outguard.dns.resolver import Stats
-from outguard.policy.dnsconf import DnsSettings
+from outguard.ruleset.ir import DnsSettings
 
 MAX_FRAME = 64 << 20  # a cache snapshot; any other message is far smaller
 MAX_SET_TIMEOUT = 60 * 86400

@@ -35,7 +35,7 @@ from outguard.dns.wire import (
     parse_query,
 )
 from outguard.errors import OutguardError
-from outguard.policy.dnsconf import DnsSettings
+from outguard.ruleset.ir import DnsSettings
 from outguard.ruleset.names import NamePolicy, NameVerdict
 
 log = logging.getLogger("outguard.dns")

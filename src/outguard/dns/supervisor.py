@@ -38,6 +38,7 @@ from typing import Any
 
 from outguard.dns import cache as dcache
 from outguard.dns import ipc
+from outguard.dns.blocklist import load_blocklists
 from outguard.dns.cache import RecentNames, SetItem
 from outguard.dns.client import Attributor, Client, sockdiag_attributor
 from outguard.dns.events import EventSink, JsonlEvents, from_json
@@ -48,9 +49,8 @@ from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import spawn_child
-from outguard.policy.dnsconf import DnsSettings
-from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.names import NamePolicy, load_blocklists
+from outguard.ruleset.ir import DnsSettings, Ruleset
+from outguard.ruleset.names import NamePolicy
 
 log = logging.getLogger("outguard.dns")
 CACHE_FILE = "dns-cache.json"

@@ -15,7 +15,8 @@ import dataclasses
 
 from outguard.errors import ResolverUserError
 from outguard.policy import accounts
-from outguard.policy.dnsconf import DEFAULT_USER, DnsSettings
+from outguard.policy.dnsconf import DEFAULT_USER
+from outguard.ruleset.ir import DnsSettings
 
 
 def ensure(settings: DnsSettings) -> DnsSettings:

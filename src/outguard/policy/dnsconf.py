@@ -11,8 +11,8 @@
       blocklists: [domains.txt]         # hosts-file or plain lists of names answered NXDOMAIN
       tunnel_names_per_minute: 100      # distinct names below one allowed wildcard: an incident
 
-Lives in the `dns` package and is referred to by `policy.model.PolicyDoc.dns`; `lower` turns it
-into `DnsSettings` (uid resolved, endpoints parsed) on the `Ruleset`.
+Referred to by `policy.model.PolicyDoc.dns`; `lower` turns it into `ruleset.ir.DnsSettings` (uid
+resolved, endpoints parsed) on the `Ruleset`.
 
 Addresses are checked here so that nothing odd reaches nftables or resolv.conf: no IPv6 scope
 ids (`fe80::1%eth0` is no nft address, and a scope id is free text that could carry a newline
@@ -23,7 +23,6 @@ packet in nftables; `[::ffff:0.0.0.0]` would listen on every IPv4 address).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
@@ -135,39 +134,3 @@ def resolver_ids(config: DnsConfig) -> tuple[int | None, int | None]:
     if found[0] == 0:
         raise ValueError(f"user {config.user!r} is uid 0: the resolver must not run as root")
     return found
-
-
-@dataclass(frozen=True)
-class DnsSettings:
-    """The `dns:` section ready for the resolver and the compiler."""
-
-    listen: tuple[str, int]
-    upstreams: tuple[tuple[str, int], ...]
-    min_ttl: int
-    grace: int
-    unlisted: Literal["refused", "nxdomain"]
-    # the resolver's uid and gid; None while the default user does not exist yet (`apply`,
-    # `run` and `dns serve` create it: `dns.user.ensure`)
-    uid: int | None
-    timeout: float
-    blocklists: tuple[str, ...]  # absolute paths
-    user: str = DEFAULT_USER  # as the policy names it (a name, or a uid as text)
-    gid: int | None = None
-    tunnel_names_per_minute: int = 100
-
-    @classmethod
-    def of(cls, config: DnsConfig, uid: int | None, base_dir: str | None = None,
-           gid: int | None = None) -> DnsSettings:
-        import os.path  # noqa: PLC0415
-
-        def absolute(path: str) -> str:
-            return path if os.path.isabs(path) or base_dir is None else os.path.join(base_dir, path)
-
-        return cls(parse_endpoint(config.listen), tuple(parse_endpoint(u) for u in config.upstreams),
-                   config.min_ttl, config.grace, config.unlisted, uid, config.timeout,
-                   tuple(absolute(p) for p in config.blocklists), str(config.user),
-                   gid if gid is not None else uid, config.tunnel_names_per_minute)
-
-    def set_timeout(self, ttl: int) -> int:
-        """Seconds a kernel set entry lives for an answer with this TTL."""
-        return max(ttl, self.min_ttl) + self.grace

@@ -9,17 +9,16 @@ list shared by every rule that refers to it, so that a big list is one kernel se
 from __future__ import annotations
 
 import hashlib
+import os.path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from outguard.policy.addresses import AddrSet
+from outguard.policy.dnsconf import DEFAULT_USER, DnsConfig, parse_endpoint
 from outguard.policy.targets import Target
-
-if TYPE_CHECKING:  # the dns package is imported only by policies with a `dns:` section
-    from outguard.policy.dnsconf import DnsSettings
 
 Section = Literal["deny", "allow"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
@@ -152,6 +151,40 @@ class IRRule:
     @property
     def counter(self) -> str:
         return f"{self.section}:{self.name}"
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """The `dns:` section ready for the resolver and the compiler."""
+
+    listen: tuple[str, int]
+    upstreams: tuple[tuple[str, int], ...]
+    min_ttl: int
+    grace: int
+    unlisted: Literal["refused", "nxdomain"]
+    # the resolver's uid and gid; None while the default user does not exist yet (`apply`,
+    # `run` and `dns serve` create it: `dns.user.ensure`)
+    uid: int | None
+    timeout: float
+    blocklists: tuple[str, ...]  # absolute paths
+    user: str = DEFAULT_USER  # as the policy names it (a name, or a uid as text)
+    gid: int | None = None
+    tunnel_names_per_minute: int = 100
+
+    @classmethod
+    def of(cls, config: DnsConfig, uid: int | None, base_dir: str | None = None,
+           gid: int | None = None) -> DnsSettings:
+        def absolute(path: str) -> str:
+            return path if os.path.isabs(path) or base_dir is None else os.path.join(base_dir, path)
+
+        return cls(parse_endpoint(config.listen), tuple(parse_endpoint(u) for u in config.upstreams),
+                   config.min_ttl, config.grace, config.unlisted, uid, config.timeout,
+                   tuple(absolute(p) for p in config.blocklists), str(config.user),
+                   gid if gid is not None else uid, config.tunnel_names_per_minute)
+
+    def set_timeout(self, ttl: int) -> int:
+        """Seconds a kernel set entry lives for an answer with this TTL."""
+        return max(ttl, self.min_ttl) + self.grace
 
 
 @dataclass

@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 
 from outguard.errors import PolicyError, Problem
 from outguard.policy import accounts
-from outguard.policy.dnsconf import DnsSettings, resolver_ids
+from outguard.policy.dnsconf import resolver_ids
 from outguard.policy.lint import as_utc
 from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
-from outguard.ruleset.ir import Elements, IRRule, Match, OwnSource, Ruleset, Section, Source
+from outguard.ruleset.ir import DnsSettings, Elements, IRRule, Match, OwnSource, Ruleset, Section, Source
 
 Resolver = Callable[[str], list[str]]
 

@@ -1,7 +1,8 @@
-"""Names: normalisation, the question "which rules cover this name?", blocklists, and hints.
+"""Names in a ruleset: normalisation, and the question "which rules cover this name?".
 
 Pure. The resolver asks `NamePolicy.lookup(qname)` for every query; the answer says whether the
-name may be resolved, which kernel sets its addresses go into, and, when it may not, why.
+name may be resolved, which kernel sets its addresses go into, and, when it may not, why
+(blocklists are read by `dns.blocklist` and given to `NamePolicy.of`).
 
 Matching rules (the same as `decide` for names): names are compared in lower-case ASCII without a
 trailing dot, internationalised names as punycode (`xn--...`). `*.example.test` matches every
@@ -11,21 +12,11 @@ name *below* example.test (`a.example.test`, `a.b.example.test`), never `example
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from outguard.errors import OutguardError
 from outguard.ruleset.ir import IRRule, Ruleset
-
-_HOSTS_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "::0", "0:0:0:0:0:0:0:0"})
-_LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-class BlocklistError(OutguardError):
-    """A domain blocklist file that cannot be read."""
 
 
 def normalize(name: str) -> str:
@@ -40,19 +31,6 @@ def normalize(name: str) -> str:
             # not a valid IDN: keep it comparable but unmatchable by any policy name
             return name.lower()
     return name.lower()
-
-
-def wire_labels_to_text(labels: Iterable[bytes]) -> str:
-    """Name from wire labels, lower-cased; bytes no policy name can hold are escaped (`\\DDD`),
-    so a label with a '.' inside never passes for two labels."""
-    out = []
-    for label in labels:
-        low = label.lower()
-        text = low.decode("latin-1")
-        if not set(text) <= _LDH:
-            text = "".join(c if c in _LDH else f"\\{ord(c):03d}" for c in text)
-        out.append(text)
-    return ".".join(out)
 
 
 def suffixes(name: str) -> Iterator[str]:
@@ -179,52 +157,3 @@ def rule_names(ruleset: Ruleset, rule: IRRule) -> tuple[list[str], list[str]]:
         for value in ruleset.list_names.get(key, ()):
             (wilds if value.startswith("*.") else names).append(value)
     return names, wilds
-
-
-def parse_blocklist(text: str) -> Iterator[str]:
-    """Names of a hosts-file (`0.0.0.0 name [name...]`) or plain (`name` per line) blocklist.
-
-    Lines that are neither (comments, `localhost`, addresses alone) are skipped: feeds are
-    messy and one odd line must not disable a whole list."""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        fields = line.split()
-        if fields[0] in _HOSTS_SINKS or (len(fields) > 1 and ":" in fields[0]) \
-                or (len(fields) > 1 and fields[0].replace(".", "").isdigit()):
-            fields = fields[1:]
-        for word in fields:
-            name = normalize(word.removeprefix("*.").removeprefix("||").removesuffix("^"))
-            if "." in name and name not in ("localhost", "localhost.localdomain") \
-                    and not name.replace(".", "").isdigit() and ":" not in name:
-                yield name
-
-
-def load_blocklists(paths: Iterable[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise BlocklistError(f"cannot read DNS blocklist {path}: {exc.strerror}") from exc
-        for name in parse_blocklist(text):
-            out.setdefault(name, path)
-    return out
-
-
-def _entropy(text: str) -> float:
-    counts = Counter(text)
-    return -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
-
-
-def tunneling_hint(name: str) -> str | None:
-    """Why a name looks like data carried in DNS (long random labels), or None."""
-    labels = name.split(".")
-    longest = max(labels, key=len)
-    if len(longest) >= 24 and _entropy(longest) >= 3.5:
-        return f"a {len(longest)}-character random-looking label (DNS tunneling?)"
-    if len(name) >= 120 and sum(len(label) for label in labels[:-2]) >= 90:
-        return f"a {len(name)}-character name carrying long labels (DNS tunneling?)"
-    return None

@@ -41,7 +41,7 @@ from outguard.store.writer import BatchWriter
 if TYPE_CHECKING:
     from outguard.dns.events import EventSink
     from outguard.dns.supervisor import DnsHandle
-    from outguard.policy.dnsconf import DnsSettings
+    from outguard.ruleset.ir import DnsSettings
     from outguard.service.options import AgentOptions
 
 log = logging.getLogger("outguard.monitor")

@@ -57,8 +57,9 @@ def prepare(opts: AgentOptions, policy: Policy | None, origin: str,
     if opts.dns and policy.doc.dns is not None:
         # only with a `dns:` section: without one, lowering resolves the policy's host names
         # here, in a process that may not see the resolv.conf of the namespace it monitors
+        from outguard.dns.blocklist import load_blocklists  # noqa: PLC0415
         from outguard.pipeline import lower_policy  # noqa: PLC0415
-        from outguard.ruleset.names import NamePolicy, load_blocklists  # noqa: PLC0415
+        from outguard.ruleset.names import NamePolicy  # noqa: PLC0415
 
         # the resolver's ids, as the apply that made the kernel rule created them
         ruleset = lower_policy(policy, create_dns_user=True)
