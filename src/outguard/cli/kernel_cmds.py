@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ IPTABLES_BACKENDS = ("iptables", "iptables-nft", "iptables-legacy")
 
 def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
     def spawn(token: str, deadline: float, base: str) -> int:
+        from outguard.kernel import procs  # noqa: PLC0415
         from outguard.kernel.cgroups import CGROUP_FD_ENV  # noqa: PLC0415
 
         inherited = os.environ.get(CGROUP_FD_ENV, "")
@@ -37,14 +37,12 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
             # A new session: the watchdog outlives the apply command, its terminal and its
             # SSH session — the things a bad policy may have just cut off. It knows its token,
             # deadline and base itself: a damaged pending file does not stop it.
-            proc = subprocess.Popen(
+            return procs.start_detached(
                 [sys.executable, "-m", "outguard", "_watchdog", "--state-dir", str(state_dir),
                  "--token", token, "--deadline", repr(deadline), "--base", base],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                close_fds=True, pass_fds=(int(inherited),) if inherited.isdigit() else ())
+                log=log, pass_fds=(int(inherited),) if inherited.isdigit() else ())
         finally:
             os.close(log)
-        return proc.pid
     return spawn
 
 

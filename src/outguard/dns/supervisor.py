@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +47,7 @@ from outguard.dns.user import ensure
 from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
-from outguard.kernel.privsep import spawn_child
+from outguard.kernel.privsep import Child, spawn_child
 from outguard.ruleset.ir import DnsSettings, Ruleset
 from outguard.ruleset.names import NamePolicy
 
@@ -81,7 +80,7 @@ class DnsHandle:
         self._stats = Stats()
         self.restarts = 0
         self.rejected = 0  # malformed messages from the resolver process (each ended it)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
         self._out: asyncio.StreamWriter | None = None
         self._run: asyncio.Task[None] | None = None
         self._closing = False

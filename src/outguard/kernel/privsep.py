@@ -63,7 +63,10 @@ def create_system_user(name: str, comment: str) -> tuple[int, int]:
     raise KernelError(f"cannot create user {name!r}: {problem}")
 
 
-def spawn_child(module: str, args: Sequence[str], pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:
+Child = subprocess.Popen[bytes]  # a child process of ours (`spawn_child`)
+
+
+def spawn_child(module: str, args: Sequence[str], pass_fds: Sequence[int]) -> Child:
     """`python -m module args...` as a child of this process, with only `pass_fds` open besides
     stdout/stderr (the child's log lines go where ours go)."""
     argv = [sys.executable, "-m", module, *args]
