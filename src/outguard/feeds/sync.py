@@ -175,17 +175,23 @@ def sync_kernel(state: StateDir, host: FeedHost, *, only: set[str] | None = None
         report.stats = host.apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
         report.committed_at = time.perf_counter()
         report.stats.seconds = report.committed_at - t0
-        # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
-        for feed, held, set_name, loaded, kind in after:
-            if set_name:
-                version, interval = int(kind[0]), kind[1] == "n"
-                state.store_packed(set_name, version, interval, loaded.content.kinds[kind],
-                                   loaded.content.packed(version, interval))
-            else:  # the set named after `held` now holds this content
-                record = store.kernel_record(feed)
-                record[held] = loaded.digest
-                store.write_kernel_record(feed, record)
+        _record(state, store, after)
         return report
+
+
+def _record(state: StateDir, store: FeedStore,
+            after: list[tuple[str, str, str, FeedList, str]]) -> None:
+    """After the commit: the set store (what `apply` and `rollback` send again) and the feed
+    store's kernel record follow what the kernel now holds."""
+    for feed, held, set_name, loaded, kind in after:
+        if set_name:
+            version, interval = int(kind[0]), kind[1] == "n"
+            state.store_packed(set_name, version, interval, loaded.content.kinds[kind],
+                               loaded.content.packed(version, interval))
+        else:  # the set named after `held` now holds this content
+            record = store.kernel_record(feed)
+            record[held] = loaded.digest
+            store.write_kernel_record(feed, record)
 
 
 def sync_feeds(state: StateDir, host: FeedHost, *, only: set[str] | None = None,

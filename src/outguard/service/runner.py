@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from outguard.errors import OutguardError
@@ -54,7 +54,7 @@ from outguard.service.options import AgentOptions
 from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings
 from outguard.service.settings import AgentSettings, file_policy
 from outguard.service.switchsource import SwitchSource
-from outguard.store import Query
+from outguard.store import Query, StoreError
 from outguard.store.base import Store
 from outguard.store.writer import BatchWriter
 
@@ -144,6 +144,80 @@ class Running:
         return self.live.dns
 
 
+@dataclass
+class _Parts:
+    """The agent's parts that no policy decides, made before the policy is applied."""
+
+    store: Store
+    store_error: StoreError | None
+    memory: MemorySink
+    source: PacketSource
+    metrics: Metrics
+    trouble: StoreTrouble
+    writer: BatchWriter
+    aggregator: Aggregator
+    live: Live
+    server: MetricsServer | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _build(opts: AgentOptions, group: int, source: PacketSource | None) -> _Parts:
+    store, store_error = open_store_late(opts.store_location())
+    src: PacketSource = source if source is not None else SwitchSource(
+        lambda g: default_source(g, opts.netns), group)
+    metrics = Metrics(lambda: getattr(src, "stats", None))
+    live: Live | None = None
+
+    def publish(alert: dict[str, Any]) -> None:  # through the sinks in service at the time
+        if live is not None:
+            live.publish(alert)
+
+    trouble = StoreTrouble(metrics, asyncio.get_running_loop(), publish,
+                           str(opts.store_location()))
+    writer = BatchWriter(store, retention=opts.retention, on_error=trouble)
+    aggregator = Aggregator(window=opts.window, realert=opts.realert)
+    metrics.watch(suppressed_families(lambda: aggregator.suppressed))
+    memory = MemorySink()
+    live = in_service = Live(opts, metrics, memory, aggregator, writer, src,
+                             lambda: current_policy(opts)[0])
+    metrics.watch(resolver_families(
+        lambda: in_service.dns.stats() if in_service.dns is not None else None))
+    metrics.watch(feed_families(in_service.feeds.freshness))
+    return _Parts(store, store_error, memory, src, metrics, trouble, writer, aggregator, live)
+
+
+def _watch_kernel(opts: AgentOptions, parts: _Parts, source: PacketSource | None,
+                  attributor: Attributor | None) -> Attributor:
+    """The kernel's side: its counters (unless the packets come from a test's source), the
+    metrics endpoint, and the attributor (sock_diag + /proc) unless one was given."""
+    if source is None:  # the kernel's own count of what was blocked and logged
+        read, release = kernel_counters(opts.netns)
+        parts.cleanups.append(release)
+        parts.metrics.watch(kernel_families(read))
+    if opts.metrics_listen is not None:
+        parts.server = MetricsServer(parts.metrics, opts.metrics_listen)
+    if attributor is None:
+        attributor, release = default_attributor(opts.netns)
+        parts.cleanups.append(release)
+    return attributor
+
+
+async def _close(parts: _Parts, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await parts.live.close()
+    for cleanup in parts.cleanups:
+        cleanup()
+    closer = getattr(parts.source, "close", None)
+    if callable(closer):
+        closer()
+    parts.writer.close()
+    if parts.server is not None:
+        parts.server.close()
+    parts.store.close()
+
+
 async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
                     source: PacketSource | None = None, attributor: Attributor | None = None,
                     started: Callable[[Running], None] | None = None,
@@ -160,77 +234,38 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         settings = await asyncio.to_thread(load_settings, opts)
         group = settings.nflog_group
         _note_other_file(opts, settings)
-    store, store_error = open_store_late(opts.store_location())
-    memory = MemorySink()
-    src: PacketSource = source if source is not None else SwitchSource(
-        lambda g: default_source(g, opts.netns), group)
-    metrics = Metrics(lambda: getattr(src, "stats", None))
-    live: Live | None = None
-
-    def publish(alert: dict[str, Any]) -> None:  # through the sinks in service at the time
-        if live is not None:
-            live.publish(alert)
-
-    trouble = StoreTrouble(metrics, asyncio.get_running_loop(), publish,
-                           str(opts.store_location()))
-    writer = BatchWriter(store, retention=opts.retention, on_error=trouble)
-    aggregator = Aggregator(window=opts.window, realert=opts.realert)
-    metrics.watch(suppressed_families(lambda: aggregator.suppressed))
-    live = in_service = Live(opts, metrics, memory, aggregator, writer, src,
-                             lambda: current_policy(opts)[0])
-    metrics.watch(resolver_families(
-        lambda: in_service.dns.stats() if in_service.dns is not None else None))
-    metrics.watch(feed_families(in_service.feeds.freshness))
-    server = None
-    cleanups: list[Callable[[], None]] = []
+    parts = _build(opts, group, source)
+    live = parts.live
     tasks: list[asyncio.Task[None]] = []
     try:
-        opener = getattr(src, "open", None)
+        opener = getattr(parts.source, "open", None)
         if callable(opener):
             opener()  # bound before the policy applies: the first drop is already seen
         if opts.apply:
             await asyncio.to_thread(_apply, opts)
             settings = await asyncio.to_thread(load_settings, opts)
         assert settings is not None
-        if source is None:  # the kernel's own count of what was blocked and logged
-            read, release = kernel_counters(opts.netns)
-            cleanups.append(release)
-            metrics.watch(kernel_families(read))
-        if opts.metrics_listen is not None:
-            server = MetricsServer(metrics, opts.metrics_listen)
-        if attributor is None:
-            attributor, release = default_attributor(opts.netns)
-            cleanups.append(release)
+        attributor = _watch_kernel(opts, parts, source, attributor)
         await live.start(settings)
-        agent = Agent(src, attributor, settings.classifier, writer, live.dispatcher, metrics,
-                      aggregator=aggregator, names_of=live.names_of, feed_of=live.feeds.feed_of,
+        agent = Agent(parts.source, attributor, settings.classifier, parts.writer,
+                      live.dispatcher, parts.metrics, aggregator=parts.aggregator,
+                      names_of=live.names_of, feed_of=live.feeds.feed_of,
                       state_dir=opts.state_dir)
         live.attach(agent)
-        if store_error is not None:
-            log.error("%s; the agent runs on and tries again at every write", store_error)
-            trouble(store_error, 0)
-        reloader = Reloader(opts, live, metrics, reload or asyncio.Event(),
+        if parts.store_error is not None:
+            log.error("%s; the agent runs on and tries again at every write", parts.store_error)
+            parts.trouble(parts.store_error, 0)
+        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
-        running = Running(agent, store, writer, metrics, memory, live, reloader, server)
+        running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
+                          reloader, parts.server)
         if started is not None:
             started(running)
         await agent.run(stop)
         return running
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await live.close()
-        for cleanup in cleanups:
-            cleanup()
-        closer = getattr(src, "close", None)
-        if callable(closer):
-            closer()
-        writer.close()
-        if server is not None:
-            server.close()
-        store.close()
+        await _close(parts, tasks)
 
 
 def _group(opts: AgentOptions, policy: Policy) -> int:
