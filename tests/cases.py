@@ -17,7 +17,7 @@ against the real clock) and `decide` at `CASE_NOW` agree. `CASE_NOW` is only for
 
 Every entry of `CASES` is a `Case`; `rule` is the decision key (`deny:<name>`, `allow:<name>`,
 `default`), the counter the kernel increments is `rule` with the first ':' replaced by '.'
-(`outguard.nftables.nft.kernel_counter`). `verdict` is for the policy as written (enforce, drop);
+(`outguard.ruleset.keys.RuleKey.counter`). `verdict` is for the policy as written (enforce, drop);
 `expected_verdict` gives it for the `variant` policies (audit mode, reject default).
 """
 

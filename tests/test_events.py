@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from outguard.dns.events import DnsEvent
-from outguard.events import parse_prefix
+from outguard.events import parse_prefix, render_prefix
 from outguard.monitor.dns_incidents import event_of
-from outguard.nftables.nft_verdict import log_prefix
 
 
 @pytest.mark.parametrize(("key", "verdict", "action"), [
@@ -16,7 +15,7 @@ from outguard.nftables.nft_verdict import log_prefix
     ("deny:x.y-z_1", "accept", "logged-only"), ("default", "accept", "logged-only"),
 ])
 def test_the_compiler_prefix_reads_back(key: str, verdict: str, action: str) -> None:
-    assert parse_prefix(log_prefix(key, verdict)) == (key, action)
+    assert parse_prefix(render_prefix(key, verdict)) == (key, action)
 
 
 def test_prefixes_that_are_not_ours_or_unknown_words() -> None:

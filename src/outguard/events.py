@@ -22,11 +22,23 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
-# What the kernel did with a packet, by the word after the rule in its NFLOG prefix
-# (`nftables.nft_verdict.log_prefix`): none for drop, "reject", "audit" (logged, accepted).
+# The NFLOG prefix of a logged decision: `og:<decision key>[ <word>]`, the word saying what the
+# kernel does with the packet: none for drop, "reject", "audit" (logged, accepted). The kernel
+# writes it (`nftables.nft_verdict`), the resolver's events too for a refused query
+# (`og:dns:<rule>`, `monitor.dns_incidents`); the monitor reads it back here. Written and read
+# only by `render_prefix` and `parse_prefix`.
+PREFIX = "og:"
+_WORDS = {"drop": "", "reject": "reject", "accept": "audit"}  # the kernel's verdict → its word
 DROPPED, REJECTED, LOGGED_ONLY, REFUSED = "dropped", "rejected", "logged-only", "refused"
 _ACTIONS = {"": DROPPED, "reject": REJECTED, "audit": LOGGED_ONLY}
 _PARSED: dict[str, tuple[str, str | None]] = {}  # prefix → (rule, action); few prefixes exist
+
+
+def render_prefix(key: str, verdict: Literal["drop", "reject", "accept"]) -> str:
+    """The NFLOG prefix of decision `key` (`deny:x`, `default`, `dns:x`) whose packet gets
+    `verdict`: `og:deny:x`, `og:default reject`, `og:deny:x audit` (audit mode: accepted)."""
+    word = _WORDS[verdict]
+    return f"{PREFIX}{key} {word}" if word else f"{PREFIX}{key}"
 
 
 def parse_prefix(prefix: str) -> tuple[str, str | None]:
@@ -36,10 +48,10 @@ def parse_prefix(prefix: str) -> tuple[str, str | None]:
     got = _PARSED.get(prefix)
     if got is not None:
         return got
-    if not prefix.startswith("og:"):
+    if not prefix.startswith(PREFIX):
         got = (prefix, None)
     else:
-        rule, _sep, word = prefix[3:].partition(" ")
+        rule, _sep, word = prefix[len(PREFIX):].partition(" ")
         if rule.startswith("dns:"):
             got = (rule, LOGGED_ONLY if word == "audit" else REFUSED)
         else:

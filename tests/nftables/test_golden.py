@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from outguard.nftables.model import Compiled, kernel_counter
+from outguard.nftables.model import Compiled
 from outguard.policy.load import load_policy
+from outguard.ruleset.keys import RuleKey
 from tests.nftables.helpers import (
     GOLDEN,
     check_golden,
@@ -82,13 +83,13 @@ def test_golden_semantics(name: str) -> None:
     ruleset = lowered(load_policy(POLICIES[name]))
     text = script(compiled)
     # one counter per live rule, plus the default; one log counter per blocking decision
-    assert compiled.counters == (["default"] + [kernel_counter(r.counter) for r in ruleset.rules()]
+    assert compiled.counters == (["default"] + [RuleKey.parse(r.counter).counter for r in ruleset.rules()]
                                  + ["log.default"]
-                                 + [f"log.{kernel_counter(r.counter)}" for r in ruleset.deny])
+                                 + [f"log.{RuleKey.parse(r.counter).counter}" for r in ruleset.deny])
     for rule in ruleset.rules():
         if not (rule.inline or rule.lists or rule.any_destination):
             continue  # only wildcard names: nothing in the kernel until the DNS resolver fills it
-        assert f'counter name "{kernel_counter(rule.counter)}"' in text
+        assert f'counter name "{RuleKey.parse(rule.counter).counter}"' in text
     # every deny rule passes the per-flow log gate, then logs with its own prefix (with the
     # kernel's action); the default the same with og:default
     action = " audit" if ruleset.mode == "audit" else \
@@ -97,10 +98,10 @@ def test_golden_semantics(name: str) -> None:
     held = 2 if action == " reject" else 0  # a held SYN's retransmit: reset, not logged again
     for rule in ruleset.deny:
         chain = compiled.chains[f"v_deny_{rule.name}"]
-        assert chain.rules[0].expr == [{"counter": kernel_counter(rule.counter)}]
+        assert chain.rules[0].expr == [{"counter": RuleKey.parse(rule.counter).counter}]
         assert chain.rules[1 + held].expr == [gate]
         assert chain.rules[2 + held].expr == [
-            {"counter": f"log.{kernel_counter(rule.counter)}"},
+            {"counter": f"log.{RuleKey.parse(rule.counter).counter}"},
             {"log": {"prefix": f"og:deny:{rule.name}{action}", "group": ruleset.nflog_group}}]
     default = compiled.chains["v_default"].rules
     assert default[held].expr == [gate]

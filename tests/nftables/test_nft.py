@@ -9,10 +9,10 @@ import pytest
 
 from outguard.errors import PolicyError
 from outguard.nftables import nft_tx
-from outguard.nftables.model import kernel_counter
 from outguard.nftables.nft import compile_ruleset, conditions
 from outguard.policy.load import load_text
 from outguard.ruleset.ir import Match
+from outguard.ruleset.keys import RuleKey
 from tests.nftables.helpers import compiled_of, lowered, rules_text
 
 
@@ -68,9 +68,9 @@ allow:
 
 
 def test_kernel_counter_names() -> None:
-    assert kernel_counter("allow:web-api") == "allow.web-api"
-    assert kernel_counter("deny:a.b") == "deny.a.b"
-    assert kernel_counter("default") == "default"
+    assert RuleKey.parse("allow:web-api").counter == "allow.web-api"
+    assert RuleKey.parse("deny:a.b").counter == "deny.a.b"
+    assert RuleKey.parse("default").counter == "default"
 
 
 def test_deny_verdict_chain_counts_gates_logs_and_drops() -> None:

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outguard.nftables.model import Compiled, kernel_counter
+from outguard.nftables.model import Compiled
 from outguard.nftables.nft import compile_ruleset
 from outguard.policy.load import load_policy, load_text
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.keys import RuleKey
 from tests.cases import (
     CASE_NOW,
     CASE_POLICY,
@@ -56,9 +57,9 @@ def _expected_trace(d: Decision, rs: Ruleset) -> tuple[list[str], list[str]]:
         return ["default", "log.default"], [f"og:default{action[rs.mode]}"]
     section, _name = d.rule.split(":", 1)
     if section == "deny":
-        return ([kernel_counter(d.rule), f"log.{kernel_counter(d.rule)}"],
+        return ([RuleKey.parse(d.rule).counter, f"log.{RuleKey.parse(d.rule).counter}"],
                 [f"og:{d.rule}{action[rs.mode]}"])
-    return [kernel_counter(d.rule)], []
+    return [RuleKey.parse(d.rule).counter], []
 
 
 def assert_agrees(compiled: Compiled, ruleset: Ruleset, flow: Flow, now: datetime,

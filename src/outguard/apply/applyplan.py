@@ -36,11 +36,12 @@ from outguard.apply.transact import (
 from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_tx
-from outguard.nftables.model import Compiled, NftSet, kernel_counter
+from outguard.nftables.model import Compiled, NftSet
 from outguard.nftables.nft import compile_ruleset
 from outguard.pipeline import load_policy, lower_policy
 from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.keys import TABLE, RuleKey, SetName
 from outguard.ruleset.lower import RESOLVE_TIMEOUT, Resolver, system_resolver
 from outguard.state import Pending, Snapshot, StateDir
 
@@ -132,7 +133,7 @@ class ApplyPlan:
         def marker(s: NftSet) -> Cmd | None:
             if s.cgroup is not None:
                 return {CGROUPS: s.name, "paths": [s.cgroup]}
-            if not s.name.startswith("l_"):
+            if not _is_list(s.name):
                 return nft_tx.set_elements(s)
             return {MARKER: s.name, "count": self.sizes[s.name]} if s.name in self.sizes \
                 else {MARKER: s.name}
@@ -144,8 +145,8 @@ class ApplyPlan:
         return Snapshot(
             policy_hash=self.policy.digest, applied_at=applied_at, mode=self.policy.doc.mode,
             source=str(self.path.resolve()), inventory=inventory.to_json(),
-            counters={"default": "default", **{r.counter: kernel_counter(r.counter)
-                                               for r in self.ruleset.rules()}},
+            counters={str(k): k.counter for k in [RuleKey("default"),
+                                                  *(r.key for r in self.ruleset.rules())]},
             lists={s.digest: sorted(s.kinds) for s in self.ruleset.sources.values() if s.is_list},
             warnings=list(self.warnings), snapshot_id=snapshot_id,
             set_sizes={n: self.sizes[n] for n in names if n in self.sizes},
@@ -172,19 +173,25 @@ class ApplyPlan:
                         fills.append(SetChange(s.name, s.version, s.interval, items))
                     return None
                 elements = s.elements()
-            elif s.name.startswith("l_") and self.state.has_set(s.name):
+            elif _is_list(s.name) and self.state.has_set(s.name):
                 elements = self.state.load_set(s.name)
             else:
                 elements = s.elements()
-                if s.name.startswith("l_"):
+                if _is_list(s.name):
                     self.writes.append(StoreWrite(s.name, elements=elements))
-            if s.name.startswith("l_"):
+            if _is_list(s.name):
                 self.sizes[s.name] = len(elements)
             if not elements:
                 return None
-            return {"add": {"element": {"family": "inet", "table": "outguard", "name": s.name,
-                                        "elem": elements}}}
+            return {"add": {"element": {"family": TABLE.family, "table": TABLE.name,
+                                        "name": s.name, "elem": elements}}}
         return elements_of
+
+
+def _is_list(name: str) -> bool:
+    """A named list's set: its elements go to the set store (a big list is not sent again)."""
+    got = SetName.of(name)
+    return got is not None and got.kind == "l"
 
 
 def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None) -> Policy:
@@ -340,13 +347,12 @@ def _keep_feed_sets(plan: ApplyPlan, before: Snapshot, in_kernel: set[str]) -> N
     if not feeds:
         return
     from outguard.feeds.policy import FeedList  # noqa: PLC0415 - only policies with feeds
-    from outguard.feeds.sync import _delta, set_name_re  # noqa: PLC0415
+    from outguard.feeds.sync import _delta, feed_sets  # noqa: PLC0415
 
     recorded = before.inventory.get("sets", [])
     for feed, source in feeds.items():
         loaded = plan.policy.lists.get(f"feed:{feed}")
-        pattern = set_name_re(feed)
-        sets = [(m.group(1), m.group(2), n) for n in recorded if (m := pattern.match(n))]
+        sets = feed_sets(feed, recorded)
         if not isinstance(loaded, FeedList) or not sets or sets[0][0] == source.digest[:12]:
             continue
         held = next((d for d in before.lists if d.startswith(sets[0][0])), None)

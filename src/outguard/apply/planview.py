@@ -13,6 +13,7 @@ from typing import Any
 
 from outguard.apply.applyplan import ApplyPlan
 from outguard.nftables import nft_text
+from outguard.ruleset.keys import RuleKey
 
 Cmd = dict[str, Any]
 MAX_DIFF = 12  # rule lines shown per chain
@@ -46,6 +47,14 @@ def _rule_texts(cmds: list[Cmd]) -> dict[str, list[str]]:
     return out
 
 
+def _counter(name: str) -> str:
+    """A counter for people: `rule deny:web (its counter)`, or `counter log.deny.web`."""
+    try:
+        return f"rule {RuleKey.of_counter(name)} (its counter)"
+    except ValueError:
+        return f"counter {name}"
+
+
 def _limited(lines: list[str], limit: int | None, indent: str) -> list[str]:
     if limit is None or len(lines) <= limit:
         return lines
@@ -64,7 +73,7 @@ def _made(cmds: list[Cmd], counts: dict[str, int], fills: dict[str, int],
         elif kind == "chain":
             lines.append(f"    + chain {name}")
         elif kind == "counter":
-            lines.append(f"    + rule {name.replace('.', ':', 1)} (its counter)")
+            lines.append(f"    + {_counter(name)}")
     return lines
 
 
@@ -127,7 +136,7 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> 
         out += ["  the switch (one transaction):", *switch]
     gone = []
     for kind, name, _obj in _objects(phases.cleanup, "delete"):
-        what = f"rule {name.replace('.', ':', 1)} (its counter)" if kind == "counter" \
+        what = _counter(name) if kind == "counter" \
             else f"{kind} {name}"
         gone.append(f"    - {what}")
     if gone:

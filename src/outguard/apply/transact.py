@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from outguard.errors import KernelError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_text, nft_tx
+from outguard.ruleset.keys import TABLE
 from outguard.state import StateDir
 
 MARKER = "outguard_elements"  # a list set's elements, in the set store
@@ -138,13 +139,13 @@ def expand(cmds: list[dict[str, Any]], state: StateDir,
             cgroups = SystemCgroups()
         if MARKER in cmd:
             name = cmd[MARKER]
-            out.append({"add": {"element": {"family": "inet", "table": "outguard", "name": name,
-                                            "elem": state.load_set(name)}}})
+            out.append({"add": {"element": {"family": TABLE.family, "table": TABLE.name,
+                                            "name": name, "elem": state.load_set(name)}}})
         elif CGROUPS in cmd:
             assert cgroups is not None
             found = [p for p in map(cgroups, cmd.get("paths", [])) if p is not None]
             if found:
-                out.append({"add": {"element": {"family": "inet", "table": "outguard",
+                out.append({"add": {"element": {"family": TABLE.family, "table": TABLE.name,
                                                 "name": cmd[CGROUPS], "elem": found}}})
         else:
             out.append(cmd)

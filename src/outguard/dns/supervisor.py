@@ -49,6 +49,7 @@ from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import Child, spawn_child
 from outguard.ruleset.ir import DnsSettings, Ruleset
+from outguard.ruleset.keys import SetName
 from outguard.ruleset.names import NamePolicy
 
 log = logging.getLogger("outguard.dns")
@@ -61,7 +62,8 @@ _RESTART_FIELDS = ("listen", "upstreams", "uid", "gid", "timeout")
 
 
 def _fqdn_sets(ruleset: Ruleset) -> frozenset[str]:
-    return frozenset(f"{r.fqdn_set}_{v}" for r in ruleset.rules() if r.fqdn_set for v in (4, 6))
+    return frozenset(str(SetName.fqdn(r.fqdn_set, v)) for r in ruleset.rules() if r.fqdn_set
+                     for v in (4, 6))
 
 
 class DnsHandle:

@@ -11,12 +11,11 @@ refused transaction leaves the last good set in the kernel and the state as it w
 
 from __future__ import annotations
 
-import re
 import socket
 import sys
 import time
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -30,6 +29,7 @@ from outguard.kernel.setsync import SetChange, SyncStats
 from outguard.policy.loaded import Policy
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import net_to_range
+from outguard.ruleset.keys import SetName
 from outguard.state import StateDir
 
 Applier = Callable[[Sequence[SetChange]], SyncStats]
@@ -58,9 +58,12 @@ class SyncReport:
     outgrown: list[str] = field(default_factory=list)
 
 
-def set_name_re(feed: str) -> re.Pattern[str]:
-    key = "".join(c if c.isalnum() else "_" for c in f"{PREFIX}{feed}")
-    return re.compile(rf"^l_{re.escape(key)}_([0-9a-f]{{12}})_([46][an])$")
+def feed_sets(feed: str, names: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(content digest, kind, name) of each set among `names` that holds feed `feed` (its
+    kernel sets are named after the list `@feed:NAME`: `ruleset.keys.SetName`)."""
+    key = f"list:{PREFIX}{feed}"
+    return [(got.digest, got.set_kind, n) for n in names
+            if (got := SetName.of(n)) is not None and got.of_list(key)]
 
 
 def decode_elements(elements: list[Any], kind: str) -> list[int] | list[tuple[int, int]]:
@@ -140,9 +143,7 @@ def sync_kernel(state: StateDir, host: FeedHost, *, only: set[str] | None = None
             meta = store.meta(feed)
             if fresh and feed in fresh and meta.nb_digest == nb_digest:
                 loaded.__dict__["content"] = fresh[feed]  # the cached_property, already known
-            pattern = set_name_re(feed)
-            sets = [(m.group(1), m.group(2), n) for n in snap.inventory.get("sets", [])
-                    if (m := pattern.match(n))]
+            sets = feed_sets(feed, snap.inventory.get("sets", []))
             if not sets or sets[0][0] == loaded.digest[:12]:
                 continue  # not applied, or the kernel holds this content already
             held = next((d for d in snap.lists if d.startswith(sets[0][0])), None)

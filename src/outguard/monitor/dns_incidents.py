@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from outguard.alerts.format import alert_json
 from outguard.dns.events import DnsEvent, EventSink
-from outguard.events import Attribution, BlockedPacket, Classification, Event
+from outguard.events import Attribution, BlockedPacket, Classification, Event, render_prefix
 from outguard.monitor.aggregate import Aggregator, Update
 
 # the signatures `dns.client.classify` and the tunnel detector attach, and the fallbacks
@@ -53,9 +53,9 @@ def event_of(e: DnsEvent) -> Event | None:
     host, _colon, port = client.rpartition(":")
     host = host.strip("[]")
     # the action after a space, as in the kernel's prefixes: audit answers, enforce refuses
-    audit = " audit" if e.action == "audit" else ""
+    verdict: Literal["accept", "drop"] = "accept" if e.action == "audit" else "drop"
     pkt = BlockedPacket(time=datetime.fromtimestamp(e.time, UTC),
-                        prefix=f"og:dns:{e.rule}{audit}", family=6 if ":" in host else 4,
+                        prefix=render_prefix(f"dns:{e.rule}", verdict), family=6 if ":" in host else 4,
                         proto="dns", src=host, dst=_destination(e),
                         sport=int(port) if port.isdigit() else None, dport=53, uid=e.uid)
     att = Attribution(pid=e.pid, exe=e.exe, cmdline=tuple(e.cmdline), uid=e.uid,

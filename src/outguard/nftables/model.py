@@ -8,7 +8,6 @@ directory keeps list sets' elements in the JSON form made here. Pure data and sm
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 from outguard.policy.addresses import BITS
 from outguard.policy.targets import int_to_text
 from outguard.ruleset.intervals import addr_texts
+from outguard.ruleset.keys import TABLE as TABLE_ID
 
 Expr = dict[str, Any]
-FAMILY, TABLE = "inet", "outguard"
+FAMILY, TABLE = TABLE_ID  # `inet outguard`: the one table outguard owns
 BASE_CHAINS = ("output", "forward")  # the chains on a hook, each named after its hook
 ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 
@@ -80,11 +80,6 @@ class Compiled:
         return self.chains[name]
 
 
-def kernel_counter(key: str) -> str:
-    """nft object name of a decision key: "allow:web" → "allow.web" (':' is no nft identifier)."""
-    return key.replace(":", ".", 1)
-
-
 def match(left: Expr, right: Any, op: str = "==") -> Expr:
     return {"match": {"op": op, "left": left, "right": right}}
 
@@ -96,15 +91,6 @@ def meta(key: str) -> Expr:
 
 def const(value: list[Any]) -> Callable[[], list[Any]]:
     return lambda: value
-
-
-def short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def log_counter(key: str) -> str:
-    """The counter of the packets a blocking decision (`default`, `deny:x`) sent to NFLOG."""
-    return "log." + kernel_counter(key)
 
 
 def int_elements(items: Sequence[int] | Sequence[tuple[int, int]], version: int,

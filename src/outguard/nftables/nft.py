@@ -35,18 +35,15 @@ from outguard.nftables.model import (
     NftSet,
     const,
     int_elements,
-    kernel_counter,
-    log_counter,
     match,
     meta,
     range_elem,
-    short,
 )
 from outguard.nftables.nft_verdict import Verdicts
-from outguard.policy.dnsconf import DNS_PORTS
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
+from outguard.ruleset.keys import DEFAULT, DNS_PORTS, SetName, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -114,23 +111,22 @@ class _Builder:
 
     def rule_verdict(self, rule: IRRule) -> list[Expr]:
         if rule.section == "allow":
-            return [{"counter": kernel_counter(rule.counter)}, {"accept": None}]
+            return [{"counter": rule.key.counter}, {"accept": None}]
         name = f"v_deny_{rule.name}"
         if name not in self.out.chains:
-            self.verdicts.chain(name, rule.counter,
-                                [NftRule([{"counter": kernel_counter(rule.counter)}])])
+            self.verdicts.chain(name, rule.key, [NftRule([{"counter": rule.key.counter}])])
         return [{"goto": {"target": name}}]
 
     def port_set(self, ports: Ports) -> str:
         if ports not in self.port_sets:
             elems = port_items(ports)
-            name = f"p_{short(repr(elems))}"
+            name = str(SetName.ports(repr(elems)))
             self.out.sets[name] = NftSet(name, "inet_service", True, False, const(elems), len(elems))
             self.port_sets[ports] = name
         return self.port_sets[ports]
 
     def cgroup_set(self, path: str) -> str:
-        name = f"c_{short(path)}"
+        name = str(SetName.cgroup(path))
         if name not in self.out.sets:
             self.out.sets[name] = NftSet(name, "cgroupsv2", False, False, const([path]),
                                          cgroup=path)
@@ -139,8 +135,7 @@ class _Builder:
     def list_set(self, key: str, version: int, kind: str) -> str | None:
         source = self.rs.sources[key]
         key_type = ADDR[version][1]
-        name = f"l_{''.join(c if c.isalnum() else '_' for c in key[5:])}_{source.digest[:12]}" \
-               f"_{version}{kind}"
+        name = str(SetName.list_set(key, source.digest, version, kind == "n"))
         if name in self.out.sets:
             return name
 
@@ -178,7 +173,7 @@ class _Builder:
         out = []
         if rule.fqdn_set is not None:
             for version in (4, 6):
-                fqdn = f"{rule.fqdn_set}_{version}"
+                fqdn = str(SetName.fqdn(rule.fqdn_set, version))
                 self.out.sets[fqdn] = NftSet(fqdn, ADDR[version][1], False, False, const([]),
                                              timeout=True)
                 left = {"payload": {"protocol": ADDR[version][0], "field": "daddr"}}
@@ -206,7 +201,7 @@ class _Builder:
             if owners not in groups:
                 picked = set(owners) | {r.index for r in loose}
                 members = [by_index[i] for i in sorted(picked)]
-                name = f"g_{section[0]}_{short(repr([(r.name, r.index in owners) for r in members]))}"
+                name = f"g_{section[0]}_{short_hash(repr([(r.name, r.index in owners) for r in members]))}"
                 groups[owners] = name
                 chain = self.out.chain(name)
                 for r in members:
@@ -234,7 +229,7 @@ class _Builder:
                 if not items:
                     continue
                 elems = [[key, {"goto": {"target": group_chain(owners)}}] for key, owners in items]
-                name = f"m_{section[0]}_{version}{kind}_{short(repr(elems))}"
+                name = str(SetName.vmap(section, version, kind == "n", repr(elems)))
                 self.out.sets[name] = NftSet(name, key_type, kind == "n", True,
                                              const(elems), len(elems), fixed=True)
                 stage.rules.append(NftRule([{"vmap": {
@@ -259,7 +254,7 @@ class _Builder:
                 chain.rules.extend(self.dns_rules(before=section))
             if section in self.out.chains:
                 chain.rules.append(NftRule([{"jump": {"target": section}}]))
-        chain.rules.append(NftRule([{"counter": "default"}, {"goto": {"target": "v_default"}}]))
+        chain.rules.append(NftRule([{"counter": DEFAULT.counter}, {"goto": {"target": "v_default"}}]))
 
     def dns_rules(self, before: Section) -> list[NftRule]:
         """With `dns:`, DNS (53, 853) leaves only from the resolver's uid to its upstreams.
@@ -285,7 +280,7 @@ class _Builder:
                             "dns: outguard's resolver to its upstream")
                     for addr, port in dns.upstreams]
         ports = sorted({*DNS_PORTS, *(p for _a, p in dns.upstreams)})
-        return [NftRule([tcp_udp, match(dport, {"set": ports}), {"counter": "default"},
+        return [NftRule([tcp_udp, match(dport, {"set": ports}), {"counter": DEFAULT.counter},
                          {"goto": {"target": "v_default"}}],
                         "dns: only through outguard's resolver")]
 
@@ -293,12 +288,13 @@ class _Builder:
         rs = self.rs
         self.section("deny", rs.deny)
         self.section("allow", rs.allow)
-        self.verdicts.chain("v_default", "default", [])  # counted where it is jumped to
+        self.verdicts.chain("v_default", DEFAULT, [])  # counted where it is jumped to
         for hook in BASE_CHAINS:
             if hook == "output" or rs.forward:
                 self.hook_chain(hook, hook)
-        self.out.counters = ["default"] + [kernel_counter(r.counter) for r in rs.rules()]
-        self.out.counters += [log_counter(k) for k in ["default", *(r.counter for r in rs.deny)]]
+        default = DEFAULT
+        self.out.counters = [default.counter] + [r.key.counter for r in rs.rules()]
+        self.out.counters += [k.log_counter for k in [default, *(r.key for r in rs.deny)]]
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out
 

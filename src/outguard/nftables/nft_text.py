@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from outguard.ruleset.keys import SetName
+
 _VERDICTS = ("accept", "drop", "return", "continue")
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_./-]*")
 
@@ -124,7 +126,7 @@ def command_text(cmd: dict[str, Any]) -> str:
         return f"add {kind} {_obj_ref(body)} {{ type {typ};{flags}{timeout}{size} }}"
     if kind == "element":
         # a cgroup set's elements are paths, which nft reads only as quoted strings
-        value = _q if body["name"].startswith("c_") else _value
+        value = _q if SetName.kind_of(body["name"]) == "c" else _value
         items = [f"{_value(e[0])} : {_value(e[1])}" if isinstance(e, list) else value(e)
                  for e in body["elem"]]
         return f"add element {_obj_ref(body)} {{ {', '.join(items)} }}"

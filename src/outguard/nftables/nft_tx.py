@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from outguard.nftables.model import BASE_CHAINS, FAMILY, TABLE, Compiled, NftChain, NftSet
+from outguard.ruleset.keys import SetName
 
 Cmd = dict[str, Any]
 ElementsOf = Callable[[NftSet], "Cmd | None"]
@@ -319,7 +320,7 @@ def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
                *(got.chains[n] for n in [*new_chains, *_redeclared(got.chains, before)]),
                *(c for n in new_sets for c in got.sets[n])]
-    kept_cgroups = [n for n in got.sets if n.startswith("c_") and n in known_sets]
+    kept_cgroups = [n for n in got.sets if SetName.kind_of(n) == "c" and n in known_sets]
     switch = [table, *(c for n in kept_cgroups for c in _refill(n, None) + got.sets[n][1:]),
               *_flushes([n for n in got.chains if n in known_chains], gone.chains),
               *got.rules]
@@ -359,8 +360,8 @@ def leftovers(compiled: Compiled, before: Inventory) -> Inventory:
 
 def _deletions(sets: list[str], chains: list[str], counters: list[str]) -> list[Cmd]:
     # maps first: their elements jump to chains that may be deleted next
-    cmds: list[Cmd] = [{"delete": {"map" if n.startswith("m_") else "set": _obj(name=n)}}
-                       for n in sorted(sets, key=lambda n: not n.startswith("m_"))]
+    cmds: list[Cmd] = [{"delete": {"map" if SetName.kind_of(n) == "m" else "set": _obj(name=n)}}
+                       for n in sorted(sets, key=lambda n: SetName.kind_of(n) != "m")]
     cmds += [{"delete": {"chain": _obj(name=n)}} for n in chains]
     return cmds + [{"delete": {"counter": _obj(name=n)}} for n in counters]
 

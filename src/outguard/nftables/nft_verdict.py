@@ -9,13 +9,14 @@ Place in the data flow: part of compile (IR → nftables), used by `nftables.nft
 `log_gate` rate-limits the log per flow in kernel sets (a loud flow cannot hide a new one), and
 gives the verdict itself to what it does not log: so the rule's counter minus its log counter
 is what was not logged (`log_figures`, shown by `outguard status` and the agent's metrics).
-The prefix says what the kernel does (nothing: drop), for `events` to read back. With
+The prefix says what the kernel does (nothing: drop), for `events` to read back (`events.render_prefix`). With
 `default_action: reject` a logged TCP connect's first SYN is dropped and its retransmit reset
 (`v_reject_first`): a reset would end the socket before the monitor could find its process.
 """
 
 from __future__ import annotations
 
+from outguard.events import render_prefix
 from outguard.nftables.model import (
     ADDR,
     Compiled,
@@ -24,22 +25,11 @@ from outguard.nftables.model import (
     NftRule,
     NftSet,
     const,
-    log_counter,
     match,
     meta,
-    short,
 )
 from outguard.ruleset.ir import Ruleset
-
-# What the kernel does with a blocked packet, as the NFLOG prefix says it after the rule:
-# nothing for drop (the default, and what older rulesets and the iptables export write).
-PREFIX_ACTIONS = {"drop": "", "reject": " reject", "accept": " audit"}
-
-
-def log_prefix(key: str, verdict: str) -> str:
-    """The NFLOG prefix of a blocking decision: `og:deny:x`, `og:default reject`,
-    `og:deny:x audit` (audit mode: logged, accepted). `events` reads it back."""
-    return f"og:{key}{PREFIX_ACTIONS[verdict]}"
+from outguard.ruleset.keys import RuleKey, SetName
 
 
 def log_figures(counters: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
@@ -48,11 +38,15 @@ def log_figures(counters: dict[str, tuple[int, int]]) -> dict[str, dict[str, int
     from the table's named counters."""
     out: dict[str, dict[str, int]] = {}
     for name, (packets, _bytes) in counters.items():
-        if name != "default" and not name.startswith("deny."):
+        try:
+            key = RuleKey.of_counter(name)
+        except ValueError:
+            continue  # a log counter
+        if not key.logged:
             continue
-        logged = counters.get("log." + name, (0, 0))[0]
-        key = name.replace(".", ":", 1)
-        out[key] = {"blocked": packets, "logged": logged, "not_logged": max(0, packets - logged)}
+        logged = counters.get(key.log_counter, (0, 0))[0]
+        out[str(key)] = {"blocked": packets, "logged": logged,
+                         "not_logged": max(0, packets - logged)}
     return out
 
 
@@ -135,10 +129,11 @@ class Verdicts:
                                 {"goto": {"target": self.reject_chain(first=False)}}]))
         return out
 
-    def log(self, key: str) -> list[Expr]:
+    def log(self, key: RuleKey) -> list[Expr]:
         """Count and log a packet the gate let through (the prefix says the action)."""
-        return [{"counter": log_counter(key)},
-                {"log": {"prefix": log_prefix(key, self.blocked), "group": self.rs.nflog_group}}]
+        return [{"counter": key.log_counter},
+                {"log": {"prefix": render_prefix(str(key), self.blocked),
+                         "group": self.rs.nflog_group}}]
 
     def limit(self, *, over: bool = False) -> Expr:
         """The policy's log rate; `over`: true while a flow is above it."""
@@ -150,7 +145,7 @@ class Verdicts:
 
     def flow_set(self, kind: str, key: tuple[str, ...], size: int, timeout: int) -> str:
         """A set the packet path fills (log limits, first SYNs), named after its declaration."""
-        name = f"fl_{kind}_{short(repr((key, size, timeout)))}"
+        name = str(SetName.flow(kind, repr((key, size, timeout))))
         if name not in self.out.sets:
             self.out.sets[name] = NftSet(name, key, False, False, const([]), capacity=size,
                                          element_timeout=timeout)
@@ -209,7 +204,7 @@ class Verdicts:
             return [{"goto": {"target": self.reject_chain(first=False)}}]
         return [{self.blocked: None}]
 
-    def chain(self, name: str, key: str, head: list[NftRule]) -> None:
+    def chain(self, name: str, key: RuleKey, head: list[NftRule]) -> None:
         """A verdict chain: `head`, the log gate, count and log, the verdict."""
         chain = self.out.chain(name)
         chain.rules.extend(head)

@@ -16,6 +16,7 @@ from typing import Literal
 
 from outguard.policy.addresses import packet_address
 from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.keys import DNS_PORTS, RuleKey
 from outguard.ruleset.names import normalize, rule_names
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
@@ -44,7 +45,7 @@ class Decision:
 
     @property
     def logged(self) -> bool:
-        return self.rule == "default" or self.rule.startswith("deny:")
+        return RuleKey.parse(self.rule).logged
 
 
 def _name_matches(ruleset: Ruleset, rule: IRRule, name: str) -> bool:
@@ -83,7 +84,7 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
 def _dns(ruleset: Ruleset, flow: Flow, dst: tuple[int, int] | None) -> Decision | None:
     """With `dns:`, DNS leaves only from the resolver's uid to its upstreams."""
     dns = ruleset.dns
-    ports = {53, 853, *(p for _a, p in dns.upstreams)} if dns is not None else set()
+    ports = {*DNS_PORTS, *(p for _a, p in dns.upstreams)} if dns is not None else set()
     if dns is None or flow.proto not in ("tcp", "udp") or flow.port not in ports:
         return None
     if dns.uid is not None and flow.uid == dns.uid and dst is not None and any(
@@ -158,7 +159,7 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None) -> Decisio
             return Decision("deny", blocked, rule.counter,
                             f"deny rule {rule.name!r} matches: {why}; deny beats allow{audit}")
     if ruleset.dns is not None and flow.proto in ("tcp", "udp") and flow.port in (
-            {53, 853} | {p for _a, p in ruleset.dns.upstreams}):
+            {*DNS_PORTS, *(p for _a, p in ruleset.dns.upstreams)}):
         return Decision("deny", blocked, "default",
                         f"DNS goes through outguard's resolver at {ruleset.dns.listen[0]}, and only"
                         f" it reaches upstream servers{audit}")

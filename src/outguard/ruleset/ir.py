@@ -19,6 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 from outguard.policy.addresses import AddrSet
 from outguard.policy.dnsconf import DEFAULT_USER, DnsConfig, parse_endpoint
 from outguard.policy.targets import Target
+from outguard.ruleset.keys import RuleKey
 
 Section = Literal["deny", "allow"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
@@ -149,8 +150,13 @@ class IRRule:
     fqdn_set: str | None = None  # with `dns:`: base name of the sets the resolver fills (f_<hash>)
 
     @property
+    def key(self) -> RuleKey:
+        return RuleKey.rule(self.section, self.name)
+
+    @property
     def counter(self) -> str:
-        return f"{self.section}:{self.name}"
+        """The decision key as text: `deny:<name>`, `allow:<name>`."""
+        return str(self.key)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ nothing, with a warning, instead of failing the apply: at boot there may be no D
 
 from __future__ import annotations
 
-import hashlib
 import os.path
 import queue
 import socket
@@ -25,6 +24,7 @@ from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
 from outguard.policy.targets import Target, parse_target
 from outguard.ruleset.ir import DnsSettings, Elements, IRRule, Match, OwnSource, Ruleset, Section, Source
+from outguard.ruleset.keys import SetName
 
 Resolver = Callable[[str], list[str]]
 
@@ -127,9 +127,8 @@ def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver, po
 def fqdn_set_name(section: str, rule: Rule) -> str:
     """Base name of a rule's DNS-filled sets (`_4`/`_6` appended): predictable, and new when the
     rule's names change, so that a name taken out of a rule stops being allowed at once."""
-    names = sorted(t.value for t in rule.to or [] if t.kind in ("host", "wildcard", "list"))
-    key = "\n".join([section, rule.name, *names])
-    return "f_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return SetName.fqdn_base(section, rule.name, [t.value for t in rule.to or []
+                                                  if t.kind in ("host", "wildcard", "list")])
 
 
 def _elements_of(loaded: LoadedList, resolved: dict[str, list[Target]]) -> Callable[[], Elements]:

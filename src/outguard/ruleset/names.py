@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.keys import RuleKey
 
 
 def normalize(name: str) -> str:
@@ -133,14 +134,16 @@ class NamePolicy:
         hard = [e for e in denied if not e.conditional]
         if hard:
             return NameVerdict("block", sets, hard[0].counter,
-                               f"deny rule {hard[0].counter[5:]!r} names {name}")
+                               f"deny rule {RuleKey.parse(hard[0].counter).name!r} names {name}")
         if allowed:
             return NameVerdict("resolve", sets, allowed[0].counter,
-                               f"allow rule {allowed[0].counter[6:]!r} names {name}",
+                               f"allow rule {RuleKey.parse(allowed[0].counter).name!r} names"
+                               f" {name}",
                                None if name in self.exact else self._zone(name))
         if self.any_name is not None:
             return NameVerdict("resolve", sets, self.any_name,
-                               f"allow rule {self.any_name[6:]!r} allows every destination", "")
+                               f"allow rule {RuleKey.parse(self.any_name).name!r} allows every"
+                               " destination", "")
         return NameVerdict("block", sets, "default", f"no rule names {name}")
 
 
