@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 
 from outguard.policy import accounts
 
-DNS_PORTS = (53, 853)
 DEFAULT_USER = "outguard-dns"  # created (useradd --system) by apply / run / dns serve if missing
 
 
