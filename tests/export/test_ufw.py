@@ -2,7 +2,7 @@
 warning for lists ufw cannot hold well, and hostile names.
 
 Goldens: tests/export/golden/ufw/<policy>.sh and <policy>.fidelity.txt;
-`OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_ufw_export.py` rewrites them.
+`OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_ufw.py` rewrites them.
 """
 
 from __future__ import annotations

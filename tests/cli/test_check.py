@@ -1,5 +1,5 @@
 """The read-only commands through click's CliRunner: check, schema, compile (explain:
-test_explain_cli.py)."""
+test_explain.py)."""
 
 from __future__ import annotations
 

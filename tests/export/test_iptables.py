@@ -3,7 +3,7 @@ the pieces that must hold whatever the policy says (multiport limits, /0 in ipse
 of the time match, hostile names and comments).
 
 Goldens: tests/export/golden/iptables/<policy>/ holds the three files and `fidelity.txt`;
-`OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_iptables_export.py` rewrites them.
+`OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_iptables.py` rewrites them.
 """
 
 from __future__ import annotations
