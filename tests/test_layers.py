@@ -84,7 +84,7 @@ def _imported(module: str, file: Path, modules: dict[str, Path]) -> Iterator[tup
                 target = node.module or ""
             if target != "outguard" and not target.startswith("outguard."):
                 continue
-            # `from outguard.compile import nft_tx` imports the module nft_tx
+            # `from outguard.nftables import nft_tx` imports the module nft_tx
             subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules]
             yield from ((sub, node.lineno) for sub in subs)
             if len(subs) < len(node.names):
