@@ -1,6 +1,6 @@
 """The shared decision table: one policy and what `decide` must say for each flow.
 
-Used by the pure tests (`tests/test_decide.py`, `tests/compile/test_semantics.py`) and imported
+Used by the pure tests (`tests/ruleset/test_decide.py`, `tests/nftables/test_semantics.py`) and imported
 by the kernel tests, which check that nftables gives the same verdict for the same flow. So the
 table is written for that kernel topology and keeps to what it can send:
 
@@ -17,7 +17,7 @@ against the real clock) and `decide` at `CASE_NOW` agree. `CASE_NOW` is only for
 
 Every entry of `CASES` is a `Case`; `rule` is the decision key (`deny:<name>`, `allow:<name>`,
 `default`), the counter the kernel increments is `rule` with the first ':' replaced by '.'
-(`outguard.compile.nft.kernel_counter`). `verdict` is for the policy as written (enforce, drop);
+(`outguard.ruleset.keys.RuleKey.counter`). `verdict` is for the policy as written (enforce, drop);
 `expected_verdict` gives it for the `variant` policies (audit mode, reject default).
 """
 

@@ -40,6 +40,10 @@ class KernelError(OutguardError):
     """nftables or netlink refused something; the kernel state is unchanged."""
 
 
+class ResolverUserError(OutguardError):
+    """The DNS resolver's user does not exist, or may not be used (`dns.user`)."""
+
+
 class StateError(OutguardError):
     """The state directory is missing, unreadable or inconsistent."""
 

@@ -32,8 +32,9 @@ from typing import Any
 
 import orjson
 
-from outguard.compile.intervals import int_elements, pack_ints, unpack_ints
 from outguard.errors import StateError
+from outguard.nftables.model import int_elements
+from outguard.ruleset.intervals import pack_ints, unpack_ints
 
 DEFAULT_DIR = Path("/var/lib/outguard")
 BULK_MAGIC = "outguard-set/1"
@@ -229,7 +230,7 @@ class StateDir:
 
     def store_packed(self, name: str, version: int, interval: bool, count: int,
                      packed: bytes) -> None:
-        """`count` elements already packed as `compile.intervals.pack_ints` packs them."""
+        """`count` elements already packed as `ruleset.intervals.pack_ints` packs them."""
         head = f"{BULK_MAGIC} {version} {'n' if interval else 'a'} {count}\n".encode()
         write_private(self.path / "sets" / f"{name}.bin", head + packed)
 

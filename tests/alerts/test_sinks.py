@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from outguard.alerts.config import AlertSpec, EmailSpec, SyslogSpec, WebhookSpec
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.format import alert_json
 from outguard.alerts.sinks import AlertError, EmailSink, StdoutSink, SyslogSink, WebhookSink
 from outguard.monitor.aggregate import Aggregator
 from outguard.monitor.classify import load_classifier
+from outguard.policy.alertconf import AlertSpec, EmailSpec, SyslogSpec, WebhookSpec
 from tests.alerts.peers import SyslogTcp, SyslogUdp, receiver
 
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"

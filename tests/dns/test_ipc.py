@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from outguard.compile.lower import lower
 from outguard.dns import ipc
-from outguard.dns.names import NamePolicy
 from outguard.dns.resolver import Stats
 from outguard.policy.load import load_text
-from tests.dns.test_names import POLICY
+from outguard.ruleset.lower import lower
+from outguard.ruleset.names import NamePolicy
+from tests.ruleset.test_names import POLICY
 
 SET4, SET6 = "f_0123456789ab_4", "f_0123456789ab_6"
 

@@ -10,13 +10,13 @@ import dns.rcode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outguard.compile.lower import lower
 from outguard.dns import cache as dcache
 from outguard.dns.events import MemoryEvents
-from outguard.dns.names import NamePolicy
 from outguard.dns.resolver import Resolver
 from outguard.dns.wire import Query, build_query
 from outguard.policy.load import load_text
+from outguard.ruleset.lower import lower
+from outguard.ruleset.names import NamePolicy
 from tests.dns.helpers import answer, parse, query
 
 POLICY = """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import secrets
 
-from outguard.dns.incidents import event_of
-from outguard.dns.tunnel import TunnelDetector, zone_of
+from outguard.dns.tunnel import TunnelDetector, tunneling_hint, zone_of
+from outguard.monitor.dns_incidents import event_of
 from tests.dns.helpers import query
 from tests.dns.test_resolver import World
 
@@ -66,3 +66,11 @@ def test_memory_is_bounded_per_zone_and_in_zones() -> None:
 def test_zone_of_a_name_allowed_by_every_destination() -> None:
     assert zone_of("a.b.example.test") == "example.test"
     assert zone_of("example.test") == "example.test"
+
+
+def test_tunneling_hint() -> None:
+    assert tunneling_hint("api.example.test") is None
+    assert tunneling_hint("www.some-quite-normal-name.example.test") is None
+    assert tunneling_hint("mzxw6ytboi4dmnzzgq3tqojqgeztknbv.t.example.test") is not None
+    long = ".".join(["aGVsbG8gd29ybGQgaGVsbG8"] * 5) + ".x.example.test"
+    assert tunneling_hint(long) is not None

@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.names import for_export
 from outguard.policy.load import load_policy, load_text
+from outguard.ruleset.ir import Ruleset
 from tests.cases import CASE_NOW, CASE_POLICY
-from tests.compile.helpers import FAKE_DNS, FIXED_NOW, UPDATE, check_golden
+from tests.nftables.helpers import FAKE_DNS, FIXED_NOW, UPDATE, check_golden
 
 HERE = Path(__file__).parent
 POLICY_DIR = HERE / "policies"

@@ -1,5 +1,5 @@
 """The probe table of the cloud evaluation tests: probes made from a ruleset, each decided by
-`outguard.decide.decide` and by a target's evaluator (tests/export/evaluators/), and the check
+`outguard.ruleset.decide.decide` and by a target's evaluator (tests/export/evaluators/), and the check
 that every difference is named in the export's fidelity report.
 
 Probes per rule: its first and last address of each source and family, on each of its ports'
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from outguard.compile.ir import IRRule, Ruleset
-from outguard.decide import Flow, decide, rule_matches
 from outguard.export.fidelity import Export
 from outguard.export.names import rule_names
+from outguard.ruleset.decide import Flow, decide, rule_matches
+from outguard.ruleset.ir import IRRule, Ruleset
 from tests.export.evaluators.cloud import Probe, Verdict
 
 UNLISTED = ("203.0.113.250", "2001:db8:ffff::250")

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from outguard.compile.ir import Ruleset
-from outguard.decide import Decision, decide
 from outguard.export.common import safe_name
 from outguard.export.fidelity import Export, RuleFidelity
+from outguard.ruleset.decide import Decision, decide
+from outguard.ruleset.ir import Ruleset
 from tests.export import probes as tables
 from tests.export.evaluators import Evaluate, Outcome, Probe
 

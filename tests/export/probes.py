@@ -25,14 +25,14 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-from outguard.compile.ir import IRRule, Ruleset
-from outguard.compile.lower import lower
 from outguard.export.names import for_export, rule_names
 from outguard.policy.load import Policy, load_policy, load_text
+from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.lower import lower
 from tests.cases import CASE_NOW, CASE_POLICY, CASES
-from tests.compile.helpers import FIXED_NOW
 from tests.export.cloud_inputs import DNS, LAB_POLICY, POLICY_DIR, policy_names, resolver
 from tests.export.evaluators import Probe, Proto
+from tests.nftables.helpers import FIXED_NOW
 
 EVAL_DIR = Path(__file__).parent / "eval_policies"
 FRESH4, FRESH6 = "192.0.2.177", "2001:db8:77::177"  # where a name "moved" after the export

@@ -20,8 +20,9 @@ from typing import Any
 import boto3
 import pytest
 
-from outguard.export.aws import Atom, export_aws
+from outguard.export.aws import export_aws
 from outguard.export.aws_apply import AwsError, current_rules, plan, reconcile
+from outguard.export.aws_atoms import Atom
 from tests.export.cloud_inputs import ruleset, ruleset_of
 
 MOTO = Path(sys.executable).with_name("moto_server")

@@ -21,10 +21,10 @@ from botocore.validate import ParamValidator
 from google.cloud import compute_v1
 from google.cloud import network_security_v1 as network_security
 
-from outguard.compile.ir import Ruleset
 from outguard.export.aws import export_aws
 from outguard.export.azure import export_azure
 from outguard.export.gcp import export_gcp
+from outguard.ruleset.ir import Ruleset
 from tests.export.azure_models import check_template
 from tests.export.cloud_inputs import cloud_policy_names, ruleset, ruleset_of
 

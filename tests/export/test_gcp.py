@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from outguard.export.gcp import DEFAULT_PRIORITY, MAX_RANGES, GcpOptions, export_gcp
+from outguard.export.gcp import DEFAULT_PRIORITY, MAX_RANGES, export_gcp
+from outguard.export.gcp_plan import GcpOptions
 from tests.export.cloud_inputs import check_export, cloud_policy_names, now_of, ruleset, ruleset_of
 from tests.export.cloud_probes import differences
 from tests.export.evaluators import gcp

@@ -24,9 +24,9 @@ import yaml
 from kubernetes.client import ApiClient, V1NetworkPolicy
 from pydantic import ValidationError
 
-from outguard.decide import Flow, decide
 from outguard.export.common import ExportError
 from outguard.export.k8s import export_k8s, subtract
+from outguard.ruleset.decide import Flow, decide
 from tests.cases import CASE_NOW, CASES
 from tests.export import probes as tables
 from tests.export import vendor_anp, vendor_cilium

@@ -10,6 +10,7 @@ so in the fidelity report; a name that does not resolve is reported; `--strict` 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,13 @@ from click.testing import CliRunner
 from outguard.cli.main import cli
 from outguard.export.names import for_export, rule_names
 from outguard.export.targets import export, names
-from outguard.policy.load import load_policy, load_text
+from outguard.feeds.policy import FEEDS
+from outguard.policy import load
 from tests.export.cloud_inputs import POLICY_DIR, resolver, ruleset
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_policy = partial(load.load_policy, feeds=FEEDS)
+load_text = partial(load.load_text, feeds=FEEDS)
 
 DNS_POLICY = POLICY_DIR / "cloud-dns.yaml"
 

@@ -18,10 +18,11 @@ from dataclasses import replace
 
 import pytest
 
-from outguard.compile.ir import Ruleset
 from outguard.export.common import ExportError
-from outguard.export.windows import GROUP, cmd_safe, export_windows, ps_quote
+from outguard.export.windows import export_windows, ps_quote
 from outguard.export.windows_netsh import LINE_MAX
+from outguard.export.windows_rules import GROUP, cmd_safe
+from outguard.ruleset.ir import Ruleset
 from tests.export.cloud_inputs import check_export, policy_names, ruleset, ruleset_of
 from tests.export.evaluators.windows import parse_ps_line, parse_single_quoted, statements
 from tests.export.probes import EVAL_DIR, big_list_policy

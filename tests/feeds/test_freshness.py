@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 from outguard.feeds.freshness import REFUSAL_REASONS, freshness
+from outguard.feeds.policy import FEEDS
 from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.feeds.update import update_feeds
 from outguard.feeds.validate import default_never_block
-from outguard.monitor.feedwatch import FeedWatch
-from outguard.policy.load import load_text
+from outguard.policy import load
+from outguard.service.feedwatch import FeedWatch
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_text = partial(load.load_text, feeds=FEEDS)
 
 
 def _update(spec: FeedSpec, store: FeedStore, now: float) -> str:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from outguard.errors import PolicyError
 from outguard.feeds.local import read_bounded, read_file
+from outguard.feeds.policy import FEEDS
 from outguard.feeds.spec import FeedSpec
-from outguard.policy.load import load_text
+from outguard.policy import load
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_text = partial(load.load_text, feeds=FEEDS)
 
 
 def _spec(path: Path | str, max_bytes: int = 1 << 20) -> FeedSpec:

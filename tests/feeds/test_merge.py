@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from outguard.compile.intervals import pack_ints
 from outguard.feeds.merge import MAGIC, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys, prefixes
 from outguard.feeds.parse import parse
 from outguard.feeds.store import read_canonical
 from outguard.feeds.v4arrays import range_keys, to_u32
+from outguard.ruleset.intervals import pack_ints
 
 
 def _random_feed(seed: int) -> str:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
-from outguard.feeds.policy import FeedList
+from outguard.feeds.policy import FEEDS, FeedList
 from outguard.feeds.store import FeedStore
-from outguard.policy.load import load_text
+from outguard.nftables.nft import compile_ruleset
+from outguard.policy import load
+from outguard.ruleset.lower import lower
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_text = partial(load.load_text, feeds=FEEDS)
 
 POLICY = """version: 1
 deny:

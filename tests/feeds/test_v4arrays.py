@@ -17,9 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile.intervals import merge
+from outguard.events import FeedAlert
 from outguard.feeds import v4arrays
-from outguard.feeds.alert import FeedAlert
 from outguard.feeds.merge import (
     BITS,
     Delta,
@@ -47,6 +46,7 @@ from outguard.feeds.validate import (
     validate,
 )
 from outguard.policy.targets import int_to_text
+from outguard.ruleset.intervals import merge
 
 TOP = (1 << 32) - 1
 

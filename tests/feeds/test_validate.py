@@ -8,8 +8,9 @@ import pytest
 
 from outguard.feeds.parse import parse
 from outguard.feeds.registry import resolve
-from outguard.feeds.spec import FeedDef, FeedSpec, spec_of
+from outguard.feeds.spec import FeedSpec, spec_of
 from outguard.feeds.validate import Verdict, default_never_block, validate
+from outguard.policy.feedconf import FeedDef
 
 SPEC = FeedSpec(name="t", url="http://127.0.0.1/x", format="plain", category="test")
 GOOD = "".join(f"198.51.100.{i}\n" for i in range(1, 101)).encode()

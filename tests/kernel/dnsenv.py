@@ -23,12 +23,11 @@ from typing import Any
 import dns.message
 import dns.rdatatype
 
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower
-from outguard.dns.config import DnsSettings
 from outguard.dns.supervisor import DnsHandle, serve_dns
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_policy
+from outguard.ruleset.ir import DnsSettings, Ruleset
+from outguard.ruleset.lower import lower
 from tests.kernel.topology import Topology
 
 

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.compile.nft import kernel_counter
-from outguard.decide import Decision, Flow, decide
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Decision, Flow, decide
+from outguard.ruleset.keys import RuleKey
+from outguard.ruleset.lower import lower
 from tests.cases import CASES, Case, variant_policy
 from tests.kernel.topology import DROPPED, PASSED, Probe, Topology, deltas
 
@@ -42,7 +42,7 @@ def _decisions(policy_text: str) -> list[Decision]:
 
 
 def _counter(decision: Decision) -> str | None:
-    return None if decision.rule.startswith("builtin:") else kernel_counter(decision.rule)
+    return None if decision.rule.startswith("builtin:") else RuleKey.parse(decision.rule).counter
 
 
 def _batches(decisions: list[Decision]) -> list[list[int]]:
@@ -139,7 +139,7 @@ def test_decide_and_kernel_agree_on_ipv4_mapped_destinations(topology: Topology)
         [outcome] = topology.probe([Probe(addr, port)])
         moved = deltas(before, topology.counters())
         passed = outcome in PASSED
-        if moved != {kernel_counter(decision.rule): 1} or passed != (decision.verdict == "accept"):
+        if moved != {RuleKey.parse(decision.rule).counter: 1} or passed != (decision.verdict == "accept"):
             problems.append(f"tcp [{addr}]:{port}: decide {decision.verdict} by {decision.rule}; "
                             f"kernel {outcome}, counters {moved}")
     assert not problems, "\n".join(problems)

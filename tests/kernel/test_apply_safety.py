@@ -3,7 +3,7 @@ re-applying, `--confirm-timeout` rolls back even when the applying process dies,
 hand, and outguard touches no table but its own (`apply`, re-apply, `rollback`, `remove`).
 
 Each test builds the two-namespace topology of tests/kernel/topology.py; outguard acts in its
-server namespace only (the CLI with `--netns`, or `engine` in this process with an `Nft` bound to
+server namespace only (the CLI with `--netns`, or `apply.run` in this process with an `Nft` bound to
 the namespace). The rollback watchdog always runs inside that namespace.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy
 from outguard.errors import KernelError
 from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
@@ -504,7 +504,7 @@ POLICY_C = POLICY_A.replace("deny:", "  - name: only-in-c\n    to: [203.0.113.77
 def _apply_c_and_die_unrecorded(topo: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """`apply C` dies (a BaseException for SIGKILL) after its commit, before recording it,
     with no watchdog: the kernel holds C, the state dir still says what was there before."""
-    from outguard.engine import apply_policy
+    from outguard.apply.run import apply_policy
 
     class Died(BaseException):
         pass
@@ -549,8 +549,8 @@ def test_a_set_nobody_recorded_is_filled_again_when_the_policy_needs_it(
     """An apply killed between creating a set (a feed's is filled in a later batch) and
     recording its state leaves the set in the kernel, maybe empty. The next apply must not take
     it as made: here the set B's new list needs exists, declared as B declares it, but empty."""
-    from outguard.compile import nft_tx
-    from tests.compile.helpers import compiled_of
+    from outguard.nftables import nft_tx
+    from tests.nftables.helpers import compiled_of
 
     topo = with_a
     topo.add_addresses("203.0.113.201")
@@ -756,7 +756,7 @@ def test_apply_that_dies_midway_still_rolls_back_to_the_policy_before_it(
     """`apply B --confirm-timeout` dies (a BaseException stands for SIGKILL) at a point of its
     run; whatever rolls it back (the watchdog, or `outguard rollback` when no watchdog was
     started) must leave A, the policy before B, in the kernel."""
-    from outguard.engine import apply_policy
+    from outguard.apply.run import apply_policy
 
     topo = with_a
     snapshot_a, content_a = topo.ruleset(), _table(topo)[1]

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from outguard.events import Attribution, BlockedPacket
 from outguard.kernel.nflog import NflogSource
 from outguard.kernel.sockdiag import SockDiag
 from outguard.monitor.attribute import Attributor
-from outguard.monitor.event import Attribution, BlockedPacket
 from tests.kernel.topology import NOBODY, Topology
 
 pytestmark = pytest.mark.kernel

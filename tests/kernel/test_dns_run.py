@@ -18,9 +18,10 @@ import dns.exception
 import dns.rcode
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.monitor.runner import AgentHandle, AgentOptions
 from outguard.policy.load import load_policy
+from outguard.ruleset.lower import lower
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world
 from tests.kernel.topology import Probe, Topology

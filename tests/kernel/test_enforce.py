@@ -3,7 +3,7 @@ IPv6), deny beats allow, `for: {user: ...}` is checked against real processes, a
 everything and logs it, and `status --json` shows the counters of the rules that were hit.
 
 Every test builds the two-namespace topology of tests/kernel/topology.py and applies the policy
-in its server namespace (in this process through `engine.apply_policy` with an `Nft` bound to the
+in its server namespace (in this process through `apply.run.apply_policy` with an `Nft` bound to the
 namespace, or through the CLI with `--netns`).
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.decide import Flow, decide
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow, decide
+from outguard.ruleset.lower import lower
 from tests.kernel.topology import (
     DROPPED,
     LINK,

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.decide import Flow, decide
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow, decide
+from outguard.ruleset.lower import lower
 from tests.kernel.topology import Probe, Topology
 
 pytestmark = pytest.mark.kernel

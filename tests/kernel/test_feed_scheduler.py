@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from outguard.engine import apply_policy
-from outguard.feeds.alert import FeedAlert
+from outguard.apply.run import apply_policy, feed_host
+from outguard.events import FeedAlert
 from outguard.feeds.scheduler import run_feed_scheduler
 from outguard.feeds.sync import SyncReport
 from outguard.feeds.update import FeedResult
@@ -54,7 +54,7 @@ def test_scheduler_brings_a_change_to_the_kernel(netns: str, tmp_path: Path) -> 
 
         async def main() -> None:
             await asyncio.wait_for(run_feed_scheduler(
-                state.path, netns=netns, stop=stop, on_round=on_round,
+                state.path, feed_host(netns), stop=stop, on_round=on_round,
                 clock=lambda: time.time() + offset[0], min_sleep=0.05, max_sleep=0.2), 60)
 
         asyncio.run(main())
@@ -95,7 +95,7 @@ def test_a_broken_file_feed_is_alerted_once_not_every_round(netns: str, tmp_path
 
     async def main() -> None:
         await asyncio.wait_for(run_feed_scheduler(
-            state.path, netns=netns, stop=stop, on_round=on_round, on_alert=alerts.append,
+            state.path, feed_host(netns), stop=stop, on_round=on_round, on_alert=alerts.append,
             min_sleep=0.05, max_sleep=0.1), 60)
 
     asyncio.run(main())
@@ -130,7 +130,7 @@ def test_a_failing_round_is_alerted_once_not_only_logged(netns: str, tmp_path: P
 
     async def main() -> None:
         await asyncio.wait_for(run_feed_scheduler(
-            state.path, netns=netns, stop=stop, on_round=on_round, on_alert=alerts.append,
+            state.path, feed_host(netns), stop=stop, on_round=on_round, on_alert=alerts.append,
             min_sleep=0.05, max_sleep=0.1), 60)
 
     asyncio.run(main())

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from outguard.engine import apply_policy
+from outguard.apply.run import apply_policy, feed_host
 from outguard.feeds.policy import never_block_of
 from outguard.feeds.store import FeedStore
-from outguard.feeds.sync import applied_policy, sync_kernel
+from outguard.feeds.sync import sync_kernel
 from outguard.feeds.update import update_feeds
 from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
 from outguard.kernel.setsync import SetChange, apply_in
+from outguard.pipeline import load_applied
 from outguard.state import StateDir
 from tests.feeds.test_fetch import Server
 from tests.feeds.test_validate import BAD_CORPUS
@@ -80,12 +81,12 @@ def test_feed_sync_deltas_and_refusals(netns: str, tmp_path: Path) -> None:
         assert len(before) == 4 and not flat(before)  # no good copy yet: empty sets
 
         def update() -> str:
-            loaded = applied_policy(state, store.root)
+            loaded = load_applied(state)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
             result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True))[0]
-            sync_kernel(state, lambda ch: apply_in(netns, ch))
+            sync_kernel(state, feed_host(netns))
             return result.status
 
         assert update() == "updated"
@@ -151,8 +152,9 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
     """Feed hash sets are declared with a capacity (a fixed-size hash loads far faster); a feed
     that outgrows it is not synced in place but re-applied: a new, bigger set, filled over
     netlink before the deny rule switches to it."""
-    from outguard import applyplan, engine
-    from outguard.feeds.sync import sync_feeds
+    from outguard.apply import applyplan
+    from outguard.apply.run import reapply as do_reapply
+    from outguard.feeds.sync import FeedHost, sync_feeds
 
     monkeypatch.setattr(applyplan, "MIN_CAPACITY", 16)
     server = Server()
@@ -166,16 +168,17 @@ def test_feed_that_outgrows_its_set_gets_a_bigger_one(netns: str, tmp_path: Path
             apply_policy(policy, state, nft, resolver=lambda _n: [])
 
         def update() -> tuple[str, bool]:
-            loaded = applied_policy(state, store.root)
+            loaded = load_applied(state)
             assert loaded is not None
             spec = loaded.lists["feed:corp-bad"].spec  # type: ignore[attr-defined]
             result = asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc, loaded.lists),
                                               ignore_interval=True, force=True))[0]
 
-            def reapply() -> None:
+            def reapply(state: StateDir) -> None:
                 with Nft(netns) as nft:
-                    engine.reapply(state, nft, resolver=lambda _n: [])
-            report = sync_feeds(state, lambda ch: apply_in(netns, ch), reapply)
+                    do_reapply(state, nft, resolver=lambda _n: [])
+            report = sync_feeds(state, FeedHost(load_applied, lambda ch: apply_in(netns, ch),
+                                                reapply))
             return result.status, bool(report.outgrown)
 
         assert update() == ("updated", False)  # 4 addresses fit the first set (16)

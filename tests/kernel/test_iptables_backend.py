@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from outguard.decide import Decision
 from outguard.export.iptables import export, fit
 from outguard.export.names import for_export
 from outguard.kernel import netns as ns
 from outguard.kernel.cgroups import cgroup2_mount
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Decision
 from tests.cases import CASE_POLICY, CASES, variant_policy
 from tests.export import probes as tables
 from tests.export.evaluation import compare, rows

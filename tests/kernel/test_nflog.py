@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from outguard.errors import KernelError
+from outguard.events import BlockedPacket
 from outguard.kernel.nflog import NflogSource
-from outguard.monitor.event import BlockedPacket
 from tests.kernel.topology import LINK, NOBODY, Probe, Topology
 
 pytestmark = pytest.mark.kernel

@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 
-from outguard.applyplan import make_plan
-from outguard.engine import apply_policy
+from outguard.apply.applyplan import make_plan
+from outguard.apply.run import apply_policy
 from outguard.feeds.policy import never_block_of
 from outguard.feeds.store import FeedStore
-from outguard.feeds.sync import applied_policy, sync_feeds
+from outguard.feeds.sync import FeedHost, sync_feeds
 from outguard.feeds.update import update_feeds
 from outguard.kernel.libnft import Nft
 from outguard.kernel.setsync import SetChange, apply_in
+from outguard.pipeline import load_applied
 from outguard.state import StateDir
 from tests.feeds.test_fetch import Server
 from tests.kernel.topology import Topology
@@ -222,12 +223,13 @@ def test_plan_is_empty_after_a_feed_update(netns: str, tmp_path: Path) -> None:
             apply_policy(policy, state, nft, resolver=lambda _n: [])
 
         def update() -> None:
-            loaded = applied_policy(state, store.root)
+            loaded = load_applied(state)
             assert loaded is not None
             spec = loaded.lists["feed:corp"].spec  # type: ignore[attr-defined]
             asyncio.run(update_feeds([spec], store, never_block_of(loaded.doc),
                                      ignore_interval=True, force=True))
-            sync_feeds(state, lambda ch: apply_in(netns, ch), lambda: None)
+            sync_feeds(state, FeedHost(load_applied, lambda ch: apply_in(netns, ch),
+                                       lambda _state: None))
 
         update()
         server.body, server.etag = b"198.51.100.1\n198.51.100.3\n", '"b"'

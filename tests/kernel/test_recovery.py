@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from outguard import failclosed
-from outguard.engine import FailClosedError, apply_policy
+from outguard.apply import failclosed
+from outguard.apply.recovery import FailClosedError
+from outguard.apply.run import apply_policy
 from outguard.errors import KernelError, OutguardError
 from outguard.state import StateDir
 from tests.kernel.test_apply_safety import (

@@ -267,7 +267,8 @@ signatures:
 
 
 def test_alert_sinks_signatures_and_nflog_group_switch_on_reload(topology: Topology) -> None:
-    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from outguard.service.options import AgentOptions
+    from outguard.service.runner import AgentHandle
     from tests.alerts.peers import receiver
 
     first, second = "203.0.113.10", "203.0.113.11"
@@ -310,7 +311,8 @@ feeds:
 
 
 def test_feeds_follow_the_applied_policy(topology: Topology) -> None:
-    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from outguard.service.options import AgentOptions
+    from outguard.service.runner import AgentHandle
     from tests.feeds.test_fetch import Server
 
     old, new = Server(), Server()
@@ -350,7 +352,8 @@ def test_cached_names_are_written_again_into_a_table_made_anew(topology: Topolog
     """`remove` + `apply` (or a reboot) makes the DNS sets anew, empty, while the resolver's
     cache still holds the answers: after a reload, and after an agent restart, an answer from
     the cache must put its addresses into the new sets again."""
-    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from outguard.service.options import AgentOptions
+    from outguard.service.runner import AgentHandle
 
     with _world(topology) as w:
         topology.apply(POLICY_A)
@@ -373,7 +376,8 @@ def test_cached_names_are_written_again_into_a_table_made_anew(topology: Topolog
 
 
 def test_the_resolver_moves_restarts_and_stops_with_the_dns_section(topology: Topology) -> None:
-    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from outguard.service.options import AgentOptions
+    from outguard.service.runner import AgentHandle
 
     moved = POLICY_A.replace('listen: "127.0.0.1:53"', 'listen: "127.0.0.2:53"')
     with _world(topology) as w:

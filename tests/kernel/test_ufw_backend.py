@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from outguard.compile.lower import lower
-from outguard.decide import Flow, decide
 from outguard.export.ufw import export, fit
 from outguard.kernel import netns as ns
 from outguard.policy.load import load_text
+from outguard.ruleset.decide import Flow, decide
+from outguard.ruleset.lower import lower
 from tests.cases import CASE_POLICY, CASES, variant_policy
 from tests.export import probes as tables
 from tests.export.evaluation import compare, rows

@@ -309,8 +309,8 @@ class Topology:
         return self._nft
 
     def apply(self, policy: Path | str, **kwargs: Any) -> Any:
-        """`engine.apply_policy` in this process: policy text or a file; returns the report."""
-        from outguard.engine import apply_policy
+        """`apply.run.apply_policy` in this process: policy text or a file; returns the report."""
+        from outguard.apply.run import apply_policy
         from outguard.state import StateDir
 
         path = policy if isinstance(policy, Path) else self.write_policy(policy)
@@ -422,9 +422,9 @@ class Topology:
         return result
 
     def status(self) -> dict[str, Any]:
-        """What `status --json` prints, computed in this process (`engine.status`): cheap enough
+        """What `status --json` prints, computed in this process (`apply.status.status`): cheap enough
         to poll."""
-        from outguard.engine import status
+        from outguard.apply.status import status
         from outguard.state import StateDir
 
         present = self.thread.call(kc.table_exists)

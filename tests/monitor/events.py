@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from outguard.monitor.event import Attribution, BlockedPacket, Event
+from outguard.events import Attribution, BlockedPacket, Event
 
 T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 

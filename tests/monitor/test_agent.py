@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from outguard.alerts.config import AlertSpec
+from outguard.events import Attribution, BlockedPacket
 from outguard.monitor.agent import MemorySource
-from outguard.monitor.event import Attribution, BlockedPacket
-from outguard.monitor.runner import AgentHandle, AgentOptions, Running, run_agent
+from outguard.policy.alertconf import AlertSpec
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle, Running, run_agent
 from outguard.store import Query, open_store
 from tests.alerts.peers import receiver
 from tests.monitor.events import packet

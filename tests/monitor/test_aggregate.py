@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from outguard.events import Event
 from outguard.monitor.aggregate import Aggregator
 from outguard.monitor.classify import load_classifier
-from outguard.monitor.event import Event
 from tests.monitor.events import T0, event
 
 C = load_classifier()

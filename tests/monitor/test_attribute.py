@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from outguard.events import BlockedPacket
 from outguard.kernel.sockdiag import SocketInfo
 from outguard.monitor.attribute import Attributor, InodeIndex, parse_cgroup, parse_stat
-from outguard.monitor.event import BlockedPacket
 
 DOCKER_ID = "4f" * 32
 

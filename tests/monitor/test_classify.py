@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from outguard.events import Event
 from outguard.monitor.classify import FALLBACK, SignatureError, load_classifier
-from outguard.monitor.event import Event
 from tests.monitor.events import event
 
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"

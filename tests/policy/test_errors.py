@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from outguard.errors import PolicyError, Problem
-from outguard.policy.load import load_policy, load_text
+from outguard.feeds.policy import FEEDS
+from outguard.policy import load
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_policy = partial(load.load_policy, feeds=FEEDS)
+load_text = partial(load.load_text, feeds=FEEDS)
 
 
 def problems_of(text: str, source: str = "policy.yaml", base_dir: Path | None = None) -> list[str]:

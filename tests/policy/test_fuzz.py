@@ -16,11 +16,12 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.lower import lower
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
-from outguard.policy.load import Policy, load_text
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import compile_ruleset
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
+from outguard.ruleset.lower import lower
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

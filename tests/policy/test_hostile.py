@@ -6,17 +6,23 @@ from __future__ import annotations
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.lower import lower
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import PolicyError
-from outguard.policy import files
-from outguard.policy.load import Policy, load_policy, load_text
+from outguard.feeds.policy import FEEDS
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import compile_ruleset
+from outguard.policy import files, load
+from outguard.policy.loaded import Policy
 from outguard.policy.yamlpos import MAX_ALIAS_VALUES
+from outguard.ruleset.lower import lower
+
+# a policy's `@feed:` lists load as the pipeline loads them
+load_policy = partial(load.load_policy, feeds=FEEDS)
+load_text = partial(load.load_text, feeds=FEEDS)
 
 ALLOW = "version: 1\nallow:\n  - {name: a, to: [203.0.113.1], ports: [443], proto: tcp}\n"
 

@@ -23,13 +23,14 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from outguard.compile import nft_text, nft_tx
-from outguard.compile.lower import lower
-from outguard.compile.nft import compile_ruleset
 from outguard.errors import KernelError, PolicyError
 from outguard.kernel import netns as ns
 from outguard.kernel.libnft import Nft
-from outguard.policy.load import Policy, load_text
+from outguard.nftables import nft_text, nft_tx
+from outguard.nftables.nft import compile_ruleset
+from outguard.policy.load import load_text
+from outguard.policy.loaded import Policy
+from outguard.ruleset.lower import lower
 from tests.kernel.conftest import kernel_skip_reason, new_netns
 
 pytestmark = pytest.mark.kernel

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from outguard.errors import PolicyError
-from outguard.policy.load import format_path, load_policy, load_text
+from outguard.policy.load import load_policy, load_text
+from outguard.policy.loaded import format_path
 from outguard.policy.model import Owner
 from outguard.policy.targets import Target
 from tests.cases import CASE_POLICY

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from outguard.monitor.aggregate import Aggregator, Incident
+from outguard.events import Incident
+from outguard.monitor.aggregate import Aggregator
 from outguard.monitor.classify import load_classifier
 from outguard.store import StoreError, open_store
 from outguard.store.base import Query, Retention

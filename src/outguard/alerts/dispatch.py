@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from outguard.alerts.config import SEVERITIES, AlertSpec, severity_rank
 from outguard.alerts.sinks import AlertError, Sink
+from outguard.events import SEVERITIES, severity_rank
+from outguard.policy.alertconf import AlertSpec
 
 log = logging.getLogger(__name__)
 

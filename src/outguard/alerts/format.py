@@ -1,6 +1,6 @@
 """What an alert says, in each sink's format: JSON, one text line, an RFC 5424 syslog message.
 
-Place in the data flow: aggregate's `Incident` → **format** → sinks. Pure functions.
+Place in the data flow: aggregate's `events.Incident` → **format** → sinks. Pure functions.
 The RFC 5424 formatter is written here because the standard library's SysLogHandler speaks only
 the older BSD format (RFC 3164) and the one PyPI handler for 5424 is unmaintained since 2019;
 the format is one line of fixed fields.
@@ -13,7 +13,7 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from outguard.monitor.aggregate import Incident
+from outguard.events import Incident
 
 # RFC 5424 severities: 2 crit, 3 err, 4 warning, 5 notice, 6 info
 SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5, "info": 6}

@@ -20,9 +20,9 @@ from typing import Any, Protocol, TextIO
 
 import httpx
 
-from outguard.alerts.config import AlertSpec, EmailSpec, SyslogSpec, WebhookSpec
 from outguard.alerts.format import json_line, rfc5424, text_line
 from outguard.errors import OutguardError
+from outguard.policy.alertconf import AlertSpec, EmailSpec, SyslogSpec, WebhookSpec
 
 
 class AlertError(OutguardError):

@@ -40,9 +40,9 @@ def aws_options(fn: F) -> F:
 
 def apply_aws(policy: Path, *, aws_group: str | None, aws_region: str | None,
               aws_endpoint: str | None, aws_dry_run: bool, aws_revoke_foreign: bool = False) -> None:
-    from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.export import aws_apply  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+    from outguard.pipeline import load_policy  # noqa: PLC0415
+    from outguard.ruleset.lower import lower  # noqa: PLC0415
 
     if not aws_group:
         raise click.UsageError("--backend aws needs --security-group sg-…")

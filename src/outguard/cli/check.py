@@ -15,7 +15,7 @@ import click
 
 from outguard.cli.common import fail
 from outguard.errors import OutguardError, PolicyError, Problem
-from outguard.policy.load import Policy, load_policy
+from outguard.policy.loaded import Policy
 
 # Addresses for host names in the dry run: what a name resolves to changes nothing the kernel
 # could refuse, and the dry run must not wait for DNS.
@@ -28,12 +28,11 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
     no libnftables, a ruleset only nft text holds)."""
     if os.geteuid() != 0:
         return None
-    from outguard.compile import nft_tx  # noqa: PLC0415
-    from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.compile.nft import compile_ruleset  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
+    from outguard.nftables import nft_tx  # noqa: PLC0415
+    from outguard.pipeline import compile_policy  # noqa: PLC0415
 
-    compiled = compile_ruleset(lower(policy, resolver=lambda _n: list(_PLACEHOLDER.values())))
+    _ruleset, compiled = compile_policy(policy, resolver=lambda _n: list(_PLACEHOLDER.values()))
     if compiled.needs_text:  # `socket cgroupv2`: nft 1.0.6's JSON cannot say it
         return None
     document = nft_tx.document(nft_tx.full(compiled))
@@ -48,6 +47,7 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
 
 
 def run_check(policy_path: Path, strict: bool, state_dir: Path) -> None:
+    from outguard.pipeline import load_policy  # noqa: PLC0415
     from outguard.policy.host import machine_warnings  # noqa: PLC0415
 
     try:

@@ -46,6 +46,7 @@ def enter_netns(netns: str | None) -> None:
     if netns is None:
         return
     from outguard.kernel import netns as ns  # noqa: PLC0415 - only the namespace path needs it
+    from outguard.kernel import procs  # noqa: PLC0415
 
     if not ns.exists(netns):
         raise click.UsageError(f"no network namespace named {netns!r} (see `ip netns list`)")
@@ -63,7 +64,7 @@ def enter_netns(netns: str | None) -> None:
         env[CGROUP_FD_ENV] = str(fd)
     argv = ns.exec_argv(netns, [sys.executable, "-m", "outguard", *sys.argv[1:]])
     sys.stdout.flush()
-    os.execvpe(argv[0], argv, env)
+    procs.replace_with(argv, env)
 
 
 def confirm_command(netns: str | None, state_dir_path: Path) -> str:

@@ -47,7 +47,7 @@ def install(listen: str, netns: str | None) -> None:
 
     What was there is kept (resolv.conf.outguard-saved) and put back by `uninstall`."""
     from outguard.dns import install as inst  # noqa: PLC0415
-    from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+    from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
     try:
         endpoint = parse_endpoint(listen)
@@ -111,12 +111,11 @@ def serve(policy: Path, netns: str | None, state_path: Path | None) -> None:
 
     Started as root, the resolver binds its address, then runs as dns.user (outguard-dns,
     created if missing); its counters are printed as JSON when it stops (SIGINT, SIGTERM)."""
-    from outguard.compile.lower import lower  # noqa: PLC0415
     from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+    from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
     try:
-        ruleset = lower(load_policy(policy))
+        ruleset = lower_policy(load_policy(policy))
     except OutguardError as exc:
         fail(exc)
         return

@@ -17,23 +17,23 @@ words the answers. Three things it must not get wrong:
 
 from __future__ import annotations
 
-import grp
 import itertools
 import json
-import pwd
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import click
 
-from outguard.compile.ir import Ruleset
-from outguard.compile.lower import lower, system_resolver
-from outguard.decide import Decision, Flow, FlowProto, decide
 from outguard.errors import OutguardError
+from outguard.pipeline import load_policy, lower_policy
+from outguard.policy import accounts
 from outguard.policy.addresses import parse_ip
-from outguard.policy.load import load_policy
 from outguard.policy.targets import parse_target
+from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
+from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.keys import DNS_PORTS
+from outguard.ruleset.lower import system_resolver
 
 Ranges = list[tuple[int, int]]
 HOSTS = Path("/etc/hosts")
@@ -59,7 +59,7 @@ def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
     if value.isdigit():
         return int(value)
     try:
-        return pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
+        return accounts.uid(value) if kind == "user" else accounts.gid(value)
     except KeyError:
         raise OutguardError(f"no {kind} {value!r} on this machine") from None
 
@@ -71,7 +71,7 @@ def _cuts(ruleset: Ruleset) -> list[int]:
         for lo, hi in rule.match.ports:
             cuts.update((lo, hi + 1))
     if ruleset.dns is not None:
-        for port in {53, 853, *(p for _a, p in ruleset.dns.upstreams)}:
+        for port in {*DNS_PORTS, *(p for _a, p in ruleset.dns.upstreams)}:
             cuts.update((port, port + 1))
     return sorted(cuts)
 
@@ -104,7 +104,8 @@ def _answers(ruleset: Ruleset, flow: Flow, destination: str, name: str | None,
 
 def _by_name(ruleset: Ruleset, name: str, flow: Flow) -> list[Answer]:
     """With `dns:`: the resolver's verdict on the name, then decide() by name."""
-    from outguard.dns.names import NamePolicy, load_blocklists  # noqa: PLC0415
+    from outguard.dns.blocklist import load_blocklists  # noqa: PLC0415
+    from outguard.ruleset.names import NamePolicy  # noqa: PLC0415
 
     assert ruleset.dns is not None
     verdict = NamePolicy.of(ruleset, load_blocklists(ruleset.dns.blocklists)).lookup(name)
@@ -243,7 +244,7 @@ def as_json(answers: list[Answer], proto: str, audit: bool) -> str:
 def run_explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
                 group: str | None, json_out: bool, feed_dir: Path | None = None) -> None:
     """Load and lower POLICY, then print the answers for `dest`."""
-    ruleset = lower(load_policy(policy, feed_dir=feed_dir))
+    ruleset = lower_policy(load_policy(policy, feed_dir=feed_dir))
     flow_proto: FlowProto = "tcp" if proto == "tcp" else "udp" if proto == "udp" else "icmp"
     flow = Flow(port=port, proto=flow_proto, uid=_id(user, "user"), gid=_id(group, "group"))
     answers = explain(ruleset, dest, flow)

@@ -22,7 +22,7 @@ def run_export(policy: Path, target: str, strict: bool, out_dir: Path | None,
                feed_dir: Path | None = None, option_pairs: tuple[str, ...] = ()) -> None:
     from outguard.export.names import for_export  # noqa: PLC0415
     from outguard.export.targets import export, options, parse_options  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+    from outguard.pipeline import load_policy  # noqa: PLC0415
 
     try:
         if "help" in option_pairs:

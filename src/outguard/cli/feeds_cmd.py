@@ -59,44 +59,34 @@ def feeds() -> None:
 def update(names: tuple[str, ...], force: bool, ignore_interval: bool, as_json: bool,
            netns: str | None, state_dir_path: Path) -> None:
     """Fetch the applied policy's feeds (or NAMES), validate them and sync the kernel sets."""
-    from outguard.feeds.policy import PREFIX, FeedList, never_block_of  # noqa: PLC0415
-    from outguard.feeds.registry import resolve  # noqa: PLC0415
-    from outguard.feeds.store import FeedStore  # noqa: PLC0415
-    from outguard.feeds.sync import applied_policy, sync_feeds  # noqa: PLC0415
-    from outguard.feeds.update import update_feeds  # noqa: PLC0415
-    from outguard.kernel.setsync import apply_in  # noqa: PLC0415
+    from outguard.apply.run import feed_host  # noqa: PLC0415
+    from outguard.feeds.scheduler import fetch_round, sync_round  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     state = StateDir(state_dir_path)
+    host = feed_host()  # this namespace: `--netns` runs the command inside it
     try:
         state.ensure()
-        store = FeedStore(state.path / "feeds")
         try:
-            policy = applied_policy(state, store.root)
+            with _Progress(sys.stderr.isatty() and not as_json) as progress:
+                got = asyncio.run(fetch_round(state, host, names=names, force=force,
+                                              ignore_interval=ignore_interval,
+                                              progress=progress.hook))
         except PolicyError as exc:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             fail(OutguardError(f"the policy applied in {state.path} no longer loads: no feed was"
                                " updated (fix it and `outguard apply` it again)"))
             return
-        used = [fl.spec for fl in (policy.lists.values() if policy else [])
-                if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
-        specs = [resolve(n, policy.doc.feeds if policy else None) for n in names] or used
-        if not specs:
+        policy, results = got.policy, got.results
+        if not results:
             if policy is None:  # the timer on a host where nothing is applied: say it loudly
                 fail(OutguardError(f"no policy is applied in {state.path}, so no feed is in use;"
                                    " name feeds to fetch them ahead of `outguard apply`, or give"
                                    " the --netns / --state-dir of the apply"))
             click.echo("the applied policy uses no feeds (@feed:NAME): nothing to update")
             return
-        nb = never_block_of(policy.doc if policy else None, policy.lists if policy else None)
-        with _Progress(sys.stderr.isatty() and not as_json) as progress:
-            results = asyncio.run(update_feeds(specs, store, nb, force=force,
-                                               ignore_interval=ignore_interval,
-                                               progress=progress.hook))
-        report = sync_feeds(state, lambda changes: apply_in(None, changes),
-                            lambda: _reapply(state), fresh=_fresh(results)) \
-            if any(r.status == "updated" for r in results) else None
+        report = sync_round(state, host, got)
     except OutguardError as exc:
         fail(exc)
         return
@@ -134,18 +124,6 @@ def _print_update(results: list[Any], report: Any, applied: bool) -> None:
         if report.stats is not None and report.stats.messages:
             click.echo(f"kernel: one transaction, {report.stats.messages} messages,"
                        f" {report.stats.seconds * 1000:.0f} ms")
-
-
-def _fresh(results: list[Any]) -> dict[str, Any]:
-    return {r.name: r.content for r in results if r.content is not None}
-
-
-def _reapply(state: Any) -> None:
-    from outguard.engine import reapply  # noqa: PLC0415
-    from outguard.kernel.libnft import Nft  # noqa: PLC0415
-
-    with Nft() as nft:
-        reapply(state, nft)
 
 
 def _content_to_kernel(results: list[Any], report: Any) -> float | None:

@@ -2,14 +2,13 @@
 `_watchdog` that an apply with --confirm-timeout leaves behind (`plan` and `status` read it: in
 their own modules).
 
-Thin: option parsing and printing; the work is in `engine`.
+Thin: option parsing and printing; the work is in `apply`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ IPTABLES_BACKENDS = ("iptables", "iptables-nft", "iptables-legacy")
 
 def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
     def spawn(token: str, deadline: float, base: str) -> int:
+        from outguard.kernel import procs  # noqa: PLC0415
         from outguard.kernel.cgroups import CGROUP_FD_ENV  # noqa: PLC0415
 
         inherited = os.environ.get(CGROUP_FD_ENV, "")
@@ -37,14 +37,12 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
             # A new session: the watchdog outlives the apply command, its terminal and its
             # SSH session — the things a bad policy may have just cut off. It knows its token,
             # deadline and base itself: a damaged pending file does not stop it.
-            proc = subprocess.Popen(
+            return procs.start_detached(
                 [sys.executable, "-m", "outguard", "_watchdog", "--state-dir", str(state_dir),
                  "--token", token, "--deadline", repr(deadline), "--base", base],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                close_fds=True, pass_fds=(int(inherited),) if inherited.isdigit() else ())
+                log=log, pass_fds=(int(inherited),) if inherited.isdigit() else ())
         finally:
             os.close(log)
-        return proc.pid
     return spawn
 
 
@@ -75,7 +73,8 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: s
     if backend == "aws":
         apply_aws(policy, **aws)
         return
-    from outguard.engine import FailClosedError, apply_policy  # noqa: PLC0415
+    from outguard.apply.recovery import FailClosedError  # noqa: PLC0415
+    from outguard.apply.run import apply_policy  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -123,7 +122,7 @@ def loud(cause: OutguardError, done: str) -> None:
 @kernel_options
 def confirm(netns: str | None, state_dir_path: Path) -> None:
     """Keep the policy applied with --confirm-timeout (fails if nothing waits)."""
-    from outguard.engine import confirm as do_confirm  # noqa: PLC0415
+    from outguard.apply.recovery import confirm as do_confirm  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -140,7 +139,7 @@ def confirm(netns: str | None, state_dir_path: Path) -> None:
 @kernel_options
 def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> None:
     """Restore the previously applied policy (with --remove: none, remove the table)."""
-    from outguard.engine import rollback as do_rollback  # noqa: PLC0415
+    from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -161,7 +160,7 @@ def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> Non
 @kernel_options
 def remove(force: bool, netns: str | None, state_dir_path: Path) -> None:
     """Remove outguard's table (and nothing else): egress is open afterwards."""
-    from outguard.engine import remove as do_remove  # noqa: PLC0415
+    from outguard.apply.recovery import remove as do_remove  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -203,7 +202,7 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 
     No policy is read and no name resolved; an apply that was never confirmed is rolled back
     first. Fails when nothing was ever applied here."""
-    from outguard.engine import restore as do_restore  # noqa: PLC0415
+    from outguard.apply.recovery import restore as do_restore  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -224,7 +223,7 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 @click.option("--base", default=None)
 def watchdog(state_dir: Path, token: str, deadline: float, base: str | None) -> None:
     """Roll back at DEADLINE unless the pending confirmation TOKEN was confirmed."""
-    from outguard.engine import rollback as do_rollback  # noqa: PLC0415
+    from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
     from outguard.errors import StateError  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415

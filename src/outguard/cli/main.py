@@ -135,14 +135,12 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
 
         run_export(policy, target, strict, out_dir, feed_dir, option_pairs)
         return
-    from outguard.compile import nft_text, nft_tx  # noqa: PLC0415
-    from outguard.compile.lower import lower  # noqa: PLC0415
-    from outguard.compile.nft import compile_ruleset  # noqa: PLC0415
-    from outguard.policy.load import load_policy  # noqa: PLC0415
+    from outguard.nftables import nft_text, nft_tx  # noqa: PLC0415
+    from outguard.pipeline import compile_policy, load_policy  # noqa: PLC0415
 
     try:
         loaded = load_policy(policy, feed_dir=feed_dir)
-        cmds = nft_tx.full(compile_ruleset(lower(loaded)))
+        cmds = nft_tx.full(compile_policy(loaded)[1])
     except OutguardError as exc:
         fail(exc)
         return

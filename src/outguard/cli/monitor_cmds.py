@@ -1,6 +1,6 @@
 """The monitor's commands: `run` (the agent), `events` (stored incidents), `top` (a live view).
 
-Thin: options and printing; the agent is `monitor.runner`, the data is `store`.
+Thin: options and printing; the agent is `service.runner`, the data is `store`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def parse_duration(text: str) -> timedelta:
 
 def _store_path(netns: str | None, state_dir: Path | None, store: str | None) -> str | Path:
     from outguard.cli.common import state_dir as default_state  # noqa: PLC0415
-    from outguard.monitor.runner import STORE_NAME  # noqa: PLC0415
+    from outguard.service.options import STORE_NAME  # noqa: PLC0415
 
     return store if store is not None else default_state(netns, state_dir) / STORE_NAME
 
@@ -91,7 +91,8 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     """
     from outguard.cli.sdnotify import notify  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
-    from outguard.monitor.runner import AgentOptions, Running, run_agent  # noqa: PLC0415
+    from outguard.service.options import AgentOptions  # noqa: PLC0415
+    from outguard.service.runner import Running, run_agent  # noqa: PLC0415
 
     if policy is None and not no_apply:
         raise click.UsageError("give the POLICY to apply, or --no-apply to serve what is"

@@ -28,9 +28,9 @@ CHANGES = 2
 def plan(policy: Path, exit_code: bool, full: bool, netns: str | None,
          state_dir_path: Path) -> None:
     """Show what applying POLICY would change, transaction by transaction."""
-    from outguard.applyplan import make_plan  # noqa: PLC0415
+    from outguard.apply.applyplan import make_plan  # noqa: PLC0415
+    from outguard.apply.planview import describe  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
-    from outguard.planview import describe  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     state = StateDir(state_dir_path)

@@ -2,7 +2,7 @@
 monitoring: `--check` exits 2 when something is).
 
 Thin: reads the kernel by netlink (table, counters, object names, rule digests — never set
-elements, so it stays fast next to a 1M-element set) and prints `outguard.status`.
+elements, so it stays fast next to a 1M-element set) and prints `outguard.apply.status`.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ CHECK_FAILED = 2
 @kernel_options
 def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) -> None:
     """Applied policy, mode, per-rule packet counters, pending confirmation, drift."""
-    from outguard.compile.nft_verdict import log_figures  # noqa: PLC0415
+    from outguard.apply.status import status as read_status  # noqa: PLC0415
     from outguard.kernel import counters as kc  # noqa: PLC0415
     from outguard.kernel.rules import rule_digests  # noqa: PLC0415
     from outguard.monitor import agentstate  # noqa: PLC0415
+    from outguard.nftables.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
-    from outguard.status import status as read_status  # noqa: PLC0415
 
     try:
         sock = kc.open_socket()

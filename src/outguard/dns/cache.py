@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from outguard.dns.answers import Resolved, addresses
-from outguard.dns.config import DnsSettings
 from outguard.dns.wire import Answer, WireError
+from outguard.ruleset.ir import DnsSettings
 
 CacheKey = tuple[str, int, int, bool]
 SetItem = tuple[str, str, int]  # (kernel set name, address, timeout in seconds)

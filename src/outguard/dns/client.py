@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from outguard.dns.names import tunneling_hint
+from outguard.dns.tunnel import tunneling_hint
 from outguard.errors import KernelError
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import re
 import struct
 from typing import Any
 
@@ -32,13 +31,13 @@ import orjson
 
 from outguard.dns.answers import Resolved
 from outguard.dns.client import Client
-from outguard.dns.config import DnsSettings
 from outguard.dns.resolver import Stats
+from outguard.ruleset.ir import DnsSettings
+from outguard.ruleset.keys import SetName
 
 MAX_FRAME = 64 << 20  # a cache snapshot; any other message is far smaller
 MAX_SET_TIMEOUT = 60 * 86400
 _LEN = struct.Struct("!I")
-_FQDN_SET = re.compile(r"f_[0-9a-f]{12}_[46]")
 
 
 class IpcError(Exception):
@@ -98,13 +97,14 @@ def set_items(raw: Any) -> list[tuple[str, str, int]]:
         if not isinstance(item, list) or len(item) != 3:
             raise IpcError("write: an item is no [set, address, timeout]")
         name, addr, timeout = item
-        if not isinstance(name, str) or not _FQDN_SET.fullmatch(name):
+        fqdn = SetName.of(name) if isinstance(name, str) else None
+        if fqdn is None or fqdn.kind != "f":
             raise IpcError(f"write: {name!r:.60} is no FQDN set name")
         try:
             ip = ipaddress.ip_address(addr)
         except (ValueError, TypeError):
             raise IpcError(f"write: {addr!r:.60} is no address") from None
-        if name[-1] != str(ip.version) or "%" in str(addr):
+        if fqdn.version != ip.version or "%" in str(addr):
             raise IpcError(f"write: {addr} does not belong in {name}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) \
                 or not 1 <= timeout <= MAX_SET_TIMEOUT:

@@ -42,13 +42,13 @@ from outguard.dns.answers import Resolved
 from outguard.dns.cache import SetItem, entry_of
 from outguard.dns.client import Client
 from outguard.dns.events import DnsEvent
-from outguard.dns.names import NamePolicy
 from outguard.dns.resolver import Resolver, Stats
 from outguard.dns.server import MAX_TCP_CLIENTS, Service, listen_socket
 from outguard.dns.upstream import Upstreams
 from outguard.dns.wire import Query, parse_query
 from outguard.errors import OutguardError
 from outguard.kernel import privsep
+from outguard.ruleset.names import NamePolicy
 
 log = logging.getLogger("outguard.dns")
 REQUEST_TIMEOUT_S = 5.0

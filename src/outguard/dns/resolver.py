@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from outguard.dns.answers import Resolved
 from outguard.dns.cache import AnswerCache, Entry, RecentNames, SetItem, SetTracker, entry_of
 from outguard.dns.client import Client, classify
-from outguard.dns.config import DnsSettings
 from outguard.dns.events import DnsEvent, EventSink
-from outguard.dns.names import NamePolicy, NameVerdict
 from outguard.dns.tunnel import TunnelDetector, zone_of
 from outguard.dns.upstream import UpstreamError
 from outguard.dns.wire import (
@@ -37,6 +35,8 @@ from outguard.dns.wire import (
     parse_query,
 )
 from outguard.errors import OutguardError
+from outguard.ruleset.ir import DnsSettings
+from outguard.ruleset.names import NamePolicy, NameVerdict
 
 log = logging.getLogger("outguard.dns")
 SetWrite = Callable[[list[SetItem]], Awaitable[None]]

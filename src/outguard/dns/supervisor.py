@@ -1,7 +1,7 @@
 """The agent's side of the resolver: start the unprivileged resolver process, serve its requests,
 keep it running.
 
-Place in the data flow: `outguard run` (`monitor.runner`) and `outguard dns serve` call
+Place in the data flow: `outguard run` (`service.runner`) and `outguard dns serve` call
 `serve_dns`; it makes sure the resolver's user exists (`dns.user.ensure`), spawns `dns.process`
 (which binds, then drops to that user: see `kernel.privsep` for why a process), and answers its
 requests over `dns.ipc`:
@@ -29,28 +29,28 @@ import dataclasses
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.dns import cache as dcache
 from outguard.dns import ipc
+from outguard.dns.blocklist import load_blocklists
 from outguard.dns.cache import RecentNames, SetItem
 from outguard.dns.client import Attributor, Client, sockdiag_attributor
-from outguard.dns.config import DnsSettings
 from outguard.dns.events import EventSink, JsonlEvents, from_json
-from outguard.dns.names import NamePolicy, load_blocklists
 from outguard.dns.resolver import Stats
 from outguard.dns.setwriter import SetWriter
 from outguard.dns.user import ensure
 from outguard.errors import KernelError, OutguardError
 from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
 from outguard.kernel.netns import NetnsThread
-from outguard.kernel.privsep import spawn_child
+from outguard.kernel.privsep import Child, spawn_child
+from outguard.ruleset.ir import DnsSettings, Ruleset
+from outguard.ruleset.keys import SetName
+from outguard.ruleset.names import NamePolicy
 
 log = logging.getLogger("outguard.dns")
 CACHE_FILE = "dns-cache.json"
@@ -62,7 +62,8 @@ _RESTART_FIELDS = ("listen", "upstreams", "uid", "gid", "timeout")
 
 
 def _fqdn_sets(ruleset: Ruleset) -> frozenset[str]:
-    return frozenset(f"{r.fqdn_set}_{v}" for r in ruleset.rules() if r.fqdn_set for v in (4, 6))
+    return frozenset(str(SetName.fqdn(r.fqdn_set, v)) for r in ruleset.rules() if r.fqdn_set
+                     for v in (4, 6))
 
 
 class DnsHandle:
@@ -81,7 +82,7 @@ class DnsHandle:
         self._stats = Stats()
         self.restarts = 0
         self.rejected = 0  # malformed messages from the resolver process (each ended it)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
         self._out: asyncio.StreamWriter | None = None
         self._run: asyncio.Task[None] | None = None
         self._closing = False

@@ -2,9 +2,9 @@
 
 Pure; the resolver asks `TunnelDetector.check` for every query it forwards under a wildcard rule
 (`*.cdn.example.test`) or a rule for every destination. An exact name cannot carry data (it is
-fixed), a refused one never leaves (refused names get `names.tunneling_hint` on their event).
+fixed), a refused one never leaves (refused names get `tunneling_hint` on their event).
 Two signs, as iodine / dnscat2 / DNSExfiltrator traffic shows them:
-- one name with a long, random-looking label, or a very long name (`names.tunneling_hint`);
+- one name with a long, random-looking label, or a very long name (`tunneling_hint`);
 - many distinct names below one zone within a minute (each query carries a new chunk): more
   than `per_minute` distinct names under one wildcard (a CDN's or a bucket service's names
   repeat; a tunnel's never do).
@@ -16,9 +16,25 @@ at most `max_zones` zones per window.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 
-from outguard.dns.names import tunneling_hint
+
+def _entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
+
+
+def tunneling_hint(name: str) -> str | None:
+    """Why a name looks like data carried in DNS (long random labels), or None."""
+    labels = name.split(".")
+    longest = max(labels, key=len)
+    if len(longest) >= 24 and _entropy(longest) >= 3.5:
+        return f"a {len(longest)}-character random-looking label (DNS tunneling?)"
+    if len(name) >= 120 and sum(len(label) for label in labels[:-2]) >= 90:
+        return f"a {len(name)}-character name carrying long labels (DNS tunneling?)"
+    return None
 
 
 @dataclass

@@ -2,47 +2,21 @@
 
 `dns.user` (default `outguard-dns`) is the only uid whose packets reach the upstreams (the
 kernel rule matches `meta skuid`), and the uid the resolver process drops to after binding its
-sockets (`dns.process`). `lower` calls `ids` (pure lookup: a missing *default* user is not an
-error there, `check`/`compile`/`plan` must not create users); `apply`, `outguard run` and
-`outguard dns serve` call `ensure`, which creates the default user through `kernel.privsep`
-(`useradd --system`) and fills in its ids. Any other user must exist; root is refused, by name
-in `config` and by uid here.
+sockets (`dns.process`). `lower` looks it up (`policy.dnsconf.resolver_ids`: a missing *default*
+user is not an error there, `check`/`compile`/`plan` must not create users); `apply`, `outguard
+run` and `outguard dns serve` call `ensure`, which creates the default user through
+`kernel.privsep` (`useradd --system`) and fills in its ids. Any other user must exist; root is
+refused, by name and by uid in `policy.dnsconf`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pwd
 
-from outguard.dns.config import DEFAULT_USER, DnsConfig, DnsSettings
-from outguard.errors import OutguardError
-
-
-class ResolverUserError(OutguardError):
-    """The resolver's user does not exist, or may not be used."""
-
-
-def lookup(user: str | int) -> tuple[int, int] | None:
-    """(uid, gid) of a user name or uid; None when no such user exists. A uid with no passwd
-    entry is used as it is, with the gid of the same number."""
-    try:
-        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
-    except KeyError:
-        return (user, user) if isinstance(user, int) else None
-    return entry.pw_uid, entry.pw_gid
-
-
-def ids(config: DnsConfig) -> tuple[int | None, int | None]:
-    """The uid/gid `lower` records: (None, None) while the default user is not created yet.
-    KeyError for another missing user, ValueError for one that is root under another name."""
-    found = lookup(config.user)
-    if found is None:
-        if config.user == DEFAULT_USER:
-            return None, None
-        raise KeyError(config.user)
-    if found[0] == 0:
-        raise ValueError(f"user {config.user!r} is uid 0: the resolver must not run as root")
-    return found
+from outguard.errors import ResolverUserError
+from outguard.policy import accounts
+from outguard.policy.dnsconf import DEFAULT_USER
+from outguard.ruleset.ir import DnsSettings
 
 
 def ensure(settings: DnsSettings) -> DnsSettings:
@@ -51,7 +25,7 @@ def ensure(settings: DnsSettings) -> DnsSettings:
         return settings
     from outguard.kernel.privsep import create_system_user  # noqa: PLC0415 - runs useradd
 
-    found = lookup(settings.user)
+    found = accounts.user_ids(settings.user)
     if found is None:
         if settings.user != DEFAULT_USER:
             raise ResolverUserError(f"no user {settings.user!r} on this machine (dns.user)")

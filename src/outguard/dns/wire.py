@@ -13,9 +13,24 @@ truncated reply (TC) when the answer exceeds its UDP size (512 without EDNS), so
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from outguard.dns.names import wire_labels_to_text
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def wire_labels_to_text(labels: Iterable[bytes]) -> str:
+    """Name from wire labels, lower-cased; bytes no policy name can hold are escaped (`\\DDD`),
+    so a label with a '.' inside never passes for two labels."""
+    out = []
+    for label in labels:
+        low = label.lower()
+        text = low.decode("latin-1")
+        if not set(text) <= _LDH:
+            text = "".join(c if c in _LDH else f"\\{ord(c):03d}" for c in text)
+        out.append(text)
+    return ".".join(out)
+
 
 TYPE_OPT = 41
 OUR_UDP_SIZE = 1232  # the DNS flag day 2020 size: no IP fragmentation

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from outguard.compile.ir import Ruleset
+from outguard.export.aws_atoms import Atom
 from outguard.export.aws_dnsfw import dns_firewall
 from outguard.export.aws_nfw import domain_rule_groups
 from outguard.export.fidelity import Export
 from outguard.export.terraform_aws import terraform_aws
 from outguard.export.view import ALL_V4, ALL_V6, Ledger, RuleView, common_notes, default_note, views
+from outguard.ruleset.ir import Ruleset
 
 SG_RULES_PER_FAMILY = 60  # default quota: egress rules per security group, IPv4 and IPv6 each
 SG_RULES_MAX = 1000  # the most a quota increase gives (rules per network interface)
@@ -44,20 +44,6 @@ _DESC_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")  # EC2's allowe
 
 def description(text: str) -> str:
     return _DESC_BAD.sub("_", text)[:255]
-
-
-@dataclass(frozen=True, order=True)
-class Atom:
-    """One security-group rule as AWS counts it: protocol, port range, one CIDR."""
-
-    proto: str  # tcp | udp | icmp | icmpv6 | -1
-    from_port: int
-    to_port: int
-    cidr: str
-
-    @property
-    def v6(self) -> bool:
-        return ":" in self.cidr
 
 
 def _l4(view: RuleView, version: int) -> list[tuple[str, int, int]]:

@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.errors import OutguardError
-from outguard.export.aws import Atom, desired_atoms, permissions
+from outguard.export.aws import desired_atoms, permissions
+from outguard.export.aws_atoms import Atom
 from outguard.export.view import Ledger
+from outguard.ruleset.ir import Ruleset
 
 
 class AwsError(OutguardError):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.view import Ledger, views
+from outguard.ruleset.ir import Ruleset
 
 GROUP = "outguard"
 LISTS = {"deny": "outguard-deny", "allow": "outguard-allow", "all": "outguard-unlisted"}

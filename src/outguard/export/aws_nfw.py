@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.view import Ledger, views
+from outguard.ruleset.ir import Ruleset
 
 
 def domain_target(name: str) -> str:

@@ -24,12 +24,12 @@ import json
 import shlex
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.azure_firewall import arm_text, firewall_policy, template
 from outguard.export.cloud_names import NameBook, azure_name
 from outguard.export.fidelity import Export
 from outguard.export.terraform_azure import terraform_azure
 from outguard.export.view import Ledger, RuleView, common_notes, default_note, port_texts, views
+from outguard.ruleset.ir import Ruleset
 
 __all__ = ["arm_text", "export_azure", "nsg_name", "security_rules", "template"]
 

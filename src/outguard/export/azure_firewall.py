@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.cloud_names import NameBook, azure_name
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, port_texts, views
+from outguard.ruleset.ir import Ruleset
 
 API_VERSION = "2023-09-01"
 IP_GROUP_SIZE = 5000

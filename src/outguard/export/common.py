@@ -1,6 +1,6 @@
 """Pieces the netfilter exporters (iptables, ufw) share: safe text, address checks, notes.
 
-Place in the data flow: IR (`compile.ir.Ruleset`) → `export.iptables` / `export.ufw` → files.
+Place in the data flow: IR (`ruleset.ir.Ruleset`) → `export.iptables` / `export.ufw` → files.
 The IR normally comes from a validated policy, but exporters write into formats with their own
 syntax (iptables-restore, ipset restore, shell), so every piece of text that reaches them is
 checked or reduced here once more: nothing from a rule name, comment or address can end a
@@ -13,13 +13,13 @@ import re
 from dataclasses import replace
 from datetime import datetime
 
-from outguard.compile.ir import IRRule, Ruleset
+from outguard.errors import OutguardError
 
 # The NFLOG prefix (`og:deny:x`, `og:default reject`, `og:deny:x audit`) that outguard's monitor
 # reads back: one definition for the nftables backend and the exports.
-from outguard.compile.nft_verdict import log_prefix
-from outguard.errors import OutguardError
+from outguard.events import render_prefix as log_prefix
 from outguard.export.names import name_notes
+from outguard.ruleset.ir import IRRule, Ruleset
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_.-]{1,48}")
 _TEXT_BAD = re.compile(r"[^A-Za-z0-9 _.,:;/@+=()\[\]-]")

@@ -22,12 +22,11 @@ in the network.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.cloud_names import NameBook, rfc1035
 from outguard.export.fidelity import Export
+from outguard.export.gcp_plan import GcpOptions, GcpPlan
 from outguard.export.view import (
     ALL_V4,
     ALL_V6,
@@ -39,48 +38,13 @@ from outguard.export.view import (
     port_texts,
     views,
 )
+from outguard.ruleset.ir import Ruleset
 
 FIRST_PRIORITY = 1000
 DEFAULT_PRIORITY = 2_147_483_000  # after every rule; 2147483644-7 are the policy's own defaults
 MAX_RANGES = 5000  # destination IP ranges per firewall policy rule
 MAX_FQDNS = 100  # destination FQDN objects per firewall policy rule
 ORDER = "BEFORE_CLASSIC_FIREWALL"
-
-
-@dataclass(frozen=True)
-class GcpOptions:
-    """Where the policy goes and which VMs it applies to (placeholders unless given)."""
-
-    project: str = "PROJECT_ID"
-    network: str = "NETWORK"
-    policy: str = "outguard-egress"
-    service_accounts: tuple[str, ...] = ()
-    secure_tags: tuple[str, ...] = ()  # tagValues/123…: secure tags made for GCE firewalls
-
-    def target(self) -> dict[str, Any]:
-        if self.secure_tags:
-            return {"targetSecureTags": [{"name": t} for t in self.secure_tags]}
-        accounts = self.service_accounts or (
-            f"outguard-egress@{self.project}.iam.gserviceaccount.com",)
-        return {"targetServiceAccounts": list(accounts)}
-
-    def target_text(self) -> str:
-        if self.secure_tags:
-            return "VMs with secure tag " + ", ".join(self.secure_tags)
-        return "VMs running as " + ", ".join(self.target()["targetServiceAccounts"])
-
-
-@dataclass
-class GcpPlan:
-    """The policy as REST bodies: address groups, rules (in priority order), association."""
-
-    options: GcpOptions
-    address_groups: list[dict[str, Any]] = field(default_factory=list)
-    rules: list[dict[str, Any]] = field(default_factory=list)
-    rule_keys: list[str] = field(default_factory=list)  # the outguard rule of each rule
-
-    def group_path(self, name: str) -> str:
-        return f"projects/{self.options.project}/locations/global/addressGroups/{name}"
 
 
 def _l4(view: RuleView, version: int | None) -> list[dict[str, Any]]:
@@ -205,7 +169,7 @@ def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
     files["gcp-firewall-policy-association.json"] = _json({
         "name": f"{opts.policy}-{opts.network}"[:63], "attachmentTarget": network})
     files["gcp-network-patch.json"] = _json({"networkFirewallPolicyEnforcementOrder": ORDER})
-    from outguard.export.terraform_gcp import terraform_gcp  # noqa: PLC0415  (it imports GcpPlan)
+    from outguard.export.terraform_gcp import terraform_gcp  # noqa: PLC0415
 
     files["outguard-gcp.tf.json"] = terraform_gcp(
         gcp, f"outguard policy {ruleset.policy_digest[:12]}")

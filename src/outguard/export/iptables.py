@@ -3,7 +3,7 @@
 Place in the data flow: `export.names.for_export` makes the IR; this module renders it (pure)
 into `ipsets`, `rules.v4` and `rules.v6`, and `export.iptables_scripts` adds the `deploy.sh`,
 `remove.sh` and `README.txt` that load and remove them on an iptables host (outguard itself
-applies only nftables). Semantics mirror `compile.nft` and `decide` exactly:
+applies only nftables). Semantics mirror `nftables.nft` and `decide` exactly:
 
     OUTPUT      -I 1 -j OUTGUARD-OUT (FORWARD -j OUTGUARD-FWD with `options.forward`)
     OUTGUARD-OUT  -o lo RETURN · ctstate RELATED,ESTABLISHED RETURN · ICMPv6 ND RETURN
@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from outguard.compile.ir import IRRule, Match, Ruleset
 from outguard.export.common import (
     check_addr,
     check_cgroup,
@@ -54,6 +53,7 @@ from outguard.export.iptables_scripts import (
     readme,
     remove_sh,
 )
+from outguard.ruleset.ir import IRRule, Match, Ruleset
 
 CHAIN_DEFAULT, CHAIN_REJECT = "OUTGUARD-DEFAULT", "OUTGUARD-REJECT"
 INLINE_MAX = 8  # more addresses of one family in a rule's own `to`: an ipset instead of -d lines
@@ -63,7 +63,7 @@ LOG_TABLE = "og-log"  # the hashlimit table of the NFLOG lines (one per family)
 LOG_FLOWS = 8192  # flows it tracks, as the nftables backend's log gate (FLOW_SET_SIZE)
 _PER_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MULTIPORT_SLOTS = 15  # a range takes two
-ND_TYPES = (133, 135, 136, 131, 143)  # as compile.nft: router/neighbour solicit, advert, MLD
+ND_TYPES = (133, 135, 136, 131, 143)  # as nftables.nft: router/neighbour solicit, advert, MLD
 FILES = ("ipsets", "rules.v4", "rules.v6", "deploy.sh", "remove.sh", "README.txt")
 
 

@@ -19,7 +19,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.fidelity import Export
 from outguard.export.k8s_options import DNS_KEY, OPTIONS, K8sOptions, dump, options
 from outguard.export.view import (
@@ -32,6 +31,7 @@ from outguard.export.view import (
     overlaps,
     views,
 )
+from outguard.ruleset.ir import Ruleset
 
 __all__ = ["OPTIONS", "export_k8s", "network_policy", "subtract"]
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.k8s_options import DNS_KEY, K8sOptions
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, views
+from outguard.ruleset.ir import Ruleset
 
 API = "policy.networking.k8s.io/v1alpha1"
 MAX_RULES, MAX_PEERS, MAX_NETWORKS, MAX_DOMAINS, MAX_PORTS = 100, 100, 25, 25, 100

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from outguard.compile.ir import Ruleset
 from outguard.export.k8s_options import DNS_KEY, K8sOptions
 from outguard.export.view import Ledger, RuleView, chunks, common_notes, views
+from outguard.ruleset.ir import Ruleset
 
 MAX_PORTS = 40  # ports per toPorts entry (the CRD's maxItems)
 DENY_ANNOTATION = "outguard.io/deny-rules"

@@ -1,6 +1,6 @@
 """Host names for the export targets: the names each rule covers, and their addresses.
 
-Place in the data flow: policy → `compile.lower` → `for_export` (here) → an exporter
+Place in the data flow: policy → `ruleset.lower` → `for_export` (here) → an exporter
 (`export.targets`). Without `dns:`, `lower` has resolved the names of the rules and of inline
 lists already (apply time is export time). With `dns:`, outguard resolves nothing ahead: its
 resolver fills kernel sets as clients ask, so `lower` leaves every name without an address. A
@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from outguard.compile.ir import Elements, IRRule, Ruleset, Source
-from outguard.compile.lower import Resolver, lower, system_resolver
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 from outguard.policy.targets import Target, parse_target
+from outguard.ruleset.ir import Elements, IRRule, Ruleset, Source
+from outguard.ruleset.lower import Resolver, lower, system_resolver
 
 FEED_PREFIX = "list:feed:"
 WORKERS = 16  # getaddrinfo blocks; a list of names resolves in parallel

@@ -17,9 +17,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
-from outguard.compile.ir import Ruleset
 from outguard.errors import OutguardError
 from outguard.export.fidelity import Export
+from outguard.ruleset.ir import Ruleset
 
 Exporter = Callable[..., Export]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from outguard.export.terraform import TfDoc, ref
 
-if TYPE_CHECKING:  # `aws` imports this module to add the file to its export
-    from outguard.export.aws import Atom
+if TYPE_CHECKING:
+    from outguard.export.aws_atoms import Atom
 
 SOURCE, VERSION = "hashicorp/aws", ">= 5.40"
 

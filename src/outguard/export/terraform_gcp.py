@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from outguard.export.gcp import GcpPlan
+from outguard.export.gcp_plan import GcpPlan
 from outguard.export.terraform import TfDoc, ref
 
 SOURCE, VERSION = "hashicorp/google", ">= 5.20"

@@ -17,7 +17,6 @@ get a warning (every new connection walks the rules one by one).
 
 from __future__ import annotations
 
-from outguard.compile.ir import IRRule, Ruleset
 from outguard.export.common import (
     check_addr,
     dns_warnings,
@@ -30,6 +29,7 @@ from outguard.export.common import (
 )
 from outguard.export.fidelity import Export, RuleFidelity
 from outguard.export.ufw_script import script
+from outguard.ruleset.ir import IRRule, Ruleset
 
 # What the ufw kernel test measured: ufw's REJECT for IPv6 sends ICMPv6 port-unreachable
 # even for TCP, and a local TCP connect() never sees it (it times out as after a drop).

@@ -1,7 +1,7 @@
 """What the host and cloud exporters (windows, aws, azure, gcp, k8s) share: each IR rule seen as
 plain CIDRs, names and conditions, and a ledger that collects the fidelity of each rule.
 
-Place in the data flow: `Ruleset` (from `compile.lower`) → `views` → one exporter → `Export`.
+Place in the data flow: `Ruleset` (from `ruleset.lower`) → `views` → one exporter → `Export`.
 
 One policy for what a target cannot express, so every exporter fails the same, safe way:
 a condition the target has no notion of (`for:` user, group, systemd unit or cgroup) makes an
@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from outguard.compile.ir import IRRule, Ruleset
 from outguard.export.fidelity import Level, RuleFidelity
 from outguard.export.names import RuleNames, rule_names
+from outguard.ruleset.ir import IRRule, Ruleset
 
 ALL_V4 = "0.0.0.0/0"
 ALL_V6 = "::/0"

@@ -30,9 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
 
-from outguard.compile.ir import Ruleset
 from outguard.export.common import ExportError
 from outguard.export.fidelity import Export
 from outguard.export.view import (
@@ -45,8 +43,9 @@ from outguard.export.view import (
     port_texts,
     views,
 )
+from outguard.export.windows_rules import GROUP, WinRule
+from outguard.ruleset.ir import Ruleset
 
-GROUP = "outguard"
 PROFILES = "Domain,Private,Public"
 MAX_ADDRESSES = 1000  # outguard's own cap per Windows rule, so big lists stay manageable rules
 _PS_QUOTES = "'\u2018\u2019\u201a\u201b"  # PowerShell ends a '…' string at any of these
@@ -72,27 +71,10 @@ def ps_list(items: list[str]) -> str:
     return "@(" + ",".join(ps_quote(i) for i in items) + ")"
 
 
-def cmd_safe(text: str) -> str:
-    """Text cmd.exe passes through unchanged inside "…": no %, ", ^, &, |, <, >, controls."""
-    return re.sub(r"[^A-Za-z0-9 _.,:/@+=()\[\]#-]", "_", text)
-
-
 def keyword_id(name: str) -> str:
     """A stable dynamic-keyword id for a host name or wildcard (case-insensitive), so that
     re-runs find their own keyword."""
     return "{" + str(uuid.uuid5(_KEYWORD_NS, name.lower().rstrip("."))) + "}"
-
-
-@dataclass(frozen=True)
-class WinRule:
-    name: str  # -Name: unique, from the content: stable across runs of the same export
-    display: str  # "outguard allow:web-api": the fidelity key after "outguard "
-    action: str  # Block | Allow
-    protocol: str  # TCP | UDP | ICMPv4 | ICMPv6 | Any
-    addresses: tuple[str, ...]  # () = Any
-    ports: tuple[str, ...]  # () = Any
-    keywords: tuple[str, ...]  # dynamic keyword ids instead of addresses
-    description: str
 
 
 def _protocols(view: RuleView) -> list[tuple[str, int]]:

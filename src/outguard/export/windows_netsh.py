@@ -15,9 +15,9 @@ moment only Windows' other rules and the earlier default hold (block, after an e
 
 from __future__ import annotations
 
-from outguard.compile.ir import Ruleset
 from outguard.export.view import Ledger
-from outguard.export.windows import GROUP, WinRule, cmd_safe
+from outguard.export.windows_rules import GROUP, WinRule, cmd_safe
+from outguard.ruleset.ir import Ruleset
 
 LINE_MAX = 8191  # cmd.exe's longest command line
 LINE_BUDGET = 8000  # what outguard fills, with room for the error check's redirections

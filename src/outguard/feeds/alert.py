@@ -1,34 +1,18 @@
-"""Feed alerts: structured records of a refused update, removed entries, or a failing fetch.
+"""Feed alerts (`events.FeedAlert`: a refused update, removed entries, a failing fetch): logged,
+and handed on.
 
 Place in the data flow: validate and sync return them; the CLI prints them, the agent logs them
-and hands each to an `AlertHook` (the monitor's alert sinks plug in there). Pure data.
+(`log_alert`) and hands each to an `AlertHook` (the agent's alert sinks plug in there).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+
+from outguard.events import FeedAlert
 
 log = logging.getLogger("outguard.feeds")
-
-
-@dataclass(frozen=True)
-class FeedAlert:
-    severity: Literal["error", "warning", "info"]
-    feed: str
-    kind: str  # refused | removed | bad-lines | fetch-failed | sync-failed | round-failed
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.severity}: feed {self.feed}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 AlertHook = Callable[[FeedAlert], None]
 
 

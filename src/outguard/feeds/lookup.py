@@ -17,7 +17,7 @@ from outguard.feeds.policy import PREFIX, FeedList
 from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.policy.addresses import parse_ip
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from outguard.compile.intervals import merge, pack_ints, unpack_ints
 from outguard.feeds import v4arrays
 from outguard.feeds.parse import Parsed
 from outguard.feeds.v4arrays import U32, V4Entries, is_sorted, sorted_unique, to_u32
 from outguard.policy.targets import int_to_text
+from outguard.ruleset.intervals import merge, pack_ints, unpack_ints
 
 BITS = {4: 32, 6: 128}
 MAGIC = "outguard-feed-copy/1 "

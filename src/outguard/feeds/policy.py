@@ -1,8 +1,9 @@
 """`@feed:NAME` in a policy: the feed's content as a named list, with a digest that keeps an
 unchanged feed set from ever being re-sent.
 
-Place in the data flow: `policy.load` calls `load_feeds` for every `@feed:` reference; the list it
-gets is a `FeedList` (a `LoadedList`), which `compile.lower` turns into a `Source` filling four
+Place in the data flow: `policy.load` calls `load_feeds` (as `FEEDS`, the loader
+`pipeline.load_policy` passes it) for every `@feed:` reference; the list it
+gets is a `FeedList` (a `LoadedList`), which `ruleset.lower` turns into a `Source` filling four
 sets (IPv4/IPv6 addresses, IPv4/IPv6 ranges: always all four, so a sync never needs a new rule).
 A `url:` feed comes from its last good copy in the state directory; a `file:` feed is read,
 parsed and validated now (a refused file falls back to its last good copy, with a warning).
@@ -28,25 +29,25 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from outguard.compile.intervals import addr_texts
-from outguard.compile.ir import Elements, Source
 from outguard.errors import Problem, StateError
 from outguard.feeds.local import read_file
 from outguard.feeds.merge import FeedSet, prefixes
 from outguard.feeds.parse import parse
-from outguard.feeds.registry import FeedError, resolve
+from outguard.feeds.registry import FeedError, registry, resolve
 from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedStore
 from outguard.feeds.validate import NeverBlock, default_never_block, strip_never_block, validate
 from outguard.policy.addresses import parse_ip
-from outguard.policy.load import LoadedList
+from outguard.policy.loaded import LoadedList
 from outguard.policy.model import PolicyDoc
 from outguard.policy.targets import Target, int_to_text
+from outguard.ruleset.intervals import addr_texts
+from outguard.ruleset.ir import Elements, Source
 
 PREFIX = "feed:"
 ALL_KINDS = frozenset({"4a", "4n", "6a", "6n"})
@@ -81,7 +82,7 @@ def system_resolvers(paths: Iterable[Path] = RESOLV_CONFS) -> list[str]:
 def dns_upstreams(doc: PolicyDoc) -> list[str]:
     """The addresses of the policy's `dns.upstreams` (after `dns install`, resolv.conf names
     only outguard's own resolver, so these are the host's real name servers)."""
-    from outguard.dns.config import parse_endpoint  # noqa: PLC0415
+    from outguard.policy.dnsconf import parse_endpoint  # noqa: PLC0415
 
     out: list[str] = []
     for text in doc.dns.upstreams if doc.dns is not None else []:
@@ -289,6 +290,22 @@ def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], bas
         warnings += [Problem(source, line, col, path, w) for w in loaded.warnings + _misuse(
             doc, list_name, loaded.spec)]
     return out, warnings
+
+
+class _Feeds:
+    """The feeds package as the policy loader's `FeedLoader`."""
+
+    def names(self) -> Collection[str]:
+        return registry().keys()
+
+    def __call__(self, doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], base: Path,
+                 feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
+                 problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
+                 ) -> tuple[dict[str, LoadedList], list[Problem]]:
+        return load_feeds(doc, refs, base, feed_dir, known, source, problems, lists)
+
+
+FEEDS = _Feeds()  # what `policy.load` is given to load `@feed:NAME` lists
 
 
 def _misuse(doc: PolicyDoc, list_name: str, spec: FeedSpec) -> list[str]:

@@ -14,7 +14,8 @@ from importlib import resources
 import yaml
 
 from outguard.errors import OutguardError
-from outguard.feeds.spec import FeedDef, FeedSpec, spec_of
+from outguard.feeds.spec import FeedSpec, spec_of
+from outguard.policy.feedconf import FeedDef
 
 
 class FeedError(OutguardError):

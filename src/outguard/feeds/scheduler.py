@@ -1,90 +1,112 @@
-"""Feeds in the agent: update every feed the applied policy uses when it is due, then sync.
+"""A feed round — update every feed the applied policy uses when it is due, then sync — and the
+agent's schedule of rounds.
 
-Place in the data flow: `outguard run` starts `run_feed_scheduler` as one asyncio task. Each round
-re-reads the applied policy (a new apply may add feeds), updates the due ones (`update`), syncs
-the kernel sets (`sync`, in a worker thread: it blocks on netlink), hands every alert to the hook
-(not again for a body refused already: a broken `file:` feed is read every round), then sleeps
-until the next feed is due (at most `max_sleep`) or `stop` is set.
+Place in the data flow: `outguard feeds update` runs one round (`fetch_round`, `sync_round`);
+`outguard run` runs `run_feed_scheduler` as one asyncio task. Each round re-reads the applied
+policy (a new apply may add feeds), updates the due ones (`update`), syncs the kernel sets
+(`sync`, in a worker thread: it blocks on netlink; a feed that outgrew its set makes the policy
+be applied again), and in the agent hands every alert to the hook (not again for a body refused
+already: a broken `file:` feed is read every round), then sleeps until the next feed is due (at
+most `max_sleep`) or `stop` is set. The layers above give the applied policy, the kernel and the
+re-apply (`sync.FeedHost`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from outguard.clock import Clock, system_clock
 from outguard.errors import OutguardError
-from outguard.feeds.alert import AlertHook, FeedAlert, emit
+from outguard.events import FeedAlert
+from outguard.feeds.alert import AlertHook, emit
+from outguard.feeds.fetch import ProgressHook
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
+from outguard.feeds.registry import resolve
 from outguard.feeds.store import FeedStore
-from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_feeds
+from outguard.feeds.sync import FeedHost, SyncReport, sync_feeds
 from outguard.feeds.update import FeedResult, update_feeds
-from outguard.kernel.setsync import SetChange, SyncStats, apply_in
+from outguard.policy.loaded import Policy
 from outguard.state import StateDir
 
 log = logging.getLogger("outguard.feeds")
 RoundHook = Callable[[list[FeedResult], SyncReport | None], None]
 
 
-def _reapply(state: StateDir, netns: str | None) -> None:
-    from outguard.engine import reapply  # noqa: PLC0415
-    from outguard.kernel.libnft import Nft  # noqa: PLC0415
+@dataclass
+class Round:
+    """One round: the applied policy it read (None: nothing is applied), the feeds' results."""
 
-    with Nft(netns) as nft:
-        reapply(state, nft)
+    policy: Policy | None
+    results: list[FeedResult] = field(default_factory=list)
+    report: SyncReport | None = None  # what the sync put into the kernel (None: nothing new)
 
 
-async def run_round(state: StateDir, *, apply: Applier, on_alert: AlertHook | None = None,
-                    clock: Callable[[], float] = time.time, force: bool = False,
-                    ignore_interval: bool = False,
-                    netns: str | None = None) -> tuple[list[FeedResult], SyncReport | None]:
+async def fetch_round(state: StateDir, host: FeedHost, *, names: Sequence[str] = (),
+                      clock: Clock = system_clock, force: bool = False,
+                      ignore_interval: bool = False,
+                      progress: ProgressHook | None = None) -> Round:
+    """Fetch, validate and keep the feeds the applied policy uses (or `names`) that are due.
+    No result at all: no feed to update (nothing applied, or no `@feed:` in it)."""
     store = FeedStore(state.path / "feeds")
-    policy = applied_policy(state, store.root)
-    if policy is None:
-        return [], None
-    specs = [fl.spec for fl in policy.lists.values()
-             if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
-    results = await update_feeds(specs, store, never_block_of(policy.doc, policy.lists), clock=clock,
-                                 force=force, ignore_interval=ignore_interval)
-    for r in results:
+    policy = host.load_applied(state)
+    used = [fl.spec for fl in (policy.lists.values() if policy is not None else [])
+            if isinstance(fl, FeedList) and fl.name.startswith(PREFIX)]
+    specs = [resolve(n, policy.doc.feeds if policy is not None else None) for n in names] or used
+    if not specs:
+        return Round(policy)
+    nb = never_block_of(policy.doc if policy is not None else None,
+                        policy.lists if policy is not None else None)
+    return Round(policy, await update_feeds(specs, store, nb, clock=clock, force=force,
+                                            ignore_interval=ignore_interval, progress=progress))
+
+
+def sync_round(state: StateDir, host: FeedHost, got: Round) -> SyncReport | None:
+    """Put what the round took into the applied kernel sets (a feed that outgrew its set: the
+    policy applied again instead). Blocking: netlink."""
+    if any(r.status == "updated" for r in got.results):
+        got.report = sync_feeds(state, host, fresh={r.name: r.content for r in got.results
+                                                    if r.content is not None})
+    return got.report
+
+
+async def run_round(state: StateDir, host: FeedHost, *, on_alert: AlertHook | None = None,
+                    clock: Clock = system_clock, force: bool = False,
+                    ignore_interval: bool = False) -> tuple[list[FeedResult], SyncReport | None]:
+    """A round of the agent's: its alerts are logged and handed on, a failed sync is one."""
+    got = await fetch_round(state, host, clock=clock, force=force,
+                            ignore_interval=ignore_interval)
+    for r in got.results:
         if r.repeat:  # the same body refused again: known, alerted already
             log.info("feed %s: the same content is still refused (%s)", r.name,
                      next((a.message for a in r.alerts if a.severity == "error"), ""))
         else:
             emit(r.alerts, on_alert)
-    report = None
-    if any(r.status == "updated" for r in results):
-        try:
-            report = await asyncio.to_thread(
-                sync_feeds, state, apply, lambda: _reapply(state, netns),
-                fresh={r.name: r.content for r in results if r.content is not None})
-        except OutguardError as exc:
-            emit([FeedAlert("error", ",".join(r.name for r in results), "sync-failed",
-                            f"kernel sync failed, the last good sets stay: {exc}")], on_alert)
-    return results, report
+    try:
+        await asyncio.to_thread(sync_round, state, host, got)
+    except OutguardError as exc:
+        emit([FeedAlert("error", ",".join(r.name for r in got.results), "sync-failed",
+                        f"kernel sync failed, the last good sets stay: {exc}")], on_alert)
+    return got.results, got.report
 
 
-async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
+async def run_feed_scheduler(state_dir: Path, host: FeedHost, *,
                              stop: asyncio.Event | None = None,
                              on_alert: AlertHook | None = None,
-                             clock: Callable[[], float] = time.time,
+                             clock: Clock = system_clock,
                              max_sleep: float = 300.0, min_sleep: float = 5.0,
                              on_round: RoundHook | None = None) -> None:
     """Run until `stop` is set. Errors of one round are alerted and logged, never fatal.
     `on_round` sees every round's results and sync report (metrics, tests, the benchmark)."""
     state = StateDir(state_dir)
     stop = stop or asyncio.Event()
-
-    def apply(changes: Sequence[SetChange]) -> SyncStats:
-        return apply_in(netns, changes)
-
     failed: str | None = None  # the last round's failure: alerted once, not every round
     while not stop.is_set():
         try:
-            results, report = await run_round(state, apply=apply, on_alert=on_alert, clock=clock,
-                                              netns=netns)
+            results, report = await run_round(state, host, on_alert=on_alert, clock=clock)
             failed = None
         except OutguardError as exc:
             if str(exc) != failed:

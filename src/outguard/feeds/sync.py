@@ -2,37 +2,48 @@
 
 Place in the data flow: update (fetch → validate → store) → **sync** → `kernel.setsync`. Reads
 the applied snapshot (which sets exist, what they hold: `<state>/sets/<set>.json`, never the
-kernel), reloads the applied policy with its feeds, and for every feed whose content digest moved
-computes, per set, the elements to add and delete. All feeds' changes go to the kernel as one
+kernel), reloads the applied policy with its feeds (`FeedHost.load_applied`: the layers above
+give it), and for every feed whose content digest moved computes, per set, the elements to add
+and delete. All feeds' changes go to the kernel as one
 transaction; only then are the stored elements and the kernel record (`FeedStore`) updated, so a
 refused transaction leaves the last good set in the kernel and the state as it was.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import sys
 import time
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from outguard.compile.intervals import net_to_range
 from outguard.errors import StateError
 from outguard.feeds import v4arrays
 from outguard.feeds.merge import Delta, FeedSet, diff_ranges, diff_singles, diff_v4, diff_v4_keys
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.store import FeedStore
 from outguard.kernel.setsync import SetChange, SyncStats
-from outguard.policy.load import Policy, load_text
+from outguard.policy.loaded import Policy
 from outguard.policy.targets import text_to_int
+from outguard.ruleset.intervals import net_to_range
+from outguard.ruleset.keys import SetName
 from outguard.state import StateDir
 
 Applier = Callable[[Sequence[SetChange]], SyncStats]
+
+
+@dataclass(frozen=True)
+class FeedHost:
+    """What a feed sync needs from the layers above the feeds (`apply.run.feed_host` makes it
+    for the CLI and the agent alike): the applied policy as it was applied, the kernel's sets,
+    and a re-apply for a feed that outgrew its set."""
+
+    load_applied: Callable[[StateDir], Policy | None]  # `pipeline.load_applied`
+    apply: Applier  # set changes into the applied kernel sets, in one transaction
+    reapply: Callable[[StateDir], object]  # apply the applied policy again (bigger sets)
 
 
 @dataclass
@@ -43,13 +54,16 @@ class SyncReport:
     warnings: list[str] = field(default_factory=list)
     committed_at: float = 0.0  # time.perf_counter() when the kernel took the transaction
     # a feed outgrew the capacity its hash set was made with: nothing was synced, the caller
-    # re-applies the policy (`engine.reapply`), which makes bigger sets
+    # re-applies the policy (`FeedHost.reapply`), which makes bigger sets
     outgrown: list[str] = field(default_factory=list)
 
 
-def set_name_re(feed: str) -> re.Pattern[str]:
-    key = "".join(c if c.isalnum() else "_" for c in f"{PREFIX}{feed}")
-    return re.compile(rf"^l_{re.escape(key)}_([0-9a-f]{{12}})_([46][an])$")
+def feed_sets(feed: str, names: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(content digest, kind, name) of each set among `names` that holds feed `feed` (its
+    kernel sets are named after the list `@feed:NAME`: `ruleset.keys.SetName`)."""
+    key = f"list:{PREFIX}{feed}"
+    return [(got.digest, got.set_kind, n) for n in names
+            if (got := SetName.of(n)) is not None and got.of_list(key)]
 
 
 def decode_elements(elements: list[Any], kind: str) -> list[int] | list[tuple[int, int]]:
@@ -103,17 +117,7 @@ def _delta(state: StateDir, set_name: str, kind: str, content: FeedSet) -> Delta
     return diff_singles(_held(state, set_name, kind), content.singles(version))  # type: ignore[arg-type]
 
 
-def applied_policy(state: StateDir, feed_dir: Path) -> Policy | None:
-    got = state.read("applied")
-    text = state.policy_text("applied")
-    if got is None or text is None:
-        return None
-    snap = got[0]
-    return load_text(text, snap.source, base_dir=Path(snap.source).parent,
-                     known_lists=lambda d: d in snap.lists, feed_dir=feed_dir)
-
-
-def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None,
+def sync_kernel(state: StateDir, host: FeedHost, *, only: set[str] | None = None,
                 fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
     """Bring the applied feed sets to the feeds' last good copies (one transaction). `fresh`:
     copies just taken, still in hand (feed → content): used instead of reading them back, when
@@ -121,7 +125,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
     store = FeedStore(state.path / "feeds")
     with state.locked():
         got = state.read("applied")
-        policy = applied_policy(state, store.root)
+        policy = host.load_applied(state)
         if got is None or policy is None:
             return SyncReport(False)
         snap = got[0]
@@ -139,9 +143,7 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             meta = store.meta(feed)
             if fresh and feed in fresh and meta.nb_digest == nb_digest:
                 loaded.__dict__["content"] = fresh[feed]  # the cached_property, already known
-            pattern = set_name_re(feed)
-            sets = [(m.group(1), m.group(2), n) for n in snap.inventory.get("sets", [])
-                    if (m := pattern.match(n))]
+            sets = feed_sets(feed, snap.inventory.get("sets", []))
             if not sets or sets[0][0] == loaded.digest[:12]:
                 continue  # not applied, or the kernel holds this content already
             held = next((d for d in snap.lists if d.startswith(sets[0][0])), None)
@@ -171,31 +173,36 @@ def sync_kernel(state: StateDir, apply: Applier, *, only: set[str] | None = None
             report.changed.clear()
             return report
         t0 = time.perf_counter()
-        report.stats = apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
+        report.stats = host.apply(changes) if changes else SyncStats(0, 0, 0, 0, 0.0)
         report.committed_at = time.perf_counter()
         report.stats.seconds = report.committed_at - t0
-        # the set store (what `apply`/`rollback` re-send) follows the kernel, after the commit
-        for feed, held, set_name, loaded, kind in after:
-            if set_name:
-                version, interval = int(kind[0]), kind[1] == "n"
-                state.store_packed(set_name, version, interval, loaded.content.kinds[kind],
-                                   loaded.content.packed(version, interval))
-            else:  # the set named after `held` now holds this content
-                record = store.kernel_record(feed)
-                record[held] = loaded.digest
-                store.write_kernel_record(feed, record)
+        _record(state, store, after)
         return report
 
 
-def sync_feeds(state: StateDir, apply: Applier, reapply: Callable[[], object], *,
-               only: set[str] | None = None,
+def _record(state: StateDir, store: FeedStore,
+            after: list[tuple[str, str, str, FeedList, str]]) -> None:
+    """After the commit: the set store (what `apply` and `rollback` send again) and the feed
+    store's kernel record follow what the kernel now holds."""
+    for feed, held, set_name, loaded, kind in after:
+        if set_name:
+            version, interval = int(kind[0]), kind[1] == "n"
+            state.store_packed(set_name, version, interval, loaded.content.kinds[kind],
+                               loaded.content.packed(version, interval))
+        else:  # the set named after `held` now holds this content
+            record = store.kernel_record(feed)
+            record[held] = loaded.digest
+            store.write_kernel_record(feed, record)
+
+
+def sync_feeds(state: StateDir, host: FeedHost, *, only: set[str] | None = None,
                fresh: Mapping[str, FeedSet] | None = None) -> SyncReport:
     """`sync_kernel`, and when a feed outgrew its set, a re-apply of the policy instead (new,
     bigger sets, filled before the rules switch to them)."""
-    report = sync_kernel(state, apply, only=only, fresh=fresh)
+    report = sync_kernel(state, host, only=only, fresh=fresh)
     if report.outgrown:
         t0 = time.perf_counter()
-        reapply()
+        host.reapply(state)
         report.committed_at = time.perf_counter()
         report.stats = SyncStats(0, 0, 0, 0, report.committed_at - t0)
     return report

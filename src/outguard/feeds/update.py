@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
 
-from outguard.feeds.alert import FeedAlert
+from outguard.clock import Clock, system_clock
+from outguard.events import FeedAlert
 from outguard.feeds.fetch import ProgressHook, fetch
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
@@ -100,7 +101,7 @@ async def update_feed(client: httpx.AsyncClient, spec: FeedSpec, store: FeedStor
 
 async def update_feeds(specs: Sequence[FeedSpec], store: FeedStore, nb: NeverBlock, *,
                        client: httpx.AsyncClient | None = None,
-                       clock: Callable[[], float] = time.time, force: bool = False,
+                       clock: Clock = system_clock, force: bool = False,
                        ignore_interval: bool = False,
                        progress: ProgressHook | None = None) -> list[FeedResult]:
     """Update every feed concurrently; one result per feed, in order."""

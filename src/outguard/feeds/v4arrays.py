@@ -119,7 +119,7 @@ def net_spans(values: U32, lengths: U8) -> tuple[U32, U32]:
 
 def merge_ranges(firsts: U32, lasts: U32) -> tuple[U32, U32]:
     """Union of closed ranges (first <= last) as sorted, disjoint, non-adjacent ranges: what
-    `compile.intervals.merge` returns. A range starts a new one where its first lies beyond the
+    `ruleset.intervals.merge` returns. A range starts a new one where its first lies beyond the
     running maximum of the lasts before it plus one (adjacent ranges join, as in `merge`)."""
     if firsts.size == 0:
         return firsts, lasts

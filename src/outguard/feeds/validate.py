@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from outguard.events import FeedAlert
 from outguard.feeds import v4arrays
-from outguard.feeds.alert import FeedAlert
 from outguard.feeds.merge import BITS, FeedSet, range_text
 from outguard.feeds.parse import Parsed
 from outguard.feeds.spec import FeedSpec

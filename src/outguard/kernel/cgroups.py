@@ -1,7 +1,7 @@
 """Where a cgroup v2 path is, in the form nft takes it, or None when it does not exist.
 
 Place in the data flow: a rule with `for: {unit: X}` or `{cgroup: P}` matches `socket cgroupv2
-level N @c_…`, a set the engine fills with the cgroup (compile.nft). nft takes a set element of
+level N @c_…`, a set apply fills with the cgroup (nftables.nft). nft takes a set element of
 type cgroupsv2 only as a path, which it looks up under /sys/fs/cgroup when it builds the batch,
 and puts the directory's inode — the 64-bit cgroup id the kernel matches — into the element. A
 path that does not exist makes nft refuse the whole batch, so every path is checked here first

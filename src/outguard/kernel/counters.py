@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from outguard.errors import KernelError
+from outguard.ruleset.keys import TABLE
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -251,7 +252,7 @@ def _dump(msg: int, family: int, attrs: bytes, sock: socket.socket | None = None
     raise KernelError("the nftables ruleset kept changing during 5 netlink dumps")
 
 
-def read_counters(family: str = "inet", table: str = "outguard",
+def read_counters(family: str = TABLE.family, table: str = TABLE.name,
                   sock: socket.socket | None = None) -> dict[str, tuple[int, int]]:
     """Named counter objects of one table: name -> (packets, bytes). {} if there is no table."""
     attrs = attr_str(NFTA_OBJ_TABLE, table)
@@ -267,7 +268,7 @@ def read_counters(family: str = "inet", table: str = "outguard",
     return out
 
 
-def table_exists(family: str = "inet", table: str = "outguard",
+def table_exists(family: str = TABLE.family, table: str = TABLE.name,
                  sock: socket.socket | None = None) -> bool:
     """True if the table exists in this namespace (a GETTABLE request, not a dump)."""
     request = attr_str(NFTA_TABLE_NAME, table)
@@ -293,7 +294,7 @@ def _names(msg: int, reply: int, family: int, table_attr: int, name_attr: int, t
     return out
 
 
-def table_objects(family: str = "inet", table: str = "outguard",
+def table_objects(family: str = TABLE.family, table: str = TABLE.name,
                   sock: socket.socket | None = None) -> tuple[list[str], list[str], list[str]] | None:
     """Names of the (chains, sets and maps, counters) in one table, None if there is no table:
     what the kernel holds, for when outguard's record cannot be trusted. Sets come without

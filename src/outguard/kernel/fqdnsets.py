@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-FAMILY, TABLE = "inet", "outguard"
+from outguard.ruleset.keys import TABLE as TABLE_ID
+
+FAMILY, TABLE = TABLE_ID
 
 
 class JsonKernel(Protocol):

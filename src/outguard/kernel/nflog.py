@@ -2,7 +2,7 @@
 
 Place in the data flow: outguard's ruleset logs each blocked packet with ``log prefix "og:…"
 group N``; this module binds group N (in the calling namespace, or in ``netns``), receives the
-kernel's batches and hands their bytes to `monitor.nflog_decode`; the `BlockedPacket` batches go
+kernel's batches and hands their bytes to `kernel.nflog_decode`; the `BlockedPacket` batches go
 on to `monitor.attribute` and the rest of the monitor.
 
     async with NflogSource(group=0, netns="ogt-1234") as source:
@@ -31,7 +31,7 @@ F_SEQ_GLOBAL and F_CONNTRACK): NFULA_UID/NFULA_GID are attached to every packet 
 has a file (a local process's socket), always. tests/kernel/test_nflog.py checks that.
 
 Hand-written rather than through pyroute2: pyroute2 has no NFLOG (nfnetlink_log) support, and
-the receive path must avoid per-attribute objects (see `monitor.nflog_decode`).
+the receive path must avoid per-attribute objects (see `kernel.nflog_decode`).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from outguard.errors import KernelError
+from outguard.events import BlockedPacket
 from outguard.kernel.netns import NetnsThread
-from outguard.monitor.event import BlockedPacket
-from outguard.monitor.nflog_decode import NFNL_SUBSYS_ULOG, decode
+from outguard.kernel.nflog_decode import NFNL_SUBSYS_ULOG, decode
 
 NETLINK_NETFILTER = 12
 NFULNL_MSG_CONFIG = 1

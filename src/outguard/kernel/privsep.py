@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import pwd
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from collections.abc import Sequence
 
 from outguard.errors import KernelError
+from outguard.policy import accounts
 
 NETNS_DIR = "/run/netns"
 _CLONE_NEWNET = 0x40000000
@@ -46,10 +46,9 @@ def create_system_user(name: str, comment: str) -> tuple[int, int]:
             "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", comment, name]
     problem = ""
     for _attempt in range(20):
-        try:
-            return _ids(pwd.getpwnam(name))
-        except KeyError:
-            pass
+        found = accounts.user_ids(name)
+        if found is not None:
+            return found
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         except FileNotFoundError:
@@ -64,11 +63,10 @@ def create_system_user(name: str, comment: str) -> tuple[int, int]:
     raise KernelError(f"cannot create user {name!r}: {problem}")
 
 
-def _ids(entry: pwd.struct_passwd) -> tuple[int, int]:
-    return entry.pw_uid, entry.pw_gid
+Child = subprocess.Popen[bytes]  # a child process of ours (`spawn_child`)
 
 
-def spawn_child(module: str, args: Sequence[str], pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:
+def spawn_child(module: str, args: Sequence[str], pass_fds: Sequence[int]) -> Child:
     """`python -m module args...` as a child of this process, with only `pass_fds` open besides
     stdout/stderr (the child's log lines go where ours go)."""
     argv = [sys.executable, "-m", module, *args]

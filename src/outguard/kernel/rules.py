@@ -1,7 +1,7 @@
 """The rules of outguard's chains as the kernel holds them, in short: a digest per chain, read by
 raw nf_tables netlink (a GETRULE dump: rules only, never set elements).
 
-Place in the data flow: right after an apply (or restore, or rollback) commits, the engine reads
+Place in the data flow: right after an apply (or restore, or rollback) commits, apply reads
 the digests back and records them; `status` reads them again and compares: a rule inserted by
 hand into our table (an accept for an attacker) is drift. A digest covers each rule's
 expressions and comment in order, not its handle, and of stateful expressions (counters) only
@@ -28,6 +28,7 @@ from outguard.kernel.counters import (
     attr_str,
     parse_attrs,
 )
+from outguard.ruleset.keys import TABLE
 
 NFT_MSG_NEWRULE = 6
 NFT_MSG_GETRULE = 7
@@ -76,7 +77,7 @@ def rule_fingerprint(msg: Message) -> tuple[str, bytes]:
     return chain, b"\0\1" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
-def rule_digests(family: str = "inet", table: str = "outguard",
+def rule_digests(family: str = TABLE.family, table: str = TABLE.name,
                  sock: socket.socket | None = None,
                  chains: Collection[str] | None = None) -> dict[str, str]:
     """Chain → digest of its rules, in order, as the kernel holds them (a GETRULE dump: rules

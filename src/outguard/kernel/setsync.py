@@ -47,6 +47,7 @@ from outguard.kernel.counters import (
     parse_messages,
 )
 from outguard.kernel.netns import NetnsThread
+from outguard.ruleset.keys import TABLE
 
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
@@ -178,7 +179,7 @@ def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
     return _HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body
 
 
-def encode_batch(changes: Sequence[SetChange], *, table: str = "outguard", family: str = "inet",
+def encode_batch(changes: Sequence[SetChange], *, table: str = TABLE.name, family: str = TABLE.family,
                  seq: int = 1, destroy: bool = True) -> tuple[bytes, dict[int, str]]:
     """One transaction: (bytes to send, seq → set name of every message that will be acked)."""
     fam = FAMILIES[family]
@@ -211,8 +212,8 @@ class SyncStats:
     seconds: float
 
 
-def apply_changes(changes: Sequence[SetChange], *, table: str = "outguard",
-                  family: str = "inet", timeout: float = 60.0) -> SyncStats:
+def apply_changes(changes: Sequence[SetChange], *, table: str = TABLE.name,
+                  family: str = TABLE.family, timeout: float = 60.0) -> SyncStats:
     """Commit the changes in the calling thread's network namespace; KernelError if refused
     (then nothing changed)."""
     try:
@@ -271,8 +272,8 @@ def _apply(changes: Sequence[SetChange], table: str, family: str, timeout: float
     return SyncStats(len(acked), len(data), added, deleted, time.perf_counter() - t0)
 
 
-def apply_in(netns: str | None, changes: Sequence[SetChange], *, table: str = "outguard",
-             family: str = "inet", timeout: float = 60.0) -> SyncStats:
+def apply_in(netns: str | None, changes: Sequence[SetChange], *, table: str = TABLE.name,
+             family: str = TABLE.family, timeout: float = 60.0) -> SyncStats:
     """`apply_changes` inside network namespace `netns` (None: this one)."""
     if netns is None:
         return apply_changes(changes, table=table, family=family, timeout=timeout)

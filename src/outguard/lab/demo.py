@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -23,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outguard.errors import LabError
-from outguard.kernel import netns
+from outguard.kernel import netns, procs
 from outguard.lab import lifecycle, report, workload
 from outguard.lab import topology as t
-from outguard.monitor.runner import AgentHandle, AgentOptions
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
 from outguard.store import Query
 
 POLICY_RELPATH = Path("examples") / "lab-policy.yaml"
@@ -68,10 +68,10 @@ def status_argv(paths: t.LabPaths) -> list[str]:
             "--state-dir", str(paths.state_dir), "--json"]
 
 
-def _run(argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], timeout: float, what: str) -> procs.Completed:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
+        return procs.run(argv, timeout=timeout)
+    except procs.TimedOutError as exc:
         raise LabError(f"{what} did not finish in {timeout:.0f} s: {' '.join(argv)}") from exc
 
 

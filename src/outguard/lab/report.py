@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from outguard.events import Incident
 from outguard.lab import topology as t
 from outguard.lab.workload import Outcome, StepResult
-from outguard.monitor.aggregate import Incident
 
 OK_MARK = "✓"
 BAD_MARK = "✗"

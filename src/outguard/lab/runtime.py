@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from outguard.errors import LabError
+from outguard.kernel import procs
 from outguard.lab import topology as t
 
 STOP_WAIT = 3.0
@@ -48,12 +48,10 @@ def prepare(paths: t.LabPaths) -> None:
     for log in (paths.access_log, paths.attacker_log):
         log.touch()
     try:
-        proc = subprocess.run(
-            openssl_argv(paths), capture_output=True, text=True, timeout=30, check=False
-        )
-    except FileNotFoundError as exc:
+        proc = procs.run(openssl_argv(paths), timeout=30)
+    except procs.NotInstalledError as exc:
         raise LabError("`openssl` is not installed (Debian package: openssl)") from exc
-    except subprocess.TimeoutExpired as exc:
+    except procs.TimedOutError as exc:
         raise LabError("openssl did not make the lab's TLS certificate in 30 s") from exc
     if proc.returncode != 0:
         raise LabError(f"openssl could not make the lab's TLS certificate: {proc.stderr.strip()}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import shlex
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from importlib import resources
 from typing import Literal
 
 from outguard.errors import LabError
-from outguard.kernel import netns
+from outguard.kernel import netns, procs
 from outguard.lab import topology as t
 
 CONNECT_TIMEOUT = 2
@@ -180,25 +179,12 @@ def ns_runner(ns: str = t.SERVER_NS) -> Runner:
 
     def run(argv: Sequence[str], timeout: float) -> RunOutput:
         try:
-            proc = subprocess.Popen(netns.exec_argv(ns, argv), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-        except FileNotFoundError as exc:
+            got = procs.run_bounded(netns.exec_argv(ns, argv), timeout=timeout)
+        except procs.NotInstalledError as exc:
             raise LabError("the `ip` command (iproute2) is not installed") from exc
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            return RunOutput(None, _text(out), _text(err), proc.pid)
-        return RunOutput(proc.returncode, out, err, proc.pid)
+        return RunOutput(got.code, got.stdout, got.stderr, got.pid)
 
     return run
-
-
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
 def run_step(step: Step, runner: Runner) -> StepResult:
@@ -228,13 +214,10 @@ def compile_java(paths: t.LabPaths) -> None:
     source = resources.files("outguard.lab").joinpath("assets", JAVA_ASSET)
     with resources.as_file(source) as src:
         try:
-            proc = subprocess.run(
-                ["javac", "-d", str(paths.java_dir), str(src)],
-                capture_output=True, text=True, timeout=120, check=False,
-            )
-        except FileNotFoundError as exc:
+            proc = procs.run(["javac", "-d", str(paths.java_dir), str(src)], timeout=120)
+        except procs.NotInstalledError as exc:
             raise LabError("`javac` is missing: apt-get install openjdk-17-jdk-headless") from exc
-        except subprocess.TimeoutExpired as exc:
+        except procs.TimedOutError as exc:
             raise LabError("javac did not compile the JNDI client in 120 s") from exc
     if proc.returncode != 0:
         raise LabError(f"javac failed on {JAVA_ASSET}: {proc.stderr.strip()}")

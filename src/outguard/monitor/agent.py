@@ -13,7 +13,7 @@ source and the attributor are Protocols: `kernel.nflog.NflogSource` and
 `monitor.attribute.Attributor` in production, `MemorySource` and plain functions in tests.
 `Agent.run` returns when the source ends or `stop` is set, and then flushes the store and
 delivers queued alerts. While it runs it writes its counts for `outguard status`
-(`monitor.agentstate`). `monitor.runner` builds an agent for `outguard run` and for the lab.
+(`monitor.agentstate`). `service.runner` builds an agent for `outguard run` and for the lab.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Protocol
 
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.format import alert_json
+from outguard.events import Attribution, BlockedPacket, Event
 from outguard.monitor import agentstate
 from outguard.monitor.aggregate import Aggregator, Update
 from outguard.monitor.classify import Classifier
-from outguard.monitor.event import Attribution, BlockedPacket, Event
 from outguard.monitor.metrics import Metrics
 from outguard.store.writer import BatchWriter
 

@@ -20,63 +20,8 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from outguard.alerts.config import severity_rank
-from outguard.monitor.event import Classification, Event
-
-Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
-
-
-@dataclass
-class Incident:
-    id: str
-    process: str  # exe path, else argv[0], else "uid:N", else "?"
-    dst: str
-    dport: int | None
-    rule: str
-    proto: str
-    signature: str
-    title: str
-    severity: str
-    first_seen: datetime
-    last_seen: datetime
-    count: int = 1
-    pid: int | None = None
-    uid: int | None = None
-    user: str | None = None
-    cmdline: tuple[str, ...] = ()
-    unit: str | None = None
-    container: str | None = None
-    names: tuple[str, ...] = ()
-    feed: str | None = None
-    attribution_failure: str | None = None
-    classifications: list[Classification] = field(default_factory=list)
-    alerts: int = 0  # alerts sent about it so far
-    action: str | None = None  # what the kernel did: dropped | rejected | logged-only | refused
-    ppid: int | None = None
-    parent: str | None = None  # the parent process's exe
-
-    @property
-    def key(self) -> Key:
-        return (self.process, self.dst, self.dport, self.rule)
-
-    def to_json(self) -> dict[str, Any]:
-        """The form alerts, `events --json` and the webhook body share."""
-        return {
-            "id": self.id, "severity": self.severity, "signature": self.signature,
-            "title": self.title, "count": self.count,
-            "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
-            "process": {"exe": self.process, "pid": self.pid, "uid": self.uid, "user": self.user,
-                        "cmdline": list(self.cmdline), "unit": self.unit,
-                        "container": self.container, "ppid": self.ppid, "parent": self.parent,
-                        "attribution_failure": self.attribution_failure},
-            "dst": self.dst, "dport": self.dport, "proto": self.proto, "rule": self.rule,
-            "action": self.action,
-            "names": list(self.names), "feed": self.feed,
-            "classifications": [{"signature": c.signature, "title": c.title,
-                                 "severity": c.severity} for c in self.classifications],
-        }
+from outguard.events import Classification, Event, Incident, Key, severity_rank
 
 
 def process_key(event: Event) -> str:

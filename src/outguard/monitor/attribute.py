@@ -1,6 +1,6 @@
 """Attribution: which process sent a blocked packet. BlockedPacket → Attribution.
 
-Place in the data flow: after `monitor.nflog_decode` (via `kernel.nflog.NflogSource`), before
+Place in the data flow: after `kernel.nflog_decode` (via `kernel.nflog.NflogSource`), before
 classification. For each packet: sock_diag (`kernel.sockdiag`) finds the sending socket and its
 inode; an inode → pid index built from ``/proc/<pid>/fd`` links names the process; ``/proc/<pid>``
 gives exe, cmdline, user, parent, cgroup, systemd unit and container id.
@@ -29,7 +29,6 @@ process lives; UDP only while its socket is open (best effort). A failure is rec
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import time
 from collections import Counter, OrderedDict
@@ -38,8 +37,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from outguard.errors import KernelError
+from outguard.events import Attribution, BlockedPacket
 from outguard.kernel.sockdiag import SocketInfo
-from outguard.monitor.event import Attribution, BlockedPacket
+from outguard.policy import accounts
 
 _CONTAINER_RES = (
     # systemd scopes of the runtimes: docker-<id>.scope, cri-containerd-<id>.scope, crio-…, libpod-…
@@ -293,10 +293,7 @@ class Attributor:
         if uid is None:
             return None
         if uid not in self._users:
-            try:
-                self._users[uid] = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                self._users[uid] = None
+            self._users[uid] = accounts.user_name(uid)
         return self._users[uid]
 
     # --- attribution ------------------------------------------------------------------------

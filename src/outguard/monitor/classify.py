@@ -24,9 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from outguard.alerts.config import Severity, severity_rank
 from outguard.errors import OutguardError
-from outguard.monitor.event import Classification, Event
+from outguard.events import Classification, Event, Severity, severity_rank
 
 # the title says nothing of a verdict: in audit mode nothing was blocked (the incident's action)
 FALLBACK = Classification("blocked", "outbound connection outside the policy", "low")

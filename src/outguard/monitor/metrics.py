@@ -42,8 +42,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from outguard.compile.nft_verdict import log_figures
 from outguard.feeds.freshness import FeedFreshness
+from outguard.nftables.nft_verdict import log_figures
 
 log = logging.getLogger("outguard.monitor")
 

@@ -11,10 +11,8 @@ its validated form, which `lint` no longer sees.
 
 from __future__ import annotations
 
-import grp
 import ipaddress
 import os
-import pwd
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +20,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from outguard.dns.config import DnsConfig, parse_endpoint
 from outguard.errors import Problem
+from outguard.policy import accounts
 from outguard.policy.addresses import AddrSet, parse_ip
+from outguard.policy.dnsconf import DnsConfig, parse_endpoint, resolver_ids
 from outguard.policy.files import regular_file_problem
 from outguard.policy.messages import did_you_mean
 from outguard.policy.model import PortRange, Rule, port_overlaps
@@ -105,16 +104,16 @@ def _check_owner(rule: Rule, path: str, where: Where, source: str,
         return
     if isinstance(owner.user, str):
         try:
-            pwd.getpwnam(owner.user)
+            accounts.uid(owner.user)
         except KeyError:
-            hint = did_you_mean(owner.user, (p.pw_name for p in pwd.getpwall()))
+            hint = did_you_mean(owner.user, accounts.user_names())
             problems.append(Problem(source, *where(f"{path}.for.user"), f"{path}.for.user",
                                     f"no user {owner.user!r} on this machine{hint}"))
     if isinstance(owner.group, str):
         try:
-            grp.getgrnam(owner.group)
+            accounts.gid(owner.group)
         except KeyError:
-            hint = did_you_mean(owner.group, (g.gr_name for g in grp.getgrall()))
+            hint = did_you_mean(owner.group, accounts.group_names())
             problems.append(Problem(source, *where(f"{path}.for.group"), f"{path}.for.group",
                                     f"no group {owner.group!r} on this machine{hint}"))
     if owner.unit is not None and owner.cgroup is not None:
@@ -125,9 +124,10 @@ def _check_owner(rule: Rule, path: str, where: Where, source: str,
                                 "'for' needs at least one of user, group, unit, cgroup"))
 
 
-def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: set[str],
+def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: set[str] | None,
                 where: Where, source: str, problems: list[Problem]) -> None:
-    """Unique names, known `@list`s and `@feed:`s, ports only with tcp/udp, real owners."""
+    """Unique names, known `@list`s and `@feed:`s (`feed_names` None: no feed can be loaded
+    here), ports only with tcp/udp, real owners."""
     seen: dict[str, str] = {}
     for nr in rules:
         path = nr.path
@@ -145,7 +145,10 @@ def check_rules(rules: Sequence[NamedRule], list_names: set[str], feed_names: se
                 continue
             if target.value.startswith("feed:"):
                 feed = target.value[len("feed:"):]
-                if feed not in feed_names:
+                if feed_names is None:
+                    problems.append(Problem(source, *where(at), at, f"@feed:{feed}: feeds are not"
+                                            " loaded here (no feed loader was given)"))
+                elif feed not in feed_names:
                     problems.append(Problem(source, *where(at), at, f"no feed named {feed!r}"
                                             f"{did_you_mean(feed, feed_names)} (`outguard feeds"
                                             " list` shows the registry; add your own under"
@@ -226,7 +229,7 @@ def _ports(p: tuple[int, int]) -> str:
 def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: list[Problem],
               warnings: list[Problem]) -> int | None:
     """A `dns:` section the kernel can express; returns the resolver's uid when known. (Scope
-    ids, IPv4-mapped addresses and impossible uids are refused by the model, `dns.config`.)"""
+    ids, IPv4-mapped addresses and impossible uids are refused by the model, `policy.dnsconf`.)"""
     for i, text in enumerate(dns.upstreams):
         at = f"dns.upstreams[{i}]"
         addr = ipaddress.ip_address(parse_endpoint(text)[0])
@@ -244,21 +247,17 @@ def check_dns(dns: DnsConfig, base: Path, where: Where, source: str, problems: l
             problems.append(Problem(source, *where(at), at,
                                     f"cannot read DNS blocklist {name!r}: {why}"))
     user = dns.user
-    from outguard.dns.user import lookup  # noqa: PLC0415 - one lookup for check and lower
-
-    found = lookup(user)
-    if found is None:
-        if user == DnsConfig.model_fields["user"].default:
-            return None  # the resolver's own default user: `apply` creates it
-        hint = did_you_mean(str(user), (p.pw_name for p in pwd.getpwall()))
+    try:  # the lookup `lower` makes too
+        uid, _gid = resolver_ids(dns)  # None: the resolver's own default user, `apply` makes it
+    except KeyError:
+        hint = did_you_mean(str(user), accounts.user_names())
         problems.append(Problem(source, *where("dns.user"), "dns.user",
                                 f"no user {user!r} on this machine{hint}"))
         return None
-    if found[0] == 0:
-        problems.append(Problem(source, *where("dns.user"), "dns.user",
-                                f"user {user!r} is uid 0: the resolver must not run as root"))
+    except ValueError as exc:
+        problems.append(Problem(source, *where("dns.user"), "dns.user", str(exc)))
         return None
-    return found[0]
+    return uid
 
 
 def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[NamedRule],
@@ -292,10 +291,8 @@ def check_upstreams_not_denied(dns: DnsConfig, uid: int | None, rules: Sequence[
 
 
 def _uid_of(user: str | int) -> int | None:
-    if isinstance(user, int):
-        return user
     try:
-        return pwd.getpwnam(user).pw_uid
+        return accounts.uid(user)
     except KeyError:
         return None
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import configparser
 import difflib
-import pwd
 import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from outguard.errors import Problem
-from outguard.policy.load import Policy, format_path
+from outguard.policy import accounts
+from outguard.policy.loaded import Policy, format_path
 from outguard.policy.messages import did_you_mean
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/run/systemd/transient",
@@ -100,10 +100,8 @@ def _unit_user(file: Path) -> str | None:
 
 def _same_user(a: str | int, b: str) -> bool:
     def uid(x: str | int) -> int | None:
-        if isinstance(x, int) or x.isdigit():
-            return int(x)
         try:
-            return pwd.getpwnam(x).pw_uid
+            return accounts.uid(int(x) if isinstance(x, str) and x.isdigit() else x)
         except KeyError:
             return None
     return a == b or (uid(a) is not None and uid(a) == uid(b))

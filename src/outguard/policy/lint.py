@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from outguard.errors import Problem
 from outguard.policy.addresses import AddrSet
-from outguard.policy.load import Policy
+from outguard.policy.loaded import Policy, format_path
 from outguard.policy.model import Rule
 
 _PROTOS = {"tcp": {"tcp"}, "udp": {"udp"}, "icmp": {"icmp"}, "any": {"tcp", "udp", "icmp", "other"}}
@@ -84,8 +84,6 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
     src = policy.source
 
     def warn(path: tuple[str | int, ...], text: str) -> None:
-        from outguard.policy.load import format_path  # noqa: PLC0415
-
         line, col = policy.positions.of(path)
         out.append(Problem(src, line, col, format_path(path), text))
 
@@ -99,20 +97,7 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
         if rule.expires is not None and as_utc(rule.expires) <= now:
             warn((*path, "expires"), f"rule {rule.name!r} expired on {rule.expires.isoformat()};"
                  " it is left out of the ruleset")
-        for j, target in enumerate(rule.to or []):
-            if target.kind == "list":
-                used.add(target.value)
-            elif policy.doc.dns is not None:
-                continue  # outguard's resolver keeps names and wildcards fresh
-            elif target.kind == "host":
-                warn((*path, "to", j), f"host name {target.value!r} is resolved when the policy is"
-                     " applied; its addresses go stale until the next apply")
-            elif target.kind == "wildcard":
-                warn((*path, "to", j), f"wildcard {target.value!r} needs outguard's DNS resolver;"
-                     " until then it matches nothing in the kernel")
-            elif section == "allow" and target.kind == "net" and target.value in ("0.0.0.0/0", "::/0"):
-                warn((*path, "to", j), f"allows every {'IPv4' if '.' in target.value else 'IPv6'}"
-                     " destination")
+        _destination_warnings(policy, section, path, rule, used, warn)
         if section == "allow" and rule.to is None and rule.ports is None and rule.owner is None:
             warn(path, f"rule {rule.name!r} allows every destination on every port")
         for earlier_position in candidates[position]:
@@ -123,6 +108,34 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
                      f"[{earlier_index}] {earlier.name!r} {verb} all of it first")
                 shadowed.add(position)
                 break
+    _list_warnings(policy, used, warn)
+    _policy_warnings(policy, now, warn)
+    _denied_allows(ordered, shadowed, warn)
+    return out
+
+
+def _destination_warnings(policy: Policy, section: str, path: tuple[str | int, ...], rule: Rule,
+                          used: set[str], warn: Warn) -> None:
+    """A rule's destinations: names only an apply resolves, wildcards without the resolver,
+    everything allowed; the lists it uses are noted in `used`."""
+    for j, target in enumerate(rule.to or []):
+        if target.kind == "list":
+            used.add(target.value)
+        elif policy.doc.dns is not None:
+            continue  # outguard's resolver keeps names and wildcards fresh
+        elif target.kind == "host":
+            warn((*path, "to", j), f"host name {target.value!r} is resolved when the policy is"
+                 " applied; its addresses go stale until the next apply")
+        elif target.kind == "wildcard":
+            warn((*path, "to", j), f"wildcard {target.value!r} needs outguard's DNS resolver;"
+                 " until then it matches nothing in the kernel")
+        elif section == "allow" and target.kind == "net" and target.value in ("0.0.0.0/0", "::/0"):
+            warn((*path, "to", j), f"allows every {'IPv4' if '.' in target.value else 'IPv6'}"
+                 " destination")
+
+
+def _list_warnings(policy: Policy, used: set[str], warn: Warn) -> None:
+    """Lists and feeds no rule uses, empty lists, names in list files without the resolver."""
     for name in policy.doc.lists:
         if name not in used:
             warn(("lists", name), f"list {name!r} is not used by any rule")
@@ -138,9 +151,6 @@ def lint(policy: Policy, now: datetime | None = None) -> list[Problem]:
         if f"feed:{name}" not in used:
             warn(("feeds", name), f"feed {name!r} is not used by any rule (name it in a deny rule:"
                  f" '@feed:{name}')")
-    _policy_warnings(policy, now, warn)
-    _denied_allows(ordered, shadowed, warn)
-    return out
 
 
 def _policy_warnings(policy: Policy, now: datetime, warn: Warn) -> None:

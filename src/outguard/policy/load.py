@@ -12,16 +12,13 @@ warnings (`checks`, `lint`). Nothing here touches the kernel.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from outguard.errors import PolicyError, Problem
-from outguard.feeds.registry import registry
 from outguard.policy.checks import (
     Where,
     as_written_warnings,
@@ -33,52 +30,12 @@ from outguard.policy.checks import (
     rules_of,
 )
 from outguard.policy.files import MAX_LIST_BYTES, MAX_POLICY_BYTES, FileRefusedError, read_capped
+from outguard.policy.lint import lint
+from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.messages import pydantic_message
-from outguard.policy.model import PolicyDoc, Rule
+from outguard.policy.model import PolicyDoc
 from outguard.policy.targets import LineError, Target, is_mapped, parse_list_lines, parse_target
 from outguard.policy.yamlpos import Positions, YamlSyntaxError, load_yaml
-
-
-def format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-@dataclass
-class LoadedList:
-    """A named list: inline entries, or a file read (and parsed only when someone needs it)."""
-
-    name: str
-    digest: str
-    file: str | None
-    _read: Callable[[], list[Target]] = field(repr=False)
-
-    @cached_property
-    def targets(self) -> list[Target]:
-        return self._read()
-
-
-@dataclass
-class Policy:
-    """A loaded, valid policy: the document plus its lists, where it came from and its warnings."""
-
-    doc: PolicyDoc
-    lists: dict[str, LoadedList]
-    source: str
-    text: str
-    digest: str
-    warnings: list[Problem] = field(default_factory=list)
-    positions: Positions = field(default_factory=Positions)
-
-    def rules(self) -> list[tuple[str, int, Rule]]:
-        """Every rule with its section and index, deny first (the order they are evaluated)."""
-        return ([("deny", i, r) for i, r in enumerate(self.doc.deny)]
-                + [("allow", i, r) for i, r in enumerate(self.doc.allow)])
 
 
 def _read_list_file(name: str, file: Path, problems: list[Problem], warnings: list[Problem],
@@ -143,14 +100,33 @@ def _lazy_list_file(name: str, file: Path, digest: str) -> LoadedList:
     return LoadedList(name, digest, str(file), read)
 
 
+class FeedLoader(Protocol):
+    """What turns `@feed:NAME` references into lists: `feeds.policy.FEEDS`, which the feeds
+    package (above this one) provides, and `pipeline.load_policy` passes in. Without one, a
+    policy that refers to a feed does not load."""
+
+    def names(self) -> Collection[str]:
+        """The feeds known besides the policy's own `feeds:` (the shipped registry)."""
+        ...
+
+    def __call__(self, doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], base: Path,
+                 feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
+                 problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
+                 ) -> tuple[dict[str, LoadedList], list[Problem]]:
+        """Lists for every reference (refs: list name → (path, (line, col)) of its first use;
+        `lists`: the policy's other lists, loaded). Errors go to `problems`; warnings are
+        returned."""
+        ...
+
+
 def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = None,
               known_lists: Callable[[str], bool] | None = None,
-              feed_dir: Path | None = None) -> Policy:
-    """Validate policy text; any input gives a Policy or a PolicyError. `feed_dir` holds the
-    feeds' last good copies (`@feed:NAME`)."""
+              feed_dir: Path | None = None, feeds: FeedLoader | None = None) -> Policy:
+    """Validate policy text; any input gives a Policy or a PolicyError. `feeds` loads the
+    `@feed:NAME` lists, from the last good copies in `feed_dir`."""
     try:
         return _load_text(text, source, base_dir=base_dir, known_lists=known_lists,
-                          feed_dir=feed_dir)
+                          feed_dir=feed_dir, feeds=feeds)
     except RecursionError:
         raise PolicyError([Problem(source, 1, 1, "", "the document nests too deeply (or refers"
                                    " to itself through a YAML alias)")]) from None
@@ -269,7 +245,8 @@ def _order(source: str) -> Callable[[Problem], tuple[bool, int, int]]:
 
 
 def _load_text(text: str, source: str, *, base_dir: Path | None,
-               known_lists: Callable[[str], bool] | None, feed_dir: Path | None = None) -> Policy:
+               known_lists: Callable[[str], bool] | None, feed_dir: Path | None = None,
+               feeds: FeedLoader | None = None) -> Policy:
     """Validate policy text. `known_lists(digest)` says a list file with that content was already
     validated (by an earlier apply), so a million-line list is not parsed again."""
     problems: list[Problem] = []
@@ -299,21 +276,21 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
     list_names = {k for k in raw_lists if isinstance(k, str)} if isinstance(raw_lists, dict) \
         else set()
     raw_feeds = data.get("feeds")
-    feed_names = {k for k in raw_feeds if isinstance(k, str)} if isinstance(raw_feeds, dict) \
-        else set()
-    if "feed:" in text:  # the shipped registry is read only when the policy names a feed
-        feed_names |= set(registry())
+    feed_names: set[str] | None = None
+    if feeds is not None:
+        feed_names = {k for k in raw_feeds if isinstance(k, str)} \
+            if isinstance(raw_feeds, dict) else set()
+        if "feed:" in text:  # the shipped registry is read only when the policy names a feed
+            feed_names |= set(feeds.names())
     check_rules(rules, list_names, feed_names, where, source, problems)
     feed_refs = {t.value: (f"{nr.path}.to[{j}]", where(f"{nr.path}.to[{j}]"))
                  for nr in reversed(rules) if nr.rule is not None
                  for j, t in reversed(list(zip(nr.to_index, nr.rule.to or [], strict=False)))
                  if t.kind == "list" and t.value.startswith("feed:")
-                 and t.value[len("feed:"):] in feed_names}
-    if feed_refs:
-        from outguard.feeds.policy import load_feeds  # noqa: PLC0415 - it imports this module
-
-        feed_lists, feed_warnings = load_feeds(doc, feed_refs, base, feed_dir, known_lists, source,
-                                               problems, lists)
+                 and t.value[len("feed:"):] in (feed_names or ())}
+    if feeds is not None and feed_refs:
+        feed_lists, feed_warnings = feeds(doc, feed_refs, base, feed_dir, known_lists, source,
+                                          problems, lists)
         lists.update(feed_lists)
         warnings += feed_warnings
     if doc.dns is not None:
@@ -330,8 +307,6 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         raise PolicyError(problems)
     policy = Policy(doc, lists, source, text, hashlib.sha256(text.encode()).hexdigest(),
                     positions=pos)
-    from outguard.policy.lint import lint  # noqa: PLC0415 - lint imports this module
-
     warnings += as_written_warnings(data, rules, where, source) \
         + _raw_list_warnings(data, where, source)
     policy.warnings = sorted(warnings + lint(policy), key=_order(source))
@@ -339,7 +314,8 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
 
 
 def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None = None,
-                feed_dir: Path | None = None) -> Policy:
+                feed_dir: Path | None = None, feeds: FeedLoader | None = None) -> Policy:
+    """`load_text` of a policy file (a capped regular file, UTF-8)."""
     file = Path(path)
     try:
         data = read_capped(file, MAX_POLICY_BYTES)
@@ -352,4 +328,4 @@ def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None =
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise PolicyError([Problem(str(path), line, col, "", "the policy is not UTF-8 text")]) from None
     return load_text(text, str(path), base_dir=file.resolve().parent, known_lists=known_lists,
-                     feed_dir=feed_dir)
+                     feed_dir=feed_dir, feeds=feeds)

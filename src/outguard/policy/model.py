@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
 
-from outguard.alerts.config import AlertSpec
-from outguard.dns.config import DnsConfig
-from outguard.feeds.spec import FeedDef
+from outguard.policy.alertconf import AlertSpec
+from outguard.policy.dnsconf import DnsConfig
+from outguard.policy.feedconf import FeedDef
 from outguard.policy.targets import Target, parse_target
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from outguard.errors import OutguardError
-from outguard.monitor.aggregate import Incident
+from outguard.events import Incident
 
 
 class StoreError(OutguardError):

@@ -18,9 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from outguard.alerts.config import SEVERITIES
-from outguard.monitor.aggregate import Incident
-from outguard.monitor.event import Classification
+from outguard.events import SEVERITIES, Classification, Incident
 from outguard.store.base import Query, Retention, StoreError, TopRow
 
 MIGRATIONS: tuple[str, ...] = (

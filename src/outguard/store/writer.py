@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from outguard.monitor.aggregate import Incident
+from outguard.events import Incident
 from outguard.store.base import Retention, Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Evaluators of exported rules: what each target does with one outbound attempt (issue 17).
 
 An export is right when the target, given the exported files, lets through and blocks what
-`outguard.decide.decide` (what `outguard explain` says) lets through and blocks — or when every
+`outguard.ruleset.decide.decide` (what `outguard explain` says) lets through and blocks — or when every
 difference is named by a line of the export's fidelity report that is not "exact". The
 comparison (`tests/export/evaluation.py`) needs, per target, an **evaluator**:
 
@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from outguard.decide import Flow
 from outguard.export.fidelity import Export
+from outguard.ruleset.decide import Flow
 
 Proto = Literal["tcp", "udp", "icmp"]
 Verdict = Literal["accept", "drop", "reject"]

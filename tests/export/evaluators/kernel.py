@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from outguard.compile.ir import Ruleset
-from outguard.decide import decide
+from outguard.ruleset.decide import decide
+from outguard.ruleset.ir import Ruleset
 from tests.export.evaluation import report_key
 from tests.export.evaluators import Outcome, Probe, Verdict
 from tests.kernel.topology import DROPPED, PASSED, Topology

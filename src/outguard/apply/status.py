@@ -1,0 +1,95 @@
+"""`outguard status`: what is applied, what the kernel holds, and what is wrong with it.
+
+Pure: the kernel's answers (table present, counters, object names, rule digests — all read by
+netlink, never set elements) come in, a dictionary for people and monitors goes out. Besides the
+applied policy and its counters it reports what a sysadmin must not miss: a pending
+confirmation (and whether anything will still roll it back), the last rollback (the watchdog's
+too), outguard's fail-closed table standing in for a policy, rules that did not apply fully
+(warnings), and drift — chains, sets, counters or rules in our table that the last apply did not
+leave there (a rule inserted by hand). `problems` lists what `status --check` fails for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from outguard.nftables import nft_tx
+from outguard.state import Snapshot, StateDir
+
+Objects = tuple[list[str], list[str], list[str]]
+
+
+def drift(snap: Snapshot, objects: Objects | None,
+          rules: dict[str, str] | None) -> list[str] | None:
+    """How our table differs from what the last apply (or restore, or rollback) left; None
+    when that cannot be told (no rules were read back then, or the kernel cannot be read)."""
+    if objects is None or rules is None:
+        return None
+    made = nft_tx.Inventory.from_json(snap.inventory)
+    chains, sets, counters = objects
+    found = []
+    for kind, have, want in (("chain", chains, made.chains), ("set", sets, made.sets),
+                             ("counter", counters, made.counters)):
+        found += [f"{kind} {n} is in outguard's table, but outguard did not make it"
+                  for n in have if n not in set(want)]
+        found += [f"{kind} {n} is missing from outguard's table" for n in want
+                  if n not in set(have)]
+    if snap.rule_digests is None:
+        return found or None
+    for chain in sorted(set(snap.rule_digests) | set(rules)):
+        if chain in set(chains) and snap.rule_digests.get(chain) != rules.get(chain):
+            found.append(f"the rules of chain {chain} differ from what outguard applied")
+    return found
+
+
+def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *,
+           objects: Objects | None = None, rules: dict[str, str] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """The status as data (`outguard status --json`)."""
+    from outguard.apply.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
+
+    now = time.time() if now is None else now
+    got = state.read("applied")
+    out: dict[str, Any] = {"applied": got is not None and table, "table_present": table,
+                           "policy_hash": None, "applied_at": None, "mode": None, "source": None,
+                           "fail_closed": None, "warnings": [], "counters": {},
+                           "pending_confirmation": None, "last_rollback": None, "drift": None,
+                           "problems": []}
+    problems: list[str] = out["problems"]
+    snap = got[0] if got is not None else None
+    if snap is not None:
+        out.update(policy_hash=snap.policy_hash, applied_at=snap.applied_at, mode=snap.mode,
+                   source=snap.source, fail_closed=snap.fallback, warnings=snap.warnings)
+        for key, name in snap.counters.items():
+            packets, nbytes = counters.get(name, (0, 0))
+            out["counters"][key] = {"packets": packets, "bytes": nbytes}
+        if snap.fallback:
+            problems.append(f"outguard's fail-closed table is applied, not the policy:"
+                            f" {snap.fallback}")
+        if not table:
+            problems.append("no outguard table in the kernel, but a policy was applied:"
+                            " egress is open (`outguard restore` puts it back)")
+        else:
+            out["drift"] = drift(snap, objects, rules)
+            problems += [f"drift: {d}" for d in out["drift"] or []]
+    try:
+        pending = state.pending()
+    except Exception as exc:  # a damaged pending file is a problem to show, not a crash
+        problems.append(f"pending confirmation: {exc}")
+        pending = None
+    if pending is not None:
+        condition = pending_condition(pending, now)
+        out["pending_confirmation"] = {
+            "deadline": pending.deadline, "seconds_left": max(0.0, pending.deadline - now),
+            "policy_hash": pending.policy_hash, "state": condition,
+            "watchdog_running": watchdog_alive(pending)}
+        if condition != "waiting":
+            problems.append(f"a pending confirmation is {condition} and nothing will roll it"
+                            " back until the next outguard command (`outguard rollback`"
+                            " does it now)")
+    last = state.last_rollback()
+    if last is not None and (snap.snapshot_id if snap is not None else "") == \
+            last.get("snapshot_id"):
+        out["last_rollback"] = last
+    return out

@@ -1,0 +1,200 @@
+"""The typed records that cross the layers: the monitor's from the NFLOG decoder to the store,
+severities, and the feeds' alerts.
+
+decode (kernel.nflog_decode) → BlockedPacket → attribute → Attribution → classify →
+Classification → aggregate → Incident → store / alerts. A feed update that is refused or fails
+says so in a FeedAlert (feeds → the CLI, the agent's sinks). Pure data at the bottom of the
+layers (it imports nothing of outguard): every stage takes and returns these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+
+
+def severity_rank(severity: str) -> int:
+    """0 (info) .. 4 (critical); unknown severities rank as info."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+# The NFLOG prefix of a logged decision: `og:<decision key>[ <word>]`, the word saying what the
+# kernel does with the packet: none for drop, "reject", "audit" (logged, accepted). The kernel
+# writes it (`nftables.nft_verdict`), the resolver's events too for a refused query
+# (`og:dns:<rule>`, `monitor.dns_incidents`); the monitor reads it back here. Written and read
+# only by `render_prefix` and `parse_prefix`.
+PREFIX = "og:"
+_WORDS = {"drop": "", "reject": "reject", "accept": "audit"}  # the kernel's verdict → its word
+DROPPED, REJECTED, LOGGED_ONLY, REFUSED = "dropped", "rejected", "logged-only", "refused"
+_ACTIONS = {"": DROPPED, "reject": REJECTED, "audit": LOGGED_ONLY}
+_PARSED: dict[str, tuple[str, str | None]] = {}  # prefix → (rule, action); few prefixes exist
+
+
+def render_prefix(key: str, verdict: Literal["drop", "reject", "accept"]) -> str:
+    """The NFLOG prefix of decision `key` (`deny:x`, `default`, `dns:x`) whose packet gets
+    `verdict`: `og:deny:x`, `og:default reject`, `og:deny:x audit` (audit mode: accepted)."""
+    word = _WORDS[verdict]
+    return f"{PREFIX}{key} {word}" if word else f"{PREFIX}{key}"
+
+
+def parse_prefix(prefix: str) -> tuple[str, str | None]:
+    """(rule, action) of an NFLOG prefix: `og:deny:x reject` → ("deny:x", "rejected"). The rule
+    of a prefix that is not outguard's is the prefix; its action is unknown (None). A refused
+    DNS query (`og:dns:<rule>`, from the resolver) is "refused", or "logged-only" in audit."""
+    got = _PARSED.get(prefix)
+    if got is not None:
+        return got
+    if not prefix.startswith(PREFIX):
+        got = (prefix, None)
+    else:
+        rule, _sep, word = prefix[len(PREFIX):].partition(" ")
+        if rule.startswith("dns:"):
+            got = (rule, LOGGED_ONLY if word == "audit" else REFUSED)
+        else:
+            got = (rule, _ACTIONS.get(word))
+    if len(_PARSED) < 4096:
+        _PARSED[prefix] = got
+    return got
+
+
+@dataclass(frozen=True)
+class BlockedPacket:
+    """One NFLOG message, decoded. `prefix` is the rule's log prefix: og:deny:<rule> | og:default,
+    with the action after a space unless the packet was dropped (`parse_prefix`)."""
+
+    time: datetime  # aware UTC; kernel timestamp when present, else receive time
+    prefix: str
+    family: int  # 4 or 6
+    proto: str  # tcp | udp | icmp | icmpv6 | other:<n>
+    src: str
+    dst: str
+    sport: int | None
+    dport: int | None
+    uid: int | None = None
+    gid: int | None = None
+    tcp_flags: int | None = None
+    ifindex_out: int | None = None
+    hook: str = "output"  # output | forward
+
+    @property
+    def rule(self) -> str:
+        """`deny:<name>`, `default`, or the raw prefix if it is not one of ours."""
+        return parse_prefix(self.prefix)[0]
+
+    @property
+    def action(self) -> str | None:
+        """dropped | rejected | logged-only (audit) | refused (DNS); None if not known."""
+        return parse_prefix(self.prefix)[1]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    pid: int | None = None
+    exe: str | None = None
+    cmdline: tuple[str, ...] = ()
+    user: str | None = None
+    uid: int | None = None
+    ppid: int | None = None
+    parent_exe: str | None = None
+    unit: str | None = None  # systemd unit, from the cgroup path
+    cgroup: str | None = None
+    container: str | None = None
+    failure: str | None = None  # why attribution failed, when it did
+    # the kind of failure, from a fixed vocabulary (no-socket, exited, ...): a metric label
+    failure_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    signature: str  # id, e.g. "jndi-callback"
+    title: str  # "possible JNDI callback (Log4Shell)"
+    severity: str  # info | low | medium | high | critical
+
+
+@dataclass
+class Event:
+    packet: BlockedPacket
+    attribution: Attribution
+    classifications: list[Classification] = field(default_factory=list)
+    names: tuple[str, ...] = ()  # DNS names that resolved to dst, if known
+    # False when no outguard resolver runs: then "no name behind this address" is not known
+    names_known: bool = True
+    feed: str | None = None  # feed name when the drop came from a feed set
+
+
+Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
+
+
+@dataclass
+class Incident:
+    """The blocked packets of one flow — (process, destination, port, rule) — within a window
+    of each other, as `monitor.aggregate` joins them: what is stored and alerted."""
+
+    id: str
+    process: str  # exe path, else argv[0], else "uid:N", else "?"
+    dst: str
+    dport: int | None
+    rule: str
+    proto: str
+    signature: str
+    title: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int = 1
+    pid: int | None = None
+    uid: int | None = None
+    user: str | None = None
+    cmdline: tuple[str, ...] = ()
+    unit: str | None = None
+    container: str | None = None
+    names: tuple[str, ...] = ()
+    feed: str | None = None
+    attribution_failure: str | None = None
+    classifications: list[Classification] = field(default_factory=list)
+    alerts: int = 0  # alerts sent about it so far
+    action: str | None = None  # what the kernel did: dropped | rejected | logged-only | refused
+    ppid: int | None = None
+    parent: str | None = None  # the parent process's exe
+
+    @property
+    def key(self) -> Key:
+        return (self.process, self.dst, self.dport, self.rule)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form alerts, `events --json` and the webhook body share."""
+        return {
+            "id": self.id, "severity": self.severity, "signature": self.signature,
+            "title": self.title, "count": self.count,
+            "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
+            "process": {"exe": self.process, "pid": self.pid, "uid": self.uid, "user": self.user,
+                        "cmdline": list(self.cmdline), "unit": self.unit,
+                        "container": self.container, "ppid": self.ppid, "parent": self.parent,
+                        "attribution_failure": self.attribution_failure},
+            "dst": self.dst, "dport": self.dport, "proto": self.proto, "rule": self.rule,
+            "action": self.action,
+            "names": list(self.names), "feed": self.feed,
+            "classifications": [{"signature": c.signature, "title": c.title,
+                                 "severity": c.severity} for c in self.classifications],
+        }
+
+
+@dataclass(frozen=True)
+class FeedAlert:
+    """A feed update refused, entries removed, a fetch or a sync that failed (`feeds`)."""
+
+    severity: Literal["error", "warning", "info"]
+    feed: str
+    kind: str  # refused | removed | bad-lines | fetch-failed | sync-failed | round-failed
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.severity}: feed {self.feed}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,162 @@
+"""Names in a ruleset: normalisation, and the question "which rules cover this name?".
+
+Pure. The resolver asks `NamePolicy.lookup(qname)` for every query; the answer says whether the
+name may be resolved, which kernel sets its addresses go into, and, when it may not, why
+(blocklists are read by `dns.blocklist` and given to `NamePolicy.of`).
+
+Matching rules (the same as `decide` for names): names are compared in lower-case ASCII without a
+trailing dot, internationalised names as punycode (`xn--...`). `*.example.test` matches every
+name *below* example.test (`a.example.test`, `a.b.example.test`), never `example.test` itself nor
+`badexample.test`. A blocklist entry blocks the name and every name below it, as feeds mean it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.keys import RuleKey
+
+
+def normalize(name: str) -> str:
+    """Canonical text of a name as policies write it: lower case, no trailing dot, punycode."""
+    name = name.strip()
+    if name.endswith(".") and name != ".":
+        name = name[:-1]
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            # not a valid IDN: keep it comparable but unmatchable by any policy name
+            return name.lower()
+    return name.lower()
+
+
+def suffixes(name: str) -> Iterator[str]:
+    """The names strictly above `name`: a.b.c → b.c, c."""
+    rest = name
+    while "." in rest:
+        rest = rest.split(".", 1)[1]
+        yield rest
+
+
+@dataclass(frozen=True)
+class NameVerdict:
+    action: Literal["resolve", "block", "blocklist"]
+    sets: tuple[str, ...] = ()  # fqdn set base names (f_<hash>): the answer's addresses go there
+    rule: str = "default"  # "allow:<name>", "deny:<name>", "blocklist:<file>", "default"
+    reason: str = ""
+    # resolved under a wildcard ("cdn.example.test" for *.cdn.example.test) or a rule for every
+    # destination (""): names that may vary, so may carry data (`tunnel`); None for exact names
+    zone: str | None = None
+
+
+@dataclass
+class _Entry:
+    counter: str
+    fqdn_set: str | None
+    conditional: bool  # the rule has conditions besides the destination (ports, owner, ...)
+
+
+@dataclass
+class NamePolicy:
+    """Which rules name a DNS name. Build with `NamePolicy.of(ruleset, blocklist)`."""
+
+    mode: Literal["enforce", "audit"] = "enforce"
+    exact: dict[str, list[_Entry]] = field(default_factory=dict)
+    wildcard: dict[str, list[_Entry]] = field(default_factory=dict)  # key: the part after "*."
+    deny_exact: dict[str, list[_Entry]] = field(default_factory=dict)
+    deny_wildcard: dict[str, list[_Entry]] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # name → blocklist it comes from
+    any_name: str | None = None  # an allow rule for every destination allows every name
+
+    @classmethod
+    def of(cls, ruleset: Ruleset, blocklist: dict[str, str] | None = None) -> NamePolicy:
+        out = cls(mode=ruleset.mode, blocked=dict(blocklist or {}))
+        for rule in ruleset.rules():
+            if rule.section == "allow" and rule.any_destination and out.any_name is None:
+                out.any_name = rule.counter
+            names, wilds = rule_names(ruleset, rule)
+            entry = _Entry(rule.counter, rule.fqdn_set, _conditional(rule))
+            exact, wild = ((out.exact, out.wildcard) if rule.section == "allow"
+                           else (out.deny_exact, out.deny_wildcard))
+            for n in names:
+                exact.setdefault(n, []).append(entry)
+            for w in wilds:
+                wild.setdefault(w[2:], []).append(entry)
+        return out
+
+    @staticmethod
+    def _find(name: str, exact: dict[str, list[_Entry]],
+              wild: dict[str, list[_Entry]]) -> list[_Entry]:
+        found = list(exact.get(name, ()))
+        if wild:
+            for up in suffixes(name):
+                found.extend(wild.get(up, ()))
+        return found
+
+    def _zone(self, name: str) -> str | None:
+        return next((up for up in suffixes(name) if up in self.wildcard), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the resolver process (`from_json` rebuilds it)."""
+        def entries(table: dict[str, list[_Entry]]) -> dict[str, list[list[Any]]]:
+            return {k: [[e.counter, e.fqdn_set, e.conditional] for e in v] for k, v in table.items()}
+        return {"mode": self.mode, "exact": entries(self.exact), "wildcard": entries(self.wildcard),
+                "deny_exact": entries(self.deny_exact), "deny_wildcard": entries(self.deny_wildcard),
+                "blocked": self.blocked, "any_name": self.any_name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NamePolicy:
+        def entries(table: dict[str, list[list[Any]]]) -> dict[str, list[_Entry]]:
+            return {str(k): [_Entry(str(c), None if f is None else str(f), bool(x)) for c, f, x in v]
+                    for k, v in table.items()}
+        mode = data["mode"]
+        if mode not in ("enforce", "audit"):
+            raise ValueError(f"mode {mode!r}")
+        return cls(mode, entries(data["exact"]), entries(data["wildcard"]),
+                   entries(data["deny_exact"]), entries(data["deny_wildcard"]),
+                   {str(k): str(v) for k, v in data["blocked"].items()},
+                   None if data["any_name"] is None else str(data["any_name"]))
+
+    def lookup(self, qname: str) -> NameVerdict:
+        name = normalize(qname)
+        if self.blocked:
+            for candidate in (name, *suffixes(name)):
+                if candidate in self.blocked:
+                    return NameVerdict("blocklist", rule=f"blocklist:{self.blocked[candidate]}",
+                                       reason=f"{candidate} is on blocklist {self.blocked[candidate]}")
+        denied = self._find(name, self.deny_exact, self.deny_wildcard)
+        allowed = self._find(name, self.exact, self.wildcard)
+        sets = tuple(dict.fromkeys(e.fqdn_set for e in denied + allowed if e.fqdn_set))
+        hard = [e for e in denied if not e.conditional]
+        if hard:
+            return NameVerdict("block", sets, hard[0].counter,
+                               f"deny rule {RuleKey.parse(hard[0].counter).name!r} names {name}")
+        if allowed:
+            return NameVerdict("resolve", sets, allowed[0].counter,
+                               f"allow rule {RuleKey.parse(allowed[0].counter).name!r} names"
+                               f" {name}",
+                               None if name in self.exact else self._zone(name))
+        if self.any_name is not None:
+            return NameVerdict("resolve", sets, self.any_name,
+                               f"allow rule {RuleKey.parse(self.any_name).name!r} allows every"
+                               " destination", "")
+        return NameVerdict("block", sets, "default", f"no rule names {name}")
+
+
+def _conditional(rule: IRRule) -> bool:
+    m = rule.match
+    return (m.proto != "any" or bool(m.ports) or m.uid is not None or m.gid is not None
+            or m.cgroup is not None)
+
+
+def rule_names(ruleset: Ruleset, rule: IRRule) -> tuple[list[str], list[str]]:
+    """Host names and wildcards a rule covers: its own `to`, and those of the lists it uses."""
+    names, wilds = list(rule.names), list(rule.wildcards)
+    for key in rule.lists:
+        for value in ruleset.list_names.get(key, ()):
+            (wilds if value.startswith("*.") else names).append(value)
+    return names, wilds

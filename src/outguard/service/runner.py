@@ -1,0 +1,368 @@
+"""Building and running the agent: for `outguard run`, and in-process for the lab and tests.
+
+Place in the data flow: the top of the monitor. `run_agent` wires the real parts together —
+NFLOG source (bound *before* the policy is applied, so no drop goes unseen), attributor,
+store + batch writer, metrics endpoint — applies the policy (unless told not to), and starts
+what the policy decides (`service.live`): the classifier, the alert sinks from its `alerts:`,
+the DNS resolver when it has a `dns:` section (its answer cache tells the agent which names
+resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
+beside the packet drops, `monitor.dns_incidents`), the feed schedule. Then it runs `Agent.run` until
+`stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
+SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
+feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
+(`service.health`).
+
+`AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
+
+    with AgentHandle(AgentOptions(policy=None, apply=False, netns="og-lab-server",
+                                  state_dir=state, nflog_group=0)) as agent:
+        ...trigger the JNDI lookup...
+        incidents = agent.wait_for_incidents(1, timeout=1.0, query=Query(min_severity="critical"))
+        agent.alerts            # every alert the sinks were given, as dicts
+    # leaving the block stops the agent and flushes the store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from outguard.errors import OutguardError
+from outguard.events import Incident
+from outguard.monitor.agent import Agent, Attributor, PacketSource
+from outguard.monitor.aggregate import Aggregator
+from outguard.monitor.metrics import (
+    Metrics,
+    MetricsServer,
+    feed_families,
+    kernel_families,
+    resolver_families,
+    suppressed_families,
+)
+from outguard.policy.loaded import Policy
+from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
+from outguard.service.live import Live
+from outguard.service.options import AgentOptions
+from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings
+from outguard.service.settings import AgentSettings, file_policy
+from outguard.service.switchsource import SwitchSource
+from outguard.store import Query, StoreError
+from outguard.store.base import Store
+from outguard.store.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from outguard.dns.supervisor import DnsHandle
+
+log = logging.getLogger("outguard.monitor")
+
+
+class MemorySink:
+    """Keeps every alert it is given (the handle's view of what was alerted). Internal: not a
+    sink of the policy, so not in the alert metrics, and it does not widen what is alerted."""
+
+    name = "memory"
+    internal = True
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+
+    async def send(self, alert: dict[str, Any]) -> None:
+        self.alerts.append(alert)
+
+    async def close(self) -> None:
+        return None
+
+
+def default_source(group: int, netns: str | None) -> PacketSource:
+    from outguard.kernel.nflog import NflogSource  # noqa: PLC0415 - needs netlink
+
+    return NflogSource(group, netns=netns)
+
+
+def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None]]:
+    """sock_diag (in `netns`) + /proc; and how to release it."""
+    from outguard.kernel.sockdiag import SockDiag  # noqa: PLC0415 - needs netlink
+    from outguard.monitor.attribute import Attributor as ProcAttributor  # noqa: PLC0415
+
+    diag = SockDiag(netns=netns)
+    try:
+        return ProcAttributor(diag), diag.close
+    except BaseException:
+        diag.close()
+        raise
+
+
+def _apply(opts: AgentOptions) -> Any:
+    from outguard.apply.run import apply_policy  # noqa: PLC0415
+    from outguard.kernel.libnft import Nft  # noqa: PLC0415
+    from outguard.state import StateDir  # noqa: PLC0415
+
+    assert opts.policy is not None
+    state = StateDir(opts.state_dir)
+    state.ensure()
+    with Nft(opts.netns) as nft:
+        return apply_policy(opts.policy, state, nft)
+
+
+def _note_other_file(opts: AgentOptions, settings: AgentSettings) -> None:
+    """`run --no-apply POLICY` while another policy is applied: say which one is served."""
+    if opts.policy is None or settings.key is None or settings.policy is None:
+        return
+    try:
+        same = hashlib.sha256(opts.policy.read_bytes()).hexdigest() == settings.policy.digest
+    except OSError:
+        same = False
+    if not same:
+        log.warning("%s is not what is applied: the agent serves what is applied, %s",
+                    opts.policy, settings.origin)
+
+
+@dataclass
+class Running:
+    """What a started agent exposes to whoever started it."""
+
+    agent: Agent
+    store: Store
+    writer: BatchWriter
+    metrics: Metrics
+    memory: MemorySink
+    live: Live
+    reloader: Reloader
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def dns(self) -> DnsHandle | None:
+        """The resolver in service, when the policy has a `dns:` section."""
+        return self.live.dns
+
+
+@dataclass
+class _Parts:
+    """The agent's parts that no policy decides, made before the policy is applied."""
+
+    store: Store
+    store_error: StoreError | None
+    memory: MemorySink
+    source: PacketSource
+    metrics: Metrics
+    trouble: StoreTrouble
+    writer: BatchWriter
+    aggregator: Aggregator
+    live: Live
+    server: MetricsServer | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _build(opts: AgentOptions, group: int, source: PacketSource | None) -> _Parts:
+    store, store_error = open_store_late(opts.store_location())
+    src: PacketSource = source if source is not None else SwitchSource(
+        lambda g: default_source(g, opts.netns), group)
+    metrics = Metrics(lambda: getattr(src, "stats", None))
+    live: Live | None = None
+
+    def publish(alert: dict[str, Any]) -> None:  # through the sinks in service at the time
+        if live is not None:
+            live.publish(alert)
+
+    trouble = StoreTrouble(metrics, asyncio.get_running_loop(), publish,
+                           str(opts.store_location()))
+    writer = BatchWriter(store, retention=opts.retention, on_error=trouble)
+    aggregator = Aggregator(window=opts.window, realert=opts.realert)
+    metrics.watch(suppressed_families(lambda: aggregator.suppressed))
+    memory = MemorySink()
+    live = in_service = Live(opts, metrics, memory, aggregator, writer, src,
+                             lambda: current_policy(opts)[0])
+    metrics.watch(resolver_families(
+        lambda: in_service.dns.stats() if in_service.dns is not None else None))
+    metrics.watch(feed_families(in_service.feeds.freshness))
+    return _Parts(store, store_error, memory, src, metrics, trouble, writer, aggregator, live)
+
+
+def _watch_kernel(opts: AgentOptions, parts: _Parts, source: PacketSource | None,
+                  attributor: Attributor | None) -> Attributor:
+    """The kernel's side: its counters (unless the packets come from a test's source), the
+    metrics endpoint, and the attributor (sock_diag + /proc) unless one was given."""
+    if source is None:  # the kernel's own count of what was blocked and logged
+        read, release = kernel_counters(opts.netns)
+        parts.cleanups.append(release)
+        parts.metrics.watch(kernel_families(read))
+    if opts.metrics_listen is not None:
+        parts.server = MetricsServer(parts.metrics, opts.metrics_listen)
+    if attributor is None:
+        attributor, release = default_attributor(opts.netns)
+        parts.cleanups.append(release)
+    return attributor
+
+
+async def _close(parts: _Parts, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await parts.live.close()
+    for cleanup in parts.cleanups:
+        cleanup()
+    closer = getattr(parts.source, "close", None)
+    if callable(closer):
+        closer()
+    parts.writer.close()
+    if parts.server is not None:
+        parts.server.close()
+    parts.store.close()
+
+
+async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
+                    source: PacketSource | None = None, attributor: Attributor | None = None,
+                    started: Callable[[Running], None] | None = None,
+                    reload: asyncio.Event | None = None) -> Running:
+    """Apply (if asked), then monitor until `stop` is set; flush and close everything. Setting
+    `reload` is SIGHUP (see `service.reload`)."""
+    if opts.apply and opts.policy is None:
+        raise OutguardError("nothing to apply: give a policy, or do not apply")
+    settings: AgentSettings | None = None
+    if opts.apply:
+        assert opts.policy is not None
+        group = _group(opts, await asyncio.to_thread(file_policy(opts.policy, opts.state_dir)))
+    else:
+        settings = await asyncio.to_thread(load_settings, opts)
+        group = settings.nflog_group
+        _note_other_file(opts, settings)
+    parts = _build(opts, group, source)
+    live = parts.live
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        opener = getattr(parts.source, "open", None)
+        if callable(opener):
+            opener()  # bound before the policy applies: the first drop is already seen
+        if opts.apply:
+            await asyncio.to_thread(_apply, opts)
+            settings = await asyncio.to_thread(load_settings, opts)
+        assert settings is not None
+        attributor = _watch_kernel(opts, parts, source, attributor)
+        await live.start(settings)
+        agent = Agent(parts.source, attributor, settings.classifier, parts.writer,
+                      live.dispatcher, parts.metrics, aggregator=parts.aggregator,
+                      names_of=live.names_of, feed_of=live.feeds.feed_of,
+                      state_dir=opts.state_dir)
+        live.attach(agent)
+        if parts.store_error is not None:
+            log.error("%s; the agent runs on and tries again at every write", parts.store_error)
+            parts.trouble(parts.store_error, 0)
+        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
+                            reapply=(lambda: _apply(opts)) if opts.apply else None)
+        tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
+        running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
+                          reloader, parts.server)
+        if started is not None:
+            started(running)
+        await agent.run(stop)
+        return running
+    finally:
+        await _close(parts, tasks)
+
+
+def _group(opts: AgentOptions, policy: Policy) -> int:
+    return opts.nflog_group if opts.nflog_group is not None else policy.doc.options.nflog_group
+
+
+class AgentHandle:
+    """The agent on a background thread with its own event loop (see the module docstring)."""
+
+    def __init__(self, opts: AgentOptions, *, source: PacketSource | None = None,
+                 attributor: Attributor | None = None, start_timeout: float = 60.0) -> None:
+        self.opts = opts
+        self._source, self._attributor = source, attributor
+        self._start_timeout = start_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._reload: asyncio.Event | None = None
+        self._running: Future[Running] = Future()
+        self._done: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, name="outguard-agent", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop, self._reload = asyncio.Event(), asyncio.Event()
+            await run_agent(self.opts, self._stop, source=self._source,
+                            attributor=self._attributor, started=self._running.set_result,
+                            reload=self._reload)
+        try:
+            asyncio.run(main())
+            self._done.set_result(None)
+        except BaseException as exc:
+            if not self._running.done():
+                self._running.set_exception(exc)
+            self._done.set_exception(exc)
+
+    def start(self) -> AgentHandle:
+        self._thread.start()
+        self._running.result(self._start_timeout)  # re-raises a failed start
+        return self
+
+    @property
+    def running(self) -> Running:
+        return self._running.result(0)
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self.running.memory.alerts)
+
+    @property
+    def reloads(self) -> ReloadStats:
+        return self.running.reloader.stats
+
+    def reload(self) -> None:
+        """What SIGHUP does to `outguard run`."""
+        assert self._loop is not None and self._reload is not None
+        self._loop.call_soon_threadsafe(self._reload.set)
+
+    def wait_for_reloads(self, count: int, *, timeout: float = 10.0) -> ReloadStats:
+        """Poll until `count` reloads ended (succeeded or failed), or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        stats = self.reloads
+        while stats.ok + stats.failed < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return stats
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the agent's loop (e.g. `MemorySource.push`)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn)
+
+    def incidents(self, query: Query | None = None) -> list[Incident]:
+        """What the store holds now (everything handed to it so far is written first)."""
+        running = self.running
+        running.writer.flush()
+        return running.store.query(query or Query())
+
+    def wait_for_incidents(self, count: int = 1, *, timeout: float = 1.0,
+                           query: Query | None = None) -> list[Incident]:
+        """Poll the store until at least `count` incidents match (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.incidents(query)
+            if len(got) >= count or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._done.done():
+            with contextlib.suppress(RuntimeError):  # the loop is already gone
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        if self._done.done():
+            self._done.result()  # re-raises what ended the agent
+
+    def __enter__(self) -> AgentHandle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
