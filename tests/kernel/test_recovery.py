@@ -304,3 +304,51 @@ def test_remove_with_another_state_dir_leaves_the_table(with_a: Topology, tmp_pa
     proc = remove("--force")
     assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
     assert topo.tables() == []
+
+
+# --- feeds in the stored form ------------------------------------------------------------
+
+FEED_POLICY = """\
+version: 1
+allow:
+  - name: web
+    to: [203.0.113.10, "2001:db8:10::10"]
+    ports: [443]
+deny:
+  - name: threats
+    to: ["@feed:local-bad", "@feed:quiet"]
+feeds:
+  local-bad: {file: bad.txt}
+  quiet: {file: quiet.txt, may_be_empty: true}
+"""
+FEED_LISTED = [Probe("198.51.100.7", 443), Probe("198.51.100.70", 443),
+               Probe("2001:db8:bad::7", 443)]
+
+
+@pytest.fixture
+def with_feeds(topology: Topology) -> Topology:
+    """FEED_POLICY applied: a file feed of IPv4 and IPv6 addresses and networks (its four sets:
+    hash and interval, each family, none empty but the IPv6 interval one) and an empty one."""
+    topo = topology
+    topo.add_addresses(*ADDRESSES, "198.51.100.70")
+    (topo.state_dir.parent / "bad.txt").write_text(
+        "198.51.100.7\n198.51.100.64/26\n2001:db8:bad::7\n")
+    (topo.state_dir.parent / "quiet.txt").write_text("# nothing listed today\n")
+    proc = topo.cli("apply", str(topo.write_policy(FEED_POLICY, "feeds.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert topo.passes(*FEED_LISTED, ALLOWED) == [False, False, False, True]
+    return topo
+
+
+def test_restore_of_a_policy_with_feeds_puts_every_feed_set_back(with_feeds: Topology) -> None:
+    """`restore` sent `add element` with no elements for a feed's empty set: nft refused the
+    whole batch ("Invalid set") and the boot ended with no table at all."""
+    topo = with_feeds
+    content = _table(topo)[1]
+    assert topo.cli("restore").returncode == 0  # over the table that is there
+    _reboot(topo)
+    proc = topo.cli("restore")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(topo)[1] == content
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED) == [False, False, False, True, False]
+    assert topo.status_cli()["problems"] == []
