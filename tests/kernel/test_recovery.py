@@ -352,3 +352,31 @@ def test_restore_of_a_policy_with_feeds_puts_every_feed_set_back(with_feeds: Top
     assert _table(topo)[1] == content
     assert topo.passes(*FEED_LISTED, ALLOWED, DENIED) == [False, False, False, True, False]
     assert topo.status_cli()["problems"] == []
+
+
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+def test_a_failed_apply_whose_last_ruleset_is_refused_too_ends_fail_closed(
+        topology: Topology, resolv_conf: Path, mode: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At boot, the new policy refused and the last applied ruleset refused as well (the same
+    missing kernel feature, a damaged set store): the apply ended "NO TABLE", egress open.
+    The fail-closed table must go in, also when the new policy is an audit one (egress was
+    closed by the last applied ruleset)."""
+    topo = topology
+    monkeypatch.setattr(failclosed, "resolv_conf_servers", lambda: ["203.0.113.53"])
+    marked = POLICY_A.replace("    proto: tcp\ndeny:", "    proto: tcp\n"
+                              "    comment: refused-by-the-test-kernel\ndeny:")
+    assert marked != POLICY_A
+    proc = topo.cli("apply", str(topo.write_policy(marked, "last.yaml")))
+    assert proc.returncode == 0, proc.stderr  # the real kernel takes it
+    _reboot(topo)
+    new = REFUSED if mode == "enforce" else REFUSED.replace("version: 1\n",
+                                                            "version: 1\nmode: audit\n")
+    err = _apply_refused(topo, new, "new.yaml")
+    assert isinstance(err, FailClosedError), err
+    assert "NO TABLE" not in str(err) and "FAIL-CLOSED" in str(err)
+    assert "could not be put back" in str(err)
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(Probe("203.0.113.53", 53, "udp"), DENIED, ALLOWED) == [True, False, False]
+    status = topo.status_cli()
+    assert status["fail_closed"] and topo.cli("status", "--check").returncode == 2
