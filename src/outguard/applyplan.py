@@ -149,7 +149,10 @@ class ApplyPlan:
             warnings=list(self.warnings), snapshot_id=snapshot_id,
             set_sizes={n: self.sizes[n] for n in names if n in self.sizes},
             capacities={n: self.capacities[n] for n in names if n in self.capacities},
-            generation=generation, rule_digests=rule_digests)
+            generation=generation, rule_digests=rule_digests,
+            dns_listen=None if self.ruleset.dns is None else _endpoint(*self.ruleset.dns.listen),
+            expires={r.counter: r.match.until.isoformat() for r in self.ruleset.rules()
+                     if r.match.until is not None})
 
     def _elements(self, fills: list[SetChange] | None) -> Callable[[NftSet], Cmd | None]:
         """Elements of a new set for the kernel, noting the store writes. A feed set (`bulk`)
@@ -272,6 +275,10 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     plan.timings = {"load_ms": (t_load - t0) * 1000,
                     "compile_ms": (time.perf_counter() - t_load) * 1000}
     return plan
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _pending(state: StateDir) -> tuple[Pending | None, list[str]]:

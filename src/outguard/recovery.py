@@ -209,13 +209,23 @@ def rollback_locked(state: StateDir, kernel: Kernel, *, pending: Pending | None,
             held = held_by_kernel(kernel, nft_tx.Inventory.from_json(applied[0].inventory)
                                   if applied is not None else nft_tx.Inventory(),
                                   made.sets if made is not None else [])
-        inventory = roll_to(kernel, state, target[1], made, held, cgroups)
+        watched = Watched(kernel)
+        inventory = roll_to(watched, state, target[1], made, held, cgroups)
+        if inventory is not None:
+            # the chains the snapshot makes hold its stored rules (left-over ones: none)
+            inventory.rules = nft_tx.stored_digests(target[1])
         recorded = None if inventory is None else inventory.to_json()
         if unrecorded:
             if recorded is not None:
                 state.set_inventory(recorded)
         else:
             state.restore_previous(recorded)
+        if recorded is not None:
+            # as apply and restore do: the rules read back right after the commit, for
+            # `status` to find drift (a hand-made accept) after a rollback too
+            # (a cleanup the kernel refused left objects over: the next apply lists them)
+            state.record_commit(recorded, watched.recorded() if inventory is made else None,
+                                rule_digests(kernel, watched.last))
         message = f"rolled back to the policy applied at {target[0].applied_at}"
         to = target[0].policy_hash
     state.clear_pending()

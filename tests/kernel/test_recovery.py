@@ -267,6 +267,10 @@ def test_names_that_do_not_resolve_leave_their_rule_empty_and_the_rest_applied(
     assert "does not resolve now" in proc.stderr and f"{path}:" in proc.stderr
     assert topo.passes(ALLOWED, DENIED) == [True, False]
     assert "does not resolve now" in " ".join(topo.status_cli()["warnings"])
+    # the rule applies only in part: a problem for monitoring (it exited 0)
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2, proc.stdout
+    assert "PROBLEM: applies only in part:" in proc.stdout and "no-such-host" in proc.stdout
 
 
 def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
@@ -304,6 +308,14 @@ def test_remove_with_another_state_dir_leaves_the_table(with_a: Topology, tmp_pa
     proc = remove("--force")
     assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
     assert topo.tables() == []
+
+
+def test_after_remove_status_check_says_egress_is_open(with_a: Topology) -> None:
+    topo = with_a
+    assert topo.cli("status", "--check").returncode == 0
+    assert topo.cli("remove").returncode == 0
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2 and "egress is open" in proc.stdout, proc.stdout
 
 
 # --- feeds in the stored form ------------------------------------------------------------
