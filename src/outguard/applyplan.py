@@ -189,13 +189,16 @@ class ApplyPlan:
         return elements_of
 
 
-def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None) -> Policy:
+def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None,
+         keep_feed_copies: bool = False) -> Policy:
+    """The policy to apply; the feed store is written only with `keep_feed_copies` (apply)."""
     known = before.lists if before else {}
     if text is None:
         return load_policy(path, known_lists=lambda digest: digest in known,
-                           feed_dir=state.path / "feeds")
+                           feed_dir=state.path / "feeds", keep_feed_copies=keep_feed_copies)
     return load_text(text, str(path), base_dir=path.parent,
-                     known_lists=lambda digest: digest in known, feed_dir=state.path / "feeds")
+                     known_lists=lambda digest: digest in known, feed_dir=state.path / "feeds",
+                     keep_feed_copies=keep_feed_copies)
 
 
 def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
@@ -206,7 +209,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     """What applying the policy at `path` (or `text`, read from there earlier) will do, now.
     Reads the state directory and the kernel, changes neither; only with `create_dns_user`
     (apply's call) is the resolver's missing default user created, since the kernel rule needs
-    its uid."""
+    its uid, and a `file:` feed's first good read kept as its last good copy."""
     if cgroups is None:
         from outguard.kernel.cgroups import CgroupLookup as SystemCgroups  # noqa: PLC0415
 
@@ -214,7 +217,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     t0 = time.perf_counter()
     before = state.snapshot("applied")
     pending, warnings = _pending(state)
-    policy = load(path, state, before, text)
+    policy = load(path, state, before, text, keep_feed_copies=create_dns_user)
     t_load = time.perf_counter()
     warnings += [str(w) for w in policy.warnings]
     ruleset = lower(policy, resolver=resolver, resolve_timeout=resolve_timeout,

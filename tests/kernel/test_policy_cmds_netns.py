@@ -101,3 +101,33 @@ def test_with_dns_compile_resolves_at_export_time_in_the_namespace(world: DnsWor
     assert "ufw allow out proto tcp to 203.0.113.31 port 443" in proc.stdout
     assert "ufw deny out log to 198.51.100.99" in proc.stdout
     assert "(api.example.test → 203.0.113.30); export again" in proc.stderr
+
+
+FEED_POLICY = """\
+version: 1
+allow:
+  - name: web
+    to: [203.0.113.10]
+    ports: [443]
+deny:
+  - name: threats
+    to: ["@feed:local-bad"]
+feeds:
+  local-bad: {file: bad.txt}
+"""
+
+
+def test_read_only_commands_write_no_feed_copies(topology: Topology) -> None:
+    """`check`, `explain`, `compile` and `plan` stored `feeds/<name>/{good.bin,meta.json}` of a
+    `file:` feed in the state directory: only `apply` (and `feeds update`) may."""
+    topo = topology
+    (topo.state_dir.parent / "bad.txt").write_text("198.51.100.7\n2001:db8:bad::7\n")
+    path = str(topo.write_policy(FEED_POLICY))
+    for args in (("check", path), ("explain", path, "--to", "198.51.100.7"),
+                 ("compile", path), ("plan", path)):
+        proc = topo.cli(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        feeds = topo.state_dir / "feeds"
+        assert not feeds.exists() or not any(feeds.rglob("*")), (args, list(feeds.rglob("*")))
+    assert topo.cli("apply", path).returncode == 0
+    assert (topo.state_dir / "feeds" / "local-bad" / "good.bin").exists()

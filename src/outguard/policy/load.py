@@ -145,12 +145,13 @@ def _lazy_list_file(name: str, file: Path, digest: str) -> LoadedList:
 
 def load_text(text: str, source: str = "<policy>", *, base_dir: Path | None = None,
               known_lists: Callable[[str], bool] | None = None,
-              feed_dir: Path | None = None) -> Policy:
+              feed_dir: Path | None = None, keep_feed_copies: bool = False) -> Policy:
     """Validate policy text; any input gives a Policy or a PolicyError. `feed_dir` holds the
-    feeds' last good copies (`@feed:NAME`)."""
+    feeds' last good copies (`@feed:NAME`), only read unless `keep_feed_copies` (apply: a
+    `file:` feed's first good read is kept as its last good copy)."""
     try:
         return _load_text(text, source, base_dir=base_dir, known_lists=known_lists,
-                          feed_dir=feed_dir)
+                          feed_dir=feed_dir, keep_feed_copies=keep_feed_copies)
     except RecursionError:
         raise PolicyError([Problem(source, 1, 1, "", "the document nests too deeply (or refers"
                                    " to itself through a YAML alias)")]) from None
@@ -269,7 +270,8 @@ def _order(source: str) -> Callable[[Problem], tuple[bool, int, int]]:
 
 
 def _load_text(text: str, source: str, *, base_dir: Path | None,
-               known_lists: Callable[[str], bool] | None, feed_dir: Path | None = None) -> Policy:
+               known_lists: Callable[[str], bool] | None, feed_dir: Path | None = None,
+               keep_feed_copies: bool = False) -> Policy:
     """Validate policy text. `known_lists(digest)` says a list file with that content was already
     validated (by an earlier apply), so a million-line list is not parsed again."""
     problems: list[Problem] = []
@@ -313,7 +315,7 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
         from outguard.feeds.policy import load_feeds  # noqa: PLC0415 - it imports this module
 
         feed_lists, feed_warnings = load_feeds(doc, feed_refs, base, feed_dir, known_lists, source,
-                                               problems, lists)
+                                               problems, lists, keep_feed_copies)
         lists.update(feed_lists)
         warnings += feed_warnings
     if doc.dns is not None:
@@ -339,7 +341,7 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
 
 
 def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None = None,
-                feed_dir: Path | None = None) -> Policy:
+                feed_dir: Path | None = None, keep_feed_copies: bool = False) -> Policy:
     file = Path(path)
     try:
         data = read_capped(file, MAX_POLICY_BYTES)
@@ -352,4 +354,4 @@ def load_policy(path: str | Path, *, known_lists: Callable[[str], bool] | None =
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise PolicyError([Problem(str(path), line, col, "", "the policy is not UTF-8 text")]) from None
     return load_text(text, str(path), base_dir=file.resolve().parent, known_lists=known_lists,
-                     feed_dir=feed_dir)
+                     feed_dir=feed_dir, keep_feed_copies=keep_feed_copies)
