@@ -103,6 +103,8 @@ class ApplyPlan:
     state: StateDir = field(repr=False)
     listing_failed: bool = False  # the record was not trusted and the kernel could not list
     timings: dict[str, float] = field(default_factory=dict)  # load_ms, compile_ms
+    # new FQDN sets → the addresses they start with (`dns.cache.prefill`): never stored
+    prefill: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -174,6 +176,11 @@ class ApplyPlan:
                         fills.append(SetChange(s.name, s.version, s.interval, items))
                     return None
                 elements = s.elements()
+            elif s.timeout and s.name in self.prefill:
+                return {"add": {"element": {"family": "inet", "table": "outguard",
+                                            "name": s.name, "elem": [
+                                                {"elem": {"val": addr, "timeout": left}}
+                                                for addr, left in self.prefill[s.name]]}}}
             elif s.name.startswith("l_") and self.state.has_set(s.name):
                 elements = self.state.load_set(s.name)
             else:
@@ -270,6 +277,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
         # out, so that the delta declares and fills it again; if not, it goes with the rest
         plan.held = nft_tx.Inventory(chains, [n for n in sets if n in set(recorded.sets)
                                               or n not in compiled.sets], counters)
+    plan.prefill = _dns_prefill(plan)
     if plan.held.chains or plan.held.sets or plan.held.counters:
         plan.phases = nft_tx.delta_phases(compiled, plan.held, plan._elements(plan.fills),
                                           plan.inventory)
@@ -278,6 +286,33 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     plan.timings = {"load_ms": (t_load - t0) * 1000,
                     "compile_ms": (time.perf_counter() - t_load) * 1000}
     return plan
+
+
+def _dns_prefill(plan: ApplyPlan) -> dict[str, list[tuple[str, int]]]:
+    """With `dns:`, what each new FQDN set starts with: the resolver's saved answers for the
+    names the new policy puts into it (a rule that gains a name gets a new, otherwise empty
+    set, and clients that keep an answer would be cut off until they ask again). Read from the
+    cache file the agent saves (every 30 s and when it stops); never written here."""
+    dns = plan.ruleset.dns
+    held = set(plan.held.sets)
+    new = [n for n, s in plan.compiled.sets.items() if s.timeout and n not in held]
+    if dns is None or not new:
+        return {}
+    from outguard.dns import cache as dcache  # noqa: PLC0415 - only policies with `dns:`
+    from outguard.dns.names import BlocklistError, NamePolicy, load_blocklists  # noqa: PLC0415
+
+    data = dcache.read(plan.state.path / dcache.FILE)
+    if data is None:
+        return {}
+    try:
+        blocked = load_blocklists(dns.blocklists)
+    except BlocklistError:
+        return {}  # a name it may list is not put back (the resolver will not start either)
+    out: dict[str, list[tuple[str, int]]] = {}
+    for name, addr, left in dcache.prefill(data, NamePolicy.of(plan.ruleset, blocked), dns,
+                                           new, time.time()):
+        out.setdefault(name, []).append((addr, left))
+    return out
 
 
 def _endpoint(addr: str, port: int) -> str:
