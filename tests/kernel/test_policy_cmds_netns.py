@@ -131,3 +131,16 @@ def test_read_only_commands_write_no_feed_copies(topology: Topology) -> None:
         assert not feeds.exists() or not any(feeds.rglob("*")), (args, list(feeds.rglob("*")))
     assert topo.cli("apply", path).returncode == 0
     assert (topo.state_dir / "feeds" / "local-bad" / "good.bin").exists()
+
+
+def test_check_warns_when_the_policy_blocks_the_namespaces_name_server(world: DnsWorld) -> None:
+    """Without `dns:`, an enforcing policy blocked resolv.conf's name server: every lookup
+    failed, and the next apply could resolve none of the policy's names."""
+    topo = world.topo
+    proc = topo.cli("check", str(topo.write_policy(POLICY)))
+    assert proc.returncode == 0, proc.stderr
+    assert (f"name server {UPSTREAM} (/etc/netns/{topo.server}/resolv.conf)" in proc.stderr
+            and f"`- {{name: dns, to: [{UPSTREAM}], ports: [53]}}`" in proc.stderr), proc.stderr
+    fixed = POLICY.replace("deny:", f"  - {{name: dns, to: [{UPSTREAM}], ports: [53]}}\ndeny:")
+    proc = topo.cli("check", str(topo.write_policy(fixed, "fixed.yaml")))
+    assert proc.returncode == 0 and "name server" not in proc.stderr, proc.stderr

@@ -285,6 +285,7 @@ def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
         proc = topo.cli("remove")
         assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
         assert f"outguard dns uninstall --netns {topo.server}" in proc.stderr, proc.stderr
+        assert f"hint: /etc/netns/{topo.server}/resolv.conf still points" in proc.stderr
     finally:
         (folder / "resolv.conf").unlink()
         folder.rmdir()

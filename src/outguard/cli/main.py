@@ -100,7 +100,7 @@ def check(policy: Path, strict: bool, netns: str | None, state_dir: Path | None)
     from outguard.cli.common import state_dir as default_state_dir  # noqa: PLC0415
 
     enter_netns(netns)
-    run_check(policy, strict, default_state_dir(netns, state_dir))
+    run_check(policy, strict, default_state_dir(netns, state_dir), netns)
 
 
 @cli.command()
