@@ -79,7 +79,8 @@ class Attribution:
     cgroup: str | None = None
     container: str | None = None
     failure: str | None = None  # why attribution failed, when it did
-    # the kind of failure, from a fixed vocabulary (no-socket, exited, ...): a metric label
+    # the kind of failure, from a fixed vocabulary (closed, no-socket, exited, ...): a metric
+    # label
     failure_kind: str | None = None
 
 
