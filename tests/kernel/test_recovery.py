@@ -393,3 +393,43 @@ def test_a_failed_apply_whose_last_ruleset_is_refused_too_ends_fail_closed(
     assert topo.passes(Probe("203.0.113.53", 53, "udp"), DENIED, ALLOWED) == [True, False, False]
     status = topo.status_cli()
     assert status["fail_closed"] and topo.cli("status", "--check").returncode == 2
+
+
+def _boot(topo: Topology, policy: Path) -> subprocess.CompletedProcess[str]:
+    """The README's boot unit: `ExecStart=/bin/sh -c 'outguard restore || exec outguard apply
+    POLICY'` (with this test's --netns and --state-dir)."""
+    og = f"{sys.executable} -m outguard"
+    where = f"--netns {topo.server} --state-dir {topo.state_dir}"
+    return subprocess.run(["/bin/sh", "-c", f"{og} restore {where} || exec {og} apply {policy}"
+                           f" {where}"], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_boot_unit_never_leaves_a_feed_policy_open(topology: Topology, resolv_conf: Path,
+                                                       ) -> None:
+    """The README's boot sequence with a policy that has feeds: a first boot (nothing applied:
+    restore fails, apply runs), a reboot (restore), and a reboot whose state cannot be put back
+    with a policy that no longer loads (the fail-closed table, the unit fails)."""
+    topo = topology
+    topo.add_addresses(*ADDRESSES, "198.51.100.70")
+    (topo.state_dir.parent / "bad.txt").write_text("198.51.100.7\n198.51.100.64/26\n"
+                                                  "2001:db8:bad::7\n")
+    (topo.state_dir.parent / "quiet.txt").write_text("")
+    policy = topo.write_policy(FEED_POLICY, "feeds.yaml")
+    proc = _boot(topo, policy)  # first boot
+    assert proc.returncode == 0 and "nothing to restore" in proc.stderr, proc.stderr
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED) == [False, False, False, True, False]
+    content = _table(topo)[1]
+    _reboot(topo)
+    proc = _boot(topo, policy)
+    assert proc.returncode == 0 and proc.stdout.startswith("restored policy"), proc.stderr
+    assert _table(topo)[1] == content
+    # the stored sets are lost and the policy file is broken now
+    _reboot(topo)
+    for stored in (topo.state_dir / "sets").glob("*.bin"):
+        stored.write_bytes(b"damaged")
+    policy.write_text(BROKEN)
+    proc = _boot(topo, policy)
+    assert proc.returncode == 1 and "FAIL-CLOSED" in proc.stderr, proc.stderr
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED, Probe("203.0.113.53", 53, "udp")) == [
+        False, False, False, False, False, True]
