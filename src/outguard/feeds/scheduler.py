@@ -18,6 +18,7 @@ from pathlib import Path
 from outguard.errors import OutguardError
 from outguard.feeds.alert import AlertHook, FeedAlert, emit
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
+from outguard.feeds.schedule import MAX_ROUND_GAP
 from outguard.feeds.store import FeedStore
 from outguard.feeds.sync import Applier, SyncReport, applied_policy, sync_feeds
 from outguard.feeds.update import FeedResult, update_feeds
@@ -70,7 +71,7 @@ async def run_feed_scheduler(state_dir: Path, *, netns: str | None = None,
                              stop: asyncio.Event | None = None,
                              on_alert: AlertHook | None = None,
                              clock: Callable[[], float] = time.time,
-                             max_sleep: float = 300.0, min_sleep: float = 5.0,
+                             max_sleep: float = MAX_ROUND_GAP, min_sleep: float = 5.0,
                              on_round: RoundHook | None = None) -> None:
     """Run until `stop` is set. Errors of one round are alerted and logged, never fatal.
     `on_round` sees every round's results and sync report (metrics, tests, the benchmark)."""
