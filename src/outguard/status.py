@@ -99,7 +99,7 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
         if snap.dns_listen is not None and table and out["agent"] != "running":
             problems.append(f"the policy has `dns:` but the agent (`outguard run`, its resolver"
                             f" on {snap.dns_listen}) is not running ({_AGENT[out['agent']]}):"
-                            " allowed names no longer resolve")
+                            " names the policy allows do not resolve")
     try:
         pending = state.pending()
     except Exception as exc:  # a damaged pending file is a problem to show, not a crash
