@@ -28,6 +28,7 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("nftables", "export"),  # backends, side by side
     ("kernel",),  # the only code that talks to nftables, netlink, subprocesses
     ("state",),  # the state directory
+    ("agentstate",),  # the agent's last report, in the state directory (status reads it)
     ("feeds", "dns"),
     ("pipeline",),  # load -> lower -> compile, once
     ("apply",),  # plan, execute, recover

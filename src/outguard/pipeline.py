@@ -29,8 +29,11 @@ from outguard.state import StateDir
 
 
 class _Feeds:
-    """`feeds.policy.FEEDS`, imported when a policy names a feed: the feeds package (numpy
-    among it) costs every other load some 40 ms of start-up."""
+    """`feeds.policy.FEEDS` (or, for apply, `KEEPING_FEEDS`), imported when a policy names a
+    feed: the feeds package (numpy among it) costs every other load some 40 ms of start-up."""
+
+    def __init__(self, keep_copies: bool = False) -> None:
+        self.keep_copies = keep_copies
 
     def names(self) -> Collection[str]:
         from outguard.feeds.policy import FEEDS  # noqa: PLC0415
@@ -41,23 +44,28 @@ class _Feeds:
                  feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
                  problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
                  ) -> tuple[dict[str, LoadedList], list[Problem]]:
-        from outguard.feeds.policy import FEEDS  # noqa: PLC0415
+        from outguard.feeds.policy import FEEDS, KEEPING_FEEDS  # noqa: PLC0415
 
-        return FEEDS(doc, refs, base, feed_dir, known, source, problems, lists)
+        loader = KEEPING_FEEDS if self.keep_copies else FEEDS
+        return loader(doc, refs, base, feed_dir, known, source, problems, lists)
 
 
-FEEDS = _Feeds()
+FEEDS = _Feeds()  # read only: check, explain, compile, plan, the agent
+KEEPING_FEEDS = _Feeds(keep_copies=True)  # apply
 
 
 def load_policy(path: Path, *, text: str | None = None, feed_dir: Path | None = None,
-                known_lists: Callable[[str], bool] | None = None) -> Policy:
+                known_lists: Callable[[str], bool] | None = None,
+                keep_feed_copies: bool = False) -> Policy:
     """The policy at `path` (or `text`, read from there earlier: list files resolve beside
     `path`), with its `@feed:` lists from the last good copies in `feed_dir`. `known_lists`
-    says which list contents an earlier apply validated (they are not parsed again)."""
+    says which list contents an earlier apply validated (they are not parsed again). Only with
+    `keep_feed_copies` (apply) is the feed store written: a `file:` feed's first good read."""
+    feeds = KEEPING_FEEDS if keep_feed_copies else FEEDS
     if text is None:
-        return _load_file(path, known_lists=known_lists, feed_dir=feed_dir, feeds=FEEDS)
+        return _load_file(path, known_lists=known_lists, feed_dir=feed_dir, feeds=feeds)
     return load_text(text, str(path), base_dir=path.parent, known_lists=known_lists,
-                     feed_dir=feed_dir, feeds=FEEDS)
+                     feed_dir=feed_dir, feeds=feeds)
 
 
 def load_applied(state: StateDir) -> Policy | None:

@@ -76,6 +76,10 @@ class Snapshot:
     # set when this is outguard's fail-closed table, not the policy: why the policy could not
     # be applied
     fallback: str | None = None
+    # the policy's `dns.listen` ("addr:port"), None without `dns:`: its names need the agent
+    dns_listen: str | None = None
+    # rule key ("allow:web") → when its `expires:` takes it out (ISO 8601, UTC)
+    expires: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, meta: object) -> Snapshot:
@@ -324,8 +328,8 @@ class StateDir:
 
     def record_commit(self, inventory: dict[str, Any], generation: list[Any] | None,
                       rule_digests: dict[str, str] | None) -> None:
-        """After `restore` put the applied snapshot back: what the kernel holds now, the
-        generation our commit left and the rules it read back (see `Snapshot`)."""
+        """After `restore` or `rollback` put the applied snapshot back: what the kernel holds
+        now, the generation our commit left and the rules it read back (see `Snapshot`)."""
         path = self.path / "applied" / "state.json"
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))

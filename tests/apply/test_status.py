@@ -61,3 +61,69 @@ def test_problems_for_check(tmp_path: Path) -> None:
     (tmp_path / "pending.json").write_text("{")
     damaged = status(state, {}, True, objects=OBJECTS, rules={"output": "a", "allow": "b"})
     assert damaged["problems"][0].startswith("pending confirmation: pending confirmation file")
+
+
+RULES = {"output": "a", "allow": "b"}
+
+
+def _applied(tmp_path: Path, **kw: object) -> StateDir:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(**kw), "version: 1\n", b"[]")
+    return state
+
+
+def test_drift_that_cannot_be_told_is_a_problem(tmp_path: Path) -> None:
+    state = _applied(tmp_path, rule_digests=None)
+    got = status(state, {}, True, objects=OBJECTS, rules=RULES)
+    assert got["drift"] is None
+    assert [p for p in got["problems"] if p.startswith("drift unknown")]
+
+
+def test_no_table_and_nothing_applied_is_a_problem(tmp_path: Path) -> None:
+    """After `remove` egress is open: `status --check` said nothing."""
+    state = StateDir(tmp_path)
+    assert status(state, {}, False)["problems"] == [
+        "no outguard table in the kernel and no policy applied with this state directory:"
+        " egress is open"]
+
+
+def test_rules_that_apply_only_in_part_are_problems(tmp_path: Path) -> None:
+    unresolved = ("p.yaml:5:9: allow[0].to[0]: host name 'api.example.test' does not resolve"
+                  " now: nothing is allowed or denied for it (it matches nothing) until it"
+                  " resolves at a later apply")
+    state = _applied(tmp_path, warnings=[unresolved, "p.yaml:3:3: allow[1]: shadowed by web"])
+    got = status(state, {}, True, objects=OBJECTS, rules=RULES)
+    assert got["partial"] == [unresolved]
+    assert got["problems"] == [f"applies only in part: {unresolved}"]
+
+
+def test_a_dns_policy_without_a_running_agent_is_a_problem(tmp_path: Path) -> None:
+    import os
+
+    state = _applied(tmp_path, dns_listen="127.0.0.1:53")
+    now = 1_000_000.0
+    alive = {"pid": os.getpid(), "started": now - 100, "updated": now - 5, "stopped": False}
+    cases = {"none": None, "stopped": {**alive, "stopped": True},
+             "stale": {**alive, "updated": now - 61},
+             "running": alive}
+    for want, report in cases.items():
+        got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=now, agent=report)
+        assert got["agent"] == want
+        problems = [p for p in got["problems"] if "agent" in p]
+        assert bool(problems) == (want != "running"), (want, got["problems"])
+        if problems:
+            assert "127.0.0.1:53" in problems[0]
+    # without `dns:` the agent is optional
+    plain = _applied(tmp_path / "plain")
+    assert status(plain, {}, True, objects=OBJECTS, rules=RULES, now=now)["problems"] == []
+
+
+def test_expired_rules_are_shown(tmp_path: Path) -> None:
+    state = _applied(tmp_path, counters={"default": "default", "allow:tmp": "allow.tmp"},
+                     expires={"allow:tmp": "2026-12-03T10:00:45+00:00"})
+    at = 1796294400.0  # 2026-12-03T10:40:00Z
+    got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=at)
+    assert got["expired"] == {"allow:tmp": "2026-12-03T10:00:45+00:00"}
+    assert got["problems"] == []
+    assert status(state, {}, True, objects=OBJECTS, rules=RULES, now=at - 3600)["expired"] == {}

@@ -4,6 +4,7 @@ test_explain.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,12 @@ def _no_dry_run_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     tested in a namespace of its own (the `kernel` tests below) and left out everywhere else."""
     if request.node.get_closest_marker("kernel") is None:
         from outguard.cli import check
+        from outguard.ruleset import reach
 
         monkeypatch.setattr(check, "kernel_refusal", lambda _policy: None)
+        # nor the host's resolv.conf (tests/test_reach.py gives its own)
+        monkeypatch.setattr(reach.HostView, "of_netns", classmethod(
+            lambda cls, _netns: cls(resolv_conf=Path("/nonexistent/resolv.conf"))))
 
 
 @pytest.fixture
@@ -189,7 +194,10 @@ def test_the_kernel_checks_what_apply_would_send(tmp_path: Path) -> None:
     rule = policy.doc.allow[0].model_copy(update={"ports": [(443, 443), (1, 1024)]})
     broken = policy.doc.model_copy(update={"allow": [rule]})
     name = new_netns()
+    etc = Path("/etc/netns") / name
     try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")  # none that policy blocks
         assert kernel_refusal(policy, name) is None
         policy.doc = broken
         refusal = kernel_refusal(policy, name)
@@ -203,6 +211,7 @@ def test_the_kernel_checks_what_apply_would_send(tmp_path: Path) -> None:
         assert ns.run(name, ["nft", "list", "tables"]).stdout == ""  # nothing committed
     finally:
         ns.delete(name)
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 # --- schema -----------------------------------------------------------------------------------

@@ -95,3 +95,9 @@ def test_dns_install_refuses_a_listen_address_that_injects_lines() -> None:
                                           "ogdns-never-made"])
         assert result.exit_code == 1 and "--listen" in result.output, listen
     assert not Path("/etc/netns/ogdns-never-made").exists()
+
+
+def test_the_state_dir_default_names_the_netns_variant() -> None:
+    for command in ("serve", "log"):
+        result = CliRunner().invoke(cli, ["dns", command, "--help"], terminal_width=200)
+        assert "/var/lib/outguard/netns/NAME with --netns" in result.output, result.output

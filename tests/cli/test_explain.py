@@ -63,19 +63,19 @@ def names(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--to", "203.0.113.10", "--port", "443"],
+    (["--to", "203.0.113.10", "--port", "443", "--proto", "tcp"],
      "ALLOW  203.0.113.10 port 443/tcp: accepted by allow:web-api\n"
      "       allow rule 'web-api' matches: 203.0.113.10 is in its destinations;"
      " port 443/tcp is one of its ports\n"),
-    (["--to", "198.51.100.9", "--port", "443"],
+    (["--to", "198.51.100.9", "--port", "443", "--proto", "tcp"],
      "DENY   198.51.100.9 port 443/tcp: dropped by deny:attacker-net\n"
      "       deny rule 'attacker-net' matches: 198.51.100.9 is in its destinations;"
      " deny beats allow\n"),
-    (["--to", "203.0.113.12", "--port", "80", "--user", "nobody"],
+    (["--to", "203.0.113.12", "--port", "80", "--proto", "tcp", "--user", "nobody"],
      "ALLOW  203.0.113.12 port 80/tcp: accepted by allow:backup-as-nobody\n"
      "       allow rule 'backup-as-nobody' matches: 203.0.113.12 is in its destinations;"
      " port 80/tcp is one of its ports; the socket belongs to uid 65534\n"),
-    (["--to", "203.0.113.12", "--port", "80", "--user", "0"],
+    (["--to", "203.0.113.12", "--port", "80", "--proto", "tcp", "--user", "0"],
      "DENY   203.0.113.12 port 80/tcp: dropped by default\n"
      "       no allow rule matches, so the default applies\n"),
     (["--to", "2001:db8::10", "--port", "80", "--proto", "udp"],
@@ -93,7 +93,7 @@ def test_explain(good: Path, args: list[str], expected: str) -> None:
 
 def test_without_a_port_the_answer_says_which_ports_get_which_verdict(good: Path) -> None:
     """Was: "DENY … tcp: drop by default" for a destination allowed on ports 80 and 443."""
-    result = run("explain", str(good), "--to", "203.0.113.10")
+    result = run("explain", str(good), "--to", "203.0.113.10", "--proto", "tcp")
     assert result.exit_code == 0
     assert result.stdout == (
         "ALLOW  203.0.113.10 tcp ports 80, 443: accepted by allow:web-api\n"
@@ -109,24 +109,68 @@ def test_without_a_port_the_answer_says_which_ports_get_which_verdict(good: Path
         "ALLOW  203.0.113.12 tcp port 80: accepted by allow:backup-as-nobody"
 
 
+NTP = """\
+version: 1
+allow:
+  - {name: ntp, to: [203.0.113.30], ports: [123], proto: udp}
+"""
+
+
+def test_without_proto_both_tcp_and_udp_are_answered(tmp_path: Path) -> None:
+    """`explain --to 203.0.113.30` (allowed only on udp/123) said DENY: --proto silently
+    defaulted to tcp, and `--port 123` alone never considered udp."""
+    path = tmp_path / "ntp.yaml"
+    path.write_text(NTP)
+    result = run("explain", str(path), "--to", "203.0.113.30")
+    assert result.exit_code == 0
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [
+        "DENY   203.0.113.30 tcp, any port: dropped by default",
+        "ALLOW  203.0.113.30 udp port 123: accepted by allow:ntp",
+        "DENY   203.0.113.30 udp any other port: dropped by default"]
+    result = run("explain", str(path), "--to", "203.0.113.30", "--port", "123")
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [
+        "DENY   203.0.113.30 port 123/tcp: dropped by default",
+        "ALLOW  203.0.113.30 port 123/udp: accepted by allow:ntp"]
+    doc = json.loads(run("explain", str(path), "--to", "203.0.113.30", "--port", "123",
+                         "--json").stdout)
+    assert [(d["proto"], d["rule"]) for d in doc] == [("tcp", "default"), ("udp", "allow:ntp")]
+    result = run("explain", str(path), "--to", "203.0.113.30", "--proto", "icmp")
+    assert result.stdout.splitlines()[0] == "DENY   203.0.113.30 icmp: dropped by default"
+
+
+def test_a_rule_with_a_deadline_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "tmp.yaml"
+    path.write_text(NTP.replace("proto: udp}", "proto: udp, expires: 2099-01-02T03:04:05Z}"))
+    result = run("explain", str(path), "--to", "203.0.113.30", "--port", "123", "--proto", "udp")
+    assert result.stdout.splitlines()[-1] == \
+        "       until 2099-01-02T03:04:05+00:00: the rule expires then (`expires:`)"
+    doc = json.loads(run("explain", str(path), "--to", "203.0.113.30", "--port", "123",
+                         "--proto", "udp", "--json").stdout)
+    assert doc[0]["expires"] == "2099-01-02T03:04:05+00:00"
+
+
 def test_json_gives_the_ports_of_each_decision(good: Path) -> None:
-    result = run("explain", str(good), "--to", "203.0.113.10", "--json")
+    result = run("explain", str(good), "--to", "203.0.113.10", "--json", "--proto", "tcp")
     doc = json.loads(result.stdout)
     assert [(d["ports"], d["rule"], d["blocked"]) for d in doc] == [
         ([[80, 80], [443, 443]], "allow:web-api", False),
         ([[1, 79], [81, 442], [444, 65535]], "default", True)]
-    result = run("explain", str(good), "--to", "203.0.113.10", "--port", "80", "--json")
+    result = run("explain", str(good), "--to", "203.0.113.10", "--port", "80", "--json",
+                 "--proto", "tcp")
     assert json.loads(result.stdout) == [{
-        "destination": "203.0.113.10", "name": None, "ports": None, "action": "allow",
+        "destination": "203.0.113.10", "name": None, "proto": "tcp", "ports": None,
+        "action": "allow",
         "verdict": "accept", "blocked": False, "audit": False, "rule": "allow:web-api",
         "reason": "allow rule 'web-api' matches: 203.0.113.10 is in its destinations;"
-                  " port 80/tcp is one of its ports", "resolver": None, "note": None}]
+                  " port 80/tcp is one of its ports", "resolver": None, "note": None,
+        "expires": None}]
 
 
 def test_audit_mode_says_would_be_denied_not_deny_accept(tmp_path: Path) -> None:
     path = tmp_path / "audit.yaml"
     path.write_text(GOOD.replace("version: 1\n", "version: 1\nmode: audit\n"))
-    result = run("explain", str(path), "--to", "198.51.100.9", "--port", "443")
+    result = run("explain", str(path), "--to", "198.51.100.9", "--port", "443", "--proto",
+                 "tcp")
     assert result.stdout == (
         "AUDIT  198.51.100.9 port 443/tcp: would be denied by deny:attacker-net"
         " (audit: logged, not blocked)\n"
@@ -134,8 +178,8 @@ def test_audit_mode_says_would_be_denied_not_deny_accept(tmp_path: Path) -> None
         " deny beats allow\n")
     assert "accept" not in result.stdout
     doc = json.loads(run("explain", str(path), "--to", "192.0.2.77", "--json").stdout)
-    assert [(d["action"], d["blocked"], d["audit"], d["ports"]) for d in doc] == [
-        ("deny", False, True, "any")]
+    assert [(d["proto"], d["action"], d["blocked"], d["audit"], d["ports"]) for d in doc] == [
+        ("tcp", "deny", False, True, "any"), ("udp", "deny", False, True, "any")]
 
 
 # --- names with dns: decided by name, never resolved -------------------------------------------
@@ -143,7 +187,8 @@ def test_audit_mode_says_would_be_denied_not_deny_accept(tmp_path: Path) -> None
 def test_with_dns_a_name_the_resolver_refuses_is_a_deny_not_an_error(names: Path) -> None:
     """Was: "error: 'c2.example.test' does not resolve; give an address", exit 1 (or, after
     `dns install`, a query to outguard's own resolver and an incident of outguard itself)."""
-    result = run("explain", str(names), "--to", "c2.example.test", "--port", "443")
+    result = run("explain", str(names), "--to", "c2.example.test", "--port", "443", "--proto",
+                 "tcp")
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         "DENY   c2.example.test port 443/tcp: dropped by deny:c2\n"

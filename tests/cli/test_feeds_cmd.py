@@ -178,3 +178,24 @@ def test_update_list_show_against_a_server(namespace: str, tmp_path: Path) -> No
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_file_feed_is_read_at_every_update_not_hourly() -> None:
+    """`feeds show/list` said a `file:` feed is "fetched at most every 1h"; the code reads it
+    at every `feeds update` and every agent round (`schedule.next_due` is 0 for it)."""
+    from outguard.feeds.report import list_lines, list_row, show_json, show_lines
+    from outguard.feeds.schedule import next_due
+    from outguard.feeds.spec import FeedDef, spec_of
+    from outguard.feeds.store import FeedMeta, FeedStore
+
+    spec = spec_of("local-bad", FeedDef(file="/etc/outguard/bad.txt"))
+    assert next_due(spec, FeedMeta(attempted_at=1e9)) == 0.0
+    store = FeedStore(Path("/nonexistent/feeds"))
+    line = next(x for x in show_lines(spec, store, True) if x.startswith("interval"))
+    assert "read at every update" in line and "at least every 5m" in line, line
+    assert "fetched at most" not in line
+    assert show_json(spec, store, True)["min_interval_s"] is None
+    assert list_row(spec, store, True)["min_interval_s"] is None
+    assert list_lines([spec], store, {"local-bad"})[1].split()[5] == "update"
+    url = spec_of("corp", FeedDef(url="https://intel.example.com/bad.txt"))
+    assert any("fetched at most every 1h" in x for x in show_lines(url, store, True))

@@ -44,3 +44,42 @@ def test_resolver_names_of_follows_its_answers_and_a_restart() -> None:
     again = Resolver(w.rs.dns, w.resolver.names, ask=w.ask, write=w.write, events=w.events,
                      cache=w.resolver.cache, clock=lambda: w.now + 30)
     assert again.names_of("198.51.100.7") == ("api.example.test", "edge.cdn.example.test")
+
+
+def test_prefill_puts_cached_answers_into_the_new_sets_the_new_policy_maps_them_to() -> None:
+    """A rule that gains a name gets a new FQDN set: it starts with the saved answers of the
+    names the new policy puts there, for the time their old entries had left."""
+    from outguard.compile.lower import lower
+    from outguard.dns.names import NamePolicy
+
+    from outguard.dns import cache as dcache
+    from outguard.policy.load import load_text
+    from tests.dns.helpers import answer
+
+    def policy(names: str) -> str:
+        return ("version: 1\ndns: {listen: '127.0.0.1:53', upstreams: ['192.0.2.53'],"
+                f" min_ttl: 300, grace: 60}}\nallow:\n  - name: api\n    to: [{names}]\n"
+                "  - name: other\n    to: [z.example.test]\n")
+
+    cache = dcache.AnswerCache()
+    for name, rtype, addr, ttl in (("a.example.test", "A", "198.51.100.7", 600),
+                                   ("a.example.test", "AAAA", "2001:db8::7", 30),
+                                   ("z.example.test", "A", "198.51.100.9", 600),
+                                   ("gone.example.test", "A", "198.51.100.8", 600)):
+        q = query(name, rtype)
+        wire = answer(q, [(name + ".", ttl, rtype, addr)])
+        cache.put((name, 1 if rtype == "A" else 28, 1, False), dcache.entry_of(wire, name, 1000.0))
+    data = dcache.snapshot(cache, dcache.SetTracker(), 1010.0)
+    rs = lower(load_text(policy("a.example.test, b.example.test")))
+    assert rs.dns is not None
+    base, other = rs.allow[0].fqdn_set, rs.allow[1].fqdn_set
+    new = [f"{base}_4", f"{base}_6"]  # `other` keeps its sets: the resolver already fills them
+    got = sorted(dcache.prefill(data, NamePolicy.of(rs), rs.dns, new, now=1020.0))
+    assert got == sorted([(f"{base}_4", "198.51.100.7", 600 + 60 - 20),
+                          (f"{base}_6", "2001:db8::7", 300 + 60 - 20)])
+    assert other is not None and all(not n.startswith(other) for n, _a, _t in got)
+    # a name the new policy no longer allows is not put back; a blocklisted one neither
+    assert dcache.prefill(data, NamePolicy.of(rs, {"a.example.test": "bl.txt"}), rs.dns, new,
+                          now=1020.0) == []
+    # an entry whose old lifetime is over is not put back
+    assert dcache.prefill(data, NamePolicy.of(rs), rs.dns, new, now=1000.0 + 661) == []

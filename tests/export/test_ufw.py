@@ -2,13 +2,8 @@
 warning for lists ufw cannot hold well, and hostile names. What the program does in a real ufw
 is tested in tests/kernel/test_ufw_backend.py.
 
-<<<<<<< HEAD:tests/export/test_ufw_export.py
 Goldens: tests/export/golden/ufw/<policy>.py and <policy>.fidelity.txt;
-`OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_ufw_export.py` rewrites them.
-=======
-Goldens: tests/export/golden/ufw/<policy>.sh and <policy>.fidelity.txt;
 `OUTGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/export/test_ufw.py` rewrites them.
->>>>>>> wt-layers:tests/export/test_ufw.py
 """
 
 from __future__ import annotations

@@ -189,8 +189,10 @@ def test_a_file_feed_read_at_apply_is_kept_as_its_last_good_copy(tmp_path: Path)
     failed the policy's every later load (each agent round, `feeds update`, a re-apply)."""
     text = POLICY.replace('"@feed:spamhaus-drop", ', "")
     (tmp_path / "bad.txt").write_text("198.51.100.1\n198.51.100.2\n")
-    _load(tmp_path, text)
+    _load(tmp_path, text)  # check, explain, plan: the store is only read
     store = FeedStore(tmp_path / "feeds")
+    assert not store.has_copy("local-bad") and not (tmp_path / "feeds").exists()
+    _load(tmp_path, text, keep_feed_copies=True)  # apply
     assert store.has_copy("local-bad") and store.meta("local-bad").count == 2
     assert store.meta("local-bad").fetched_at > 0
     (tmp_path / "bad.txt").write_text("<html><title>oops</title></html>\n")

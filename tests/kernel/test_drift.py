@@ -95,3 +95,37 @@ def test_a_delta_reads_back_only_the_chains_it_refilled_and_records_what_a_full_
     recorded = StateDir(topo.state_dir).snapshot("applied")
     assert recorded is not None and recorded.rule_digests is not None
     assert recorded.rule_digests == topo.thread.call(rule_digests)
+
+
+@pytest.mark.parametrize("how", ["hand", "watchdog"])
+def test_a_rule_inserted_after_a_rollback_is_drift(with_a: Topology, how: str) -> None:
+    """After a rollback the rules were not recorded: status said "drift unknown", and an accept
+    inserted by hand went unnoticed by `status --check` (exit 0)."""
+    from tests.kernel.test_apply_safety import POLICY_B, _wait_for
+
+    topo = with_a
+    args = ("--confirm-timeout", "2") if how == "watchdog" else ()
+    proc = topo.cli("apply", str(topo.write_policy(POLICY_B, "b.yaml")), *args)
+    assert proc.returncode == 0, proc.stderr
+    if how == "hand":
+        assert topo.cli("rollback").returncode == 0
+    else:
+        _wait_for(lambda: topo.status()["last_rollback"] is not None, 30, "the watchdog")
+    assert topo.status_cli()["drift"] == []
+    assert topo.cli("status", "--check").returncode == 0
+    topo.nft("insert", "rule", "inet", "outguard", "output", "accept")
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2 and "drift: the rules of chain output differ" in proc.stdout
+
+
+def test_drift_that_cannot_be_told_is_a_problem(with_a: Topology) -> None:
+    """"drift unknown" (no rules recorded) passed `status --check`."""
+    import json
+
+    topo = with_a
+    path = topo.state_dir / "applied" / "state.json"
+    meta = json.loads(path.read_text())
+    meta["rule_digests"] = None
+    path.write_text(json.dumps(meta))
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2 and "PROBLEM: drift unknown" in proc.stdout, proc.stdout

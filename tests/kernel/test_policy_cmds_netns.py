@@ -101,3 +101,46 @@ def test_with_dns_compile_resolves_at_export_time_in_the_namespace(world: DnsWor
     assert "ufw allow out proto tcp to 203.0.113.31 port 443" in proc.stdout
     assert "ufw deny out log to 198.51.100.99" in proc.stdout
     assert "(api.example.test → 203.0.113.30); export again" in proc.stderr
+
+
+FEED_POLICY = """\
+version: 1
+allow:
+  - name: web
+    to: [203.0.113.10]
+    ports: [443]
+deny:
+  - name: threats
+    to: ["@feed:local-bad"]
+feeds:
+  local-bad: {file: bad.txt}
+"""
+
+
+def test_read_only_commands_write_no_feed_copies(topology: Topology) -> None:
+    """`check`, `explain`, `compile` and `plan` stored `feeds/<name>/{good.bin,meta.json}` of a
+    `file:` feed in the state directory: only `apply` (and `feeds update`) may."""
+    topo = topology
+    (topo.state_dir.parent / "bad.txt").write_text("198.51.100.7\n2001:db8:bad::7\n")
+    path = str(topo.write_policy(FEED_POLICY))
+    for args in (("check", path), ("explain", path, "--to", "198.51.100.7"),
+                 ("compile", path), ("plan", path)):
+        proc = topo.cli(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        feeds = topo.state_dir / "feeds"
+        assert not feeds.exists() or not any(feeds.rglob("*")), (args, list(feeds.rglob("*")))
+    assert topo.cli("apply", path).returncode == 0
+    assert (topo.state_dir / "feeds" / "local-bad" / "good.bin").exists()
+
+
+def test_check_warns_when_the_policy_blocks_the_namespaces_name_server(world: DnsWorld) -> None:
+    """Without `dns:`, an enforcing policy blocked resolv.conf's name server: every lookup
+    failed, and the next apply could resolve none of the policy's names."""
+    topo = world.topo
+    proc = topo.cli("check", str(topo.write_policy(POLICY)))
+    assert proc.returncode == 0, proc.stderr
+    assert (f"name server {UPSTREAM} (/etc/netns/{topo.server}/resolv.conf)" in proc.stderr
+            and f"`- {{name: dns, to: [{UPSTREAM}], ports: [53]}}`" in proc.stderr), proc.stderr
+    fixed = POLICY.replace("deny:", f"  - {{name: dns, to: [{UPSTREAM}], ports: [53]}}\ndeny:")
+    proc = topo.cli("check", str(topo.write_policy(fixed, "fixed.yaml")))
+    assert proc.returncode == 0 and "name server" not in proc.stderr, proc.stderr

@@ -268,6 +268,10 @@ def test_names_that_do_not_resolve_leave_their_rule_empty_and_the_rest_applied(
     assert "does not resolve now" in proc.stderr and f"{path}:" in proc.stderr
     assert topo.passes(ALLOWED, DENIED) == [True, False]
     assert "does not resolve now" in " ".join(topo.status_cli()["warnings"])
+    # the rule applies only in part: a problem for monitoring (it exited 0)
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2, proc.stdout
+    assert "PROBLEM: applies only in part:" in proc.stdout and "no-such-host" in proc.stdout
 
 
 def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
@@ -282,6 +286,7 @@ def test_remove_on_a_host_pointed_at_outguards_resolver_says_how_to_undo_it(
         proc = topo.cli("remove")
         assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
         assert f"outguard dns uninstall --netns {topo.server}" in proc.stderr, proc.stderr
+        assert f"hint: /etc/netns/{topo.server}/resolv.conf still points" in proc.stderr
     finally:
         (folder / "resolv.conf").unlink()
         folder.rmdir()
@@ -305,3 +310,127 @@ def test_remove_with_another_state_dir_leaves_the_table(with_a: Topology, tmp_pa
     proc = remove("--force")
     assert proc.returncode == 0 and proc.stdout.strip() == "removed outguard's table"
     assert topo.tables() == []
+
+
+def test_after_remove_status_check_says_egress_is_open(with_a: Topology) -> None:
+    topo = with_a
+    assert topo.cli("status", "--check").returncode == 0
+    assert topo.cli("remove").returncode == 0
+    proc = topo.cli("status", "--check")
+    assert proc.returncode == 2 and "egress is open" in proc.stdout, proc.stdout
+
+
+# --- feeds in the stored form ------------------------------------------------------------
+
+FEED_POLICY = """\
+version: 1
+allow:
+  - name: web
+    to: [203.0.113.10, "2001:db8:10::10"]
+    ports: [443]
+deny:
+  - name: threats
+    to: ["@feed:local-bad", "@feed:quiet"]
+feeds:
+  local-bad: {file: bad.txt}
+  quiet: {file: quiet.txt, may_be_empty: true}
+"""
+FEED_LISTED = [Probe("198.51.100.7", 443), Probe("198.51.100.70", 443),
+               Probe("2001:db8:bad::7", 443)]
+
+
+@pytest.fixture
+def with_feeds(topology: Topology) -> Topology:
+    """FEED_POLICY applied: a file feed of IPv4 and IPv6 addresses and networks (its four sets:
+    hash and interval, each family, none empty but the IPv6 interval one) and an empty one."""
+    topo = topology
+    topo.add_addresses(*ADDRESSES, "198.51.100.70")
+    (topo.state_dir.parent / "bad.txt").write_text(
+        "198.51.100.7\n198.51.100.64/26\n2001:db8:bad::7\n")
+    (topo.state_dir.parent / "quiet.txt").write_text("# nothing listed today\n")
+    proc = topo.cli("apply", str(topo.write_policy(FEED_POLICY, "feeds.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert topo.passes(*FEED_LISTED, ALLOWED) == [False, False, False, True]
+    return topo
+
+
+def test_restore_of_a_policy_with_feeds_puts_every_feed_set_back(with_feeds: Topology) -> None:
+    """`restore` sent `add element` with no elements for a feed's empty set: nft refused the
+    whole batch ("Invalid set") and the boot ended with no table at all."""
+    topo = with_feeds
+    content = _table(topo)[1]
+    assert topo.cli("restore").returncode == 0  # over the table that is there
+    _reboot(topo)
+    proc = topo.cli("restore")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(topo)[1] == content
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED) == [False, False, False, True, False]
+    assert topo.status_cli()["problems"] == []
+
+
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+def test_a_failed_apply_whose_last_ruleset_is_refused_too_ends_fail_closed(
+        topology: Topology, resolv_conf: Path, mode: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At boot, the new policy refused and the last applied ruleset refused as well (the same
+    missing kernel feature, a damaged set store): the apply ended "NO TABLE", egress open.
+    The fail-closed table must go in, also when the new policy is an audit one (egress was
+    closed by the last applied ruleset)."""
+    topo = topology
+    monkeypatch.setattr(failclosed, "resolv_conf_servers", lambda: ["203.0.113.53"])
+    marked = POLICY_A.replace("    proto: tcp\ndeny:", "    proto: tcp\n"
+                              "    comment: refused-by-the-test-kernel\ndeny:")
+    assert marked != POLICY_A
+    proc = topo.cli("apply", str(topo.write_policy(marked, "last.yaml")))
+    assert proc.returncode == 0, proc.stderr  # the real kernel takes it
+    _reboot(topo)
+    new = REFUSED if mode == "enforce" else REFUSED.replace("version: 1\n",
+                                                            "version: 1\nmode: audit\n")
+    err = _apply_refused(topo, new, "new.yaml")
+    assert isinstance(err, FailClosedError), err
+    assert "NO TABLE" not in str(err) and "FAIL-CLOSED" in str(err)
+    assert "could not be put back" in str(err)
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(Probe("203.0.113.53", 53, "udp"), DENIED, ALLOWED) == [True, False, False]
+    status = topo.status_cli()
+    assert status["fail_closed"] and topo.cli("status", "--check").returncode == 2
+
+
+def _boot(topo: Topology, policy: Path) -> subprocess.CompletedProcess[str]:
+    """The README's boot unit: `ExecStart=/bin/sh -c 'outguard restore || exec outguard apply
+    POLICY'` (with this test's --netns and --state-dir)."""
+    og = f"{sys.executable} -m outguard"
+    where = f"--netns {topo.server} --state-dir {topo.state_dir}"
+    return subprocess.run(["/bin/sh", "-c", f"{og} restore {where} || exec {og} apply {policy}"
+                           f" {where}"], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_boot_unit_never_leaves_a_feed_policy_open(topology: Topology, resolv_conf: Path,
+                                                       ) -> None:
+    """The README's boot sequence with a policy that has feeds: a first boot (nothing applied:
+    restore fails, apply runs), a reboot (restore), and a reboot whose state cannot be put back
+    with a policy that no longer loads (the fail-closed table, the unit fails)."""
+    topo = topology
+    topo.add_addresses(*ADDRESSES, "198.51.100.70")
+    (topo.state_dir.parent / "bad.txt").write_text("198.51.100.7\n198.51.100.64/26\n"
+                                                  "2001:db8:bad::7\n")
+    (topo.state_dir.parent / "quiet.txt").write_text("")
+    policy = topo.write_policy(FEED_POLICY, "feeds.yaml")
+    proc = _boot(topo, policy)  # first boot
+    assert proc.returncode == 0 and "nothing to restore" in proc.stderr, proc.stderr
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED) == [False, False, False, True, False]
+    content = _table(topo)[1]
+    _reboot(topo)
+    proc = _boot(topo, policy)
+    assert proc.returncode == 0 and proc.stdout.startswith("restored policy"), proc.stderr
+    assert _table(topo)[1] == content
+    # the stored sets are lost and the policy file is broken now
+    _reboot(topo)
+    for stored in (topo.state_dir / "sets").glob("*.bin"):
+        stored.write_bytes(b"damaged")
+    policy.write_text(BROKEN)
+    proc = _boot(topo, policy)
+    assert proc.returncode == 1 and "FAIL-CLOSED" in proc.stderr, proc.stderr
+    assert ("inet", "outguard") in topo.tables()
+    assert topo.passes(*FEED_LISTED, ALLOWED, DENIED, Probe("203.0.113.53", 53, "udp")) == [
+        False, False, False, False, False, True]

@@ -9,6 +9,7 @@ namespace as the upstream, NFLOG, nftables, sockets.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -404,3 +405,37 @@ def test_the_resolver_moves_restarts_and_stops_with_the_dns_section(topology: To
             assert agent.running.dns is None
             with pytest.raises((dns.exception.Timeout, OSError)):
                 w.ask("x.example.test", timeout=0.5, server=("127.0.0.2", 53))
+
+
+def test_a_rule_that_gains_a_name_keeps_the_addresses_its_other_names_resolved_to(
+        topology: Topology) -> None:
+    """Adding a name to a rule made its FQDN set anew, EMPTY: a client that kept an answer
+    (a JVM, nginx) was cut off until it asked again. Apply fills the new set from the
+    resolver's saved cache, with the time the old entry had left; a removed name still
+    stops at once."""
+    from outguard.monitor.runner import AgentHandle, AgentOptions
+
+    both = POLICY_A.replace("to: [x.example.test]", "to: [x.example.test, y.example.test]")
+    only_y = POLICY_A.replace("to: [x.example.test]", "to: [y.example.test]")
+    with _world(topology) as w:
+        topology.apply(POLICY_A)
+        opts = AgentOptions(policy=None, apply=False, netns=topology.server,
+                            state_dir=topology.state_dir, alerts=[])
+        with AgentHandle(opts):
+            assert _ok(w.ask("x.example.test"), "198.51.100.7")
+        # the agent saved its cache when it stopped (and every 30 s while it runs)
+        assert connect(topology, "198.51.100.7", 80) == "refused"
+        old = topology.nft("list", "sets", "inet")
+        report = topology.apply(both)
+        assert report.method == "delta"
+        assert topology.nft("list", "sets", "inet") != old  # a new set for the rule
+        assert connect(topology, "198.51.100.7", 80) == "refused"  # not asked again
+        # the time the old entry had left: max(TTL 60, min_ttl 300) + grace 60, less its age
+        found = re.search(r"198\.51\.100\.7 timeout (?:(\d+)m)?(?:(\d+)s)? expires",
+                          topology.ruleset())
+        assert found is not None
+        timeout = int(found[1] or 0) * 60 + int(found[2] or 0)
+        assert 300 <= timeout <= 360, found[0]
+        assert connect(topology, "198.51.100.8", 80, timeout=0.5) == "timeout"  # y: not asked
+        topology.apply(only_y)
+        assert connect(topology, "198.51.100.7", 80, timeout=0.5) == "timeout"

@@ -104,7 +104,7 @@ def test_attribution_failure_labels_are_bounded(tmp_path: Path) -> None:
 
 
 def test_the_agent_reports_its_counts_for_status(tmp_path: Path) -> None:
-    from outguard.monitor import agentstate
+    from outguard import agentstate
 
     source = MemorySource()
     opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[])

@@ -177,8 +177,11 @@ def test_attributor_fields_cache_and_failures(proc: FakeProc) -> None:
     assert (a.ppid, a.parent_exe, a.unit, a.container) == (
         1, "/sbin/init", f"docker-{DOCKER_ID}.scope", f"docker:{DOCKER_ID}")
     assert attributor.attribute(_pkt()) is a and attributor.stats["cached"] == 1
+    kernel = _pkt(sport=2)
     failures = {
-        "no-socket": _pkt(sport=1),
+        "closed": _pkt(sport=1),  # NFLOG gave the socket's uid: a process's, closed already
+        "no-socket": BlockedPacket(kernel.time, kernel.prefix, kernel.family, "tcp", kernel.src,
+                                   kernel.dst, 2, 389, uid=None, hook="output"),
         "orphan": _pkt(sport=40001),
         "no-process": _pkt("udp", 40002),
         "proto": _pkt("icmp", None),
@@ -188,6 +191,9 @@ def test_attributor_fields_cache_and_failures(proc: FakeProc) -> None:
         got = attributor.attribute(pkt)
         assert got.pid is None and got.failure, kind
         assert attributor.stats[f"failed:{kind}"] == 1, (kind, got.failure)
+        assert got.failure_kind == kind
+    closed = attributor.attribute(_pkt(sport=1))
+    assert (closed.uid, closed.user) == (0, "root")  # the user filled in from NFLOG's uid
 
 
 def test_index_rereads_have_a_budget(proc: FakeProc) -> None:

@@ -6,12 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from outguard.events import Event
+from outguard.events import Attribution, Event
 from outguard.monitor.classify import FALLBACK, SignatureError, load_classifier
 from tests.monitor.events import event
 
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
 C = load_classifier()
+
+
+def gone(kind: str, uid: int | None = 0, user: str | None = "root") -> Event:
+    """A blocked packet whose process could not be found, for reason `kind`."""
+    base = event(exe=None, pid=None, uid=uid)
+    return Event(base.packet, Attribution(uid=uid, user=user, failure="gone",
+                                          failure_kind=kind), names=base.names)
 
 # (signature, event that must match, event that must not)
 CASES: list[tuple[str, Event, Event]] = [
@@ -65,7 +72,23 @@ CASES: list[tuple[str, Event, Event]] = [
      event("203.0.113.50", 443, names=(), names_known=False)),
     ("explicit-deny", event(rule="deny:telemetry"), event(rule="default")),
     ("unattributed", event(exe=None, pid=None), event()),
+    ("closed-early", gone("closed"), gone("no-socket", uid=None, user=None)),
+    ("closed-early", gone("orphan"), event()),
+    ("exited-early", gone("exited"), gone("closed")),
+    ("exited-early", gone("no-process"), gone("not-local", uid=None, user=None)),
 ]
+
+
+def test_a_socket_closed_before_the_lookup_says_whose_it_was() -> None:
+    """A connect closed within ~0.5 s was "no process behind it" (low), exe "uid:0": a
+    process was there, and NFLOG said whose."""
+    got = C.classify(gone("closed"))
+    assert (got[0].signature, got[0].severity, got[0].title) == (
+        "closed-early", "low", "socket closed before it could be looked up (uid 0, user root)")
+    assert "no process behind it" not in " ".join(c.title for c in got)
+    got = C.classify(gone("no-socket", uid=None, user=None))
+    assert (got[0].signature, got[0].title) == (
+        "unattributed", "outbound packet whose process could not be found")
 
 
 @pytest.mark.parametrize(("sig", "hit", "miss"), CASES,

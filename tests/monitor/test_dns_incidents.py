@@ -50,3 +50,14 @@ def test_sink_aggregates_retries_and_alerts_once() -> None:
     assert len({i.id for i in stored}) == 1 and stored[-1].count == 3
     assert len(alerts) == 1 and alerts[0]["dst"] == "evil.example.test"
     assert alerts[0]["host"] == "h" and alerts[0]["rule"] == "dns:default"
+
+
+def test_a_dns_incident_names_the_user_of_its_uid() -> None:
+    """DNS incidents had `user: null` where packet incidents name the user."""
+    ev = event_of(_event(pid=42, exe="/usr/bin/curl", uid=0, cmdline=["curl"]))
+    assert ev is not None and (ev.attribution.uid, ev.attribution.user) == (0, "root")
+    agg = Aggregator()
+    inc = agg.add(ev).incident
+    assert inc.to_json()["process"]["user"] == "root"
+    ev = event_of(_event(uid=None))
+    assert ev is not None and ev.attribution.user is None

@@ -65,9 +65,11 @@ def test_names_that_do_not_resolve_now(machine: Machine) -> None:
             " ports: [443]}\nlists:\n  l: [also-gone.example.test, x.good.test]\n")
     assert warnings(text, machine) == [
         "p.yaml:3:35: allow[0].to[1]: host name 'gone.example.test' does not resolve on this"
-        " machine now: apply resolves it and needs an answer",
+        " machine now: apply goes on without it (the name matches nothing until an apply"
+        " resolves it)",
         "p.yaml:5:7: lists.l[0]: host name 'also-gone.example.test' does not resolve on this"
-        " machine now: apply resolves it and needs an answer"]
+        " machine now: apply goes on without it (the name matches nothing until an apply"
+        " resolves it)"]
 
 
 def test_names_are_not_resolved_with_a_dns_section(machine: Machine) -> None:
@@ -87,7 +89,8 @@ def test_a_resolver_that_hangs_does_not_hang_check(machine: Machine,
                    machine)
     assert time.monotonic() - started < 2
     assert got == ["p.yaml:3:20: allow[0].to[0]: host name 'slow.example.test' did not resolve"
-                   " within 0 s: apply resolves it and needs an answer"]
+                   " within 0 s: apply goes on without it (the name matches nothing until an"
+                   " apply resolves it)"]
 
 
 def nflog_table(machine: Machine, rows: list[tuple[int, int]]) -> None:

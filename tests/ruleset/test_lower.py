@@ -56,7 +56,8 @@ def test_a_host_name_that_does_not_resolve_matches_nothing_with_a_warning_where_
     rs, warnings = _lowered_with_warnings(policy)
     assert warnings == [
         "p.yaml:5:9: allow[0].to[0]: host name 'nowhere.example.test' does not resolve now:"
-        " nothing is allowed or denied for it until it resolves at a later apply"]
+        " nothing is allowed or denied for it (it matches nothing) until it resolves at a"
+        " later apply"]
     assert rs.sources["rule:allow:h"].elements == Elements(v4=("203.0.113.1",))
 
 

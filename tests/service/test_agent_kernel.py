@@ -167,3 +167,25 @@ def test_reject_and_audit_are_attributed_and_say_what_was_done(
     assert alert["action"] == action
     if action == "logged-only":
         assert "NOT blocked" in text_line(alert)
+
+
+def test_a_connect_closed_at_once_is_attributed_to_its_user(topo: Topology) -> None:
+    """A blocked connect closed before the lookup was "outbound packet with no process behind
+    it", exe "uid:0": a process was there, and NFLOG gave its uid."""
+    import socket
+
+    def connect_and_close() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("198.51.100.10", 8080))  # no rule: the default drops it
+        s.close()  # gone long before the agent reads the NFLOG message
+
+    opts = AgentOptions(policy=topo.write_policy(POLICY), state_dir=topo.state_dir,
+                        netns=topo.server, alerts=[])
+    with AgentHandle(opts) as agent:
+        topo.thread.call(connect_and_close)
+        (inc,) = agent.wait_for_incidents(1, timeout=2.0)
+    assert inc.pid is None, "attributed after all: the socket outlived the lookup"
+    assert (inc.uid, inc.user) == (os.getuid(), "root")
+    assert (inc.signature, inc.severity) == ("closed-early", "low")
+    assert inc.title == f"socket closed before it could be looked up (uid {os.getuid()}, user root)"

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from outguard.apply.prefill import dns_prefill
 from outguard.apply.transact import (
     CGROUPS,
     MARKER,
@@ -105,6 +106,8 @@ class ApplyPlan:
     state: StateDir = field(repr=False)
     listing_failed: bool = False  # the record was not trusted and the kernel could not list
     timings: dict[str, float] = field(default_factory=dict)  # load_ms, compile_ms
+    # new FQDN sets → the addresses they start with (`dns.cache.prefill`): never stored
+    prefill: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -151,7 +154,10 @@ class ApplyPlan:
             warnings=list(self.warnings), snapshot_id=snapshot_id,
             set_sizes={n: self.sizes[n] for n in names if n in self.sizes},
             capacities={n: self.capacities[n] for n in names if n in self.capacities},
-            generation=generation, rule_digests=rule_digests)
+            generation=generation, rule_digests=rule_digests,
+            dns_listen=None if self.ruleset.dns is None else _endpoint(*self.ruleset.dns.listen),
+            expires={r.counter: r.match.until.isoformat() for r in self.ruleset.rules()
+                     if r.match.until is not None})
 
     def _elements(self, fills: list[SetChange] | None) -> Callable[[NftSet], Cmd | None]:
         """Elements of a new set for the kernel, noting the store writes. A feed set (`bulk`)
@@ -173,6 +179,11 @@ class ApplyPlan:
                         fills.append(SetChange(s.name, s.version, s.interval, items))
                     return None
                 elements = s.elements()
+            elif s.timeout and s.name in self.prefill:
+                return {"add": {"element": {"family": "inet", "table": "outguard",
+                                            "name": s.name, "elem": [
+                                                {"elem": {"val": addr, "timeout": left}}
+                                                for addr, left in self.prefill[s.name]]}}}
             elif _is_list(s.name) and self.state.has_set(s.name):
                 elements = self.state.load_set(s.name)
             else:
@@ -194,11 +205,13 @@ def _is_list(name: str) -> bool:
     return got is not None and got.kind == "l"
 
 
-def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None) -> Policy:
-    """The policy as apply loads it: list contents the applied snapshot holds are known."""
+def load(path: Path, state: StateDir, before: Snapshot | None, text: str | None,
+         keep_feed_copies: bool = False) -> Policy:
+    """The policy as apply loads it: list contents the applied snapshot holds are known; the
+    feed store is written only with `keep_feed_copies` (apply)."""
     known = before.lists if before else {}
     return load_policy(path, text=text, known_lists=lambda digest: digest in known,
-                       feed_dir=state.path / "feeds")
+                       feed_dir=state.path / "feeds", keep_feed_copies=keep_feed_copies)
 
 
 def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
@@ -209,7 +222,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     """What applying the policy at `path` (or `text`, read from there earlier) will do, now.
     Reads the state directory and the kernel, changes neither; only with `create_dns_user`
     (apply's call) is the resolver's missing default user created, since the kernel rule needs
-    its uid."""
+    its uid, and a `file:` feed's first good read kept as its last good copy."""
     if cgroups is None:
         from outguard.kernel.cgroups import CgroupLookup as SystemCgroups  # noqa: PLC0415
 
@@ -217,7 +230,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     t0 = time.perf_counter()
     before = state.snapshot("applied")
     pending, warnings = _pending(state)
-    policy = load(path, state, before, text)
+    policy = load(path, state, before, text, keep_feed_copies=create_dns_user)
     t_load = time.perf_counter()
     warnings += [str(w) for w in policy.warnings]
     ruleset = lower_policy(policy, resolver=resolver, resolve_timeout=resolve_timeout,
@@ -242,6 +255,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     _warn_missing_cgroups(plan)
     plan.inventory = nft_tx.Inventory.of(compiled)
     plan.held = record.held(compiled)
+    plan.prefill = dns_prefill(plan.ruleset, plan.compiled, set(plan.held.sets), plan.state)
     if plan.held.chains or plan.held.sets or plan.held.counters:
         plan.phases = nft_tx.delta_phases(compiled, plan.held, plan._elements(plan.fills),
                                           plan.inventory)
@@ -304,6 +318,10 @@ def _read_kernel(kernel: Kernel, before: Snapshot | None) -> _Record:
         record.trusted = record.listing is not None \
             and unchanged(kernel, before, recorded, record.listing)
     return record
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _pending(state: StateDir) -> tuple[Pending | None, list[str]]:

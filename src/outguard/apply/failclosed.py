@@ -78,10 +78,11 @@ def fail_closed_text(doc: PolicyDoc | None, servers: list[str]) -> str:
 
 
 def fail_closed(state: StateDir, kernel: Kernel, path: Path, cause: OutguardError,
-                text: str | None) -> str | None:
+                text: str | None, *, enforced: bool = False) -> str | None:
     """Commit and record the fail-closed table (the caller holds the lock and checked that
-    no table of ours and no applied snapshot exist). Returns what was done, or None for an
-    audit policy."""
+    no table of ours exists, and that no applied snapshot does or it could not be put back).
+    Returns what was done, or None for an audit policy, unless egress was `enforced` until
+    now (the applied snapshot that could not be put back was an enforcing one)."""
     from outguard.apply.applyplan import load, make_plan  # noqa: PLC0415 - the planner imports us
     from outguard.apply.executor import execute  # noqa: PLC0415
 
@@ -89,7 +90,7 @@ def fail_closed(state: StateDir, kernel: Kernel, path: Path, cause: OutguardErro
         doc: PolicyDoc | None = load(path, state, None, text).doc
     except OutguardError:
         doc = None  # the policy does not load: nothing of it can be trusted
-    if doc is not None and doc.mode == "audit":
+    if doc is not None and doc.mode == "audit" and not enforced:
         return None
     servers = resolv_conf_servers()
     plan = make_plan(path, state, kernel, text=fail_closed_text(doc, servers),

@@ -208,13 +208,23 @@ def rollback_locked(state: StateDir, kernel: Kernel, *, pending: Pending | None,
             held = held_by_kernel(kernel, nft_tx.Inventory.from_json(applied[0].inventory)
                                   if applied is not None else nft_tx.Inventory(),
                                   made.sets if made is not None else [])
-        inventory = roll_to(kernel, state, target[1], made, held, cgroups)
+        watched = Watched(kernel)
+        inventory = roll_to(watched, state, target[1], made, held, cgroups)
+        if inventory is not None:
+            # the chains the snapshot makes hold its stored rules (left-over ones: none)
+            inventory.rules = nft_tx.stored_digests(target[1])
         recorded = None if inventory is None else inventory.to_json()
         if unrecorded:
             if recorded is not None:
                 state.set_inventory(recorded)
         else:
             state.restore_previous(recorded)
+        if recorded is not None:
+            # as apply and restore do: the rules read back right after the commit, for
+            # `status` to find drift (a hand-made accept) after a rollback too
+            # (a cleanup the kernel refused left objects over: the next apply lists them)
+            state.record_commit(recorded, watched.recorded() if inventory is made else None,
+                                rule_digests(kernel, watched.last))
         message = f"rolled back to the policy applied at {target[0].applied_at}"
         to = target[0].policy_hash
     state.clear_pending()
@@ -294,17 +304,30 @@ def restore_locked(state: StateDir, kernel: Kernel, cgroups: CgroupLookup | None
 def fall_back(state: StateDir, kernel: Kernel, path: Path, cause: OutguardError, *,
               text: str | None = None, cgroups: CgroupLookup | None = None) -> str | None:
     """After a failed apply (the caller holds the lock): if the namespace has no table of ours
-    (a boot, a table deleted by hand), put the applied snapshot back, or with none a
-    fail-closed table. Returns what was done; None when our table is there (the refused
-    transaction changed nothing: the last good policy stays) or nothing could be done."""
+    (a boot, a table deleted by hand), put the applied snapshot back, or with none, or when
+    the kernel refuses that too, a fail-closed table. Returns what was done; None when our
+    table is there (the refused transaction changed nothing: the last good policy stays) or
+    nothing needs to be done (an audit policy that was never enforced)."""
     try:
         if kernel.objects() is not None:
             return None
     except KernelError:
         return None
-    if state.read("applied") is not None:
+    try:
+        applied = state.snapshot("applied")
+    except StateError:
+        applied = None  # unreadable: nothing to put back, and the fail-closed table replaces it
+    if applied is None:
+        return fail_closed(state, kernel, path, cause, text)
+    try:
         return restore_locked(state, kernel, cgroups) + " (the last applied ruleset)"
-    return fail_closed(state, kernel, path, cause, text)
+    except OutguardError as exc:
+        # never end with no table while one can be committed: the last applied ruleset
+        # closed egress (or the new policy would), so the fail-closed table does
+        done = fail_closed(state, kernel, path, cause, text, enforced=applied.mode == "enforce")
+        if done is None:
+            raise
+        return f"the last applied ruleset could not be put back either ({exc}).\n{done}"
 
 
 def _stop(pid: int) -> None:

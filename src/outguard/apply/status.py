@@ -11,13 +11,18 @@ leave there (a rule inserted by hand). `problems` lists what `status --check` fa
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from typing import Any
 
 from outguard.nftables import nft_tx
 from outguard.state import Snapshot, StateDir
 
 Objects = tuple[list[str], list[str], list[str]]
+# what every warning of a rule that applies only in part says (a name that did not resolve, a
+# unit that is not running, an empty list, a wildcard without `dns:`)
+_PARTIAL = re.compile(r"\bmatch(?:es)? nothing\b")
 
 
 def drift(snap: Snapshot, objects: Objects | None,
@@ -43,10 +48,16 @@ def drift(snap: Snapshot, objects: Objects | None,
     return found
 
 
+_AGENT = {"none": "it never reported", "stopped": "it stopped",
+          "stale": "its pid is gone or its report is over a minute old"}
+
+
 def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *,
            objects: Objects | None = None, rules: dict[str, str] | None = None,
-           now: float | None = None) -> dict[str, Any]:
-    """The status as data (`outguard status --json`)."""
+           now: float | None = None, agent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status as data (`outguard status --json`); `agent`: the agent's last report
+    (`monitor.agentstate.read`)."""
+    from outguard.agentstate import condition as agent_condition  # noqa: PLC0415
     from outguard.apply.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
 
     now = time.time() if now is None else now
@@ -55,15 +66,22 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
                            "policy_hash": None, "applied_at": None, "mode": None, "source": None,
                            "fail_closed": None, "warnings": [], "counters": {},
                            "pending_confirmation": None, "last_rollback": None, "drift": None,
-                           "problems": []}
+                           "partial": [], "expired": {}, "dns_listen": None,
+                           "agent": agent_condition(agent, now), "problems": []}
     problems: list[str] = out["problems"]
     snap = got[0] if got is not None else None
+    if snap is None and not table:
+        problems.append("no outguard table in the kernel and no policy applied with this state"
+                        " directory: egress is open")
     if snap is not None:
         out.update(policy_hash=snap.policy_hash, applied_at=snap.applied_at, mode=snap.mode,
-                   source=snap.source, fail_closed=snap.fallback, warnings=snap.warnings)
+                   source=snap.source, fail_closed=snap.fallback, warnings=snap.warnings,
+                   dns_listen=snap.dns_listen)
         for key, name in snap.counters.items():
             packets, nbytes = counters.get(name, (0, 0))
             out["counters"][key] = {"packets": packets, "bytes": nbytes}
+        out["expired"] = {key: at for key, at in snap.expires.items()
+                          if datetime.fromisoformat(at).timestamp() <= now}
         if snap.fallback:
             problems.append(f"outguard's fail-closed table is applied, not the policy:"
                             f" {snap.fallback}")
@@ -73,6 +91,15 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
         else:
             out["drift"] = drift(snap, objects, rules)
             problems += [f"drift: {d}" for d in out["drift"] or []]
+            if out["drift"] is None:
+                problems.append("drift unknown: the rules outguard left in the kernel were not"
+                                " recorded (apply the policy again to record them)")
+        out["partial"] = [w for w in snap.warnings if _PARTIAL.search(w)]
+        problems += [f"applies only in part: {w}" for w in out["partial"]]
+        if snap.dns_listen is not None and table and out["agent"] != "running":
+            problems.append(f"the policy has `dns:` but the agent (`outguard run`, its resolver"
+                            f" on {snap.dns_listen}) is not running ({_AGENT[out['agent']]}):"
+                            " names the policy allows do not resolve")
     try:
         pending = state.pending()
     except Exception as exc:  # a damaged pending file is a problem to show, not a crash

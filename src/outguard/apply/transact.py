@@ -139,8 +139,11 @@ def expand(cmds: list[dict[str, Any]], state: StateDir,
             cgroups = SystemCgroups()
         if MARKER in cmd:
             name = cmd[MARKER]
-            out.append({"add": {"element": {"family": TABLE.family, "table": TABLE.name,
-                                            "name": name, "elem": state.load_set(name)}}})
+            # an empty list (a feed with no IPv6 entries) has no elements command: nft
+            # refuses a whole batch over `add element` with none ("Invalid set")
+            if elements := state.load_set(name):
+                out.append({"add": {"element": {"family": "inet", "table": "outguard",
+                                                "name": name, "elem": elements}}})
         elif CGROUPS in cmd:
             assert cgroups is not None
             found = [p for p in map(cgroups, cmd.get("paths", [])) if p is not None]

@@ -46,13 +46,17 @@ def kernel_refusal(policy: Policy, netns: str | None = None) -> str | None:
     return None
 
 
-def run_check(policy_path: Path, strict: bool, state_dir: Path) -> None:
+def run_check(policy_path: Path, strict: bool, state_dir: Path,
+              netns: str | None = None) -> None:
     from outguard.pipeline import load_policy  # noqa: PLC0415
     from outguard.policy.host import machine_warnings  # noqa: PLC0415
+    from outguard.ruleset.reach import HostView, reach_warnings  # noqa: PLC0415
 
     try:
         policy = load_policy(policy_path, feed_dir=state_dir / "feeds")
-        machine = machine_warnings(policy)
+        # what this machine says: units, names, the NFLOG group, and what the host itself
+        # must reach (its name servers, its feeds' hosts)
+        machine = machine_warnings(policy) + reach_warnings(policy, HostView.of_netns(netns))
         # a name that does not resolve now says more than "resolved at apply time": one line
         unresolved = {w.path for w in machine if w.message.startswith("host name ")}
         warnings = sorted([w for w in policy.warnings

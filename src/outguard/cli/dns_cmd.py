@@ -29,7 +29,8 @@ def _netns(_ctx: click.Context, _param: click.Parameter, value: str | None) -> s
 
 
 STATE = click.option("--state-dir", "state_path", type=click.Path(path_type=Path), default=None,
-                     help="outguard's state directory [default: /var/lib/outguard].")
+                     help="outguard's state directory [default: /var/lib/outguard, or"
+                          " /var/lib/outguard/netns/NAME with --netns].")
 
 
 @click.group()

@@ -13,6 +13,8 @@ words the answers. Three things it must not get wrong:
   the decision is the same is asked once, and the answer says which ports get which verdict
   ("any port" when they all agree).
 - Audit mode blocks nothing: a deny is worded "would be denied (audit: logged, not blocked)".
+- Without `--proto`, TCP and UDP are both asked and both answered: a destination allowed only
+  on udp/123 (NTP) is not "denied" because a default protocol was assumed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Answer:
     every_port: bool = False  # the decision is the same for every port
     resolver: str | None = None  # with dns: what outguard's resolver does with the name
     note: str | None = None
+    expires: str | None = None  # the deciding rule's `expires:` (ISO 8601, UTC)
 
 
 def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
@@ -221,6 +224,8 @@ def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> 
         head, verdict = _outcome(a.decision, audit)
         lines.append(f"{head:5}  {shown} {where}: {verdict}")
         lines.append(f"       {_reason(a, proto).removesuffix(_AUDIT)}")
+        if a.expires is not None:
+            lines.append(f"       until {a.expires}: the rule expires then (`expires:`)")
         if i + 1 < len(answers) and answers[i + 1].destination == a.destination:
             continue  # what is said of the destination follows its last port group
         if a.resolver is not None and a.resolver.startswith("answers"):
@@ -230,26 +235,35 @@ def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> 
     return "\n".join(lines) + "\n"
 
 
-def as_json(answers: list[Answer], proto: str, audit: bool) -> str:
-    return json.dumps([{
-        "destination": a.destination, "name": a.name,
+def as_json(answers: list[Answer], proto: str, audit: bool) -> list[dict[str, Any]]:
+    return [{
+        "destination": a.destination, "name": a.name, "proto": proto,
         "ports": "any" if a.every_port else a.ports,
         "action": a.decision.action, "verdict": a.decision.verdict,
         "blocked": a.decision.verdict != "accept",
         "audit": audit and a.decision.action == "deny",
         "rule": a.decision.rule, "reason": _reason(a, proto),
-        "resolver": a.resolver, "note": a.note} for a in answers], indent=1)
+        "resolver": a.resolver, "note": a.note, "expires": a.expires} for a in answers]
 
 
-def run_explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
-                group: str | None, json_out: bool, feed_dir: Path | None = None) -> None:
-    """Load and lower POLICY, then print the answers for `dest`."""
+def run_explain(policy: Path, dest: str, port: int | None, proto: str | None,
+                user: str | None, group: str | None, json_out: bool,
+                feed_dir: Path | None = None) -> None:
+    """Load and lower POLICY, then print the answers for `dest` (`proto` None: tcp and udp)."""
     ruleset = lower_policy(load_policy(policy, feed_dir=feed_dir))
-    flow_proto: FlowProto = "tcp" if proto == "tcp" else "udp" if proto == "udp" else "icmp"
-    flow = Flow(port=port, proto=flow_proto, uid=_id(user, "user"), gid=_id(group, "group"))
-    answers = explain(ruleset, dest, flow)
+    uid, gid = _id(user, "user"), _id(group, "group")
     audit = ruleset.mode == "audit"
+    deadlines = {r.counter: r.match.until.isoformat() for r in ruleset.rules()
+                 if r.match.until is not None}
+    docs: list[dict[str, Any]] = []
+    for each in [proto] if proto is not None else ["tcp", "udp"]:
+        flow_proto: FlowProto = "tcp" if each == "tcp" else "udp" if each == "udp" else "icmp"
+        answers = explain(ruleset, dest, Flow(port=port, proto=flow_proto, uid=uid, gid=gid))
+        for a in answers:
+            a.expires = deadlines.get(a.decision.rule)
+        if json_out:
+            docs += as_json(answers, each, audit)
+        else:
+            click.echo(render(answers, port, each, audit), nl=False)
     if json_out:
-        click.echo(as_json(answers, proto, audit))
-    else:
-        click.echo(render(answers, port, proto, audit), nl=False)
+        click.echo(json.dumps(docs, indent=1))

@@ -183,7 +183,10 @@ def _dns_hint(netns: str | None) -> None:
                            Path("/etc/systemd/resolved.conf.d/outguard.conf"))
                if _mentions(p, MARK)]
     if pointed:
-        click.echo(f"hint: {pointed[0]} still points this host at outguard's resolver (`outguard"
+        # under --netns, /etc/resolv.conf is `ip netns exec`'s bind mount of the namespace's
+        shown = f"/etc/netns/{netns}/resolv.conf" if netns and pointed[0] == Path(
+            "/etc/resolv.conf") else str(pointed[0])
+        click.echo(f"hint: {shown} still points this host at outguard's resolver (`outguard"
                    " dns install`); if the agent no longer runs, names stop resolving: run"
                    f" `outguard dns uninstall{' --netns ' + netns if netns else ''}`", err=True)
 

@@ -100,7 +100,7 @@ def check(policy: Path, strict: bool, netns: str | None, state_dir: Path | None)
     from outguard.cli.common import state_dir as default_state_dir  # noqa: PLC0415
 
     enter_netns(netns)
-    run_check(policy, strict, default_state_dir(netns, state_dir))
+    run_check(policy, strict, default_state_dir(netns, state_dir), netns)
 
 
 @cli.command()
@@ -157,13 +157,13 @@ def compile_cmd(policy: Path, as_json: bool, target: str | None, strict: bool,
 @click.option("--to", "dest", required=True, metavar="HOST_OR_IP", help="Destination.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Destination port [default: every port, grouped by decision].")
-@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp",
-              show_default=True)
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default=None,
+              help="Protocol [default: tcp and udp, each answered].")
 @click.option("--user", default=None, help="User name or uid of the process.")
 @click.option("--group", default=None, help="Group name or gid of the process.")
 @click.option("--json", "as_json", is_flag=True)
 @kernel_options
-def explain(policy: Path, dest: str, port: int | None, proto: str, user: str | None,
+def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: str | None,
             group: str | None, as_json: bool, netns: str | None, state_dir_path: Path) -> None:
     """Which rule decides a destination, and why.
 

@@ -24,15 +24,17 @@ CHECK_FAILED = 2
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--check", is_flag=True,
-              help="Exit 2 when something is wrong: drift from the applied ruleset, no table,"
-                   " the fail-closed table, a pending confirmation nothing will roll back.")
+              help="Exit 2 when something is wrong: drift (or drift that cannot be told), no"
+                   " table, the fail-closed table, rules that apply only in part, a pending"
+                   " confirmation nothing will roll back, a `dns:` policy with no agent"
+                   " running.")
 @kernel_options
 def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) -> None:
     """Applied policy, mode, per-rule packet counters, pending confirmation, drift."""
+    from outguard import agentstate  # noqa: PLC0415
     from outguard.apply.status import status as read_status  # noqa: PLC0415
     from outguard.kernel import counters as kc  # noqa: PLC0415
     from outguard.kernel.rules import rule_digests  # noqa: PLC0415
-    from outguard.monitor import agentstate  # noqa: PLC0415
     from outguard.nftables.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -43,14 +45,15 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
             counters = kc.read_counters(sock=sock) if present else {}
             objects = kc.table_objects(sock=sock) if present else None
             rules = rule_digests(sock=sock) if present else None
+        report = agentstate.read(state_dir_path)
         info = read_status(StateDir(state_dir_path), counters, present, objects=objects,
-                           rules=rules)
+                           rules=rules, agent=report)
     except OutguardError as exc:
         fail(exc)
         return
     # what the monitor could see: blocked, logged, not logged (over the per-flow log rate)
     info["logging"] = log_figures(counters)
-    info["monitor"] = agentstate.read(state_dir_path)
+    info["monitor"] = report
     if as_json:
         click.echo(json.dumps(info, indent=1))
     else:
@@ -90,9 +93,12 @@ def _print(info: dict[str, Any], present: bool) -> None:
     for warning in info["warnings"]:
         click.echo(f"warning: {warning}")
     click.echo(f"{'rule':40} {'packets':>12} {'bytes':>14}")
+    expired = info["expired"]
     for key, value in info["counters"].items():
-        click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}")
-    from outguard.monitor import agentstate  # noqa: PLC0415
+        click.echo(f"{key:40} {value['packets']:>12} {value['bytes']:>14}"
+                   + (f"  expired at {expired[key]}" if key in expired else ""))
+    from outguard import agentstate  # noqa: PLC0415
 
-    for line in agentstate.status_lines(info["logging"], info["monitor"]):
+    for line in agentstate.status_lines(info["logging"], info["monitor"],
+                                        audit=info["mode"] == "audit"):
         click.echo(line)

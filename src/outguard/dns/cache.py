@@ -18,16 +18,21 @@ import base64
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outguard.dns.answers import Resolved, addresses
 from outguard.dns.wire import Answer, WireError
 from outguard.ruleset.ir import DnsSettings
 
+if TYPE_CHECKING:
+    from outguard.ruleset.names import NamePolicy
+
 CacheKey = tuple[str, int, int, bool]
 SetItem = tuple[str, str, int]  # (kernel set name, address, timeout in seconds)
+FILE = "dns-cache.json"  # in the state directory: the agent saves it, `apply` reads it
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,3 +228,36 @@ def restore(data: Any, now: float) -> tuple[AnswerCache, SetTracker]:
 def load(path: Path, now: float) -> tuple[AnswerCache, SetTracker]:
     """The cache file at `path` (`read` + `restore`)."""
     return restore(read(path), now)
+
+
+def prefill(data: Any, names: NamePolicy, settings: DnsSettings, new_sets: Collection[str],
+            now: float) -> list[SetItem]:
+    """What the rules' new FQDN sets (`new_sets`, named `f_<hash>_4`/`_6`) hold from the start,
+    so that a rule that gains a name does not lose the addresses its other names resolved to
+    (clients keep using an answer without asking again): every answer of a saved cache
+    (`snapshot`) whose name the new policy (`names`) lets resolve into one of them, with the
+    time its old set entry still had: max(TTL, min_ttl) + grace, less the answer's age."""
+    if not isinstance(data, dict) or data.get("version") != 1 or not new_sets:
+        return []
+    wanted = set(new_sets)
+    items: dict[tuple[str, str], int] = {}
+    for row in data.get("answers", []):
+        try:
+            qname, _qtype, _qclass, _do, stored_at, b64 = row
+            entry = entry_of(base64.b64decode(b64), str(qname), float(stored_at))
+        except (ValueError, TypeError, WireError):
+            continue
+        verdict = names.lookup(str(qname))
+        if verdict.action != "resolve":
+            continue
+        age = now - entry.stored_at
+        for base in verdict.sets:
+            for suffix, addrs in (("_4", entry.resolved.v4), ("_6", entry.resolved.v6)):
+                if base + suffix not in wanted:
+                    continue
+                for addr, ttl in addrs.items():
+                    left = int(max(ttl, settings.min_ttl) + settings.grace - age)
+                    if left > 0:
+                        key = (base + suffix, addr)
+                        items[key] = max(items.get(key, 0), left)
+    return [(name, addr, left) for (name, addr), left in items.items()]

@@ -53,7 +53,7 @@ from outguard.ruleset.keys import SetName
 from outguard.ruleset.names import NamePolicy
 
 log = logging.getLogger("outguard.dns")
-CACHE_FILE = "dns-cache.json"
+CACHE_FILE = dcache.FILE
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 30.0

@@ -254,7 +254,7 @@ def _keep(store: FeedStore, spec: FeedSpec, content: FeedSet, bad: int, removed:
     file falls back to it (at apply, in the agent's rounds), `feeds show` sees it. Only then:
     an existing copy is `feeds update`'s to replace (it tells a change, and syncs it); and the
     record keeps no digest, so that the next update syncs what it reads."""
-    if store.has_copy(spec.name):
+    if store.has_copy(spec.name) or store.read_only:
         return
     try:
         meta = store.meta(spec.name)
@@ -271,11 +271,12 @@ def _keep(store: FeedStore, spec: FeedSpec, content: FeedSet, bad: int, removed:
 def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], base: Path,
                feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
                problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
-               ) -> tuple[dict[str, LoadedList], list[Problem]]:
+               keep_copies: bool = False) -> tuple[dict[str, LoadedList], list[Problem]]:
     """Lists for every `@feed:` reference (refs: list name → (path, (line, col)) of its first
     use; `lists`: the policy's other lists, loaded). Errors go to `problems`; warnings are
-    returned."""
-    store = FeedStore(feed_dir) if feed_dir is not None else None
+    returned. Only with `keep_copies` (apply) is a `file:` feed's first good read kept as its
+    last good copy: every other load only reads the feed store."""
+    store = FeedStore(feed_dir, read_only=not keep_copies) if feed_dir is not None else None
     nb = never_block_of(doc, lists)
     out: dict[str, LoadedList] = {}
     warnings: list[Problem] = []
@@ -293,7 +294,11 @@ def load_feeds(doc: PolicyDoc, refs: dict[str, tuple[str, tuple[int, int]]], bas
 
 
 class _Feeds:
-    """The feeds package as the policy loader's `FeedLoader`."""
+    """The feeds package as the policy loader's `FeedLoader`; `keep_copies`: apply's, which
+    keeps a `file:` feed's first good read as its last good copy (the others only read)."""
+
+    def __init__(self, keep_copies: bool = False) -> None:
+        self.keep_copies = keep_copies
 
     def names(self) -> Collection[str]:
         return registry().keys()
@@ -302,10 +307,12 @@ class _Feeds:
                  feed_dir: Path | None, known: Callable[[str], bool] | None, source: str,
                  problems: list[Problem], lists: Mapping[str, LoadedList] | None = None,
                  ) -> tuple[dict[str, LoadedList], list[Problem]]:
-        return load_feeds(doc, refs, base, feed_dir, known, source, problems, lists)
+        return load_feeds(doc, refs, base, feed_dir, known, source, problems, lists,
+                          self.keep_copies)
 
 
-FEEDS = _Feeds()  # what `policy.load` is given to load `@feed:NAME` lists
+FEEDS = _Feeds()  # what `policy.load` is given to load `@feed:NAME` lists (read only)
+KEEPING_FEEDS = _Feeds(keep_copies=True)  # apply's
 
 
 def _misuse(doc: PolicyDoc, list_name: str, spec: FeedSpec) -> list[str]:

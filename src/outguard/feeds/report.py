@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from outguard.feeds.schedule import next_due
+from outguard.feeds.schedule import MAX_ROUND_GAP, next_due
 from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedMeta, FeedStore
 
@@ -66,8 +66,9 @@ def show_json(spec: FeedSpec, store: FeedStore, used: bool) -> dict[str, Any]:
         "name": spec.name, "source": spec.source, "format": spec.format,
         "category": spec.category, "outbound": spec.outbound, "used_by_applied_policy": used,
         "terms": spec.terms, "licence": spec.licence, "description": spec.description,
-        "min_interval_s": spec.min_interval, "max_bytes": spec.max_bytes,
-        "limits": spec.limits.model_dump(),
+        # None for a `file:` feed: it is read at every update
+        "min_interval_s": spec.min_interval if spec.file is None else None,
+        "max_bytes": spec.max_bytes, "limits": spec.limits.model_dump(),
         "last_good_copy": {
             "path": str(store.copy_path(spec.name)), "bytes": _copy_bytes(store, spec.name),
             "entries": meta.count, "per_set": meta.kinds,
@@ -81,6 +82,13 @@ def show_json(spec: FeedSpec, store: FeedStore, used: bool) -> dict[str, Any]:
         if meta.refused_at else None,
         "next_due": iso(next_due(spec, meta), utc=True) or "now",
     }
+
+
+def _how_often(spec: FeedSpec) -> str:
+    if spec.file is not None:  # `schedule.next_due`: a local file is due at every update
+        return (f"read at every update (each `feeds update`, and every round of the agent: at"
+                f" least every {every(int(MAX_ROUND_GAP))})")
+    return f"fetched at most every {every(spec.min_interval)}"
 
 
 def show_lines(spec: FeedSpec, store: FeedStore, used: bool,
@@ -97,8 +105,7 @@ def show_lines(spec: FeedSpec, store: FeedStore, used: bool,
                      f"{'yes' if spec.outbound else 'no'}"),
         ("description", spec.description),
         ("terms", spec.licence or spec.terms or "-"),
-        ("interval", f"fetched at most every {every(spec.min_interval)}; size limit"
-                     f" {size(spec.max_bytes)}"),
+        ("interval", f"{_how_often(spec)}; size limit {size(spec.max_bytes)}"),
         ("limits", f"{'may' if lim.may_be_empty else 'may not'} be empty; shrink up to"
                    f" {lim.max_shrink:.0%}, growth up to {lim.max_growth:g}x; networks up to"
                    f" /{lim.min_prefix4} (IPv4), /{lim.min_prefix6} (IPv6)"),
@@ -143,7 +150,8 @@ def list_row(spec: FeedSpec, store: FeedStore, used: bool) -> dict[str, Any]:
     meta = store.meta(spec.name)
     has_copy = store.has_copy(spec.name)
     return {"name": spec.name, "used": used, "format": spec.format, "category": spec.category,
-            "outbound": spec.outbound, "min_interval_s": spec.min_interval,
+            "outbound": spec.outbound,
+            "min_interval_s": spec.min_interval if spec.file is None else None,
             "entries": meta.count if has_copy else None,
             "last_good": iso(meta.fetched_at, utc=True) if has_copy else None,
             "failures": meta.failures, "terms": spec.terms or "-"}
@@ -162,5 +170,6 @@ def list_lines(specs: list[FeedSpec], store: FeedStore, used: set[str]) -> list[
         entries = f"{meta.count:,}" if has_copy else "-"
         out.append(f"{spec.name:22} {'yes' if spec.name in used else '':4} {spec.format:13}"
                    f" {spec.category:20} {'yes' if spec.outbound else 'no':3}"
-                   f" {every(spec.min_interval):>6} {entries:>8}  {when:16}  {spec.terms or '-'}")
+                   f" {'update' if spec.file else every(spec.min_interval):>6} {entries:>8}"
+                   f"  {when:16}  {spec.terms or '-'}")
     return out

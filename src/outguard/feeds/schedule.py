@@ -10,6 +10,9 @@ from outguard.feeds.spec import FeedSpec
 from outguard.feeds.store import FeedMeta
 
 MAX_BACKOFF = 24 * 3600.0
+# the agent's rounds are at most this far apart: a `file:` feed (due at every round) is read
+# at least this often
+MAX_ROUND_GAP = 300.0
 
 
 def backoff(spec: FeedSpec, failures: int) -> float:

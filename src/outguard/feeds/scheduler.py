@@ -26,6 +26,7 @@ from outguard.feeds.alert import AlertHook, emit
 from outguard.feeds.fetch import ProgressHook
 from outguard.feeds.policy import PREFIX, FeedList, never_block_of
 from outguard.feeds.registry import resolve
+from outguard.feeds.schedule import MAX_ROUND_GAP
 from outguard.feeds.store import FeedStore
 from outguard.feeds.sync import FeedHost, SyncReport, sync_feeds
 from outguard.feeds.update import FeedResult, update_feeds
@@ -97,7 +98,7 @@ async def run_feed_scheduler(state_dir: Path, host: FeedHost, *,
                              stop: asyncio.Event | None = None,
                              on_alert: AlertHook | None = None,
                              clock: Clock = system_clock,
-                             max_sleep: float = 300.0, min_sleep: float = 5.0,
+                             max_sleep: float = MAX_ROUND_GAP, min_sleep: float = 5.0,
                              on_round: RoundHook | None = None) -> None:
     """Run until `stop` is set. Errors of one round are alerted and logged, never fatal.
     `on_round` sees every round's results and sync report (metrics, tests, the benchmark)."""

@@ -58,8 +58,10 @@ _META_FIELDS = frozenset(f.name for f in fields(FeedMeta))
 
 
 class FeedStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        # read_only: a policy loaded by a command that must not write state (check, explain,
+        # compile, plan) keeps no copy of a `file:` feed
+        self.root, self.read_only = root, read_only
 
     def dir(self, name: str) -> Path:
         return self.root / name

@@ -30,10 +30,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from outguard import agentstate
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.format import alert_json
 from outguard.events import Attribution, BlockedPacket, Event
-from outguard.monitor import agentstate
 from outguard.monitor.aggregate import Aggregator, Update
 from outguard.monitor.classify import Classifier
 from outguard.monitor.metrics import Metrics

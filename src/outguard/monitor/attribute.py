@@ -316,9 +316,11 @@ class Attributor:
         except KernelError as exc:
             return self._fail(f"sock_diag failed: {exc}", "sockdiag", pkt.uid)
         if sock is None:
+            # with a uid, NFLOG saw a socket (a process's): it closed before the lookup (a
+            # connect given up at once, a reject); without, no socket sent it (the kernel)
             return self._fail(f"{pkt.proto} socket {pkt.src}:{pkt.sport} → {pkt.dst}:{pkt.dport}"
                               " not found (closed before it could be looked up)",
-                              "no-socket", pkt.uid)
+                              "closed" if pkt.uid is not None else "no-socket", pkt.uid)
         if sock.inode == 0:
             return self._fail("the socket has no process any more (closing or orphaned)",
                               "orphan", sock.uid)

@@ -67,6 +67,7 @@ class When(BaseModel):
     resolved: bool | None = None
     resolver: bool | None = None
     attributed: bool | None = None
+    failure: list[str] | None = None
     any: list[When] | None = None
 
     @field_validator("ports", mode="before")
@@ -124,6 +125,9 @@ class _Facts:
     resolved: bool | None  # None: no resolver ran, whether a name was behind dst is unknown
     resolver: bool  # outguard's resolver runs
     attributed: bool
+    failure: str | None  # why attribution failed (`Attribution.failure_kind`)
+    uid: int | None
+    user: str | None
 
     @classmethod
     def of(cls, event: Event) -> _Facts:
@@ -138,7 +142,8 @@ class _Facts:
             dst = dst.ipv4_mapped
         return cls(process, _name(att.parent_exe), frozenset(users), pkt.dport, pkt.proto, dst,
                    pkt.rule, event.feed, bool(event.names) if event.names_known else None,
-                   event.names_known, att.pid is not None or att.exe is not None)
+                   event.names_known, att.pid is not None or att.exe is not None,
+                   att.failure_kind, att.uid if att.uid is not None else pkt.uid, att.user)
 
 
 def _glob(value: str | None, patterns: Sequence[str]) -> bool:
@@ -165,10 +170,19 @@ def matches(when: When, f: _Facts) -> bool:
         when.resolved is None or (f.resolved is not None and f.resolved == when.resolved),
         when.resolver is None or f.resolver == when.resolver,
         when.attributed is None or f.attributed == when.attributed,
+        when.failure is None or _glob(f.failure, when.failure),
     )
     if not all(checks):
         return False
     return when.any is None or any(matches(w, f) for w in when.any)
+
+
+def _title(title: str, f: _Facts) -> str:
+    """A title's `{uid}` and `{user}`: whose socket it was, when no process could be named."""
+    if "{" not in title:
+        return title
+    return title.replace("{uid}", "?" if f.uid is None else str(f.uid)).replace(
+        "{user}", f.user or "?")
 
 
 class Classifier:
@@ -178,7 +192,7 @@ class Classifier:
     def classify(self, event: Event) -> list[Classification]:
         """Every matching signature, most severe first (file order among equals)."""
         facts = _Facts.of(event)
-        found = [Classification(s.id, s.title, s.severity)
+        found = [Classification(s.id, _title(s.title, facts), s.severity)
                  for s in self.signatures if matches(s.when, facts)]
         found.sort(key=lambda c: -severity_rank(c.severity))
         return found or [FALLBACK]

@@ -13,8 +13,10 @@ next to the packet drops, and the aggregator folds a client's retries into one i
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from outguard.alerts.format import alert_json
@@ -42,6 +44,17 @@ def _destination(e: DnsEvent) -> str:
     return e.qname
 
 
+@lru_cache(maxsize=1024)
+def user_name(uid: int | None) -> str | None:
+    """The user name of `uid` (None when unknown here), as packet incidents carry it."""
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 def event_of(e: DnsEvent) -> Event | None:
     """The monitor's event for a blocked or suspicious query; None for an answered one.
 
@@ -59,6 +72,7 @@ def event_of(e: DnsEvent) -> Event | None:
                         proto="dns", src=host, dst=_destination(e),
                         sport=int(port) if port.isdigit() else None, dport=53, uid=e.uid)
     att = Attribution(pid=e.pid, exe=e.exe, cmdline=tuple(e.cmdline), uid=e.uid,
+                      user=user_name(e.uid),
                       failure=None if e.pid is not None else "no process found for the query")
     found = []
     for text in e.classifications:

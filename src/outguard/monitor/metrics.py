@@ -174,7 +174,7 @@ class Metrics:
                                  ["class", "severity"], registry=self.registry)
         self.attribution_failures = Counter(
             "outguard_attribution_failures", "Blocked packets no process could be found for, by"
-            " kind (no-socket, exited, orphan, ...)", ["reason"], registry=self.registry)
+            " kind (closed, no-socket, exited, orphan, ...)", ["reason"], registry=self.registry)
         self.alerts = Counter("outguard_alerts", "Alerts per sink and outcome",
                               ["sink", "outcome"], registry=self.registry)
         self.store_errors = Counter("outguard_store_errors", "Store writes that failed",

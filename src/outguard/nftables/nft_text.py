@@ -25,6 +25,8 @@ def _q(text: str) -> str:
 
 def _value(value: Any) -> str:
     if isinstance(value, dict):
+        if "elem" in value:  # an element with its own timeout (a DNS set filled at apply)
+            return f"{_value(value['elem']['val'])} timeout {int(value['elem']['timeout'])}s"
         if "set" in value:
             return "{ " + ", ".join(_value(v) for v in value["set"]) + " }"
         if "range" in value:

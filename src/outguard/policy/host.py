@@ -175,10 +175,13 @@ def _names(policy: Policy, machine: Machine, warn: Warn) -> None:
     for name, future in futures.items():
         if future not in done:
             warn(where[name], f"host name {name!r} did not resolve within {RESOLVE_WAIT:.0f} s:"
-                 " apply resolves it and needs an answer")
+                 f" {_GOES_ON}")
         elif not future.result():
-            warn(where[name], f"host name {name!r} does not resolve on this machine now: apply"
-                 " resolves it and needs an answer")
+            warn(where[name], f"host name {name!r} does not resolve on this machine now:"
+                 f" {_GOES_ON}")
+
+
+_GOES_ON = "apply goes on without it (the name matches nothing until an apply resolves it)"
 
 
 def _nflog(policy: Policy, machine: Machine, warn: Warn, owner_ok: Callable[[str], bool]) -> None:

@@ -119,7 +119,7 @@ def _resolve_all(names: dict[str, tuple[str | int, ...]], resolver: Resolver, po
             warnings.append(str(Problem(
                 policy.source, *policy.positions.of(names[name]), format_path(names[name]),
                 f"host name {name!r} does not resolve now: nothing is allowed or denied for it"
-                " until it resolves at a later apply")))
+                " (it matches nothing) until it resolves at a later apply")))
         out[name] = targets
     return out
 

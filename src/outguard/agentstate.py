@@ -19,6 +19,9 @@ from typing import Any
 from outguard.state import write_private
 
 FILE = "monitor.json"
+# The agent writes its report every 5 s: a report older than this (twelve missed writes), or one
+# whose pid is gone, means the agent (and its DNS resolver) is not running.
+STALE_AFTER = 60.0
 
 
 @dataclass
@@ -66,6 +69,17 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def condition(report: dict[str, Any] | None, now: float) -> str:
+    """"running", "stopped" (it said so when it stopped), "stale" (its pid is gone, or no
+    report for `STALE_AFTER` seconds: killed, crashed, hung) or "none" (no report)."""
+    if report is None:
+        return "none"
+    if report.get("stopped"):
+        return "stopped"
+    age = now - float(report.get("updated", 0))
+    return "running" if _alive(report.get("pid")) and age < STALE_AFTER else "stale"
+
+
 def _counts(value: Any) -> str:
     if not isinstance(value, dict) or not any(value.values()):
         return "none"
@@ -73,13 +87,15 @@ def _counts(value: Any) -> str:
 
 
 def status_lines(logging: dict[str, dict[str, int]], report: dict[str, Any] | None,
-                 now: float | None = None) -> list[str]:
-    """The monitor's part of `outguard status`: per blocking rule what the kernel blocked,
-    logged and did not log (over the per-flow log rate), then the agent's own report."""
+                 now: float | None = None, *, audit: bool = False) -> list[str]:
+    """The monitor's part of `outguard status`: per blocking rule what the kernel blocked
+    (in audit mode: would have blocked), logged and did not log (over the per-flow log
+    rate), then the agent's own report."""
     now = time.time() if now is None else now
     out = []
     if logging:
-        out.append(f"{'blocked by':40} {'packets':>12} {'logged':>12} {'not logged':>12}")
+        head = "would be blocked by" if audit else "blocked by"
+        out.append(f"{head:40} {'packets':>12} {'logged':>12} {'not logged':>12}")
         for key, f in logging.items():
             out.append(f"{key:40} {f['blocked']:>12} {f['logged']:>12} {f['not_logged']:>12}")
         out.append("(not logged: over the per-flow log rate `log_rate`, or the reset"
@@ -89,12 +105,9 @@ def status_lines(logging: dict[str, dict[str, int]], report: dict[str, Any] | No
                    " directory)")
         return out
     age = now - float(report.get("updated", 0))
-    if report.get("stopped"):
-        state = "stopped"
-    elif _alive(report.get("pid")) and age < 60:
-        state = f"running (pid {report.get('pid')})"
-    else:
-        state = f"not running? (pid {report.get('pid')}, no report for {age:.0f} s)"
+    state = {"stopped": "stopped", "running": f"running (pid {report.get('pid')})"}.get(
+        condition(report, now), f"not running? (pid {report.get('pid')}, no report for"
+                                f" {age:.0f} s)")
     out.append(f"monitor: {state}, report {age:.0f} s old")
     out.append(f"  received {report.get('received', 0)} blocked packets, NFLOG lost"
                f" {report.get('nflog_lost', 0)} (ENOBUFS {report.get('enobufs', 0)}),"

@@ -1,0 +1,112 @@
+"""What the host itself must reach (its name servers, its feeds' hosts): `check` warns when an
+enforcing policy blocks it, naming it and the rule to add. Pure: resolv.conf files and the
+resolver are given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outguard.policy.load import load_text
+from outguard.ruleset.reach import HostView, name_servers, reach_warnings
+
+RULES = """version: 1
+allow:
+  - {name: web, to: [203.0.113.10], ports: [443], proto: tcp}
+"""
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> HostView:
+    (tmp_path / "resolv.conf").write_text("# by hand\nnameserver 192.0.2.53\n"
+                                          "nameserver 127.0.0.1\nnameserver 2001:db8::53\n")
+    return HostView(resolv_conf=tmp_path / "resolv.conf",
+                    resolved_conf=tmp_path / "resolved.conf",
+                    shown="/etc/netns/web/resolv.conf",
+                    resolve=lambda name: {"intel.example.com": ["198.51.100.40"]}.get(name, []))
+
+
+def _warnings(text: str, view: HostView, tmp_path: Path) -> list[str]:
+    policy = load_text(text, str(tmp_path / "p.yaml"), base_dir=tmp_path)
+    return [p.message for p in reach_warnings(policy, view)]
+
+
+def test_an_enforcing_policy_that_blocks_the_hosts_name_servers_is_warned(
+        view: HostView, tmp_path: Path) -> None:
+    got = _warnings(RULES, view, tmp_path)
+    assert len(got) == 1
+    assert "name servers 192.0.2.53, 2001:db8::53 (/etc/netns/web/resolv.conf)" in got[0]
+    assert '`- {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53]}`' in got[0]
+
+
+@pytest.mark.parametrize("extra", [
+    '  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53]}\n',
+    "  - {name: all, to: [192.0.2.0/24, '2001:db8::/32']}\n",
+])
+def test_an_allow_rule_for_every_user_on_udp_and_tcp_covers_them(
+        view: HostView, tmp_path: Path, extra: str) -> None:
+    assert _warnings(RULES + extra, view, tmp_path) == []
+
+
+@pytest.mark.parametrize("extra", [
+    '  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53], proto: udp}\n',  # no tcp
+    '  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53], for: {user: root}}\n',
+])
+def test_half_an_allow_is_not_enough(view: HostView, tmp_path: Path, extra: str) -> None:
+    assert len(_warnings(RULES + extra, view, tmp_path)) == 1
+
+
+def test_no_warning_with_dns_or_in_audit_mode(view: HostView, tmp_path: Path) -> None:
+    with_dns = RULES + "dns: {upstreams: [192.0.2.53]}\n"
+    assert _warnings(with_dns, view, tmp_path) == []
+    assert _warnings(RULES.replace("version: 1\n", "version: 1\nmode: audit\n"), view,
+                     tmp_path) == []
+
+
+def test_a_systemd_resolved_stub_is_looked_through(view: HostView, tmp_path: Path) -> None:
+    view.resolv_conf.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    assert name_servers(view) == ([], "/etc/netns/web/resolv.conf")
+    view.resolved_conf.write_text("nameserver 198.51.100.53\n")
+    assert name_servers(view) == (["198.51.100.53"], str(view.resolved_conf))
+
+
+FEEDS = RULES + """  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53]}
+deny:
+  - {name: threats, to: ["@feed:corp-bad", "@feed:local-bad"]}
+feeds:
+  corp-bad: {url: "https://intel.example.com:8443/bad.txt"}
+  local-bad: {file: bad.txt, may_be_empty: true}
+"""
+
+
+def test_a_url_feed_whose_host_the_policy_blocks_is_warned(view: HostView,
+                                                           tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_text("")
+    got = _warnings(FEEDS, view, tmp_path)
+    assert len(got) == 1 and got[0].startswith(
+        "feed corp-bad is downloaded from intel.example.com (port 8443/tcp), which this policy"
+        " blocks (no allow rule lets out its addresses)")
+    assert "`- {name: feed-corp-bad, to: [intel.example.com], ports: [8443], proto: tcp}`" \
+        in got[0]
+    # allowed by name, or (without dns:) by one of the addresses it resolves to
+    by_name = FEEDS.replace("deny:", "  - {name: intel, to: [intel.example.com], ports: [8443]}"
+                                     "\ndeny:")
+    assert _warnings(by_name, view, tmp_path) == []
+    by_address = FEEDS.replace("deny:", "  - {name: intel, to: [198.51.100.40], ports: [8443]}"
+                                        "\ndeny:")
+    assert _warnings(by_address, view, tmp_path) == []
+    # with dns: only a name counts (outguard's resolver answers nothing else)
+    dns = "dns: {upstreams: [192.0.2.53]}\n"
+    got = _warnings(by_address + dns, view, tmp_path)
+    assert len(got) == 1 and "(outguard's resolver refuses the name)" in got[0]
+    assert _warnings(by_name + dns, view, tmp_path) == []
+
+
+def test_a_registry_feed_is_warned_where_it_is_used(view: HostView, tmp_path: Path) -> None:
+    text = RULES + ('  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53]}\n'
+                    "deny:\n  - {name: threats, to: ['@feed:spamhaus-drop']}\n")
+    policy = load_text(text, str(tmp_path / "p.yaml"), base_dir=tmp_path)
+    got = reach_warnings(policy, view)
+    assert [(w.path, w.line) for w in got] == [("deny[0].to[0]", 6)]
+    assert "www.spamhaus.org does not resolve now and no allow rule names it" in got[0].message
