@@ -49,11 +49,10 @@ def test_resolver_names_of_follows_its_answers_and_a_restart() -> None:
 def test_prefill_puts_cached_answers_into_the_new_sets_the_new_policy_maps_them_to() -> None:
     """A rule that gains a name gets a new FQDN set: it starts with the saved answers of the
     names the new policy puts there, for the time their old entries had left."""
-    from outguard.compile.lower import lower
-    from outguard.dns.names import NamePolicy
-
     from outguard.dns import cache as dcache
     from outguard.policy.load import load_text
+    from outguard.ruleset.lower import lower
+    from outguard.ruleset.names import NamePolicy
     from tests.dns.helpers import answer
 
     def policy(names: str) -> str:

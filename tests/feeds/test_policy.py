@@ -11,7 +11,7 @@ from outguard.errors import PolicyError
 from outguard.feeds.lookup import FeedIndex
 from outguard.feeds.merge import FeedSet
 from outguard.feeds.parse import parse
-from outguard.feeds.policy import FEEDS, FeedList
+from outguard.feeds.policy import FEEDS, KEEPING_FEEDS, FeedList
 from outguard.feeds.store import FeedStore
 from outguard.nftables.nft import compile_ruleset
 from outguard.policy import load
@@ -32,8 +32,10 @@ feeds:
 """
 
 
-def _load(tmp: Path, text: str = POLICY, **kw: object):
-    return load_text(text, str(tmp / "p.yaml"), base_dir=tmp, feed_dir=tmp / "feeds", **kw)  # type: ignore[arg-type]
+def _load(tmp: Path, text: str = POLICY, *, keep_feed_copies: bool = False, **kw: object):
+    # apply's loader keeps a `file:` feed's first good read; every other command only reads
+    return load.load_text(text, str(tmp / "p.yaml"), base_dir=tmp, feed_dir=tmp / "feeds",
+                          feeds=KEEPING_FEEDS if keep_feed_copies else FEEDS, **kw)  # type: ignore[arg-type]
 
 
 def test_feed_lists_load_and_compile(tmp_path: Path) -> None:

@@ -413,7 +413,7 @@ def test_a_rule_that_gains_a_name_keeps_the_addresses_its_other_names_resolved_t
     (a JVM, nginx) was cut off until it asked again. Apply fills the new set from the
     resolver's saved cache, with the time the old entry had left; a removed name still
     stops at once."""
-    from outguard.monitor.runner import AgentHandle, AgentOptions
+    from outguard.service.runner import AgentHandle, AgentOptions
 
     both = POLICY_A.replace("to: [x.example.test]", "to: [x.example.test, y.example.test]")
     only_y = POLICY_A.replace("to: [x.example.test]", "to: [y.example.test]")

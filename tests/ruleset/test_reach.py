@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from outguard.policy.load import load_text
+from outguard.pipeline import load_policy
 from outguard.ruleset.reach import HostView, name_servers, reach_warnings
 
 RULES = """version: 1
@@ -28,7 +28,7 @@ def view(tmp_path: Path) -> HostView:
 
 
 def _warnings(text: str, view: HostView, tmp_path: Path) -> list[str]:
-    policy = load_text(text, str(tmp_path / "p.yaml"), base_dir=tmp_path)
+    policy = load_policy(tmp_path / "p.yaml", text=text)
     return [p.message for p in reach_warnings(policy, view)]
 
 
@@ -106,7 +106,7 @@ def test_a_url_feed_whose_host_the_policy_blocks_is_warned(view: HostView,
 def test_a_registry_feed_is_warned_where_it_is_used(view: HostView, tmp_path: Path) -> None:
     text = RULES + ('  - {name: dns, to: [192.0.2.53, "2001:db8::53"], ports: [53]}\n'
                     "deny:\n  - {name: threats, to: ['@feed:spamhaus-drop']}\n")
-    policy = load_text(text, str(tmp_path / "p.yaml"), base_dir=tmp_path)
+    policy = load_policy(tmp_path / "p.yaml", text=text)
     got = reach_warnings(policy, view)
     assert [(w.path, w.line) for w in got] == [("deny[0].to[0]", 6)]
     assert "www.spamhaus.org does not resolve now and no allow rule names it" in got[0].message
