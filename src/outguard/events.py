@@ -198,3 +198,34 @@ class FeedAlert:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LearnedFlow:
+    """One learned outbound flow, aggregated (issue 16): what `outguard learn` records, `flows`
+    lists, and `suggest` and `simulate` read. The key is (exe, user, unit, container, dst, port,
+    proto); `count`, `first_seen`, `last_seen` and `names` aggregate over it.
+
+    `names`: every DNS name seen answering with `dst` (the resolver's, or a passive copy of the
+    host's DNS answers), lower-case, no trailing dot. `decision`: what the policy in force when
+    it was last seen decided ("allow:<rule>", "deny:<rule>", "default", "builtin:<what>", or ""
+    with no policy). `signature`/`severity`: the classifier's verdict when it is medium or worse
+    (a flow that must never be suggested as allowed), else None."""
+
+    exe: str | None  # the process's executable ("uid:N" when it could not be attributed)
+    cmdline: tuple[str, ...]  # one example command line
+    user: str | None
+    uid: int | None
+    unit: str | None  # systemd unit
+    cgroup: str | None
+    container: str | None
+    dst: str  # the destination address, canonical text
+    port: int | None  # None for ICMP and other protocols
+    proto: str  # tcp | udp | icmp | other
+    names: tuple[str, ...]
+    count: int
+    first_seen: datetime  # aware UTC
+    last_seen: datetime
+    decision: str = ""
+    signature: str | None = None
+    severity: str | None = None
