@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from outguard.dns.events import DnsEvent
@@ -32,3 +34,37 @@ def test_blocked_dns_queries_say_what_was_done(action: str, expected: str) -> No
                            rcode="REFUSED"))
     assert ev is not None
     assert (ev.packet.rule, ev.packet.action) == ("dns:default", expected)
+
+
+def test_a_learned_flow_round_trips_through_json() -> None:
+    from datetime import UTC, datetime
+
+    from outguard.events import LearnedFlow
+
+    flow = LearnedFlow(
+        exe="/usr/bin/curl", cmdline=("curl", "https://api.example.test"), user="www-data",
+        uid=33, unit="web.service", cgroup="/system.slice/web.service", container=None,
+        dst="2001:db8::5", port=443, proto="tcp", names=("api.example.test",), count=3,
+        first_seen=datetime(2026, 12, 1, tzinfo=UTC), last_seen=datetime(2026, 12, 2, tzinfo=UTC),
+        decision="allow:api",
+    )
+    assert LearnedFlow.from_json(json.loads(json.dumps(flow.to_json()))) == flow
+    assert flow.key == ("/usr/bin/curl", "www-data", "web.service", None, "2001:db8::5", 443, "tcp")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ([], "JSON object"),
+        ({"dst": "192.0.2.1", "proto": "tcp", "count": 1, "first_seen": "2026-12-01"}, "last_seen"),
+        ({"dst": "192.0.2.1", "proto": "tcp", "count": 0, "first_seen": "2026-12-01",
+          "last_seen": "2026-12-01"}, "count"),
+        ({"dst": "192.0.2.1", "proto": "tcp", "port": 70000, "count": 1,
+          "first_seen": "2026-12-01", "last_seen": "2026-12-01"}, "port"),
+    ],
+)
+def test_a_learned_flow_that_is_not_one_is_named(data: object, says: str) -> None:
+    from outguard.events import LearnedFlow
+
+    with pytest.raises(ValueError, match=says):
+        LearnedFlow.from_json(data)

@@ -10,7 +10,7 @@ layers (it imports nothing of outguard): every stage takes and returns these.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -229,3 +229,66 @@ class LearnedFlow:
     decision: str = ""
     signature: str | None = None
     severity: str | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str | None, str | None, str, int | None, str]:
+        """The aggregation key: (exe, user, unit, container, dst, port, proto)."""
+        return (self.exe, self.user, self.unit, self.container, self.dst, self.port, self.proto)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form `outguard flows --json` prints and `--flows FILE` reads (one object a
+        line): times as ISO 8601 UTC, tuples as lists."""
+        out = asdict(self)
+        out["cmdline"] = list(self.cmdline)
+        out["names"] = list(self.names)
+        out["first_seen"] = self.first_seen.isoformat()
+        out["last_seen"] = self.last_seen.isoformat()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> LearnedFlow:
+        """The flow `to_json` wrote; ValueError naming the field when `data` is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("a flow must be a JSON object")
+        try:
+            first = _aware(datetime.fromisoformat(str(data["first_seen"])))
+            last = _aware(datetime.fromisoformat(str(data["last_seen"])))
+            port = data.get("port")
+            count = data["count"]
+            if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+                raise ValueError(f"port: {port!r} is not 0..65535")
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"count: {count!r} is not a positive integer")
+            uid = data.get("uid")
+            return cls(
+                exe=_opt_str(data.get("exe")),
+                cmdline=tuple(str(a) for a in data.get("cmdline") or ()),
+                user=_opt_str(data.get("user")),
+                uid=int(uid) if uid is not None else None,
+                unit=_opt_str(data.get("unit")),
+                cgroup=_opt_str(data.get("cgroup")),
+                container=_opt_str(data.get("container")),
+                dst=str(data["dst"]),
+                port=port,
+                proto=str(data["proto"]),
+                names=tuple(str(n) for n in data.get("names") or ()),
+                count=count,
+                first_seen=first,
+                last_seen=last,
+                decision=str(data.get("decision") or ""),
+                signature=_opt_str(data.get("signature")),
+                severity=_opt_str(data.get("severity")),
+            )
+        except KeyError as exc:
+            raise ValueError(f"a flow needs {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a flow: {exc}") from None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _aware(moment: datetime) -> datetime:
+    # A time without an offset is taken as UTC: what a hand-written flows file means.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
