@@ -55,8 +55,12 @@ def test_audit_mode_blocks_nothing(policy: str) -> None:
     rs = ruleset(policy)
     export = export_aws(rs)
     groups = json.loads(export.files["aws-network-firewall-rule-groups.json"])["RuleGroups"]
-    kinds = {g["RuleGroup"]["RulesSource"]["RulesSourceList"]["GeneratedRulesType"] for g in groups}
+    kinds = {g["RuleGroup"]["RulesSource"]["RulesSourceList"]["GeneratedRulesType"] for g in groups
+             if "RulesSourceList" in g["RuleGroup"]["RulesSource"]}
     assert kinds <= {"ALERTLIST"}
+    strings = [g["RuleGroup"]["RulesSource"]["RulesString"] for g in groups
+               if "RulesString" in g["RuleGroup"]["RulesSource"]]
+    assert all(line.startswith("alert ") for text in strings for line in text.splitlines())
     assert all(aws.evaluate(export.files, p) == "allow" for p in probes(rs))
     if rs.dns is not None:
         rules = json.loads(export.files["aws-dns-firewall.json"])["CreateFirewallRule"]
@@ -108,7 +112,8 @@ def test_fqdns_go_to_network_firewall_domain_lists() -> None:
     export = export_aws(ruleset("cloud-fqdn"))
     groups = json.loads(export.files["aws-network-firewall-rule-groups.json"])["RuleGroups"]
     lists = {g["RuleGroup"]["RulesSource"]["RulesSourceList"]["GeneratedRulesType"]:
-             g["RuleGroup"]["RulesSource"]["RulesSourceList"]["Targets"] for g in groups}
+             g["RuleGroup"]["RulesSource"]["RulesSourceList"]["Targets"] for g in groups
+             if "RulesSourceList" in g["RuleGroup"]["RulesSource"]}
     assert lists == {"DENYLIST": ["evil.example.test", ".bad.example.test"],
                      "ALLOWLIST": ["mirror.example.test", ".cdn.example.test", "api.example.test"]}
     assert any("Network Firewall" in w for w in export.warnings)
@@ -137,3 +142,35 @@ def test_audit_mode_keeps_egress_open() -> None:
             "Ipv6Ranges": [{"CidrIpv6": "::/0", "Description": "outguard audit mode: allow all"}]
             } in perms
     assert json.loads(export.files["aws-network-acl-egress.json"])["Entries"] == []
+
+
+def test_a_deny_list_too_big_for_a_network_acl_is_whole_in_a_network_firewall_ip_set() -> None:
+    """Issue 17: a network ACL holds 20 entries; a 2,000-network deny list fits only in a
+    Network Firewall IP set, and the evaluated export then denies every one of them."""
+    nets = [f"198.51.{i // 256}.{i % 256}/32" for i in range(2000)] + ["2001:db8:dead::/48"]
+    export = export_aws(ruleset_of(f"""\
+version: 1
+lists:
+  threats: [{", ".join(nets)}]
+deny:
+  - name: threats
+    to: ["@threats"]
+  - name: smtp
+    to: [203.0.113.0/24]
+    ports: [25, 465-587]
+    proto: tcp
+"""))
+    groups = json.loads(export.files["aws-network-firewall-rule-groups.json"])["RuleGroups"]
+    (group,) = [g for g in groups if g["RuleGroupName"] == "outguard-deny-addresses"]
+    ip_sets = group["RuleGroup"]["RuleVariables"]["IPSets"]
+    assert sum(len(s["Definition"]) for s in ip_sets.values()) == 2000 + 1 + 1
+    rules = group["RuleGroup"]["RulesSource"]["RulesString"].splitlines()
+    assert rules[-1].startswith("drop tcp $HOME_NET any -> $OG_DENY_2_V4 [25,465:587] ")
+    assert len({r.split("sid:")[1] for r in rules}) == len(rules)
+    for dst, port, verdict in (("198.51.7.207", 443, "deny"), ("2001:db8:dead::9", 80, "deny"),
+                               ("203.0.113.9", 500, "deny"), ("203.0.113.9", 443, "allow"),
+                               ("192.0.2.1", 443, "allow")):
+        probe = Probe(dst=dst, port=port, proto="tcp")
+        assert aws.network_firewall(export.files, probe) == verdict, (dst, port)
+    (threats,) = [f for f in export.fidelity if f.rule == "deny:threats"]
+    assert "Network Firewall IP-set rule group" in threats.how

@@ -106,6 +106,12 @@ BROKEN: dict[str, tuple[str, str, str, tuple[str, Any], Callable[[Body], None], 
     "aws-nfw-wildcard": ("aws", "cloud-fqdn", NFW, ("type", "STATEFUL"), _in(
         "rule_group.rules_source.rules_source_list", _set("targets", ["*.cdn.example.test"])),
         r"targets\.0: String should match pattern"),
+    "aws-nfw-suricata-set": ("aws", "cloud-mixed", NFW, ("name", "outguard-deny-addresses"), _in(
+        "rule_group.rule_variables.ip_sets.0", _set("key", "OTHER")),
+        r"\$OG_DENY_\w+ is no IP set of the group"),
+    "aws-nfw-suricata-form": ("aws", "cloud-mixed", NFW, ("name", "outguard-deny-addresses"), _in(
+        "rule_group.rules_source", _set("rules_string", "drop tcp any any -> any any (sid:1;)\n")),
+        r"not a rule outguard writes"),
     "aws-dnsfw-block": ("aws", "cloud-dns", "aws_route53_resolver_firewall_rule",
                         ("action", "BLOCK"), _drop("block_response"),
                         "block_response exactly for BLOCK rules"),

@@ -20,11 +20,12 @@ a Network Firewall domain list holds no more targets than its capacity.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from tests.export.vendor_terraform import CIDR4, CIDR6, Resource, TfBlock, blocks, known
+from tests.export.vendor_terraform import CIDR, CIDR4, CIDR6, Resource, TfBlock, blocks, known
 
 DESCRIPTION = Annotated[str, Field(max_length=255, pattern=r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*$")]
 IpProtocol = Literal["-1", "tcp", "udp", "icmp", "icmpv6"]
@@ -101,12 +102,57 @@ class RulesSourceList(TfBlock):
                        Field(min_length=1)]
 
 
+# The few Suricata forms outguard writes: `drop|alert <proto> $HOME_NET any -> $VAR <ports>
+# (msg:"..."; sid:N; rev:1;)`; the variable must be one of the group's IP sets.
+SURICATA_RULE = (r'^(drop|alert|pass|reject) (ip|tcp|udp|icmp) \$HOME_NET any -> \$([A-Z0-9_]+)'
+                 r' (any|\d+(:\d+)?|\[\d+(:\d+)?(,\d+(:\d+)?)*\])'
+                 r' \(msg:"[^";]*"; sid:(\d+); rev:\d+;\)$')
+
+
 class RulesSource(TfBlock):
-    rules_source_list: blocks(RulesSourceList, 1, 1)  # type: ignore[valid-type]
+    rules_source_list: blocks(RulesSourceList, 0, 1) = []  # type: ignore[valid-type]
+    rules_string: Annotated[str, Field(min_length=1, max_length=2_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RulesSource:
+        if (len(self.rules_source_list) == 1) == (self.rules_string is not None):
+            raise ValueError("exactly one of rules_source_list and rules_string")
+        return self
+
+
+class IpSet(TfBlock):
+    definition: Annotated[list[CIDR], Field(min_length=1)]
+
+
+class IpSetVariable(TfBlock):
+    key: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=32)]
+    ip_set: blocks(IpSet, 1, 1)  # type: ignore[valid-type]
+
+
+class RuleVariables(TfBlock):
+    ip_sets: blocks(IpSetVariable, 1)  # type: ignore[valid-type]
 
 
 class RuleGroupBlock(TfBlock):
     rules_source: blocks(RulesSource, 1, 1)  # type: ignore[valid-type]
+    rule_variables: blocks(RuleVariables, 0, 1) = []  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _variables(self) -> RuleGroupBlock:
+        names = {v.key for r in self.rule_variables for v in r.ip_sets}
+        sids: set[int] = set()
+        for source in self.rules_source:
+            for line in (source.rules_string or "").splitlines():
+                found = re.match(SURICATA_RULE, line)
+                if found is None:
+                    raise ValueError(f"not a rule outguard writes: {line!r}")
+                if found.group(3) not in names:
+                    raise ValueError(f"${found.group(3)} is no IP set of the group")
+                sid = int(found.group(9))
+                if sid in sids:
+                    raise ValueError(f"sid {sid} twice")
+                sids.add(sid)
+        return self
 
 
 class NetworkFirewallRuleGroup(Resource):
@@ -122,8 +168,11 @@ class NetworkFirewallRuleGroup(Resource):
             return self
         targets = sum(len(s.targets) for g in self.rule_group for r in g.rules_source
                       for s in r.rules_source_list)
-        if targets > self.capacity:
-            raise ValueError(f"{targets} targets in a rule group of capacity {self.capacity}")
+        rules = sum(len((r.rules_string or "").splitlines()) for g in self.rule_group
+                    for r in g.rules_source)
+        if max(targets, rules) > self.capacity:
+            raise ValueError(f"{max(targets, rules)} targets or rules in a rule group of"
+                             f" capacity {self.capacity}")
         return self
 
 

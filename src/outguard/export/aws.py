@@ -1,6 +1,8 @@
 """The `aws` export target: security-group egress permissions, network-ACL deny entries, AWS
 Network Firewall domain-list rule groups and, with `dns:`, Route 53 Resolver DNS Firewall, as
-JSON requests for the EC2, Network Firewall and Route 53 Resolver APIs.
+JSON requests for the EC2, Network Firewall and Route 53 Resolver APIs. The deny rules'
+addresses also go to a Network Firewall IP-set rule group (`aws_nfw_ipsets`), which holds lists
+of any size where a network ACL holds 20 entries.
 
 Place in the data flow: `Ruleset` → `view.views` → JSON files (`aws_nfw`, `aws_dnsfw` write
 theirs); `aws_apply` reconciles a live security group to the first of them through boto3, and
@@ -25,6 +27,7 @@ from typing import Any
 from outguard.export.aws_atoms import Atom
 from outguard.export.aws_dnsfw import dns_firewall
 from outguard.export.aws_nfw import domain_rule_groups
+from outguard.export.aws_nfw_ipsets import address_rule_group
 from outguard.export.fidelity import Export
 from outguard.export.terraform_aws import terraform_aws
 from outguard.export.view import ALL_V4, ALL_V6, Ledger, RuleView, common_notes, default_note, views
@@ -178,6 +181,9 @@ def export_aws(ruleset: Ruleset) -> Export:
     desired = desired_atoms(ruleset, ledger)
     entries = nacl_entries(ruleset, ledger)
     groups = domain_rule_groups(ruleset, ledger)
+    addresses = address_rule_group(ruleset, ledger)
+    if addresses is not None:
+        groups.append(addresses)
     dnsfw = dns_firewall(ruleset, ledger)
     default_note(ruleset, ledger, "a security group", logs="VPC Flow Logs")
     order = {v.key: i for i, v in enumerate(views(ruleset))} | {"dns": 1 << 29, "default": 1 << 30}

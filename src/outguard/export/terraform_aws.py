@@ -49,13 +49,22 @@ def _nacl(doc: TfDoc, acl: str, entry: dict[str, Any]) -> None:
 
 
 def _rule_group(doc: TfDoc, group: dict[str, Any]) -> None:
-    src = group["RuleGroup"]["RulesSource"]["RulesSourceList"]
+    source = group["RuleGroup"]["RulesSource"]
+    body: dict[str, Any]
+    if "RulesString" in source:
+        ip_sets = group["RuleGroup"]["RuleVariables"]["IPSets"]
+        body = {"rule_variables": {"ip_sets": [
+                    {"key": name, "ip_set": {"definition": ip_set["Definition"]}}
+                    for name, ip_set in ip_sets.items()]},
+                "rules_source": {"rules_string": source["RulesString"]}}
+    else:
+        src = source["RulesSourceList"]
+        body = {"rules_source": {"rules_source_list": {
+            "generated_rules_type": src["GeneratedRulesType"],
+            "target_types": src["TargetTypes"], "targets": src["Targets"]}}}
     doc.resource("aws_networkfirewall_rule_group", group["RuleGroupName"], {
         "name": group["RuleGroupName"], "type": group["Type"], "capacity": group["Capacity"],
-        "description": group["Description"],
-        "rule_group": {"rules_source": {"rules_source_list": {
-            "generated_rules_type": src["GeneratedRulesType"],
-            "target_types": src["TargetTypes"], "targets": src["Targets"]}}}})
+        "description": group["Description"], "rule_group": body})
 
 
 def _dns_firewall(doc: TfDoc, calls: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ with `aws-dns-firewall.json`, the VPC's resolver running the DNS Firewall rule g
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.export.evaluators.cloud import Probe, Verdict, in_cidrs, name_is
@@ -101,12 +102,45 @@ def _domain(name: str | None, target: str) -> bool:
     return name == target.lstrip(".") or (target.startswith(".") and name.endswith(target))
 
 
+_SURICATA = re.compile(r'^(drop|alert) (ip|tcp|udp|icmp) \$HOME_NET any -> \$(\w+) (\S+) ')
+
+
+def _suricata_ports(text: str, port: int | None) -> bool:
+    if text == "any":
+        return True
+    for part in text.strip("[]").split(","):
+        lo, _sep, hi = part.partition(":")
+        if port is not None and int(lo) <= port <= int(hi or lo):
+            return True
+    return False
+
+
+def _address_drop(group: dict[str, Any], probe: Probe) -> bool:
+    """A drop rule of an IP-set rule group (`aws_nfw_ipsets`) matches the probe."""
+    ip_sets = group["RuleGroup"]["RuleVariables"]["IPSets"]
+    for line in group["RuleGroup"]["RulesSource"]["RulesString"].splitlines():
+        found = _SURICATA.match(line)
+        assert found is not None, line
+        action, proto, variable, ports = found.groups()
+        if action != "drop" or not in_cidrs(probe.dst, ip_sets[variable]["Definition"]):
+            continue
+        if proto == "ip" or (proto == probe.proto and (
+                proto == "icmp" or _suricata_ports(ports, probe.port))):
+            return True
+    return False
+
+
 def network_firewall(files: dict[str, str], probe: Probe) -> Verdict:
+    groups = json.loads(files.get("aws-network-firewall-rule-groups.json", '{"RuleGroups": []}'))
+    if any(_address_drop(g, probe) for g in groups["RuleGroups"]
+           if "RulesString" in g["RuleGroup"]["RulesSource"]):
+        return "deny"
     if probe.layer7 not in ("tls", "http"):
         return "allow"
-    groups = json.loads(files.get("aws-network-firewall-rule-groups.json", '{"RuleGroups": []}'))
     for kind in ("DENYLIST", "ALLOWLIST"):
         for group in groups["RuleGroups"]:
+            if "RulesSourceList" not in group["RuleGroup"]["RulesSource"]:
+                continue
             src = group["RuleGroup"]["RulesSource"]["RulesSourceList"]
             if src["GeneratedRulesType"] != kind:
                 continue
