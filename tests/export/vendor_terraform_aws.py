@@ -110,7 +110,7 @@ SURICATA_RULE = (r'^(drop|alert|pass|reject) (ip|tcp|udp|icmp) \$HOME_NET any ->
 
 
 class RulesSource(TfBlock):
-    rules_source_list: blocks(RulesSourceList, 0, 1) = []  # type: ignore[valid-type]
+    rules_source_list: blocks(RulesSourceList, 0, 1) = Field(default_factory=list)  # type: ignore[valid-type]
     rules_string: Annotated[str, Field(min_length=1, max_length=2_000_000)] | None = None
 
     @model_validator(mode="after")
@@ -135,7 +135,7 @@ class RuleVariables(TfBlock):
 
 class RuleGroupBlock(TfBlock):
     rules_source: blocks(RulesSource, 1, 1)  # type: ignore[valid-type]
-    rule_variables: blocks(RuleVariables, 0, 1) = []  # type: ignore[valid-type]
+    rule_variables: blocks(RuleVariables, 0, 1) = Field(default_factory=list)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _variables(self) -> RuleGroupBlock:
