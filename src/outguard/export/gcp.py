@@ -22,9 +22,12 @@ in the network.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from typing import Any
 
 from outguard.export.cloud_names import NameBook, rfc1035
+from outguard.export.common import ExportError
 from outguard.export.fidelity import Export
 from outguard.export.gcp_plan import GcpOptions, GcpPlan
 from outguard.export.view import (
@@ -150,10 +153,60 @@ def _json(doc: Any) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None) -> Export:
-    """REST bodies: address groups, the policy, its rules, its association, the network order."""
+OPTIONS = {
+    "project": "the GCP project id (default: the placeholder PROJECT_ID)",
+    "network": "the VPC network's name (default: the placeholder NETWORK)",
+    "policy": "the network firewall policy's name (default: outguard-egress)",
+    "service-accounts": "comma-separated service-account e-mails the rules target"
+                        " (default: outguard-egress@PROJECT.iam.gserviceaccount.com)",
+    "secure-tags": "comma-separated secure tag values (tagValues/123…) the rules target"
+                   " instead of service accounts",
+}
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_RFC1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]*@[a-z0-9][a-z0-9.-]*\.[a-z]+$")
+_TAG = re.compile(r"^tagValues/[0-9]+$")
+
+
+def _checked(option: str, value: str, pattern: re.Pattern[str], form: str) -> str:
+    if not pattern.match(value):
+        raise ExportError(f"gcp option {option}: {value!r} is not {form}")
+    return value
+
+
+def options_of(project: str | None = None, network: str | None = None,
+               policy: str | None = None, service_accounts: str | None = None,
+               secure_tags: str | None = None) -> GcpOptions:
+    """`GcpOptions` from the command line's `-o KEY=VALUE` texts, each checked."""
+    opts = GcpOptions()
+    if project is not None:
+        opts = replace(opts, project=_checked("project", project, _PROJECT, "a GCP project id"
+                                              " (6-30 of a-z, 0-9, -; a letter first)"))
+    if network is not None:
+        opts = replace(opts, network=_checked("network", network, _RFC1035, "a network name"))
+    if policy is not None:
+        opts = replace(opts, policy=_checked("policy", policy, _RFC1035, "a policy name"))
+    if service_accounts is not None:
+        accounts = tuple(a.strip() for a in service_accounts.split(",") if a.strip())
+        for account in accounts:
+            _checked("service-accounts", account, _ACCOUNT, "a service-account e-mail")
+        opts = replace(opts, service_accounts=accounts)
+    if secure_tags is not None:
+        tags = tuple(t.strip() for t in secure_tags.split(",") if t.strip())
+        for tag in tags:
+            _checked("secure-tags", tag, _TAG, "a secure tag value (tagValues/<number>)")
+        opts = replace(opts, secure_tags=tags)
+    if opts.service_accounts and opts.secure_tags:
+        raise ExportError("gcp options service-accounts and secure-tags: give one of them"
+                          " (a rule targets service accounts or secure tags, not both)")
+    return opts
+
+
+def export_gcp(ruleset: Ruleset, options: GcpOptions | None = None, **cli: str) -> Export:
+    """REST bodies: address groups, the policy, its rules, its association, the network order.
+    `cli`: the command line's options (`OPTIONS`), when `options` is not given."""
     ledger = Ledger()
-    opts = options or GcpOptions()
+    opts = options or options_of(**cli)
     gcp = plan(ruleset, ledger, opts)
     if ruleset.dns is not None:
         ledger.approx("dns", "the dns: section is not exported: DNS is not forced through"
