@@ -48,6 +48,7 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.loaded import Policy
+from outguard.service.cgroupwatch import CgroupWatch
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
 from outguard.service.options import AgentOptions
@@ -258,6 +259,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
+        if source is None:  # the kernel's: unit and cgroup rules follow their cgroups
+            tasks.append(asyncio.create_task(CgroupWatch(opts.state_dir, opts.netns).run(stop),
+                                             name="outguard-cgroups"))
         running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
                           reloader, parts.server)
         if started is not None:
