@@ -55,7 +55,7 @@ def test_problems_for_check(tmp_path: Path) -> None:
                                 " egress is open (`outguard restore` puts it back)"]
     state.set_pending(Pending("tok", 100.0, 0, "p" * 64, "s0"))
     late = status(state, {}, True, objects=OBJECTS, rules={"output": "a", "allow": "b"},
-                  now=200.0)
+                  clock=lambda: 200.0)
     assert late["pending_confirmation"]["state"] == "expired"
     assert len(late["problems"]) == 1 and "expired" in late["problems"][0]
     (tmp_path / "pending.json").write_text("{")
@@ -108,7 +108,7 @@ def test_a_dns_policy_without_a_running_agent_is_a_problem(tmp_path: Path) -> No
              "stale": {**alive, "updated": now - 61},
              "running": alive}
     for want, report in cases.items():
-        got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=now, agent=report)
+        got = status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: now, agent=report)
         assert got["agent"] == want
         problems = [p for p in got["problems"] if "agent" in p]
         assert bool(problems) == (want != "running"), (want, got["problems"])
@@ -116,14 +116,14 @@ def test_a_dns_policy_without_a_running_agent_is_a_problem(tmp_path: Path) -> No
             assert "127.0.0.1:53" in problems[0]
     # without `dns:` the agent is optional
     plain = _applied(tmp_path / "plain")
-    assert status(plain, {}, True, objects=OBJECTS, rules=RULES, now=now)["problems"] == []
+    assert status(plain, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: now)["problems"] == []
 
 
 def test_expired_rules_are_shown(tmp_path: Path) -> None:
     state = _applied(tmp_path, counters={"default": "default", "allow:tmp": "allow.tmp"},
                      expires={"allow:tmp": "2026-12-03T10:00:45+00:00"})
     at = 1796294400.0  # 2026-12-03T10:40:00Z
-    got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=at)
+    got = status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: at)
     assert got["expired"] == {"allow:tmp": "2026-12-03T10:00:45+00:00"}
     assert got["problems"] == []
-    assert status(state, {}, True, objects=OBJECTS, rules=RULES, now=at - 3600)["expired"] == {}
+    assert status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: at - 3600)["expired"] == {}

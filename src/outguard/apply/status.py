@@ -12,10 +12,10 @@ leave there (a rule inserted by hand). `problems` lists what `status --check` fa
 from __future__ import annotations
 
 import re
-import time
 from datetime import datetime
 from typing import Any
 
+from outguard.clock import Clock, system_clock
 from outguard.nftables import nft_tx
 from outguard.state import Snapshot, StateDir
 
@@ -54,13 +54,15 @@ _AGENT = {"none": "it never reported", "stopped": "it stopped",
 
 def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *,
            objects: Objects | None = None, rules: dict[str, str] | None = None,
-           now: float | None = None, agent: dict[str, Any] | None = None) -> dict[str, Any]:
+           clock: Clock = system_clock,
+           agent: dict[str, Any] | None = None) -> dict[str, Any]:
     """The status as data (`outguard status --json`); `agent`: the agent's last report
-    (`monitor.agentstate.read`)."""
+    (`monitor.agentstate.read`). `clock` is read once: every age, deadline and expiry in it is
+    measured from that moment."""
     from outguard.agentstate import condition as agent_condition  # noqa: PLC0415
     from outguard.apply.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
 
-    now = time.time() if now is None else now
+    now = clock()
     got = state.read("applied")
     out: dict[str, Any] = {"applied": got is not None and table, "table_present": table,
                            "policy_hash": None, "applied_at": None, "mode": None, "source": None,
