@@ -127,3 +127,29 @@ def test_expired_rules_are_shown(tmp_path: Path) -> None:
     assert got["expired"] == {"allow:tmp": "2026-12-03T10:00:45+00:00"}
     assert got["problems"] == []
     assert status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: at - 3600)["expired"] == {}
+
+
+def test_a_unit_bound_since_the_apply_applies_in_full_while_the_agent_runs(
+        tmp_path: Path) -> None:
+    """The unit was not running at the apply; it runs now and the agent bound it: `status
+    --check` kept calling the rule partial."""
+    import os
+
+    warning = ("allow rule 'web': cgroup system.slice/web.service does not exist now (the unit"
+               " is not running?): the rule matches nothing until it starts")
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(warnings=[warning]), "version: 1\n",
+                b'[{"outguard_cgroups": "c_web", "paths": ["system.slice/web.service"]}]')
+    now = 1_000_000.0
+    agent = {"pid": os.getpid(), "started": now - 100, "updated": now - 1, "stopped": False}
+    rules = {"output": "a", "allow": "b"}
+
+    def check(running: bool, exists: bool) -> list[str]:
+        got = status(state, {}, True, objects=OBJECTS, rules=rules, clock=lambda: now,
+                     agent=agent if running else None, cgroup_exists=lambda p: exists)
+        return [str(w) for w in got["partial"]]
+
+    assert check(running=True, exists=True) == []
+    assert check(running=True, exists=False) == [warning]  # still not running
+    assert check(running=False, exists=True) == [warning]  # no agent: nothing bound it

@@ -177,18 +177,27 @@ def test_the_agent_follows_a_unit_that_starts_and_restarts(topology: Topology) -
     cgroup = slice_dir / unit
     topology.add_addresses("203.0.113.10")
     policy = topology.write_policy(_policy(f"unit: {unit}"))
-    agent = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"", "sh",
-         sys.executable, "-m", "outguard", "run", str(policy), "--netns", topology.server,
-         "--state-dir", str(topology.state_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def pure_v2(*args: str) -> list[str]:
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"", "sh",
+                sys.executable, "-m", "outguard", *args, "--netns", topology.server,
+                "--state-dir", str(topology.state_dir)]
+
+    def partial() -> bool:
+        proc = subprocess.run(pure_v2("status", "--check"), capture_output=True, text=True,
+                              timeout=60, check=False)
+        return "applies only in part" in proc.stdout + proc.stderr
+
+    agent = subprocess.Popen(pure_v2("run", str(policy)), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     try:
         assert _until(lambda: ("inet", "outguard") in topology.tables()), agent.poll()
+        assert _until(partial)  # (once the agent's first report is written)
         cgroup.mkdir()  # the unit starts after the apply
         assert _until(lambda: _probe_in(topology, cgroup, [ALLOWED]) == [True]), \
             "the agent did not bind the unit that started"
         assert _probe_in(topology, None, [ALLOWED]) == [False]  # the same binary, outside
+        assert not partial()  # bound: `status --check` no longer calls the rule partial
         first = cgroup.stat().st_ino
         cgroup.rmdir()  # the restart: systemd removes the cgroup and makes a new one
         cgroup.mkdir()

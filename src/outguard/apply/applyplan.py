@@ -358,8 +358,8 @@ def _warn_missing_cgroups(plan: ApplyPlan) -> None:
             what = f"cgroup {path}"
             plan.warnings.append(
                 f"{r.section} rule {r.name!r}: {what} does not exist now (the unit is not"
-                " running?): the rule matches nothing until outguard applies or restores again"
-                " after it started")
+                " running?): the rule matches nothing until it starts, while the agent runs"
+                " (`outguard run`); without it, until outguard applies or restores again")
 
 
 def _keep_feed_sets(plan: ApplyPlan, before: Snapshot, in_kernel: set[str]) -> None:

@@ -35,11 +35,13 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     from outguard import agentstate  # noqa: PLC0415
     from outguard.apply.status import status as read_status  # noqa: PLC0415
     from outguard.kernel import counters as kc  # noqa: PLC0415
+    from outguard.kernel.cgroups import CgroupLookup  # noqa: PLC0415
     from outguard.kernel.rules import rule_digests  # noqa: PLC0415
     from outguard.nftables.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
     now = system_clock()  # one moment for every age, deadline and expiry shown
+    cgroups = CgroupLookup()
     try:
         sock = kc.open_socket()
         with sock:
@@ -49,7 +51,8 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
             rules = rule_digests(sock=sock) if present else None
         report = agentstate.read(state_dir_path)
         info = read_status(StateDir(state_dir_path), counters, present, objects=objects,
-                           rules=rules, agent=report, clock=lambda: now)
+                           rules=rules, agent=report, clock=lambda: now,
+                           cgroup_exists=lambda p: cgroups(p) is not None)
     except OutguardError as exc:
         fail(exc)
         return
