@@ -6,7 +6,8 @@ store + batch writer, metrics endpoint — applies the policy (unless told not t
 what the policy decides (`service.live`): the classifier, the alert sinks from its `alerts:`,
 the DNS resolver when it has a `dns:` section (its answer cache tells the agent which names
 resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
-beside the packet drops, `monitor.dns_incidents`), the feed schedule. Then it runs `Agent.run` until
+beside the packet drops, `monitor.dns_incidents`), the feed schedule, and the watch that keeps
+`for: {unit: …}` rules on their units' cgroups (`service.cgroupwatch`). Then it runs `Agent.run` until
 `stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
 SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
 feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
