@@ -14,7 +14,7 @@ is not running leaves its set empty, never a refused batch.
 
 Why polling, not inotify: inotify on cgroupfs reports only `cgroup.events` changes of an
 existing cgroup; a parent directory's watch sees a child's mkdir/rmdir, but a slice that does
-not exist yet (nothing to watch) needs a poll all the same. A stat() per unit every half
+not exist yet (nothing to watch) needs a poll all the same. A stat() per unit four times a
 second costs nothing next to the agent's work.
 """
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from outguard.kernel.fqdnsets import JsonKernel
 
 log = logging.getLogger("outguard.monitor")
-POLL_S = 0.5
+POLL_S = 0.25  # a restarted unit is matched again well within a second, on a loaded host too
 Ids = tuple[int | None, ...]
 
 
