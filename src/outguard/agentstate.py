@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outguard.clock import Clock, system_clock
 from outguard.state import write_private
 
 FILE = "monitor.json"
@@ -42,9 +42,10 @@ class AgentReport:
     stopped: bool = False
 
 
-def write(state_dir: Path, report: AgentReport) -> None:
-    """Write the report (0600, atomically). OSError if the state directory is not writable."""
-    report.updated = time.time()
+def write(state_dir: Path, report: AgentReport, clock: Clock = system_clock) -> None:
+    """Write the report (0600, atomically), stamped with `clock`'s time (what `condition`
+    measures its age from). OSError if the state directory is not writable."""
+    report.updated = clock()
     write_private(state_dir / FILE, json.dumps(asdict(report), indent=1))
 
 
@@ -87,11 +88,11 @@ def _counts(value: Any) -> str:
 
 
 def status_lines(logging: dict[str, dict[str, int]], report: dict[str, Any] | None,
-                 now: float | None = None, *, audit: bool = False) -> list[str]:
+                 clock: Clock = system_clock, *, audit: bool = False) -> list[str]:
     """The monitor's part of `outguard status`: per blocking rule what the kernel blocked
     (in audit mode: would have blocked), logged and did not log (over the per-flow log
     rate), then the agent's own report."""
-    now = time.time() if now is None else now
+    now = clock()
     out = []
     if logging:
         head = "would be blocked by" if audit else "blocked by"

@@ -226,3 +226,36 @@ def test_a_rollback_with_no_previous_policy_refuses_unless_told(tmp_path: Path) 
     assert kernel.docs == [] and state.snapshot("applied") is not None
     assert "removed" in rollback(state, kernel, allow_remove=True)
     assert state.snapshot("applied") is None
+
+
+def test_the_apply_time_is_the_injected_clocks(tmp_path: Path) -> None:
+    """`applied_at` read the wall clock although apply was given a clock."""
+    from outguard.apply.status import status
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443],"
+                      " expires: 2026-12-03T11:00:00Z}\n")
+    state = StateDir(tmp_path / "state")
+    at = 1796294400.0  # 2026-12-03T10:40:00Z
+    apply_policy(policy, state, FakeKernel(), now=lambda: at)
+    snap = state.snapshot()
+    assert snap is not None and snap.applied_at == "2026-12-03T10:40:00+00:00"
+    got = status(state, {}, True, clock=lambda: at)
+    assert got["applied_at"] == "2026-12-03T10:40:00+00:00" and got["expired"] == {}
+    assert status(state, {}, True, clock=lambda: at + 3600)["expired"] == \
+        {"allow:web": "2026-12-03T11:00:00+00:00"}
+
+
+def test_a_rollback_records_the_injected_clocks_time(tmp_path: Path) -> None:
+    """The rollback record's `at` (shown by `status` and `confirm`) read the wall clock."""
+    from outguard.apply.recovery import rollback
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.10], ports: [443]}\n")
+    second.write_text("version: 1\nallow:\n  - {name: web, to: [203.0.113.11], ports: [443]}\n")
+    state, kernel = StateDir(tmp_path / "state"), FakeKernel()
+    apply_policy(first, state, kernel)
+    apply_policy(second, state, kernel)
+    rollback(state, kernel, clock=lambda: 1796294400.0)
+    last = state.last_rollback()
+    assert last is not None and last["at"] == "2026-12-03T10:40:00+00:00"

@@ -55,7 +55,7 @@ def test_problems_for_check(tmp_path: Path) -> None:
                                 " egress is open (`outguard restore` puts it back)"]
     state.set_pending(Pending("tok", 100.0, 0, "p" * 64, "s0"))
     late = status(state, {}, True, objects=OBJECTS, rules={"output": "a", "allow": "b"},
-                  now=200.0)
+                  clock=lambda: 200.0)
     assert late["pending_confirmation"]["state"] == "expired"
     assert len(late["problems"]) == 1 and "expired" in late["problems"][0]
     (tmp_path / "pending.json").write_text("{")
@@ -108,7 +108,7 @@ def test_a_dns_policy_without_a_running_agent_is_a_problem(tmp_path: Path) -> No
              "stale": {**alive, "updated": now - 61},
              "running": alive}
     for want, report in cases.items():
-        got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=now, agent=report)
+        got = status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: now, agent=report)
         assert got["agent"] == want
         problems = [p for p in got["problems"] if "agent" in p]
         assert bool(problems) == (want != "running"), (want, got["problems"])
@@ -116,14 +116,40 @@ def test_a_dns_policy_without_a_running_agent_is_a_problem(tmp_path: Path) -> No
             assert "127.0.0.1:53" in problems[0]
     # without `dns:` the agent is optional
     plain = _applied(tmp_path / "plain")
-    assert status(plain, {}, True, objects=OBJECTS, rules=RULES, now=now)["problems"] == []
+    assert status(plain, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: now)["problems"] == []
 
 
 def test_expired_rules_are_shown(tmp_path: Path) -> None:
     state = _applied(tmp_path, counters={"default": "default", "allow:tmp": "allow.tmp"},
                      expires={"allow:tmp": "2026-12-03T10:00:45+00:00"})
     at = 1796294400.0  # 2026-12-03T10:40:00Z
-    got = status(state, {}, True, objects=OBJECTS, rules=RULES, now=at)
+    got = status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: at)
     assert got["expired"] == {"allow:tmp": "2026-12-03T10:00:45+00:00"}
     assert got["problems"] == []
-    assert status(state, {}, True, objects=OBJECTS, rules=RULES, now=at - 3600)["expired"] == {}
+    assert status(state, {}, True, objects=OBJECTS, rules=RULES, clock=lambda: at - 3600)["expired"] == {}
+
+
+def test_a_unit_bound_since_the_apply_applies_in_full_while_the_agent_runs(
+        tmp_path: Path) -> None:
+    """The unit was not running at the apply; it runs now and the agent bound it: `status
+    --check` kept calling the rule partial."""
+    import os
+
+    warning = ("allow rule 'web': cgroup system.slice/web.service does not exist now (the unit"
+               " is not running?): the rule matches nothing until it starts")
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.write(_snap(warnings=[warning]), "version: 1\n",
+                b'[{"outguard_cgroups": "c_web", "paths": ["system.slice/web.service"]}]')
+    now = 1_000_000.0
+    agent = {"pid": os.getpid(), "started": now - 100, "updated": now - 1, "stopped": False}
+    rules = {"output": "a", "allow": "b"}
+
+    def check(running: bool, exists: bool) -> list[str]:
+        got = status(state, {}, True, objects=OBJECTS, rules=rules, clock=lambda: now,
+                     agent=agent if running else None, cgroup_exists=lambda p: exists)
+        return [str(w) for w in got["partial"]]
+
+    assert check(running=True, exists=True) == []
+    assert check(running=True, exists=False) == [warning]  # still not running
+    assert check(running=False, exists=True) == [warning]  # no agent: nothing bound it

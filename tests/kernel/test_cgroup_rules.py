@@ -18,7 +18,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,70 @@ def test_a_unit_rule_on_a_pure_cgroup2_host(topology: Topology) -> None:
         if made_slice:
             with contextlib.suppress(OSError):  # another test may use it now
                 slice_dir.rmdir()
+
+
+def _until(check: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_agent_follows_a_unit_that_starts_and_restarts(topology: Topology) -> None:
+    """`outguard run` on a pure cgroup2 host (a private mount namespace, cgroup2 at
+    /sys/fs/cgroup): the unit is not running at the apply (an empty set, no refused batch),
+    starts, and restarts with a new cgroup (a new id); its rule follows each time without a
+    new apply. Before the agent watched, the set kept the dead cgroup's id."""
+    mount = cgroup2_mount()
+    assert mount is not None
+    unit = f"ogt-{secrets.token_hex(4)}.service"
+    slice_dir = Path(mount) / "system.slice"
+    made_slice = not slice_dir.exists()
+    slice_dir.mkdir(exist_ok=True)
+    cgroup = slice_dir / unit
+    topology.add_addresses("203.0.113.10")
+    policy = topology.write_policy(_policy(f"unit: {unit}"))
+    def pure_v2(*args: str) -> list[str]:
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"", "sh",
+                sys.executable, "-m", "outguard", *args, "--netns", topology.server,
+                "--state-dir", str(topology.state_dir)]
+
+    def partial() -> bool:
+        proc = subprocess.run(pure_v2("status", "--check"), capture_output=True, text=True,
+                              timeout=60, check=False)
+        return "applies only in part" in proc.stdout + proc.stderr
+
+    agent = subprocess.Popen(pure_v2("run", str(policy)), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert _until(lambda: ("inet", "outguard") in topology.tables()), agent.poll()
+        assert _until(partial)  # (once the agent's first report is written)
+        cgroup.mkdir()  # the unit starts after the apply
+        assert _until(lambda: _probe_in(topology, cgroup, [ALLOWED]) == [True]), \
+            "the agent did not bind the unit that started"
+        assert _probe_in(topology, None, [ALLOWED]) == [False]  # the same binary, outside
+        assert not partial()  # bound: `status --check` no longer calls the rule partial
+        first = cgroup.stat().st_ino
+        cgroup.rmdir()  # the restart: systemd removes the cgroup and makes a new one
+        cgroup.mkdir()
+        assert cgroup.stat().st_ino != first
+        assert _until(lambda: _probe_in(topology, cgroup, [ALLOWED]) == [True]), \
+            "the restarted unit lost its rule"
+        assert _probe_in(topology, None, [ALLOWED]) == [False]
+        assert agent.poll() is None, agent.stderr.read() if agent.stderr else ""
+    finally:
+        agent.terminate()
+        try:
+            _out, err = agent.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            _out, err = agent.communicate()
+        with contextlib.suppress(FileNotFoundError):
+            cgroup.rmdir()
+        if made_slice:
+            with contextlib.suppress(OSError):  # another test may use it now
+                slice_dir.rmdir()
+    assert "Traceback" not in err, err

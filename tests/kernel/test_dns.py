@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pwd
 import random
@@ -9,7 +11,9 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import dns.rcode
 import pytest
@@ -373,3 +377,57 @@ for _ in range(int(sys.argv[1])):
 print(len(held), "open", flush=True)
 time.sleep(60)
 """
+
+
+def _children() -> set[int]:
+    out: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            out |= {int(p) for p in (task / "children").read_text().split()}
+    return out
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None  # gone: reaped
+
+
+def test_a_start_cancelled_part_way_releases_everything(topology: Topology) -> None:
+    """The agent stops while the resolver starts: serve_dns killed the resolver process and
+    never reaped it (a zombie per attempt). Everything it acquired is released now: no
+    process, not even a zombie, and no thread of it left."""
+    from outguard.dns.supervisor import serve_dns
+
+    with dns_world(topology) as w:
+        ruleset = w.apply(POLICY.format(min_ttl=0, grace=1))
+        assert ruleset.dns is not None
+        threads = {t.ident for t in threading.enumerate()}
+        before = _children()
+
+        held: list[object] = []  # the error, as a caller keeps it to report it: reaping must
+        # not wait for the garbage collector to drop the handle (Popen.__del__ reaps too)
+
+        async def main() -> set[int]:
+            assert ruleset.dns is not None
+            task = asyncio.ensure_future(serve_dns(ruleset.dns, ruleset,
+                                                   state_dir=w.dir / "state",
+                                                   netns=topology.server))
+            async with asyncio.timeout(30):
+                while not (spawned := _children() - before) and not task.done():
+                    await asyncio.sleep(0.002)
+            assert not task.done(), "it started before it could be cancelled"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+            held.append(info)
+            return spawned
+
+        spawned = asyncio.run(main())
+        assert spawned
+        assert {pid: _state(pid) for pid in spawned} == {pid: None for pid in spawned}
+        deadline = time.monotonic() + 5
+        while {t.ident for t in threading.enumerate()} - threads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [t.name for t in threading.enumerate() if t.ident not in threads] == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from outguard.apply.transact import (
     generation_of,
     holds_recorded,
 )
+from outguard.clock import Clock, system_clock
 from outguard.errors import KernelError, StateError
 from outguard.kernel.setsync import SetChange
 from outguard.nftables import nft_tx
@@ -218,8 +220,9 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
               resolver: Resolver = system_resolver, text: str | None = None,
               cgroups: CgroupLookup | None = None,
               resolve_timeout: float = RESOLVE_TIMEOUT,
-              create_dns_user: bool = False) -> ApplyPlan:
-    """What applying the policy at `path` (or `text`, read from there earlier) will do, now.
+              create_dns_user: bool = False, now: Clock = system_clock) -> ApplyPlan:
+    """What applying the policy at `path` (or `text`, read from there earlier) will do at
+    `now()` (which rules have expired, what is left of a cached DNS answer).
     Reads the state directory and the kernel, changes neither; only with `create_dns_user`
     (apply's call) is the resolver's missing default user created, since the kernel rule needs
     its uid, and a `file:` feed's first good read kept as its last good copy."""
@@ -234,7 +237,8 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     t_load = time.perf_counter()
     warnings += [str(w) for w in policy.warnings]
     ruleset = lower_policy(policy, resolver=resolver, resolve_timeout=resolve_timeout,
-                           warnings=warnings, create_dns_user=create_dns_user)
+                           warnings=warnings, create_dns_user=create_dns_user,
+                           now=datetime.fromtimestamp(at := now(), UTC))
     known = before.lists if before else {}
     for source in ruleset.sources.values():
         if source.is_list and source.digest in known:
@@ -255,7 +259,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     _warn_missing_cgroups(plan)
     plan.inventory = nft_tx.Inventory.of(compiled)
     plan.held = record.held(compiled)
-    plan.prefill = dns_prefill(plan.ruleset, plan.compiled, set(plan.held.sets), plan.state)
+    plan.prefill = dns_prefill(plan.ruleset, plan.compiled, set(plan.held.sets), plan.state, at)
     if plan.held.chains or plan.held.sets or plan.held.counters:
         plan.phases = nft_tx.delta_phases(compiled, plan.held, plan._elements(plan.fills),
                                           plan.inventory)
@@ -354,8 +358,8 @@ def _warn_missing_cgroups(plan: ApplyPlan) -> None:
             what = f"cgroup {path}"
             plan.warnings.append(
                 f"{r.section} rule {r.name!r}: {what} does not exist now (the unit is not"
-                " running?): the rule matches nothing until outguard applies or restores again"
-                " after it started")
+                " running?): the rule matches nothing until it starts, while the agent runs"
+                " (`outguard run`); without it, until outguard applies or restores again")
 
 
 def _keep_feed_sets(plan: ApplyPlan, before: Snapshot, in_kernel: set[str]) -> None:

@@ -65,7 +65,8 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
     # only while no one else committed since the plan do the other chains hold what it read
     digests = rule_digests(kernel, watched.last,
                            **(_read_back(plan, method, inventory) if watched.clean else {}))
-    snap = plan.snapshot(datetime.now(UTC).isoformat(timespec="seconds"), uuid.uuid4().hex,
+    applied_at = datetime.fromtimestamp(now(), UTC).isoformat(timespec="seconds")
+    snap = plan.snapshot(applied_at, uuid.uuid4().hex,
                          watched.recorded(), digests, inventory)
     snap.fallback = fallback
     state.write(snap, plan.policy.text, plan.stored_form())

@@ -35,6 +35,7 @@ from outguard.apply.transact import (
     run,
     stored_inventory,
 )
+from outguard.clock import Clock, system_clock
 from outguard.errors import KernelError, OutguardError, StateError
 from outguard.nftables import nft_text, nft_tx
 from outguard.state import Pending, StateDir
@@ -49,8 +50,8 @@ class FailClosedError(OutguardError):
         super().__init__(f"{cause}\n{done}")
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
 # pending confirmations ---------------------------------------------------------------------
@@ -111,7 +112,8 @@ def settle_pending(state: StateDir, kernel: Kernel, now: float, *,
     why = (f"its deadline passed {now - pending.deadline:.0f} s ago" if condition == "expired"
            else "its watchdog is gone")
     message = rollback_locked(state, kernel, pending=pending, by="settle",
-                              why=f"an apply was never confirmed and {why}", cgroups=cgroups)
+                              why=f"an apply was never confirmed and {why}", cgroups=cgroups,
+                              now=now)
     return f"rolled back an apply that was never confirmed ({why}): {message}"
 
 
@@ -139,7 +141,7 @@ def confirm(state: StateDir, kernel: Kernel, now: float, *,
         if now >= pending.deadline:
             done = rollback_locked(state, kernel, pending=pending, by="settle",
                                    why="the confirmation came after the deadline",
-                                   cgroups=cgroups)
+                                   cgroups=cgroups, now=now)
             raise StateError(f"too late: the confirmation window closed"
                              f" {now - pending.deadline:.0f} s ago; {done}")
         state.clear_pending()
@@ -152,7 +154,7 @@ def confirm(state: StateDir, kernel: Kernel, now: float, *,
 
 def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None,
              base: str | None = None, allow_remove: bool = False,
-             cgroups: CgroupLookup | None = None) -> str:
+             cgroups: CgroupLookup | None = None, clock: Clock = system_clock) -> str:
     """Restore the previous snapshot. With `token`, only if that pending confirmation is still
     waiting (the watchdog's call; `base`: the snapshot it was applied over, in case its file
     is damaged). With no previous snapshot the table is removed, which opens all egress: by
@@ -171,13 +173,14 @@ def rollback(state: StateDir, kernel: Kernel, *, token: str | None = None,
                                by="watchdog" if token is not None else "hand",
                                why="not confirmed by its deadline" if token is not None
                                else "asked by hand", allow_remove=allow_remove or token is not None,
-                               cgroups=cgroups)
+                               cgroups=cgroups, now=clock())
 
 
 def rollback_locked(state: StateDir, kernel: Kernel, *, pending: Pending | None, by: str,
                     why: str, allow_remove: bool = True,
-                    cgroups: CgroupLookup | None = None) -> str:
-    """`rollback` without taking the lock (the caller holds it)."""
+                    cgroups: CgroupLookup | None = None, now: float | None = None) -> str:
+    """`rollback` without taking the lock (the caller holds it); `now`: the time it records
+    (default: the system clock's)."""
     applied = state.read("applied")
     if applied is None and pending is None:
         return "nothing applied: nothing to roll back"
@@ -231,7 +234,8 @@ def rollback_locked(state: StateDir, kernel: Kernel, *, pending: Pending | None,
     if pending is not None and by != "watchdog":
         _stop(pending.watchdog_pid)
     now_applied = state.snapshot("applied")
-    state.record_rollback({"at": _now_iso(), "by": by, "why": why, "from": gone_from, "to": to,
+    at = system_clock() if now is None else now
+    state.record_rollback({"at": _iso(at), "by": by, "why": why, "from": gone_from, "to": to,
                            "snapshot_id": now_applied.snapshot_id if now_applied else ""})
     return message
 

@@ -69,7 +69,7 @@ def apply_policy(path: Path, state: StateDir, kernel: Kernel, *,
         try:
             plan = make_plan(path, state, kernel, resolver=resolver, text=text,
                              cgroups=cgroups, resolve_timeout=resolve_timeout,
-                             create_dns_user=True)
+                             create_dns_user=True, now=now)
             report = execute(plan, kernel, confirm_timeout=confirm_timeout,
                              spawn_watchdog=spawn_watchdog, now=now)
         except OutguardError as exc:

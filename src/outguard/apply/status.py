@@ -12,10 +12,12 @@ leave there (a rule inserted by hand). `problems` lists what `status --check` fa
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from outguard.apply.transact import CGROUPS
+from outguard.clock import Clock, system_clock
 from outguard.nftables import nft_tx
 from outguard.state import Snapshot, StateDir
 
@@ -48,19 +50,31 @@ def drift(snap: Snapshot, objects: Objects | None,
     return found
 
 
+def _bound_cgroups(cmds: list[Any], exists: Callable[[str], bool] | None) -> list[str]:
+    """The cgroup paths of the applied sets that exist now (None: not looked at)."""
+    if exists is None:
+        return []
+    return [p for c in cmds if isinstance(c, dict) and CGROUPS in c
+            for p in c.get("paths", []) if exists(p)]
+
+
 _AGENT = {"none": "it never reported", "stopped": "it stopped",
           "stale": "its pid is gone or its report is over a minute old"}
 
 
 def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *,
            objects: Objects | None = None, rules: dict[str, str] | None = None,
-           now: float | None = None, agent: dict[str, Any] | None = None) -> dict[str, Any]:
+           clock: Clock = system_clock, agent: dict[str, Any] | None = None,
+           cgroup_exists: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """The status as data (`outguard status --json`); `agent`: the agent's last report
-    (`monitor.agentstate.read`)."""
+    (`monitor.agentstate.read`). `clock` is read once: every age, deadline and expiry in it is
+    measured from that moment. With `cgroup_exists`, a unit that was not running at the apply
+    and runs now is no longer a rule that applies only in part, while the agent runs (its
+    `service.cgroupwatch` binds it within a second)."""
     from outguard.agentstate import condition as agent_condition  # noqa: PLC0415
     from outguard.apply.recovery import pending_condition, watchdog_alive  # noqa: PLC0415
 
-    now = time.time() if now is None else now
+    now = clock()
     got = state.read("applied")
     out: dict[str, Any] = {"applied": got is not None and table, "table_present": table,
                            "policy_hash": None, "applied_at": None, "mode": None, "source": None,
@@ -94,7 +108,10 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
             if out["drift"] is None:
                 problems.append("drift unknown: the rules outguard left in the kernel were not"
                                 " recorded (apply the policy again to record them)")
-        out["partial"] = [w for w in snap.warnings if _PARTIAL.search(w)]
+        bound = _bound_cgroups(got[1] if got is not None else [], cgroup_exists) \
+            if out["agent"] == "running" else []
+        out["partial"] = [w for w in snap.warnings if _PARTIAL.search(w)
+                          and not any(f"cgroup {p} does not exist now" in w for p in bound)]
         problems += [f"applies only in part: {w}" for w in out["partial"]]
         if snap.dns_listen is not None and table and out["agent"] != "running":
             problems.append(f"the policy has `dns:` but the agent (`outguard run`, its resolver"

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from outguard.cli.common import fail, kernel_options
+from outguard.clock import system_clock
 from outguard.errors import OutguardError
 
 CHECK_FAILED = 2
@@ -34,10 +35,13 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     from outguard import agentstate  # noqa: PLC0415
     from outguard.apply.status import status as read_status  # noqa: PLC0415
     from outguard.kernel import counters as kc  # noqa: PLC0415
+    from outguard.kernel.cgroups import CgroupLookup  # noqa: PLC0415
     from outguard.kernel.rules import rule_digests  # noqa: PLC0415
     from outguard.nftables.nft_verdict import log_figures  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
+    now = system_clock()  # one moment for every age, deadline and expiry shown
+    cgroups = CgroupLookup()
     try:
         sock = kc.open_socket()
         with sock:
@@ -47,7 +51,8 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
             rules = rule_digests(sock=sock) if present else None
         report = agentstate.read(state_dir_path)
         info = read_status(StateDir(state_dir_path), counters, present, objects=objects,
-                           rules=rules, agent=report)
+                           rules=rules, agent=report, clock=lambda: now,
+                           cgroup_exists=lambda p: cgroups(p) is not None)
     except OutguardError as exc:
         fail(exc)
         return
@@ -57,12 +62,12 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     if as_json:
         click.echo(json.dumps(info, indent=1))
     else:
-        _print(info, present)
+        _print(info, present, now)
     if check and info["problems"]:
         sys.exit(CHECK_FAILED)
 
 
-def _print(info: dict[str, Any], present: bool) -> None:
+def _print(info: dict[str, Any], present: bool, now: float) -> None:
     for problem in info["problems"]:
         click.echo(f"PROBLEM: {problem}")
     last = info["last_rollback"]
@@ -99,6 +104,6 @@ def _print(info: dict[str, Any], present: bool) -> None:
                    + (f"  expired at {expired[key]}" if key in expired else ""))
     from outguard import agentstate  # noqa: PLC0415
 
-    for line in agentstate.status_lines(info["logging"], info["monitor"],
+    for line in agentstate.status_lines(info["logging"], info["monitor"], lambda: now,
                                         audit=info["mode"] == "audit"):
         click.echo(line)

@@ -78,7 +78,8 @@ class DnsHandle:
         self.state_dir, self.netns = state_dir, netns
         self.writer, self.events, self._attribute = writer, events, attribute
         self.recent = RecentNames()
-        self.closers: list[Callable[[], Any]] = []
+        # what serve_dns acquired, this handle's `release` first (`close` unwinds it)
+        self.resources = contextlib.AsyncExitStack()
         self._stats = Stats()
         self.restarts = 0
         self.rejected = 0  # malformed messages from the resolver process (each ended it)
@@ -320,17 +321,36 @@ class DnsHandle:
         finally:
             self._stopping = False
 
-    async def close(self) -> None:
-        """Stop the resolver (it sends its last counters and cache first) and release all."""
+    async def release(self) -> None:
+        """Stop the resolver process (it sends its last counters and cache first; killed and
+        reaped if it does not leave, or never said it was ready), the handle's tasks and its
+        thread."""
         self._closing = True
         await self._stop_process()
+        if self.proc is not None and self.proc.returncode is None:  # start() gave up on it
+            if self.proc.poll() is None:
+                self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._attr_pool.shutdown(wait=True)
-        for closer in reversed(self.closers):
-            with contextlib.suppress(OSError, KernelError):
-                closer()
+
+    async def close(self) -> None:
+        """Stop the resolver and release everything `serve_dns` acquired for it."""
+        self._closing = True
+        await self.resources.aclose()
+
+
+def _quietly(close: Callable[[], Any]) -> Callable[[], None]:
+    """A release step whose failure is logged, not raised: the steps after it still run, and
+    the error that made serve_dns give up is the one its caller sees."""
+    def run() -> None:
+        try:
+            close()
+        except (OSError, KernelError) as exc:
+            log.warning("releasing a part of the DNS resolver failed: %s", exc)
+    return run
 
 
 async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
@@ -340,29 +360,32 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
     """Start the resolver for `ruleset` (lowered with its `dns:` section); its handle.
 
     `kernel` defaults to libnftables in `netns`; `events` to JSON lines in `state_dir`;
-    `attributor` to sock_diag + /proc in `netns`."""
+    `attributor` to sock_diag + /proc in `netns`. Everything it acquires (the namespace
+    thread, the nft context, the event log, the set writer, the resolver process) goes onto
+    one exit stack: a failure or cancellation part-way releases all of it, in reverse order,
+    and `DnsHandle.close` releases the same stack later."""
     if os.geteuid() != 0:
         raise OutguardError("the DNS resolver must be started as root (it binds its sockets,"
                             " then drops to dns.user)")
     settings = await asyncio.to_thread(ensure, settings)
     names = NamePolicy.of(ruleset, load_blocklists(settings.blocklists))
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    thread = NetnsThread(netns)
-    closers: list[Callable[[], Any]] = [thread.close]
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        thread = NetnsThread(netns)
+        stack.callback(_quietly(thread.close))
         if kernel is None:
             from outguard.kernel.libnft import Nft  # noqa: PLC0415
 
             nft = Nft(netns)
-            closers.append(nft.close)
+            stack.callback(_quietly(nft.close))
             kernel = nft
         if events is None:
             jsonl = JsonlEvents(state_dir)
-            closers.append(jsonl.close)
+            stack.callback(_quietly(jsonl.close))
             events = jsonl
         attr = attributor if attributor is not None else thread.call(sockdiag_attributor, None)
         writer = SetWriter(FqdnSets(kernel))
-        closers.append(writer.close)
+        stack.callback(_quietly(writer.close))
         listen = settings.listen
 
         def attribute(proto: str, addr: str, port: int) -> Client:
@@ -370,11 +393,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
 
         handle = DnsHandle(settings, ruleset, names, state_dir=state_dir, netns=netns,
                            writer=writer, events=events, attribute=attribute)
-        handle.closers = closers
+        stack.push_async_callback(handle.release)  # first out: the process, tasks, threads
         await handle.start()
-    except BaseException:
-        for closer in reversed(closers):
-            with contextlib.suppress(OSError, KernelError):
-                closer()
-        raise
+        handle.resources = stack.pop_all()
     return handle

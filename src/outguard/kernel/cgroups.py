@@ -19,6 +19,7 @@ Where the cgroup2 hierarchy is:
 from __future__ import annotations
 
 import os
+import stat
 
 SYSFS_CGROUP = "/sys/fs/cgroup"  # where nft looks cgroupsv2 paths up (nftables' datatype.c)
 CGROUP_FD_ENV = "OUTGUARD_CGROUP_FD"
@@ -85,10 +86,26 @@ class CgroupLookup:
             self.root = f"/proc/self/fd/{fd}"
             self.prefix = f"../../../proc/self/fd/{fd}"
 
-    def __call__(self, path: str) -> str | None:
+    def _local(self, path: str) -> str | None:
         path = path.strip("/")
         if self.root is None or not path or ".." in path.split("/"):
             return None
-        if not os.path.isdir(os.path.join(self.root, path)):
+        return path
+
+    def __call__(self, path: str) -> str | None:
+        local = self._local(path)
+        if local is None or not os.path.isdir(os.path.join(str(self.root), local)):
             return None
-        return f"{self.prefix}/{path}" if self.prefix else path
+        return f"{self.prefix}/{local}" if self.prefix else local
+
+    def ident(self, path: str) -> int | None:
+        """The cgroup's id as the kernel matches it (its directory's inode), or None when it
+        does not exist: a unit that restarts gets a new cgroup, so a new id."""
+        local = self._local(path)
+        if local is None:
+            return None
+        try:
+            info = os.stat(os.path.join(str(self.root), local))
+        except OSError:
+            return None
+        return info.st_ino if stat.S_ISDIR(info.st_mode) else None

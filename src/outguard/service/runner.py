@@ -6,7 +6,8 @@ store + batch writer, metrics endpoint — applies the policy (unless told not t
 what the policy decides (`service.live`): the classifier, the alert sinks from its `alerts:`,
 the DNS resolver when it has a `dns:` section (its answer cache tells the agent which names
 resolved to a blocked destination, `Agent.names_of`; its refused queries become incidents
-beside the packet drops, `monitor.dns_incidents`), the feed schedule. Then it runs `Agent.run` until
+beside the packet drops, `monitor.dns_incidents`), the feed schedule, and the watch that keeps
+`for: {unit: …}` rules on their units' cgroups (`service.cgroupwatch`). Then it runs `Agent.run` until
 `stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
 SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
 feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
@@ -48,6 +49,7 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.loaded import Policy
+from outguard.service.cgroupwatch import CgroupWatch
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
 from outguard.service.options import AgentOptions
@@ -258,6 +260,9 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
+        if source is None:  # the kernel's: unit and cgroup rules follow their cgroups
+            tasks.append(asyncio.create_task(CgroupWatch(opts.state_dir, opts.netns).run(stop),
+                                             name="outguard-cgroups"))
         running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
                           reloader, parts.server)
         if started is not None:
