@@ -34,7 +34,7 @@ from outguard.policy.addresses import parse_ip
 from outguard.policy.targets import parse_target
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.keys import DNS_PORTS
+from outguard.ruleset.keys import dns_ports
 from outguard.ruleset.lower import system_resolver
 
 Ranges = list[tuple[int, int]]
@@ -74,7 +74,7 @@ def _cuts(ruleset: Ruleset) -> list[int]:
         for lo, hi in rule.match.ports:
             cuts.update((lo, hi + 1))
     if ruleset.dns is not None:
-        for port in {*DNS_PORTS, *(p for _a, p in ruleset.dns.upstreams)}:
+        for port in dns_ports(ruleset.dns.upstreams):
             cuts.update((port, port + 1))
     return sorted(cuts)
 
