@@ -170,9 +170,12 @@ def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: 
     With a `dns:` section a host name is decided by name, as outguard's resolver and the
     kernel decide it, without resolving it; without one, per address it resolves to."""
     from outguard.cli.explain import run_explain  # noqa: PLC0415
+    from outguard.kernel.netns import local_addresses  # noqa: PLC0415
 
     try:
-        run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds")
+        # the host's own addresses are loopback to the kernel (`oif lo`): decide must know them
+        run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds",
+                    local_addresses())
     except OutguardError as exc:
         fail(exc)
 
