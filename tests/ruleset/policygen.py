@@ -17,7 +17,8 @@ import yaml
 from hypothesis import strategies as st
 
 NAMES = ("api.example.test", "b.example.test", "x.cdn.example.test", "cdn.example.test",
-         "y.x.cdn.example.test", "c.other.test", "xn--bcher-kva.example.test")
+         "y.x.cdn.example.test", "c.other.test", "xn--bcher-kva.example.test",
+         "z.cdn.example.test")
 WILDCARDS = ("*.cdn.example.test", "*.example.test", "*.other.test")
 ADDRESSES = ("203.0.113.10", "203.0.113.20", "198.51.100.7", "2001:db8:1::10", "192.0.2.53")
 NETWORKS = ("203.0.113.0/28", "198.51.100.0/24", "2001:db8:1::/48", "192.0.2.0/24")
@@ -31,6 +32,11 @@ RESOLVED = {n: [f"203.0.113.{200 + i}", f"2001:db8:5::{i + 1}"] for i, n in enum
 USERS = (0, 65534)  # root and nobody (gid = uid; nobody is also the resolver's user)
 PORTS = (22, 25, 53, 80, 443, 853, 5353, 8443)
 FEED_FILE = "og-feed.txt"
+NAME_FEED_FILE = "og-names.txt"  # a `domains` feed: names for the resolver (and decide)
+FEED_NAMES = ("c.other.test", "b.example.test", "z.cdn.example.test")
+FEEDS = ("@feed:og-bad", "@feed:og-names")
+# `expires:` in force at the tests' NOW (2026-06-01), or long past (the rule is left out)
+EXPIRES = ("2099-01-01T00:00:00Z", "2001-01-01T00:00:00Z")
 
 
 def fake_resolver(name: str) -> list[str]:
@@ -40,6 +46,7 @@ def fake_resolver(name: str) -> list[str]:
 def write_feed(directory: Path) -> Path:
     path = directory / FEED_FILE
     path.write_text("".join(f"{a}\n" for a in FEED_ADDRESSES))
+    (directory / NAME_FEED_FILE).write_text("".join(f"{n}\n" for n in FEED_NAMES))
     return path
 
 
@@ -52,7 +59,7 @@ _DENY_TARGET = st.one_of(st.sampled_from(NAMES), st.sampled_from(WILDCARDS),
 
 @st.composite
 def _rule(draw: st.DrawFn, name: str, lists: list[str], feed: bool) -> dict[str, Any]:
-    refs = [f"@{n}" for n in lists] + (["@feed:og-bad"] if feed else [])
+    refs = [f"@{n}" for n in lists] + (list(FEEDS) if feed else [])
     deny = name.startswith("d")
     target = _DENY_TARGET if deny else _TARGET
     rule: dict[str, Any] = {"name": name}
@@ -72,6 +79,8 @@ def _rule(draw: st.DrawFn, name: str, lists: list[str], feed: bool) -> dict[str,
     owner = draw(st.sampled_from([None, None, None, "user", "group"]))
     if owner is not None:
         rule["for"] = {owner: draw(st.sampled_from(USERS))}
+    if draw(st.integers(0, 7)) == 0:
+        rule["expires"] = draw(st.sampled_from(EXPIRES))
     return rule
 
 
@@ -97,8 +106,11 @@ def policies(draw: st.DrawFn) -> str:
         kept = {k: v for k, v in lists.items() if k in used}
         if kept:
             doc["lists"] = kept
-    if feed and "@feed:og-bad" in {t for r in deny for t in r.get("to", [])}:
-        doc["feeds"] = {"og-bad": {"file": FEED_FILE, "format": "plain"}}
+    used_feeds = {t for r in deny for t in r.get("to", [])}
+    feeds = {"og-bad": {"file": FEED_FILE, "format": "plain"},
+             "og-names": {"file": NAME_FEED_FILE, "format": "domains"}}
+    if feed and used_feeds & set(FEEDS):
+        doc["feeds"] = {k: v for k, v in feeds.items() if f"@feed:{k}" in used_feeds}
     if draw(st.integers(0, 9)) < 7:
         doc["dns"] = {"listen": "127.0.0.1:53", "upstreams": [UPSTREAM], "user": "nobody"}
     doc["options"] = {"default_action": draw(st.sampled_from(["drop", "reject"]))}
