@@ -14,15 +14,18 @@ after `lower` made it.
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from outguard.ruleset.ir import IRRule, Ruleset
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(name: str) -> str:
-    """Canonical text of a name as policies write it: lower case, no trailing dot, punycode."""
+    """Canonical text of a name as policies write it: lower case, no trailing dot, punycode.
+    Cached: `decide` asks it per rule, the resolver per query."""
     name = name.strip()
     if name.endswith(".") and name != ".":
         name = name[:-1]
@@ -53,41 +56,82 @@ def rule_names(ruleset: Ruleset, rule: IRRule) -> tuple[list[str], list[str]]:
 
 
 RuleId = tuple[str, int]  # (section, index): a rule's identity within its ruleset
+_ORDER = {"deny": 0, "allow": 1}
+
+
+def _in_order(groups: list[list[IRRule]]) -> list[IRRule]:
+    """Rules of several groups, each once, in evaluation order; one group as it is."""
+    if len(groups) == 1:
+        return groups[0]
+    found = {(r.section, r.index): r for group in groups for r in group}
+    return sorted(found.values(), key=lambda r: (_ORDER[r.section], r.index))
 
 
 @dataclass(frozen=True)
 class DecisionIndex:
-    """Names → the rules that name them, in evaluation order (deny first, then allow)."""
+    """Names → the rules that name them, in evaluation order (deny first, then allow).
 
-    exact: dict[str, tuple[IRRule, ...]]
-    wildcard: dict[str, tuple[IRRule, ...]]  # key: the part after "*."
+    Two levels, because a list's names are shared by every rule that uses the list: a name
+    maps to its sources (a list, or a rule's own `to`), a source to the rules naming through it.
+    A list of 100,000 names used by ten rules is 100,000 entries, not a million."""
+
+    sources: dict[str, list[IRRule]]  # "list:<name>" or "rule:<section>:<index>" → rules
+    exact: dict[str, list[str]]  # name → its sources
+    wildcard: dict[str, list[str]]  # the part after "*." → its sources
+    # rule ids per name, made when `decide` first asks (`names`), bounded
+    _ids: dict[str, frozenset[RuleId]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, ruleset: Ruleset) -> DecisionIndex:
-        exact: dict[str, dict[RuleId, IRRule]] = {}
-        wildcard: dict[str, dict[RuleId, IRRule]] = {}
-        for rule in ruleset.rules():
-            names, wilds = rule_names(ruleset, rule)
-            rid = (rule.section, rule.index)
-            for n in names:
-                exact.setdefault(normalize(n), {})[rid] = rule
-            for w in wilds:
-                wildcard.setdefault(normalize(w[2:]), {})[rid] = rule
-        return cls({k: tuple(v.values()) for k, v in exact.items()},
-                   {k: tuple(v.values()) for k, v in wildcard.items()})
+        sources: dict[str, list[IRRule]] = {}
+        exact: dict[str, list[str]] = {}
+        wildcard: dict[str, list[str]] = {}
 
-    def naming(self, name: str) -> tuple[IRRule, ...]:
+        def add(values: Iterable[str], source: str) -> None:
+            for value in values:
+                table, key = ((wildcard, normalize(value[2:])) if value.startswith("*.")
+                              else (exact, normalize(value)))
+                found = table.setdefault(key, [])
+                if not found or found[-1] != source:
+                    found.append(source)
+
+        for rule in ruleset.rules():
+            if rule.names or rule.wildcards:
+                own = f"rule:{rule.section}:{rule.index}"
+                sources[own] = [rule]
+                add((*rule.names, *rule.wildcards), own)
+            for key in rule.lists:
+                users = sources.get(key)
+                if users is None:  # the list's names are indexed once, whatever uses it
+                    users = sources[key] = []
+                    add(ruleset.list_names.get(key, ()), key)
+                if not users or users[-1] is not rule:
+                    users.append(rule)
+        return cls(sources, exact, wildcard)
+
+    def rules_of(self, table: dict[str, list[str]], key: str) -> list[IRRule]:
+        """The rules naming `key` of `exact` or `wildcard`, in evaluation order (do not
+        change the list: it may be shared)."""
+        found = table.get(key)
+        if not found:
+            return []
+        return _in_order([self.sources[s] for s in found])
+
+    def naming(self, name: str) -> list[IRRule]:
         """The rules that name `name` (already normalised), deny rules first, each once."""
-        found: dict[RuleId, IRRule] = {(r.section, r.index): r for r in self.exact.get(name, ())}
+        groups = [self.rules_of(self.exact, name)]
         if self.wildcard:
-            for up in suffixes(name):
-                for r in self.wildcard.get(up, ()):
-                    found.setdefault((r.section, r.index), r)
-        return tuple(sorted(found.values(), key=lambda r: (r.section != "deny", r.index)))
+            groups += [self.rules_of(self.wildcard, up) for up in suffixes(name)]
+        return _in_order([g for g in groups if g] or [[]])
 
     def names(self, rule: IRRule, name: str) -> bool:
-        """Whether `rule` names `name` (already normalised)."""
-        return any(r.section == rule.section and r.index == rule.index for r in self.naming(name))
+        """Whether `rule` names `name` (already normalised): `decide` asks this per rule."""
+        ids = self._ids.get(name)
+        if ids is None:
+            if len(self._ids) > 4096:
+                self._ids.clear()
+            ids = self._ids[name] = frozenset((r.section, r.index) for r in self.naming(name))
+        return (rule.section, rule.index) in ids
 
 
 _CACHE: dict[int, DecisionIndex] = {}

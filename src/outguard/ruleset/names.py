@@ -60,12 +60,23 @@ class NamePolicy:
         out = cls(mode=ruleset.mode, blocked=dict(blocklist or {}))
         out.any_name = next((r.counter for r in ruleset.allow if r.any_destination), None)
         index = index_of(ruleset)
+        entries = {id(r): _Entry(r.counter, r.fqdn_set, _conditional(r)) for r in ruleset.rules()}
+        # rules lists are shared by every name of a list: split each into allow and deny once
+        # (the value keeps the list alive, so its id stays its own)
+        split: dict[int, tuple[list[IRRule], list[_Entry], list[_Entry]]] = {}
         for source, allow, deny in ((index.exact, out.exact, out.deny_exact),
                                     (index.wildcard, out.wildcard, out.deny_wildcard)):
-            for key, rules in source.items():
-                for rule in rules:
-                    entry = _Entry(rule.counter, rule.fqdn_set, _conditional(rule))
-                    (allow if rule.section == "allow" else deny).setdefault(key, []).append(entry)
+            for key in source:
+                rules = index.rules_of(source, key)
+                done = split.get(id(rules))
+                if done is None:
+                    done = split[id(rules)] = (
+                        rules, [entries[id(r)] for r in rules if r.section == "allow"],
+                        [entries[id(r)] for r in rules if r.section == "deny"])
+                if done[1]:
+                    allow[key] = done[1]
+                if done[2]:
+                    deny[key] = done[2]
         return out
 
     @staticmethod
