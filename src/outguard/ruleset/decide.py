@@ -1,8 +1,11 @@
 """`decide(ruleset, flow)`: the one definition of what a compiled policy means.
 
-`explain` and `simulate` call it, the DNS resolver and the proxy will, and the kernel tests check
-that nftables agrees with it case by case. Precedence, exactly as the kernel evaluates it:
-loopback and established traffic are accepted; with `dns:`, the resolver's own queries to its
+`explain` and `simulate` call it, and the kernel tests check that nftables agrees with it case by
+case. Which rules name a DNS name comes from `index.DecisionIndex`, the tables the DNS resolver's
+`NamePolicy` is built from, so the resolver cannot answer differently (tests/ruleset/test_index.py
+proves resolver ≡ decide ≡ table over random policies). Precedence, exactly as the kernel
+evaluates it: loopback (127/8, ::1 and the host's own addresses, given as `local`: the kernel's
+`oif lo`) and established traffic are accepted; with `dns:`, the resolver's own queries to its
 upstreams; then the first matching deny rule; then other DNS (dropped: it must go through the
 resolver); then the first matching allow rule; then the default (enforce: drop or reject;
 audit: accept, logged).
