@@ -16,7 +16,9 @@ The kernel itself is sampled in tests/kernel/test_decide_sample.py.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from datetime import datetime
 from functools import partial
@@ -40,7 +42,8 @@ from tests.nftables.test_semantics import _expected_trace
 from tests.ruleset import policygen as gen
 
 NOW = datetime.fromisoformat("2026-06-01T12:00:00+00:00")
-_DIR = Path(tempfile.mkdtemp(prefix="og15a-policygen-"))
+_DIR = Path(tempfile.mkdtemp(prefix="og-policygen-"))  # the feed files the policies name
+atexit.register(shutil.rmtree, _DIR, True)
 gen.write_feed(_DIR)
 _load = partial(load.load_text, feeds=FEEDS)
 
