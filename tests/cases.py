@@ -5,7 +5,8 @@ by the kernel tests, which check that nftables gives the same verdict for the sa
 table is written for that kernel topology and keeps to what it can send:
 
 - destinations only from the documentation ranges, and never the tester's own addresses
-  (192.0.2.2, 2001:db8::2: traffic to them leaves through `lo`); the only on-link addresses used
+  (192.0.2.2, 2001:db8::2: traffic to them leaves through `lo`; `LOCAL_CASES` are about
+  them); the only on-link addresses used
   are the peer's, 192.0.2.1 and 2001:db8::1, everything else is routed to the peer;
 - protocols tcp and udp only (no ICMP);
 - uid 0 (root) or 65534 (nobody), and the gid equals the uid (root runs as 0:0, nobody as
@@ -327,7 +328,11 @@ allow:
     to: ["@mirrors"]
   - name: directory
     to: [dir.example.test]
+  - name: issue-15
+    comment: "issue 15's example: names only in a list, every port and protocol"
+    to: ["@apis15"]
 lists:
+  apis15: [api15.example.test, "*.cdn15.example.test"]
   apis: [api2.example.test, "*.cdn.example.test", 203.0.113.10]
   mirrors: [mirror.example.test]
   ldap-hosts: [dir.example.test]
@@ -369,4 +374,44 @@ NAME_CASES: list[NameCase] = [
     NameCase("c2.example.test", 443, "tcp", "deny:c2", False),
     NameCase("a.evil.example.test", 80, "udp", "deny:c2", False),
     NameCase("unlisted.example.test", 443, "tcp", "default", False),
+    # issue 15: the resolver and the kernel allowed these, decide and `explain` said default
+    NameCase("api15.example.test", 443, "tcp", "allow:issue-15", True, "a name in a list"),
+    NameCase("api15.example.test", 8080, "udp", "allow:issue-15", True, "every port"),
+    NameCase("a.cdn15.example.test", 443, "tcp", "allow:issue-15", True, "a list's wildcard"),
+    NameCase("Deep.A.CDN15.example.test.", 22, "tcp", "allow:issue-15", True),
+    NameCase("cdn15.example.test", 443, "tcp", "default", False, "the wildcard needs a label"),
+    NameCase("api15.example.test", 853, "tcp", "default", True, "DNS only through the resolver"),
+]
+
+
+# --- the host's own addresses ----------------------------------------------------------------
+# The kernel sends traffic to the host's own addresses through `lo` and accepts it there (`oif
+# lo`), like 127.0.0.1; `decide(..., local=LOCAL_ADDRESSES)` must say so (issue 15 §1). These
+# are the kernel topology's server addresses (tests/kernel/topology.py).
+
+LOCAL_ADDRESSES = ("192.0.2.2", "2001:db8::2")
+
+
+@dataclass(frozen=True)
+class LocalCase:
+    dst: str
+    port: int
+    proto: Proto
+    uid: int
+    rule: str  # with local=LOCAL_ADDRESSES
+    rule_without_local: str  # what decide says when it is not told the host's addresses
+    note: str = ""
+
+
+LOCAL_CASES: list[LocalCase] = [
+    LocalCase("192.0.2.2", 8080, "tcp", ROOT, "builtin:loopback", "default", "own address"),
+    LocalCase("2001:db8::2", 53, "udp", NOBODY, "builtin:loopback", "default",
+              "own address; rule dns is for the peer 2001:db8::1 only"),
+    LocalCase("192.0.2.2", 25, "tcp", ROOT, "builtin:loopback", "deny:no-smtp",
+              "loopback comes before every deny rule"),
+    LocalCase("127.0.0.53", 53, "udp", ROOT, "builtin:loopback", "builtin:loopback"),
+    LocalCase("::1", 443, "tcp", NOBODY, "builtin:loopback", "builtin:loopback"),
+    LocalCase("::ffff:192.0.2.2", 443, "tcp", ROOT, "builtin:loopback", "default",
+              "an IPv4-mapped own address is the IPv4 packet it becomes"),
+    LocalCase("192.0.2.1", 53, "udp", ROOT, "allow:dns", "allow:dns", "the peer is no own address"),
 ]

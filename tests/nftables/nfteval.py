@@ -200,6 +200,9 @@ class Evaluator:
                     return False
                 if op != "==":
                     raise ValueError(f"unknown daddr op {body}")
+                if isinstance(right, str) and not right.startswith("@"):
+                    # one address, as written (the resolver's upstream with `dns:`)
+                    return parse_ip(right) == parse_ip(pkt.dst)
                 return self._lookup(self._set(right), pkt) is not None
             if fld == "dport":
                 if protocol in ("tcp", "udp") and pkt.proto != protocol:

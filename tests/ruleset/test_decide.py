@@ -15,10 +15,13 @@ from tests.cases import (
     CASE_NOW,
     CASE_POLICY,
     CASES,
+    LOCAL_ADDRESSES,
+    LOCAL_CASES,
     NAME_CASE_POLICY,
     NAME_CASES,
     Case,
     DefaultAction,
+    LocalCase,
     Mode,
     NameCase,
     expected_verdict,
@@ -230,3 +233,17 @@ def test_name_case_table(case: NameCase) -> None:
 
 def test_name_cases_reach_every_rule() -> None:
     assert {c.rule for c in NAME_CASES} == {r.counter for r in NAMES_RS.rules()} | {"default"}
+
+
+# --- the host's own addresses are loopback (tests/cases.py LOCAL_CASES) ----------------------
+
+
+@pytest.mark.parametrize("case", LOCAL_CASES, ids=[f"{c.dst}-{c.port}" for c in LOCAL_CASES])
+def test_the_hosts_own_addresses_are_loopback_when_decide_knows_them(case: LocalCase) -> None:
+    ruleset = RULESETS[("enforce", "drop")]
+    flow = Flow(dst=case.dst, port=case.port, proto=case.proto, uid=case.uid, gid=case.uid)
+    d = decide(ruleset, flow, CASE_NOW, local=LOCAL_ADDRESSES)
+    assert d.rule == case.rule, case.note
+    if d.rule == "builtin:loopback":
+        assert (d.action, d.verdict) == ("allow", "accept")
+    assert decide(ruleset, flow, CASE_NOW).rule == case.rule_without_local, case.note

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from outguard.policy.addresses import parse_ip
 from outguard.policy.targets import parse_target
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
 from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.keys import DNS_PORTS
+from outguard.ruleset.keys import dns_ports
 from outguard.ruleset.lower import system_resolver
 
 Ranges = list[tuple[int, int]]
@@ -74,17 +75,18 @@ def _cuts(ruleset: Ruleset) -> list[int]:
         for lo, hi in rule.match.ports:
             cuts.update((lo, hi + 1))
     if ruleset.dns is not None:
-        for port in {*DNS_PORTS, *(p for _a, p in ruleset.dns.upstreams)}:
+        for port in dns_ports(ruleset.dns.upstreams):
             cuts.update((port, port + 1))
     return sorted(cuts)
 
 
-def _by_port(ruleset: Ruleset, flow: Flow) -> list[tuple[Ranges, Decision]]:
+def _by_port(ruleset: Ruleset, flow: Flow,
+             local: Collection[str] = ()) -> list[tuple[Ranges, Decision]]:
     """The decision for each group of ports, the groups in order of their first port."""
     cuts = _cuts(ruleset)
     groups: dict[tuple[str, str, str], tuple[Ranges, Decision]] = {}
     for lo, nxt in itertools.pairwise(cuts):
-        d = decide(ruleset, replace(flow, port=lo))
+        d = decide(ruleset, replace(flow, port=lo), local=local)
         ranges, _first = groups.setdefault((d.action, d.verdict, d.rule), ([], d))
         if ranges and ranges[-1][1] == lo - 1:
             ranges[-1] = (ranges[-1][0], nxt - 1)
@@ -94,10 +96,10 @@ def _by_port(ruleset: Ruleset, flow: Flow) -> list[tuple[Ranges, Decision]]:
 
 
 def _answers(ruleset: Ruleset, flow: Flow, destination: str, name: str | None,
-             **extra: Any) -> list[Answer]:
+             local: Collection[str] = (), **extra: Any) -> list[Answer]:
     if flow.port is not None or flow.proto not in ("tcp", "udp"):
-        return [Answer(destination, name, None, decide(ruleset, flow), **extra)]
-    groups = _by_port(ruleset, flow)
+        return [Answer(destination, name, None, decide(ruleset, flow, local=local), **extra)]
+    groups = _by_port(ruleset, flow, local)
     if len(groups) == 1:
         return [Answer(destination, name, groups[0][0], groups[0][1], every_port=True, **extra)]
     # the group with the most ports last: it reads as "any other port"
@@ -146,21 +148,23 @@ def hosts_file(name: str, path: Path = HOSTS) -> list[str]:
 
 
 def _per_address(ruleset: Ruleset, name: str, addresses: list[str], flow: Flow,
-                 note: str | None = None) -> list[Answer]:
+                 local: Collection[str] = (), note: str | None = None) -> list[Answer]:
     # With dns:, a name's rules reach its addresses only through sets the resolver fills: an
     # address the resolver never gave out is decided as the bare address it is.
     named = None if ruleset.dns is not None else name
     out: list[Answer] = []
     for address in addresses:
-        out += _answers(ruleset, replace(flow, dst=address, name=named), address, name,
+        out += _answers(ruleset, replace(flow, dst=address, name=named), address, name, local,
                         note=note)
     return out
 
 
-def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS) -> list[Answer]:
-    """The answers for `dest` (an address or a host name) and the rest of `flow`."""
+def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS,
+            local: Collection[str] = ()) -> list[Answer]:
+    """The answers for `dest` (an address or a host name) and the rest of `flow`; `local`:
+    the host's own addresses (the kernel sends traffic to them through `lo`)."""
     if parse_ip(dest) is not None:
-        return _answers(ruleset, replace(flow, dst=dest), dest, None)
+        return _answers(ruleset, replace(flow, dst=dest), dest, None, local)
     try:
         name = parse_target(dest)
     except ValueError as exc:
@@ -168,9 +172,9 @@ def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS) -> lis
     if name.kind != "host":
         raise OutguardError(f"{dest!r} is not an address or a host name")
     if ruleset.dns is not None:
-        local = hosts_file(name.value, hosts)
-        if local:
-            return _per_address(ruleset, name.value, local, flow,
+        in_hosts = hosts_file(name.value, hosts)
+        if in_hosts:
+            return _per_address(ruleset, name.value, in_hosts, flow, local,
                                 f"{name.value} is in {hosts}: programs get these addresses"
                                 " without asking outguard's resolver, so the name's rules"
                                 " allow them only while a DNS answer put them in the kernel")
@@ -181,7 +185,7 @@ def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS) -> lis
         return _answers(ruleset, named, name.value, name.value,
                         note=f"{name.value} does not resolve here: nothing can connect to it"
                              " by name (`--to ADDRESS` asks about an address)")
-    return _per_address(ruleset, name.value, addresses, flow)
+    return _per_address(ruleset, name.value, addresses, flow, local)
 
 
 def _ports_text(ranges: Ranges) -> str:
@@ -248,8 +252,9 @@ def as_json(answers: list[Answer], proto: str, audit: bool) -> list[dict[str, An
 
 def run_explain(policy: Path, dest: str, port: int | None, proto: str | None,
                 user: str | None, group: str | None, json_out: bool,
-                feed_dir: Path | None = None) -> None:
-    """Load and lower POLICY, then print the answers for `dest` (`proto` None: tcp and udp)."""
+                feed_dir: Path | None = None, local: Collection[str] = ()) -> None:
+    """Load and lower POLICY, then print the answers for `dest` (`proto` None: tcp and udp);
+    `local`: the host's own addresses, accepted like 127.0.0.1 (`oif lo`)."""
     ruleset = lower_policy(load_policy(policy, feed_dir=feed_dir))
     uid, gid = _id(user, "user"), _id(group, "group")
     audit = ruleset.mode == "audit"
@@ -258,7 +263,8 @@ def run_explain(policy: Path, dest: str, port: int | None, proto: str | None,
     docs: list[dict[str, Any]] = []
     for each in [proto] if proto is not None else ["tcp", "udp"]:
         flow_proto: FlowProto = "tcp" if each == "tcp" else "udp" if each == "udp" else "icmp"
-        answers = explain(ruleset, dest, Flow(port=port, proto=flow_proto, uid=uid, gid=gid))
+        answers = explain(ruleset, dest, Flow(port=port, proto=flow_proto, uid=uid, gid=gid),
+                          local=local)
         for a in answers:
             a.expires = deadlines.get(a.decision.rule)
         if json_out:

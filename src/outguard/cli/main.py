@@ -13,7 +13,7 @@ import click
 
 from outguard import __version__
 from outguard.cli.common import fail, kernel_options
-from outguard.errors import OutguardError
+from outguard.errors import KernelError, OutguardError
 
 # pydantic looks for plugins through every installed package's entry points (~10 ms of each
 # command's start-up); outguard uses none.
@@ -170,9 +170,18 @@ def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: 
     With a `dns:` section a host name is decided by name, as outguard's resolver and the
     kernel decide it, without resolving it; without one, per address it resolves to."""
     from outguard.cli.explain import run_explain  # noqa: PLC0415
+    from outguard.kernel.netns import local_addresses  # noqa: PLC0415
 
     try:
-        run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds")
+        # the host's own addresses are loopback to the kernel (`oif lo`): decide must know them
+        local = local_addresses()
+    except KernelError as exc:
+        click.echo(f"warning: the host's own addresses are unknown ({exc}): traffic to them is"
+                   " decided by the rules, though the kernel accepts it as loopback", err=True)
+        local = []
+    try:
+        run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds",
+                    local)
     except OutguardError as exc:
         fail(exc)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import queue
 import re
@@ -55,6 +56,17 @@ def _ip(argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProc
         raise KernelError("the `ip` command (iproute2) is not installed") from exc
     except subprocess.TimeoutExpired as exc:
         raise KernelError(f"`ip {' '.join(argv)}` did not finish in {timeout} s") from exc
+
+
+def local_addresses() -> list[str]:
+    """Every address of the interfaces of this process's network namespace (`ip -j addr`):
+    the kernel sends traffic to them through `lo`, so the policy's `oif lo` accept covers them."""
+    proc = _ip(["-j", "addr", "show"])
+    if proc.returncode != 0:
+        raise KernelError(f"`ip -j addr show` failed (exit {proc.returncode}): "
+                          f"{proc.stderr.strip()}")
+    return [str(info["local"]) for link in json.loads(proc.stdout or "[]")
+            for info in link.get("addr_info", []) if "local" in info]
 
 
 def add(name: str) -> None:

@@ -43,7 +43,7 @@ from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
-from outguard.ruleset.keys import DEFAULT, DNS_PORTS, SetName, short_hash
+from outguard.ruleset.keys import DEFAULT, SetName, dns_ports, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -279,7 +279,7 @@ class _Builder:
                              match(meta("skuid"), dns.uid), {"accept": None}],
                             "dns: outguard's resolver to its upstream")
                     for addr, port in dns.upstreams]
-        ports = sorted({*DNS_PORTS, *(p for _a, p in dns.upstreams)})
+        ports = sorted(dns_ports(dns.upstreams))
         return [NftRule([tcp_udp, match(dport, {"set": ports}), {"counter": DEFAULT.counter},
                          {"goto": {"target": "v_default"}}],
                         "dns: only through outguard's resolver")]

@@ -1,8 +1,11 @@
 """`decide(ruleset, flow)`: the one definition of what a compiled policy means.
 
-`explain` and `simulate` call it, the DNS resolver and the proxy will, and the kernel tests check
-that nftables agrees with it case by case. Precedence, exactly as the kernel evaluates it:
-loopback and established traffic are accepted; with `dns:`, the resolver's own queries to its
+`explain` and `simulate` call it, and the kernel tests check that nftables agrees with it case by
+case. Which rules name a DNS name comes from `index.DecisionIndex`, the tables the DNS resolver's
+`NamePolicy` is built from, so the resolver cannot answer differently (tests/ruleset/test_index.py
+proves resolver ≡ decide ≡ table over random policies). Precedence, exactly as the kernel
+evaluates it: loopback (127/8, ::1 and the host's own addresses, given as `local`: the kernel's
+`oif lo`) and established traffic are accepted; with `dns:`, the resolver's own queries to its
 upstreams; then the first matching deny rule; then other DNS (dropped: it must go through the
 resolver); then the first matching allow rule; then the default (enforce: drop or reject;
 audit: accept, logged).
@@ -10,14 +13,15 @@ audit: accept, logged).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from outguard.policy.addresses import packet_address
+from outguard.ruleset.index import index_of, normalize
 from outguard.ruleset.ir import IRRule, Ruleset
-from outguard.ruleset.keys import DNS_PORTS, RuleKey
-from outguard.ruleset.names import normalize, rule_names
+from outguard.ruleset.keys import RuleKey, dns_ports
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
 
@@ -49,13 +53,9 @@ class Decision:
 
 
 def _name_matches(ruleset: Ruleset, rule: IRRule, name: str) -> bool:
-    """Whether the rule names `name`: in its own `to`, or in an entry of a list it uses (as
-    the resolver's `NamePolicy` matches, so that both agree)."""
-    name = normalize(name)
-    names, wildcards = rule_names(ruleset, rule)
-    if name in names:
-        return True
-    return any(name.endswith(w[1:]) and len(name) > len(w) - 1 for w in wildcards)
+    """Whether the rule names `name`: the ruleset's `DecisionIndex` says, the tables the
+    resolver's `NamePolicy` is made of (own names, list entries, wildcards)."""
+    return index_of(ruleset).names(rule, normalize(name))
 
 
 def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int] | None) -> str | None:
@@ -84,8 +84,8 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
 def _dns(ruleset: Ruleset, flow: Flow, dst: tuple[int, int] | None) -> Decision | None:
     """With `dns:`, DNS leaves only from the resolver's uid to its upstreams."""
     dns = ruleset.dns
-    ports = {*DNS_PORTS, *(p for _a, p in dns.upstreams)} if dns is not None else set()
-    if dns is None or flow.proto not in ("tcp", "udp") or flow.port not in ports:
+    if dns is None or flow.proto not in ("tcp", "udp") or \
+            flow.port not in dns_ports(dns.upstreams):
         return None
     if dns.uid is not None and flow.uid == dns.uid and dst is not None and any(
             packet_address(a) == dst and p == flow.port for a, p in dns.upstreams):
@@ -130,18 +130,31 @@ def rule_matches(ruleset: Ruleset, rule: IRRule, flow: Flow, now: datetime) -> s
     return "; ".join(details)
 
 
-def _is_loopback(dst: str | None) -> bool:
-    parsed = packet_address(dst) if dst is not None else None
-    if parsed is None:
+def _is_loopback(dst: tuple[int, int] | None, local: Collection[tuple[int, int]]) -> bool:
+    """Whether the kernel sends a packet to `dst` out of `lo`: 127/8, ::1, and the host's own
+    addresses (`local`), which the kernel routes through `lo` too (the `oif lo` accept)."""
+    if dst is None:
         return False
-    value, version = parsed
-    return value >> 24 == 127 if version == 4 else value == 1
+    value, version = dst
+    return (value >> 24 == 127 if version == 4 else value == 1) or dst in local
 
 
-def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None) -> Decision:
+def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None, *,
+           local: Collection[str] = ()) -> Decision:
+    """What the kernel does with `flow` under `ruleset` at `now` (default: the wall clock).
+
+    `local` is the host's own addresses (every interface's, as `ip -o addr` lists them in the
+    namespace the policy is applied in): the kernel accepts traffic to them on `oif lo` like
+    127.0.0.1, so `decide` must know them to say so. Without them only 127/8 and ::1 are
+    loopback, and a flow to one of the host's own addresses is decided by the rules (what the
+    kernel does with the same packet when it leaves through another interface)."""
     now = now or datetime.now(UTC)
-    if _is_loopback(flow.dst):
-        return Decision("allow", "accept", "builtin:loopback", "loopback traffic is always allowed")
+    dst = packet_address(flow.dst) if flow.dst is not None else None
+    own = {a for a in map(packet_address, local) if a is not None}
+    if _is_loopback(dst, own):
+        return Decision("allow", "accept", "builtin:loopback",
+                        "loopback traffic (127/8, ::1 and the host's own addresses) is always"
+                        " allowed")
     if flow.established:
         return Decision("allow", "accept", "builtin:established",
                         "replies and related packets of allowed connections are accepted")
@@ -150,16 +163,15 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None) -> Decisio
     audit = " (audit mode: logged, not blocked)" if ruleset.mode == "audit" else ""
     # the resolver's own queries to its upstreams come before deny: a deny rule or feed that
     # covers an upstream must not cut every name resolution of the host
-    if ruleset.dns is not None and (dns := _dns(ruleset, flow, packet_address(flow.dst)
-                                                 if flow.dst is not None else None)) is not None:
+    if ruleset.dns is not None and (dns := _dns(ruleset, flow, dst)) is not None:
         return dns
     for rule in ruleset.deny:
         why = rule_matches(ruleset, rule, flow, now)
         if why is not None:
             return Decision("deny", blocked, rule.counter,
                             f"deny rule {rule.name!r} matches: {why}; deny beats allow{audit}")
-    if ruleset.dns is not None and flow.proto in ("tcp", "udp") and flow.port in (
-            {*DNS_PORTS, *(p for _a, p in ruleset.dns.upstreams)}):
+    if ruleset.dns is not None and flow.proto in ("tcp", "udp") and \
+            flow.port in dns_ports(ruleset.dns.upstreams):
         return Decision("deny", blocked, "default",
                         f"DNS goes through outguard's resolver at {ruleset.dns.listen[0]}, and only"
                         f" it reaches upstream servers{audit}")

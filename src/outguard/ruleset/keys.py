@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 DNS_PORTS = (53, 853)  # DNS and DNS over TLS: with `dns:`, only the resolver sends to them
+
+
+def dns_ports(upstreams: Iterable[tuple[str, int]]) -> frozenset[int]:
+    """The ports only the resolver may send to with `dns:`: DNS_PORTS and its upstreams'."""
+    return frozenset((*DNS_PORTS, *(port for _addr, port in upstreams)))
 
 
 class Table(NamedTuple):

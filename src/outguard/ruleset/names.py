@@ -4,7 +4,8 @@ Pure. The resolver asks `NamePolicy.lookup(qname)` for every query; the answer s
 name may be resolved, which kernel sets its addresses go into, and, when it may not, why
 (blocklists are read by `dns.blocklist` and given to `NamePolicy.of`).
 
-Matching rules (the same as `decide` for names): names are compared in lower-case ASCII without a
+Which rules name a name comes from `index.DecisionIndex`, the very tables `decide` reads, so the
+resolver and `decide` cannot disagree about it. Matching: names are compared in lower-case ASCII without a
 trailing dot, internationalised names as punycode (`xn--...`). `*.example.test` matches every
 name *below* example.test (`a.example.test`, `a.b.example.test`), never `example.test` itself nor
 `badexample.test`. A blocklist entry blocks the name and every name below it, as feeds mean it.
@@ -12,34 +13,14 @@ name *below* example.test (`a.example.test`, `a.b.example.test`), never `example
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from outguard.ruleset.index import index_of, normalize, rule_names, suffixes
 from outguard.ruleset.ir import IRRule, Ruleset
 from outguard.ruleset.keys import RuleKey
 
-
-def normalize(name: str) -> str:
-    """Canonical text of a name as policies write it: lower case, no trailing dot, punycode."""
-    name = name.strip()
-    if name.endswith(".") and name != ".":
-        name = name[:-1]
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            # not a valid IDN: keep it comparable but unmatchable by any policy name
-            return name.lower()
-    return name.lower()
-
-
-def suffixes(name: str) -> Iterator[str]:
-    """The names strictly above `name`: a.b.c → b.c, c."""
-    rest = name
-    while "." in rest:
-        rest = rest.split(".", 1)[1]
-        yield rest
+__all__ = ["NamePolicy", "NameVerdict", "normalize", "rule_names", "suffixes"]
 
 
 @dataclass(frozen=True)
@@ -74,18 +55,28 @@ class NamePolicy:
 
     @classmethod
     def of(cls, ruleset: Ruleset, blocklist: dict[str, str] | None = None) -> NamePolicy:
+        """The resolver's tables: the ruleset's `DecisionIndex` (what `decide` reads) as plain
+        dictionaries the resolver process receives as JSON."""
         out = cls(mode=ruleset.mode, blocked=dict(blocklist or {}))
-        for rule in ruleset.rules():
-            if rule.section == "allow" and rule.any_destination and out.any_name is None:
-                out.any_name = rule.counter
-            names, wilds = rule_names(ruleset, rule)
-            entry = _Entry(rule.counter, rule.fqdn_set, _conditional(rule))
-            exact, wild = ((out.exact, out.wildcard) if rule.section == "allow"
-                           else (out.deny_exact, out.deny_wildcard))
-            for n in names:
-                exact.setdefault(n, []).append(entry)
-            for w in wilds:
-                wild.setdefault(w[2:], []).append(entry)
+        out.any_name = next((r.counter for r in ruleset.allow if r.any_destination), None)
+        index = index_of(ruleset)
+        entries = {id(r): _Entry(r.counter, r.fqdn_set, _conditional(r)) for r in ruleset.rules()}
+        # rules lists are shared by every name of a list: split each into allow and deny once
+        # (the value keeps the list alive, so its id stays its own)
+        split: dict[int, tuple[list[IRRule], list[_Entry], list[_Entry]]] = {}
+        for source, allow, deny in ((index.exact, out.exact, out.deny_exact),
+                                    (index.wildcard, out.wildcard, out.deny_wildcard)):
+            for key in source:
+                rules = index.rules_of(source, key)
+                done = split.get(id(rules))
+                if done is None:
+                    done = split[id(rules)] = (
+                        rules, [entries[id(r)] for r in rules if r.section == "allow"],
+                        [entries[id(r)] for r in rules if r.section == "deny"])
+                if done[1]:
+                    allow[key] = done[1]
+                if done[2]:
+                    deny[key] = done[2]
         return out
 
     @staticmethod
@@ -151,12 +142,3 @@ def _conditional(rule: IRRule) -> bool:
     m = rule.match
     return (m.proto != "any" or bool(m.ports) or m.uid is not None or m.gid is not None
             or m.cgroup is not None)
-
-
-def rule_names(ruleset: Ruleset, rule: IRRule) -> tuple[list[str], list[str]]:
-    """Host names and wildcards a rule covers: its own `to`, and those of the lists it uses."""
-    names, wilds = list(rule.names), list(rule.wildcards)
-    for key in rule.lists:
-        for value in ruleset.list_names.get(key, ()):
-            (wilds if value.startswith("*.") else names).append(value)
-    return names, wilds
