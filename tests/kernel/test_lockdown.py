@@ -1,0 +1,145 @@
+"""`outguard lockdown` in the kernel: it blocks every new outbound connection but the kept rules,
+leaves an open connection alone, lifts by itself with no outguard process running, survives an
+apply of a new policy, and names itself in the log (the monitor's incidents).
+
+Everything through the real CLI (`topo.cli`: a subprocess that exits), IPv4 and IPv6, TCP and
+UDP, in the kernel fixtures' namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from outguard.kernel.netns import NetnsThread
+from tests.kernel.topology import NflogReader, Probe, Topology
+
+pytestmark = pytest.mark.kernel
+
+WEB4, WEB6, API4, APP4 = "203.0.113.10", "2001:db8:10::10", "203.0.113.11", "203.0.113.12"
+POLICY = f"""version: 1
+allow:
+  - name: web
+    to: [{WEB4}, "{WEB6}"]
+    ports: [443]
+  - name: api
+    to: [{API4}]
+    ports: [443]
+  - name: app
+    to: [{APP4}]
+    ports: [8080]
+    proto: tcp
+"""
+WEB = [Probe(WEB4, 443), Probe(WEB6, 443), Probe(WEB4, 443, "udp"), Probe(WEB6, 443, "udp")]
+API = [Probe(API4, 443), Probe(API4, 443, "udp")]
+
+
+def _listener(addr: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(4)
+    return s
+
+
+def _connect(addr: str, port: int) -> socket.socket:
+    return socket.create_connection((addr, port), timeout=3)
+
+
+def _lockdown(topo: Topology, *args: str) -> dict[str, object]:
+    proc = topo.cli("lockdown", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    got: dict[str, object] = json.loads(proc.stdout)
+    return got
+
+
+def test_lockdown_blocks_all_but_kept_rules_and_keeps_an_open_connection(
+        topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4, WEB6, API4, APP4)
+    topo.apply(POLICY)
+    assert topo.passes(*WEB, *API) == [True] * 6
+    peer = NetnsThread(topo.peer)
+    try:
+        listener = peer.call(_listener, APP4, 8080)
+        client = topo.thread.call(_connect, APP4, 8080)  # opened before the lockdown
+        server, _ = listener.accept()
+        before = topo.counters(logged=True)
+        reader = NflogReader(topo.server)
+        try:
+            _lockdown(topo, "--for", "10m", "--keep", "api")
+            assert topo.passes(*WEB, *API) == [False] * 4 + [True] * 2
+            records = reader.collect(until=1.0)
+        finally:
+            reader.close()
+        after = topo.counters(logged=True)
+        assert after["lockdown"] - before.get("lockdown", 0) >= 4
+        assert after["allow.api"] > before["allow.api"]
+        assert after["allow.web"] == before["allow.web"]
+        # the log names the lockdown: the monitor's incident says what blocked it
+        assert {r.prefix for r in records if r.dst in (WEB4, WEB6)} == {"og:lockdown"}
+        # the connection opened before goes on both ways; a new one to the same place does not
+        client.sendall(b"ping")
+        assert server.recv(4) == b"ping"
+        server.sendall(b"pong")
+        assert client.recv(4) == b"pong"
+        assert topo.passes(Probe(APP4, 8080)) == [False]
+        status = topo.status_cli()
+        assert status["lockdown"]["keep"] == ["api"] and status["lockdown"]["in_kernel"]
+        assert status["problems"] == []
+
+        _lockdown(topo, "--off")
+        assert topo.passes(*WEB, *API, Probe(APP4, 8080)) == [True] * 7
+        assert topo.status_cli()["lockdown"] is None
+        for s in (client, server, listener):
+            s.close()
+    finally:
+        peer.close()
+
+
+def test_lockdown_without_a_policy_lifts_by_itself_with_no_outguard_running(
+        topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4, WEB6)
+    assert topo.passes(*WEB) == [True] * 4
+    got = _lockdown(topo, "--for", "4s")
+    until = got["lockdown"]["until"]  # type: ignore[index]
+    assert got["policy"] is False
+    # the command has exited: no outguard process runs from here on
+    assert time.time() < until - 1, "the lockdown took too long to test this"
+    assert topo.passes(*WEB) == [False] * 4
+    time.sleep(max(0.0, until + 1 - time.time()))
+    assert topo.passes(*WEB) == [True] * 4
+
+
+def test_lockdown_survives_an_apply_and_then_lifts_by_itself(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4, WEB6, API4)
+    topo.apply(POLICY)
+    got = _lockdown(topo, "--for", "8s", "--keep", "web")
+    until = got["lockdown"]["until"]  # type: ignore[index]
+    # a new policy (the api rule gone, a new rule) is applied during the lockdown
+    newer = POLICY.replace("name: api", "name: api2")
+    report = topo.apply(newer)
+    assert report.rules == 3
+    assert time.time() < until - 2, "the apply took too long to test this"
+    assert topo.passes(*WEB, *API) == [True] * 4 + [False] * 2
+    assert topo.status()["lockdown"]["until"] == until
+    time.sleep(max(0.0, until + 1 - time.time()))
+    assert topo.passes(*WEB, *API) == [True] * 6
+
+
+def test_an_unknown_keep_rule_is_refused_and_nothing_changes(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4)
+    topo.apply(POLICY)
+    listing = topo.ruleset()
+    proc = topo.cli("lockdown", "--for", "1h", "--keep", "web", "--keep", "nope")
+    assert proc.returncode == 1
+    assert "--keep nope" in proc.stderr and "Traceback" not in proc.stderr
+    assert topo.ruleset() == listing
+    assert not (topo.state_dir / "lockdown.json").exists()
+    assert topo.passes(Probe(WEB4, 443)) == [True]
