@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "feeds": "outguard.cli.feeds_cmd:feeds",
     "dns": "outguard.cli.dns_cmd:dns",
     "lockdown": "outguard.cli.lockdown_cmd:lockdown",
+    "verify": "outguard.cli.verify_cmd:verify",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -45,6 +46,8 @@ LAZY_HELP: dict[str, str] = {
     "lockdown": "Drop every new outbound connection for a while, except loopback, established"
                 " connections (your SSH session), outguard's resolver to its upstreams and the"
                 " --keep rules.",
+    "verify": "Test the applied policy in the kernel: a probe per rule (as its user), and one"
+              " for the default; exit 1 when any outcome differs from the policy.",
 }
 
 
