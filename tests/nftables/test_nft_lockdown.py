@@ -69,3 +69,9 @@ def test_the_lockdown_record_and_its_key() -> None:
     assert str(LOCKDOWN) == "lockdown" == LOCKDOWN.counter
     assert RuleKey.of_counter("lockdown") == LOCKDOWN == RuleKey.parse("lockdown")
     assert LOCKDOWN.logged
+
+
+def test_the_monitor_reads_the_lockdown_back_from_its_prefix() -> None:
+    from outguard.events import parse_prefix
+
+    assert parse_prefix("og:lockdown") == ("lockdown", "dropped")

@@ -152,10 +152,12 @@ def choose(rs: Ruleset, resolve: Resolve) -> tuple[list[ProbeSpec], list[Skipped
             dst = found[version]
             flow = Flow(dst=dst, port=port, proto=proto, uid=uid, gid=gid)
             probes.append(ProbeSpec(subject, dst, port, proto, uid, gid, decide(rs, flow)))
-    for dst, port in DEFAULT_TARGETS:
-        got = decide(rs, Flow(dst=dst, port=port, proto="tcp", uid=0, gid=0))
+    # as root first, then as nobody: a rule that lets root out everywhere leaves the default
+    # to other users
+    for uid, (dst, port) in ((u, t) for u in (0, 65534) for t in DEFAULT_TARGETS):
+        got = decide(rs, Flow(dst=dst, port=port, proto="tcp", uid=uid, gid=uid))
         if got.rule == "default":
-            probes.append(ProbeSpec("default", dst, port, "tcp", 0, 0, got))
+            probes.append(ProbeSpec("default", dst, port, "tcp", uid, uid, got))
             break
     else:
         skipped.append(Skipped("default", "every candidate address is decided by a rule"))

@@ -1,0 +1,73 @@
+"""`ruleset.probes`: which probes verify sends for a ruleset, and how it judges their results."""
+
+from __future__ import annotations
+
+import pytest
+
+from outguard.policy.load import load_text
+from outguard.ruleset.lower import lower
+from outguard.ruleset.probes import BLOCKED, ELSEWHERE, FAILED, LET_OUT, REACHED, SENT, choose, judge
+
+POLICY = """version: 1
+allow:
+  - name: web
+    to: [203.0.113.10, "2001:db8:10::10", 203.0.113.128/25]
+    ports: ["8443-8450", 443]
+  - name: ntp
+    to: [pool.example.test]
+    ports: [123]
+    proto: udp
+  - name: backup
+    to: [203.0.113.30]
+    for: {user: nobody}
+  - name: ping
+    to: [203.0.113.40]
+    proto: icmp
+  - name: all
+    for: {user: root}
+deny:
+  - name: bad
+    to: [198.51.100.64/30]
+"""
+
+
+def _resolve(name: str) -> list[str]:
+    return {"pool.example.test": ["203.0.113.20"]}.get(name, [])
+
+
+def _chosen():  # type: ignore[no-untyped-def]
+    return choose(lower(load_text(POLICY), resolver=_resolve), _resolve)
+
+
+def test_a_probe_per_rule_and_ip_version_and_one_for_the_default() -> None:
+    probes, skipped = _chosen()
+    got = [(p.subject, p.dst, p.port, p.proto, p.uid, p.expect.rule) for p in probes]
+    assert got == [
+        ("deny:bad", "198.51.100.65", 443, "tcp", 0, "deny:bad"),
+        ("allow:web", "203.0.113.10", 8443, "tcp", 0, "allow:web"),
+        ("allow:web", "2001:db8:10::10", 8443, "tcp", 0, "allow:web"),
+        ("allow:ntp", "203.0.113.20", 123, "udp", 0, "allow:ntp"),
+        ("allow:backup", "203.0.113.30", 443, "tcp", 65534, "allow:backup"),
+        ("default", "192.0.2.201", 9, "tcp", 65534, "default")]
+    assert [s.subject for s in skipped] == ["allow:ping", "allow:all"]
+    assert [p.blocked for p in probes] == [True, False, False, False, False, True]
+
+
+@pytest.mark.parametrize(("index", "raw", "moved", "guard", "outcome", "ok"), [
+    (1, "connected", {"allow.web": 1}, False, REACHED, True),
+    (1, "refused", {}, False, REACHED, True),
+    (3, "sent", {"allow.ntp": 1}, False, SENT, True),
+    (1, "timeout", {"allow.web": 1}, False, ELSEWHERE, False),
+    (3, "eperm", {}, False, ELSEWHERE, False),
+    (1, "timeout", {"default": 1, "log.default": 1}, False, BLOCKED, False),
+    (0, "timeout", {"deny.bad": 1, "log.deny.bad": 1}, False, BLOCKED, True),
+    (0, "timeout", {}, True, LET_OUT, False),
+    (0, "timeout", {}, False, ELSEWHERE, False),
+    (5, "eperm", {"lockdown": 1}, False, BLOCKED, True),
+    (1, "noroute", {}, False, FAILED, False),
+])
+def test_judge(index: int, raw: str, moved: dict[str, int], guard: bool, outcome: str,
+               ok: bool) -> None:
+    spec = _chosen()[0][index]
+    got = judge(spec, raw, moved, guard)
+    assert (got.outcome, got.ok) == (outcome, ok), got.detail
