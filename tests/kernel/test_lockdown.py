@@ -143,3 +143,16 @@ def test_an_unknown_keep_rule_is_refused_and_nothing_changes(topology: Topology)
     assert topo.ruleset() == listing
     assert not (topo.state_dir / "lockdown.json").exists()
     assert topo.passes(Probe(WEB4, 443)) == [True]
+
+
+def test_remove_ends_a_lockdown_made_without_a_policy_for_good(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4)
+    _lockdown(topo, "--for", "1h")
+    assert topo.passes(Probe(WEB4, 443)) == [False]
+    proc = topo.cli("remove")  # this state directory made the table: no --force needed
+    assert proc.returncode == 0, proc.stderr
+    assert topo.passes(Probe(WEB4, 443)) == [True]
+    assert not (topo.state_dir / "lockdown.json").exists()
+    topo.apply(POLICY)  # and an apply does not bring it back
+    assert topo.passes(Probe(WEB4, 443)) == [True]

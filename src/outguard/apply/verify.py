@@ -101,10 +101,15 @@ def roll_back_mismatch(state: StateDir, nft: Any, report: VerifyReport) -> str:
     """`apply --verify` found a mismatch: roll back to what was applied before (as `outguard
     rollback` does, a pending confirmation included: its watchdog is stopped), recorded as
     done by verify with the first differing probe as the reason."""
-    from outguard.apply.recovery import rollback_locked  # noqa: PLC0415
-
     bad = report.mismatches()
     why = f"verify: {len(bad)} probe(s) differ from the policy, first {bad[0].spec.subject}" \
           f" {bad[0].spec}: {bad[0].detail}" if bad else "verify"
+    return roll_back_failed(state, nft, why)
+
+
+def roll_back_failed(state: StateDir, nft: Any, why: str) -> str:
+    """Roll back the apply `verify` did not pass, recorded as done by verify, for `why`."""
+    from outguard.apply.recovery import rollback_locked  # noqa: PLC0415
+
     with state.locked():
         return rollback_locked(state, nft, pending=state.pending(), by="verify", why=why)

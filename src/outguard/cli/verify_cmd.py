@@ -45,10 +45,23 @@ def run_verify(state: Any, nft: Any, timeout: float, as_json: bool,
                rollback: bool = False) -> bool:
     """Verify, print the report; with `rollback` (apply --verify) roll back on a mismatch and
     say why. True when the kernel does what the policy says."""
-    from outguard.apply.verify import describe, roll_back_mismatch  # noqa: PLC0415
+    from outguard.apply.verify import (  # noqa: PLC0415
+        describe,
+        roll_back_failed,
+        roll_back_mismatch,
+    )
     from outguard.apply.verify import verify as do_verify  # noqa: PLC0415
 
-    report = do_verify(state, nft, timeout=timeout)
+    try:
+        report = do_verify(state, nft, timeout=timeout)
+    except OutguardError as exc:
+        if not rollback:
+            raise
+        # a policy that could not be verified is not kept: `--verify` promised a tested one
+        message = roll_back_failed(state, nft, f"verify could not run: {exc}")
+        click.echo(f"error: verify could not run ({exc}); the policy was rolled back:"
+                   f" {message}", err=True)
+        return False
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))
     else:
