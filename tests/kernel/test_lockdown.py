@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -156,3 +158,23 @@ def test_remove_ends_a_lockdown_made_without_a_policy_for_good(topology: Topolog
     assert not (topo.state_dir / "lockdown.json").exists()
     topo.apply(POLICY)  # and an apply does not bring it back
     assert topo.passes(Probe(WEB4, 443)) == [True]
+
+
+def test_lockdown_off_leaves_a_table_of_another_state_directory_alone(
+        topology: Topology, tmp_path: object) -> None:
+    topo = topology
+    topo.add_addresses(WEB4)
+    topo.apply(POLICY.replace(f"to: [{WEB4}, ", "to: ["))  # web no longer allowed for WEB4
+    assert topo.passes(Probe(WEB4, 443)) == [False]
+    proc = subprocess.run([sys.executable, "-m", "outguard", "lockdown", "--off", "--netns",
+                           topo.server, "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing changed" in proc.stderr
+    assert topo.passes(Probe(WEB4, 443)) == [False]  # still closed
+    listing = topo.nft("list", "chain", "inet", "outguard", "output")
+    proc = subprocess.run([sys.executable, "-m", "outguard", "lockdown", "--for", "1h",
+                           "--netns", topo.server, "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and "did not apply" in proc.stderr, proc.stderr
+    assert topo.nft("list", "chain", "inet", "outguard", "output") == listing

@@ -60,6 +60,12 @@ def start(state: StateDir, kernel: Kernel, seconds: float, keep: list[str], *,
         known = ", ".join(names or []) or "none"
         raise LockdownError(f"--keep {unknown[0]}: the applied policy has no allow rule of that"
                             f" name (its allow rules: {known}); nothing was changed")
+    if names is None and state.lockdown() is None and kernel.objects() is not None:
+        # replacing it with the lockdown alone would lose that policy, and `--off` then
+        # open egress
+        raise LockdownError("the kernel holds an outguard table this state directory did not"
+                            " apply (another --state-dir, or made by hand): give that"
+                            " --state-dir; nothing was changed")
     lockdown = Lockdown(int((time.time() if now is None else now) + seconds + 0.999),
                         tuple(dict.fromkeys(keep)))
     warnings = _put(state, kernel, lockdown, names is not None)
@@ -67,8 +73,13 @@ def start(state: StateDir, kernel: Kernel, seconds: float, keep: list[str], *,
 
 
 def end(state: StateDir, kernel: Kernel) -> LockdownReport:
-    """End the lockdown now (also fine when none is in force)."""
+    """End the lockdown now (also fine when none is in force). With no policy applied the
+    table is deleted only when this state directory's lockdown made it: a table made with
+    another state directory is not ours to open."""
     with_policy = state.snapshot("applied") is not None
+    if not with_policy and state.lockdown() is None:
+        return LockdownReport(None, False, ["no lockdown was put in with this state directory:"
+                                            " nothing changed"])
     warnings = _put(state, kernel, None, with_policy)
     return LockdownReport(None, with_policy, warnings)
 
