@@ -75,3 +75,17 @@ def test_the_monitor_reads_the_lockdown_back_from_its_prefix() -> None:
     from outguard.events import parse_prefix
 
     assert parse_prefix("og:lockdown") == ("lockdown", "dropped")
+
+
+def test_outguards_resolver_still_reaches_its_upstreams_in_a_lockdown() -> None:
+    import dataclasses
+
+    from outguard.policy.model import DnsConfig
+    from outguard.ruleset.ir import DnsSettings
+
+    rs = lowered(load_text(POLICY.replace("MODE", "enforce")))
+    dns = DnsSettings.of(DnsConfig(upstreams=["192.0.2.53"]), 4242, "/etc/outguard")
+    out = compile_ruleset(dataclasses.replace(rs, dns=dns), Lockdown(1_900_000_000))
+    first = str(out.chains["lockdown"].rules[0].expr)
+    assert "'right': 4242" in first and "192.0.2.53" in first and "accept" in first
+    assert out.chains["lockdown"].rules[-1].expr == [{"goto": {"target": "v_lockdown"}}]
