@@ -9,6 +9,7 @@ UDP, in the kernel fixtures' namespaces.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -178,3 +179,26 @@ def test_lockdown_off_leaves_a_table_of_another_state_directory_alone(
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1 and "did not apply" in proc.stderr, proc.stderr
     assert topo.nft("list", "chain", "inet", "outguard", "output") == listing
+
+
+def test_what_a_lockdown_blocks_is_an_incident_naming_it(topology: Topology) -> None:
+    import io
+
+    from outguard.service.options import AgentOptions
+    from outguard.service.runner import AgentHandle
+
+    topo = topology
+    topo.add_addresses(WEB4)
+    policy = topo.write_policy(POLICY)
+    topo.apply(policy)
+    _lockdown(topo, "--for", "10m")
+    opts = AgentOptions(policy=policy, state_dir=topo.state_dir, netns=topo.server,
+                        stdout=io.StringIO())
+    with AgentHandle(opts) as agent:  # its apply at start carries the lockdown
+        assert topo.probe([Probe(WEB4, 443)]) == ["timeout"]
+        agent.wait_for_incidents(1, timeout=3.0)
+        time.sleep(0.3)
+        (inc,) = agent.incidents()
+        assert (inc.dst, inc.dport, inc.rule, inc.proto) == (WEB4, 443, "lockdown", "tcp")
+        assert "lockdown" in {c.signature for c in inc.classifications}
+        assert inc.pid == os.getpid(), inc.attribution_failure
