@@ -92,6 +92,13 @@ def test_lockdown_blocks_all_but_kept_rules_and_keeps_an_open_connection(
         assert topo.passes(Probe(APP4, 8080)) == [False]
         status = topo.status_cli()
         assert status["lockdown"]["keep"] == ["api"] and status["lockdown"]["in_kernel"]
+        # verify knows the lockdown: what it drops is expected, what it keeps must get out
+        proc = topo.cli("verify", "--json", "--timeout", "1")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outcomes = {(p["subject"], p["dst"]): (p["outcome"], p["blocked_by"])
+                    for p in json.loads(proc.stdout)["probes"]}
+        assert outcomes[("allow:web", WEB6)] == ("blocked by outguard", "lockdown")
+        assert outcomes[("allow:api", API4)] == ("reached", None)
         assert status["problems"] == []
 
         _lockdown(topo, "--off")

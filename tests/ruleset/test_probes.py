@@ -6,7 +6,17 @@ import pytest
 
 from outguard.policy.load import load_text
 from outguard.ruleset.lower import lower
-from outguard.ruleset.probes import BLOCKED, ELSEWHERE, FAILED, LET_OUT, REACHED, SENT, choose, judge
+from outguard.ruleset.probes import (
+    BLOCKED,
+    ELSEWHERE,
+    FAILED,
+    LET_OUT,
+    REACHED,
+    SENT,
+    choose,
+    judge,
+    under_lockdown,
+)
 
 POLICY = """version: 1
 allow:
@@ -71,3 +81,12 @@ def test_judge(index: int, raw: str, moved: dict[str, int], guard: bool, outcome
     spec = _chosen()[0][index]
     got = judge(spec, raw, moved, guard)
     assert (got.outcome, got.ok) == (outcome, ok), got.detail
+
+
+def test_under_a_lockdown_only_kept_rules_are_expected_to_get_out() -> None:
+    probes = under_lockdown(_chosen()[0], ["ntp"])
+    assert [p.expect.rule for p in probes] == [
+        "deny:bad", "lockdown", "lockdown", "allow:ntp", "lockdown", "default"]
+    web = probes[1]
+    assert judge(web, "timeout", {"lockdown": 1}, False).ok
+    assert not judge(web, "connected", {"allow.web": 1}, False).ok

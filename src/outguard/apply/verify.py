@@ -19,7 +19,14 @@ from outguard.kernel import counters as kc
 from outguard.kernel import prober
 from outguard.pipeline import load_applied, lower_policy
 from outguard.ruleset.lower import Resolver, system_resolver
-from outguard.ruleset.probes import Outcome, ProbeSpec, Skipped, choose, judge
+from outguard.ruleset.probes import (
+    Outcome,
+    ProbeSpec,
+    Skipped,
+    choose,
+    judge,
+    under_lockdown,
+)
 from outguard.state import StateDir
 
 DEFAULT_TIMEOUT = 2.0  # seconds a probe waits for an answer
@@ -68,8 +75,9 @@ def verify(state: StateDir, nft: Any, *, resolver: Resolver = system_resolver,
         notes.append("audit mode: the default and deny rules log and let out; their probes are"
                      " expected to leave the host")
     if (lockdown := current_lockdown(state)) is not None:
-        notes.append(f"a lockdown is in force until {lockdown.until_text}: allow rules it does"
-                     " not keep are expected to fail")
+        notes.append(f"a lockdown is in force until {lockdown.until_text}: what the allow rules"
+                     " it does not keep let out is expected to be blocked by it")
+        probes = under_lockdown(probes, lockdown.keep)
     guarded = [(p.dst, p.port, p.proto) for p in probes if p.blocked]
     outcomes = []
     with prober.Guard(nft, guarded) as guard:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from outguard.ruleset.decide import Decision, Flow, decide
@@ -162,6 +162,15 @@ def choose(rs: Ruleset, resolve: Resolve) -> tuple[list[ProbeSpec], list[Skipped
     else:
         skipped.append(Skipped("default", "every candidate address is decided by a rule"))
     return probes, skipped
+
+
+def under_lockdown(probes: list[ProbeSpec], keep: Iterable[str]) -> list[ProbeSpec]:
+    """The probes' expectations while a lockdown is in force: what an allow rule it does not
+    keep lets out, the lockdown drops (its counter, `lockdown`, moves)."""
+    kept = {f"allow:{name}" for name in keep}
+    dropped = Decision("deny", "drop", "lockdown", "a lockdown is in force")
+    return [replace(p, expect=dropped) if not p.blocked and p.expect.rule not in kept
+            and not p.expect.rule.startswith("builtin:") else p for p in probes]
 
 
 def _blocking(moved: dict[str, int]) -> str | None:
