@@ -127,3 +127,27 @@ def test_apply_verify_rolls_back_a_policy_whose_allowed_destination_is_unreachab
         assert status["pending_confirmation"] is None
         assert status["last_rollback"]["by"] == "verify"
         assert topo.passes(Probe(NEW4, 443)) == [False]
+
+
+def test_a_name_rule_is_probed_at_the_address_the_name_resolves_to(topology: Topology) -> None:
+    import shutil
+    from pathlib import Path
+
+    topo = topology
+    named = "203.0.113.50"
+    topo.add_addresses(named, BAD4)
+    etc = Path("/etc/netns") / topo.server
+    assert topo.server.startswith("ogt-") and not etc.exists()
+    etc.mkdir(parents=True)
+    try:
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{named} api.example.test\n")
+        policy = topo.write_policy("version: 1\nallow:\n  - name: api\n    to: [api.example.test]\n"
+                                   "    ports: [8443]\n")
+        proc = topo.cli("apply", str(policy), "--verify")
+        assert proc.returncode == 0, proc.stderr
+        code, report = _verify(topo)
+        assert code == 0
+        assert _by(report)[("allow:api", named, "tcp")] == "reached"
+        assert [p["port"] for p in report["probes"] if p["subject"] == "allow:api"] == [8443]
+    finally:
+        shutil.rmtree(etc)
