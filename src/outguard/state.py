@@ -121,6 +121,10 @@ def _write_all(fd: int, raw: bytes) -> None:
 class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # a `write` replaces the applied snapshot in place, keeping `previous`: the re-apply
+        # of `outguard lockdown` (the same policy) must not push the policy before it out of
+        # `rollback`'s reach
+        self.keep_previous = False
 
     def ensure(self) -> None:
         try:
@@ -182,6 +186,14 @@ class StateDir:
         write_private(staging / "state.json", orjson.dumps(snap, option=orjson.OPT_INDENT_2))
         write_private(staging / "policy.yaml", policy_text)
         write_private(staging / "ruleset.json", cmds)
+        if applied.exists() and self.keep_previous:
+            old = self.path / ".replaced"
+            shutil.rmtree(old, ignore_errors=True)
+            applied.rename(old)
+            staging.rename(applied)
+            shutil.rmtree(old, ignore_errors=True)
+            self._collect_sets()
+            return
         if applied.exists():
             shutil.rmtree(previous, ignore_errors=True)
             applied.rename(previous)

@@ -209,3 +209,15 @@ def test_what_a_lockdown_blocks_is_an_incident_naming_it(topology: Topology) -> 
         assert (inc.dst, inc.dport, inc.rule, inc.proto) == (WEB4, 443, "lockdown", "tcp")
         assert "lockdown" in {c.signature for c in inc.classifications}
         assert inc.pid == os.getpid(), inc.attribution_failure
+
+
+def test_a_lockdown_leaves_rollback_going_to_the_policy_before(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4, API4)
+    first = topo.apply(POLICY).policy_hash
+    second = topo.apply(POLICY.replace("name: api", "name: api2")).policy_hash
+    _lockdown(topo, "--for", "10m")
+    _lockdown(topo, "--off")
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert topo.status()["policy_hash"] == first != second

@@ -92,7 +92,11 @@ def _put(state: StateDir, kernel: Kernel, lockdown: Lockdown | None,
         state.set_lockdown(lockdown.to_json() if lockdown is not None else None)
     try:
         if with_policy:
-            return reapply(state, kernel).warnings
+            state.keep_previous = True  # the same policy: `rollback` still goes one back
+            try:
+                return reapply(state, kernel).warnings
+            finally:
+                state.keep_previous = False
         if lockdown is None:
             kernel.run_json(nft_tx.document(nft_tx.remove()))
         else:
