@@ -221,3 +221,19 @@ def test_a_lockdown_leaves_rollback_going_to_the_policy_before(topology: Topolog
     proc = topo.cli("rollback")
     assert proc.returncode == 0, proc.stderr
     assert topo.status()["policy_hash"] == first != second
+
+
+def test_status_flags_a_lockdown_a_rollback_took_out_of_the_kernel(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4)
+    topo.apply(POLICY)
+    topo.apply(POLICY.replace("name: api", "name: api2"))
+    _lockdown(topo, "--for", "10m")
+    assert topo.status_cli()["problems"] == []
+    assert topo.cli("rollback").returncode == 0
+    status = topo.status_cli()
+    assert status["lockdown"]["in_kernel"] is False
+    assert any("lockdown" in p for p in status["problems"]), status["problems"]
+    _lockdown(topo, "--for", "10m")  # puts it back
+    assert topo.status_cli()["problems"] == []
+    assert topo.passes(Probe(WEB4, 443)) == [False]
