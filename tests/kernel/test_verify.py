@@ -151,3 +151,20 @@ def test_a_name_rule_is_probed_at_the_address_the_name_resolves_to(topology: Top
         assert [p["port"] for p in report["probes"] if p["subject"] == "allow:api"] == [8443]
     finally:
         shutil.rmtree(etc)
+
+
+def test_in_audit_mode_a_denied_probe_is_logged_and_kept_on_the_host(topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4, WEB6, NTP4, NTP6, BACKUP4, BAD4)
+    topo.apply(POLICY.replace("version: 1\n", "version: 1\nmode: audit\n"))
+    ns.run(topo.peer, ["nft", "-f", "-"], input=(
+        "table inet watch {\n counter seen {\n }\n chain pre {\n  type filter hook prerouting"
+        " priority -300;\n  ip daddr { 198.51.100.66, 192.0.2.201 } counter name seen\n }\n}\n"))
+    code, report = _verify(topo)
+    assert code == 0, [p["detail"] for p in report["probes"] if not p["ok"]]
+    got = _by(report)
+    assert got[("deny:bad", BAD4, "tcp")] == "logged by outguard (audit)"
+    assert got[("default", "192.0.2.201", "tcp")] == "logged by outguard (audit)"
+    assert got[("allow:web", WEB4, "tcp")] == "reached"
+    seen = ns.run(topo.peer, ["nft", "-j", "list", "counter", "inet", "watch", "seen"]).stdout
+    assert '"packets": 0' in seen, seen

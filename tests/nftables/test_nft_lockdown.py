@@ -48,7 +48,11 @@ def test_the_lockdown_comes_right_after_loopback_and_established_and_ends_by_met
 
 
 def test_audit_mode_still_drops_in_a_lockdown() -> None:
-    verdict = _compiled("audit").chains["v_lockdown"].rules
+    out = _compiled("audit")
+    # an audit deny accepts: the lockdown does not go through the deny rules
+    assert [r.expr for r in out.chains["lockdown"].rules] == [
+        [{"jump": {"target": "keep"}}], [{"goto": {"target": "v_lockdown"}}]]
+    verdict = out.chains["v_lockdown"].rules
     assert all("accept" not in r.expr[-1] for r in verdict)
     assert verdict[-1].expr[-1] == {"drop": None}
 

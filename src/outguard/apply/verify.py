@@ -72,13 +72,13 @@ def verify(state: StateDir, nft: Any, *, resolver: Resolver = system_resolver,
     probes, skipped = choose(ruleset, lambda name: list(resolver(name)))
     notes = []
     if ruleset.mode == "audit":
-        notes.append("audit mode: the default and deny rules log and let out; their probes are"
-                     " expected to leave the host")
+        notes.append("audit mode: what the default and deny rules would block is logged and let"
+                     " pass; verify's guard keeps their probes on the host")
     if (lockdown := current_lockdown(state)) is not None:
         notes.append(f"a lockdown is in force until {lockdown.until_text}: what the allow rules"
                      " it does not keep let out is expected to be blocked by it")
         probes = under_lockdown(probes, lockdown.keep)
-    guarded = [(p.dst, p.port, p.proto) for p in probes if p.blocked]
+    guarded = [(p.dst, p.port, p.proto) for p in probes if p.guarded]
     outcomes = []
     with prober.Guard(nft, guarded) as guard:
         for spec in probes:

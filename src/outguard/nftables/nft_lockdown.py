@@ -72,6 +72,10 @@ def build(out: Compiled, verdicts: Verdicts, resolver: list[NftRule]) -> None:
     chain = out.chain("lockdown")
     chain.rules.extend(resolver)
     for stage in ("deny", "keep"):
+        # in audit mode a deny rule's verdict is accept: it would let its packets out of the
+        # lockdown (which drops them all the same)
+        if stage == "deny" and verdicts.blocked == "accept":
+            continue
         if stage in out.chains:
             chain.rules.append(NftRule([{"jump": {"target": stage}}]))
     chain.rules.append(NftRule([{"goto": {"target": "v_lockdown"}}]))

@@ -16,7 +16,9 @@ datagram left with no answer: let out, unanswered), `blocked by outguard` (a blo
 of outguard's moved: the default, a deny rule or feed, the lockdown), `blocked elsewhere` (no
 answer and none of outguard's blocking counters moved: another table, a cloud firewall), `let
 out` (a probe outguard should have dropped passed its table: verify's own guard table held it
-back, so it never left the host), `failed` (anything else: no route, an error).
+back, so it never left the host), `failed` (anything else: no route, an error). In audit
+mode what the policy would block is `logged by outguard (audit)`: its counter moved and
+outguard let it pass, to verify's guard, which kept it on the host as well.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from outguard.ruleset.names import rule_names
 
 Proto = Literal["tcp", "udp"]
 Resolve = Callable[[str], list[str]]
-REACHED, SENT, BLOCKED, ELSEWHERE, LET_OUT, FAILED = (
-    "reached", "sent", "blocked by outguard", "blocked elsewhere", "let out", "failed")
+REACHED, SENT, BLOCKED, ELSEWHERE, LET_OUT, FAILED, AUDITED = (
+    "reached", "sent", "blocked by outguard", "blocked elsewhere", "let out", "failed",
+    "logged by outguard (audit)")
 # the default's probe goes to one of these, the first that no rule decides (documentation
 # addresses: nothing real answers them; verify's guard keeps them on the host anyway)
 DEFAULT_TARGETS = (("192.0.2.201", 9), ("203.0.113.201", 9), ("198.51.100.201", 9),
@@ -56,8 +59,18 @@ class ProbeSpec:
 
     @property
     def blocked(self) -> bool:
-        """Does the policy block it (and so verify's guard hold it back if outguard does not)?"""
+        """Does the policy block it?"""
         return self.expect.verdict != "accept"
+
+    @property
+    def audited(self) -> bool:
+        """Would the policy block it, but it is in audit mode (logged, let pass)?"""
+        return self.expect.verdict == "accept" and RuleKey.parse(self.expect.rule).logged
+
+    @property
+    def guarded(self) -> bool:
+        """Must verify's guard hold it on the host (whatever outguard's table does with it)?"""
+        return self.blocked or self.audited
 
     def __str__(self) -> str:
         host = f"[{self.dst}]" if ":" in self.dst else self.dst
@@ -169,7 +182,7 @@ def under_lockdown(probes: list[ProbeSpec], keep: Iterable[str]) -> list[ProbeSp
     keep lets out, the lockdown drops (its counter, `lockdown`, moves)."""
     kept = {f"allow:{name}" for name in keep}
     dropped = Decision("deny", "drop", "lockdown", "a lockdown is in force")
-    return [replace(p, expect=dropped) if not p.blocked and p.expect.rule not in kept
+    return [replace(p, expect=dropped) if not p.guarded and p.expect.rule not in kept
             and not p.expect.rule.startswith("builtin:") else p for p in probes]
 
 
@@ -190,7 +203,8 @@ def judge(spec: ProbeSpec, raw: str, moved: dict[str, int], guard_moved: bool) -
     eperm, noroute, err:…) and the counters that moved while it ran say, against `decide`."""
     by = _blocking(moved)
     if by is not None:
-        outcome = BLOCKED
+        outcome = AUDITED if guard_moved or raw in ("connected", "refused", "reply", "sent") \
+            else BLOCKED
     elif guard_moved:
         outcome = LET_OUT
     elif raw in ("connected", "refused", "reply"):
@@ -202,7 +216,10 @@ def judge(spec: ProbeSpec, raw: str, moved: dict[str, int], guard_moved: bool) -
     else:
         outcome = FAILED
     expected = spec.expect
-    if not spec.blocked:
+    if spec.audited:
+        ok = outcome == AUDITED
+        want = f"logged by {expected.rule} (audit)"
+    elif not spec.blocked:
         ok = outcome in (REACHED, SENT)
         want = f"allowed by {expected.rule}"
     else:
