@@ -237,3 +237,39 @@ def test_status_flags_a_lockdown_a_rollback_took_out_of_the_kernel(topology: Top
     _lockdown(topo, "--for", "10m")  # puts it back
     assert topo.status_cli()["problems"] == []
     assert topo.passes(Probe(WEB4, 443)) == [False]
+
+
+class _NoLockdownKernel:
+    """The real kernel, refusing every batch that would put a lockdown in."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def run_json(self, doc: object) -> object:
+        if "v_lockdown" in str(doc):
+            from outguard.errors import KernelError
+
+            raise KernelError("refused (test)")
+        return self.real.run_json(doc)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("with_policy", [True, False])
+def test_a_refused_lockdown_changes_nothing(topology: Topology, with_policy: bool) -> None:
+    from outguard.apply import lockdown as ld
+    from outguard.errors import OutguardError
+    from outguard.state import StateDir
+
+    topo = topology
+    topo.add_addresses(WEB4)
+    applied = topo.apply(POLICY).policy_hash if with_policy else None
+    state = StateDir(topo.state_dir)
+    state.ensure()
+    with pytest.raises(OutguardError):
+        ld.start(state, _NoLockdownKernel(topo.kernel()), 600, [])  # type: ignore[arg-type]
+    assert state.lockdown() is None
+    assert topo.passes(Probe(WEB4, 443)) == [True]
+    assert topo.status()["policy_hash"] == applied
+    assert "lockdown" not in topo.nft("list", "tables") + str(topo.counters())

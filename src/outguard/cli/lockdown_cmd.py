@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -20,14 +21,12 @@ from outguard.errors import OutguardError
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @kernel_options
 def lockdown(duration: str | None, keep: tuple[str, ...], off: bool, as_json: bool,
-             netns: str | None, state_dir_path: object) -> None:
+             netns: str | None, state_dir_path: Path) -> None:
     """Drop every new outbound connection for a while, except loopback, established
     connections (your SSH session), outguard's resolver to its upstreams and the --keep rules.
 
     Works with or without an applied policy, in one transaction; it survives `apply` of a new
     policy and ends in the kernel at its time, whether or not outguard is running."""
-    from pathlib import Path  # noqa: PLC0415
-
     from outguard.apply import lockdown as ld  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
@@ -36,7 +35,6 @@ def lockdown(duration: str | None, keep: tuple[str, ...], off: bool, as_json: bo
         raise click.UsageError("give either --for DURATION or --off")
     if off and keep:
         raise click.UsageError("--keep goes with --for, not with --off")
-    assert isinstance(state_dir_path, Path)
     state = StateDir(state_dir_path)
     try:
         with Nft() as nft:
