@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from outguard.policy.load import load_text
@@ -90,3 +92,19 @@ def test_under_a_lockdown_only_kept_rules_are_expected_to_get_out() -> None:
     web = probes[1]
     assert judge(web, "timeout", {"lockdown": 1}, False).ok
     assert not judge(web, "connected", {"allow.web": 1}, False).ok
+
+
+def test_a_feed_rule_is_probed_at_its_first_entry(tmp_path: Path) -> None:
+    from outguard.pipeline import load_policy
+
+    (tmp_path / "bad.txt").write_text("# bad hosts\n198.51.100.70\n198.51.100.80/29\n2001:db8:bad::/48\n")
+    text = ("version: 1\ndeny:\n  - {name: threats, to: ['@feed:local-bad'], ports: [443]}\n"
+            "feeds:\n  local-bad: {file: bad.txt}\n")
+    (tmp_path / "p.yaml").write_text(text)
+    policy = load_policy(tmp_path / "p.yaml", feed_dir=tmp_path / "feeds", keep_feed_copies=True)
+    rs = lower(policy, resolver=_resolve)
+    assert any(s.bulk is not None for s in rs.sources.values())
+    probes, _skipped = choose(rs, _resolve)
+    got = [(p.subject, p.dst, p.expect.rule) for p in probes if p.subject != "default"]
+    assert got == [("deny:threats", "198.51.100.70", "deny:threats"),
+                   ("deny:threats", "2001:db8:bad::", "deny:threats")]

@@ -110,16 +110,18 @@ def _first_addresses(rs: Ruleset, rule: IRRule, resolve: Resolve) -> dict[int, s
 
     for key in ([rule.inline] if rule.inline else []) + list(rule.lists):
         source = rs.sources[key]
-        el = source.elements
-        take([*el.v4, *el.v4_nets, *el.v6, *el.v6_nets])
-        if source.bulk is not None and len(found) < 2:
-            content = source.bulk()
-            for version in (4, 6):
-                singles, ranges = content.singles(version), content.ranges(version)
-                first = singles[0] if singles else ranges[0][0] if ranges else None
-                if first is not None:
-                    take([str(ipaddress.IPv4Address(first) if version == 4
-                              else ipaddress.IPv6Address(first))])
+        if source.bulk is None:
+            el = source.elements
+            take([*el.v4, *el.v4_nets, *el.v6, *el.v6_nets])
+            continue
+        # a feed: its integers (its text form would be made for a million entries)
+        content = source.bulk()
+        for version in (4, 6):
+            singles, ranges = content.singles(version), content.ranges(version)
+            first = singles[0] if singles else ranges[0][0] if ranges else None
+            if first is not None:
+                take([str(ipaddress.IPv4Address(first) if version == 4
+                          else ipaddress.IPv6Address(first))])
     if rs.dns is not None or not found:
         names, _wildcards = rule_names(rs, rule)
         for name in names:
