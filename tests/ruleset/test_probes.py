@@ -108,3 +108,11 @@ def test_a_feed_rule_is_probed_at_its_first_entry(tmp_path: Path) -> None:
     got = [(p.subject, p.dst, p.expect.rule) for p in probes if p.subject != "default"]
     assert got == [("deny:threats", "198.51.100.70", "deny:threats"),
                    ("deny:threats", "2001:db8:bad::", "deny:threats")]
+
+
+def test_with_dns_a_name_rule_is_expected_to_let_out_the_address_of_its_name() -> None:
+    text = POLICY.replace("version: 1\n", "version: 1\ndns: {upstreams: [192.0.2.53]}\n")
+    rs = lower(load_text(text), resolver=_resolve)
+    probes, _skipped = choose(rs, _resolve)
+    (ntp,) = [p for p in probes if p.subject == "allow:ntp"]
+    assert (ntp.dst, ntp.expect.rule, ntp.blocked) == ("203.0.113.20", "allow:ntp", False)

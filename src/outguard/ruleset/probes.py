@@ -93,11 +93,13 @@ class Outcome:
     detail: str
 
 
-def _first_addresses(rs: Ruleset, rule: IRRule, resolve: Resolve) -> dict[int, str]:
-    """One address per IP version from the rule's destinations, in the order written."""
-    found: dict[int, str] = {}
+def _first_addresses(rs: Ruleset, rule: IRRule,
+                     resolve: Resolve) -> dict[int, tuple[str, str | None]]:
+    """One address per IP version from the rule's destinations, in the order written, and the
+    host name it was resolved from (with `dns:` the kernel lets it out by that name's set)."""
+    found: dict[int, tuple[str, str | None]] = {}
 
-    def take(items: Iterable[str]) -> None:
+    def take(items: Iterable[str], name: str | None = None) -> None:
         for text in items:
             try:
                 net = ipaddress.ip_network(text, strict=False)
@@ -106,7 +108,7 @@ def _first_addresses(rs: Ruleset, rule: IRRule, resolve: Resolve) -> dict[int, s
             # a network's first host (its network address may be routed differently)
             addr = next(iter(net.hosts()), net.network_address) if net.num_addresses > 1 \
                 else net.network_address
-            found.setdefault(net.version, str(addr))
+            found.setdefault(net.version, (str(addr), name))
 
     for key in ([rule.inline] if rule.inline else []) + list(rule.lists):
         source = rs.sources[key]
@@ -125,7 +127,7 @@ def _first_addresses(rs: Ruleset, rule: IRRule, resolve: Resolve) -> dict[int, s
     if rs.dns is not None or not found:
         names, _wildcards = rule_names(rs, rule)
         for name in names:
-            take(resolve(name))
+            take(resolve(name), name)
             if len(found) == 2:
                 break
     return found
@@ -164,8 +166,8 @@ def choose(rs: Ruleset, resolve: Resolve) -> tuple[list[ProbeSpec], list[Skipped
             (65534 if rule.match.gid is not None else 0)
         gid = rule.match.gid if rule.match.gid is not None else uid
         for version in sorted(found):
-            dst = found[version]
-            flow = Flow(dst=dst, port=port, proto=proto, uid=uid, gid=gid)
+            dst, name = found[version]
+            flow = Flow(dst=dst, port=port, proto=proto, uid=uid, gid=gid, name=name)
             probes.append(ProbeSpec(subject, dst, port, proto, uid, gid, decide(rs, flow)))
     # as root first, then as nobody: a rule that lets root out everywhere leaves the default
     # to other users
