@@ -3,6 +3,7 @@
 Layout, chosen so that a new connection costs a handful of lookups however many rules there are:
 
     output (hook)   ct established,related accept · oif lo accept · ICMPv6 ND accept
+                    · [a lockdown: meta time < end jump lockdown (`nft_lockdown`)]
                     · [dns: the resolver's uid to its upstreams accept] · jump deny
                     · [dns: other DNS goto v_default] · jump allow · counter "default" goto v_default
     deny / allow    `ip daddr vmap @m_…` for the section's inline addresses (hash map for single
