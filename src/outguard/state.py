@@ -12,6 +12,8 @@ tens of seconds), so this directory is the record of the kernel's `inet outguard
     pending.json      an apply waiting for `outguard confirm`
     rollback.json     the last rollback: when, by whom (the watchdog, by hand, a stale
                       confirmation settled), from which policy to which
+    lockdown.json     the lockdown `outguard lockdown` put in (its end, the rules it keeps):
+                      every apply compiles it in until it ends
     lock              serialises apply, rollback, confirm and restore
 
 Every file is 0600 and the directory 0700; writes go to a temporary file and are renamed.
@@ -119,6 +121,10 @@ def _write_all(fd: int, raw: bytes) -> None:
 class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # a `write` replaces the applied snapshot in place, keeping `previous`: the re-apply
+        # of `outguard lockdown` (the same policy) must not push the policy before it out of
+        # `rollback`'s reach
+        self.keep_previous = False
 
     def ensure(self) -> None:
         try:
@@ -180,6 +186,14 @@ class StateDir:
         write_private(staging / "state.json", orjson.dumps(snap, option=orjson.OPT_INDENT_2))
         write_private(staging / "policy.yaml", policy_text)
         write_private(staging / "ruleset.json", cmds)
+        if applied.exists() and self.keep_previous:
+            old = self.path / ".replaced"
+            shutil.rmtree(old, ignore_errors=True)
+            applied.rename(old)
+            staging.rename(applied)
+            shutil.rmtree(old, ignore_errors=True)
+            self._collect_sets()
+            return
         if applied.exists():
             shutil.rmtree(previous, ignore_errors=True)
             applied.rename(previous)
@@ -311,6 +325,26 @@ class StateDir:
         dest = self.path / f"pending.json.damaged-{int(time.time())}"
         os.replace(self.path / "pending.json", dest)
         return dest
+
+    # the lockdown ------------------------------------------------------------------------
+
+    def lockdown(self) -> dict[str, Any] | None:
+        """The lockdown record as written (`nftables.nft_lockdown.Lockdown`), None without one."""
+        try:
+            data = json.loads((self.path / "lockdown.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"lockdown file is unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StateError("lockdown file is unreadable: not a JSON object")
+        return data
+
+    def set_lockdown(self, data: dict[str, Any] | None) -> None:
+        if data is None:
+            (self.path / "lockdown.json").unlink(missing_ok=True)
+        else:
+            write_private(self.path / "lockdown.json", orjson.dumps(data))
 
     # what happened last, for `status` -------------------------------------------------------
 

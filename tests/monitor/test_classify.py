@@ -71,6 +71,7 @@ CASES: list[tuple[str, Event, Event]] = [
     ("raw-ip-no-dns", event("203.0.113.50", 443, names=()),
      event("203.0.113.50", 443, names=(), names_known=False)),
     ("explicit-deny", event(rule="deny:telemetry"), event(rule="default")),
+    ("lockdown", event(rule="lockdown"), event(rule="default")),
     ("unattributed", event(exe=None, pid=None), event()),
     ("closed-early", gone("closed"), gone("no-socket", uid=None, user=None)),
     ("closed-early", gone("orphan"), event()),

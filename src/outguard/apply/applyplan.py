@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from outguard.apply.lockrecord import carried
 from outguard.apply.prefill import dns_prefill
 from outguard.apply.transact import (
     CGROUPS,
@@ -252,7 +253,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
         state, record.listing_failed)
     if before is not None:
         _keep_feed_sets(plan, before, record.in_kernel())
-    compiled = plan.compiled = compile_ruleset(ruleset)
+    compiled = plan.compiled = compile_ruleset(ruleset, carried(state, ruleset, warnings))
     for s in compiled.sets.values():  # a kept feed set is declared as it was made
         if s.bulk is not None and s.name in plan.capacities:
             s.capacity = plan.capacities[s.name]

@@ -263,13 +263,15 @@ def remove(state: StateDir, kernel: Kernel, *, force: bool = False) -> str:
         if pending is not None:
             _stop(pending.watchdog_pid)
         state.clear()
+        state.set_lockdown(None)  # the table and its lockdown are gone: no apply brings it back
         return "removed outguard's table" if present else "no outguard table to remove"
 
 
 def _unknown_here(state: StateDir) -> bool:
     """Nothing in this state directory says it put a table in the kernel."""
     try:
-        return state.snapshot("applied") is None and state.pending() is None
+        return state.snapshot("applied") is None and state.pending() is None \
+            and state.lockdown() is None  # `outguard lockdown` with no policy made a table
     except (StateError, ValueError):
         return False  # a damaged record: it did apply something
 

@@ -132,8 +132,32 @@ def status(state: StateDir, counters: dict[str, tuple[int, int]], table: bool, *
             problems.append(f"a pending confirmation is {condition} and nothing will roll it"
                             " back until the next outguard command (`outguard rollback`"
                             " does it now)")
+    out["lockdown"] = _lockdown(state, counters, objects, table, now, problems)
     last = state.last_rollback()
     if last is not None and (snap.snapshot_id if snap is not None else "") == \
             last.get("snapshot_id"):
         out["last_rollback"] = last
     return out
+
+
+def _lockdown(state: StateDir, counters: dict[str, tuple[int, int]], objects: Objects | None,
+              table: bool, now: float, problems: list[str]) -> dict[str, Any] | None:
+    """The lockdown in force (`outguard lockdown`): its end, what it keeps, what it dropped,
+    and whether the kernel holds it (its expiry is the kernel's own)."""
+    from outguard.apply.lockrecord import current_lockdown  # noqa: PLC0415
+
+    try:
+        got = current_lockdown(state, now)
+    except Exception as exc:  # a damaged record is a problem to show, not a crash
+        problems.append(f"lockdown: {exc}")
+        return None
+    if got is None:
+        return None
+    in_kernel = table and (objects is None or "lockdown" in objects[0])
+    if not in_kernel:
+        problems.append(f"a lockdown until {got.until_text} was put in, but the kernel does not"
+                        " hold it: egress is not locked down (`outguard lockdown --for ...`"
+                        " again)")
+    return {"until": got.until, "until_text": got.until_text, "keep": list(got.keep),
+            "seconds_left": max(0.0, got.until - now), "in_kernel": in_kernel,
+            "dropped": counters.get("lockdown", (0, 0))[0]}

@@ -51,14 +51,16 @@ def _spawn_watchdog(state_dir: Path) -> Callable[[str, float, str], int]:
 @click.option("--confirm-timeout", type=click.FloatRange(1, 86400), default=None,
               metavar="SECONDS", help="Roll back by itself unless `outguard confirm` comes in time.")
 @click.option("--timings", is_flag=True, help="Print phase timings as one JSON line on stderr.")
+@click.option("--verify", "verify_after", is_flag=True,
+              help="Run `outguard verify` right after the commit; roll back on any mismatch.")
 @click.option("--backend", type=click.Choice(["nftables", "aws", *IPTABLES_BACKENDS]),
               default="nftables",
               help="aws: reconcile a security group's egress rules (see aws_cmd). iptables is"
                    " export-only: `outguard compile POLICY --target iptables --out DIR`.")
 @aws_options
 @kernel_options
-def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: str,
-          netns: str | None, state_dir_path: Path, **aws: Any) -> None:
+def apply(policy: Path, confirm_timeout: float | None, timings: bool, verify_after: bool,
+          backend: str, netns: str | None, state_dir_path: Path, **aws: Any) -> None:
     """Apply POLICY in one atomic transaction (replaces only outguard's own table).
 
     If it cannot be applied and that leaves no table of outguard's (at boot), the last
@@ -84,6 +86,11 @@ def apply(policy: Path, confirm_timeout: float | None, timings: bool, backend: s
         with Nft() as nft:
             report = apply_policy(policy, state, nft, confirm_timeout=confirm_timeout,
                                   spawn_watchdog=_spawn_watchdog(state_dir_path))
+            if verify_after:
+                from outguard.cli.verify_cmd import run_verify  # noqa: PLC0415
+
+                if not run_verify(state, nft, 2.0, False, rollback=True):
+                    sys.exit(1)
     except FailClosedError as exc:
         loud(exc.cause, exc.done)
         return

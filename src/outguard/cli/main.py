@@ -30,6 +30,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "top": "outguard.cli.monitor_cmds:top",
     "feeds": "outguard.cli.feeds_cmd:feeds",
     "dns": "outguard.cli.dns_cmd:dns",
+    "lockdown": "outguard.cli.lockdown_cmd:lockdown",
+    "verify": "outguard.cli.verify_cmd:verify",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -41,6 +43,11 @@ LAZY_HELP: dict[str, str] = {
     "top": "A live view of the top blocked processes and destinations.",
     "feeds": "Threat feeds: fetch, validate and sync blocklists (`@feed:NAME` in a policy).",
     "dns": "outguard's DNS resolver: the only way out for DNS.",
+    "lockdown": "Drop every new outbound connection for a while, except loopback, established"
+                " connections (your SSH session), outguard's resolver to its upstreams and the"
+                " --keep rules.",
+    "verify": "Test the applied policy in the kernel: a probe per rule (as its user), and one"
+              " for the default; exit 1 when any outcome differs from the policy.",
 }
 
 

@@ -77,6 +77,11 @@ def _print(info: dict[str, Any], present: bool, now: float) -> None:
         click.echo(f"rolled back by {who} at {last['at']}: {last['why']}"
                    f" (policy {str(last['from'])[:12]} → "
                    f"{str(last['to'])[:12] if last['to'] else 'no table'})")
+    lockdown = info.get("lockdown")
+    if lockdown:
+        kept = f", keeping {', '.join(lockdown['keep'])}" if lockdown["keep"] else ""
+        click.echo(f"LOCKDOWN until {lockdown['until_text']} ({lockdown['seconds_left']:.0f} s"
+                   f" left{kept}): {lockdown['dropped']} packet(s) dropped")
     if info["policy_hash"] is None:
         click.echo("no outguard policy is applied" + (
             " (but an outguard table exists)" if present else ""))

@@ -3,6 +3,7 @@
 Layout, chosen so that a new connection costs a handful of lookups however many rules there are:
 
     output (hook)   ct established,related accept · oif lo accept · ICMPv6 ND accept
+                    · [a lockdown: meta time < end jump lockdown (`nft_lockdown`)]
                     · [dns: the resolver's uid to its upstreams accept] · jump deny
                     · [dns: other DNS goto v_default] · jump allow · counter "default" goto v_default
     deny / allow    `ip daddr vmap @m_…` for the section's inline addresses (hash map for single
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from outguard.errors import ResolverUserError
+from outguard.nftables import nft_lockdown
 from outguard.nftables.model import (
     ADDR,
     BASE_CHAINS,
@@ -39,11 +41,12 @@ from outguard.nftables.model import (
     meta,
     range_elem,
 )
+from outguard.nftables.nft_lockdown import Lockdown
 from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
-from outguard.ruleset.keys import DEFAULT, SetName, dns_ports, short_hash
+from outguard.ruleset.keys import DEFAULT, SetName, Stage, dns_ports, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -101,8 +104,9 @@ def conditions(m: Match, port_set: PortSetNamer | None = None,
 
 
 class _Builder:
-    def __init__(self, rs: Ruleset) -> None:
-        self.rs = rs
+    def __init__(self, rs: Ruleset, lockdown: Lockdown | None = None,
+                 default: bool = True) -> None:
+        self.rs, self.lockdown, self.default = rs, lockdown, default
         self.out = Compiled()
         self.verdicts = Verdicts(rs, self.out)
         # a rule is written into every group chain its addresses reach: build its tail once
@@ -189,7 +193,7 @@ class _Builder:
                     out.append(NftRule([match(left, f"@{name}"), *cond, *verdict], comment))
         return out
 
-    def section(self, section: Section, rules: tuple[IRRule, ...]) -> None:
+    def section(self, section: Stage, rules: tuple[IRRule, ...]) -> None:
         if not rules:
             return
         stage = self.out.chain(section)
@@ -249,6 +253,10 @@ class _Builder:
             chain.rules.append(NftRule([match({"payload": {"protocol": "icmpv6", "field": "type"}},
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
+        if self.lockdown is not None:
+            chain.rules.append(nft_lockdown.entry(self.lockdown))
+        if not self.default:  # a lockdown with no policy applied: nothing else is filtered
+            return
         for section in ("deny", "allow"):
             if hook == "output":
                 chain.rules.extend(self.dns_rules(before=section))
@@ -288,17 +296,35 @@ class _Builder:
         rs = self.rs
         self.section("deny", rs.deny)
         self.section("allow", rs.allow)
-        self.verdicts.chain("v_default", DEFAULT, [])  # counted where it is jumped to
+        if self.default:
+            self.verdicts.chain("v_default", DEFAULT, [])  # counted where it is jumped to
         for hook in BASE_CHAINS:
             if hook == "output" or rs.forward:
                 self.hook_chain(hook, hook)
         default = DEFAULT
         self.out.counters = [default.counter] + [r.key.counter for r in rs.rules()]
         self.out.counters += [k.log_counter for k in [default, *(r.key for r in rs.deny)]]
+        if not self.default:
+            self.out.counters = []
+        if self.lockdown is not None:
+            kept = set(self.lockdown.keep)
+            self.section("keep", tuple(r for r in rs.allow if r.name in kept))
+            nft_lockdown.build(self.out, self.verdicts,
+                               self.dns_rules(before="deny") if self.default else [])
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out
 
 
-def compile_ruleset(rs: Ruleset) -> Compiled:
-    """The whole table for a ruleset. Pure; list elements are produced only when asked for."""
-    return _Builder(rs).build()
+def compile_ruleset(rs: Ruleset, lockdown: Lockdown | None = None) -> Compiled:
+    """The whole table for a ruleset (with `lockdown`: and the lockdown, `nft_lockdown`).
+    Pure; list elements are produced only when asked for."""
+    return _Builder(rs, lockdown).build()
+
+
+def compile_lockdown(lockdown: Lockdown, nflog_group: int, log_rate: tuple[int, str]) -> Compiled:
+    """The table of a lockdown with no policy applied: loopback, established connections and
+    neighbour discovery pass, every other new connection is dropped until the lockdown ends,
+    and then nothing is filtered (there is no policy to fall back to)."""
+    empty = Ruleset(mode="enforce", default_action="drop", nflog_group=nflog_group,
+                    log_rate=log_rate, forward=False, sources={}, deny=(), allow=())
+    return _Builder(empty, lockdown, default=False).build()

@@ -5,11 +5,14 @@ names its counters, sets and maps after them (`RuleKey.counter`, `SetName`) in o
 (`TABLE`), the DNS resolver and the feed sync find sets by name, `plan` and `status` read
 counters back. Each name is rendered and parsed here only, so that no module slices strings:
 
-    decision key   deny:web · allow:web · default · builtin:loopback · dns:<rule> (a refused query)
-    counter        deny.web · allow.web · default  (':' is no nft identifier); log.deny.web
+    decision key   deny:web · allow:web · default · lockdown · builtin:loopback · dns:<rule>
+                   (a refused query)
+    counter        deny.web · allow.web · default · lockdown  (':' is no nft identifier);
+                   log.deny.web
     set / map      l_<list>_<digest12>_<4|6><a|n>   a named list's addresses (a) or networks (n)
                    f_<hash12>_<4|6>                 a rule's DNS-filled set (`dns:`)
-                   m_<d|a>_<4|6><a|n>_<hash12>      a section's verdict map of inline addresses
+                   m_<d|a|k>_<4|6><a|n>_<hash12>    a section's verdict map of inline addresses
+                                                    (k: the allow rules a lockdown keeps)
                    p_<hash12> · c_<hash12>          shared port sets, cgroup sets
                    fl_<kind>_<hash12>               the packet path's own (per-flow log limits)
 
@@ -41,13 +44,16 @@ class Table(NamedTuple):
 TABLE = Table("inet", "outguard")  # the one nftables table outguard owns
 
 Section = Literal["deny", "allow"]
+# the chains the compiler fills with rules of a section: `keep` holds the allow rules a
+# lockdown keeps (`nftables.nft_lockdown`)
+Stage = Literal["deny", "allow", "keep"]
 
 
 @dataclass(frozen=True)
 class RuleKey:
     """Which decision: a rule of a section, the default, or one outguard makes itself."""
 
-    kind: Literal["deny", "allow", "default", "builtin", "dns"]
+    kind: Literal["deny", "allow", "default", "lockdown", "builtin", "dns"]
     name: str = ""
 
     @classmethod
@@ -58,8 +64,8 @@ class RuleKey:
     def parse(cls, text: str) -> RuleKey:
         """`deny:web` → RuleKey("deny", "web"); `default` → RuleKey("default"). ValueError for
         anything else."""
-        if text == "default":
-            return cls("default")
+        if text in ("default", "lockdown"):
+            return cls(text)  # type: ignore[arg-type]
         kind, sep, name = text.partition(":")
         if not sep or not name or kind not in ("deny", "allow", "builtin", "dns"):
             raise ValueError(f"{text!r} is not a decision key")
@@ -70,17 +76,19 @@ class RuleKey:
         """The key of a kernel counter's name: `deny.web` → deny:web. ValueError for a counter
         that counts no decision (`log.…`)."""
         kind, sep, name = counter.partition(".")
-        if counter != "default" and (not sep or kind not in ("deny", "allow")):
+        if counter in ("default", "lockdown"):
+            return cls.parse(counter)
+        if not sep or kind not in ("deny", "allow"):
             raise ValueError(f"{counter!r} is no decision's counter")
-        return cls.parse(counter if counter == "default" else f"{kind}:{name}")
+        return cls.parse(f"{kind}:{name}")
 
     def __str__(self) -> str:
-        return "default" if self.kind == "default" else f"{self.kind}:{self.name}"
+        return self.kind if self.kind in ("default", "lockdown") else f"{self.kind}:{self.name}"
 
     @property
     def counter(self) -> str:
-        """The nft counter this decision counts in: `deny.web`, `default`."""
-        return "default" if self.kind == "default" else f"{self.kind}.{self.name}"
+        """The nft counter this decision counts in: `deny.web`, `default`, `lockdown`."""
+        return self.kind if self.kind in ("default", "lockdown") else f"{self.kind}.{self.name}"
 
     @property
     def log_counter(self) -> str:
@@ -89,11 +97,12 @@ class RuleKey:
 
     @property
     def logged(self) -> bool:
-        """A blocking decision of the ruleset's: the default or a deny rule."""
-        return self.kind in ("default", "deny")
+        """A blocking decision of the ruleset's: the default, a deny rule, the lockdown."""
+        return self.kind in ("default", "deny", "lockdown")
 
 
 DEFAULT = RuleKey("default")  # the verdict of what no rule decides
+LOCKDOWN = RuleKey("lockdown")  # what a lockdown drops (`outguard lockdown`)
 
 
 def short_hash(text: str) -> str:
@@ -104,7 +113,7 @@ def short_hash(text: str) -> str:
 SetKind = Literal["l", "f", "m", "p", "c", "fl"]
 _LIST = re.compile(r"l_(\w+)_([0-9a-f]{12})_([46])([an])")
 _FQDN = re.compile(r"f_([0-9a-f]{12})_([46])")
-_MAP = re.compile(r"m_([da])_([46])([an])_([0-9a-f]{12})")
+_MAP = re.compile(r"m_([dak])_([46])([an])_([0-9a-f]{12})")
 _SHARED = re.compile(r"(p|c)_([0-9a-f]{12})")
 _FLOW = re.compile(r"fl_(\w+)_([0-9a-f]{12})")
 
@@ -138,7 +147,7 @@ class SetName:
         return "f_" + short_hash("\n".join([section, rule, *sorted(names)]))
 
     @classmethod
-    def vmap(cls, section: Section, version: int, interval: bool, content: str) -> SetName:
+    def vmap(cls, section: Stage, version: int, interval: bool, content: str) -> SetName:
         return cls("m", short_hash(content), section[0], version, interval)
 
     @classmethod
