@@ -39,11 +39,12 @@ from outguard.nftables.model import (
     meta,
     range_elem,
 )
+from outguard.nftables.nft_learn import dns_copy_rules, learn_rule
 from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
-from outguard.ruleset.keys import DEFAULT, DNS_PORTS, SetName, short_hash
+from outguard.ruleset.keys import DEFAULT, DNS_PORTS, LEARN_COUNTER, SetName, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -249,6 +250,8 @@ class _Builder:
             chain.rules.append(NftRule([match({"payload": {"protocol": "icmpv6", "field": "type"}},
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
+            if self.rs.learn:
+                chain.rules.append(learn_rule(self.rs.nflog_group))
         for section in ("deny", "allow"):
             if hook == "output":
                 chain.rules.extend(self.dns_rules(before=section))
@@ -290,10 +293,13 @@ class _Builder:
         self.section("allow", rs.allow)
         self.verdicts.chain("v_default", DEFAULT, [])  # counted where it is jumped to
         for hook in BASE_CHAINS:
-            if hook == "output" or rs.forward:
+            if hook == "output" or (hook == "forward" and rs.forward):
                 self.hook_chain(hook, hook)
+        if rs.learn:
+            self.out.chain("input", "input").rules.extend(dns_copy_rules(rs.nflog_group))
         default = DEFAULT
         self.out.counters = [default.counter] + [r.key.counter for r in rs.rules()]
+        self.out.counters += [LEARN_COUNTER] if rs.learn else []
         self.out.counters += [k.log_counter for k in [default, *(r.key for r in rs.deny)]]
         self.out.needs_text = any(r.match.cgroup is not None for r in rs.rules())
         return self.out

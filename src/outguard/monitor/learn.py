@@ -1,0 +1,267 @@
+"""Learning: every new outbound flow, attributed, named, aggregated and stored.
+
+Place in the data flow (beside the monitor's agent, on the same loop):
+
+    NFLOG "og:learn" (ct state new) ─► attribute ─► aggregate by LearnedFlow.key ─┐
+    NFLOG DNS answers (sport 53, in) ─► passivedns.NameCache ─────────────────────┤ flush
+    the resolver's answers (`dns:`) ─► names_of ──────────────────────────────────┤ (names,
+    the policy in force ─► decide; classifier ─► signature ───────────────────────┘ decision)
+                                                                    ─► Store.record_flows
+
+Why a dedicated NFLOG rule on `ct state new`, not conntrack NEW events over ctnetlink:
+conntrack reports a connection only when its entry is confirmed, after the packet left the
+output path, so a flow the policy drops is never reported, and learning must see flows "allowed
+or not"; NFLOG also hands over the socket's uid and the exact 5-tuple the sock_diag lookup of
+the attribution needs (`monitor.attribute`, reused as is), numbers every message (so a loss is
+counted, not guessed: ctnetlink's ENOBUFS says only *that* events were lost) and sits next to a
+named kernel counter on the same rule (`learn.new`), which gives the books:
+
+    kernel counter learn.new == received + lost (sequence gaps) + malformed   (source books)
+    received == recorded + pending + dropped (store failures)                  (learner books)
+
+`Learner.handle` never awaits between packets (the socket behind a flow must still exist when
+it is looked up); names and the decision are added when a flow is flushed (every
+`flush_every` seconds), so a DNS answer that arrived in a later NFLOG batch than the connection
+it announced still names it. Classification runs once per new key and flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from outguard.events import Attribution, BlockedPacket, Event, LearnedFlow, severity_rank
+from outguard.kernel.nflog_payload import Payload
+from outguard.monitor.agent import Attributor
+from outguard.monitor.classify import Classifier
+from outguard.monitor.passivedns import NameCache
+from outguard.ruleset.keys import LEARN_PREFIX
+from outguard.store.base import Store, StoreError
+
+log = logging.getLogger("outguard.learn")
+Key = tuple[str | None, str | None, str | None, str | None, str, int | None, str]
+_PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmp"}
+
+
+class FlowSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[list[BlockedPacket]]: ...
+
+
+class AnswerSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[list[Payload]]: ...
+
+
+# the decisions of the policy in force for these flows ("" without a policy); called on a
+# worker thread at each flush
+Decide = Callable[[list[LearnedFlow]], list[str]]
+
+
+@dataclass
+class _Acc:
+    """One key's sightings since the last flush."""
+
+    pkt: BlockedPacket
+    att: Attribution
+    count: int
+    first: datetime
+    last: datetime
+
+
+@dataclass
+class LearnBooks:
+    """Every new flow accounted for (see the module docstring)."""
+
+    received: int = 0  # flow packets handed to the learner
+    recorded: int = 0  # written to the store (sum of counts)
+    pending: int = 0  # waiting for the next flush
+    dropped: int = 0  # given up after the store failed too long
+    unattributed: int = 0  # recorded without a process (the socket was gone)
+    store_errors: int = 0
+    answers: int = 0  # DNS answers read (passive)
+    source: dict[str, int] = field(default_factory=dict)  # the NFLOG group's own counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def flow_proto(proto: str) -> str:
+    return _PROTOS.get(proto, "other")
+
+
+def process_of(att: Attribution, uid: int | None) -> str | None:
+    """The key's process: exe, else argv[0], else "uid:N" (unattributed), else None."""
+    if att.exe:
+        return att.exe
+    if att.cmdline and att.cmdline[0]:
+        return att.cmdline[0]
+    return f"uid:{uid}" if uid is not None else None
+
+
+class Learner:
+    def __init__(self, flows: FlowSource, attributor: Attributor, store: Store, *,
+                 answers: AnswerSource | None = None, names: NameCache | None = None,
+                 resolver_names: Callable[[str], tuple[str, ...]] = lambda _dst: (),
+                 classifier: Classifier | None = None, decide: Decide | None = None,
+                 flush_every: float = 1.0, max_pending: int = 200_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.flows, self.answers, self.attributor, self.store = flows, answers, attributor, store
+        self.names = names if names is not None else NameCache()
+        self.resolver_names, self.classifier, self.decide = resolver_names, classifier, decide
+        self.flush_every, self.max_pending, self.clock = flush_every, max_pending, clock
+        self.books = LearnBooks()
+        self._pending: dict[Key, _Acc] = {}
+        self._retry: list[LearnedFlow] = []  # a batch the store refused, tried again
+        self.running = asyncio.Event()
+
+    # --- the per-packet path ------------------------------------------------------------
+
+    async def handle(self, batch: list[BlockedPacket]) -> None:
+        atts = []
+        for pkt in batch:  # all lookups first: the sockets behind the batch are closing
+            got = self.attributor.attribute(pkt)
+            if inspect.isawaitable(got):
+                got = await got
+            assert isinstance(got, Attribution)
+            atts.append(got)
+        pending = self._pending
+        for pkt, att in zip(batch, atts, strict=True):
+            if pkt.prefix != LEARN_PREFIX:
+                continue  # not the learn rule's (a group shared by mistake): not a new flow
+            self.books.received += 1
+            proto = flow_proto(pkt.proto)
+            uid = att.uid if att.uid is not None else pkt.uid
+            key: Key = (process_of(att, uid), att.user, att.unit, att.container, pkt.dst,
+                        pkt.dport if proto in ("tcp", "udp") else None, proto)
+            acc = pending.get(key)
+            if acc is None:
+                pending[key] = _Acc(pkt, att, 1, pkt.time, pkt.time)
+            else:
+                acc.count += 1
+                acc.last = max(acc.last, pkt.time)
+                if acc.att.pid is None and att.pid is not None:
+                    acc.pkt, acc.att = pkt, att  # a better example of the same key
+
+    def take_answers(self, batch: list[Payload]) -> None:
+        self.names.take(batch, self.clock())
+        self.books.answers = self.names.answers
+
+    # --- flushing -----------------------------------------------------------------------
+
+    def _names(self, dst: str, now: float) -> tuple[str, ...]:
+        got = dict.fromkeys(self.names.names_of(dst, now))
+        got.update(dict.fromkeys(self.resolver_names(dst)))
+        return tuple(sorted(got))
+
+    def _signature(self, acc: _Acc, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+        if self.classifier is None:
+            return None, None
+        found = self.classifier.classify(Event(acc.pkt, acc.att, names=names))
+        worst = found[0] if found else None
+        if worst is None or severity_rank(worst.severity) < severity_rank("medium"):
+            return None, None
+        return worst.signature, worst.severity
+
+    def _flows(self, taken: dict[Key, _Acc]) -> list[LearnedFlow]:
+        now = self.clock()
+        out = []
+        for key, acc in taken.items():
+            names = self._names(acc.pkt.dst, now)
+            signature, severity = self._signature(acc, names)
+            att = acc.att
+            out.append(LearnedFlow(
+                exe=key[0], cmdline=att.cmdline, user=key[1],
+                uid=att.uid if att.uid is not None else acc.pkt.uid, unit=key[2],
+                cgroup=att.cgroup, container=key[3], dst=key[4], port=key[5], proto=key[6],
+                names=names, count=acc.count, first_seen=acc.first, last_seen=acc.last,
+                signature=signature, severity=severity))
+            if att.pid is None:
+                self.books.unattributed += acc.count
+        return out
+
+    async def flush(self) -> None:
+        """Hand what was learned since the last flush to the store (on a worker thread)."""
+        taken, self._pending = self._pending, {}
+        flows = self._retry + self._flows(taken)
+        self._retry = []
+        if not flows:
+            return
+        if self.decide is not None:
+            try:
+                decisions = await asyncio.to_thread(self.decide, flows)
+                flows = [replace(f, decision=d) for f, d in zip(flows, decisions, strict=True)]
+            except Exception as exc:  # a policy that no longer lowers: record, undecided
+                log.warning("learn: flows recorded without their decision: %s", exc)
+        try:
+            await asyncio.to_thread(self.store.record_flows, flows)
+        except StoreError as exc:
+            self.books.store_errors += 1
+            log.error("learn: %s (kept for the next flush)", exc)
+            self._retry = flows
+            while len(self._retry) > self.max_pending:
+                self.books.dropped += self._retry.pop(0).count
+            return
+        self.books.recorded += sum(f.count for f in flows)
+
+    def report(self) -> LearnBooks:
+        """The books now (`pending` and the source's counts refreshed)."""
+        self.books.pending = sum(a.count for a in self._pending.values()) + \
+            sum(f.count for f in self._retry)
+        stats = getattr(self.flows, "stats", None)
+        if stats is not None and hasattr(stats, "as_dict"):
+            self.books.source = dict(stats.as_dict())
+        return self.books
+
+    # --- running ------------------------------------------------------------------------
+
+    async def _consume_flows(self) -> None:
+        async for batch in self.flows:
+            await self.handle(batch)
+
+    async def _consume_answers(self) -> None:
+        assert self.answers is not None
+        async for batch in self.answers:
+            self.take_answers(batch)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_every)
+            await self.flush()
+            self.names.prune(self.clock())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set (or a source ends); then drain what the sockets hold and flush."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._consume_flows(), name="outguard learn"),
+                         group.create_task(self._flusher(), name="outguard learn flush")]
+                if self.answers is not None:
+                    tasks.append(group.create_task(self._consume_answers(),
+                                                   name="outguard learn dns"))
+                self.running.set()
+                stopper = group.create_task(stop.wait())
+                await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+                for task in [*tasks, stopper]:
+                    task.cancel()
+        except BaseExceptionGroup as exc:
+            raise exc.exceptions[0] from None
+        finally:
+            with contextlib.suppress(Exception):  # a closed socket: nothing more to read
+                await self._drain()
+            await self.flush()
+
+    async def _drain(self) -> None:
+        """What the sockets already hold (a source that can be read without waiting)."""
+        if self.answers is not None:
+            reader = getattr(self.answers, "read_nowait", None)
+            while callable(reader) and (got := reader()):
+                self.take_answers(got)
+        reader = getattr(self.flows, "read_nowait", None)
+        while callable(reader) and (packets := reader()):
+            await self.handle(packets)
