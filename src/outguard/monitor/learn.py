@@ -48,6 +48,9 @@ from outguard.store.base import Store, StoreError
 log = logging.getLogger("outguard.learn")
 Key = tuple[str | None, str | None, str | None, str | None, str, int | None, str]
 _PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmp"}
+# Signatures that say nothing about a learned flow: "a raw IP with no DNS answer" is what
+# suggest turns into an address rule with a `# review:` comment, not a flow never to allow.
+NOT_FOR_LEARNING = frozenset({"raw-ip-no-dns"})
 
 
 class FlowSource(Protocol):
@@ -84,6 +87,7 @@ class LearnBooks:
     dropped: int = 0  # given up after the store failed too long
     unattributed: int = 0  # recorded without a process (the socket was gone)
     store_errors: int = 0
+    lookups_saved: int = 0  # packets taken as closed with the younger socket of their group
     answers: int = 0  # DNS answers read (passive)
     source: dict[str, int] = field(default_factory=dict)  # the NFLOG group's own counts
 
@@ -110,7 +114,8 @@ class Learner:
                  resolver_names: Callable[[str], tuple[str, ...]] = lambda _dst: (),
                  classifier: Classifier | None = None, decide: Decide | None = None,
                  flush_every: float = 1.0, max_pending: int = 200_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 early: list[BlockedPacket] | None = None) -> None:
         self.flows, self.answers, self.attributor, self.store = flows, answers, attributor, store
         self.names = names if names is not None else NameCache()
         self.resolver_names, self.classifier, self.decide = resolver_names, classifier, decide
@@ -119,17 +124,41 @@ class Learner:
         self._pending: dict[Key, _Acc] = {}
         self._retry: list[LearnedFlow] = []  # a batch the store refused, tried again
         self.running = asyncio.Event()
+        self._early = early or []  # read before the run began: handled first
 
     # --- the per-packet path ------------------------------------------------------------
 
+    async def _attribute(self, pkt: BlockedPacket) -> Attribution:
+        got = self.attributor.attribute(pkt)
+        if inspect.isawaitable(got):
+            got = await got
+        assert isinstance(got, Attribution)
+        return got
+
+    async def _attribute_all(self, batch: list[BlockedPacket]) -> list[Attribution]:
+        """Every packet's process, the youngest of each (user, destination) first. When that
+        socket is already closed, the older ones to the same destination of the same user
+        (sent within the same few milliseconds) are taken as closed too, without a lookup
+        each: a flood of short connections costs one lookup per batch, not one per flow."""
+        groups: dict[tuple[int | None, str, int | None, str], list[int]] = {}
+        for i, pkt in enumerate(batch):
+            groups.setdefault((pkt.uid, pkt.dst, pkt.dport, pkt.proto), []).append(i)
+        out: list[Attribution | None] = [None] * len(batch)
+        for idxs in groups.values():
+            youngest = await self._attribute(batch[idxs[-1]])
+            out[idxs[-1]] = youngest
+            if youngest.failure_kind == "closed" and len(idxs) > 1:
+                self.books.lookups_saved += len(idxs) - 1
+                for i in idxs[:-1]:
+                    out[i] = youngest
+                continue
+            for i in idxs[:-1]:
+                out[i] = await self._attribute(batch[i])
+        return [a for a in out if a is not None]
+
     async def handle(self, batch: list[BlockedPacket]) -> None:
-        atts = []
-        for pkt in batch:  # all lookups first: the sockets behind the batch are closing
-            got = self.attributor.attribute(pkt)
-            if inspect.isawaitable(got):
-                got = await got
-            assert isinstance(got, Attribution)
-            atts.append(got)
+        # all lookups first: the sockets behind the batch are closing
+        atts = await self._attribute_all(batch)
         pending = self._pending
         for pkt, att in zip(batch, atts, strict=True):
             if pkt.prefix != LEARN_PREFIX:
@@ -159,10 +188,16 @@ class Learner:
         got.update(dict.fromkeys(self.resolver_names(dst)))
         return tuple(sorted(got))
 
-    def _signature(self, acc: _Acc, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+    def _signature(self, acc: _Acc, names: tuple[str, ...],
+                   decision: str) -> tuple[str | None, str | None]:
+        """The worst signature of medium or more, seen as the policy in force sees the flow
+        (its decision as the rule: a JVM reaching what the policy does not allow is a JNDI
+        callback; the same JVM reaching its allowed API is not)."""
         if self.classifier is None:
             return None, None
-        found = self.classifier.classify(Event(acc.pkt, acc.att, names=names))
+        pkt = replace(acc.pkt, prefix=f"og:{decision}" if decision else LEARN_PREFIX)
+        found = [c for c in self.classifier.classify(Event(pkt, acc.att, names=names))
+                 if c.signature not in NOT_FOR_LEARNING]
         worst = found[0] if found else None
         if worst is None or severity_rank(worst.severity) < severity_rank("medium"):
             return None, None
@@ -172,42 +207,67 @@ class Learner:
         now = self.clock()
         out = []
         for key, acc in taken.items():
-            names = self._names(acc.pkt.dst, now)
-            signature, severity = self._signature(acc, names)
             att = acc.att
             out.append(LearnedFlow(
                 exe=key[0], cmdline=att.cmdline, user=key[1],
                 uid=att.uid if att.uid is not None else acc.pkt.uid, unit=key[2],
                 cgroup=att.cgroup, container=key[3], dst=key[4], port=key[5], proto=key[6],
-                names=names, count=acc.count, first_seen=acc.first, last_seen=acc.last,
-                signature=signature, severity=severity))
-            if att.pid is None:
-                self.books.unattributed += acc.count
+                names=self._names(acc.pkt.dst, now), count=acc.count, first_seen=acc.first,
+                last_seen=acc.last))
         return out
 
-    async def flush(self) -> None:
-        """Hand what was learned since the last flush to the store (on a worker thread)."""
-        taken, self._pending = self._pending, {}
-        flows = self._retry + self._flows(taken)
-        self._retry = []
-        if not flows:
-            return
-        if self.decide is not None:
-            try:
-                decisions = await asyncio.to_thread(self.decide, flows)
-                flows = [replace(f, decision=d) for f, d in zip(flows, decisions, strict=True)]
-            except Exception as exc:  # a policy that no longer lowers: record, undecided
-                log.warning("learn: flows recorded without their decision: %s", exc)
+    async def _decisions(self, flows: list[LearnedFlow]) -> list[str]:
+        if self.decide is None:
+            return [""] * len(flows)
         try:
-            await asyncio.to_thread(self.store.record_flows, flows)
+            return await asyncio.to_thread(self.decide, flows)
+        except Exception as exc:  # a policy that no longer lowers: record, undecided
+            log.warning("learn: flows recorded without their decision: %s", exc)
+            return [""] * len(flows)
+
+    async def flush(self) -> None:
+        """Hand what was learned since the last flush to the store (on a worker thread). A
+        flush cancelled before its write puts what it took back; a write under way finishes
+        on its thread and counts itself."""
+        taken, self._pending = self._pending, {}
+        try:
+            fresh = self._flows(taken)
+            decisions = await self._decisions(fresh)
+        except asyncio.CancelledError:
+            self._put_back(taken)
+            raise
+        for i, (acc, decision) in enumerate(zip(taken.values(), decisions, strict=True)):
+            signature, severity = self._signature(acc, fresh[i].names, decision)
+            fresh[i] = replace(fresh[i], decision=decision, signature=signature,
+                               severity=severity)
+        flows = self._retry + fresh
+        self._retry = []
+        if flows:
+            await asyncio.to_thread(self._write, flows)
+
+    def _put_back(self, taken: dict[Key, _Acc]) -> None:
+        for key, acc in taken.items():
+            now = self._pending.get(key)
+            if now is None:
+                self._pending[key] = acc
+            else:
+                now.count += acc.count
+                now.first, now.last = min(now.first, acc.first), max(now.last, acc.last)
+
+    def _write(self, flows: list[LearnedFlow]) -> None:
+        """On a worker thread: the store write, and its books."""
+        try:
+            self.store.record_flows(flows)
         except StoreError as exc:
             self.books.store_errors += 1
             log.error("learn: %s (kept for the next flush)", exc)
-            self._retry = flows
+            self._retry = flows + self._retry
             while len(self._retry) > self.max_pending:
                 self.books.dropped += self._retry.pop(0).count
             return
         self.books.recorded += sum(f.count for f in flows)
+        self.books.unattributed += sum(f.count for f in flows if f.exe is None
+                                       or f.exe.startswith("uid:"))
 
     def report(self) -> LearnBooks:
         """The books now (`pending` and the source's counts refreshed)."""
@@ -223,32 +283,42 @@ class Learner:
     async def _consume_flows(self) -> None:
         async for batch in self.flows:
             await self.handle(batch)
+            await asyncio.sleep(0)  # a flood keeps the socket full: let the flush (and the
+            # monitor beside) run between batches
 
     async def _consume_answers(self) -> None:
         assert self.answers is not None
         async for batch in self.answers:
             self.take_answers(batch)
 
-    async def _flusher(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_every)
+    async def _flusher(self, ending: asyncio.Event) -> None:
+        while not ending.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ending.wait(), self.flush_every)
             await self.flush()
             self.names.prune(self.clock())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set (or a source ends); then drain what the sockets hold and flush."""
+        """Until `stop` is set (or a source ends); then drain what the sockets hold and flush.
+        The flusher is never cancelled while it writes: it is told to end, and ends after its
+        last flush."""
+        ending = asyncio.Event()
+        early, self._early = self._early, []
+        if early:
+            await self.handle(early)
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._consume_flows(), name="outguard learn"),
-                         group.create_task(self._flusher(), name="outguard learn flush")]
+                readers = [group.create_task(self._consume_flows(), name="outguard learn")]
                 if self.answers is not None:
-                    tasks.append(group.create_task(self._consume_answers(),
-                                                   name="outguard learn dns"))
-                self.running.set()
+                    readers.append(group.create_task(self._consume_answers(),
+                                                     name="outguard learn dns"))
+                group.create_task(self._flusher(ending), name="outguard learn flush")
                 stopper = group.create_task(stop.wait())
-                await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
-                for task in [*tasks, stopper]:
+                self.running.set()
+                await asyncio.wait([readers[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+                for task in [*readers, stopper]:
                     task.cancel()
+                ending.set()
         except BaseExceptionGroup as exc:
             raise exc.exceptions[0] from None
         finally:

@@ -76,6 +76,9 @@ class LearnParts:
     counter: Callable[[], dict[str, tuple[int, int]]] | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     learner: Learner | None = None
+    # the books' zero, taken when learning starts (after the apply): the kernel's count of new
+    # flows then, and the source's counts of what it had received, lost and found malformed
+    zero: dict[str, int] = field(default_factory=dict)
 
     def kernel_count(self) -> int | None:
         """The kernel's count of new flows (`learn.new`), None when it cannot be read."""
@@ -118,9 +121,18 @@ def start(parts: LearnParts, attributor: Attributor, store: Store, *,
           policy_now: Callable[[], Policy | None],
           counter: Callable[[], dict[str, tuple[int, int]]] | None) -> Learner:
     parts.counter = counter
+    # What the socket holds now was counted before this start: it is learned, and the zero of
+    # the books is taken after it (the kernel's counter lives as long as the table, and an
+    # apply may have sent flows of its own: name resolution)
+    early: list[Any] = []
+    while got := parts.flows.read_nowait():
+        early += got
+    stats = parts.flows.stats
+    parts.zero = {"kernel": parts.kernel_count() or 0, "received": stats.received,
+                  "lost": stats.lost, "malformed": stats.malformed}
     parts.learner = Learner(parts.flows, attributor, store, answers=parts.answers,
                             resolver_names=resolver_names, classifier=classifier,
-                            decide=decider(policy_now))
+                            decide=decider(policy_now), early=early)
     return parts.learner
 
 
@@ -130,10 +142,10 @@ def books(parts: LearnParts) -> dict[str, Any]:
     assert parts.learner is not None
     got = parts.learner.report().as_dict()
     kernel = parts.kernel_count()
-    src = got["source"]
-    accounted = src.get("received", 0) + src.get("lost", 0) + src.get("malformed", 0)
-    got["kernel_new_flows"] = kernel
-    got["balanced"] = kernel is not None and kernel == accounted
+    src, zero = got["source"], parts.zero
+    accounted = sum(src.get(k, 0) - zero.get(k, 0) for k in ("received", "lost", "malformed"))
+    got["kernel_new_flows"] = None if kernel is None else kernel - zero.get("kernel", 0)
+    got["balanced"] = kernel is not None and got["kernel_new_flows"] == accounted
     return got
 
 
