@@ -4,7 +4,10 @@ into a real SQLite store, the books kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import dns.message
@@ -142,3 +145,52 @@ def test_run_drains_and_flushes_when_stopped(tmp_path: Path) -> None:
         await task
     asyncio.run(go())
     assert {f.dst for f in store.flows()} == {"203.0.113.7", "203.0.113.8"}
+
+
+def test_a_flush_cancelled_before_its_write_puts_the_flows_back(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "e.db")
+    release = threading.Event()
+
+    def slow_decide(flows: list[LearnedFlow]) -> list[str]:
+        release.wait(5)
+        return [""] * len(flows)
+
+    lrn = learner(store, decide=slow_decide)
+
+    async def go() -> None:
+        await lrn.handle([learn_pkt(), learn_pkt()])
+        flush = asyncio.create_task(lrn.flush())
+        await asyncio.sleep(0.05)
+        flush.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flush
+        release.set()
+        assert lrn.report().pending == 2  # not lost with the cancelled flush
+        await lrn.flush()
+    asyncio.run(go())
+    assert [f.count for f in store.flows()] == [2]
+
+
+class Flood:
+    """A source that always has the next batch ready (a socket that never runs dry)."""
+
+    def __init__(self, learner_of: list[Learner], batches: int) -> None:
+        self.learner_of, self.batches = learner_of, batches
+        self.flushed_meanwhile = False
+
+    async def __aiter__(self) -> AsyncIterator[list[BlockedPacket]]:
+        for i in range(self.batches):
+            if self.learner_of and self.learner_of[0].books.recorded:
+                self.flushed_meanwhile = True
+            yield [learn_pkt(at=i)]
+
+
+def test_a_flood_does_not_starve_the_flush(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "e.db")
+    holder: list[Learner] = []
+    flood = Flood(holder, 3000)
+    lrn = Learner(flood, ByPort(), store, flush_every=0.001)
+    holder.append(lrn)
+    asyncio.run(lrn.run(asyncio.Event()))
+    assert flood.flushed_meanwhile
+    assert store.flows()[0].count == 3000
