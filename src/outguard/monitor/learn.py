@@ -135,47 +135,43 @@ class Learner:
         assert isinstance(got, Attribution)
         return got
 
-    async def _attribute_all(self, batch: list[BlockedPacket]) -> list[Attribution]:
-        """Every packet's process, the youngest of each (user, destination) first. When that
-        socket is already closed, the older ones to the same destination of the same user
-        (sent within the same few milliseconds) are taken as closed too, without a lookup
-        each: a flood of short connections costs one lookup per batch, not one per flow."""
-        groups: dict[tuple[int | None, str, int | None, str], list[int]] = {}
-        for i, pkt in enumerate(batch):
-            groups.setdefault((pkt.uid, pkt.dst, pkt.dport, pkt.proto), []).append(i)
-        out: list[Attribution | None] = [None] * len(batch)
-        for idxs in groups.values():
-            youngest = await self._attribute(batch[idxs[-1]])
-            out[idxs[-1]] = youngest
-            if youngest.failure_kind == "closed" and len(idxs) > 1:
-                self.books.lookups_saved += len(idxs) - 1
-                for i in idxs[:-1]:
-                    out[i] = youngest
-                continue
-            for i in idxs[:-1]:
-                out[i] = await self._attribute(batch[i])
-        return [a for a in out if a is not None]
-
     async def handle(self, batch: list[BlockedPacket]) -> None:
-        # all lookups first: the sockets behind the batch are closing
-        atts = await self._attribute_all(batch)
-        pending = self._pending
-        for pkt, att in zip(batch, atts, strict=True):
-            if pkt.prefix != LEARN_PREFIX:
-                continue  # not the learn rule's (a group shared by mistake): not a new flow
-            self.books.received += 1
-            proto = flow_proto(pkt.proto)
-            uid = att.uid if att.uid is not None else pkt.uid
-            key: Key = (process_of(att, uid), att.user, att.unit, att.container, pkt.dst,
-                        pkt.dport if proto in ("tcp", "udp") else None, proto)
-            acc = pending.get(key)
-            if acc is None:
-                pending[key] = _Acc(pkt, att, 1, pkt.time, pkt.time)
-            else:
-                acc.count += 1
-                acc.last = max(acc.last, pkt.time)
-                if acc.att.pid is None and att.pid is not None:
-                    acc.pkt, acc.att = pkt, att  # a better example of the same key
+        """Attribute and aggregate one batch. Packets are grouped by (user, destination): the
+        youngest of a group is looked up first, and when its socket is already closed, the
+        older ones of the group (sent within the same few milliseconds) are taken as closed
+        too, without a lookup each — a flood of short connections costs one lookup and one
+        aggregation per group and batch, not per flow."""
+        groups: dict[tuple[int | None, str, int | None, str], list[BlockedPacket]] = {}
+        for pkt in batch:
+            if pkt.prefix == LEARN_PREFIX:  # else not the learn rule's: no new flow
+                groups.setdefault((pkt.uid, pkt.dst, pkt.dport, pkt.proto), []).append(pkt)
+        found: list[tuple[BlockedPacket, Attribution, int, datetime]] = []
+        for pkts in groups.values():  # every lookup first: the sockets are closing
+            self.books.received += len(pkts)
+            youngest = await self._attribute(pkts[-1])
+            if youngest.failure_kind == "closed" and len(pkts) > 1:
+                self.books.lookups_saved += len(pkts) - 1
+                found.append((pkts[-1], youngest, len(pkts), min(p.time for p in pkts)))
+                continue
+            found.append((pkts[-1], youngest, 1, pkts[-1].time))
+            for pkt in pkts[:-1]:
+                found.append((pkt, await self._attribute(pkt), 1, pkt.time))
+        for pkt, att, count, first in found:
+            self._add(pkt, att, count, first)
+
+    def _add(self, pkt: BlockedPacket, att: Attribution, count: int, first: datetime) -> None:
+        proto = flow_proto(pkt.proto)
+        uid = att.uid if att.uid is not None else pkt.uid
+        key: Key = (process_of(att, uid), att.user, att.unit, att.container, pkt.dst,
+                    pkt.dport if proto in ("tcp", "udp") else None, proto)
+        acc = self._pending.get(key)
+        if acc is None:
+            self._pending[key] = _Acc(pkt, att, count, first, pkt.time)
+            return
+        acc.count += count
+        acc.first, acc.last = min(acc.first, first), max(acc.last, pkt.time)
+        if acc.att.pid is None and att.pid is not None:
+            acc.pkt, acc.att = pkt, att  # a better example of the same key
 
     def take_answers(self, batch: list[Payload]) -> None:
         self.names.take(batch, self.clock())
