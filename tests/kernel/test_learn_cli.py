@@ -4,8 +4,10 @@ a policy blocks nothing and leaves no table behind; it never replaces a table in
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -79,3 +81,25 @@ def test_a_second_learning_session_balances_its_own_books(topology: Topology) ->
         assert proc.returncode == 0, err
         assert "learned 1 new flow(s)" in err and "the kernel counted 1, 0 lost: books balance" \
             in err, err
+
+
+def test_run_with_learn_true_learns_beside_enforcing(topology: Topology) -> None:
+    topology.add_addresses(ADDR4)
+    policy = topology.write_policy(
+        "version: 1\nlearn: true\nallow:\n  - {name: web, to: [203.0.113.40], ports: [80]}\n")
+    argv = [sys.executable, "-m", "outguard", "run", str(policy), "--netns", topology.server,
+            "--state-dir", str(topology.state_dir)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("outguard: monitoring"):
+            break
+    assert topology.probe([Probe(ADDR4, 80), Probe(ADDR4, 81)]) == ["refused", "timeout"]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "books balance" in err, err
+    got = topology.cli("flows", "--json")
+    decisions = {(f["port"], f["decision"]) for f in map(json.loads, got.stdout.splitlines())}
+    assert {(80, "allow:web"), (81, "default")} <= decisions

@@ -88,20 +88,6 @@ def _remove_open(state_dir: Path, netns: str | None) -> None:
         remove(StateDir(state_dir), nft)
 
 
-def _summary(books: dict[str, Any] | None) -> str:
-    if books is None:
-        return "outguard: learning did not run"
-    src = books["source"]
-    lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
-    kernel = books["kernel_new_flows"]
-    line = (f"outguard: learned {books['recorded']} new flow(s)"
-            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
-    if kernel is not None:
-        line += f"; the kernel counted {kernel}, {lost} lost"
-        line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
-    return line
-
-
 @click.command()
 @click.argument("policy", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--for", "duration", default=None, metavar="DURATION",
@@ -120,6 +106,7 @@ def learn(policy: Path | None, duration: str | None, store: str | None, netns: s
     process, user, systemd unit and container and named from the DNS answers the host
     receives, from any resolver. `outguard flows` lists what was learned.
     """
+    from outguard.service.learning import summary  # noqa: PLC0415
     from outguard.service.options import AgentOptions  # noqa: PLC0415
     from outguard.service.runner import Running, run_agent  # noqa: PLC0415
 
@@ -165,7 +152,7 @@ def learn(policy: Path | None, duration: str | None, store: str | None, netns: s
             except OutguardError as exc:
                 click.echo(f"outguard: the open learning table could not be removed: {exc}",
                            err=True)
-    click.echo(_summary(running.learn_books), err=True)
+    click.echo(summary(running.learn_books), err=True)
 
 
 def _row(flow: Any) -> tuple[str, ...]:

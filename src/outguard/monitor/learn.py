@@ -51,6 +51,7 @@ _PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmp"}
 # Signatures that say nothing about a learned flow: "a raw IP with no DNS answer" is what
 # suggest turns into an address rule with a `# review:` comment, not a flow never to allow.
 NOT_FOR_LEARNING = frozenset({"raw-ip-no-dns"})
+FLOOD_BATCH, FLOOD_PAUSE = 64, 0.01  # packets in a batch that make a flood; seconds to wait
 
 
 class FlowSource(Protocol):
@@ -279,8 +280,12 @@ class Learner:
     async def _consume_flows(self) -> None:
         async for batch in self.flows:
             await self.handle(batch)
-            await asyncio.sleep(0)  # a flood keeps the socket full: let the flush (and the
-            # monitor beside) run between batches
+            # Under a flood the kernel sends a datagram every tick: waking for each costs more
+            # than the packets in it. A big batch means the sockets churn faster than any
+            # lookup anyway, so wait a little and take the next ones together; a quiet host
+            # (small batches) is read at once. Either way the flush and the monitor beside
+            # get the loop between batches.
+            await asyncio.sleep(FLOOD_PAUSE if len(batch) >= FLOOD_BATCH else 0)
 
     async def _consume_answers(self) -> None:
         assert self.answers is not None

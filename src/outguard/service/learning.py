@@ -104,8 +104,9 @@ def bind(nflog_group: int, netns: str | None) -> LearnParts:
     flows_group, dns_group = learn_groups(nflog_group)
     # timeout 0: the kernel sends what it holds at the next tick (a few ms), so the socket
     # behind a short connection is still there for its lookup; under load the batches grow
-    flows = NflogSource(flows_group, netns=netns, rcvbuf=FLOW_RCVBUF, qthreshold=512,
-                        timeout=0.0, max_batch=4096)
+    # copy_range 80: the IPv6 header and the ports behind it are all the learner reads
+    flows = NflogSource(flows_group, netns=netns, copy_range=80, rcvbuf=FLOW_RCVBUF,
+                        qthreshold=512, timeout=0.0, max_batch=4096)
     answers = payload_source(dns_group, netns)
     flows.open()
     try:
@@ -147,6 +148,21 @@ def books(parts: LearnParts) -> dict[str, Any]:
     got["kernel_new_flows"] = None if kernel is None else kernel - zero.get("kernel", 0)
     got["balanced"] = kernel is not None and got["kernel_new_flows"] == accounted
     return got
+
+
+def summary(books: dict[str, Any] | None) -> str:
+    """The books in one line, for people: `learn` and `run` print it when they stop."""
+    if books is None:
+        return "outguard: learning did not run"
+    src = books["source"]
+    lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
+    kernel = books["kernel_new_flows"]
+    line = (f"outguard: learned {books['recorded']} new flow(s)"
+            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
+    if kernel is not None:
+        line += f"; the kernel counted {kernel}, {lost} lost"
+        line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
+    return line
 
 
 async def run(learner: Learner, stop: asyncio.Event) -> None:
