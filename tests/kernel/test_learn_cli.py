@@ -36,8 +36,8 @@ def test_learning_without_a_policy_blocks_nothing_and_removes_its_table(
     proc = start_learn(topology, "--for", "4s")
     assert ("inet", "outguard") in topology.tables()
     probes = [Probe(ADDR4, 80), Probe(ADDR6, 80), Probe(ADDR4, 123, "udp"),
-              Probe(ADDR4, 8443, uid=65534)]
-    assert topology.probe(probes) == ["refused"] * 4  # every one reached the peer
+              Probe(ADDR6, 123, "udp"), Probe(ADDR4, 8443, uid=65534)]
+    assert topology.probe(probes) == ["refused"] * 5  # every one reached the peer
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "books balance" in err and " 0 lost" in err, err
@@ -47,7 +47,7 @@ def test_learning_without_a_policy_blocks_nothing_and_removes_its_table(
     flows = [LearnedFlow.from_json(json.loads(line)) for line in got.stdout.splitlines()]
     seen = {(f.dst, f.port, f.proto, f.uid) for f in flows}
     assert seen == {(ADDR4, 80, "tcp", 0), (ADDR6, 80, "tcp", 0), (ADDR4, 123, "udp", 0),
-                    (ADDR4, 8443, "tcp", 65534)}
+                    (ADDR6, 123, "udp", 0), (ADDR4, 8443, "tcp", 65534)}
     assert {f.decision for f in flows} == {""}  # no policy: nothing decided
 
 
