@@ -194,3 +194,17 @@ def test_a_flood_does_not_starve_the_flush(tmp_path: Path) -> None:
     asyncio.run(lrn.run(asyncio.Event()))
     assert flood.flushed_meanwhile
     assert store.flows()[0].count == 3000
+
+
+def test_names_from_outguards_resolver_join_the_passive_ones(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "e.db")
+    lrn = learner(store, resolver_names=lambda dst: ("b.example.test",)
+                  if dst == "203.0.113.7" else ())
+
+    async def go() -> None:
+        await lrn.handle([learn_pkt(), learn_pkt("203.0.113.9")])
+        lrn.take_answers([answer("a.example.test", "203.0.113.7")])
+        await lrn.flush()
+    asyncio.run(go())
+    got = {f.dst: f.names for f in store.flows()}
+    assert got == {"203.0.113.7": ("a.example.test", "b.example.test"), "203.0.113.9": ()}
