@@ -21,6 +21,10 @@ same allowed destination 192.0.2.2:8080 in og-bench-peer (an accept-and-close se
   c-legacy the same 10,000 rules through iptables-legacy (informational)
   d        OpenSnitch (Debian's opensnitchd: NFQUEUE + /proc lookup per new connection),
            default action allow, no UI, in the client namespace
+  e        outguard learning every new flow: (b)'s policy with `learn: true`, applied and
+           learned by `outguard learn POLICY --netns og-bench-client-e` (NFLOG on ct state
+           new, attribution, store); its books (kernel count of new flows = recorded + lost)
+           are printed after the run: every connection must have been recorded
 
 The configurations are measured in interleaved rounds (a b b-set ... d, then again, rotated), so
 drift of the machine hits all of them alike; each figure is the median over the rounds, and each
@@ -54,8 +58,10 @@ OPENSNITCH_ETC = Path("/etc/opensnitchd")  # the host's: never written, only bin
 
 DROP_RULE = re.compile(r"-A OUTPUT -d [0-9.]+/32 -j DROP")
 TARGETS = {"b/a": 0.85, "b/c": 4.0, "b/d": 10.0}
-ALL_CONFIGS = ["a", "a-ct", "b", "b-set", "b-lin", "c", "c-legacy", "d"]
+E_TARGETS = {"e/b": 0.9, "e/d": 10.0}  # learning: against enforcing alone, and OpenSnitch
+ALL_CONFIGS = ["a", "a-ct", "b", "b-set", "b-lin", "c", "c-legacy", "d", "e"]
 B_KEYS = ["b", "b-set", "b-lin"]
+ENFORCING = [*B_KEYS, "e"]
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Config:
     # Called around each sample (OpenSnitch's interception check).
     before_sample: Callable[[], object] | None = None
     after_sample: Callable[[object, int], None] | None = None
+    finish: Callable[[], None] | None = None  # after every measurement (the learner's books)
 
     @property
     def netns(self) -> str:
@@ -286,6 +293,62 @@ class Bench:
     def setup_d(self, cfg: Config) -> None:
         OpenSnitch(self, cfg).setup()
 
+    def setup_e(self, cfg: Config) -> None:
+        Learner(self, cfg).setup()
+
+
+class Learner:
+    """`outguard learn` with (b)'s policy (plus `learn: true`) in the client namespace, as a
+    process of its own for the whole run; stopped after the measurements, when its summary
+    line gives the books: the kernel's count of new flows against what was recorded."""
+
+    READY = "outguard: learning under"
+
+    def __init__(self, bench: Bench, cfg: Config) -> None:
+        self.bench, self.cfg = bench, cfg
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def setup(self) -> None:
+        bench = self.bench
+        rules = pg.allow_rules(bench.settings.rules, PEER_ADDR)
+        policy = bench.tmp / "policy-e.yaml"
+        policy.write_text(pg.policy_yaml(rules, list_file=bench.need_blocklist()) + "learn: true\n")
+        state = bench.tmp / "state-e"
+        cmd = [str(bl.VENV_PYTHON), "-m", "outguard", "learn", str(policy), "--netns",
+               self.cfg.netns, "--state-dir", str(state)]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        proc = self.proc
+        bench.cleanup.push("outguard learn", lambda: bl.stop_process(proc, "outguard learn", 30))
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the apply of the 1M-address list comes first
+            self.lines.append(line.rstrip())
+            if line.startswith(self.READY):
+                break
+            if time.monotonic() - t0 > 600:
+                break
+        if proc.poll() is not None or not self.lines or not self.lines[-1].startswith(self.READY):
+            raise bl.BenchError("outguard learn did not start:\n" + "\n".join(self.lines[-20:]))
+        self.cfg.notes.append(f"outguard learn (apply + learner) ready in {time.monotonic() - t0:.1f}s")
+        self.cfg.finish = self.finish
+
+    def finish(self) -> None:
+        """Stop the learner; its last line is the books."""
+        proc = self.proc
+        if proc is None:
+            return
+        bl.stop_process(proc, "outguard learn", 60)
+        assert proc.stderr is not None
+        self.lines += [line.rstrip() for line in proc.stderr.read().splitlines()]
+        books = [line for line in self.lines if line.startswith("outguard: learned ")]
+        if not books:
+            raise bl.BenchError("outguard learn printed no books:\n" + "\n".join(self.lines[-20:]))
+        self.cfg.notes.append(f"books: {books[-1].removeprefix('outguard: ')}")
+        if "books balance" not in books[-1] or " 0 lost" not in books[-1]:
+            raise bl.BenchError(f"not every connection was recorded: {books[-1]}")
+
 
 class OpenSnitch:
     """opensnitchd from Debian, run inside the client namespace with a config of our own.
@@ -470,6 +533,7 @@ TITLES = {
     "c": "10,000 iptables rules, one per IP (iptables-nft)",
     "c-legacy": "10,000 iptables rules, one per IP (iptables-legacy)",
     "d": "OpenSnitch (opensnitchd, NFQUEUE + /proc)",
+    "e": "outguard learning every new flow (b + learn)",
 }
 
 
@@ -583,6 +647,14 @@ def report(bench: Bench, configs: list[Config], busy: list[float]) -> dict[str, 
         met[name] = None if value is None else value >= target
     if rates.get("b") is not None:
         print("verdict (b) " + "".join(f"{_verdict(met.get(f'b/{k}'), f'b/{k}' in met):>13}" for k in dens))
+    if rates.get("e") is not None:
+        for name, target in E_TARGETS.items():
+            num, den = name.split("/")
+            value = paired_ratio(by_key[num], by_key[den]) if den in by_key else None
+            ratios[name] = value
+            met[name] = None if value is None else value >= target
+            print(f"({num})/({den}) learning {bl.fmt_ratio(value):>9}   target >= {target:g}"
+                  f"   {_verdict(met[name], True)}")
     print()
     for c in configs:
         for note in c.notes:
@@ -600,7 +672,7 @@ def report(bench: Bench, configs: list[Config], busy: list[float]) -> dict[str, 
         "samples": {c.key: c.samples for c in configs},
         "errors": {c.key: c.error for c in configs if c.error},
         "ratios": ratios,
-        "targets": TARGETS,
+        "targets": {**TARGETS, **E_TARGETS},
         "met": met,
         "settings": vars(bench.settings),
         "machine": {
@@ -666,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     bl.require_root()
     bl.require_commands("ip", "nft", "taskset", "sysctl")
     configs = [
-        Config(key=k, title=TITLES[k], index=i, expect_unlisted_blocked=k in B_KEYS)
+        Config(key=k, title=TITLES[k], index=i, expect_unlisted_blocked=k in ENFORCING)
         for i, k in enumerate(settings.configs)
     ]
 
@@ -685,6 +757,13 @@ def main(argv: list[str] | None = None) -> int:
                     bl.log(f"[{cfg.key}] not measured: {exc}")
             busy = [bl.cpu_busy(1.0)]
             measure(bench, configs)
+            for cfg in configs:
+                if cfg.finish is not None and cfg.error is None:
+                    try:
+                        cfg.finish()
+                    except bl.BenchError as exc:
+                        cfg.error = str(exc)
+                        bl.log(f"[{cfg.key}] {exc}")
             busy.append(bl.cpu_busy(1.0))
             return report(bench, configs, busy)
 

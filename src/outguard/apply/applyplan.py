@@ -266,8 +266,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
                                           plan.inventory)
     else:  # nothing of ours in the kernel: the first apply, or the table deleted by hand
         plan.full_commands()
-    plan.timings = {"load_ms": (t_load - t0) * 1000,
-                    "compile_ms": (time.perf_counter() - t_load) * 1000}
+    plan.timings = {"load_ms": (t_load - t0) * 1000, "compile_ms": (time.perf_counter() - t_load) * 1000}
     return plan
 
 

@@ -30,6 +30,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "top": "outguard.cli.monitor_cmds:top",
     "feeds": "outguard.cli.feeds_cmd:feeds",
     "dns": "outguard.cli.dns_cmd:dns",
+    "learn": "outguard.cli.learn_cmd:learn",
+    "flows": "outguard.cli.learn_cmd:flows",
     "lockdown": "outguard.cli.lockdown_cmd:lockdown",
     "verify": "outguard.cli.verify_cmd:verify",
 }
@@ -43,6 +45,9 @@ LAZY_HELP: dict[str, str] = {
     "top": "A live view of the top blocked processes and destinations.",
     "feeds": "Threat feeds: fetch, validate and sync blocklists (`@feed:NAME` in a policy).",
     "dns": "outguard's DNS resolver: the only way out for DNS.",
+    "learn": "Learning mode: record every new outbound flow, with its process and DNS names.",
+    "flows": "The learned flows (`outguard learn`, `learn: true`), the most recently seen"
+             " first.",
     "lockdown": "Drop every new outbound connection for a while, except loopback, established"
                 " connections (your SSH session), outguard's resolver to its upstreams and the"
                 " --keep rules.",

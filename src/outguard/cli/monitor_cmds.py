@@ -125,6 +125,10 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
         running = await run_agent(opts, stop, started=started, reload=reload)
         click.echo(f"outguard: stopped after {running.agent.packets} blocked packets; store"
                    " flushed", err=True)
+        if running.learn_books is not None:  # the policy says `learn: true`
+            from outguard.service.learning import summary  # noqa: PLC0415
+
+            click.echo(summary(running.learn_books), err=True)
 
     try:
         asyncio.run(main())

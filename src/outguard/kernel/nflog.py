@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Generic, Protocol, TypeVar
 
 from outguard.errors import KernelError
 from outguard.events import BlockedPacket
@@ -111,14 +112,39 @@ class NflogStats:
         return asdict(self)
 
 
-class NflogSource:
-    """One bound NFLOG group. Async-iterate for batches; `stats` counts packets and losses."""
+P = TypeVar("P")
 
-    def __init__(self, group: int = 0, *, netns: str | None = None, copy_range: int = 128,
+
+class Decoded(Protocol[P]):
+    """What a decoder makes of one datagram (`nflog_decode.DecodedBatch` is one)."""
+
+    @property
+    def packets(self) -> list[P]: ...
+    @property
+    def seqs(self) -> list[int]: ...
+    @property
+    def errors(self) -> list[int]: ...
+    @property
+    def malformed(self) -> list[str]: ...
+    @property
+    def overrun(self) -> bool: ...
+
+
+Decoder = Callable[[memoryview, int, datetime], Decoded[P]]
+
+
+class NflogGroup(Generic[P]):
+    """One bound NFLOG group whose datagrams `decoder` turns into records of type P (the
+    monitor's `BlockedPacket`s: `NflogSource`; DNS answers: `kernel.nflog_payload`).
+    Async-iterate for batches; `stats` counts packets and losses."""
+
+    def __init__(self, decoder: Decoder[P], group: int = 0, *, netns: str | None = None,
+                 copy_range: int = 128,
                  qthreshold: int = 256, timeout: float = 0.01, nlbufsiz: int = NLBUFSIZ_MAX,
                  rcvbuf: int = 8 << 20, max_batch: int = 2048,
                  clock: Callable[[], datetime] | None = None,
                  on_datagram: Callable[[bytes], None] | None = None) -> None:
+        self._decode = decoder
         if not 0 <= group <= 0xFFFF:
             raise KernelError(f"NFLOG group {group} is out of range 0-65535")
         self.group, self.netns = group, netns
@@ -134,7 +160,7 @@ class NflogSource:
         self._view = memoryview(self._buf)
         self._next_seq = 0
         self._last_warning = 0.0
-        self._pending: list[BlockedPacket] = []
+        self._pending: list[P] = []
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -176,7 +202,7 @@ class NflogSource:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             n = sock.recv_into(self._buf)
-            batch = decode(self._view, n, self.clock())
+            batch = self._decode(self._view, n, self.clock())
             if batch.seqs:
                 self._account(batch.seqs)
             self._pending += batch.packets  # a packet ahead of the ACK is still a packet
@@ -198,7 +224,7 @@ class NflogSource:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> NflogSource:
+    def __enter__(self) -> NflogGroup[P]:
         self.open()
         return self
 
@@ -206,7 +232,7 @@ class NflogSource:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    async def __aenter__(self) -> NflogSource:
+    async def __aenter__(self) -> NflogGroup[P]:
         self.open()
         return self
 
@@ -221,7 +247,7 @@ class NflogSource:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def read_nowait(self) -> list[BlockedPacket]:
+    def read_nowait(self) -> list[P]:
         """Every packet the socket holds now, up to `max_batch`; [] if none (never blocks)."""
         sock = self._sock
         if sock is None:
@@ -243,7 +269,7 @@ class NflogSource:
             stats.datagrams += 1
             if self.on_datagram is not None:
                 self.on_datagram(bytes(self._view[:n]))
-            batch = decode(self._view, n, self.clock())
+            batch = self._decode(self._view, n, self.clock())
             if batch.seqs:
                 self._account(batch.seqs)
             if batch.malformed:
@@ -293,7 +319,7 @@ class NflogSource:
         finally:
             loop.remove_reader(fd)
 
-    async def batches(self) -> AsyncIterator[list[BlockedPacket]]:
+    async def batches(self) -> AsyncIterator[list[P]]:
         """Non-empty batches until the source is closed."""
         while self._sock is not None:
             try:
@@ -307,5 +333,24 @@ class NflogSource:
                 continue
             await self._readable()
 
-    def __aiter__(self) -> AsyncIterator[list[BlockedPacket]]:
+    def __aiter__(self) -> AsyncIterator[list[P]]:
         return self.batches()
+
+
+def _decode_packets(view: memoryview, n: int, now: datetime) -> Decoded[BlockedPacket]:
+    return decode(view, n, now)
+
+
+class NflogSource(NflogGroup[BlockedPacket]):
+    """The monitor's source: NFLOG datagrams decoded into `BlockedPacket`s
+    (`kernel.nflog_decode`). Arguments as `NflogGroup`'s, without the decoder."""
+
+    def __init__(self, group: int = 0, *, netns: str | None = None, copy_range: int = 128,
+                 qthreshold: int = 256, timeout: float = 0.01, nlbufsiz: int = NLBUFSIZ_MAX,
+                 rcvbuf: int = 8 << 20, max_batch: int = 2048,
+                 clock: Callable[[], datetime] | None = None,
+                 on_datagram: Callable[[bytes], None] | None = None) -> None:
+        super().__init__(_decode_packets, group, netns=netns, copy_range=copy_range,
+                         qthreshold=qthreshold, timeout=timeout, nlbufsiz=nlbufsiz,
+                         rcvbuf=rcvbuf, max_batch=max_batch, clock=clock,
+                         on_datagram=on_datagram)

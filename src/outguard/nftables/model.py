@@ -19,7 +19,7 @@ from outguard.ruleset.keys import TABLE as TABLE_ID
 
 Expr = dict[str, Any]
 FAMILY, TABLE = TABLE_ID  # `inet outguard`: the one table outguard owns
-BASE_CHAINS = ("output", "forward")  # the chains on a hook, each named after its hook
+BASE_CHAINS = ("output", "forward", "input")  # the chains on a hook, each named after its hook
 ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 
 

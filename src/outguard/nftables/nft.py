@@ -41,12 +41,13 @@ from outguard.nftables.model import (
     meta,
     range_elem,
 )
+from outguard.nftables.nft_learn import dns_copy_rules, learn_rule
 from outguard.nftables.nft_lockdown import Lockdown
 from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
-from outguard.ruleset.keys import DEFAULT, SetName, Stage, dns_ports, short_hash
+from outguard.ruleset.keys import DEFAULT, LEARN_COUNTER, SetName, Stage, dns_ports, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -253,6 +254,8 @@ class _Builder:
             chain.rules.append(NftRule([match({"payload": {"protocol": "icmpv6", "field": "type"}},
                                                {"set": _ND_TYPES}), {"accept": None}],
                                        "IPv6 neighbour discovery"))
+            if self.rs.learn:  # before the lockdown: what a lockdown blocks is learned too
+                chain.rules.append(learn_rule(self.rs.nflog_group))
         if self.lockdown is not None:
             chain.rules.append(nft_lockdown.entry(self.lockdown))
         if not self.default:  # a lockdown with no policy applied: nothing else is filtered
@@ -299,10 +302,13 @@ class _Builder:
         if self.default:
             self.verdicts.chain("v_default", DEFAULT, [])  # counted where it is jumped to
         for hook in BASE_CHAINS:
-            if hook == "output" or rs.forward:
+            if hook == "output" or (hook == "forward" and rs.forward):
                 self.hook_chain(hook, hook)
+        if rs.learn:
+            self.out.chain("input", "input").rules.extend(dns_copy_rules(rs.nflog_group))
         default = DEFAULT
         self.out.counters = [default.counter] + [r.key.counter for r in rs.rules()]
+        self.out.counters += [LEARN_COUNTER] if rs.learn else []
         self.out.counters += [k.log_counter for k in [default, *(r.key for r in rs.deny)]]
         if not self.default:
             self.out.counters = []

@@ -11,7 +11,15 @@ import unicodedata
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    field_validator,
+)
 
 from outguard.policy.alertconf import AlertSpec
 from outguard.policy.dnsconf import DnsConfig
@@ -280,3 +288,6 @@ class PolicyDoc(_Strict):
         " kernel before the answer; DNS leaves only through it."))
     alerts: list[AlertSpec] = Field(default_factory=list, description=(
         "Where `outguard run` sends incidents: stdout, syslog, webhook, email."))
+    learn: StrictBool = Field(default=False, description=(
+        "Record every new outbound flow (process, user, unit, names) while enforcing, as"
+        " `outguard learn` does: `outguard flows` lists them, `suggest` reads them."))

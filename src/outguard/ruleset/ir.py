@@ -207,6 +207,7 @@ class Ruleset:
     resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host name → addresses
     dns: DnsSettings | None = None  # the policy's `dns:` section: names go to resolver-filled sets
     list_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # list key → its names
+    learn: bool = False  # log every new outbound flow and copy DNS answers (`learn: true`)
 
     def rules(self) -> tuple[IRRule, ...]:
         return self.deny + self.allow

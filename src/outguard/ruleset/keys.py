@@ -30,6 +30,17 @@ from typing import Literal, NamedTuple
 
 DNS_PORTS = (53, 853)  # DNS and DNS over TLS: with `dns:`, only the resolver sends to them
 
+# Learning (`learn: true`, `outguard learn`): the kernel counts every new outbound flow in
+# LEARN_COUNTER and logs it with LEARN_PREFIX to the group after the policy's; DNS answers the
+# host receives are copied to the one after that (`learn_groups`).
+LEARN_COUNTER = "learn.new"
+LEARN_PREFIX = "og:learn"
+
+
+def learn_groups(nflog_group: int) -> tuple[int, int]:
+    """(new flows, DNS answers): the NFLOG groups of learning, next to the policy's group."""
+    return (nflog_group + 1) & 0xFFFF, (nflog_group + 2) & 0xFFFF
+
 
 def dns_ports(upstreams: Iterable[tuple[str, int]]) -> frozenset[int]:
     """The ports only the resolver may send to with `dns:`: DNS_PORTS and its upstreams'."""

@@ -213,7 +213,7 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
         forward=doc.options.forward, sources=sources,
         deny=tuple(rules["deny"]), allow=tuple(rules["allow"]), policy_digest=policy.digest,
         resolved={k: tuple(t.value for t in v) for k, v in resolved.items()},
-        dns=settings, list_names=list_names)
+        dns=settings, list_names=list_names, learn=doc.learn)
 
 
 def _has_names(rule: Rule, policy: Policy) -> bool:

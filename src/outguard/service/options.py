@@ -37,6 +37,10 @@ class AgentOptions:
     stdout: TextIO | None = None  # where `stdout:` sinks write (tests)
     dns: bool = True  # run the resolver when the policy has a `dns:` section
     feeds: bool = True  # update `@feed:` lists on their schedule and tag drops with the feed
+    learn: bool = False  # record every new outbound flow (`outguard learn`; or `learn: true`)
+    learn_decide: bool = True  # record the decision of the policy in force with each flow
+    policy_text: str | None = None  # what to apply instead of the file's text (`learn` adds
+    # `learn: true` to it)
 
     def store_location(self) -> str | Path:
         return self.store if self.store is not None else self.state_dir / STORE_NAME

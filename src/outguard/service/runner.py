@@ -49,6 +49,7 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.loaded import Policy
+from outguard.service import learning
 from outguard.service.cgroupwatch import CgroupWatch
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
@@ -111,7 +112,7 @@ def _apply(opts: AgentOptions) -> Any:
     state = StateDir(opts.state_dir)
     state.ensure()
     with Nft(opts.netns) as nft:
-        return apply_policy(opts.policy, state, nft)
+        return apply_policy(opts.policy, state, nft, text=opts.policy_text)
 
 
 def _note_other_file(opts: AgentOptions, settings: AgentSettings) -> None:
@@ -139,6 +140,7 @@ class Running:
     live: Live
     reloader: Reloader
     metrics_server: MetricsServer | None = None
+    learn_books: dict[str, Any] | None = None  # when it learned: its books at the end
 
     @property
     def dns(self) -> DnsHandle | None:
@@ -161,6 +163,7 @@ class _Parts:
     live: Live
     server: MetricsServer | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    counters: Callable[[], dict[str, tuple[int, int]]] | None = None  # the kernel's, by name
 
 
 def _build(opts: AgentOptions, group: int, source: PacketSource | None) -> _Parts:
@@ -195,6 +198,7 @@ def _watch_kernel(opts: AgentOptions, parts: _Parts, source: PacketSource | None
     if source is None:  # the kernel's own count of what was blocked and logged
         read, release = kernel_counters(opts.netns)
         parts.cleanups.append(release)
+        parts.counters = read
         parts.metrics.watch(kernel_families(read))
     if opts.metrics_listen is not None:
         parts.server = MetricsServer(parts.metrics, opts.metrics_listen)
@@ -231,18 +235,24 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     settings: AgentSettings | None = None
     if opts.apply:
         assert opts.policy is not None
-        group = _group(opts, await asyncio.to_thread(file_policy(opts.policy, opts.state_dir)))
+        given = await asyncio.to_thread(file_policy(opts.policy, opts.state_dir))
+        group, learn_on = _group(opts, given), learning.learning(opts.learn, given)
     else:
         settings = await asyncio.to_thread(load_settings, opts)
         group = settings.nflog_group
+        learn_on = learning.learning(opts.learn, settings.policy)
         _note_other_file(opts, settings)
     parts = _build(opts, group, source)
     live = parts.live
     tasks: list[asyncio.Task[None]] = []
+    learn: learning.LearnParts | None = None
     try:
         opener = getattr(parts.source, "open", None)
         if callable(opener):
             opener()  # bound before the policy applies: the first drop is already seen
+        if learn_on and source is None:  # the same for the first new flow
+            learn = await asyncio.to_thread(learning.bind, group, opts.netns)
+            parts.cleanups.append(learn.close)
         if opts.apply:
             await asyncio.to_thread(_apply, opts)
             settings = await asyncio.to_thread(load_settings, opts)
@@ -259,18 +269,35 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
             parts.trouble(parts.store_error, 0)
         reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
-        tasks.append(asyncio.create_task(reloader.run(stop), name="outguard-reload"))
-        if source is None:  # the kernel's: unit and cgroup rules follow their cgroups
-            tasks.append(asyncio.create_task(CgroupWatch(opts.state_dir, opts.netns).run(stop),
-                                             name="outguard-cgroups"))
+        tasks += _watchers(opts, reloader, stop, kernel=source is None)
         running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
                           reloader, parts.server)
+        learn_task = None if learn is None else learning.task(
+            learn, attributor, parts.store, stop, classifier=settings.classifier,
+            names_of=live.names_of, counter=parts.counters,
+            policy_now=lambda: live.settings.policy
+            if live.settings is not None and live.opts.learn_decide else None)
+        tasks += [learn_task] if learn_task is not None else []
         if started is not None:
             started(running)
         await agent.run(stop)
+        if learn is not None and learn_task is not None:
+            await learn_task  # its last flush, before the store closes
+            running.learn_books = learning.books(learn)
         return running
     finally:
         await _close(parts, tasks)
+
+
+def _watchers(opts: AgentOptions, reloader: Reloader, stop: asyncio.Event, *,
+              kernel: bool) -> list[asyncio.Task[None]]:
+    """The reloader, and with the kernel's source the cgroup watch (unit and cgroup rules
+    follow their cgroups)."""
+    tasks = [asyncio.create_task(reloader.run(stop), name="outguard-reload")]
+    if kernel:
+        tasks.append(asyncio.create_task(CgroupWatch(opts.state_dir, opts.netns).run(stop),
+                                         name="outguard-cgroups"))
+    return tasks
 
 
 def _group(opts: AgentOptions, policy: Policy) -> int:

@@ -1,0 +1,184 @@
+"""The learner's parts in the agent: its two NFLOG groups, the policy's decisions, its books.
+
+Place in the data flow: `runner.run_agent` calls `bind` before the policy is applied (so the
+first new flow is already seen) when learning is on — `outguard learn`, or `learn: true` in the
+policy — and `start` once the agent's attributor, classifier and resolver exist; the learner
+(`monitor.learn`) then runs on the agent's loop beside the monitor until the agent stops.
+`decider` evaluates each learned flow with the pure `decide()` against the policy in force at
+the flush (lowered once per policy, on the flush's worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from outguard.events import LearnedFlow
+from outguard.monitor.learn import Decide, Learner
+from outguard.policy.loaded import Policy
+from outguard.ruleset.keys import LEARN_COUNTER, learn_groups
+
+if TYPE_CHECKING:
+    from outguard.kernel.nflog import NflogGroup
+    from outguard.kernel.nflog_payload import Payload
+    from outguard.monitor.agent import Attributor
+    from outguard.monitor.classify import Classifier
+    from outguard.ruleset.ir import Ruleset
+    from outguard.store.base import Store
+
+log = logging.getLogger("outguard.learn")
+FLOW_RCVBUF = 64 << 20  # ~150k new-flow messages queued in the kernel before one is lost
+
+
+def learning(forced: bool, policy: Policy | None) -> bool:
+    """Whether the agent learns: `outguard learn`, or a policy with `learn: true`."""
+    return forced or (policy is not None and policy.doc.learn)
+
+
+def decider(policy_now: Callable[[], Policy | None]) -> Decide:
+    """The decisions of the policy in force for learned flows (`ruleset.decide`); "" when no
+    policy is in force. A flow with names is decided by the first name an allow rule takes
+    (the resolver would have put its address in that rule's set), else by its first name."""
+    lowered: dict[str, Ruleset] = {}
+
+    def decide_all(flows: list[LearnedFlow]) -> list[str]:
+        policy = policy_now()
+        if policy is None:
+            return [""] * len(flows)
+        from outguard.pipeline import lower_policy  # noqa: PLC0415
+        from outguard.ruleset.decide import Flow, decide  # noqa: PLC0415
+
+        rs = lowered.get(policy.digest)
+        if rs is None:
+            lowered.clear()
+            rs = lowered[policy.digest] = lower_policy(policy)
+        out = []
+        for f in flows:
+            proto: Any = f.proto if f.proto in ("tcp", "udp", "icmp") else "other"
+            decisions = [decide(rs, Flow(dst=f.dst, port=f.port, proto=proto, uid=f.uid,
+                                         cgroup=f.cgroup, name=name))
+                         for name in (f.names or (None,))]
+            allowed = next((d for d in decisions if d.action == "allow"), decisions[0])
+            out.append(allowed.rule)
+        return out
+    return decide_all
+
+
+@dataclass
+class LearnParts:
+    """The learner's kernel sources, bound before the policy is applied."""
+
+    flows: NflogGroup[Any]
+    answers: NflogGroup[Payload]
+    counter: Callable[[], dict[str, tuple[int, int]]] | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    learner: Learner | None = None
+    # the books' zero, taken when learning starts (after the apply): the kernel's count of new
+    # flows then, and the source's counts of what it had received, lost and found malformed
+    zero: dict[str, int] = field(default_factory=dict)
+
+    def kernel_count(self) -> int | None:
+        """The kernel's count of new flows (`learn.new`), None when it cannot be read."""
+        if self.counter is None:
+            return None
+        try:
+            return self.counter().get(LEARN_COUNTER, (None, 0))[0]
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        self.flows.close()
+        self.answers.close()
+        for cleanup in self.cleanups:
+            cleanup()
+
+
+def bind(nflog_group: int, netns: str | None) -> LearnParts:
+    """Bind the learn group and the DNS-answer group of `nflog_group`'s policy."""
+    from outguard.kernel.nflog import NflogSource  # noqa: PLC0415 - needs netlink
+    from outguard.kernel.nflog_payload import payload_source  # noqa: PLC0415
+
+    flows_group, dns_group = learn_groups(nflog_group)
+    # timeout 0: the kernel sends what it holds at the next tick (a few ms), so the socket
+    # behind a short connection is still there for its lookup; under load the batches grow
+    # copy_range 80: the IPv6 header and the ports behind it are all the learner reads
+    flows = NflogSource(flows_group, netns=netns, copy_range=80, rcvbuf=FLOW_RCVBUF,
+                        qthreshold=512, timeout=0.0, max_batch=4096)
+    answers = payload_source(dns_group, netns)
+    flows.open()
+    try:
+        answers.open()
+    except BaseException:
+        flows.close()
+        raise
+    return LearnParts(flows, answers)
+
+
+def start(parts: LearnParts, attributor: Attributor, store: Store, *,
+          classifier: Classifier | None, resolver_names: Callable[[str], tuple[str, ...]],
+          policy_now: Callable[[], Policy | None],
+          counter: Callable[[], dict[str, tuple[int, int]]] | None) -> Learner:
+    parts.counter = counter
+    # What the socket holds now was counted before this start: it is learned, and the zero of
+    # the books is taken after it (the kernel's counter lives as long as the table, and an
+    # apply may have sent flows of its own: name resolution)
+    early: list[Any] = []
+    while got := parts.flows.read_nowait():
+        early += got
+    stats = parts.flows.stats
+    parts.zero = {"kernel": parts.kernel_count() or 0, "received": stats.received,
+                  "lost": stats.lost, "malformed": stats.malformed}
+    parts.learner = Learner(parts.flows, attributor, store, answers=parts.answers,
+                            resolver_names=resolver_names, classifier=classifier,
+                            decide=decider(policy_now), early=early)
+    return parts.learner
+
+
+def task(parts: LearnParts, attributor: Attributor, store: Store, stop: asyncio.Event, *,
+         classifier: Classifier | None, names_of: Callable[[str], tuple[str, ...]],
+         policy_now: Callable[[], Policy | None],
+         counter: Callable[[], dict[str, tuple[int, int]]] | None) -> asyncio.Task[None]:
+    """The learner on the agent's loop (its sockets are bound already), until `stop`."""
+    learner = start(parts, attributor, store, classifier=classifier, resolver_names=names_of,
+                    counter=counter, policy_now=policy_now)
+    return asyncio.create_task(run(learner, stop), name="outguard-learn")
+
+
+def books(parts: LearnParts) -> dict[str, Any]:
+    """The learner's books with the kernel's count beside them: `balanced` when every new flow
+    the kernel counted was received, lost (counted) or malformed (counted)."""
+    assert parts.learner is not None
+    got = parts.learner.report().as_dict()
+    kernel = parts.kernel_count()
+    src, zero = got["source"], parts.zero
+    accounted = sum(src.get(k, 0) - zero.get(k, 0) for k in ("received", "lost", "malformed"))
+    got["kernel_new_flows"] = None if kernel is None else kernel - zero.get("kernel", 0)
+    got["balanced"] = kernel is not None and got["kernel_new_flows"] == accounted
+    return got
+
+
+def summary(books: dict[str, Any] | None) -> str:
+    """The books in one line, for people: `learn` and `run` print it when they stop."""
+    if books is None:
+        return "outguard: learning did not run"
+    src = books["source"]
+    lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
+    kernel = books["kernel_new_flows"]
+    line = (f"outguard: learned {books['recorded']} new flow(s)"
+            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
+    if kernel is not None:
+        line += f"; the kernel counted {kernel}, {lost} lost"
+        line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
+    return line
+
+
+async def run(learner: Learner, stop: asyncio.Event) -> None:
+    """The learner until `stop` (the agent's); a learner that fails is logged, not fatal to
+    the monitor (the policy stays applied and enforced)."""
+    try:
+        await learner.run(stop)
+    except Exception as exc:  # the monitor goes on; `learn` reports the books at its end
+        log.error("learning stopped: %s", exc)
