@@ -1,0 +1,40 @@
+"""Learned flows from a file: JSON Lines of `LearnedFlow.to_json()` (what `outguard flows
+--json` prints), for `suggest --flows` and `simulate --flows`.
+
+Read lazily, one line at a time (a million flows never sit in memory at once); a line that is
+not a flow stops the read with an error naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from outguard.errors import OutguardError
+from outguard.events import LearnedFlow
+
+
+class FlowFileError(OutguardError):
+    """A flows file that cannot be read, or a line of it that is not a flow."""
+
+
+def read_flows(path: Path) -> Iterator[LearnedFlow]:
+    """The flows of `path`, in order; blank lines and `#` comments are skipped."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise FlowFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                try:
+                    yield LearnedFlow.from_json(json.loads(text))
+                except ValueError as exc:
+                    raise FlowFileError(f"{path}:{lineno}: {exc}") from None
+        except UnicodeDecodeError:
+            raise FlowFileError(f"{path}:{lineno + 1}: not UTF-8 text") from None
