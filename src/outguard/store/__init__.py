@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from outguard.store.base import Query, Store, StoreError
+from outguard.store.base import MAX_FLOWS, Query, Store, StoreError
 
 
-def open_store(where: str | Path) -> Store:
-    """A store from a path or URL: `PATH`, `sqlite:///PATH`; `postgresql://` is planned."""
+def open_store(where: str | Path, *, max_flows: int = MAX_FLOWS) -> Store:
+    """A store from a path or URL: `PATH`, `sqlite:///PATH`; `postgresql://` is planned.
+    `max_flows` bounds the learned flows it keeps."""
     text = str(where)
     if text.startswith(("postgresql://", "postgres://")):
         raise StoreError("the PostgreSQL store is not available yet; use a SQLite file")
@@ -23,7 +24,7 @@ def open_store(where: str | Path) -> Store:
         raise StoreError(f"{text!r}: unknown store (give a file path or sqlite:///PATH)")
     from outguard.store.sqlite import SQLiteStore  # noqa: PLC0415
 
-    return SQLiteStore(Path(text))
+    return SQLiteStore(Path(text), max_flows=max_flows)
 
 
 __all__ = ["Query", "Store", "StoreError", "open_store"]

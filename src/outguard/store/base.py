@@ -13,7 +13,11 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from outguard.errors import OutguardError
-from outguard.events import Incident
+from outguard.events import Incident, LearnedFlow
+
+# Learned flows a store keeps (`record_flows`): beyond it the least recently seen go first. A
+# learned row is ~300 bytes, so the default bounds the table near 60 MB.
+MAX_FLOWS = 200_000
 
 
 class StoreError(OutguardError):
@@ -59,6 +63,19 @@ class Store(Protocol):
     def prune(self, now: datetime, retention: Retention) -> int:
         """Apply retention by age, then by size; return how many incidents were removed."""
 
+    def record_flows(self, flows: Sequence[LearnedFlow]) -> None:
+        """Merge learned flows by `LearnedFlow.key` in one transaction: count adds, first_seen
+        is the earliest, last_seen the latest, names the union, decision/signature/severity the
+        latest (a signature once set is never cleared). The store keeps a bounded number of
+        flows; beyond it the least recently seen are dropped and counted (`dropped_flows`)."""
+
+    def flows(self, since: datetime | None = None) -> list[LearnedFlow]:
+        """The learned flows last seen at or after `since`, most recently seen first (ties in
+        a fixed order): the same table gives the same list."""
+
+    def dropped_flows(self) -> int:
+        """How many learned flows the size bound has removed, over the store's life."""
+
     def close(self) -> None: ...
 
 
@@ -93,6 +110,16 @@ class LateStore:
 
     def prune(self, now: datetime, retention: Retention) -> int:
         return self._inner.prune(now, retention) if self._inner is not None else 0
+
+    def record_flows(self, flows: Sequence[LearnedFlow]) -> None:
+        if flows:
+            self._store().record_flows(flows)
+
+    def flows(self, since: datetime | None = None) -> list[LearnedFlow]:
+        return self._inner.flows(since) if self._inner is not None else []
+
+    def dropped_flows(self) -> int:
+        return self._inner.dropped_flows() if self._inner is not None else 0
 
     def close(self) -> None:
         if self._inner is not None:

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from outguard.events import SEVERITIES, Classification, Incident
-from outguard.store.base import Query, Retention, StoreError, TopRow
+from outguard.events import SEVERITIES, Classification, Incident, LearnedFlow
+from outguard.store import flowrows
+from outguard.store.base import MAX_FLOWS, Query, Retention, StoreError, TopRow
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: incidents
@@ -48,6 +49,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE incidents ADD COLUMN ppid INTEGER;
     ALTER TABLE incidents ADD COLUMN parent TEXT;
     """,
+    # 4: learned flows (issue 16) and their books
+    flowrows.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = ("id", "process", "dst", "dport", "rule", "proto", "signature", "title", "severity",
@@ -98,8 +101,9 @@ def _incident(r: sqlite3.Row) -> Incident:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, max_flows: int = MAX_FLOWS) -> None:
         self.path = path
+        self.max_flows = max(1, max_flows)
         self._lock = threading.Lock()
         try:
             if readonly:
@@ -172,10 +176,48 @@ class SQLiteStore:
                 self._db.executemany(sql, [_row(i) for i in incidents])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"event store {self.path}: write failed: {exc}"
+                                 f"{_hint(exc)}") from exc
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def record_flows(self, flows: Sequence[LearnedFlow]) -> None:
+        """Merge learned flows by key in one transaction (`flowrows`), then hold the table to
+        `max_flows` rows, the least recently seen dropped first and counted (`dropped_flows`)."""
+        if not flows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                flowrows.record(self._db, flows, self.max_flows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"event store {self.path}: recording flows failed: {exc}"
+                                 f"{_hint(exc)}") from exc
+
+    def flows(self, since: datetime | None = None) -> list[LearnedFlow]:
+        """The learned flows last seen at or after `since`, most recently seen first."""
+        with self._lock:
+            try:
+                return flowrows.read(self._db, since)
+            except sqlite3.Error as exc:
+                raise StoreError(f"event store {self.path} cannot be read: {exc}"
+                                 f"{_hint(exc)}") from exc
+            except (ValueError, TypeError, KeyError) as exc:  # a row written by no outguard
+                raise StoreError(f"event store {self.path} holds a damaged flow: {exc}") from exc
+
+    def dropped_flows(self) -> int:
+        """Learned flows the size bound removed, over the file's life."""
+        with self._lock:
+            try:
+                return flowrows.dropped(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"event store {self.path} cannot be read: {exc}"
                                  f"{_hint(exc)}") from exc
 
     def _where(self, q: Query) -> tuple[str, list[Any]]:
