@@ -141,7 +141,7 @@ def _suggest(flows_file: Path | None, since: str | None, against: Path | None, p
 def _against(path: Path, source: Source, per_host: bool, state: Path, hint: list[str],
              as_diff: bool) -> str:
     from outguard.journey.against import diff, merge  # noqa: PLC0415
-    from outguard.journey.simulate import Replayer, learned_resolver  # noqa: PLC0415
+    from outguard.journey.simulate import LearnedNames, Replayer  # noqa: PLC0415
     from outguard.journey.suggest import suggest as build  # noqa: PLC0415
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
@@ -150,8 +150,9 @@ def _against(path: Path, source: Source, per_host: bool, state: Path, hint: list
     except (OSError, UnicodeDecodeError) as exc:
         raise OutguardError(f"{path}: cannot read: {exc}") from None
     policy = load_policy(path, text=text, feed_dir=state / "feeds")
-    ruleset = lower_policy(policy, resolver=learned_resolver(source()))
-    replayer = Replayer(ruleset)
+    names = LearnedNames(source())
+    ruleset = lower_policy(policy, resolver=names.resolver)
+    replayer = Replayer(ruleset, names=names)
     taken = [r.name for r in (*policy.doc.allow, *policy.doc.deny)]
     suggestion = build(source(), per_host=per_host, on_feed=_feed_check(state, policy),
                        keep=lambda f: replayer.replay(f).blocked,
@@ -171,7 +172,7 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
              store: str | None) -> None:
     """Replay the learned flows through POLICY: what would it block? Exit 1 if anything that
     got out when learned would be."""
-    from outguard.journey.simulate import Outcome, learned_resolver  # noqa: PLC0415
+    from outguard.journey.simulate import LearnedNames, Outcome  # noqa: PLC0415
     from outguard.journey.simulate import simulate as replay  # noqa: PLC0415
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
@@ -185,8 +186,9 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
         source = _flows(flows_file, since if since is not None or flows_file else "7d", netns,
                         state_dir, store)
         loaded = load_policy(policy, feed_dir=_state(netns, state_dir) / "feeds")
-        ruleset = lower_policy(loaded, resolver=learned_resolver(source()))
-        summary = replay(ruleset, source(), each=each)
+        names = LearnedNames(source())
+        ruleset = lower_policy(loaded, resolver=names.resolver)
+        summary = replay(ruleset, source(), each=each, names=names)
     except OutguardError as exc:
         _error(exc)
         return

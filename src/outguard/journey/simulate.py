@@ -114,20 +114,38 @@ class Summary:
                                for exe, b in sorted(self.by_process.items())}}
 
 
+class LearnedNames:
+    """The names the learned table saw for each address, and the reverse: a flow that reached an
+    address without resolving it itself (a cached answer, another process's lookup) still gets
+    through a name rule while the name's answer holds the address, as in the kernel."""
+
+    def __init__(self, flows: Iterable[LearnedFlow]) -> None:
+        self.addresses: dict[str, dict[str, None]] = {}
+        self.names: dict[str, tuple[str, ...]] = {}
+        of: dict[str, dict[str, None]] = {}
+        for flow in flows:
+            for name in flow.names:
+                self.addresses.setdefault(name, {})[flow.dst] = None
+                of.setdefault(flow.dst, {})[name] = None
+        self.names = {dst: tuple(sorted(names)) for dst, names in of.items()}
+
+    def resolver(self, name: str) -> list[str]:
+        """A `lower` resolver: each name's addresses as learned (no DNS is asked)."""
+        return list(self.addresses.get(name.lower().rstrip("."), ()))
+
+
 def learned_resolver(flows: Iterable[LearnedFlow]) -> Callable[[str], list[str]]:
     """A `lower` resolver that answers each name with the addresses it had when learned."""
-    table: dict[str, dict[str, None]] = {}
-    for flow in flows:
-        for name in flow.names:
-            table.setdefault(name, {})[flow.dst] = None
-    return lambda name: list(table.get(name.lower().rstrip("."), ()))
+    return LearnedNames(flows).resolver
 
 
 class Replayer:
     """decide() per flow, remembered per distinct question (a million flows ask far fewer)."""
 
-    def __init__(self, ruleset: Ruleset, now: datetime | None = None) -> None:
+    def __init__(self, ruleset: Ruleset, now: datetime | None = None,
+                 names: LearnedNames | None = None) -> None:
         self.ruleset = ruleset
+        self._names = {} if names is None else names.names
         self.now = now
         self._cache: dict[tuple[Any, ...], tuple[Decision, str | None]] = {}
         dns = ruleset.dns
@@ -137,15 +155,19 @@ class Replayer:
 
     def replay(self, flow: LearnedFlow) -> Outcome:
         proto = _PROTOS.get(flow.proto, "other")
-        key = (flow.dst, flow.port, proto, flow.uid, flow.cgroup, flow.names)
+        names = self._names.get(flow.dst, flow.names)
+        if flow.names and not set(flow.names) <= set(names):
+            names = tuple(sorted({*names, *flow.names}))
+        key = (flow.dst, flow.port, proto, flow.uid, flow.cgroup, names)
         got = self._cache.get(key)
         if got is None:
-            got = self._decide(flow, proto)
+            got = self._decide(flow, proto, names)
             if len(self._cache) < 2_000_000:
                 self._cache[key] = got
         return Outcome(flow, got[0], got[1])
 
-    def _decide(self, flow: LearnedFlow, proto: FlowProto) -> tuple[Decision, str | None]:
+    def _decide(self, flow: LearnedFlow, proto: FlowProto,
+                names: tuple[str, ...]) -> tuple[Decision, str | None]:
         if flow.port in self._dns_ports and proto in ("tcp", "udp") and \
                 (packet_address(flow.dst), flow.port) in self._upstreams:
             return Decision("allow", "accept", "builtin:dns",
@@ -153,11 +175,11 @@ class Replayer:
         base = Flow(dst=flow.dst, port=flow.port if proto in ("tcp", "udp") else None,
                     proto=proto, uid=flow.uid, cgroup=flow.cgroup)
         bare = decide(self.ruleset, base, self.now)
-        if bare.rule.startswith("deny:") or not flow.names:
+        if bare.rule.startswith("deny:") or not names:
             return bare, None
         allowed: tuple[Decision, str | None] | None = (bare, None) if bare.action == "allow" \
             else None
-        for name in sorted(flow.names):
+        for name in names:
             d = decide(self.ruleset, Flow(dst=base.dst, port=base.port, proto=proto,
                                           uid=flow.uid, cgroup=flow.cgroup, name=name), self.now)
             if d.rule.startswith("deny:"):
@@ -169,10 +191,10 @@ class Replayer:
 
 def simulate(ruleset: Ruleset, flows: Iterable[LearnedFlow], *,
              each: Callable[[Outcome], None] = lambda _o: None,
-             now: datetime | None = None) -> Summary:
+             now: datetime | None = None, names: LearnedNames | None = None) -> Summary:
     """Replay every flow; `each` sees every outcome (printing), the summary keeps only what
-    would be blocked."""
-    replayer = Replayer(ruleset, now)
+    would be blocked. `names`: what the whole table saw for each address."""
+    replayer = Replayer(ruleset, now, names)
     summary = Summary()
     for flow in flows:
         outcome = replayer.replay(flow)
