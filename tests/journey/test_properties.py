@@ -61,7 +61,7 @@ def test_suggest_then_simulate_blocks_no_learned_unclassified_flow(
     with tempfile.TemporaryDirectory() as tmp:
         s, _text, policy = suggested(table, Path(tmp), per_host=per_host,
                                      on_feed=lambda d: "feed" if d in FEED else None)
-        refused = {(r.exe, r.dst, r.port, r.proto) for r in s.refused}
+        refused = {(r.dst, r.port, r.proto) for r in s.refused}
         banned = {f.dst for f in table if classified(f)} | (FEED & {f.dst for f in table})
         banned_names = {n for f in table if f.dst in banned for n in f.names}
         for r in s.refused:  # refused only for a reason the issue gives
@@ -78,7 +78,7 @@ def test_suggest_then_simulate_blocks_no_learned_unclassified_flow(
             if classified(f) and f.dst != "127.0.0.1":
                 assert is_blocked, f"a classified flow is allowed: {f}"
             elif is_blocked:
-                assert (f.exe or "?", f.dst, f.port, f.proto) in refused, \
+                assert (f.dst, f.port, f.proto) in refused, \
                     f"blocked, and not listed as refused: {f}\n{render(s)}"
 
 

@@ -60,7 +60,7 @@ def refused_lines(refused: list[Refused]) -> list[str]:
         where = f"{', '.join(r.names)} ({r.dst})" if r.names else r.dst
         port = f"/{r.port}" if r.port is not None else ""
         last = r.evidence.last.strftime("%Y-%m-%dT%H:%MZ") if r.evidence.last else "?"
-        out.append(safe_text(f"#   - {r.exe} -> {where} {r.proto}{port}: {r.why};"
+        out.append(safe_text(f"#   - {r.exes} -> {where} {r.proto}{port}: {r.why};"
                              f" {r.evidence.flows} flows, last seen {last}"))
     return out
 

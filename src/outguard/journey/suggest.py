@@ -26,7 +26,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from outguard.events import LearnedFlow
-from outguard.journey.aggregate import HOST, Evidence, Refused, Service, Table, collect
+from outguard.journey.aggregate import (
+    HOST,
+    Evidence,
+    Refused,
+    RefusedKey,
+    Service,
+    Table,
+    collect,
+    refuse,
+)
 from outguard.journey.psl import registrable, wildcard_safe
 from outguard.policy import accounts
 
@@ -80,7 +89,7 @@ def _user_known(name: str) -> bool:
 
 def suggest(flows: Iterable[LearnedFlow], *, per_host: bool = False,
             on_feed: Callable[[str], str | None] = lambda _d: None,
-            keep: Callable[[LearnedFlow], bool] = lambda _f: True,
+            keep: Callable[[LearnedFlow], bool] | None = None,
             use_dns: bool | None = None, upstream_hint: Sequence[str] = (),
             taken: Iterable[str] = (), fold: int = FOLD,
             user_known: Callable[[str], bool] = _user_known) -> Suggestion:
@@ -110,8 +119,7 @@ def suggest(flows: Iterable[LearnedFlow], *, per_host: bool = False,
             base = _unique_base(_base(group), bases)
             owner = _owner(service, per_host, user_known)
             out.rules += _rules(base, dests, owner, names_taken)
-    out.refused = sorted(refused.values(), key=lambda r: (r.dst, r.port or 0, r.proto, r.exe,
-                                                          r.why))
+    out.refused = sorted(refused.values(), key=lambda r: (r.dst, r.port or 0, r.proto, r.why))
     for r in out.refused:
         r.names = tuple(sorted(t.names.get(r.dst, ())))
     return out
@@ -127,29 +135,24 @@ Dests = dict[str, tuple[dict[str, set[int | None]], Evidence, str | None]]
 
 
 def _destinations(t: Table, service: Service, upstreams: set[str], banned_names: set[str],
-                  refused: dict[tuple[str, str, int | None, str, str], Refused],
+                  refused: dict[RefusedKey, Refused],
                   out: Suggestion) -> Dests:
     """`to` entry → (proto → ports, evidence, review remark)."""
     dests: Dests = {}
     for (dst, proto), seen in sorted(service.seen.items()):
-        exe = min(seen.evidence.exes) if seen.evidence.exes else "?"
         names = t.names.get(dst, set())
         why = t.banned.get(dst)
         if why is None and names and names <= banned_names:
             why = "its names are those of a refused destination"
         if why is None and upstreams and proto in ("tcp", "udp") and DOT in seen.ports:
-            key: tuple[str, str, int | None, str, str] = (
-                exe, dst, DOT, proto, "DNS over TLS would bypass outguard's resolver")
-            refused.setdefault(key, Refused(exe, dst, (), DOT, proto, key[4])) \
-                .evidence.merge(seen.evidence)
+            refuse(refused, dst, DOT, proto, "DNS over TLS would bypass outguard's resolver",
+                   seen.evidence)
             seen.ports.discard(DOT)
             if not seen.ports:
                 continue
         if why is not None:
             for port in sorted(seen.ports, key=lambda p: -1 if p is None else p):
-                key = (exe, dst, port, proto, f"same destination: {why}")
-                refused.setdefault(key, Refused(exe, dst, (), port, proto, key[4])) \
-                    .evidence.merge(seen.evidence)
+                refuse(refused, dst, port, proto, f"same destination: {why}", seen.evidence)
             continue
         if upstreams and proto in ("tcp", "udp") and 53 in seen.ports:
             out.through_resolver += seen.evidence.flows
