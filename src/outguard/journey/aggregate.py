@@ -178,7 +178,9 @@ def collect(flows: Iterable[LearnedFlow], *, per_host: bool = False,
             rec = raw[key] = _Raw(flow)
         else:
             rec.add(flow)
-    for flow in classified:
+    # the most severe verdict names a destination, whatever order the flows came in
+    for flow in sorted(classified, key=lambda f: (-severity_rank(f.severity or ""),
+                                                  f.signature or "")):
         t.banned.setdefault(flow.dst, f"{flow.signature or 'classified'} ({flow.severity})")
     _settle(t, raw, classified, on_feed)
     return t
