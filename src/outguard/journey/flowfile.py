@@ -7,9 +7,10 @@ not a flow stops the read with an error naming the file and the line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
+
+import orjson
 
 from outguard.errors import OutguardError
 from outguard.events import LearnedFlow
@@ -33,8 +34,8 @@ def read_flows(path: Path) -> Iterator[LearnedFlow]:
                 if not text or text.startswith("#"):
                     continue
                 try:
-                    yield LearnedFlow.from_json(json.loads(text))
-                except ValueError as exc:
+                    yield LearnedFlow.from_json(orjson.loads(text))
+                except (ValueError, orjson.JSONDecodeError) as exc:
                     raise FlowFileError(f"{path}:{lineno}: {exc}") from None
         except UnicodeDecodeError:
             raise FlowFileError(f"{path}:{lineno + 1}: not UTF-8 text") from None

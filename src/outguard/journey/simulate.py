@@ -154,17 +154,21 @@ class Replayer:
         self._dns_ports = set() if dns is None else {*DNS_PORTS, *(p for _a, p in dns.upstreams)}
 
     def replay(self, flow: LearnedFlow) -> Outcome:
+        decision, name = self.decision(flow)
+        return Outcome(flow, decision, name)
+
+    def decision(self, flow: LearnedFlow) -> tuple[Decision, str | None]:
+        """The decision for the flow, and the name it came through."""
         proto = _PROTOS.get(flow.proto, "other")
-        names = self._names.get(flow.dst, flow.names)
-        if flow.names and not set(flow.names) <= set(names):
-            names = tuple(sorted({*names, *flow.names}))
+        # the table's names for the address include the flow's own (`LearnedNames` saw it)
+        names = self._names.get(flow.dst, flow.names) if self._names else flow.names
         key = (flow.dst, flow.port, proto, flow.uid, flow.cgroup, names)
         got = self._cache.get(key)
         if got is None:
             got = self._decide(flow, proto, names)
             if len(self._cache) < 2_000_000:
                 self._cache[key] = got
-        return Outcome(flow, got[0], got[1])
+        return got
 
     def _decide(self, flow: LearnedFlow, proto: FlowProto,
                 names: tuple[str, ...]) -> tuple[Decision, str | None]:
@@ -190,14 +194,19 @@ class Replayer:
 
 
 def simulate(ruleset: Ruleset, flows: Iterable[LearnedFlow], *,
-             each: Callable[[Outcome], None] = lambda _o: None,
+             each: Callable[[Outcome], None] | None = None,
              now: datetime | None = None, names: LearnedNames | None = None) -> Summary:
     """Replay every flow; `each` sees every outcome (printing), the summary keeps only what
     would be blocked. `names`: what the whole table saw for each address."""
     replayer = Replayer(ruleset, now, names)
     summary = Summary()
     for flow in flows:
-        outcome = replayer.replay(flow)
+        decision, name = replayer.decision(flow)
+        if each is None and decision.verdict == "accept":
+            summary.flows += 1  # the common case, without an Outcome per flow
+            continue
+        outcome = Outcome(flow, decision, name)
         summary.add(outcome)
-        each(outcome)
+        if each is not None:
+            each(outcome)
     return summary
