@@ -142,3 +142,17 @@ def test_suggest_per_host(tmp_path: Path) -> None:
                  "--state-dir", str(tmp_path))
     assert result.exit_code == 0 and "- name: host-tcp443\n" in result.output
     assert "for:" not in result.output
+
+
+def test_against_adds_nothing_for_what_the_user_denies(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    text = "version: 1\ndeny:\n  - {name: no-ssh, to: [203.0.113.40], ports: [22]}\n"
+    policy.write_text(text)
+    flows = _file(tmp_path, [flow("203.0.113.40", 22), flow("203.0.113.41", 443)])
+    out = tmp_path / "new.yaml"
+    result = run("suggest", "--flows", str(flows), "--against", str(policy), "--out", str(out),
+                 "--state-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    merged = out.read_text()
+    assert "203.0.113.41" in merged and "- \"203.0.113.40\"" not in merged
+    assert "# note: 1 learned flows are blocked by your rule deny:no-ssh" in merged

@@ -154,9 +154,21 @@ def _against(path: Path, source: Source, per_host: bool, state: Path, hint: list
     ruleset = lower_policy(policy, resolver=names.resolver)
     replayer = Replayer(ruleset, names=names)
     taken = [r.name for r in (*policy.doc.allow, *policy.doc.deny)]
+    denied: dict[str, int] = {}
+
+    def missing(flow: LearnedFlow) -> bool:
+        """Only what the default blocks is missing: an allow rule would not beat the user's
+        own deny rule, so what one of those blocks is left to the user."""
+        decision, _name = replayer.decision(flow)
+        if decision.rule.startswith("deny:"):
+            denied[decision.rule] = denied.get(decision.rule, 0) + 1
+        return decision.verdict != "accept" and not decision.rule.startswith("deny:")
+
     suggestion = build(source(), per_host=per_host, on_feed=_feed_check(state, policy),
-                       keep=lambda f: replayer.replay(f).blocked,
-                       use_dns=ruleset.dns is not None, upstream_hint=hint, taken=taken)
+                       keep=missing, use_dns=ruleset.dns is not None, upstream_hint=hint,
+                       taken=taken)
+    suggestion.notes += [f"{n} learned flows are blocked by your rule {rule}: nothing added for"
+                         " them" for rule, n in sorted(denied.items())]
     merged = merge(text, str(path), suggestion)
     return diff(text, merged, str(path)) if as_diff else merged
 
