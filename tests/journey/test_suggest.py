@@ -165,3 +165,9 @@ def test_hostile_strings_cannot_change_the_document(tmp_path: Path) -> None:
     s, _text, policy = suggested(flows, tmp_path)
     assert [r.name for r in policy.doc.allow] == [s.rules[0].name]
     assert "0.0.0.0/0" not in [str(t) for r in policy.doc.allow for t in r.to or []]
+
+
+def test_a_unit_name_the_policy_cannot_carry_falls_back_to_the_user(tmp_path: Path) -> None:
+    flows = [flow("203.0.113.1", unit="odd unit.service", cgroup="/system.slice/odd unit.service")]
+    s, _t, _policy = suggested(flows, tmp_path)  # loads: no error
+    assert s.rules[0].owner == {"user": "root"}

@@ -39,6 +39,7 @@ from outguard.journey.aggregate import (
 from outguard.journey.psl import registrable, wildcard_safe
 from outguard.policy import accounts
 
+_UNIT = re.compile(r"[A-Za-z0-9:_.@\\-]+")  # what the policy's `for: {unit:}` accepts
 FOLD = 3  # names below one registrable domain that make a wildcard
 DOT = 853
 Ports = tuple[int, ...]
@@ -247,8 +248,8 @@ def _owner(service: Service, per_host: bool,
     units = service.units
     if len(units) == 1 and None not in units and service.in_unit_cgroup:
         unit = next(iter(units))
-        assert unit is not None
-        return {"unit": unit}
+        if unit is not None and _UNIT.fullmatch(unit):  # else check would refuse it
+            return {"unit": unit}
     if len(service.uids) == 1 and None not in service.uids:
         uid = next(iter(service.uids))
         assert uid is not None
