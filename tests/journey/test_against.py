@@ -99,3 +99,11 @@ def test_not_yaml_is_an_error() -> None:
         merge("a: [\n", "p.yaml", Suggestion([], [], []))
     with pytest.raises(OutguardError, match="no mapping"):
         merge("- 1\n", "p.yaml", Suggestion([], [], []))
+
+
+def test_an_empty_allow_list_is_filled_in_place(tmp_path: Path) -> None:
+    text = "# mine\nversion: 1\nallow: []   # nothing yet\ndeny: []\n"
+    out, merged = _merged(tmp_path, text, FLOWS[:2])
+    assert out.startswith("# mine\nversion: 1\nallow:   # nothing yet\n  - name: curl")
+    assert "deny: []\n" in out
+    assert [r.name for r in load_policy(merged).doc.allow] == ["curl-tcp80", "curl-tcp443"]

@@ -89,3 +89,36 @@ def test_suggest_is_deterministic(table: list[LearnedFlow], rnd: object) -> None
     shuffled = list(table)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert render(suggest(shuffled)) == first
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TABLES, TABLES)
+def test_against_fills_what_the_user_policy_misses(
+        first: list[LearnedFlow], later: list[LearnedFlow]) -> None:
+    """A policy suggested from the first week, then `--against` it over both weeks: the merged
+    file keeps the user's and blocks no unclassified flow it does not list as refused."""
+    from outguard.journey.against import merge
+    from outguard.pipeline import load_policy
+
+    table = first + later
+    with tempfile.TemporaryDirectory() as tmp:
+        _s, text, user = suggested(first, Path(tmp))
+        names = LearnedNames(table)
+        replayer = Replayer(lower_policy(user, resolver=names.resolver), names=names)
+        s = suggest(table, keep=lambda f: replayer.replay(f).blocked,
+                    use_dns=user.doc.dns is not None,
+                    taken=[r.name for r in user.doc.allow])
+        merged_text = merge(text, "p.yaml", s)
+        rest = iter(merged_text.splitlines())
+        assert all(line in rest for line in text.splitlines() if line != "allow: []"), \
+            "the user's lines, in order"
+        path = Path(tmp) / "merged.yaml"
+        path.write_text(merged_text)
+        merged = load_policy(path)
+        refused = {(r.dst, r.port, r.proto) for r in s.refused} | \
+            {(r.dst, r.port, r.proto) for r in _s.refused}
+        names = LearnedNames(table)
+        replayer = Replayer(lower_policy(merged, resolver=names.resolver), names=names)
+        for f in table:
+            if not classified(f) and replayer.replay(f).blocked:
+                assert (f.dst, f.port, f.proto) in refused, f"{f}\n{merged_text}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -23,6 +24,8 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from outguard.errors import OutguardError
 from outguard.journey.render import refused_lines, rule_lines, safe_text
 from outguard.journey.suggest import Suggestion
+
+_EMPTY = re.compile(r"allow:\s*\[\s*\](\s*#.*)?")  # `allow: []`, a comment kept
 
 
 class AgainstError(OutguardError):
@@ -68,6 +71,9 @@ def merge(text: str, source: str, s: Suggestion) -> str:
         lines[end:end] = [f"{pad}{line}\n" for line in ["# added by outguard suggest:", *added]]
     elif "allow" not in doc:
         lines += ["allow:\n", *(f"  {line}\n" for line in added)]
+    elif (empty := _EMPTY.fullmatch(lines[doc.lc.key("allow")[0]].rstrip("\n"))) is not None:
+        at = doc.lc.key("allow")[0]
+        lines[at:at + 1] = [f"allow:{empty.group(1) or ''}\n", *(f"  {line}\n" for line in added)]
     else:
         lines = _rewrite(doc, offset, added).splitlines(keepends=True)
     tail = [f"# note: {safe_text(n)}" for n in s.notes] + refused_lines(s.refused)
@@ -88,6 +94,7 @@ def _rewrite(doc: CommentedMap, offset: int, added: list[str]) -> str:
     `allow:`)."""
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a line the user wrote on one
     yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     new = yaml.load("allow:\n" + "".join(f"  {line}\n" for line in added))
     allow = doc.get("allow")
