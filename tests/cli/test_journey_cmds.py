@@ -156,3 +156,14 @@ def test_against_adds_nothing_for_what_the_user_denies(tmp_path: Path) -> None:
     merged = out.read_text()
     assert "203.0.113.41" in merged and "- \"203.0.113.40\"" not in merged
     assert "# note: 1 learned flows are blocked by your rule deny:no-ssh" in merged
+
+
+def test_simulate_from_a_file_knows_the_names_other_flows_saw(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\ndns: {upstreams: [192.0.2.53]}\n"
+                      "allow:\n  - {name: api, to: [api.example.com]}\n")
+    flows = _file(tmp_path, [flow("203.0.113.10", names=("api.example.com",)),
+                             flow("203.0.113.10", 8443)])  # no name of its own
+    result = run("simulate", str(policy), "--flows", str(flows), "--state-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "2 flows replayed: 0 would be blocked" in result.output

@@ -122,3 +122,18 @@ def test_against_fills_what_the_user_policy_misses(
         for f in table:
             if not classified(f) and replayer.replay(f).blocked:
                 assert (f.dst, f.port, f.proto) in refused, f"{f}\n{merged_text}"
+
+
+@SETTINGS
+@given(TABLES, TABLES)
+def test_the_narrowed_ruleset_decides_as_the_whole_one(
+        learned: list[LearnedFlow], asked: list[LearnedFlow]) -> None:
+    """The replayer drops rules whose `for:` cannot match a flow's uid and cgroup before it asks
+    decide(): every decision, rule and reason must be what the whole ruleset gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _s, _text, policy = suggested(learned, Path(tmp))
+        names = LearnedNames(learned + asked)
+        ruleset = lower_policy(policy, resolver=names.resolver)
+        fast, whole = Replayer(ruleset, names=names), Replayer(ruleset, names=names, narrow=False)
+        for f in learned + asked:
+            assert fast.decision(f) == whole.decision(f), f

@@ -184,7 +184,7 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
              store: str | None) -> None:
     """Replay the learned flows through POLICY: what would it block? Exit 1 if anything that
     got out when learned would be."""
-    from outguard.journey.simulate import LearnedNames, Outcome  # noqa: PLC0415
+    from outguard.journey.simulate import Outcome  # noqa: PLC0415
     from outguard.journey.simulate import simulate as replay  # noqa: PLC0415
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
 
@@ -198,7 +198,7 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
         source = _flows(flows_file, since if since is not None or flows_file else "7d", netns,
                         state_dir, store)
         loaded = load_policy(policy, feed_dir=_state(netns, state_dir) / "feeds")
-        names = LearnedNames(source())
+        names = _names(flows_file, since, source)
         ruleset = lower_policy(loaded, resolver=names.resolver)
         summary = replay(ruleset, source(), each=each, names=names)
     except OutguardError as exc:
@@ -209,6 +209,17 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
     else:
         _print_summary(summary, ruleset.mode == "audit")
     sys.exit(1 if summary.regressions else 0)
+
+
+def _names(flows_file: Path | None, since: str | None, source: Source) -> Any:
+    """The names the table saw per address: from a file without building every flow."""
+    from outguard.journey.flowfile import read_names  # noqa: PLC0415
+    from outguard.journey.simulate import LearnedNames  # noqa: PLC0415
+
+    if flows_file is None:
+        return LearnedNames(source())
+    start = datetime.now(UTC) - parse_duration(since) if since is not None else None
+    return LearnedNames(()).add(read_names(flows_file, start))
 
 
 def _error(exc: OutguardError) -> None:

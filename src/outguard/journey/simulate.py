@@ -18,7 +18,8 @@ asked while learning: a DNS flow to one of `dns.upstreams` is the resolver's wor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from outguard.events import LearnedFlow, severity_rank
 from outguard.policy.addresses import packet_address
 from outguard.ruleset.decide import Decision, Flow, FlowProto, decide
-from outguard.ruleset.ir import Ruleset
+from outguard.ruleset.ir import IRRule, Ruleset
 from outguard.ruleset.keys import DNS_PORTS
 
 _PROTOS: dict[str, FlowProto] = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmp"}
@@ -122,12 +123,17 @@ class LearnedNames:
     def __init__(self, flows: Iterable[LearnedFlow]) -> None:
         self.addresses: dict[str, dict[str, None]] = {}
         self.names: dict[str, tuple[str, ...]] = {}
-        of: dict[str, dict[str, None]] = {}
-        for flow in flows:
-            for name in flow.names:
-                self.addresses.setdefault(name, {})[flow.dst] = None
-                of.setdefault(flow.dst, {})[name] = None
+        self.add((flow.dst, flow.names) for flow in flows)
+
+    def add(self, pairs: Iterable[tuple[str, Sequence[str]]]) -> LearnedNames:
+        """Take in (address, names) pairs (`flowfile.read_names` reads them fast)."""
+        of: dict[str, dict[str, None]] = {dst: dict.fromkeys(n) for dst, n in self.names.items()}
+        for dst, names in pairs:
+            for name in names:
+                self.addresses.setdefault(name, {})[dst] = None
+                of.setdefault(dst, {})[name] = None
         self.names = {dst: tuple(sorted(names)) for dst, names in of.items()}
+        return self
 
     def resolver(self, name: str) -> list[str]:
         """A `lower` resolver: each name's addresses as learned (no DNS is asked)."""
@@ -143,11 +149,13 @@ class Replayer:
     """decide() per flow, remembered per distinct question (a million flows ask far fewer)."""
 
     def __init__(self, ruleset: Ruleset, now: datetime | None = None,
-                 names: LearnedNames | None = None) -> None:
+                 names: LearnedNames | None = None, narrow: bool = True) -> None:
         self.ruleset = ruleset
+        self.narrow = narrow
         self._names = {} if names is None else names.names
         self.now = now
         self._cache: dict[tuple[Any, ...], tuple[Decision, str | None]] = {}
+        self._views: dict[tuple[int | None, str | None], Ruleset] = {}
         dns = ruleset.dns
         self._upstreams = set() if dns is None else {
             (packet_address(a), p) for a, p in dns.upstreams}
@@ -170,6 +178,25 @@ class Replayer:
                 self._cache[key] = got
         return got
 
+    def _view(self, uid: int | None, cgroup: str | None) -> Ruleset:
+        """The ruleset without the rules whose owner (`for:`) can never match this uid and
+        cgroup — the conditions decide() checks, so its answers are the same — so that decide
+        scans a service's few rules, not every service's (50 services: ~25x fewer)."""
+        got = self._views.get((uid, cgroup))
+        if not self.narrow:
+            return self.ruleset
+        if got is None:
+            path = None if cgroup is None else cgroup.strip("/") + "/"
+
+            def may(rule: IRRule) -> bool:
+                m = rule.match
+                return (m.uid is None or m.uid == uid) and m.gid is None and (
+                    m.cgroup is None or (path is not None and path.startswith(m.cgroup + "/")))
+            got = self._views[(uid, cgroup)] = dataclasses.replace(
+                self.ruleset, deny=tuple(r for r in self.ruleset.deny if may(r)),
+                allow=tuple(r for r in self.ruleset.allow if may(r)))
+        return got
+
     def _decide(self, flow: LearnedFlow, proto: FlowProto,
                 names: tuple[str, ...]) -> tuple[Decision, str | None]:
         if flow.port in self._dns_ports and proto in ("tcp", "udp") and \
@@ -178,13 +205,14 @@ class Replayer:
                             f"the host asks outguard's resolver, which asks {flow.dst}"), None
         base = Flow(dst=flow.dst, port=flow.port if proto in ("tcp", "udp") else None,
                     proto=proto, uid=flow.uid, cgroup=flow.cgroup)
-        bare = decide(self.ruleset, base, self.now)
+        ruleset = self._view(flow.uid, flow.cgroup)
+        bare = decide(ruleset, base, self.now)
         if bare.rule.startswith("deny:") or not names:
             return bare, None
         allowed: tuple[Decision, str | None] | None = (bare, None) if bare.action == "allow" \
             else None
         for name in names:
-            d = decide(self.ruleset, Flow(dst=base.dst, port=base.port, proto=proto,
+            d = decide(ruleset, Flow(dst=base.dst, port=base.port, proto=proto,
                                           uid=flow.uid, cgroup=flow.cgroup, name=name), self.now)
             if d.rule.startswith("deny:"):
                 return d, name
