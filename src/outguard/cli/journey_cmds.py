@@ -131,7 +131,10 @@ def _suggest(flows_file: Path | None, since: str | None, against: Path | None, p
     state = _state(netns, state_dir)
     source = _flows(flows_file, since if since is not None or flows_file else "7d", netns,
                     state_dir, store)
-    hint, _shown = name_servers(HostView.of_netns(netns))
+    # not run inside the namespace (only its state directory is meant): its own resolv.conf
+    view = HostView(resolv_conf=Path(f"/etc/netns/{netns}/resolv.conf"),
+                    shown=f"/etc/netns/{netns}/resolv.conf") if netns else HostView()
+    hint, _shown = name_servers(view)
     if against is None:
         return render(build(source(), per_host=per_host, on_feed=_feed_check(state),
                             upstream_hint=hint))
