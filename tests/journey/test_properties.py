@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outguard.events import LearnedFlow
+from outguard.journey.psl import wildcard_safe
 from outguard.journey.render import render
 from outguard.journey.simulate import LearnedNames, Replayer, classified
 from outguard.journey.suggest import suggest
@@ -61,6 +62,11 @@ def test_suggest_then_simulate_blocks_no_learned_unclassified_flow(
     with tempfile.TemporaryDirectory() as tmp:
         s, _text, policy = suggested(table, Path(tmp), per_host=per_host,
                                      on_feed=lambda d: "feed" if d in FEED else None)
+        named = {f.dst for f in table if f.names}
+        for entry in (e.value for r in s.rules for e in r.to):
+            assert entry not in named, f"the address of a named destination: {entry}"
+            if entry.startswith("*."):
+                assert wildcard_safe(entry[2:]), entry
         refused = {(r.dst, r.port, r.proto) for r in s.refused}
         banned = {f.dst for f in table if classified(f)} | (FEED & {f.dst for f in table})
         banned_names = {n for f in table if f.dst in banned for n in f.names}
