@@ -25,6 +25,7 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("outguard", "errors", "clock", "events"),  # pure records and errors every layer shares
     ("policy",),  # load + validate: every section's model
     ("ruleset",),  # the meaning of a policy: IR, lower, decide, names, keys
+    ("journey",),  # suggest and simulate: pure functions of learned flows and a ruleset
     ("nftables", "export"),  # backends, side by side
     ("kernel",),  # the only code that talks to nftables, netlink, subprocesses
     ("state",),  # the state directory

@@ -34,6 +34,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "flows": "outguard.cli.learn_cmd:flows",
     "lockdown": "outguard.cli.lockdown_cmd:lockdown",
     "verify": "outguard.cli.verify_cmd:verify",
+    "suggest": "outguard.cli.journey_cmds:suggest",
+    "simulate": "outguard.cli.journey_cmds:simulate",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -53,6 +55,9 @@ LAZY_HELP: dict[str, str] = {
                 " --keep rules.",
     "verify": "Test the applied policy in the kernel: a probe per rule (as its user), and one"
               " for the default; exit 1 when any outcome differs from the policy.",
+    "suggest": "A reviewable policy from the learned flows.",
+    "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
+                " anything that got out when learned would be.",
 }
 
 
