@@ -75,3 +75,12 @@ def test_a_line_says_what_to_do() -> None:
     line = doctor.state_dir(Path("/x"), 0o40777, 0).line()
     assert line == "fail  state dir: /x is 0777: others can write what is restored at boot" \
                    " -> chmod 700 /x"
+
+
+def test_a_damaged_snapshot_is_a_failure_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "applied").mkdir()
+    (tmp_path / "applied" / "state.json").write_text("{broken")
+    tmp_path.chmod(0o700)
+    checks = doctor.run_checks(tmp_path, systemd=lambda: False)
+    bad = [c for c in checks if "cannot be read" in c.message]
+    assert len(bad) == 1 and bad[0].level == "fail", checks

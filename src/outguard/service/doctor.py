@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from outguard.errors import OutguardError
 from outguard.kernel import cgroups, hostprobe
 from outguard.state import StateDir
 
@@ -145,7 +146,12 @@ def run_checks(state_path: Path, *, systemd: Callable[[], bool] = hostprobe.syst
         checks.append(state_dir(state_path, st.st_mode, st.st_uid))
     except OSError:
         checks.append(state_dir(state_path, None, None))
-    snap = StateDir(state_path).snapshot() if state_path.is_dir() else None
+    try:
+        snap = StateDir(state_path).snapshot() if state_path.is_dir() else None
+    except OutguardError as exc:
+        snap = None
+        checks.append(Check("fail", "state dir", f"the applied snapshot cannot be read: {exc}",
+                            "outguard apply POLICY (or outguard restore from a backup)"))
     on_systemd = systemd()
     active = hostprobe.unit_state(AGENT_UNIT) if on_systemd else None
     dns_listen = snap.dns_listen if snap is not None else None
