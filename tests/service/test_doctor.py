@@ -84,3 +84,13 @@ def test_a_damaged_snapshot_is_a_failure_not_a_traceback(tmp_path: Path) -> None
     checks = doctor.run_checks(tmp_path, systemd=lambda: False)
     bad = [c for c in checks if "cannot be read" in c.message]
     assert len(bad) == 1 and bad[0].level == "fail", checks
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (None, []), ("version: 1\n", []), ("- a list\n", []), ("version: [1\n", []),
+    ("proxy: {}\n", ["127.0.0.1:3128", "[::1]:3128"]),
+    ("proxy:\n  listen: 127.0.0.1:8080\n", ["127.0.0.1:8080"]),
+    ("proxy:\n  listen: ['127.0.0.1:8080', '[::1]:8081']\n", ["127.0.0.1:8080", "[::1]:8081"]),
+])
+def test_proxy_listens(text: str | None, expected: list[str]) -> None:
+    assert doctor.proxy_listens(text) == expected

@@ -16,7 +16,7 @@ def doctor(netns: str | None, state_dir_path: Path) -> None:
     """Check the host: kernel, state directory, ports, units.
 
     nftables and libnftables, NFLOG, cgroup v2, the state directory's owner and mode, the
-    resolver's port (free, outguard's, or taken), and the units under systemd. Each check
+    resolver's and proxy's ports (free, outguard's, or taken), the units under systemd. Each check
     prints one line, ok, warn or fail, with what to do; exit 1 when one fails. With --netns
     the kernel checks (NFLOG, the ports) look into that namespace.
     """

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from outguard.errors import OutguardError
 from outguard.kernel import cgroups, hostprobe
 from outguard.state import StateDir
@@ -136,6 +138,25 @@ def _listen_port(listen: str) -> int:
     return int(listen.rsplit(":", 1)[1])
 
 
+PROXY_DEFAULT_LISTEN = ("127.0.0.1:3128", "[::1]:3128")
+
+
+def proxy_listens(policy_text: str | None) -> list[str]:
+    """The addresses of the applied policy's `proxy:` section (`listen:`, one or a list; its
+    default without one), read from the policy's YAML alone: [] without a proxy, or when the
+    text is not a mapping (the apply that wrote it loaded it; this only looks)."""
+    try:
+        doc = yaml.safe_load(policy_text) if policy_text else None
+    except yaml.YAMLError:
+        return []
+    section = doc.get("proxy") if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        return []
+    listen = section.get("listen", list(PROXY_DEFAULT_LISTEN))
+    items = [listen] if isinstance(listen, str) else listen if isinstance(listen, list) else []
+    return [str(x) for x in items if isinstance(x, str) and ":" in x]
+
+
 def run_checks(state_path: Path, *, systemd: Callable[[], bool] = hostprobe.systemd_running,
                ) -> list[Check]:
     """Every check, in the order the report prints them."""
@@ -156,8 +177,15 @@ def run_checks(state_path: Path, *, systemd: Callable[[], bool] = hostprobe.syst
     active = hostprobe.unit_state(AGENT_UNIT) if on_systemd else None
     dns_listen = snap.dns_listen if snap is not None else None
     found = hostprobe.listeners(_listen_port(dns_listen)) if dns_listen else []
-    checks.append(port("resolver", dns_listen, found,
-                       None if active is None else active[0] == "active"))
+    running = None if active is None else active[0] == "active"
+    checks.append(port("resolver", dns_listen, found, running))
+    text = StateDir(state_path).policy_text() if snap is not None else None
+    by_port: dict[int, list[str]] = {}
+    for listen in proxy_listens(text):
+        by_port.setdefault(_listen_port(listen), []).append(listen)
+    for number, listens in sorted(by_port.items()):
+        checks.append(port("proxy", ", ".join(listens),
+                           hostprobe.listeners(number, ("tcp",)), running))
     if active is None:
         checks.append(Check("warn", "unit", "systemd is not running here: units not checked",
                             "run the agent yourself: outguard run --no-apply"))
