@@ -13,17 +13,19 @@ What goes in, and why:
   nothing), `/etc/outguard/policy.yaml` (an audit-mode example, a conffile), the resolver's
   system user (`/usr/lib/sysusers.d/outguard.conf`, created by the postinst), and man pages
   generated from the CLI's help with click-man.
-Bytecode is compiled at build time (checked-hash: valid whatever the files' times).
+lintian's remaining errors are those of any package that carries wheels: their compiled
+objects are shipped as built (unstripped, libyaml inside PyYAML), and /usr/bin/outguard runs
+the private interpreter on purpose.
+Bytecode is compiled by the postinst and removed by the prerm, as Debian does for Python
+(the units' read-only /usr would otherwise leave every start uncached).
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import gzip
 import importlib.metadata as md
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -123,6 +125,17 @@ def man_pages(tree: Path, version: str, date: str) -> list[str]:
     return names
 
 
+def changelog(path: Path, version: str) -> None:
+    """A native package's changelog: one entry naming this build's commit."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s%n%aD"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    text = (f"outguard ({version}) unstable; urgency=medium\n\n"
+            f"  * Built from commit {commit[0][:70]}\n\n"
+            f" -- outguard developers <outguard@example.org>  {commit[1]}\n")
+    with gzip.GzipFile(str(path), "wb", mtime=0, compresslevel=9) as out:
+        out.write(text.encode())
+
+
 def debian_dir(tree: Path, version: str, arch: str, size_kib: int) -> None:
     deb = tree / "DEBIAN"
     deb.mkdir()
@@ -132,21 +145,22 @@ Version: {version}
 Architecture: {arch}
 Maintainer: outguard developers <outguard@example.org>
 Installed-Size: {size_kib}
-Depends: python3 (>= {PYVER}), python3 (<< {next_minor}), nftables, libnftables1, iproute2, passwd
+Depends: python3 (>= {PYVER}), python3 (<< {next_minor}), libc6, nftables, libnftables1, iproute2, passwd
 Recommends: systemd
 Section: net
 Priority: optional
 Homepage: https://example.org/outguard
 Description: default-deny egress filtering for Linux servers (nftables)
- outguard compiles a YAML egress policy into one nftables table and applies it atomically,
- with a confirmation watchdog that rolls back what you did not confirm. Its agent attributes
- every blocked packet to a process, classifies and alerts on it, runs a DNS resolver that
- feeds allowed names' addresses into the kernel, and keeps threat feeds current.
+ outguard compiles a YAML egress policy into one nftables table and applies
+ it atomically, with a confirmation watchdog that rolls back what you did not
+ confirm. Its agent attributes every blocked packet to a process, classifies
+ and alerts on it, runs a DNS resolver that feeds allowed names' addresses
+ into the kernel, and keeps threat feeds current.
  .
  Nothing is applied and no unit is enabled at install.
 """)
     (deb / "conffiles").write_text("/etc/outguard/policy.yaml\n")
-    for script in ("postinst", "postrm"):
+    for script in ("postinst", "prerm", "postrm"):
         shutil.copy2(HERE / "debian" / script, deb / script)
         (deb / script).chmod(0o755)
 
@@ -168,10 +182,9 @@ def build(version: str, out_dir: Path, date: str) -> Path:
         for dist in closure("outguard"):
             copy_distribution(dist, site)
         copy_outguard(site, version)
+        for lib in site.rglob("*.so*"):  # shared objects are mapped, not run (lintian)
+            lib.chmod(0o644)
         t0 = _step("copied outguard and its dependencies", t0)
-        compileall.compile_dir(str(site), quiet=1, workers=1, ddir=f"/{SITE}",
-                               invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-        t0 = _step("compiled", t0)
         units = tree / "lib" / "systemd" / "system"
         units.mkdir(parents=True)
         for unit in UNITS:
@@ -184,6 +197,7 @@ def build(version: str, out_dir: Path, date: str) -> Path:
         doc = tree / "usr" / "share" / "doc" / "outguard"
         doc.mkdir(parents=True)
         shutil.copy2(HERE / "debian" / "copyright", doc / "copyright")
+        changelog(doc / "changelog.gz", version)
         man_pages(tree, version, date)
         t0 = _step("man pages", t0)
         size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file()) // 1024 + 1

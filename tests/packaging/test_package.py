@@ -118,8 +118,37 @@ def test_the_layout_and_the_maintainer_scripts(root: Path, deb: Path) -> None:
     assert not (root / "var/lib/outguard").exists()  # nothing applied, no state
     # the resolver's user exists (the hardened units cannot run useradd themselves)
     assert "outguard-dns:" in (root / "etc/passwd").read_text()
+    # bytecode from the postinst (the deb ships none), removed again by the prerm
+    assert list((root / "usr/lib/outguard/lib").rglob("outguard/cli/__pycache__/main.*.pyc"))
+    shipped = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "__pycache__" not in shipped
     assert (root / "usr/share/man/man1/outguard.1.gz").exists()
     assert (root / "usr/share/man/man1/outguard-run.1.gz").exists()
+
+
+def test_remove_and_purge(deb: Path, tmp_path: Path) -> None:
+    """A second root: install, remove (bytecode gone, conffile kept), purge (conffile and the
+    state directory gone)."""
+    where = tmp_path / "root"
+    (where / "var/lib/dpkg/info").mkdir(parents=True)
+    (where / "var/lib/dpkg/updates").mkdir()
+    (where / "var/lib/dpkg/status").touch()
+    dpkg = ["dpkg", f"--root={where}", "--force-script-chrootless", "--force-depends",
+            "--log=/dev/null"]
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([*dpkg, *args], capture_output=True, text=True, timeout=300,
+                              check=False, env=ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    run("-i", str(deb))
+    (where / "var/lib/outguard").mkdir(mode=0o700)
+    run("--remove", "outguard")
+    assert not (where / "usr/lib/outguard").exists() and not (where / "usr/bin/outguard").exists()
+    assert (where / "etc/outguard/policy.yaml").exists()  # a conffile stays until purge
+    run("--purge", "outguard")
+    assert not (where / "etc/outguard/policy.yaml").exists()
+    assert not (where / "var/lib/outguard").exists()
 
 
 def test_the_installed_units_verify_with_their_man_page(root: Path, tmp_path: Path) -> None:
