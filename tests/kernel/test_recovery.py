@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -396,18 +397,29 @@ def test_a_failed_apply_whose_last_ruleset_is_refused_too_ends_fail_closed(
     assert status["fail_closed"] and topo.cli("status", "--check").returncode == 2
 
 
+BOOT_UNIT = Path(__file__).resolve().parents[2] / "packaging/systemd/outguard-restore.service"
+
+
 def _boot(topo: Topology, policy: Path) -> subprocess.CompletedProcess[str]:
-    """The README's boot unit: `ExecStart=/bin/sh -c 'outguard restore || exec outguard apply
-    POLICY'` (with this test's --netns and --state-dir)."""
-    og = f"{sys.executable} -m outguard"
+    """The shipped boot unit's `ExecStart=` (packaging/systemd/outguard-restore.service:
+    `/bin/sh -c 'outguard restore || exec outguard apply POLICY'`), read from the unit, with
+    this checkout's outguard, this test's POLICY, --netns and --state-dir."""
+    line = next(x for x in BOOT_UNIT.read_text().splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[:2] == ["/bin/sh", "-c"], argv
     where = f"--netns {topo.server} --state-dir {topo.state_dir}"
-    return subprocess.run(["/bin/sh", "-c", f"{og} restore {where} || exec {og} apply {policy}"
-                           f" {where}"], capture_output=True, text=True, timeout=120, check=False)
+    script = (argv[2].replace("/etc/outguard/policy.yaml", str(policy))
+              .replace("outguard restore", f"outguard restore {where}")
+              .replace(str(policy), f"{policy} {where}")
+              .replace("/usr/bin/outguard", f"{sys.executable} -m outguard"))
+    assert script.count(where) == 2, script
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_the_boot_unit_never_leaves_a_feed_policy_open(topology: Topology, resolv_conf: Path,
                                                        ) -> None:
-    """The README's boot sequence with a policy that has feeds: a first boot (nothing applied:
+    """The shipped boot unit's sequence with a policy that has feeds: a first boot (nothing applied:
     restore fails, apply runs), a reboot (restore), and a reboot whose state cannot be put back
     with a policy that no longer loads (the fail-closed table, the unit fails)."""
     topo = topology

@@ -36,6 +36,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "verify": "outguard.cli.verify_cmd:verify",
     "suggest": "outguard.cli.journey_cmds:suggest",
     "simulate": "outguard.cli.journey_cmds:simulate",
+    "doctor": "outguard.cli.doctor_cmd:doctor",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -58,6 +59,7 @@ LAZY_HELP: dict[str, str] = {
     "suggest": "A reviewable policy from the learned flows.",
     "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
                 " anything that got out when learned would be.",
+    "doctor": "Check the host: kernel, state directory, ports, units.",
 }
 
 

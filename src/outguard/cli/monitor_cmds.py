@@ -89,7 +89,7 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     fails changes nothing and is logged, alerted and counted. The store is flushed on exit;
     the policy stays applied.
     """
-    from outguard.cli.sdnotify import notify  # noqa: PLC0415
+    from outguard.cli.sdnotify import Watchdog, notify, watchdog_interval  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
     from outguard.service.options import AgentOptions  # noqa: PLC0415
     from outguard.service.runner import Running, run_agent  # noqa: PLC0415
@@ -107,6 +107,8 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
                         signatures=signatures, metrics_listen=metrics_listen)
 
+    watchdogs: list[Watchdog] = []
+
     def started(running: Running) -> None:
         where = f" in network namespace {netns}" if netns else ""
         metrics = (f", metrics on http://{metrics_listen}/metrics" if metrics_listen else "")
@@ -114,6 +116,9 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
                    f" events in {opts.store_location()}{metrics}", err=True)
         running.reloader.on_status = lambda text: notify(f"STATUS={text}")
         notify("READY=1", f"STATUS=serving {running.reloader.stats.serving}")
+        if (interval := watchdog_interval()) is not None:
+            watchdogs.append(Watchdog(asyncio.get_running_loop(), interval))
+            watchdogs[-1].start()
 
     async def main() -> None:
         stop, reload = asyncio.Event(), asyncio.Event()
@@ -122,7 +127,12 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
             loop.add_signal_handler(sig, stop.set)
         # from the start: SIGHUP's default action would end the agent
         loop.add_signal_handler(signal.SIGHUP, reload.set)
-        running = await run_agent(opts, stop, started=started, reload=reload)
+        try:
+            running = await run_agent(opts, stop, started=started, reload=reload)
+        finally:
+            notify("STOPPING=1")
+            for dog in watchdogs:
+                dog.stop()
         click.echo(f"outguard: stopped after {running.agent.packets} blocked packets; store"
                    " flushed", err=True)
         if running.learn_books is not None:  # the policy says `learn: true`
