@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "top": "outguard.cli.monitor_cmds:top",
     "feeds": "outguard.cli.feeds_cmd:feeds",
     "dns": "outguard.cli.dns_cmd:dns",
+    "proxy": "outguard.cli.proxy_cmd:proxy",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -41,6 +42,7 @@ LAZY_HELP: dict[str, str] = {
     "top": "A live view of the top blocked processes and destinations.",
     "feeds": "Threat feeds: fetch, validate and sync blocklists (`@feed:NAME` in a policy).",
     "dns": "outguard's DNS resolver: the only way out for DNS.",
+    "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
 }
 
 

@@ -1,0 +1,41 @@
+"""`outguard proxy serve`: the egress proxy's command. Thin; the work is in `outguard.proxy`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from outguard.cli.common import fail
+from outguard.errors import OutguardError
+
+
+@click.group()
+def proxy() -> None:
+    """outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user."""
+
+
+@proxy.command()
+@click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
+def serve(policy: Path) -> None:
+    """Run the proxy of POLICY's `proxy:` section in the foreground until SIGINT/SIGTERM.
+
+    Started as root, it binds its listeners, then runs as proxy.user (outguard-proxy, created
+    if missing). One JSON line per decided request on stdout; counts on stderr at the end."""
+    from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
+    from outguard.proxy.serve import serve as run  # noqa: PLC0415
+
+    try:
+        loaded = load_policy(policy)
+        ruleset = lower_policy(loaded)
+    except OutguardError as exc:
+        fail(exc)
+        return
+    config = loaded.doc.proxy
+    if config is None:
+        raise click.UsageError(f"{policy} has no 'proxy:' section")
+    try:
+        asyncio.run(run(config, ruleset, on_ready=lambda text: click.echo(text, err=True)))
+    except OutguardError as exc:
+        fail(exc)

@@ -1,0 +1,136 @@
+"""The proxy's decision: a request (host, port, who asks) and the addresses it would reach.
+
+Place in the data flow: `server` asks here twice per request: `decide_name` before resolving
+(a name no rule allows is never even looked up), `decide_addresses` on what the resolver
+answered (or on a literal address), before connecting. Pure: the ruleset, the request and the
+client's identity in, a `Verdict` out. Every decision is `ruleset.decide` (the kernel's
+meaning of the policy); nothing here matches rules itself.
+
+The SSRF guard on top: an address in the never-reach set (loopback, link-local including the
+cloud metadata services 169.254.169.254 and fd00:ec2::254, private, shared, multicast and other
+special ranges) is refused unless a rule allows that address explicitly (an allow rule with
+destinations, asked about the address alone, without the name: a name rule does not make
+`internal.example -> 10.0.0.5` reachable, and neither does an allow rule without `to`). Every
+facet of every answer is checked (an IPv4 address embedded in IPv6 too), and one bad answer
+refuses the request: a name that resolves to a public and a private address is a rebinding
+attempt, not a choice. The documentation ranges (192.0.2.0/24, 198.51.100.0/24,
+203.0.113.0/24, 2001:db8::/32) are not in the set: nothing real lives there, and outguard's own
+tests and lab use them as "the internet".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from outguard.proxy.target import IPAddress, facets
+from outguard.ruleset.decide import Decision, Flow, decide
+from outguard.ruleset.ir import Ruleset
+
+NEVER_REACH = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "fc00::/7", "fe80::/10",
+    "fec0::/10", "ff00::/8",
+))
+
+
+@dataclass(frozen=True)
+class Who:
+    """The client, as the kernel would see its packets."""
+
+    uid: int | None = None
+    gid: int | None = None
+    cgroup: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    rule: str  # the decision key that decided: allow:x, deny:x, default, proxy:never-reach
+    reason: str
+    audit: bool = False  # allowed only because the policy is in audit mode
+
+
+def never_reach(addr: IPAddress) -> bool:
+    return any(addr.version == net.version and addr in net for net in NEVER_REACH)
+
+
+def _verdict(d: Decision) -> Verdict:
+    if d.verdict == "accept":
+        return Verdict(True, d.rule, d.reason, audit=d.action == "deny")
+    return Verdict(False, d.rule, d.reason)
+
+
+def _flow(port: int, who: Who, dst: str | None = None, name: str | None = None) -> Flow:
+    return Flow(dst=dst, port=port, proto="tcp", uid=who.uid, gid=who.gid, cgroup=who.cgroup,
+                name=name)
+
+
+def decide_name(ruleset: Ruleset, name: str, port: int, who: Who,
+                now: datetime | None = None) -> Verdict:
+    """Whether `name:port` may be asked for at all (before any lookup)."""
+    return _verdict(decide(ruleset, _flow(port, who, name=name), now))
+
+
+def _explicit(ruleset: Ruleset, addr: IPAddress, port: int, who: Who,
+              now: datetime | None) -> Decision | None:
+    """The allow decision that names this address itself, or None."""
+    d = decide(ruleset, _flow(port, who, dst=str(addr)), now)
+    if d.action != "allow":
+        return None
+    rule = next((r for r in ruleset.allow if r.counter == d.rule), None)
+    return d if rule is not None and not rule.any_destination else None
+
+
+def decide_address(ruleset: Ruleset, addr: IPAddress, port: int, who: Who,
+                   name: str | None = None, now: datetime | None = None) -> Verdict:
+    """One address the proxy would connect to. With `name` (already allowed by
+    `decide_name`), only deny rules, feeds and the never-reach set can refuse it; without,
+    a literal address must be allowed by a rule as in the kernel."""
+    verdict = Verdict(True, "proxy:address-ok", f"{addr} is no denied or never-reach address")
+    for facet in facets(addr):
+        where = f"{facet} (in {addr})" if facet != addr else str(facet)
+        if never_reach(facet) and _explicit(ruleset, facet, port, who, now) is None:
+            return Verdict(False, "proxy:never-reach",
+                           f"{where} is a loopback, link-local, private or special address,"
+                           " and no allow rule names it")
+        d = decide(ruleset, _flow(port, who, dst=str(facet), name=name), now)
+        if d.verdict != "accept" and (name is None or d.rule != "default"):
+            return Verdict(False, d.rule, f"{where}: {d.reason}")
+        if name is None and facet == addr:
+            verdict = _verdict(d)
+    return verdict
+
+
+def decide_addresses(ruleset: Ruleset, addrs: Sequence[IPAddress], port: int, who: Who,
+                     name: str | None = None, now: datetime | None = None) -> Verdict:
+    """Every address must pass (`decide_address`); the first refusal is the verdict."""
+    if not addrs:
+        return Verdict(False, "proxy:no-address", f"{name} has no address")
+    last = None
+    for addr in addrs:
+        last = decide_address(ruleset, addr, port, who, name, now)
+        if not last.allowed:
+            return last
+    assert last is not None
+    return last
+
+
+def identity_gap(ruleset: Ruleset, who: Who) -> Verdict | None:
+    """A refusal when a rule depends on something the proxy could not learn about the client
+    (a uid, a cgroup): such a rule might deny it, so the request is not decided blind."""
+    rules = (*ruleset.deny, *ruleset.allow)
+    if who.uid is None and any(r.match.uid is not None for r in rules):
+        return Verdict(False, "proxy:unattributed",
+                       "the client's user is unknown and a rule depends on the user")
+    if who.gid is None and any(r.match.gid is not None for r in rules):
+        return Verdict(False, "proxy:unattributed",
+                       "the client's group is unknown and a rule depends on the group")
+    if who.cgroup is None and any(r.match.cgroup is not None for r in rules):
+        return Verdict(False, "proxy:unattributed",
+                       "the client's cgroup is unknown and a rule depends on the unit or cgroup")
+    return None
