@@ -92,12 +92,15 @@ def decide_address(ruleset: Ruleset, addr: IPAddress, port: int, who: Who,
     `decide_name`), only deny rules, feeds and the never-reach set can refuse it; without,
     a literal address must be allowed by a rule as in the kernel."""
     verdict = Verdict(True, "proxy:address-ok", f"{addr} is no denied or never-reach address")
-    for facet in facets(addr):
-        where = f"{facet} (in {addr})" if facet != addr else str(facet)
+    every = facets(addr)
+    for facet in every:  # the never-reach set first: it is the stronger reason
         if never_reach(facet) and _explicit(ruleset, facet, port, who, now) is None:
+            where = f"{facet} (in {addr})" if facet != addr else str(facet)
             return Verdict(False, "proxy:never-reach",
                            f"{where} is a loopback, link-local, private or special address,"
                            " and no allow rule names it")
+    for facet in every:
+        where = f"{facet} (in {addr})" if facet != addr else str(facet)
         d = decide(ruleset, _flow(port, who, dst=str(facet), name=name), now)
         if d.verdict != "accept" and (name is None or d.rule != "default"):
             return Verdict(False, d.rule, f"{where}: {d.reason}")
