@@ -54,7 +54,7 @@ def test_other_protocols_are_no_tls() -> None:
 ])
 def test_a_broken_hello_is_an_error(damage: object) -> None:
     data = client_hello("api.example.test")
-    with pytest.raises(ValueError):  # noqa: PT011 - the reader's one error type
+    with pytest.raises(ValueError):
         parse_hello(damage(data))  # type: ignore[operator]
 
 

@@ -139,7 +139,9 @@ class Proxy:
             if deadline is None:
                 deadline = time.monotonic() + wait
             try:
-                data = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+                # never more than the limit at once: h11 bounds only a head still incomplete
+                data = await asyncio.wait_for(reader.read(self.limits.header_bytes + 1),
+                                              deadline - time.monotonic())
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0] and first:
                     return None  # an idle kept-alive connection: close it quietly
@@ -310,7 +312,7 @@ async def _event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: fl
         try:
             data = await asyncio.wait_for(reader.read(65536), timeout)
         except TimeoutError:
-            raise RefusedError(408 if side == "client" else 504,
+            raise RefusedError(408 if side == "client" else 502,
                           f"the {side} sent nothing for {timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise RefusedError(status, f"the {side}'s connection failed: {exc}") from None

@@ -1,0 +1,273 @@
+"""The proxy's server on real sockets in a private namespace: upstreams on documentation
+addresses (on the namespace's lo), clients that are this test (uid 0, found by sock_diag and
+/proc like any client), the proxy's own code unmocked (`Proxy`, `SocketIdentity`).
+
+Each test runs one asyncio scenario on a thread inside the namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from outguard.kernel import netns as ns
+from outguard.kernel.netns import NetnsThread
+from outguard.kernel.sockdiag import SockDiag
+from outguard.monitor.attribute import Attributor
+from outguard.policy.load import load_text
+from outguard.policy.proxyconf import ProxyLimits
+from outguard.proxy.resolve import table_resolver
+from outguard.proxy.server import Proxy, Record
+from outguard.proxy.tunnel import ALERT_UNRECOGNIZED_NAME
+from outguard.proxy.who import SocketIdentity
+from outguard.ruleset.lower import lower
+
+pytestmark = pytest.mark.kernel
+
+UP4, UP6, DOWN4 = "198.51.100.10", "2001:db8::10", "198.51.100.11"
+POLICY = """
+version: 1
+allow:
+  - name: web
+    to: [api.example.test, v6.example.test, down.example.test, slow.example.test]
+    ports: [80, 443]
+"""
+DNS = {"api.example.test": [UP4], "v6.example.test": [UP6], "down.example.test": [DOWN4],
+       "slow.example.test": [UP4]}
+LIMITS = ProxyLimits(header_timeout=1.0, idle_timeout=2.0, connect_timeout=2.0,
+                     header_bytes=4096, connections=50)
+
+
+class Upstream:
+    """A small origin on port 80 (HTTP) and 443 (echo after the first bytes), counting hits."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.tunnelled: list[bytes] = []
+
+    async def http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        path = head.split(b" ")[1]
+        if path == b"/hang":
+            await asyncio.sleep(30)
+        elif path == b"/reset":
+            writer.transport.abort()
+            return
+        elif path == b"/redirect":
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1/secret\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+        elif path == b"/chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        await writer.drain()
+        writer.close()
+
+    async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        self.tunnelled.append(data)
+        writer.write(b"echo:" + data[:10])
+        await writer.drain()
+        writer.close()
+
+
+def client_hello(name: str) -> bytes:
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+async def exchange(data: bytes, host: str = "127.0.0.1", then: bytes = b"",
+                   wait: float = 5.0) -> bytes:
+    """Send `data` to the proxy (and `then` after its first answer); everything until EOF."""
+    reader, writer = await asyncio.open_connection(host, 3128)
+    writer.write(data)
+    got = b""
+    if then:
+        got = await asyncio.wait_for(reader.read(65536), wait)
+        writer.write(then)
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), wait):
+            got += chunk
+    except ConnectionError:
+        pass
+    writer.close()
+    return got
+
+
+Scenario = Callable[[Proxy, Upstream, list[Record]], Awaitable[None]]
+
+
+def run_scenario(netns: str, scenario: Scenario) -> None:
+    for argv in (["ip", "addr", "add", f"{UP4}/32", "dev", "lo"],
+                 ["ip", "addr", "add", f"{UP6}/128", "dev", "lo", "nodad"]):
+        ns.run(netns, argv)
+
+    async def main() -> None:
+        upstream = Upstream()
+        records: list[Record] = []
+        ruleset = lower(load_text(POLICY), resolver=lambda n: DNS[n],
+                        now=datetime.now(UTC))
+        with SockDiag() as diag:
+            identity = SocketIdentity(Attributor(diag))
+            proxy = Proxy(lambda: ruleset, table_resolver(DNS), identity, LIMITS,
+                          on_record=records.append)
+            servers = [await asyncio.start_server(upstream.http, host, 80) for host in (UP4, UP6)]
+            servers.append(await asyncio.start_server(upstream.echo, UP4, 443))
+            servers += [await asyncio.start_server(proxy.handle, host, 3128)
+                        for host in ("127.0.0.1", "::1")]
+            try:
+                await scenario(proxy, upstream, records)
+            finally:
+                for server in servers:
+                    server.close()
+                identity.close()
+
+    with NetnsThread(netns) as thread:
+        thread.call(asyncio.run, main())
+
+
+def status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def header(response: bytes, name: str) -> str | None:
+    for line in response.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower().encode():
+            return value.strip().decode()
+    return None
+
+
+def test_an_allowed_name_over_http_ipv4_and_ipv6_attributed_to_its_process(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        got = await exchange(b"GET http://api.example.test/ HTTP/1.1\r\nHost: evil.example.test"
+                             b"\r\nConnection: close\r\n\r\n")
+        assert status(got) == 200 and got.endswith(b"hello")
+        # the Host header the upstream sees is the host that was decided
+        assert b"host: api.example.test\r\n" in upstream.requests[0].lower()
+        got6 = await exchange(b"GET http://v6.example.test/chunked HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n", host="::1")
+        assert status(got6) == 200 and b"hello" in got6 and b" world" in got6
+        assert [r.verdict.rule for r in records] == ["allow:web", "allow:web"]
+        assert records[0].client.who.uid == 0 and records[0].client.pid == os.getpid()
+
+    run_scenario(netns, scenario)
+
+
+def test_keep_alive_serves_pipelined_requests(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        one = b"GET http://api.example.test/a HTTP/1.1\r\nHost: a\r\n\r\n"
+        two = b"GET http://api.example.test/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        got = await exchange(one + two)
+        assert got.count(b"HTTP/1.1 200") == 2
+        assert [r.split(b" ")[1] for r in upstream.requests] == [b"/a", b"/b"]
+
+    run_scenario(netns, scenario)
+
+
+def test_refusals_are_403_naming_the_rule(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        got = await exchange(b"GET http://other.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status(got) == 403 and header(got, "X-Outguard-Rule") == "default"
+        assert "no allow rule matches" in (header(got, "X-Outguard-Reason") or "")
+        got = await exchange(b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status(got) == 403 and header(got, "X-Outguard-Rule") == "proxy:never-reach"
+        assert upstream.requests == [] and [r.status for r in records] == [403, 403]
+
+    run_scenario(netns, scenario)
+
+
+@pytest.mark.parametrize(("request_bytes", "code"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET http://api.example.test/ HTTP/1.1\r\nNo colon here\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n", 400),  # origin-form: no proxy request
+    (b"GET https://api.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET http://user@api.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET http://api.example.test/ HTTP/1.1\r\nX: " + b"a" * 5000 + b"\r\n\r\n", 431),
+    (b"CONNECT api.example.test HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 40 + b"\r\n\r\n", 400),
+])
+def test_malformed_requests_get_400_and_the_proxy_goes_on(netns: str, request_bytes: bytes,
+                                                           code: int) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        assert status(await exchange(request_bytes)) == code
+        got = await exchange(b"GET http://api.example.test/ HTTP/1.1\r\nHost: a\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert status(got) == 200
+
+    run_scenario(netns, scenario)
+
+
+def test_redirects_go_to_the_client_and_are_not_followed(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        got = await exchange(b"GET http://api.example.test/redirect HTTP/1.1\r\nHost: a\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert status(got) == 302 and header(got, "Location") == "http://127.0.0.1/secret"
+        assert len(upstream.requests) == 1 and len(records) == 1
+
+    run_scenario(netns, scenario)
+
+
+def test_slow_clients_and_failing_upstreams(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        # a request head that never completes: 408 after header_timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", 3128)
+        writer.write(b"GET http://api.example.test/ HTTP/1.1\r\nHost: a\r\n")
+        got = await asyncio.wait_for(reader.read(65536), 10)
+        assert status(got) == 408
+        writer.close()
+        for path, why in ((b"/hang", b"sent nothing"), (b"/reset", b"")):
+            got = await exchange(b"GET http://slow.example.test" + path + b" HTTP/1.1\r\n"
+                                 b"Host: a\r\n\r\n", wait=10)
+            assert status(got) == 502 and why in got
+        got = await exchange(b"GET http://down.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                             wait=10)
+        assert status(got) == 502 and b"cannot connect" in got
+        assert proxy.active == 0
+
+    run_scenario(netns, scenario)
+
+
+def test_connect_tunnels_and_the_sni_check(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        hello = client_hello("api.example.test")
+        got = await exchange(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                             then=hello)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"echo:" + hello[:10])
+        assert upstream.tunnelled == [hello]
+        fronted = client_hello("other.example.test")
+        got = await exchange(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                             then=fronted)
+        assert got.endswith(ALERT_UNRECOGNIZED_NAME)
+        # connected (the decision came before the 200), but not a byte of the hello went out
+        assert upstream.tunnelled == [hello, b""]
+        assert [r.verdict.rule for r in records] == ["allow:web", "proxy:sni"]
+        assert "other.example.test" in records[1].verdict.reason
+
+    run_scenario(netns, scenario)
+
+
+def test_too_many_clients_get_503(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        idle: list[Any] = [await asyncio.open_connection("127.0.0.1", 3128)
+                           for _ in range(LIMITS.connections)]
+        await asyncio.sleep(0.2)
+        assert proxy.active == LIMITS.connections
+        got = await exchange(b"GET http://api.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status(got) == 503
+        for _reader, writer in idle:
+            writer.close()
+
+    run_scenario(netns, scenario)
