@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from outguard.policy import accounts
 from outguard.policy.dnsconf import UserRef, parse_endpoint
 
 DEFAULT_USER = "outguard-proxy"
@@ -92,3 +93,13 @@ class ProxyConfig(BaseModel):
 
 def listen_endpoints(config: ProxyConfig) -> list[tuple[str, int]]:
     return [parse_endpoint(text, default_port=3128) for text in config.listen]
+
+
+def proxy_user_problem(config: ProxyConfig) -> str | None:
+    """Why `proxy.user` cannot be used, or None (the missing default user is created later)."""
+    found = accounts.user_ids(config.user)
+    if found is None:
+        return None if config.user == DEFAULT_USER else f"no user {config.user!r} on this machine"
+    if found[0] == 0:
+        return f"user {config.user!r} is uid 0: the proxy must not run as root"
+    return None
