@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from outguard.cli.common import fail
+from outguard.cli.common import enter_netns, fail
 from outguard.errors import OutguardError
 
 
@@ -18,7 +18,8 @@ def proxy() -> None:
 
 @proxy.command()
 @click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
-def serve(policy: Path) -> None:
+@click.option("--netns", metavar="NAME", help="Serve inside this network namespace.")
+def serve(policy: Path, netns: str | None) -> None:
     """Run the proxy of POLICY's `proxy:` section in the foreground until SIGINT/SIGTERM.
 
     Started as root, it binds its listeners, then runs as proxy.user (outguard-proxy, created
@@ -26,6 +27,7 @@ def serve(policy: Path) -> None:
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
     from outguard.proxy.serve import serve as run  # noqa: PLC0415
 
+    enter_netns(netns)
     try:
         loaded = load_policy(policy)
         ruleset = lower_policy(loaded)
