@@ -119,8 +119,8 @@ def run_scenario(netns: str, scenario: Scenario) -> None:
         records: list[Record] = []
         ruleset = lower(load_text(POLICY), resolver=lambda n: DNS[n],
                         now=datetime.now(UTC))
-        with SockDiag() as diag:
-            identity = SocketIdentity(Attributor(diag))
+        with SockDiag() as diag, SockDiag() as fast:
+            identity = SocketIdentity(Attributor(diag), fast)
             proxy = Proxy(lambda: ruleset, table_resolver(DNS), identity, LIMITS,
                           on_record=records.append)
             servers = [await asyncio.start_server(upstream.http, host, 80) for host in (UP4, UP6)]
@@ -150,7 +150,7 @@ def header(response: bytes, name: str) -> str | None:
     return None
 
 
-def test_an_allowed_name_over_http_ipv4_and_ipv6_attributed_to_its_process(netns: str) -> None:
+def test_an_allowed_name_over_http_ipv4_and_ipv6_attributed_to_its_user(netns: str) -> None:
     async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
         got = await exchange(b"GET http://api.example.test/ HTTP/1.1\r\nHost: evil.example.test"
                              b"\r\nConnection: close\r\n\r\n")
@@ -161,7 +161,8 @@ def test_an_allowed_name_over_http_ipv4_and_ipv6_attributed_to_its_process(netns
                               b"Connection: close\r\n\r\n", host="::1")
         assert status(got6) == 200 and b"hello" in got6 and b" world" in got6
         assert [r.verdict.rule for r in records] == ["allow:web", "allow:web"]
-        assert records[0].client.who.uid == 0 and records[0].client.pid == os.getpid()
+        # an allowed request needs only the socket's uid (no rule here is about more)
+        assert records[0].client.who.uid == 0 and records[0].client.user == "root"
 
     run_scenario(netns, scenario)
 
@@ -185,6 +186,8 @@ def test_refusals_are_403_naming_the_rule(netns: str) -> None:
         got = await exchange(b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: a\r\n\r\n")
         assert status(got) == 403 and header(got, "X-Outguard-Rule") == "proxy:never-reach"
         assert upstream.requests == [] and [r.status for r in records] == [403, 403]
+        # a refusal names the process that asked: this test
+        assert {(r.client.who.uid, r.client.pid) for r in records} == {(0, os.getpid())}
 
     run_scenario(netns, scenario)
 

@@ -123,6 +123,12 @@ def decide_addresses(ruleset: Ruleset, addrs: Sequence[IPAddress], port: int, wh
     return last
 
 
+def needs_process(ruleset: Ruleset) -> bool:
+    """Whether a rule needs more of the client than its socket's uid (its gid or cgroup)."""
+    return any(r.match.gid is not None or r.match.cgroup is not None
+               for r in (*ruleset.deny, *ruleset.allow))
+
+
 def identity_gap(ruleset: Ruleset, who: Who) -> Verdict | None:
     """A refusal when a rule depends on something the proxy could not learn about the client
     (a uid, a cgroup): such a rule might deny it, so the request is not decided blind."""

@@ -101,12 +101,12 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
     sockets = bind(config)
     try:
         privsep.raise_fd_limit()
-        diag = SockDiag()
+        diag, fast = SockDiag(), SockDiag()
     except OutguardError:
         for sock in sockets:
             sock.close()
         raise
-    identity = SocketIdentity(Attributor(diag))
+    identity = SocketIdentity(Attributor(diag), fast)
     try:
         if user is not None:
             privsep.drop_privileges(user.uid, user.gid)
@@ -130,3 +130,4 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
     finally:
         identity.close()
         diag.close()
+        fast.close()

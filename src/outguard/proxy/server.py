@@ -45,10 +45,13 @@ class Client:
     exe: str | None = None
     user: str | None = None
     unit: str | None = None
+    ends: tuple[str, int, str, int] | None = None  # client addr, port, our addr, port
+    full: bool = False  # the process was looked for (not only the socket's uid)
 
 
-# (client addr, client port, our addr, our port) → the client
-Identify = Callable[[str, int, str, int], Awaitable[Client]]
+# (client addr, client port, our addr, our port, full) → the client. Without `full` only the
+# socket's uid is needed (one sock_diag request); with it, the process, its gid and cgroup.
+Identify = Callable[[str, int, str, int, bool], Awaitable[Client]]
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
-        client = await self.identify(peer[0], peer[1], local[0], local[1])
+        client = await self.identify(peer[0], peer[1], local[0], local[1],
+                                     guard.needs_process(self.ruleset()))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
         while True:
             request = await self._next_request(conn, reader)
@@ -153,6 +157,14 @@ class Proxy:
 
     # --- decisions ------------------------------------------------------------------------
 
+    async def _refused(self, method: str, target: Target, port: int, client: Client,
+                       verdict: Verdict, status: int) -> None:
+        """Record a refusal with the client's process (looked up now if it was not yet: a
+        refusal is rare and is what someone will investigate)."""
+        if not client.full and client.ends is not None:
+            client = await self.identify(*client.ends, True)
+        self._record(method, target, port, client, verdict, status)
+
     def _record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
                 status: int) -> None:
         self.counts["allowed" if verdict.allowed else "refused", verdict.rule] += 1
@@ -171,7 +183,7 @@ class Proxy:
                 try:
                     addrs = await self.resolve(target.name)
                 except ResolveError as exc:
-                    self._record(method, target, port, client, verdict, 502)
+                    await self._refused(method, target, port, client, verdict, 502)
                     raise RefusedError(502, str(exc)) from None
                 checked = guard.decide_addresses(ruleset, addrs, port, client.who, target.name)
                 verdict = verdict if checked.allowed else checked
@@ -180,7 +192,7 @@ class Proxy:
             addrs = [target.addr]
             verdict = guard.decide_addresses(ruleset, addrs, port, client.who)
         if not verdict.allowed:
-            self._record(method, target, port, client, verdict, 403)
+            await self._refused(method, target, port, client, verdict, 403)
             raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
         return addrs, verdict
 
@@ -221,7 +233,7 @@ class Proxy:
                 data, problem = b"", str(exc)
             if problem is not None:
                 refusal = Verdict(False, "proxy:sni", problem)
-                self._record("CONNECT", target, port, client, refusal, 403)
+                await self._refused("CONNECT", target, port, client, refusal, 403)
                 await _answer(down[1], tunnel.ALERT_UNRECOGNIZED_NAME)
                 return
             self._record("CONNECT", target, port, client, verdict, 200)
