@@ -74,6 +74,10 @@ class Upstream:
     async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read(65536)
         self.tunnelled.append(data)
+        while data.startswith(b"ping"):  # a long-lived tunnel: one echo per message
+            writer.write(b"echo:" + data)
+            await writer.drain()
+            data = await reader.read(65536)
         writer.write(b"echo:" + data[:10])
         await writer.drain()
         writer.close()
@@ -272,5 +276,23 @@ def test_too_many_clients_get_503(netns: str) -> None:
         assert status(got) == 503
         for _reader, writer in idle:
             writer.close()
+
+    run_scenario(netns, scenario)
+
+
+def test_a_new_ruleset_applies_to_new_requests_while_open_tunnels_go_on(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", 3128)
+        writer.write(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b" 200 " in await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"ping1")
+        assert await reader.readexactly(10) == b"echo:ping1"
+        stricter = lower(load_text("version: 1\n"), now=datetime.now(UTC))
+        proxy.ruleset = lambda: stricter
+        got = await exchange(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status(got) == 403 and header(got, "X-Outguard-Rule") == "default"
+        writer.write(b"ping2")
+        assert await reader.readexactly(10) == b"echo:ping2"
+        writer.close()
 
     run_scenario(netns, scenario)

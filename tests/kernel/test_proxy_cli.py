@@ -10,8 +10,10 @@ resolver (no `dns:` in this policy), binds as root and serves as outguard-proxy.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,8 +61,13 @@ HOSTS = """127.0.0.1 localhost
 """
 
 
+Lab = tuple[str, Path, "subprocess.Popen[str]"]
+
+
 @pytest.fixture
-def lab(netns: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def lab(netns: str) -> Iterator[Lab]:
+    # a directory the proxy's user can read after the drop (pytest's tmp_path is root's only)
+    tmp_path = Path(tempfile.mkdtemp(prefix="og-proxy-test-"))
     for argv in (["ip", "addr", "add", "198.51.100.10/32", "dev", "lo"],
                  ["ip", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad"]):
         ns.run(netns, argv)
@@ -76,13 +83,14 @@ def lab(netns: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                        check=True, capture_output=True)
         (tmp_path / "cert.pem").chmod(0o644)
         tmp_path.chmod(0o755)
+        (tmp_path / "policy.yaml").write_text(POLICY)
+        (tmp_path / "policy.yaml").chmod(0o644)
         origin = subprocess.Popen(ns.exec_argv(netns, [sys.executable, "-c", ORIGIN,
                                                        str(tmp_path / "cert.pem"),
                                                        str(tmp_path / "key.pem")]),
                                   stdout=subprocess.PIPE, text=True)
         procs.append(origin)
         assert origin.stdout is not None and origin.stdout.readline().strip() == "ready"
-        (tmp_path / "policy.yaml").write_text(POLICY)
         outguard = str(Path(sys.executable).parent / "outguard")
         proxy = subprocess.Popen(ns.exec_argv(netns, [outguard, "proxy", "serve",
                                                       str(tmp_path / "policy.yaml")]),
@@ -91,7 +99,7 @@ def lab(netns: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         assert proxy.stderr is not None
         line = proxy.stderr.readline()
         assert "listening on 127.0.0.1:3128, [::1]:3128 as outguard-proxy" in line, line
-        yield netns, tmp_path
+        yield netns, tmp_path, proxy
     finally:
         for proc in procs:
             proc.terminate()
@@ -100,6 +108,7 @@ def lab(netns: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def curl(netns: str, *args: str, uid: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -110,8 +119,8 @@ def curl(netns: str, *args: str, uid: int | None = None) -> subprocess.Completed
                           timeout=30, check=False)
 
 
-def test_allowed_names_over_http_and_https_on_ipv4_and_ipv6(lab: tuple[str, Path]) -> None:
-    netns, tmp = lab
+def test_allowed_names_over_http_and_https_on_ipv4_and_ipv6(lab: Lab) -> None:
+    netns, tmp, _proxy = lab
     ca = str(tmp / "cert.pem")
     for proxy in ("http://127.0.0.1:3128", "http://[::1]:3128"):
         got = curl(netns, "-x", proxy, "http://api.example.test/")
@@ -128,8 +137,8 @@ def test_allowed_names_over_http_and_https_on_ipv4_and_ipv6(lab: tuple[str, Path
         assert got.stdout == "hello from api.example.test", got.stderr
 
 
-def test_an_unlisted_name_is_403_naming_the_default(lab: tuple[str, Path]) -> None:
-    netns, tmp = lab
+def test_an_unlisted_name_is_403_naming_the_default(lab: Lab) -> None:
+    netns, tmp, _proxy = lab
     got = curl(netns, "-x", "http://127.0.0.1:3128", "http://other.example.test/")
     assert "< HTTP/1.1 403 Forbidden" in got.stderr and "< X-Outguard-Rule: default" in got.stderr
     got = curl(netns, "-x", "http://[::1]:3128", "--cacert", str(tmp / "cert.pem"),
@@ -138,8 +147,8 @@ def test_an_unlisted_name_is_403_naming_the_default(lab: tuple[str, Path]) -> No
     assert "CONNECT tunnel failed, response 403" in got.stderr
 
 
-def test_a_per_user_rule_nobody_allowed_root_refused(lab: tuple[str, Path]) -> None:
-    netns, _tmp = lab
+def test_a_per_user_rule_nobody_allowed_root_refused(lab: Lab) -> None:
+    netns, _tmp, _proxy = lab
     got = curl(netns, "-x", "http://127.0.0.1:3128", "http://files.example.test/", uid=65534)
     assert got.stdout == "hello from files.example.test", got.stderr
     got = curl(netns, "-x", "http://[::1]:3128", "http://files.example.test/", uid=65534)
@@ -148,10 +157,27 @@ def test_a_per_user_rule_nobody_allowed_root_refused(lab: tuple[str, Path]) -> N
     assert "< HTTP/1.1 403 Forbidden" in got.stderr and "< X-Outguard-Rule: default" in got.stderr
 
 
-def test_a_fronted_sni_is_refused(lab: tuple[str, Path]) -> None:
+def test_a_fronted_sni_is_refused(lab: Lab) -> None:
     """curl --connect-to: CONNECT to the allowed name, TLS to another."""
-    netns, tmp = lab
+    netns, tmp, _proxy = lab
     got = curl(netns, "-x", "http://127.0.0.1:3128", "--cacert", str(tmp / "cert.pem"),
                "--connect-to", "other.example.test:443:api.example.test:443",
                "https://other.example.test/")
     assert got.returncode != 0 and "unrecognized name" in got.stderr, got.stderr
+
+
+def test_sighup_reloads_the_policy_for_new_requests(lab: Lab) -> None:
+    netns, tmp, proxy = lab
+    url = "http://other.example.test/"
+    assert "< X-Outguard-Rule: default" in curl(netns, "-x", "http://127.0.0.1:3128", url).stderr
+    (tmp / "policy.yaml").write_text(POLICY.replace("api6.example.test]",
+                                                    "api6.example.test, other.example.test]"))
+    proxy.send_signal(signal.SIGHUP)
+    assert proxy.stderr is not None
+    assert "policy reloaded" in proxy.stderr.readline()
+    got = curl(netns, "-x", "http://127.0.0.1:3128", url)
+    assert got.stdout == "hello from other.example.test", got.stderr
+    (tmp / "policy.yaml").write_text("version: 1\nallow: [{nme: x}]\n")
+    proxy.send_signal(signal.SIGHUP)
+    assert "reload failed, the previous policy stays" in proxy.stderr.readline()
+    assert curl(netns, "-x", "http://127.0.0.1:3128", url).stdout == "hello from other.example.test"

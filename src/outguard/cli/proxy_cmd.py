@@ -23,7 +23,8 @@ def serve(policy: Path, netns: str | None) -> None:
     """Run the proxy of POLICY's `proxy:` section in the foreground until SIGINT/SIGTERM.
 
     Started as root, it binds its listeners, then runs as proxy.user (outguard-proxy, created
-    if missing). One JSON line per decided request on stdout; counts on stderr at the end."""
+    if missing). One JSON line per decided request on stdout; counts on stderr at the end.
+    SIGHUP reads POLICY again for new requests; open tunnels go on."""
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
     from outguard.proxy.serve import serve as run  # noqa: PLC0415
 
@@ -38,6 +39,7 @@ def serve(policy: Path, netns: str | None) -> None:
     if config is None:
         raise click.UsageError(f"{policy} has no 'proxy:' section")
     try:
-        asyncio.run(run(config, ruleset, on_ready=lambda text: click.echo(text, err=True)))
+        asyncio.run(run(config, ruleset, on_ready=lambda text: click.echo(text, err=True),
+                        reload=lambda: lower_policy(load_policy(policy))))
     except OutguardError as exc:
         fail(exc)

@@ -93,10 +93,30 @@ def log_record(record: Record) -> None:
         "exe": c.exe, "unit": c.unit}), flush=True)
 
 
+def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
+            current: list[Ruleset]) -> None:
+    """SIGHUP: the policy again, lowered on a worker thread (it may resolve names); new
+    requests get it, open connections and tunnels go on. A policy that fails to load changes
+    nothing (said on stderr)."""
+    def done(future: asyncio.Future[Ruleset]) -> None:
+        try:
+            current[0] = future.result()
+        except (OutguardError, OSError) as exc:
+            print(f"outguard proxy: reload failed, the previous policy stays: {exc}",
+                  file=sys.stderr, flush=True)
+        else:
+            print("outguard proxy: policy reloaded", file=sys.stderr, flush=True)
+
+    loop.run_in_executor(None, reload).add_done_callback(done)
+
+
 async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | None = None,
                 on_ready: Callable[[str], None] | None = None,
-                stop: asyncio.Event | None = None) -> Proxy:
-    """Serve until SIGINT/SIGTERM (or `stop`); the proxy (with its counts) when it ends."""
+                stop: asyncio.Event | None = None,
+                reload: Callable[[], Ruleset] | None = None) -> Proxy:
+    """Serve until SIGINT/SIGTERM (or `stop`); the proxy (with its counts) when it ends.
+    With `reload`, SIGHUP swaps the ruleset for new requests (`proxy:` itself is read at
+    start only: a change of listen, user or limits needs a restart)."""
     user = proxy_user(config) if os.geteuid() == 0 else None
     sockets = bind(config)
     try:
@@ -110,7 +130,8 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
     try:
         if user is not None:
             privsep.drop_privileges(user.uid, user.gid)
-        proxy = Proxy(lambda: ruleset, resolve or resolver_for(ruleset), identity,
+        current = [ruleset]
+        proxy = Proxy(lambda: current[0], resolve or resolver_for(ruleset), identity,
                       config.limits, on_record=log_record)
         servers = [await asyncio.start_server(proxy.handle, sock=sock, limit=1 << 16)
                    for sock in sockets]
@@ -118,6 +139,8 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, _on_hup, loop, reload, current)
         who = f"as {user.name} (uid {user.uid})" if user else f"as uid {os.geteuid()}"
         if on_ready is not None:
             on_ready(f"outguard proxy: listening on {', '.join(config.listen)} {who}")
