@@ -74,6 +74,12 @@ class Upstream:
     async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read(65536)
         self.tunnelled.append(data)
+        if data == b"bulk":  # 20 MB down, then the end
+            for _ in range(20):
+                writer.write(b"x" * (1 << 20))
+                await writer.drain()
+            writer.write_eof()
+            await reader.read()
         while data.startswith(b"ping"):  # a long-lived tunnel: one echo per message
             writer.write(b"echo:" + data)
             await writer.drain()
@@ -294,5 +300,34 @@ def test_a_new_ruleset_applies_to_new_requests_while_open_tunnels_go_on(netns: s
         writer.write(b"ping2")
         assert await reader.readexactly(10) == b"echo:ping2"
         writer.close()
+
+    run_scenario(netns, scenario)
+
+
+def test_tunnels_carry_bulk_with_flow_control_and_idle_ones_are_closed(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", 3128)
+        writer.write(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"bulk")
+        total = 0
+        while chunk := await asyncio.wait_for(reader.read(1 << 16), 10):
+            total += len(chunk)
+            if total < (1 << 20):
+                await asyncio.sleep(0.01)  # a slow reader at first: the proxy must not buffer it all
+        assert total == 20 << 20
+        writer.close()
+        # an idle tunnel: closed after idle_timeout with no byte either way
+        reader, writer = await asyncio.open_connection("127.0.0.1", 3128)
+        writer.write(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"ping1")
+        assert await reader.readexactly(10) == b"echo:ping1"
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), LIMITS.idle_timeout + 5) == b""
+        assert asyncio.get_running_loop().time() - started >= LIMITS.idle_timeout - 0.1
+        writer.close()
+        await asyncio.sleep(0.1)
+        assert proxy.active == 0
 
     run_scenario(netns, scenario)

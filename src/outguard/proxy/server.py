@@ -238,6 +238,7 @@ class Proxy:
                 return
             self._record("CONNECT", target, port, client, verdict, 200)
             up[1].write(data)
+            del data, first, hello  # an open tunnel keeps only what it needs
             await tunnel.relay(down, up, self.limits.idle_timeout)
         finally:
             up[1].close()

@@ -5,7 +5,9 @@ the client are read (never forwarded before the check) until a TLS ClientHello i
 its server name must be the CONNECT host (`tls.parse_hello`), else the client gets a TLS
 `unrecognized_name` alert and both ends are closed. Then both directions are copied until each
 side has closed, or until neither direction has moved for the idle timeout (one busy direction
-keeps a tunnel alive: a long download with a silent client is not idle).
+keeps a tunnel alive: a long download with a silent client is not idle). The relay hands both
+transports from asyncio's streams to two small protocols (`_Side`), with flow control (a full
+send buffer pauses the other side's reading) and half-closes passed on.
 """
 
 from __future__ import annotations
@@ -58,40 +60,98 @@ def sni_problem(hello: Hello, target: Target) -> str | None:
     return None
 
 
-class _Activity:
-    def __init__(self) -> None:
+class _Side(asyncio.Protocol):
+    """One end of a tunnel: what it receives goes to the other end's transport."""
+
+    def __init__(self, tunnel: _Tunnel, transport: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.transport = transport
+        self.peer: _Side = self
+        self.eof = False
+        self.count = 0
+        self.pending = b""  # what the stream had read before the handover
+
+    def data_received(self, data: bytes) -> None:
+        self.count += len(data)
+        self.tunnel.last = time.monotonic()
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+        if self.peer.eof:
+            self.tunnel.close()
+        return True  # half-closed: the other direction goes on
+
+    def pause_writing(self) -> None:  # our transport's buffer is full: stop the sender
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.close()
+
+
+class _Tunnel:
+    """Two transports handed from streams to `_Side` protocols: no task, no stream buffer and
+    one timer per open tunnel (an idle tunnel costs a few kB: 10,000 of them stay small)."""
+
+    def __init__(self, idle: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.idle = idle
         self.last = time.monotonic()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.timer = self.loop.call_later(idle, self._check)
+        self.sides: list[_Side] = []
+
+    def _check(self) -> None:
+        quiet = time.monotonic() - self.last
+        if quiet >= self.idle:
+            self.close()
+        else:
+            self.timer = self.loop.call_later(self.idle - quiet, self._check)
+
+    def close(self) -> None:
+        self.timer.cancel()
+        for side in self.sides:
+            side.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, idle: float,
-                activity: _Activity, counter: list[int]) -> None:
-    while True:
-        try:
-            data = await asyncio.wait_for(src.read(CHUNK), idle)
-        except TimeoutError:
-            if time.monotonic() - activity.last < idle:
-                continue  # the other direction is busy
-            raise
-        if not data:
-            if dst.can_write_eof():
-                dst.write_eof()
-            return
-        activity.last = time.monotonic()
-        counter[0] += len(data)
-        dst.write(data)
-        await dst.drain()
+def _take(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], tunnel: _Tunnel) -> _Side:
+    """The stream's transport under a `_Side`; what the stream had buffered, and an end of
+    file it saw, are not lost in the handover."""
+    reader, writer = streams
+    transport = writer.transport
+    assert isinstance(transport, asyncio.Transport)
+    side = _Side(tunnel, transport)
+    transport.set_protocol(side)
+    buffered = getattr(reader, "_buffer", None)  # asyncio's StreamReader keeps it there
+    side.pending = bytes(buffered) if buffered else b""
+    if buffered:
+        buffered.clear()
+    side.eof = reader.at_eof()
+    return side
 
 
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 idle: float) -> tuple[int, int]:
     """Copy both ways until both sides closed or the tunnel idled out: (bytes up, bytes down)."""
-    activity = _Activity()
-    up, down = [0], [0]
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(_pump(client[0], upstream[1], idle, activity, up))
-            group.create_task(_pump(upstream[0], client[1], idle, activity, down))
-    except* (TimeoutError, ConnectionError, OSError):
-        pass  # an idle or reset tunnel ends; both ends are closed by the caller
-    return up[0], down[0]
+    tunnel = _Tunnel(idle)
+    down, up = _take(client, tunnel), _take(upstream, tunnel)
+    down.peer, up.peer = up, down
+    tunnel.sides = [down, up]
+    for side in (down, up):
+        if side.pending:
+            side.data_received(side.pending)
+        if side.eof:
+            side.eof_received()
+        side.transport.resume_reading()  # a stream may have paused it (its buffer was full)
+    if any(s.transport.is_closing() for s in (down, up)):
+        tunnel.close()
+    await tunnel.done
+    return down.count, up.count
