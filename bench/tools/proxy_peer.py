@@ -91,11 +91,19 @@ async def connect_rate(proxy: tuple[str, int], seconds: float, conc: int) -> Non
     print(json.dumps({"setups_per_s": done / (time.monotonic() - start), "errors": errors}))
 
 
+async def _used_tunnel(proxy: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A tunnel that carried one exchange (as a TLS session would) and then sits idle."""
+    reader, writer = await _tunnel(proxy)
+    writer.write(b"ping")
+    await reader.readexactly(4)
+    return reader, writer
+
+
 async def idle(proxy: tuple[str, int], count: int) -> None:
     raise_fds()
     tunnels = []
     for i in range(0, count, 200):
-        tunnels += await asyncio.gather(*(_tunnel(proxy) for _ in range(min(200, count - i))))
+        tunnels += await asyncio.gather(*(_used_tunnel(proxy) for _ in range(min(200, count - i))))
     print(json.dumps({"open": len(tunnels)}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
