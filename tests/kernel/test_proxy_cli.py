@@ -181,3 +181,23 @@ def test_sighup_reloads_the_policy_for_new_requests(lab: Lab) -> None:
     proxy.send_signal(signal.SIGHUP)
     assert "reload failed, the previous policy stays" in proxy.stderr.readline()
     assert curl(netns, "-x", "http://127.0.0.1:3128", url).stdout == "hello from other.example.test"
+
+
+def test_sigterm_with_open_connections_stops_cleanly(lab: Lab) -> None:
+    netns, _tmp, proxy = lab
+    hold = ("import socket, time; s = socket.create_connection(('127.0.0.1', 3128));"
+            " s.sendall(b'CONNECT api.example.test:443 HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n');"
+            " s.recv(100); print('open', flush=True); time.sleep(30)")
+    holders = [subprocess.Popen(ns.exec_argv(netns, [sys.executable, "-c", hold]),
+                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        proxy.send_signal(signal.SIGTERM)
+        _out, err = proxy.communicate(timeout=20)
+        assert proxy.returncode == 0
+        assert "Traceback" not in err and "CancelledError" not in err, err
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()

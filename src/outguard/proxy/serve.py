@@ -93,6 +93,14 @@ def log_record(record: Record) -> None:
         "exe": c.exe, "unit": c.unit}), flush=True)
 
 
+def _quiet_cancel(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """The loop's exception handler: at shutdown every open connection's task is cancelled,
+    and Python 3.11's stream callback reports each as an error (thousands of tracebacks)."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
             current: list[Ruleset]) -> None:
     """SIGHUP: the policy again, lowered on a worker thread (it may resolve names); new
@@ -137,6 +145,7 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
                    for sock in sockets]
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_cancel)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if reload is not None:
