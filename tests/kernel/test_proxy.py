@@ -331,3 +331,67 @@ def test_tunnels_carry_bulk_with_flow_control_and_idle_ones_are_closed(netns: st
         assert proxy.active == 0
 
     run_scenario(netns, scenario)
+
+
+def _mutations(seed: int, count: int) -> list[bytes]:
+    """Damaged requests: bytes flipped, inserted and cut, odd methods, versions and tokens."""
+    import random
+    rng = random.Random(seed)
+    base = [b"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+            b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n",
+            b"POST http://api.example.test/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"]
+    specials = [b"\r", b"\n", b"\0", b" ", b":", b"\xff", b"%", b"[", b"]", b"@", b"\t",
+                b"\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"Content-Length: -1\r\n",
+                b"Content-Length: 99999999999999999999\r\n", b"HTTP/9.9", b"x" * 300]
+    out = []
+    for _ in range(count):
+        data = bytearray(rng.choice(base))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            what = rng.random()
+            if what < 0.3:
+                data[at] = rng.randrange(256)
+            elif what < 0.7:
+                data[at:at] = rng.choice(specials)
+            else:
+                del data[at:at + rng.randint(1, 8)]
+        out.append(bytes(data))
+    return out
+
+
+def test_fuzzed_requests_never_crash_the_proxy(netns: str) -> None:
+    import logging
+    errors: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record)
+
+    handler = Keep(level=logging.ERROR)
+    logging.getLogger("outguard.proxy").addHandler(handler)
+
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        async def one(data: bytes) -> bytes:
+            try:
+                return await exchange(data, wait=4)
+            except TimeoutError:
+                return b""  # a request still waiting for more (a body, the rest of a head)
+
+        statuses = set()
+        cases = _mutations(18, 300)
+        for i in range(0, len(cases), 25):  # 25 at once: well below `connections`
+            for got in await asyncio.gather(*(one(d) for d in cases[i:i + 25])):
+                if got.startswith(b"HTTP/1.1 "):
+                    statuses.add(status(got))
+        assert statuses <= {200, 400, 403, 408, 431, 502}, statuses
+        assert 400 in statuses
+        ok = await exchange(b"GET http://api.example.test/ HTTP/1.1\r\nHost: a\r\n"
+                            b"Connection: close\r\n\r\n")
+        assert status(ok) == 200
+        assert proxy.active == 0
+
+    try:
+        run_scenario(netns, scenario)
+    finally:
+        logging.getLogger("outguard.proxy").removeHandler(handler)
+    assert errors == []
