@@ -93,7 +93,8 @@ def lab(netns: str) -> Iterator[Lab]:
         assert origin.stdout is not None and origin.stdout.readline().strip() == "ready"
         outguard = str(Path(sys.executable).parent / "outguard")
         proxy = subprocess.Popen(ns.exec_argv(netns, [outguard, "proxy", "serve",
-                                                      str(tmp_path / "policy.yaml")]),
+                                                      str(tmp_path / "policy.yaml"),
+                                                      "--metrics-listen", "127.0.0.1:9128"]),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(proxy)
         assert proxy.stderr is not None
@@ -201,3 +202,14 @@ def test_sigterm_with_open_connections_stops_cleanly(lab: Lab) -> None:
         for holder in holders:
             holder.kill()
             holder.wait()
+
+
+def test_metrics_count_requests_by_decision_and_rule(lab: Lab) -> None:
+    netns, _tmp, _proxy = lab
+    for url in ("http://api.example.test/", "http://api.example.test/",
+                "http://other.example.test/"):
+        curl(netns, "-x", "http://127.0.0.1:3128", url)
+    got = curl(netns, "http://127.0.0.1:9128/metrics")
+    assert 'outguard_proxy_requests_total{decision="allowed",rule="allow:api"} 2.0' in got.stdout
+    assert 'outguard_proxy_requests_total{decision="refused",rule="default"} 1.0' in got.stdout
+    assert "outguard_proxy_connections 0.0" in got.stdout

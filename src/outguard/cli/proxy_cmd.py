@@ -19,7 +19,9 @@ def proxy() -> None:
 @proxy.command()
 @click.argument("policy", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--netns", metavar="NAME", help="Serve inside this network namespace.")
-def serve(policy: Path, netns: str | None) -> None:
+@click.option("--metrics-listen", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics there (e.g. 127.0.0.1:9109).")
+def serve(policy: Path, netns: str | None, metrics_listen: str | None) -> None:
     """Run the proxy of POLICY's `proxy:` section in the foreground until SIGINT/SIGTERM.
 
     Started as root, it binds its listeners, then runs as proxy.user (outguard-proxy, created
@@ -40,6 +42,7 @@ def serve(policy: Path, netns: str | None) -> None:
         raise click.UsageError(f"{policy} has no 'proxy:' section")
     try:
         asyncio.run(run(config, ruleset, on_ready=lambda text: click.echo(text, err=True),
-                        reload=lambda: lower_policy(load_policy(policy))))
+                        reload=lambda: lower_policy(load_policy(policy)),
+                        metrics_listen=metrics_listen))
     except OutguardError as exc:
         fail(exc)

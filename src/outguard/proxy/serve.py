@@ -18,13 +18,16 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from outguard.errors import OutguardError
 from outguard.kernel import privsep
 from outguard.kernel.sockdiag import SockDiag
 from outguard.monitor.attribute import Attributor
+from outguard.monitor.metrics import Families, Metrics, MetricsServer
 from outguard.policy import accounts
 from outguard.policy.proxyconf import DEFAULT_USER, ProxyConfig, listen_endpoints
 from outguard.proxy.resolve import Resolve, outguard_resolver, system_resolve
@@ -93,6 +96,20 @@ def log_record(record: Record) -> None:
         "exe": c.exe, "unit": c.unit}), flush=True)
 
 
+def proxy_families(proxy: Proxy) -> Families:
+    """The proxy's figures at scrape time (the endpoint's thread reads the loop's counters:
+    a dict copy is atomic under the GIL)."""
+    def families() -> Iterator[Metric]:
+        requests = CounterMetricFamily("outguard_proxy_requests", "Proxy requests decided, by"
+                                       " decision and rule", labels=["decision", "rule"])
+        for (decision, rule), count in dict(proxy.counts).items():
+            requests.add_metric([decision, rule], count)
+        yield requests
+        yield GaugeMetricFamily("outguard_proxy_connections", "Client connections open now",
+                                value=proxy.active)
+    return families
+
+
 def _quiet_cancel(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
     """The loop's exception handler: at shutdown every open connection's task is cancelled,
     and Python 3.11's stream callback reports each as an error (thousands of tracebacks)."""
@@ -121,7 +138,8 @@ def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
 async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | None = None,
                 on_ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None,
-                reload: Callable[[], Ruleset] | None = None) -> Proxy:
+                reload: Callable[[], Ruleset] | None = None,
+                metrics_listen: str | None = None) -> Proxy:
     """Serve until SIGINT/SIGTERM (or `stop`); the proxy (with its counts) when it ends.
     With `reload`, SIGHUP swaps the ruleset for new requests (`proxy:` itself is read at
     start only: a change of listen, user or limits needs a restart)."""
@@ -135,12 +153,20 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
             sock.close()
         raise
     identity = SocketIdentity(Attributor(diag), fast)
+    endpoint: MetricsServer | None = None
     try:
-        if user is not None:
-            privsep.drop_privileges(user.uid, user.gid)
         current = [ruleset]
         proxy = Proxy(lambda: current[0], resolve or resolver_for(ruleset), identity,
                       config.limits, on_record=log_record)
+        if metrics_listen is not None:  # bound before the drop, as the listeners
+            metrics = Metrics()
+            metrics.watch(proxy_families(proxy))
+            try:
+                endpoint = MetricsServer(metrics, metrics_listen)
+            except (OSError, ValueError) as exc:
+                raise ProxyStartError(f"cannot serve metrics on {metrics_listen}: {exc}") from exc
+        if user is not None:
+            privsep.drop_privileges(user.uid, user.gid)
         servers = [await asyncio.start_server(proxy.handle, sock=sock, limit=1 << 16)
                    for sock in sockets]
         stop = stop or asyncio.Event()
@@ -160,6 +186,10 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
               file=sys.stderr)
         return proxy
     finally:
+        if endpoint is not None:
+            endpoint.close()
+        for sock in sockets:
+            sock.close()
         identity.close()
         diag.close()
         fast.close()
