@@ -29,6 +29,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = f"hello from {self.headers['Host']}".encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Served-At", self.connection.getsockname()[0])
         self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
 class S6(http.server.ThreadingHTTPServer): address_family = socket.AF_INET6
@@ -213,3 +214,27 @@ def test_metrics_count_requests_by_decision_and_rule(lab: Lab) -> None:
     assert 'outguard_proxy_requests_total{decision="allowed",rule="allow:api"} 2.0' in got.stdout
     assert 'outguard_proxy_requests_total{decision="refused",rule="default"} 1.0' in got.stdout
     assert "outguard_proxy_connections 0.0" in got.stdout
+
+
+def test_a_moving_address_is_followed_by_name_and_a_move_into_private_space_refused(
+        lab: Lab) -> None:
+    """The cloud case: the name's address changes between two requests (the system resolver
+    reads the namespace's hosts file afresh); the proxy follows it by name. When the answer
+    moves to a private or loopback address, the request is refused at connect time."""
+    netns, _tmp, _proxy = lab
+    hosts = Path("/etc/netns") / netns / "hosts"
+
+    def served_at() -> str:
+        got = curl(netns, "-x", "http://127.0.0.1:3128", "-D", "-", "http://api.example.test/")
+        line = next((x for x in got.stdout.splitlines() if x.lower().startswith("x-served-at:")), "")
+        return line.split(":", 1)[1].strip() if line else got.stdout + got.stderr
+
+    assert served_at() == "198.51.100.10"
+    hosts.write_text(HOSTS.replace("198.51.100.10 api.example.test", "198.51.100.10")
+                     + "2001:db8::10 api.example.test\n")
+    assert served_at() == "2001:db8::10"
+    for inside in ("127.0.0.1", "10.0.0.7", "169.254.169.254", "::ffff:127.0.0.1"):
+        hosts.write_text(HOSTS.replace("198.51.100.10 api.example.test", "198.51.100.10")
+                         + f"{inside} api.example.test\n")
+        got = curl(netns, "-x", "http://127.0.0.1:3128", "http://api.example.test/")
+        assert "< X-Outguard-Rule: proxy:never-reach" in got.stderr, (inside, got.stderr)
