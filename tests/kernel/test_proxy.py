@@ -395,3 +395,18 @@ def test_fuzzed_requests_never_crash_the_proxy(netns: str) -> None:
     finally:
         logging.getLogger("outguard.proxy").removeHandler(handler)
     assert errors == []
+
+
+def test_request_bodies_reach_the_upstream_chunked_or_with_a_length(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        chunked = (b"POST http://api.example.test/up HTTP/1.1\r\nHost: a\r\n"
+                   b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                   b"3\r\nabc\r\n0\r\n\r\n")
+        assert status(await exchange(chunked)) == 200
+        assert b"transfer-encoding: chunked" in upstream.requests[0].lower()
+        sized = (b"POST http://api.example.test/up HTTP/1.1\r\nHost: a\r\n"
+                 b"Content-Length: 3\r\nConnection: close\r\n\r\nabc")
+        assert status(await exchange(sized)) == 200
+        assert b"content-length: 3" in upstream.requests[1].lower()
+
+    run_scenario(netns, scenario)

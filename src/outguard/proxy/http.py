@@ -71,6 +71,10 @@ def forward_headers(headers: list[tuple[bytes, bytes]], authority: str) -> list[
     out = [(b"host", authority.encode())]
     out += [(n, v) for n, v in headers
             if n not in HOP_BY_HOP and n != b"host" and n not in named]
+    if any(n == b"transfer-encoding" for n, _v in headers):
+        # the body's framing is hop-by-hop, but a chunked body stays chunked upstream (h11
+        # accepts only chunked; without a framing header the body would be refused)
+        out.append((b"transfer-encoding", b"chunked"))
     out.append((b"connection", b"close"))
     return out
 
