@@ -37,3 +37,18 @@ def test_check_refuses(section: str, path: str, words: str) -> None:
         load_text(f"version: 1\nproxy: {section}\n", "p.yaml")
     text = str(caught.value)
     assert "p.yaml:2:" in text and path in text and words in text, text
+
+
+def test_check_warns_about_rules_the_proxy_needs_a_process_for() -> None:
+    text = """version: 1
+allow:
+  - {name: a, to: [203.0.113.1]}
+  - {name: b, to: [203.0.113.2], for: {user: nobody}}
+  - {name: c, to: [203.0.113.3], for: {unit: nginx.service}}
+proxy: {}
+"""
+    warnings = load_text(text, "p.yaml").warnings
+    about = [w for w in warnings if "proxy:unattributed" in w.message]
+    assert [(w.path, w.line) for w in about] == [("allow[2].for", 5)]
+    without = load_text(text.replace("proxy: {}\n", ""), "p.yaml").warnings
+    assert not [w for w in without if "proxy:unattributed" in w.message]

@@ -18,10 +18,12 @@ is refused here rather than silently half-served.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from outguard.errors import Problem
 from outguard.policy import accounts
 from outguard.policy.dnsconf import UserRef, parse_endpoint
 
@@ -103,3 +105,24 @@ def proxy_user_problem(config: ProxyConfig) -> str | None:
     if found[0] == 0:
         return f"user {config.user!r} is uid 0: the proxy must not run as root"
     return None
+
+
+def proxy_process_warnings(doc: Any, where: Callable[[str], tuple[int, int]],
+                           source: str) -> list[Problem]:
+    """Rules the proxy decides only for its own user's clients: `for: {group | unit | cgroup}`
+    need the client's process, and the proxy, running as `proxy.user`, cannot read other
+    users' /proc/PID/fd (a uid it always has, from sock_diag)."""
+    out = []
+    for section in ("deny", "allow"):
+        for i, rule in enumerate(getattr(doc, section)):
+            owner = rule.owner
+            if owner is None or (owner.group is None and owner.unit is None
+                                 and owner.cgroup is None):
+                continue
+            at = f"{section}[{i}].for"
+            out.append(Problem(source, *where(at), at, (
+                "through the proxy, a rule about the client's group, unit or cgroup needs its"
+                " process, which the proxy (running as proxy.user) finds only for its own"
+                " user's processes: other clients' requests are refused"
+                " (proxy:unattributed) while such a rule exists")))
+    return out
