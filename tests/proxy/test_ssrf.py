@@ -40,6 +40,9 @@ allow:
   - name: internal
     to: [10.1.2.3]
     ports: [80]
+  - name: nginx-only
+    to: [units.example.test]
+    for: {unit: nginx.service}
 deny:
   - name: evil
     to: [198.51.100.66, evil.example.test]
@@ -59,9 +62,11 @@ DNS = {
     "evilip.cdn.example.test": ["198.51.100.66"],
     "internal.cdn.example.test": ["10.1.2.3"],
     "files.example.test": ["203.0.113.30"],
+    "units.example.test": ["203.0.113.40"],
     "evil.example.test": ["203.0.113.66"],
 }
 RESOLVED_AT_LOWERING = {"api.example.test": ["203.0.113.10"],
+                        "units.example.test": ["203.0.113.40"],
                         "files.example.test": ["203.0.113.30"],
                         "evil.example.test": ["203.0.113.66"]}
 OK, NEVER, BAD = "ok", "proxy:never-reach", "bad"
@@ -166,6 +171,11 @@ CASES: list[tuple[str, int | None, str]] = [
     ("files.example.test:443", NOBODY, OK),
     ("files.example.test:443", 0, "default"),
     ("files.example.test:443", None, "proxy:unattributed"),
+    ("api.example.test:443", None, OK),  # no rule about users could decide it
+    # a unit rule: the cgroup is unknown here (Who has none), so only requests it could
+    # match are refused
+    ("units.example.test:443", 0, "proxy:unattributed"),
+    ("203.0.113.40:443", 0, "proxy:unattributed"),
 ]
 
 

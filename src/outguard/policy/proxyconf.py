@@ -123,6 +123,6 @@ def proxy_process_warnings(doc: Any, where: Callable[[str], tuple[int, int]],
             out.append(Problem(source, *where(at), at, (
                 "through the proxy, a rule about the client's group, unit or cgroup needs its"
                 " process, which the proxy (running as proxy.user) finds only for its own"
-                " user's processes: other clients' requests are refused"
-                " (proxy:unattributed) while such a rule exists")))
+                " user's processes: other users' requests that this rule could match are"
+                " refused (proxy:unattributed)")))
     return out

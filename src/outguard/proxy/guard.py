@@ -20,13 +20,14 @@ tests and lab use them as "the internet".
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from outguard.proxy.target import IPAddress, facets
-from outguard.ruleset.decide import Decision, Flow, decide
+from outguard.ruleset.decide import Decision, Flow, decide, rule_matches
 from outguard.ruleset.ir import Ruleset
 
 NEVER_REACH = tuple(ipaddress.ip_network(n) for n in (
@@ -70,10 +71,36 @@ def _flow(port: int, who: Who, dst: str | None = None, name: str | None = None) 
                 name=name)
 
 
+def _unknown(ruleset: Ruleset, flow: Flow, now: datetime | None) -> Verdict | None:
+    """A refusal when a rule about something the proxy could not learn of the client (its
+    uid, gid or cgroup) would match the flow if that were the rule's: the request is not
+    decided blind. A rule that could not match anyway does not matter."""
+    for rule in (*ruleset.deny, *ruleset.allow):
+        m = rule.match
+        guess = [k for k, v, known in (("uid", m.uid, flow.uid), ("gid", m.gid, flow.gid),
+                                       ("cgroup", m.cgroup, flow.cgroup))
+                 if v is not None and known is None]
+        if not guess:
+            continue
+        as_if = dataclasses.replace(flow, uid=flow.uid if flow.uid is not None else m.uid,
+                                    gid=flow.gid if flow.gid is not None else m.gid,
+                                    cgroup=flow.cgroup or m.cgroup)
+        if rule_matches(ruleset, rule, as_if, now or datetime.now(UTC)) is not None:
+            return Verdict(False, "proxy:unattributed",
+                           f"rule {rule.name!r} depends on the client's {', '.join(guess)},"
+                           " which the proxy could not find out")
+    return None
+
+
+def _decide(ruleset: Ruleset, flow: Flow, now: datetime | None) -> Decision | Verdict:
+    return _unknown(ruleset, flow, now) or decide(ruleset, flow, now)
+
+
 def decide_name(ruleset: Ruleset, name: str, port: int, who: Who,
                 now: datetime | None = None) -> Verdict:
     """Whether `name:port` may be asked for at all (before any lookup)."""
-    return _verdict(decide(ruleset, _flow(port, who, name=name), now))
+    d = _decide(ruleset, _flow(port, who, name=name), now)
+    return d if isinstance(d, Verdict) else _verdict(d)
 
 
 def _explicit(ruleset: Ruleset, addr: IPAddress, port: int, who: Who,
@@ -101,7 +128,9 @@ def decide_address(ruleset: Ruleset, addr: IPAddress, port: int, who: Who,
                            " and no allow rule names it")
     for facet in every:
         where = f"{facet} (in {addr})" if facet != addr else str(facet)
-        d = decide(ruleset, _flow(port, who, dst=str(facet), name=name), now)
+        d = _decide(ruleset, _flow(port, who, dst=str(facet), name=name), now)
+        if isinstance(d, Verdict):
+            return d
         if d.verdict != "accept" and (name is None or d.rule != "default"):
             return Verdict(False, d.rule, f"{where}: {d.reason}")
         if name is None and facet == addr:
@@ -127,19 +156,3 @@ def needs_process(ruleset: Ruleset) -> bool:
     """Whether a rule needs more of the client than its socket's uid (its gid or cgroup)."""
     return any(r.match.gid is not None or r.match.cgroup is not None
                for r in (*ruleset.deny, *ruleset.allow))
-
-
-def identity_gap(ruleset: Ruleset, who: Who) -> Verdict | None:
-    """A refusal when a rule depends on something the proxy could not learn about the client
-    (a uid, a cgroup): such a rule might deny it, so the request is not decided blind."""
-    rules = (*ruleset.deny, *ruleset.allow)
-    if who.uid is None and any(r.match.uid is not None for r in rules):
-        return Verdict(False, "proxy:unattributed",
-                       "the client's user is unknown and a rule depends on the user")
-    if who.gid is None and any(r.match.gid is not None for r in rules):
-        return Verdict(False, "proxy:unattributed",
-                       "the client's group is unknown and a rule depends on the group")
-    if who.cgroup is None and any(r.match.cgroup is not None for r in rules):
-        return Verdict(False, "proxy:unattributed",
-                       "the client's cgroup is unknown and a rule depends on the unit or cgroup")
-    return None

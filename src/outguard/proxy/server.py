@@ -176,8 +176,7 @@ class Proxy:
                       client: Client) -> tuple[list[IPAddress], Verdict]:
         """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none."""
         ruleset = self.ruleset()
-        verdict = guard.identity_gap(ruleset, client.who)
-        if verdict is None and target.name is not None:
+        if target.name is not None:
             verdict = guard.decide_name(ruleset, target.name, port, client.who)
             if verdict.allowed:
                 try:
@@ -187,7 +186,7 @@ class Proxy:
                     raise RefusedError(502, str(exc)) from None
                 checked = guard.decide_addresses(ruleset, addrs, port, client.who, target.name)
                 verdict = verdict if checked.allowed else checked
-        elif verdict is None:
+        else:
             assert target.addr is not None
             addrs = [target.addr]
             verdict = guard.decide_addresses(ruleset, addrs, port, client.who)

@@ -11,7 +11,7 @@ Only the socket's uid is asked for (one sock_diag request, ~20 µs) unless a rul
 client's gid or cgroup, or the request is refused (the record then names the process). The uid
 is known even when /proc cannot be read (the proxy runs as its own user after binding: other
 users' fd links are closed to it); a gid and cgroup only when the process is found.
-`guard.identity_gap` refuses a request that a rule about a still-unknown property could decide.
+`guard` refuses a request that a rule about a still-unknown property could decide.
 The lookups are synchronous (a netlink request, a few /proc reads) and `SockDiag` is not
 thread-safe: they run on one worker thread.
 """
@@ -72,7 +72,7 @@ class SocketIdentity:
             try:
                 return self.lookup(addr, port, ours, our_port, False)
             except KernelError:
-                return Client(Who())  # unknown: a rule about users then refuses (identity_gap)
+                return Client(Who())  # unknown: a rule about users that could match refuses
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.lookup, addr, port, ours, our_port,
                                           full)
