@@ -63,6 +63,8 @@ class Upstream:
         elif path == b"/redirect":
             writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1/secret\r\n"
                          b"Content-Length: 0\r\n\r\n")
+        elif path == b"/eof":  # no length: the body ends when the connection does
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
         elif path == b"/chunked":
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
@@ -408,5 +410,17 @@ def test_request_bodies_reach_the_upstream_chunked_or_with_a_length(netns: str) 
                  b"Content-Length: 3\r\nConnection: close\r\n\r\nabc")
         assert status(await exchange(sized)) == 200
         assert b"content-length: 3" in upstream.requests[1].lower()
+
+    run_scenario(netns, scenario)
+
+
+def test_a_response_without_length_reaches_the_client_whole(netns: str) -> None:
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        got = await exchange(b"GET http://api.example.test/eof HTTP/1.1\r\nHost: a\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert status(got) == 200 and b"until the end" in got
+        got = await exchange(b"HEAD http://api.example.test/ HTTP/1.1\r\nHost: a\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert status(got) == 200 and got.endswith(b"\r\n\r\n")
 
     run_scenario(netns, scenario)
