@@ -49,6 +49,7 @@ deny:
 """
 DNS = {
     "api.example.test": ["203.0.113.10"],
+    "other.example.test": ["203.0.113.50"],
     "a.cdn.example.test": ["203.0.113.20", "2001:db8::20"],
     "rebind.cdn.example.test": ["203.0.113.20", "127.0.0.1"],
     "meta.cdn.example.test": ["169.254.169.254"],
@@ -227,3 +228,19 @@ def test_a_name_that_does_not_resolve_is_a_502() -> None:
         asyncio.run(_proxy()._decide("GET", *split_authority("gone.cdn.example.test:80", None),
                                      Client(Who(uid=0))))
     assert caught.value.status == 502
+
+
+def test_audit_mode_lets_policy_refusals_through_marked_but_never_the_never_reach_set() -> None:
+    ruleset = lower(load_text(POLICY.replace("version: 1\n", "version: 1\nmode: audit\n")),
+                    resolver=lambda n: RESOLVED_AT_LOWERING[n], now=NOW)
+
+    async def nobody(*_args: object) -> Client:
+        raise AssertionError("not used")
+
+    proxy = Proxy(lambda: ruleset, table_resolver(DNS), nobody, ProxyLimits())
+    _addrs, verdict = asyncio.run(proxy._decide("GET", *split_authority("other.example.test:80",
+                                                                         None),
+                                                Client(Who(uid=0))))
+    assert verdict.allowed and verdict.audit and verdict.rule == "default"
+    assert _outcome(proxy, "169.254.169.254:80", 0) == NEVER
+    assert _outcome(proxy, "meta.cdn.example.test:80", 0) == NEVER
