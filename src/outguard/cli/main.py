@@ -37,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "suggest": "outguard.cli.journey_cmds:suggest",
     "simulate": "outguard.cli.journey_cmds:simulate",
     "doctor": "outguard.cli.doctor_cmd:doctor",
+    "proxy": "outguard.cli.proxy_cmd:proxy",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -60,6 +61,7 @@ LAZY_HELP: dict[str, str] = {
     "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
                 " anything that got out when learned would be.",
     "doctor": "Check the host: kernel, state directory, ports, units.",
+    "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
 }
 
 

@@ -34,6 +34,7 @@ from outguard.policy.lint import lint
 from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.messages import pydantic_message
 from outguard.policy.model import PolicyDoc
+from outguard.policy.proxyconf import proxy_process_warnings, proxy_user_problem
 from outguard.policy.targets import LineError, Target, is_mapped, parse_list_lines, parse_target
 from outguard.policy.yamlpos import Positions, YamlSyntaxError, load_yaml
 
@@ -301,6 +302,10 @@ def _load_text(text: str, source: str, *, base_dir: Path | None,
             return lists[name].targets if known else None
 
         check_upstreams_not_denied(doc.dns, uid, rules, list_targets, where, source, problems)
+    if doc.proxy is not None:
+        if (why := proxy_user_problem(doc.proxy)) is not None:
+            problems.append(Problem(source, *where("proxy.user"), "proxy.user", why))
+        warnings += proxy_process_warnings(doc, where, source)
     if problems:
         # the policy file's problems in file order, then those found in list files
         problems.sort(key=_order(source))

@@ -24,6 +24,7 @@ from pydantic import (
 from outguard.policy.alertconf import AlertSpec
 from outguard.policy.dnsconf import DnsConfig
 from outguard.policy.feedconf import FeedDef
+from outguard.policy.proxyconf import ProxyConfig
 from outguard.policy.targets import Target, parse_target
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
@@ -286,6 +287,9 @@ class PolicyDoc(_Strict):
     dns: DnsConfig | None = Field(default=None, description=(
         "outguard's DNS resolver: names are resolved through it and their addresses put in the"
         " kernel before the answer; DNS leaves only through it."))
+    proxy: ProxyConfig | None = Field(default=None, description=(
+        "outguard's egress proxy (`outguard proxy serve`): HTTP and CONNECT, decided by the"
+        " same rules, by name and by who asks."))
     alerts: list[AlertSpec] = Field(default_factory=list, description=(
         "Where `outguard run` sends incidents: stdout, syslog, webhook, email."))
     learn: StrictBool = Field(default=False, description=(

@@ -1,0 +1,339 @@
+"""The proxy's connections: requests read with h11, decided, connected, relayed.
+
+Place in the data flow: `serve` binds the listeners and hands each accepted connection to
+`Proxy.handle`. Per request: `http.parse_absolute` or the CONNECT authority → `guard` (by
+name, then every resolved address; the client's uid and cgroup from `identify`) → one
+connection to a checked address (never a second lookup) → the request forwarded with h11 on
+both sides (keep-alive towards the client, one upstream connection per request, redirects
+passed to the client, never followed) or the tunnel relayed (`tunnel`).
+
+Answers the proxy writes itself close the connection: 400 for what cannot be read (a
+malformed head, a bad host), 431 for a head over `header_bytes`, 403 for a refusal (headers
+X-Outguard-Rule and X-Outguard-Reason), 502 when the upstream cannot be resolved, reached or
+read, 503 when `connections` clients are already served, 408 when a client is too slow with
+its request head. No exception of one connection reaches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+
+from outguard.policy.proxyconf import ProxyLimits
+from outguard.proxy import guard, http, tunnel
+from outguard.proxy.guard import Verdict, Who
+from outguard.proxy.resolve import Resolve, ResolveError
+from outguard.proxy.target import BadHostError, IPAddress, Target, split_authority
+from outguard.ruleset.ir import Ruleset
+
+log = logging.getLogger("outguard.proxy")
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who asks: what `guard` needs, and what a record shows."""
+
+    who: Who
+    pid: int | None = None
+    exe: str | None = None
+    user: str | None = None
+    unit: str | None = None
+    ends: tuple[str, int, str, int] | None = None  # client addr, port, our addr, port
+    full: bool = False  # the process was looked for (not only the socket's uid)
+
+
+# (client addr, client port, our addr, our port, full) → the client. Without `full` only the
+# socket's uid is needed (one sock_diag request); with it, the process, its gid and cgroup.
+Identify = Callable[[str, int, str, int, bool], Awaitable[Client]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One decided request (the log line; counted per rule in `Proxy.counts`)."""
+
+    method: str
+    host: str
+    port: int
+    client: Client
+    verdict: Verdict
+    status: int
+
+
+class RefusedError(Exception):
+    def __init__(self, status: int, reason: str, rule: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.rule = status, reason, rule
+
+
+class Proxy:
+    """The proxy's logic around its sockets; `ruleset()` is read per request, so a new policy
+    applies to new requests while open tunnels go on."""
+
+    def __init__(self, ruleset: Callable[[], Ruleset], resolve: Resolve, identify: Identify,
+                 limits: ProxyLimits, on_record: Callable[[Record], None] | None = None) -> None:
+        self.ruleset = ruleset
+        self.resolve = resolve
+        self.identify = identify
+        self.limits = limits
+        self.on_record = on_record
+        self.active = 0
+        self.counts: Counter[tuple[str, str]] = Counter()  # (allowed|refused, rule)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """asyncio.start_server's callback: one client connection, start to end."""
+        self.active += 1
+        try:
+            if self.active > self.limits.connections:
+                writer.write(http.error_response(503, "too many client connections"))
+                await writer.drain()
+                return
+            await self._serve(reader, writer)
+        except RefusedError as exc:
+            await _answer(writer, http.error_response(exc.status, exc.reason, exc.rule))
+        except (ConnectionError, TimeoutError, OSError):
+            pass  # the client went away or timed out
+        except Exception:  # one connection's bug must not stop the proxy
+            log.exception("proxy: unexpected error on a client connection")
+        finally:
+            self.active -= 1
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        client = await self.identify(peer[0], peer[1], local[0], local[1],
+                                     guard.needs_process(self.ruleset()))
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
+        while True:
+            request = await self._next_request(conn, reader)
+            if request is None:
+                return
+            if request.method == b"CONNECT":
+                await self._connect(conn, request, client, (reader, writer))
+                return
+            await self._forward(conn, request, client, (reader, writer))
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _next_request(self, conn: h11.Connection,
+                            reader: asyncio.StreamReader) -> h11.Request | None:
+        """The next request head; None when the client closed between requests."""
+        first = conn.their_state is h11.IDLE and not conn.trailing_data[0]
+        wait = self.limits.idle_timeout if first else self.limits.header_timeout
+        deadline: float | None = None
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RefusedError(exc.error_status_hint if exc.error_status_hint in (400, 431)
+                              else 400, f"malformed request: {exc}") from None
+            if isinstance(event, h11.Request):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if deadline is None:
+                deadline = time.monotonic() + wait
+            try:
+                # never more than the limit at once: h11 bounds only a head still incomplete
+                data = await asyncio.wait_for(reader.read(self.limits.header_bytes + 1),
+                                              deadline - time.monotonic())
+            except TimeoutError:
+                if conn.their_state is h11.IDLE and not conn.trailing_data[0] and first:
+                    return None  # an idle kept-alive connection: close it quietly
+                raise RefusedError(408, "the request head did not arrive in time") from None
+            if data and first and deadline is not None:
+                first = False  # the head has begun: from now on, the header timeout
+                deadline = time.monotonic() + self.limits.header_timeout
+            conn.receive_data(data)
+
+    # --- decisions ------------------------------------------------------------------------
+
+    async def _refused(self, method: str, target: Target, port: int, client: Client,
+                       verdict: Verdict, status: int) -> None:
+        """Record a refusal with the client's process (looked up now if it was not yet: a
+        refusal is rare and is what someone will investigate)."""
+        if not client.full and client.ends is not None:
+            client = await self.identify(*client.ends, True)
+        self._record(method, target, port, client, verdict, status)
+
+    def _record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
+                status: int) -> None:
+        self.counts["allowed" if verdict.allowed else "refused", verdict.rule] += 1
+        record = Record(method, str(target), port, client, verdict, status)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    async def _decide(self, method: str, target: Target, port: int,
+                      client: Client) -> tuple[list[IPAddress], Verdict]:
+        """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none."""
+        ruleset = self.ruleset()
+        if target.name is not None:
+            verdict = guard.decide_name(ruleset, target.name, port, client.who)
+            if verdict.allowed:
+                try:
+                    addrs = await self.resolve(target.name)
+                except ResolveError as exc:
+                    await self._refused(method, target, port, client, verdict, 502)
+                    raise RefusedError(502, str(exc)) from None
+                checked = guard.decide_addresses(ruleset, addrs, port, client.who, target.name)
+                verdict = verdict if checked.allowed else checked
+        else:
+            assert target.addr is not None
+            addrs = [target.addr]
+            verdict = guard.decide_addresses(ruleset, addrs, port, client.who)
+        if not verdict.allowed:
+            await self._refused(method, target, port, client, verdict, 403)
+            raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
+        return addrs, verdict
+
+    async def _open(self, addrs: list[IPAddress], port: int) -> Streams:
+        """A connection to the first checked address that answers (literal: no lookup)."""
+        errors = []
+        for addr in addrs:
+            try:
+                return await asyncio.wait_for(asyncio.open_connection(str(addr), port),
+                                              self.limits.connect_timeout)
+            except TimeoutError:
+                errors.append(f"{addr}: no answer in {self.limits.connect_timeout:g}s")
+            except OSError as exc:
+                errors.append(f"{addr}: {exc.strerror or exc}")
+        raise RefusedError(502, f"cannot connect to port {port}: {'; '.join(errors)}")
+
+    # --- CONNECT --------------------------------------------------------------------------
+
+    async def _connect(self, conn: h11.Connection, request: h11.Request, client: Client,
+                       down: Streams) -> None:
+        try:
+            target, port = split_authority(request.target.decode("ascii", "replace"), None)
+        except BadHostError as exc:
+            raise RefusedError(400, f"bad CONNECT target: {exc}") from None
+        addrs, verdict = await self._decide("CONNECT", target, port, client)
+        up = await self._open(addrs, port)
+        try:
+            while not isinstance(conn.next_event(), h11.EndOfMessage | h11.PAUSED):
+                pass  # a CONNECT has no body; h11 pauses at its end
+            down[1].write(conn.send(h11.Response(status_code=200, headers=[],
+                                                 reason=b"Connection established")) or b"")
+            await down[1].drain()
+            first = conn.trailing_data[0]
+            try:
+                data, hello = await tunnel.read_hello(down[0], first, self.limits.header_timeout)
+                problem = tunnel.sni_problem(hello, target)
+            except ValueError as exc:
+                data, problem = b"", str(exc)
+            if problem is not None:
+                refusal = Verdict(False, "proxy:sni", problem)
+                await self._refused("CONNECT", target, port, client, refusal, 403)
+                await _answer(down[1], tunnel.ALERT_UNRECOGNIZED_NAME)
+                return
+            self._record("CONNECT", target, port, client, verdict, 200)
+            up[1].write(data)
+            del data, first, hello  # an open tunnel keeps only what it needs
+            await tunnel.relay(down, up, self.limits.idle_timeout)
+        finally:
+            up[1].close()
+
+    # --- plain HTTP -----------------------------------------------------------------------
+
+    async def _forward(self, conn: h11.Connection, request: h11.Request, client: Client,
+                       down: Streams) -> None:
+        method = request.method.decode("ascii", "replace")
+        try:
+            where = http.parse_absolute(request.target)
+        except BadHostError as exc:
+            raise RefusedError(400, str(exc)) from None
+        addrs, verdict = await self._decide(method, where.target, where.port, client)
+        up = await self._open(addrs, where.port)
+        try:
+            upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
+            up[1].write(upconn.send(h11.Request(
+                method=request.method, target=where.path,
+                headers=http.forward_headers(list(request.headers), where.authority))) or b"")
+            if conn.client_is_waiting_for_100_continue:
+                down[1].write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                              or b"")
+            await self._copy_body(conn, down[0], upconn, up[1])
+            status = await self._copy_response(upconn, up[0], conn, down[1])
+            self._record(method, where.target, where.port, client, verdict, status)
+        finally:
+            up[1].close()
+
+    async def _copy_body(self, src: h11.Connection, reader: asyncio.StreamReader,
+                         dst: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        """The request body, as it comes, to the upstream."""
+        while True:
+            event = await _event(src, reader, self.limits.idle_timeout, "client")
+            if isinstance(event, h11.Data):
+                writer.write(dst.send(h11.Data(data=event.data)) or b"")
+                await writer.drain()
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(dst.send(h11.EndOfMessage()) or b"")
+                await writer.drain()
+                return
+
+    async def _copy_response(self, src: h11.Connection, reader: asyncio.StreamReader,
+                             dst: h11.Connection, writer: asyncio.StreamWriter) -> int:
+        """The upstream's response, as it comes, to the client; its status."""
+        status = 0
+        while True:
+            try:
+                event = await _event(src, reader, self.limits.idle_timeout, "upstream")
+            except RefusedError:
+                if status:  # the head went out already: all the proxy can do is close
+                    raise ConnectionError("the upstream failed mid-response") from None
+                raise
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100 Continue was ours to give; 1xx others are not forwarded
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                writer.write(dst.send(h11.Response(
+                    status_code=status, reason=event.reason,
+                    headers=http.response_headers(list(event.headers)))) or b"")
+            elif isinstance(event, h11.Data):
+                writer.write(dst.send(h11.Data(data=event.data)) or b"")
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(dst.send(h11.EndOfMessage()) or b"")
+                await writer.drain()
+                return status
+            await writer.drain()
+
+
+async def _event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float,
+                 side: str) -> h11.Event | type[h11.PAUSED]:
+    """The next h11 event of one side; RefusedError(400/502) when that side breaks the protocol,
+    stalls for `timeout` or closes early."""
+    status = 400 if side == "client" else 502
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise RefusedError(status, f"malformed HTTP from the {side}: {exc}") from None
+        if isinstance(event, h11.ConnectionClosed):
+            raise RefusedError(status, f"the {side} closed the connection early")
+        if event is not h11.NEED_DATA:
+            return event  # type: ignore[return-value]  # NEED_DATA is excluded just above
+        try:
+            data = await asyncio.wait_for(reader.read(65536), timeout)
+        except TimeoutError:
+            raise RefusedError(408 if side == "client" else 502,
+                          f"the {side} sent nothing for {timeout:g}s") from None
+        except (ConnectionError, OSError) as exc:
+            raise RefusedError(status, f"the {side}'s connection failed: {exc}") from None
+        conn.receive_data(data)
+
+
+async def _answer(writer: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        writer.write(data)
+        await writer.drain()
+    except (ConnectionError, OSError):
+        pass
