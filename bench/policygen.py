@@ -31,6 +31,7 @@ def write_blocklist(path: Path, count: int, seed: int = 1) -> Path:
     # 240.0.0.0 and 255.255.255.255 (broadcast) are left out.
     picks = rng.sample(range(1, (1 << 28) - 1), count)
     tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)  # bench/out/ on a fresh clone
     with tmp.open("w") as fh:
         fh.write("\n".join(_ipv4(0xF0000000 | p) for p in picks))
         fh.write("\n")
