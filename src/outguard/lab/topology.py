@@ -182,6 +182,11 @@ class LabPaths:
         return self.root / "state"
 
 
+def netns_saved_resolv_conf(ns: str) -> Path:
+    """Where `outguard dns install --netns NS` keeps the resolv.conf it replaced."""
+    return NETNS_ETC_DIR / f"{ns}.resolv.conf.outguard-saved"
+
+
 def netns_etc_dir(ns: str) -> Path:
     """The directory `ip netns exec NS` bind-mounts over `/etc`."""
     return NETNS_ETC_DIR / ns
