@@ -40,7 +40,7 @@ def test_the_lab_is_gone_afterwards(run: tuple[journey.JourneyResult, list[str]]
 def test_the_workload_was_learned(run: tuple[journey.JourneyResult, list[str]]) -> None:
     result, _ = run
     assert [r.observed for r in result.learned] == [Outcome.ALLOWED] * len(result.learned)
-    for host in ("mirror", "api", "backup"):
+    for host in ("mirror", "api", "backup", "ntp"):
         assert t.host(host).fqdn in result.flows_text
 
 
@@ -50,8 +50,9 @@ def test_the_suggested_policy_names_its_destinations(
     result, lines = run
     doc = yaml.safe_load(result.policy_text)
     destinations = [d for rule in doc["allow"] for d in rule.get("to", [])]
-    for host in ("mirror", "api", "backup"):
+    for host in ("mirror", "api", "backup", "ntp"):
         assert t.host(host).fqdn in destinations, destinations
+    assert any(rule.get("proto") == "udp" and 123 in rule.get("ports", []) for rule in doc["allow"])
     named = {a for h in t.HOSTS if h.name != "dns" for a in h.addresses}
     assert not named & set(destinations), "an address of a named destination"
     assert doc.get("dns", {}).get("upstreams"), "names need the dns: section"
@@ -92,6 +93,28 @@ def test_a_lockdown_blocks_the_api_then_lifts_by_itself(
     result, _ = run
     assert result.lockdown_blocked is not None
     assert result.lockdown_blocked.observed == Outcome.BLOCKED
+    assert result.lockdown_incidents  # one per address family curl tried
+    assert {i.rule for i in result.lockdown_incidents} == {"lockdown"}
     assert result.lockdown_lifted is not None
     assert result.lockdown_lifted.observed == Outcome.ALLOWED
     assert result.ok
+
+
+def test_commands_run_as_typed_on_the_server() -> None:
+    """What the journey runs: `--netns` for the lab, `--state-dir` only where the command has
+    it (`dns install` has none: the first journey failed on it)."""
+    paths = t.LabPaths()
+    dns = journey.cli(paths, "dns", "install")
+    assert "--state-dir" not in dns and dns[-2:] == ["--netns", t.SERVER_NS]
+    learn = journey.cli(paths, "learn", "--for", "20s")
+    assert learn[-4:] == ["--netns", t.SERVER_NS, "--state-dir", str(paths.state_dir)]
+    assert journey.shown("apply", "p.yaml", "--verify") == "$ outguard apply p.yaml --verify"
+
+
+def test_the_workload_asks_by_name() -> None:
+    """Names in every URL of the learned workload: the suggested policy can only name what the
+    clients asked for by name."""
+    steps = journey.journey_steps(t.LabPaths())
+    targets = [next(a for a in s.argv if t.ZONE in a) for s in steps]
+    assert len(targets) == len(steps)
+    assert not any(a for h in t.HOSTS for a in h.addresses for s in steps if a in " ".join(s.argv))

@@ -60,6 +60,8 @@ class JourneyResult:
     jndi: workload.StepResult | None = None
     jndi_incidents: list[Incident] = field(default_factory=list)
     lockdown_blocked: workload.StepResult | None = None
+    lockdown_incidents: list[Incident] = field(default_factory=list)
+    """The monitor's incidents of rule `lockdown` (the blocked API call)."""
     lockdown_lifted: workload.StepResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -88,6 +90,9 @@ def journey_steps(paths: t.LabPaths) -> list[Step]:
         Step("backup", "backup job as user nobody",
              workload.curl_argv(f"http://{backup.fqdn}/", as_nobody=True),
              ok, "", "", "curl", curl_t),
+        Step("ntp", "time sync, NTP over UDP",
+             (sys.executable, "-m", "outguard.lab.ntp", t.host("ntp").fqdn,
+              str(workload.CONNECT_TIMEOUT)), ok, "", "", "ntp", 10.0),
         Step("java-api", "Java service calling the API",
              ("java", "-cp", str(paths.java_dir), workload.API_CLASS, f"http://{api.fqdn}/",
               str(workload.CONNECT_TIMEOUT * 1000)), ok, "", "", "java", 20.0),
@@ -281,7 +286,7 @@ def jndi(paths: t.LabPaths, say: Say, r: JourneyResult, agent: AgentHandle) -> N
         say(f"  {report.BAD_MARK} no critical incident was raised")
 
 
-def lockdown(paths: t.LabPaths, say: Say, r: JourneyResult) -> None:
+def lockdown(paths: t.LabPaths, say: Say, r: JourneyResult, agent: AgentHandle) -> None:
     say(f"\n== 7. Lockdown: the emergency brake, for {LOCKDOWN_FOR:.0f} s"
         " (it expires in the kernel)")
     got = run_cli(paths, say, "lockdown", "--for", f"{LOCKDOWN_FOR:.0f}s")
@@ -290,6 +295,9 @@ def lockdown(paths: t.LabPaths, say: Say, r: JourneyResult) -> None:
     started = time.monotonic()
     r.lockdown_blocked = workload.run_step(api_step(paths, Outcome.BLOCKED), workload.ns_runner())
     _show(say)(r.lockdown_blocked)
+    r.lockdown_incidents = agent.wait_for_incidents(1, timeout=5.0, query=Query(rule="lockdown"))
+    for i in r.lockdown_incidents:
+        say(f"  incident ({i.severity}): {i.title} — {i.process} -> {i.dst} port {i.dport}")
     left = LOCKDOWN_FOR - (time.monotonic() - started) + 2.0
     say(f"  (waiting {max(left, 0):.0f} s for it to expire; no outguard command is run)")
     time.sleep(max(left, 0))
@@ -320,7 +328,7 @@ def run_journey(*, down_after: bool = False, say: Say = print,
             timed("apply", lambda: apply(paths, say, r, agent))
             timed("enforce", lambda: enforce(paths, say, r, agent))
             timed("jndi", lambda: jndi(paths, say, r, agent))
-            timed("lockdown", lambda: lockdown(paths, say, r))
+            timed("lockdown", lambda: lockdown(paths, say, r, agent))
     finally:
         if down_after:
             say("lab down ...")

@@ -55,7 +55,8 @@ class Step:
     """The policy rule expected to decide it ("default" for the default action)."""
     counter: str
     """That rule's key in `outguard status --json` counters."""
-    client: Literal["curl", "java"]
+    client: Literal["curl", "java", "ntp"]
+    """How its exit is read: curl's codes, or 0 reached / 3 blocked (JndiLookup, ntp)."""
     timeout: float
 
     @property
@@ -175,7 +176,7 @@ def classify_java(out: RunOutput) -> tuple[Outcome, str]:
 
 
 def classify(step: Step, out: RunOutput) -> tuple[Outcome, str]:
-    return classify_java(out) if step.client == "java" else classify_curl(out)
+    return classify_curl(out) if step.client == "curl" else classify_java(out)
 
 
 def ns_runner(ns: str = t.SERVER_NS) -> Runner:
