@@ -5,12 +5,15 @@ through its real CLI (``python -m outguard ...`` inside og-lab-server, each comm
 it is typed), so every step is the code a sysadmin runs on a real server:
 
     lab up -> learn --for (the workload runs meanwhile) -> flows -> suggest -> simulate
-           -> apply --verify --confirm-timeout -> confirm -> the agent (monitor + resolver),
-              dns install -> the workload again: zero blocked -> the JNDI callback: blocked,
-              critical -> lockdown --for: the API blocked, then reachable once it expired
+           -> the agent on the suggested file (`run --no-apply POLICY`), dns install
+           -> apply --verify --confirm-timeout -> confirm -> the workload again: zero blocked
+           -> the JNDI callback: blocked, critical -> lockdown --for: the API blocked, then
+              reachable once it expired, with no outguard command run
 
 The agent runs in-process (`AgentHandle`, as the demo's monitor does) so the journey can read
-its incidents; everything else is a subprocess. `JourneyResult` holds what each step showed,
+its incidents; everything else is a subprocess. It starts before the apply because the
+suggested policy has `dns:`: names resolve only through the agent's resolver, and
+`apply --verify` probes a name rule only when its name resolves. `JourneyResult` holds what each step showed,
 for the lab test and the exit status.
 """
 
