@@ -84,7 +84,8 @@ def test_inet_gets_every_service_address_and_proxies_the_on_link_v6_ones() -> No
         for a in h.addresses:
             assert netcmds.host_addr_argv(a) in inet
     proxied = {a[5] for a in inet if a[:5] == ("ip", "-6", "neigh", "add", "proxy")}
-    assert proxied == {"2001:db8::53", "2001:db8::10", "2001:db8::20", "2001:db8::30"}
+    assert proxied == {"2001:db8::53", "2001:db8::10", "2001:db8::20", "2001:db8::30",
+                       "2001:db8::40"}
     sysctls = " ".join(" ".join(a) for a in inet if a[0] == "sysctl")
     assert "net.ipv6.conf.eth0.proxy_ndp=1" in sysctls
     assert "net.ipv6.conf.all.forwarding=1" in " ".join(
