@@ -118,3 +118,15 @@ def test_the_workload_asks_by_name() -> None:
     targets = [next(a for a in s.argv if t.ZONE in a) for s in steps]
     assert len(targets) == len(steps)
     assert not any(a for h in t.HOSTS for a in h.addresses for s in steps if a in " ".join(s.argv))
+
+
+def test_journey_writes_its_own_policy() -> None:
+    """`--journey --policy`: a usage error before anything is built."""
+    from click.testing import CliRunner
+
+    from outguard.cli.lab_cmd import lab
+
+    got = CliRunner().invoke(lab, ["demo", "--journey", "--policy", "examples/lab-policy.yaml"])
+    assert got.exit_code == 2 and "--journey writes its own policy" in got.output
+    assert lab_leftovers() == []
+    assert "--journey" in CliRunner().invoke(lab, ["demo", "--help"]).output
