@@ -79,3 +79,22 @@ def test_no_wildcard_without_dns() -> None:
     assert s.upstreams == []
     assert not any(e.value.startswith("*.") for r in s.rules for e in r.to)
     assert s.notes and "no DNS server" in s.notes[0]
+
+
+def test_only_names_on_the_same_ports_fold() -> None:
+    """The lab's journey: the API and the mirror on tcp/80, the NTP server on udp/123, all
+    below example.test, made `*.example.test` for tcp/80 AND udp/123 — NTP to the API's host,
+    HTTP to the NTP server, never seen. Names fold only with names seen on the same ports."""
+    flows = [flow("203.0.113.10", 80, names=("api.example.com",)),
+             flow("203.0.113.20", 80, names=("mirror.example.com",)),
+             flow("203.0.113.40", 123, "udp", names=("ntp.example.com",)),
+             flow("192.0.2.53", 53, "udp")]
+    s = suggest(flows, user_known=lambda _n: True)
+    got = sorted((e.value, r.proto, tuple(r.ports)) for r in s.rules for e in r.to)
+    assert got == [("api.example.com", "tcp", ((80, 80),)),
+                   ("mirror.example.com", "tcp", ((80, 80),)),
+                   ("ntp.example.com", "udp", ((123, 123),))]
+    flows.insert(0, flow("203.0.113.11", 80, names=("www.example.com",)))
+    s = suggest(flows, user_known=lambda _n: True)
+    got = sorted((e.value, r.proto) for r in s.rules for e in r.to)
+    assert got == [("*.example.com", "tcp"), ("ntp.example.com", "udp")]

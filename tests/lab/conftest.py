@@ -43,6 +43,8 @@ def lab_leftovers() -> list[str]:
     """Everything a lab leaves behind: namespaces, /etc/netns dirs, runtime dir, processes."""
     found = [f"namespace {n}" for n in netns.list_names() if n in t.NAMESPACES]
     found += [f"dir {t.netns_etc_dir(n)}" for n in t.NAMESPACES if t.netns_etc_dir(n).exists()]
+    found += [f"file {t.netns_saved_resolv_conf(n)}" for n in t.NAMESPACES
+              if t.netns_saved_resolv_conf(n).exists()]
     if t.RUNTIME_DIR.exists():
         found.append(f"dir {t.RUNTIME_DIR}")
     markers = (lifecycle.SERVICES_MODULE, str(t.RUNTIME_DIR))

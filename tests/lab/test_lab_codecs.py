@@ -142,3 +142,15 @@ def test_sites() -> None:
 ])
 def test_mirror_name(path: str, name: str | None) -> None:
     assert httpmini.mirror_name(path) == name
+
+
+def test_ntp_answer_echoes_the_request() -> None:
+    from outguard.lab import ntp
+
+    sent = ntp.request(now=1_700_000_000.25)
+    reply = ntp.answer(sent, now=1_700_000_001.5)
+    assert reply is not None and len(reply) == 48 and reply[0] & 0x7 == ntp.MODE_SERVER
+    assert ntp.server_time(reply, sent) == pytest.approx(1_700_000_001.5, abs=1e-6)
+    assert ntp.server_time(reply, ntp.request(now=1.0)) is None  # not ours
+    assert ntp.answer(reply) is None  # a server's packet gets no answer
+    assert ntp.answer(b"\x1b") is None

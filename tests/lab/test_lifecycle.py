@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -114,3 +115,18 @@ def test_cli_up_and_down(clean_lab: t.LabPaths) -> None:
     again = runner.invoke(lab_group, ["down"])
     assert again.exit_code == 0 and "nothing left behind" in again.output
     assert lab_leftovers() == []
+
+
+def test_down_removes_the_resolv_conf_dns_install_saved(clean_lab: t.LabPaths) -> None:
+    """`outguard dns install --netns og-lab-server` (the journey) saves the lab's resolv.conf
+    beside /etc/netns/og-lab-server/; left behind, the next lab's `dns install` refused."""
+    lifecycle.up(clean_lab)
+    for _ in range(2):
+        got = subprocess.run([sys.executable, "-m", "outguard", "dns", "install", "--netns",
+                              t.SERVER_NS], capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert got.returncode == 0, got.stderr
+        assert t.netns_saved_resolv_conf(t.SERVER_NS).exists()
+        lifecycle.down(clean_lab)
+        assert lab_leftovers() == []
+        lifecycle.up(clean_lab)

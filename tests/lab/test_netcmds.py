@@ -29,11 +29,12 @@ def test_hosts_match_the_documented_topology() -> None:
         "mirror.example.test": ("203.0.113.20", "2001:db8::20"),
         "unlisted.example.test": ("203.0.113.30", "2001:db8::30"),
         "backup.example.test": ("203.0.113.12",),
+        "ntp.example.test": ("203.0.113.40", "2001:db8::40"),
         "attacker.example.test": ("198.51.100.66", "2001:db8:bad::66"),
     }
     assert {x.label for x in t.SERVICE_LISTENERS} == {
         "api:80/http", "api:443/https", "mirror:80/http", "unlisted:80/http", "backup:80/http",
-        "attacker:1389/ldap", "attacker:8080/http",
+        "ntp:123/ntp", "attacker:1389/ldap", "attacker:8080/http",
     }
 
 
@@ -83,7 +84,8 @@ def test_inet_gets_every_service_address_and_proxies_the_on_link_v6_ones() -> No
         for a in h.addresses:
             assert netcmds.host_addr_argv(a) in inet
     proxied = {a[5] for a in inet if a[:5] == ("ip", "-6", "neigh", "add", "proxy")}
-    assert proxied == {"2001:db8::53", "2001:db8::10", "2001:db8::20", "2001:db8::30"}
+    assert proxied == {"2001:db8::53", "2001:db8::10", "2001:db8::20", "2001:db8::30",
+                       "2001:db8::40"}
     sysctls = " ".join(" ".join(a) for a in inet if a[0] == "sysctl")
     assert "net.ipv6.conf.eth0.proxy_ndp=1" in sysctls
     assert "net.ipv6.conf.all.forwarding=1" in " ".join(

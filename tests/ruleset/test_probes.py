@@ -116,3 +116,16 @@ def test_with_dns_a_name_rule_is_expected_to_let_out_the_address_of_its_name() -
     probes, _skipped = choose(rs, _resolve)
     (ntp,) = [p for p in probes if p.subject == "allow:ntp"]
     assert (ntp.dst, ntp.expect.rule, ntp.blocked) == ("203.0.113.20", "allow:ntp", False)
+
+
+def test_a_wildcard_rule_is_not_probed_and_says_so() -> None:
+    """A suggested `*.domain` rule has no host name to probe: the reason says that, not "a
+    name that does not resolve" (the journey's first verify sent one looking at DNS)."""
+    text = ("version: 1\ndns:\n  upstreams: [192.0.2.53]\nallow:\n  - name: mirrors\n"
+            "    to: ['*.example.test']\n    ports: [80]\n  - name: gone\n"
+            "    to: [gone.example.test]\n    ports: [80]\n")
+    _probes, skipped = choose(lower(load_text(text), resolver=_resolve), _resolve)
+    why = {s.subject: s.why for s in skipped}
+    assert why["allow:mirrors"] == "only wildcards (*.example.test): verify has no host name" \
+        " to probe"
+    assert "does not resolve" in why["allow:gone"]

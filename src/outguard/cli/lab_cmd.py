@@ -87,11 +87,21 @@ def down_cmd() -> None:
               default=None, help="Policy to demo [default: examples/lab-policy.yaml].")
 @click.option("--down", "down_after", is_flag=True,
               help="Remove the lab at the end instead of leaving it up.")
-def demo_cmd(policy: Path | None, down_after: bool) -> None:
+@click.option("--journey", is_flag=True,
+              help="From no policy to enforce: learn the server's workload, suggest, simulate,"
+                   " apply --verify --confirm-timeout, confirm, then a JNDI callback and a"
+                   " lockdown (about 2 minutes).")
+def demo_cmd(policy: Path | None, down_after: bool, journey: bool) -> None:
     """Fresh lab, apply the lab policy, run real clients, report what was blocked.
 
-    Exits 1 if any step is not allowed/blocked as the policy says.
+    Exits 1 if any step is not allowed/blocked as the policy says (with --journey: if any
+    step of the journey does not show what it should).
     """
+    if journey:
+        if policy is not None:
+            raise click.UsageError("--journey writes its own policy: drop --policy")
+        _journey(down_after)
+        return
     try:
         result = lab_demo.run_demo(
             lab_demo.find_policy(policy), down_after=down_after, say=_progress
@@ -101,5 +111,20 @@ def demo_cmd(policy: Path | None, down_after: bool) -> None:
     click.echo(result.text, nl=False)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     click.echo(f"({timings})", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _journey(down_after: bool) -> None:
+    from outguard.lab import journey  # noqa: PLC0415
+
+    try:
+        result = journey.run_journey(down_after=down_after, say=click.echo)
+    except OutguardError as exc:
+        raise _fail(exc) from exc
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    click.echo(f"\njourney {'complete' if result.ok else 'FAILED: see the ✗ above'} ({timings})")
+    if not down_after:
+        click.echo("The lab stays up; remove it with: outguard lab down")
     if not result.ok:
         sys.exit(1)

@@ -172,20 +172,21 @@ def _destinations(t: Table, service: Service, upstreams: set[str], banned_names:
 
 
 def _fold(dests: Dests, banned_names: set[str], fold: int) -> Dests:
-    """Many names below one registrable domain → `*.domain` (the apex stays as it is)."""
-    below: dict[str, list[str]] = {}
+    """Many names below one registrable domain → `*.domain` (the apex stays as it is). Only
+    names reached on the same protocols and ports fold together: a wildcard must not let
+    each name out on the others' ports (an NTP server's udp/123 for the API's host)."""
+    below: dict[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], list[str]] = {}
     for entry in dests:
         if dests[entry][2] is not None:
             continue  # an address
         domain = registrable(entry)
         if domain is not None and domain != entry:
-            below.setdefault(domain, []).append(entry)
-    for domain, names in sorted(below.items()):
+            below.setdefault((domain, _port_key(dests[entry][0])), []).append(entry)
+    for (domain, _key), names in sorted(below.items()):
         if len(names) < fold or not wildcard_safe(domain) or any(
                 b.endswith("." + domain) for b in banned_names):
             continue
-        ports: dict[str, set[int | None]] = {}
-        evidence = Evidence()
+        ports, evidence, _r = dests.get("*." + domain, ({}, Evidence(), None))
         for name in names:
             got, ev, _r = dests.pop(name)
             for proto, seen in got.items():
@@ -193,6 +194,11 @@ def _fold(dests: Dests, banned_names: set[str], fold: int) -> Dests:
             evidence.merge(ev)
         dests["*." + domain] = (ports, evidence, None)
     return dests
+
+
+def _port_key(ports: dict[str, set[int | None]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple(sorted((proto, tuple(sorted(-1 if p is None else p for p in seen)))
+                        for proto, seen in ports.items()))
 
 
 def ranges(ports: Iterable[int]) -> list[tuple[int, int]]:

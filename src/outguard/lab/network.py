@@ -51,6 +51,9 @@ def write_resolv_conf() -> None:
 def remove_etc_dirs() -> None:
     for ns in t.NAMESPACES:
         shutil.rmtree(t.netns_etc_dir(ns), ignore_errors=True)
+        # `outguard dns install --netns` keeps the lab's resolv.conf beside the dir: left
+        # behind, the next lab's `dns install` refuses to save over it
+        t.netns_saved_resolv_conf(ns).unlink(missing_ok=True)
     try:
         # Only if now empty: other namespaces' overlays (other tests) stay untouched.
         t.NETNS_ETC_DIR.rmdir()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from outguard.errors import KernelError, LabError
 from outguard.kernel.netns import NetnsThread
-from outguard.lab import dns, httpmini
+from outguard.lab import dns, httpmini, ntp
 from outguard.lab import topology as t
 
 PROBE_TIMEOUT = 1.0
@@ -80,10 +80,25 @@ def probe_tcp(
     return None if reply == httpmini.PROBE_REPLY else f"unexpected reply {reply!r}"
 
 
+def probe_ntp(address: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None if ntp.example.test answers an SNTP request on `address`, else what went wrong."""
+    with socket.socket(_family(address), socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        sent = ntp.request()
+        try:
+            s.sendto(sent, (address, ntp.PORT))
+            reply = s.recv(512)
+        except OSError as exc:
+            return f"no NTP answer ({exc})"
+    return None if ntp.server_time(reply, sent) is not None else f"bad NTP answer {reply!r}"
+
+
 def run_check(check: Check, paths: t.LabPaths) -> str | None:
     kind = check.listener.kind
     if kind == "dns":
         return probe_dns(check.address)
+    if kind == "ntp":
+        return probe_ntp(check.address)
     cafile = paths.tls_cert if kind == "https" else None
     return probe_tcp(check.address, check.listener.port, cafile)
 

@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from outguard.lab import httpmini, ldap
+from outguard.lab import httpmini, ldap, ntp
 from outguard.lab import topology as t
 
 log = logging.getLogger("outguard.lab.services")
@@ -66,7 +67,8 @@ def bind_all(listeners: tuple[t.Listener, ...]) -> list[Bound]:
         for lst in listeners:
             for addr in t.host(lst.host).addresses:
                 family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                udp = lst.kind == "ntp"
+                sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
                 bound.append(Bound(lst, sock))
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
@@ -75,7 +77,8 @@ def bind_all(listeners: tuple[t.Listener, ...]) -> list[Bound]:
                     sock.bind((addr, lst.port))
                 except OSError as exc:
                     raise OSError(exc.errno, f"cannot bind {lst.label} on {addr}: {exc}") from exc
-                sock.listen(128)
+                if not udp:
+                    sock.listen(128)
                 sock.setblocking(False)
     except OSError:
         for b in bound:
@@ -222,6 +225,21 @@ class Services:
         return handle
 
 
+class _NtpServer(asyncio.DatagramProtocol):
+    """ntp.example.test: answers each SNTP request (not logged: the lab's probe asks too)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        reply = ntp.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
 def tls_context(paths: t.LabPaths) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(paths.tls_cert, paths.tls_key)
@@ -236,10 +254,14 @@ async def serve(paths: t.LabPaths, bound: list[Bound], ready_fd: int | None) -> 
             services.handler(b.listener), sock=b.sock,
             ssl=tls if b.listener.kind == "https" else None,
         )
-        for b in bound
+        for b in bound if b.listener.kind != "ntp"
+    ]
+    loop = asyncio.get_running_loop()
+    ntp_transports = [
+        (await loop.create_datagram_endpoint(_NtpServer, sock=b.sock))[0]
+        for b in bound if b.listener.kind == "ntp"
     ]
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("serving %d sockets", len(servers))
@@ -249,6 +271,8 @@ async def serve(paths: t.LabPaths, bound: list[Bound], ready_fd: int | None) -> 
     await stop.wait()
     for s in servers:
         s.close()
+    for tr in ntp_transports:
+        tr.close()
     log.info("stopped")
 
 

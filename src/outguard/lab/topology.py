@@ -40,7 +40,7 @@ DNS_TTL = 60
 RUNTIME_DIR = Path("/run/outguard-lab")
 NETNS_ETC_DIR = Path("/etc/netns")
 
-Kind = Literal["http", "https", "ldap", "dns"]
+Kind = Literal["http", "https", "ldap", "dns", "ntp"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Host:
 
 @dataclass(frozen=True)
 class Listener:
-    """A TCP (or, for DNS, UDP+TCP) service on every address of one host."""
+    """A TCP (for DNS UDP+TCP, for NTP UDP) service on every address of one host."""
 
     host: str
     port: int
@@ -80,6 +80,7 @@ HOSTS: tuple[Host, ...] = (
     Host("mirror", "203.0.113.20", "2001:db8::20", "package mirror, HTTP 80"),
     Host("unlisted", "203.0.113.30", "2001:db8::30", "HTTP 80, not in the policy"),
     Host("backup", "203.0.113.12", None, "HTTP 80, allowed for user nobody only"),
+    Host("ntp", "203.0.113.40", "2001:db8::40", "NTP time server, UDP 123"),
     Host("attacker", "198.51.100.66", "2001:db8:bad::66", "LDAP 1389 and HTTP 8080 (JNDI)"),
 )
 
@@ -90,6 +91,7 @@ LISTENERS: tuple[Listener, ...] = (
     Listener("mirror", 80, "http"),
     Listener("unlisted", 80, "http"),
     Listener("backup", 80, "http"),
+    Listener("ntp", 123, "ntp"),
     Listener("attacker", 1389, "ldap"),
     Listener("attacker", 8080, "http"),
 )
@@ -180,6 +182,11 @@ class LabPaths:
     def state_dir(self) -> Path:
         """outguard's own `--state-dir` for the lab's server."""
         return self.root / "state"
+
+
+def netns_saved_resolv_conf(ns: str) -> Path:
+    """Where `outguard dns install --netns NS` keeps the resolv.conf it replaced."""
+    return NETNS_ETC_DIR / f"{ns}.resolv.conf.outguard-saved"
 
 
 def netns_etc_dir(ns: str) -> Path:

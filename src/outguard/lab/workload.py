@@ -12,6 +12,7 @@ timeout and every process an outer deadline.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import shlex
 import time
@@ -28,6 +29,9 @@ CONNECT_TIMEOUT = 2
 CURL_MAX_TIME = 6
 JAVA_CLASS = "JndiLookup"
 JAVA_ASSET = f"{JAVA_CLASS}.java"
+API_CLASS = "ApiCall"
+"""The journey's Java service: one HTTP GET to the API (assets/ApiCall.java)."""
+JAVA_CLASSES = (JAVA_CLASS, API_CLASS)
 DEMO_TOOLS = {"curl": "curl", "java": "openjdk-17-jdk-headless",
               "javac": "openjdk-17-jdk-headless", "setpriv": "util-linux"}
 """Programs the workload runs -> the Debian package that ships them."""
@@ -51,7 +55,8 @@ class Step:
     """The policy rule expected to decide it ("default" for the default action)."""
     counter: str
     """That rule's key in `outguard status --json` counters."""
-    client: Literal["curl", "java"]
+    client: Literal["curl", "java", "ntp"]
+    """How its exit is read: curl's codes, or 0 reached / 3 blocked (JndiLookup, ntp)."""
     timeout: float
 
     @property
@@ -171,7 +176,7 @@ def classify_java(out: RunOutput) -> tuple[Outcome, str]:
 
 
 def classify(step: Step, out: RunOutput) -> tuple[Outcome, str]:
-    return classify_java(out) if step.client == "java" else classify_curl(out)
+    return classify_curl(out) if step.client == "curl" else classify_java(out)
 
 
 def ns_runner(ns: str = t.SERVER_NS) -> Runner:
@@ -207,17 +212,20 @@ def run_steps(
 
 
 def compile_java(paths: t.LabPaths) -> None:
-    """Compile the JNDI client into the runtime dir (once per lab; the JVM then starts fast)."""
-    if (paths.java_dir / f"{JAVA_CLASS}.class").exists():
+    """Compile the lab's Java clients (the JNDI lookup, the API caller) into the runtime dir,
+    once per lab: the JVM then starts fast."""
+    if all((paths.java_dir / f"{c}.class").exists() for c in JAVA_CLASSES):
         return
     paths.java_dir.mkdir(parents=True, exist_ok=True)
-    source = resources.files("outguard.lab").joinpath("assets", JAVA_ASSET)
-    with resources.as_file(source) as src:
+    assets = resources.files("outguard.lab").joinpath("assets")
+    with contextlib.ExitStack() as stack:
+        sources = [str(stack.enter_context(resources.as_file(assets.joinpath(f"{c}.java"))))
+                   for c in JAVA_CLASSES]
         try:
-            proc = procs.run(["javac", "-d", str(paths.java_dir), str(src)], timeout=120)
+            proc = procs.run(["javac", "-d", str(paths.java_dir), *sources], timeout=120)
         except procs.NotInstalledError as exc:
             raise LabError("`javac` is missing: apt-get install openjdk-17-jdk-headless") from exc
         except procs.TimedOutError as exc:
-            raise LabError("javac did not compile the JNDI client in 120 s") from exc
+            raise LabError("javac did not compile the lab's Java clients in 120 s") from exc
     if proc.returncode != 0:
-        raise LabError(f"javac failed on {JAVA_ASSET}: {proc.stderr.strip()}")
+        raise LabError(f"javac failed on {', '.join(JAVA_CLASSES)}: {proc.stderr.strip()}")

@@ -144,6 +144,15 @@ def _why_not(rule: IRRule) -> str | None:
     return None
 
 
+def _no_address(rs: Ruleset, rule: IRRule) -> str:
+    names, wildcards = rule_names(rs, rule)
+    if wildcards and not names:
+        # `suggest` folds names into them: saying "does not resolve" sent people to DNS
+        return (f"only wildcards ({', '.join(sorted(wildcards)[:3])}): verify has no host name"
+                " to probe")
+    return "no destination address (a name that does not resolve, an empty list)"
+
+
 def choose(rs: Ruleset, resolve: Resolve) -> tuple[list[ProbeSpec], list[Skipped]]:
     """The probes that test `rs`, and the rules not probed (with why). `resolve`: a host
     name's addresses (through the host's resolver: with `dns:`, outguard's, which fills the
@@ -157,8 +166,7 @@ def choose(rs: Ruleset, resolve: Resolve) -> tuple[list[ProbeSpec], list[Skipped
             continue
         found = _first_addresses(rs, rule, resolve)
         if not found:
-            skipped.append(Skipped(subject, "no destination address (a name that does not"
-                                            " resolve, an empty list)"))
+            skipped.append(Skipped(subject, _no_address(rs, rule)))
             continue
         proto: Proto = "udp" if rule.match.proto == "udp" else "tcp"
         port = rule.match.ports[0][0] if rule.match.ports else 443
