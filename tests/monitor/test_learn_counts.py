@@ -114,3 +114,19 @@ def test_owners_and_waiting_counts_are_bounded_and_no_count_is_dropped() -> None
     assert [(k[2], pkt) for k, pkt, _a, _n in taken if pkt is None] == [(1, None)]
     assert owners.waiting() == 2
     assert sum(n for *_k, n in owners.give_up()) == 2 and owners.waiting() == 0
+
+
+def test_a_first_message_without_a_process_keeps_a_running_owner() -> None:
+    import os
+    key = ("203.0.113.7", "tcp", 443, 1000)
+    me = attribution(os.readlink("/proc/self/exe"), pid=os.getpid())
+    gone = attribution(None, pid=None)
+    owners = Owners()
+    owners.own(key, packet(), me)
+    owners.own(key, packet(at=30), gone)  # the socket closed before the lookup
+    [(_k, _p, att, _n)] = owners.take([Count(*key, 5)])
+    assert att is me
+    owners.own(key, packet(), attribution("/usr/bin/exited", pid=2**22 + 1))
+    owners.own(key, packet(at=30), gone)  # the known owner no longer runs: no guess
+    [(_k, _p, att, _n)] = owners.take([Count(*key, 5)])
+    assert att is gone

@@ -7,8 +7,8 @@ every flush and adds the counts to the flows it attributed from the keys' first 
 
 Why a dump that resets (NFT_MSG_GETSETELEM_RESET, Linux 6.5+), not `nft list set` and
 differences: the kernel reads and zeroes each element's counter in one step (it subtracts what
-it reported), so a flow counted while the dump runs is reported by the next one, never twice
-nor never; and a key that expires and comes back starts again at zero without the reader
+it reported), so a flow counted while the dump runs is reported by this dump or the next one,
+exactly once; and a key that expires and comes back starts again at zero without the reader
 having to tell its lives apart. An interrupted dump (the ruleset changed meanwhile) is not asked
 again: what it reset is counted, the rest waits for the next read. No `nft` process: a read
 costs a netlink round trip per 32 KiB of elements, whatever else the table holds.

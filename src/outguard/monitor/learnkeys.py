@@ -14,6 +14,7 @@ many waiting keys (the oldest are given without an owner at once): never a count
 
 from __future__ import annotations
 
+import os
 import pwd
 from collections.abc import Iterable
 from typing import Protocol
@@ -41,6 +42,16 @@ def user_of(uid: int | None) -> str | None:
 
 
 
+def _running(att: Attribution) -> bool:
+    """The attributed process still runs (its pid is alive with the same executable)."""
+    if att.pid is None or att.exe is None:
+        return False
+    try:
+        return os.readlink(f"/proc/{att.pid}/exe") == att.exe
+    except OSError:
+        return False
+
+
 class CountLike(Protocol):
     @property
     def dst(self) -> str: ...
@@ -64,8 +75,12 @@ class Owners:
         self._waiting: dict[SetKey, list[int]] = {}  # key -> [flows, flushes waited]
 
     def own(self, key: SetKey, pkt: BlockedPacket, att: Attribution) -> None:
-        """The latest first message of `key` makes its owner."""
-        self._owners.pop(key, None)
+        """The latest first message of `key` makes its owner; one whose process was not found
+        (its socket closed first: a flood of short connections) leaves a known owner that is
+        still running in place — the same user to the same destination, most likely it."""
+        known = self._owners.pop(key, None)
+        if att.pid is None and known is not None and _running(known[1]):
+            pkt, att = known
         self._owners[key] = (pkt, att)
         while len(self._owners) > self.limit:
             del self._owners[next(iter(self._owners))]
