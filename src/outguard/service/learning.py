@@ -154,7 +154,11 @@ def start(parts: LearnParts, attributor: Attributor, store: Store, *,
     early: list[Any] = []
     while got := parts.flows.read_nowait():
         early += got
-    counted = parts.counts() if parts.counts is not None else []
+    counted: list[Any] = []
+    try:
+        counted = list(parts.counts()) if parts.counts is not None else []
+    except Exception as exc:  # e.g. a kernel before 6.5 (no reset dump): the books will say
+        log.error("learning cannot read the kernel's counting sets: %s", exc)
     stats = parts.flows.stats
     parts.zero = {"received": stats.received, "lost": stats.lost, "malformed": stats.malformed,
                   "counted": sum(c.flows for c in counted),
