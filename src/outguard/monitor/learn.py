@@ -11,23 +11,21 @@ Place in the data flow (beside the monitor's agent, on the same loop):
     the policy in force ─► decide; classifier ─► signature ───────────────────────┘ decision)
                                                                     ─► Store.record_flows
 
-Why a dedicated NFLOG rule on `ct state new`, not conntrack NEW events over ctnetlink:
-conntrack reports a connection only when its entry is confirmed, after the packet left the
-output path, so a flow the policy drops is never reported, and learning must see flows "allowed
-or not"; NFLOG also hands over the socket's uid and the exact 5-tuple the sock_diag lookup of
-the attribution needs (`monitor.attribute`, reused as is), numbers every message (so a loss is
-counted, not guessed: ctnetlink's ENOBUFS says only *that* events were lost) and sits next to
-named kernel counters.
-
-Why the kernel counts (`nftables.nft_learn`): a message and a Python decode per flow capped a
-flood of short connections at about half the rate the policy alone allows. The kernel counts
-flows per key (destination . protocol . port . uid) in a set; only a key's first flow is
+Why a dedicated NFLOG rule on `ct state new`, not conntrack NEW events over ctnetlink: conntrack
+reports a connection only when its entry is confirmed, after the packet left the output path, so
+a flow the policy drops is never reported, and learning must see flows "allowed or not"; NFLOG
+also hands over the socket's uid and the exact 5-tuple the sock_diag lookup of the attribution
+needs (`monitor.attribute`, reused as is), numbers every message (so a loss is counted, not
+guessed: ctnetlink's ENOBUFS says only *that* events were lost) and sits next to named kernel
+counters. Why the kernel counts (`nftables.nft_learn`): a message and a Python decode per flow
+capped a flood of short connections at about half the rate the policy alone allows. The kernel
+counts flows per key (destination . protocol . port . uid) in a set; only a key's first flow is
 logged ("og:learn-key", no count: its process becomes the key's owner), and the counts read at
-each flush go to the owner's flow. Counts of a key whose first message has not been handled
-yet wait one flush (`ORPHAN_FLUSHES`), then are recorded without a process ("uid:N"). What no
-set takes (not TCP/UDP, no socket, a full set) is logged one by one ("og:learn", count 1). A
-second process of the same user to the same destination and port within `KEY_TIMEOUT` of the
-key's last message has its flows counted to the key's owner: the key carries no process.
+each flush go to the owner's flow. Counts of a key whose first message has not been handled yet
+wait (`ORPHAN_FLUSHES`, i.e. two), then are recorded without a process ("uid:N"). What no set
+takes (not TCP/UDP, no socket, a full set) is logged one by one ("og:learn", count 1). A second
+process of the same user to the same destination and port within `KEY_TIMEOUT` of the key's last
+message has its flows counted to the key's owner: the key carries no process.
 
 The books:
 
