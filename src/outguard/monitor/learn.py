@@ -2,22 +2,36 @@
 
 Place in the data flow (beside the monitor's agent, on the same loop):
 
-    NFLOG "og:learn" (ct state new) ─► attribute ─► aggregate by LearnedFlow.key ─┐
-    NFLOG DNS answers (sport 53, in) ─► passivedns.NameCache ─────────────────────┤ flush
+    NFLOG "og:learn-key" (a key's first flow) ─► attribute ─► owner of the key ───────┐
+    counting sets (kernel.learnsets, read and reset at each flush) ─► counts per key ─┤
+    NFLOG "og:learn" (a flow no set took) ─► attribute ─► count 1 ────────────────────┤
+                                        aggregate by LearnedFlow.key ◄────────────────┘
+    NFLOG DNS answers (sport 53, in) ─► passivedns.NameCache ─────────────────────┐ flush
     the resolver's answers (`dns:`) ─► names_of ──────────────────────────────────┤ (names,
     the policy in force ─► decide; classifier ─► signature ───────────────────────┘ decision)
                                                                     ─► Store.record_flows
 
-Why a dedicated NFLOG rule on `ct state new`, not conntrack NEW events over ctnetlink:
-conntrack reports a connection only when its entry is confirmed, after the packet left the
-output path, so a flow the policy drops is never reported, and learning must see flows "allowed
-or not"; NFLOG also hands over the socket's uid and the exact 5-tuple the sock_diag lookup of
-the attribution needs (`monitor.attribute`, reused as is), numbers every message (so a loss is
-counted, not guessed: ctnetlink's ENOBUFS says only *that* events were lost) and sits next to a
-named kernel counter on the same rule (`learn.new`), which gives the books:
+Why a dedicated NFLOG rule on `ct state new`, not conntrack NEW events over ctnetlink: conntrack
+reports a connection only when its entry is confirmed, after the packet left the output path, so
+a flow the policy drops is never reported, and learning must see flows "allowed or not"; NFLOG
+also hands over the socket's uid and the exact 5-tuple the sock_diag lookup of the attribution
+needs (`monitor.attribute`, reused as is), numbers every message (so a loss is counted, not
+guessed: ctnetlink's ENOBUFS says only *that* events were lost) and sits next to named kernel
+counters. Why the kernel counts (`nftables.nft_learn`): a message and a Python decode per flow
+capped a flood of short connections at about half the rate the policy alone allows. The kernel
+counts flows per key (destination . protocol . port . uid) in a set; only a key's first flow is
+logged ("og:learn-key", no count: its process becomes the key's owner), and the counts read at
+each flush go to the owner's flow. Counts of a key whose first message has not been handled yet
+wait (`ORPHAN_FLUSHES`, i.e. two), then are recorded without a process ("uid:N"). What no set
+takes (not TCP/UDP, no socket, a full set) is logged one by one ("og:learn", count 1). A second
+process of the same user to the same destination and port within `KEY_TIMEOUT` of the key's last
+message has its flows counted to the key's owner: the key carries no process.
 
-    kernel counter learn.new == received + lost (sequence gaps) + malformed   (source books)
-    received == recorded + pending + dropped (store failures)                  (learner books)
+The books:
+
+    kernel learn.new == counted (set counts read) + learn.logged                (the kernel's)
+    learn.logged + learn.keys == messages received + lost (gaps) + malformed   (the group's)
+    counted + logged messages received == recorded + pending + dropped          (the learner's)
 
 `Learner.handle` never awaits between packets (the socket behind a flow must still exist when
 it is looked up); names and the decision are added when a flow is flushed (every
@@ -32,17 +46,18 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from outguard.events import Attribution, BlockedPacket, Event, LearnedFlow, severity_rank
 from outguard.kernel.nflog_payload import Payload
 from outguard.monitor.agent import Attributor
 from outguard.monitor.classify import Classifier
+from outguard.monitor.learnkeys import CountLike, Owners, Taken, set_key, user_of
 from outguard.monitor.passivedns import NameCache
-from outguard.ruleset.keys import LEARN_PREFIX
+from outguard.ruleset.keys import LEARN_KEY_PREFIX, LEARN_PREFIX
 from outguard.store.base import Store, StoreError
 
 log = logging.getLogger("outguard.learn")
@@ -62,6 +77,9 @@ class AnswerSource(Protocol):
     def __aiter__(self) -> AsyncIterator[list[Payload]]: ...
 
 
+# the counting sets' counts since the last call (`kernel.learnsets.read_counts`); called on a
+# worker thread at each flush
+ReadCounts = Callable[[], Sequence[CountLike]]
 # the decisions of the policy in force for these flows ("" without a policy); called on a
 # worker thread at each flush
 Decide = Callable[[list[LearnedFlow]], list[str]]
@@ -82,7 +100,9 @@ class _Acc:
 class LearnBooks:
     """Every new flow accounted for (see the module docstring)."""
 
-    received: int = 0  # flow packets handed to the learner
+    received: int = 0  # flows logged one by one ("og:learn") handed to the learner
+    counted: int = 0  # flows counted by the kernel's sets, read
+    keys: int = 0  # first messages of a counted key ("og:learn-key": no count)
     recorded: int = 0  # written to the store (sum of counts)
     pending: int = 0  # waiting for the next flush
     dropped: int = 0  # given up after the store failed too long
@@ -116,7 +136,8 @@ class Learner:
                  classifier: Classifier | None = None, decide: Decide | None = None,
                  flush_every: float = 1.0, max_pending: int = 200_000,
                  clock: Callable[[], float] = time.time,
-                 early: list[BlockedPacket] | None = None) -> None:
+                 early: list[BlockedPacket] | None = None,
+                 counts: ReadCounts | None = None) -> None:
         self.flows, self.answers, self.attributor, self.store = flows, answers, attributor, store
         self.names = names if names is not None else NameCache()
         self.resolver_names, self.classifier, self.decide = resolver_names, classifier, decide
@@ -126,6 +147,8 @@ class Learner:
         self._retry: list[LearnedFlow] = []  # a batch the store refused, tried again
         self.running = asyncio.Event()
         self._early = early or []  # read before the run began: handled first
+        self.counts, self.owners = counts, Owners()
+        self._read: list[CountLike] = []  # read from the kernel, not yet taken
 
     # --- the per-packet path ------------------------------------------------------------
 
@@ -143,9 +166,15 @@ class Learner:
         too, without a lookup each — a flood of short connections costs one lookup and one
         aggregation per group and batch, not per flow."""
         groups: dict[tuple[int | None, str, int | None, str], list[BlockedPacket]] = {}
+        keyed = []
         for pkt in batch:
-            if pkt.prefix == LEARN_PREFIX:  # else not the learn rule's: no new flow
+            if pkt.prefix == LEARN_PREFIX:  # else not the learn rules': no new flow
                 groups.setdefault((pkt.uid, pkt.dst, pkt.dport, pkt.proto), []).append(pkt)
+            elif pkt.prefix == LEARN_KEY_PREFIX:
+                keyed.append(pkt)
+        for pkt in keyed:  # a few per batch: one per key and KEY_TIMEOUT
+            self.books.keys += 1
+            self.owners.own(set_key(pkt), pkt, await self._attribute(pkt))
         found: list[tuple[BlockedPacket, Attribution, int, datetime]] = []
         for pkts in groups.values():  # every lookup first: the sockets are closing
             self.books.received += len(pkts)
@@ -173,6 +202,35 @@ class Learner:
         acc.first, acc.last = min(acc.first, first), max(acc.last, pkt.time)
         if acc.att.pid is None and att.pid is not None:
             acc.pkt, acc.att = pkt, att  # a better example of the same key
+
+    def _take_counts(self, taken: list[Taken]) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for key, owner, owned, flows in taken:
+            pkt, att = owner, owned
+            if pkt is None or att is None:  # no first message: the uid is all there is
+                dst, proto, port, uid = key
+                pkt = BlockedPacket(now, LEARN_KEY_PREFIX, 6 if ":" in dst else 4, proto, "",
+                                    dst, None, port, uid=uid)
+                att = Attribution(uid=uid, user=user_of(uid), failure="no first message",
+                                  failure_kind="unknown")
+            self._add(replace(pkt, time=now), att, flows, min(pkt.time, now))
+
+    def early_counts(self, counts: Sequence[CountLike]) -> None:
+        """Counts read before the run began: taken at its first flush."""
+        self._read.extend(counts)
+
+    async def read_counts(self) -> None:
+        """The kernel's counts since the last read, given to their keys' owners. Read on a
+        worker thread into `_read` first: a flush cancelled meanwhile loses none."""
+        if self.counts is not None:
+            reader = self.counts
+            try:
+                await asyncio.to_thread(lambda: self._read.extend(reader()))
+            except Exception as exc:  # the kernel keeps them: the next read has them
+                log.warning("learn: the kernel's counts not read: %s", exc)
+        got, self._read = self._read, []
+        self.books.counted += sum(c.flows for c in got)
+        self._take_counts(self.owners.take(got))
 
     def take_answers(self, batch: list[Payload]) -> None:
         self.names.take(batch, self.clock())
@@ -226,6 +284,7 @@ class Learner:
         """Hand what was learned since the last flush to the store (on a worker thread). A
         flush cancelled before its write puts what it took back; a write under way finishes
         on its thread and counts itself."""
+        await self.read_counts()
         taken, self._pending = self._pending, {}
         try:
             fresh = self._flows(taken)
@@ -269,7 +328,7 @@ class Learner:
     def report(self) -> LearnBooks:
         """The books now (`pending` and the source's counts refreshed)."""
         self.books.pending = sum(a.count for a in self._pending.values()) + \
-            sum(f.count for f in self._retry)
+            sum(f.count for f in self._retry) + self.owners.waiting()
         stats = getattr(self.flows, "stats", None)
         if stats is not None and hasattr(stats, "as_dict"):
             self.books.source = dict(stats.as_dict())
@@ -325,6 +384,8 @@ class Learner:
         finally:
             with contextlib.suppress(Exception):  # a closed socket: nothing more to read
                 await self._drain()
+            await self.read_counts()
+            self._take_counts(self.owners.give_up())  # no owner will come now
             await self.flush()
 
     async def _drain(self) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from outguard.errors import ResolverUserError
-from outguard.nftables import nft_lockdown
+from outguard.nftables import nft_learn, nft_lockdown
 from outguard.nftables.model import (
     ADDR,
     BASE_CHAINS,
@@ -47,7 +47,7 @@ from outguard.nftables.nft_verdict import Verdicts
 from outguard.policy.targets import text_to_int
 from outguard.ruleset.intervals import merge, net_to_range, partition
 from outguard.ruleset.ir import IRRule, Match, Ruleset, Section
-from outguard.ruleset.keys import DEFAULT, LEARN_COUNTER, SetName, Stage, dns_ports, short_hash
+from outguard.ruleset.keys import DEFAULT, SetName, Stage, dns_ports, short_hash
 
 _ND_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert",
              "mld-listener-report", "mld2-listener-report"]
@@ -305,10 +305,11 @@ class _Builder:
             if hook == "output" or (hook == "forward" and rs.forward):
                 self.hook_chain(hook, hook)
         if rs.learn:
+            nft_learn.build(self.out, rs.nflog_group)
             self.out.chain("input", "input").rules.extend(dns_copy_rules(rs.nflog_group))
         default = DEFAULT
         self.out.counters = [default.counter] + [r.key.counter for r in rs.rules()]
-        self.out.counters += [LEARN_COUNTER] if rs.learn else []
+        self.out.counters += list(nft_learn.COUNTERS) if rs.learn else []
         self.out.counters += [k.log_counter for k in [default, *(r.key for r in rs.deny)]]
         if not self.default:
             self.out.counters = []

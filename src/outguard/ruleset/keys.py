@@ -31,10 +31,15 @@ from typing import Literal, NamedTuple
 DNS_PORTS = (53, 853)  # DNS and DNS over TLS: with `dns:`, only the resolver sends to them
 
 # Learning (`learn: true`, `outguard learn`): the kernel counts every new outbound flow in
-# LEARN_COUNTER and logs it with LEARN_PREFIX to the group after the policy's; DNS answers the
-# host receives are copied to the one after that (`learn_groups`).
+# LEARN_COUNTER, and each flow again either in a counting set (`nftables.nft_learn`) or, one
+# message per flow, in LEARN_LOGGED with LEARN_PREFIX to the group after the policy's; the
+# first flow of a counting set's key is logged with LEARN_KEY_PREFIX (attribution only,
+# counted in LEARN_KEYS); DNS answers the host receives go to the group after (`learn_groups`).
 LEARN_COUNTER = "learn.new"
+LEARN_LOGGED = "learn.logged"
+LEARN_KEYS = "learn.keys"
 LEARN_PREFIX = "og:learn"
+LEARN_KEY_PREFIX = "og:learn-key"
 
 
 def learn_groups(nflog_group: int) -> tuple[int, int]:

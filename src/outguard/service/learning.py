@@ -5,31 +5,37 @@ first new flow is already seen) when learning is on — `outguard learn`, or `le
 policy — and `start` once the agent's attributor, classifier and resolver exist; the learner
 (`monitor.learn`) then runs on the agent's loop beside the monitor until the agent stops.
 `decider` evaluates each learned flow with the pure `decide()` against the policy in force at
-the flush (lowered once per policy, on the flush's worker thread).
+the flush (lowered once per policy, on the flush's worker thread). `bind` also opens the
+netlink socket that reads and resets the kernel's counting sets (`kernel.learnsets`), in the
+agent's namespace, for the learner's flushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from outguard.events import LearnedFlow
 from outguard.monitor.learn import Decide, Learner
+from outguard.nftables.nft_learn import count_sets
 from outguard.policy.loaded import Policy
-from outguard.ruleset.keys import LEARN_COUNTER, learn_groups
+from outguard.ruleset.keys import LEARN_COUNTER, LEARN_KEYS, LEARN_LOGGED, learn_groups
 
 if TYPE_CHECKING:
     from outguard.kernel.nflog import NflogGroup
     from outguard.kernel.nflog_payload import Payload
     from outguard.monitor.agent import Attributor
     from outguard.monitor.classify import Classifier
+    from outguard.monitor.learn import ReadCounts
     from outguard.ruleset.ir import Ruleset
     from outguard.store.base import Store
 
 log = logging.getLogger("outguard.learn")
+COUNTERS = (LEARN_COUNTER, LEARN_LOGGED, LEARN_KEYS)  # nft_learn's: new, logged, keys
 FLOW_RCVBUF = 64 << 20  # ~150k new-flow messages queued in the kernel before one is lost
 
 
@@ -74,18 +80,19 @@ class LearnParts:
     flows: NflogGroup[Any]
     answers: NflogGroup[Payload]
     counter: Callable[[], dict[str, tuple[int, int]]] | None = None
+    counts: ReadCounts | None = None  # the counting sets, read and reset
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     learner: Learner | None = None
     # the books' zero, taken when learning starts (after the apply): the kernel's count of new
     # flows then, and the source's counts of what it had received, lost and found malformed
     zero: dict[str, int] = field(default_factory=dict)
 
-    def kernel_count(self) -> int | None:
-        """The kernel's count of new flows (`learn.new`), None when it cannot be read."""
+    def kernel_count(self, name: str = LEARN_COUNTER) -> int | None:
+        """A learn counter of the kernel (`learn.new`: new flows), None when unreadable."""
         if self.counter is None:
             return None
         try:
-            return self.counter().get(LEARN_COUNTER, (None, 0))[0]
+            return self.counter().get(name, (None, 0))[0]
         except OSError:
             return None
 
@@ -111,10 +118,29 @@ def bind(nflog_group: int, netns: str | None) -> LearnParts:
     flows.open()
     try:
         answers.open()
+        counts, release = count_reader(netns)
     except BaseException:
         flows.close()
+        answers.close()
         raise
-    return LearnParts(flows, answers)
+    return LearnParts(flows, answers, counts=counts, cleanups=[release])
+
+
+def count_reader(netns: str | None) -> tuple[ReadCounts, Callable[[], None]]:
+    """A reader (and reset) of the counting sets in `netns`, and how to release it."""
+    from outguard.kernel.counters import open_socket  # noqa: PLC0415 - needs netlink
+    from outguard.kernel.learnsets import read_counts  # noqa: PLC0415
+    from outguard.kernel.netns import NetnsThread  # noqa: PLC0415
+
+    with NetnsThread(netns) as thread:
+        sock = thread.call(open_socket)  # a socket stays in the namespace it was made in
+    sets = list(count_sets().values())
+    lock = threading.Lock()
+
+    def read() -> list[Any]:
+        with lock:
+            return list(read_counts(sets, sock))
+    return read, sock.close
 
 
 def start(parts: LearnParts, attributor: Attributor, store: Store, *,
@@ -128,12 +154,19 @@ def start(parts: LearnParts, attributor: Attributor, store: Store, *,
     early: list[Any] = []
     while got := parts.flows.read_nowait():
         early += got
+    counted: list[Any] = []
+    try:
+        counted = list(parts.counts()) if parts.counts is not None else []
+    except Exception as exc:  # e.g. a kernel before 6.5 (no reset dump): the books will say
+        log.error("learning cannot read the kernel's counting sets: %s", exc)
     stats = parts.flows.stats
-    parts.zero = {"kernel": parts.kernel_count() or 0, "received": stats.received,
-                  "lost": stats.lost, "malformed": stats.malformed}
+    parts.zero = {"received": stats.received, "lost": stats.lost, "malformed": stats.malformed,
+                  "counted": sum(c.flows for c in counted),
+                  **{name: parts.kernel_count(name) or 0 for name in COUNTERS}}
     parts.learner = Learner(parts.flows, attributor, store, answers=parts.answers,
                             resolver_names=resolver_names, classifier=classifier,
-                            decide=decider(policy_now), early=early)
+                            decide=decider(policy_now), early=early, counts=parts.counts)
+    parts.learner.early_counts(counted)
     return parts.learner
 
 
@@ -148,15 +181,22 @@ def task(parts: LearnParts, attributor: Attributor, store: Store, stop: asyncio.
 
 
 def books(parts: LearnParts) -> dict[str, Any]:
-    """The learner's books with the kernel's count beside them: `balanced` when every new flow
-    the kernel counted was received, lost (counted) or malformed (counted)."""
+    """The learner's books with the kernel's counters beside them: `balanced` when every new
+    flow the kernel counted was counted in a set (and read) or logged, and every message the
+    kernel logged was received, lost (counted) or malformed (counted); see `nft_learn`."""
     assert parts.learner is not None
     got = parts.learner.report().as_dict()
-    kernel = parts.kernel_count()
+    kernel = {name: parts.kernel_count(name) for name in COUNTERS}
     src, zero = got["source"], parts.zero
-    accounted = sum(src.get(k, 0) - zero.get(k, 0) for k in ("received", "lost", "malformed"))
-    got["kernel_new_flows"] = None if kernel is None else kernel - zero.get("kernel", 0)
-    got["balanced"] = kernel is not None and got["kernel_new_flows"] == accounted
+    messages = sum(src.get(k, 0) - zero.get(k, 0) for k in ("received", "lost", "malformed"))
+    delta = {name: None if value is None else value - zero.get(name, 0)
+             for name, value in kernel.items()}
+    got["counted"] -= zero.get("counted", 0)
+    got["kernel_new_flows"], logged, keys = (delta[n] for n in COUNTERS)
+    got["kernel_logged"], got["kernel_keys"] = logged, keys
+    got["balanced"] = None not in delta.values() and \
+        got["kernel_new_flows"] == got["counted"] + (logged or 0) and \
+        (logged or 0) + (keys or 0) == messages
     return got
 
 
@@ -168,7 +208,8 @@ def summary(books: dict[str, Any] | None) -> str:
     lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
     kernel = books["kernel_new_flows"]
     line = (f"outguard: learned {books['recorded']} new flow(s)"
-            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
+            f" ({books['counted']} counted in the kernel, {books['unattributed']} without a"
+            f" process), {books['answers']} DNS answer(s)")
     if kernel is not None:
         line += f"; the kernel counted {kernel}, {lost} lost"
         line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
