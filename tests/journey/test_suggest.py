@@ -171,3 +171,9 @@ def test_a_unit_name_the_policy_cannot_carry_falls_back_to_the_user(tmp_path: Pa
     flows = [flow("203.0.113.1", unit="odd unit.service", cgroup="/system.slice/odd unit.service")]
     s, _t, _policy = suggested(flows, tmp_path)  # loads: no error
     assert s.rules[0].owner == {"user": "root"}
+
+
+def test_the_header_says_to_apply_with_verify_and_a_confirmation() -> None:
+    """The suggested file told a newcomer to apply with --confirm-timeout but not --verify."""
+    text = render(suggest([flow("203.0.113.7", 443, names=("api.example.com",)), DNS]))
+    assert "`outguard apply POLICY --verify --confirm-timeout 120`" in text

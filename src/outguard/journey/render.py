@@ -67,8 +67,8 @@ def refused_lines(refused: list[Refused]) -> list[str]:
 
 def header(s: Suggestion) -> list[str]:
     lines = [f"# Suggested by `outguard suggest` from {s.total} learned flows: review it, then",
-             "# `outguard simulate` it and apply it with `outguard apply POLICY --confirm-timeout"
-             " 120`."]
+             "# `outguard simulate` it and apply it with `outguard apply POLICY --verify"
+             " --confirm-timeout 120`."]
     if s.upstreams:
         lines.append("# Names are allowed through outguard's resolver (`dns:`): run `outguard dns"
                      " install` so that the host asks it.")
