@@ -168,3 +168,25 @@ def test_in_audit_mode_a_denied_probe_is_logged_and_kept_on_the_host(topology: T
     assert got[("allow:web", WEB4, "tcp")] == "reached"
     seen = ns.run(topo.peer, ["nft", "-j", "list", "counter", "inet", "watch", "seen"]).stdout
     assert '"packets": 0' in seen, seen
+
+
+def test_a_probe_is_counted_and_never_logged_so_verify_raises_no_incident(
+        topology: Topology) -> None:
+    """Every `outguard verify` became a default-rule incident (and an alert): its probes carry
+    keys.PROBE_MARK, which the log gate lets take its verdict unlogged; the rule's counter,
+    which verify reads, still moves. An unmarked packet to the same place is logged."""
+    from outguard.kernel import prober
+    from outguard.ruleset.keys import PROBE_MARK
+
+    topo = topology
+    topo.add_addresses(WEB4, BAD4)
+    topo.apply(POLICY)
+    before = topo.counters(logged=True)
+    assert topo.thread.call(prober.probe, BAD4, 443, "tcp", 0.3, PROBE_MARK) == "timeout"
+    assert topo.thread.call(prober.probe, "192.0.2.201", 9, "tcp", 0.3, PROBE_MARK) == "timeout"
+    after = topo.counters(logged=True)
+    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert moved.get("deny.bad", 0) >= 1 and moved.get("default", 0) >= 1, moved
+    assert not [k for k in moved if k.startswith("log.")], moved
+    topo.thread.call(prober.probe, BAD4, 443, "tcp", 0.3)  # no mark: logged as ever
+    assert topo.counters(logged=True)["log.deny.bad"] > after.get("log.deny.bad", 0)

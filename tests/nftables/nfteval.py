@@ -34,6 +34,7 @@ class Packet:
     oif: str = "eth0"
     ct_state: str = "new"
     now: datetime | None = None
+    mark: int = 0  # the socket's mark (outguard verify's probes: keys.PROBE_MARK)
 
     @property
     def l4proto(self) -> str:
@@ -183,6 +184,8 @@ class Evaluator:
                 return pkt.uid is not None and pkt.uid == right
             if key == "skgid":
                 return pkt.gid is not None and pkt.gid == right
+            if key == "mark":
+                return bool(op == "==" and pkt.mark == right)
             if key == "time":
                 if op != "<" or pkt.now is None:
                     raise ValueError(f"meta time needs op '<' and a packet time: {body}")

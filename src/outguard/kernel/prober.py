@@ -29,14 +29,17 @@ from typing import Any
 
 from outguard.errors import KernelError
 from outguard.kernel import counters as kc
+from outguard.ruleset.keys import PROBE_MARK
 
 GUARD = ("inet", "outguard_verify")
 _GUARD_COUNTER = "held"
 
 
-def probe(dst: str, port: int, proto: str, timeout: float) -> str:
+def probe(dst: str, port: int, proto: str, timeout: float, mark: int = 0) -> str:
     """One probe from this process. Only the standard library, imported here: the same code
-    runs in the child of `probe_as`."""
+    runs in the child of `probe_as`. `mark`: the socket mark (`keys.PROBE_MARK`), so that the
+    probe is counted and not logged as an incident; a process without CAP_NET_ADMIN (a probe
+    as another user) cannot set it, and its probe is logged like any packet."""
     import errno  # noqa: PLC0415
     import selectors  # noqa: PLC0415
     import socket  # noqa: PLC0415
@@ -47,6 +50,11 @@ def probe(dst: str, port: int, proto: str, timeout: float) -> str:
              errno.ENETUNREACH: "noroute", errno.EHOSTUNREACH: "noroute"}
     with socket.socket(family, kind) as s, selectors.DefaultSelector() as sel:
         s.setblocking(False)
+        if mark:
+            try:  # noqa: SIM105 (this source also runs alone in the child: no more imports)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            except PermissionError:
+                pass
         try:
             if proto == "tcp":
                 code = s.connect_ex((dst, port))
@@ -80,12 +88,12 @@ print(json.dumps({"uid": os.getuid(), "result": probe(*_args)}))
 def probe_as(uid: int, gid: int, dst: str, port: int, proto: str, timeout: float) -> str:
     """One probe from a child process running as `uid`:`gid` (no supplementary groups)."""
     if uid == 0 and gid == 0:
-        return probe(dst, port, proto, timeout)
+        return probe(dst, port, proto, timeout, PROBE_MARK)
     # the system's interpreter: outguard's own may sit where that user cannot reach it
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
     try:
         proc = subprocess.run([python, "-I", "-S", "-c", _CHILD],
-                              input=json.dumps([dst, port, proto, timeout]),
+                              input=json.dumps([dst, port, proto, timeout, PROBE_MARK]),
                               capture_output=True, text=True, timeout=timeout + 20, check=False,
                               user=uid, group=gid, extra_groups=[])
     except (OSError, subprocess.SubprocessError) as exc:

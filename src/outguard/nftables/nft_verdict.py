@@ -29,7 +29,7 @@ from outguard.nftables.model import (
     meta,
 )
 from outguard.ruleset.ir import Ruleset
-from outguard.ruleset.keys import RuleKey, SetName
+from outguard.ruleset.keys import PROBE_MARK, RuleKey, SetName
 
 
 def log_figures(counters: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
@@ -173,6 +173,8 @@ class Verdicts:
         rate, per = self.rs.log_rate
         timeout = log_timeout(rate, per)
         quiet = self.quiet()
+        chain.rules.append(NftRule([match(meta("mark"), PROBE_MARK), *quiet],
+                                   "outguard verify's probe: counted, not logged"))
         ported = match(meta("l4proto"), {"set": ["tcp", "udp"]})
         for version in (4, 6):
             ip, addr = ADDR[version]

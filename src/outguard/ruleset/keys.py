@@ -117,6 +117,11 @@ class RuleKey:
         return self.kind in ("default", "deny", "lockdown")
 
 
+# The socket mark of `outguard verify`'s probes ("og" 0001): the log gate lets a marked packet
+# take its verdict unlogged, so a probe moves its rule's counter (what verify reads) without
+# becoming an incident and an alert. Only a process with CAP_NET_ADMIN can set a mark.
+PROBE_MARK = 0x6F670001
+
 DEFAULT = RuleKey("default")  # the verdict of what no rule decides
 LOCKDOWN = RuleKey("lockdown")  # what a lockdown drops (`outguard lockdown`)
 
