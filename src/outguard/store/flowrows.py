@@ -99,10 +99,11 @@ def read(db: sqlite3.Connection, since: datetime | None) -> list[LearnedFlow]:
     ValueError/TypeError/KeyError for a row no outguard wrote."""
     where, args = ("", []) if since is None else (" WHERE last_seen >= ?", [since.timestamp()])
     rows = db.execute(f"SELECT * FROM flows{where} ORDER BY last_seen DESC, k", args).fetchall()
-    return [_flow(r) for r in rows]
+    return [flow_of_row(r) for r in rows]
 
 
-def _flow(r: sqlite3.Row) -> LearnedFlow:
+def flow_of_row(r: sqlite3.Row) -> LearnedFlow:
+    """A row as the flow it records."""
     return LearnedFlow(
         exe=r["exe"], cmdline=tuple(str(a) for a in json.loads(r["cmdline"])), user=r["user"],
         uid=r["uid"], unit=r["unit"], cgroup=r["cgroup"], container=r["container"],
