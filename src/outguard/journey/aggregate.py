@@ -200,7 +200,7 @@ def collect_summary(rows: Iterable[SuggestRow],
                     classified: Callable[[], list[LearnedFlow]], *,
                     on_feed: Callable[[str], str | None] = lambda _d: None) -> Table:
     """`collect` from the store's summary of the table (`store.flowsummary.suggest_rows`: one
-    row per service, destination, protocol and whether classified); `classified` reads the
+    row per service, destination, protocol and severity); `classified` reads the
     classified rows whole, asked only when there are some. The same table gives the same
     `Table` as `collect` over its flows, in a fraction of the time."""
     t = Table()
@@ -223,11 +223,15 @@ def collect_summary(rows: Iterable[SuggestRow],
         if bad:
             any_bad = True
             continue
-        rec = raw[(service, dst, proto)] = _Raw.__new__(_Raw)
-        rec.ports = set(parsed(ports))
-        rec.owners = {(o[0], o[1], o[2], o[3]) for o in json.loads(owners)}
-        rec.evidence = Evidence(n, conns, datetime.fromtimestamp(first, UTC),
-                                datetime.fromtimestamp(last, UTC), set(sorted(parsed(exes))[:8]))
+        evidence = Evidence(n, conns, datetime.fromtimestamp(first, UTC),
+                            datetime.fromtimestamp(last, UTC), set(sorted(parsed(exes))[:8]))
+        rec = raw.get((service, dst, proto))
+        if rec is None:  # else the same rows with another severity below medium
+            rec = raw[(service, dst, proto)] = _Raw.__new__(_Raw)
+            rec.ports, rec.owners, rec.evidence = set(), set(), Evidence()
+        rec.ports.update(parsed(ports))
+        rec.owners.update((o[0], o[1], o[2], o[3]) for o in json.loads(owners))
+        rec.evidence.merge(evidence)
     return _finish(t, raw, classified() if any_bad else [], on_feed)
 
 

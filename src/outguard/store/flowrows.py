@@ -37,6 +37,20 @@ MIGRATION = """
     CREATE TABLE flow_books (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# `journey.aggregate.collect`'s service of a flow: its unit, else its executable. The summary's
+# GROUP BY must spell it exactly so for SQLite to walk `flows_service` instead of sorting.
+SERVICE = ("CASE WHEN unit IS NOT NULL AND unit != '' THEN 'unit:' || unit"
+           " ELSE 'exe:' || COALESCE(NULLIF(exe, ''), '?') END")
+# Migration 5: indexes in the order `flowsummary` groups by, each holding every column its query
+# reads, so a million rows are summarised by walking an index (no sort, no table lookups):
+# suggest's (service, destination, protocol, severity), simulate's (destination, port,
+# protocol, uid, cgroup).
+INDEXES = f"""
+    CREATE INDEX flows_service ON flows({SERVICE}, dst, proto, severity, port, exe, uid, user,
+        unit, cgroup, names, count, first_seen, last_seen);
+    CREATE INDEX flows_question ON flows(dst, port, proto, uid, cgroup, names, last_seen);
+"""
+
 _COLUMNS = ("k", "exe", "cmdline", "user", "uid", "unit", "cgroup", "container", "dst", "port",
             "proto", "names", "count", "first_seen", "last_seen", "decision", "signature",
             "severity")

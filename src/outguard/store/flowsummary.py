@@ -22,7 +22,7 @@ from typing import Any
 from outguard.events import SEVERITIES, LearnedFlow, severity_rank
 from outguard.journey.aggregate import SuggestRow
 from outguard.journey.simulate import Question
-from outguard.store.flowrows import flow_of_row
+from outguard.store.flowrows import SERVICE, flow_of_row
 
 # the classifier's verdicts that keep a flow from ever being allowed (`journey.aggregate`)
 _BAD = tuple(s for s in SEVERITIES if severity_rank(s) >= severity_rank("medium"))
@@ -30,9 +30,6 @@ _BAD_SQL = f"severity IN ({', '.join(repr(s) for s in _BAD)})"
 # `journey.simulate.recorded_allowed`, in SQL
 _GOT_OUT = ("(decision = '' OR substr(decision, 1, 6) = 'allow:'"
             " OR substr(decision, 1, 8) = 'builtin:')")
-# `journey.aggregate.collect`'s service of a flow: its unit, else its executable
-_SERVICE = ("CASE WHEN unit IS NOT NULL AND unit != '' THEN 'unit:' || unit"
-            " ELSE 'exe:' || COALESCE(NULLIF(exe, ''), '?') END")
 
 
 def _since(since: datetime | None, more: str = "") -> tuple[str, list[Any]]:
@@ -53,11 +50,12 @@ def classified(db: sqlite3.Connection, since: datetime | None) -> list[LearnedFl
 
 def suggest_rows(db: sqlite3.Connection, since: datetime | None,
                  per_host: bool) -> Iterator[SuggestRow]:
-    """One row per (service, dst, proto, classified or not), in one sort of the table: rows,
+    """One row per (service, dst, proto, severity), walking `flows_service`: rows,
     connections, first, last, and as JSON the distinct ports, executables, owners (uid, user,
-    unit, cgroup) and name lists; `per_host`: every row's service is "host"."""
+    unit, cgroup) and name lists; `per_host`: every row's service is "host" (sorted)."""
     where, args = _since(since)
-    service = "'host'" if per_host else _SERVICE
+    service = "'host'" if per_host else SERVICE
+    group = "dst, proto, severity" if per_host else f"{SERVICE}, dst, proto, severity"
     # group_concat of JSON texts, wrapped in brackets, is a JSON list of them
     for r in db.execute(
             f"SELECT {service}, dst, proto, COALESCE({_BAD_SQL}, 0), COUNT(*), SUM(count),"
@@ -65,7 +63,7 @@ def suggest_rows(db: sqlite3.Connection, since: datetime | None,
             " COALESCE(port, 'null')) || ']', '[' || group_concat(DISTINCT"
             " json_quote(COALESCE(NULLIF(exe, ''), '?'))) || ']', '[' || group_concat(DISTINCT"
             " json_array(uid, user, unit, cgroup)) || ']', '[' || group_concat(DISTINCT names)"
-            f" || ']' FROM flows{where} GROUP BY 1, 2, 3, 4", args):
+            f" || ']' FROM flows{where} GROUP BY {group}", args):
         yield (str(r[0]), str(r[1]), str(r[2]), bool(r[3]), int(r[4]), int(r[5]), float(r[6]),
                float(r[7]), str(r[8]), str(r[9]), str(r[10]), str(r[11]))
 

@@ -54,6 +54,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: learned flows (issue 16) and their books
     flowrows.MIGRATION,
+    # 5: the learned flows summarised by walking indexes (`flowsummary`)
+    flowrows.INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = ("id", "process", "dst", "dport", "rule", "proto", "signature", "title", "severity",
