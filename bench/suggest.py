@@ -148,7 +148,7 @@ def store_child(what: str, tmp: str, base: float, start: float) -> None:
         out["n"] = sum(1 for _ in db.flows_iter(since))
     elif what == "suggest":
         table = db.flows_summary(lambda c: collect_summary(
-            fs.suggest_rows(c, since, False), lambda: fs.classified(c, since)))
+            fs.suggest_rows(c, since, False), lambda dsts: fs.classified(c, since, dsts)))
         text = render(suggest_table(table, user_known=lambda _n: True))
         (Path(tmp) / "suggested-store.yaml").write_text(text)
         out["rules"] = text.count("- name:")

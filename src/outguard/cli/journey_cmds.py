@@ -159,7 +159,7 @@ def _suggest_store(since: str, per_host: bool, on_feed: Callable[[str], str | No
     db = _open_readonly(_store_path(netns, state_dir, store))
     try:
         table = db.flows_summary(lambda c: collect_summary(
-            fs.suggest_rows(c, start, per_host), lambda: fs.classified(c, start),
+            fs.suggest_rows(c, start, per_host), lambda dsts: fs.classified(c, start, dsts),
             on_feed=on_feed))
     finally:
         db.close()

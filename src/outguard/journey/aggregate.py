@@ -197,15 +197,15 @@ def collect(flows: Iterable[LearnedFlow], *, per_host: bool = False,
 
 
 def collect_summary(rows: Iterable[SuggestRow],
-                    classified: Callable[[], list[LearnedFlow]], *,
+                    classified: Callable[[set[str]], list[LearnedFlow]], *,
                     on_feed: Callable[[str], str | None] = lambda _d: None) -> Table:
     """`collect` from the store's summary of the table (`store.flowsummary.suggest_rows`: one
     row per service, destination, protocol and severity); `classified` reads the
-    classified rows whole, asked only when there are some. The same table gives the same
+    classified rows to the given addresses whole, asked only when there are some. The same table gives the same
     `Table` as `collect` over its flows, in a fraction of the time."""
     t = Table()
     raw: dict[tuple[str, str, str], _Raw] = {}
-    any_bad = False
+    bad_dsts: set[str] = set()
     lists: dict[str, list[Any]] = {}  # the same JSON texts recur: parse each once
 
     def parsed(text: str) -> list[Any]:
@@ -221,7 +221,7 @@ def collect_summary(rows: Iterable[SuggestRow],
                 if valid_name(name):
                     t.names.setdefault(dst, set()).add(name)
         if bad:
-            any_bad = True
+            bad_dsts.add(dst)
             continue
         evidence = Evidence(n, conns, datetime.fromtimestamp(first, UTC),
                             datetime.fromtimestamp(last, UTC), set(sorted(parsed(exes))[:8]))
@@ -232,7 +232,7 @@ def collect_summary(rows: Iterable[SuggestRow],
         rec.ports.update(parsed(ports))
         rec.owners.update((o[0], o[1], o[2], o[3]) for o in json.loads(owners))
         rec.evidence.merge(evidence)
-    return _finish(t, raw, classified() if any_bad else [], on_feed)
+    return _finish(t, raw, classified(bad_dsts) if bad_dsts else [], on_feed)
 
 
 def _finish(t: Table, raw: dict[tuple[str, str, str], _Raw], classified: list[LearnedFlow],

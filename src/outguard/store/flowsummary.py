@@ -41,10 +41,13 @@ def _since(since: datetime | None, more: str = "") -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def classified(db: sqlite3.Connection, since: datetime | None) -> list[LearnedFlow]:
-    """The rows classified medium or worse, whole, in `Store.flows`' order."""
-    where, args = _since(since, _BAD_SQL)
-    rows = db.execute(f"SELECT * FROM flows{where} ORDER BY last_seen DESC, k", args)
+def classified(db: sqlite3.Connection, since: datetime | None,
+               dsts: Iterable[str]) -> list[LearnedFlow]:
+    """The rows to these addresses classified medium or worse, whole, in `Store.flows`' order
+    (found through `flows_question`, whose first column is the address: no table scan)."""
+    where, args = _since(since, f"dst IN (SELECT value FROM json_each(?)) AND {_BAD_SQL}")
+    rows = db.execute(f"SELECT * FROM flows{where} ORDER BY last_seen DESC, k",
+                      [json.dumps(sorted(set(dsts))), *args])
     return [flow_of_row(r) for r in rows.fetchall()]
 
 
