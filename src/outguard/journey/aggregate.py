@@ -225,12 +225,15 @@ def collect_summary(rows: Iterable[SuggestRow],
             continue
         evidence = Evidence(n, conns, datetime.fromtimestamp(first, UTC),
                             datetime.fromtimestamp(last, UTC), set(sorted(parsed(exes))[:8]))
+        who = {(o[0], o[1], o[2], o[3]) for o in json.loads(owners)}
         rec = raw.get((service, dst, proto))
-        if rec is None:  # else the same rows with another severity below medium
+        if rec is None:
             rec = raw[(service, dst, proto)] = _Raw.__new__(_Raw)
-            rec.ports, rec.owners, rec.evidence = set(), set(), Evidence()
+            rec.ports, rec.owners, rec.evidence = set(parsed(ports)), who, evidence
+            continue
+        # the same rows with another severity below medium
         rec.ports.update(parsed(ports))
-        rec.owners.update((o[0], o[1], o[2], o[3]) for o in json.loads(owners))
+        rec.owners |= who
         rec.evidence.merge(evidence)
     return _finish(t, raw, classified(bad_dsts) if bad_dsts else [], on_feed)
 
