@@ -15,8 +15,10 @@ Three sources, each step in a fresh interpreter so that its peak RSS (VmHWM) is 
 - `gen`: the flows made in memory one at a time (no parsing): what suggest and simulate
   themselves cost over 1M flows; the floor is making the flows alone;
 - `file`: the JSON Lines file `--flows FILE` reads (streamed, one flow at a time);
-- `store`: a real SQLite store (`record_flows`, then `Store.flows()` as the CLI reads it), with
-  `--store-rows` rows (writing 1M rows takes minutes: the store's own cost, not timed here).
+- `store`: a real SQLite store (`record_flows`), read as the CLI reads it: suggest and simulate
+  over the table summarised in SQL (`store.flowsummary`: GROUP BY walking covering indexes, one
+  decision per distinct question), `read` streaming every row as a flow; `--store-rows` rows
+  (writing them is the store's own cost, printed, not a target).
 The peer each ratio is against is the floor of its source: reading the flows and nothing else.
 Prints a table and one JSON line. Not a test: nothing is gated on absolute time.
 """
@@ -99,16 +101,13 @@ def child(what: str, source: str, rows: int, n_dst: int, tmp: str) -> None:
     from outguard.journey.simulate import LearnedNames, simulate
     from outguard.journey.suggest import suggest
     from outguard.pipeline import load_policy, lower_policy
-    from outguard.store.sqlite import SQLiteStore
 
     base = hwm()
     start = time.perf_counter()
     if source == "store":
-        db = SQLiteStore(Path(tmp) / "events.db", readonly=True)
-        table = db.flows()
-        db.close()
-        source_fn = lambda: iter(table)  # noqa: E731
-    elif source == "file":
+        store_child(what, tmp, base, start)
+        return
+    if source == "file":
         source_fn = lambda: read_flows(Path(tmp) / "flows.jsonl")  # noqa: E731
     else:
         source_fn = lambda: flows(rows, n_dst)  # noqa: E731
@@ -129,6 +128,50 @@ def child(what: str, source: str, rows: int, n_dst: int, tmp: str) -> None:
         out.update(n=summary.flows, blocked=summary.blocked, regressions=summary.regressions)
     out.update(seconds=time.perf_counter() - start, peak_mb=hwm(), start_mb=base)
     print(json.dumps(out))
+
+
+def store_child(what: str, tmp: str, base: float, start: float) -> None:
+    """As the CLI reads the store: `read` streams every row as a flow (`flows_iter`), the
+    floor of any per-flow pass; suggest and simulate read the table summarised in SQL."""
+    from outguard.journey.aggregate import collect_summary
+    from outguard.journey.render import render
+    from outguard.journey.simulate import Replayer, question_names, simulate_questions
+    from outguard.journey.suggest import suggest_table
+    from outguard.pipeline import load_policy, lower_policy
+    from outguard.store import flowsummary as fs
+    from outguard.store.sqlite import SQLiteStore
+
+    since = T0 - timedelta(days=1)  # what `--since` gives the CLI: a WHERE on last_seen
+    db = SQLiteStore(Path(tmp) / "events.db", readonly=True)
+    out: dict[str, object] = {}
+    if what == "read":
+        out["n"] = sum(1 for _ in db.flows_iter(since))
+    elif what == "suggest":
+        table = db.flows_summary(lambda c: collect_summary(
+            fs.suggest_rows(c, since, False), lambda dsts: fs.classified(c, since, dsts)))
+        text = render(suggest_table(table, user_known=lambda _n: True))
+        (Path(tmp) / "suggested-store.yaml").write_text(text)
+        out["rules"] = text.count("- name:")
+    else:
+        questions = db.flows_summary(lambda c: list(fs.questions(c, since)))
+        names = question_names(questions)
+        ruleset = lower_policy(load_policy(Path(tmp) / "suggested-store.yaml"),
+                               resolver=names.resolver)
+        summary = simulate_questions(Replayer(ruleset, names=names), questions,
+                                     lambda dsts: db.flows_summary(
+                                         lambda c: fs.flows_to(c, since, dsts)))
+        out.update(n=summary.flows, blocked=summary.blocked, regressions=summary.regressions)
+    db.close()
+    out.update(seconds=time.perf_counter() - start, peak_mb=_hwm(), start_mb=base)
+    print(json.dumps(out))
+
+
+def _hwm() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def measure(what: str, source: str, args: argparse.Namespace, tmp: str) -> dict[str, float]:
@@ -155,6 +198,7 @@ def setup(args: argparse.Namespace, tmp: str) -> None:
     if "store" not in sources:
         print(f"setup (not timed): {time.perf_counter() - t:.1f} s", file=sys.stderr)
         return
+    w = time.perf_counter()
     db = SQLiteStore(Path(tmp) / "events.db", max_flows=max(args.store_rows, 1))
     batch = []
     for f in flows(args.store_rows, args.destinations):
@@ -164,7 +208,8 @@ def setup(args: argparse.Namespace, tmp: str) -> None:
             batch = []
     db.record_flows(batch)
     db.close()
-    print(f"setup (not timed): {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    print(f"setup (not timed): {time.perf_counter() - t:.1f} s, of which record_flows of"
+          f" {args.store_rows} rows {time.perf_counter() - w:.1f} s", file=sys.stderr)
 
 
 def main() -> int:
@@ -185,7 +230,8 @@ def main() -> int:
             for what in ("read", "suggest", "simulate"):
                 results[f"{what}-{source}"] = got = measure(what, source, args, tmp)
                 print(f"{what:9} {source:5}: {json.dumps(got)}", file=sys.stderr)
-    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs;"
+          f" {subprocess.run(['uptime'], capture_output=True, text=True, check=False).stdout}")
     print(f"{'step':16} {'rows':>9} {'seconds':>8} {'x read':>7} {'peak MB':>8}  target")
     ok = True
     for key, got in results.items():

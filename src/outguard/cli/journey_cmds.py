@@ -40,14 +40,17 @@ def _flows(flows_file: Path | None, since: str | None, netns: str | None,
                     yield flow
         return from_file
     where = _store_path(netns, state_dir, store)
-    db = _open_readonly(where)
-    try:
-        got: list[LearnedFlow] = db.flows(since=start)
-    except sqlite3.Error as exc:
-        raise OutguardError(f"{where}: cannot read the learned flows: {exc}") from None
-    finally:
-        db.close()
-    return lambda: got
+
+    def from_store() -> Iterator[LearnedFlow]:
+        # streamed: a million rows are never all in memory
+        db = _open_readonly(where)
+        try:
+            yield from db.flows_iter(since=start)
+        except sqlite3.Error as exc:
+            raise OutguardError(f"{where}: cannot read the learned flows: {exc}") from None
+        finally:
+            db.close()
+    return from_store
 
 
 def _state(netns: str | None, state_dir: Path | None) -> Path:
@@ -129,16 +132,38 @@ def _suggest(flows_file: Path | None, since: str | None, against: Path | None, p
     from outguard.ruleset.reach import HostView, name_servers  # noqa: PLC0415
 
     state = _state(netns, state_dir)
-    source = _flows(flows_file, since if since is not None or flows_file else "7d", netns,
-                    state_dir, store)
+    window = since if since is not None or flows_file else "7d"
     # not run inside the namespace (only its state directory is meant): its own resolv.conf
     view = HostView(resolv_conf=Path(f"/etc/netns/{netns}/resolv.conf"),
                     shown=f"/etc/netns/{netns}/resolv.conf") if netns else HostView()
     hint, _shown = name_servers(view)
+    if against is None and flows_file is None:
+        return render(_suggest_store(since or "7d", per_host, _feed_check(state), hint, netns,
+                                     state_dir, store))
+    source = _flows(flows_file, window, netns, state_dir, store)
     if against is None:
         return render(build(source(), per_host=per_host, on_feed=_feed_check(state),
                             upstream_hint=hint))
     return _against(against, source, per_host, state, hint, as_diff)
+
+
+def _suggest_store(since: str, per_host: bool, on_feed: Callable[[str], str | None],
+                   hint: list[str], netns: str | None, state_dir: Path | None,
+                   store: str | None) -> Any:
+    """`suggest` over the store's summary of the table: SQLite groups a million rows."""
+    from outguard.journey.aggregate import collect_summary  # noqa: PLC0415
+    from outguard.journey.suggest import suggest_table  # noqa: PLC0415
+    from outguard.store import flowsummary as fs  # noqa: PLC0415
+
+    start = datetime.now(UTC) - parse_duration(since)
+    db = _open_readonly(_store_path(netns, state_dir, store))
+    try:
+        table = db.flows_summary(lambda c: collect_summary(
+            fs.suggest_rows(c, start, per_host), lambda dsts: fs.classified(c, start, dsts),
+            on_feed=on_feed))
+    finally:
+        db.close()
+    return suggest_table(table, per_host=per_host, upstream_hint=hint)
 
 
 def _against(path: Path, source: Source, per_host: bool, state: Path, hint: list[str],
@@ -201,9 +226,13 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
         source = _flows(flows_file, since if since is not None or flows_file else "7d", netns,
                         state_dir, store)
         loaded = load_policy(policy, feed_dir=_state(netns, state_dir) / "feeds")
-        names = _names(flows_file, since, source)
-        ruleset = lower_policy(loaded, resolver=names.resolver)
-        summary = replay(ruleset, source(), each=each, names=names)
+        if flows_file is None and not as_json and not show_all:
+            ruleset, summary = _simulate_store(loaded, since or "7d", each, netns, state_dir,
+                                               store)
+        else:
+            names = _names(flows_file, since, source, netns, state_dir, store)
+            ruleset = lower_policy(loaded, resolver=names.resolver)
+            summary = replay(ruleset, source(), each=each, names=names)
     except OutguardError as exc:
         _error(exc)
         return
@@ -214,13 +243,48 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
     sys.exit(1 if summary.regressions else 0)
 
 
-def _names(flows_file: Path | None, since: str | None, source: Source) -> Any:
+def _simulate_store(loaded: Any, since: str, each: Callable[[Any], None], netns: str | None,
+                    state_dir: Path | None, store: str | None) -> tuple[Any, Any]:
+    """(ruleset, summary) over the store's distinct questions (one decision each, a million
+    rows asking tens of thousands); only the rows to an address something of which would be
+    blocked are read whole, for their lines."""
+    from outguard.journey.simulate import (  # noqa: PLC0415
+        Replayer,
+        question_names,
+        simulate_questions,
+    )
+    from outguard.pipeline import lower_policy  # noqa: PLC0415
+    from outguard.store import flowsummary as fs  # noqa: PLC0415
+
+    start = datetime.now(UTC) - parse_duration(since)
+    db = _open_readonly(_store_path(netns, state_dir, store))
+    try:
+        questions = db.flows_summary(lambda c: list(fs.questions(c, start)))
+        names = question_names(questions)
+        ruleset = lower_policy(loaded, resolver=names.resolver)
+        replayer = Replayer(ruleset, names=names)
+        summary = simulate_questions(
+            replayer, questions, lambda dsts: db.flows_summary(
+                lambda c: fs.flows_to(c, start, dsts)), each=each)
+    finally:
+        db.close()
+    return ruleset, summary
+
+
+def _names(flows_file: Path | None, since: str | None, source: Source, netns: str | None,
+           state_dir: Path | None, store: str | None) -> Any:
     """The names the table saw per address: from a file without building every flow."""
     from outguard.journey.flowfile import read_names  # noqa: PLC0415
-    from outguard.journey.simulate import LearnedNames  # noqa: PLC0415
+    from outguard.journey.simulate import LearnedNames, question_names  # noqa: PLC0415
+    from outguard.store import flowsummary as fs  # noqa: PLC0415
 
     if flows_file is None:
-        return LearnedNames(source())
+        window = datetime.now(UTC) - parse_duration(since or "7d")
+        db = _open_readonly(_store_path(netns, state_dir, store))
+        try:
+            return question_names(db.flows_summary(lambda c: list(fs.questions(c, window))))
+        finally:
+            db.close()
     start = datetime.now(UTC) - parse_duration(since) if since is not None else None
     return LearnedNames(()).add(read_names(flows_file, start))
 

@@ -19,7 +19,8 @@ asked while learning: a DNS flow to one of `dns.upstreams` is the resolver's wor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -91,19 +92,33 @@ class Summary:
 
     def add(self, o: Outcome) -> None:
         self.flows += 1
-        if not o.blocked:
-            return
-        self.blocked += 1
-        self.regressions += o.regression
-        self.classified_blocked += classified(o.flow)
-        got = self.by_process.setdefault(o.flow.exe or "?", Blocked())
-        got.flows += 1
-        got.connections += o.flow.count
-        got.regressions += o.regression
-        port = f"/{o.flow.port}" if o.flow.port is not None else ""
-        where = f"{o.flow.names[0] if o.flow.names else o.flow.dst} {o.flow.proto}{port}"
-        if len(got.destinations) < 50 or where in got.destinations:
-            got.destinations.setdefault(where, set()).add(o.decision.rule)
+        if o.blocked:
+            f = o.flow
+            self.add_blocked(f.exe, f.names, f.dst, f.port, f.proto, o.decision.rule, 1, f.count,
+                             o.regression, classified(f))
+
+    def add_blocked(self, exe: str | None, names: Sequence[str], dst: str, port: int | None,
+                    proto: str, rule: str, n: int, connections: int, regression: bool,
+                    is_classified: bool) -> None:
+        """`n` blocked flows alike (the store's summary groups them; `flows` is not counted).
+        Each process lists its 50 smallest destinations, whatever order the flows came in."""
+        self.blocked += n
+        self.regressions += n * regression
+        self.classified_blocked += n * is_classified
+        got = self.by_process.setdefault(exe or "?", Blocked())
+        got.flows += n
+        got.connections += connections
+        got.regressions += n * regression
+        where = f"{names[0] if names else dst} {proto}{'' if port is None else f'/{port}'}"
+        shown = got.destinations
+        if where not in shown:
+            if len(shown) >= 50:
+                largest = max(shown)
+                if where > largest:
+                    return
+                del shown[largest]
+            shown[where] = set()
+        shown[where].add(rule)
 
     def to_json(self) -> dict[str, Any]:
         return {"flows": self.flows, "blocked": self.blocked, "regressions": self.regressions,
@@ -167,13 +182,18 @@ class Replayer:
 
     def decision(self, flow: LearnedFlow) -> tuple[Decision, str | None]:
         """The decision for the flow, and the name it came through."""
-        proto = _PROTOS.get(flow.proto, "other")
+        return self.ask(flow.dst, flow.port, flow.proto, flow.uid, flow.cgroup, flow.names)
+
+    def ask(self, dst: str, port: int | None, proto_name: str, uid: int | None,
+            cgroup: str | None, own: tuple[str, ...]) -> tuple[Decision, str | None]:
+        """`decision` by the parts decide() is asked about (`own`: the flow's own names)."""
+        proto = _PROTOS.get(proto_name, "other")
         # the table's names for the address include the flow's own (`LearnedNames` saw it)
-        names = self._names.get(flow.dst, flow.names) if self._names else flow.names
-        key = (flow.dst, flow.port, proto, flow.uid, flow.cgroup, names)
+        names = self._names.get(dst, own) if self._names else own
+        key = (dst, port, proto, uid, cgroup, names)
         got = self._cache.get(key)
         if got is None:
-            got = self._decide(flow, proto, names)
+            got = self._decide(dst, port, proto, uid, cgroup, names)
             if len(self._cache) < 2_000_000:
                 self._cache[key] = got
         return got
@@ -197,15 +217,15 @@ class Replayer:
                 allow=tuple(r for r in self.ruleset.allow if may(r)))
         return got
 
-    def _decide(self, flow: LearnedFlow, proto: FlowProto,
-                names: tuple[str, ...]) -> tuple[Decision, str | None]:
-        if flow.port in self._dns_ports and proto in ("tcp", "udp") and \
-                (packet_address(flow.dst), flow.port) in self._upstreams:
+    def _decide(self, dst: str, port: int | None, proto: FlowProto, uid: int | None,
+                cgroup: str | None, names: tuple[str, ...]) -> tuple[Decision, str | None]:
+        if port in self._dns_ports and proto in ("tcp", "udp") and \
+                (packet_address(dst), port) in self._upstreams:
             return Decision("allow", "accept", "builtin:dns",
-                            f"the host asks outguard's resolver, which asks {flow.dst}"), None
-        base = Flow(dst=flow.dst, port=flow.port if proto in ("tcp", "udp") else None,
-                    proto=proto, uid=flow.uid, cgroup=flow.cgroup)
-        ruleset = self._view(flow.uid, flow.cgroup)
+                            f"the host asks outguard's resolver, which asks {dst}"), None
+        base = Flow(dst=dst, port=port if proto in ("tcp", "udp") else None,
+                    proto=proto, uid=uid, cgroup=cgroup)
+        ruleset = self._view(uid, cgroup)
         bare = decide(ruleset, base, self.now)
         if bare.rule.startswith("deny:") or not names:
             return bare, None
@@ -213,7 +233,7 @@ class Replayer:
             else None
         for name in names:
             d = decide(ruleset, Flow(dst=base.dst, port=base.port, proto=proto,
-                                          uid=flow.uid, cgroup=flow.cgroup, name=name), self.now)
+                                     uid=uid, cgroup=cgroup, name=name), self.now)
             if d.rule.startswith("deny:"):
                 return d, name
             if allowed is None and d.action == "allow":
@@ -235,6 +255,54 @@ def simulate(ruleset: Ruleset, flows: Iterable[LearnedFlow], *,
             continue
         outcome = Outcome(flow, decision, name)
         summary.add(outcome)
+        if each is not None:
+            each(outcome)
+    return summary
+
+
+# A question of the store's summary (`store.flowsummary.questions`): (dst, port, proto, uid,
+# cgroup, rows asking it, the distinct name lists of those rows as a JSON list)
+Question = tuple[str, int | None, str, int | None, str | None, int, str]
+
+
+def question_names(questions: Iterable[Question]) -> LearnedNames:
+    """The table's names per address, from its questions (`LearnedNames`)."""
+    parsed: dict[str, list[list[str]]] = {}
+
+    def pairs() -> Iterator[tuple[str, list[str]]]:
+        for q in questions:
+            lists = parsed.get(q[6])
+            if lists is None:
+                lists = parsed[q[6]] = json.loads(q[6])
+            for names in lists:
+                if names:
+                    yield q[0], names
+    return LearnedNames(()).add(pairs())
+
+
+def simulate_questions(replayer: Replayer, questions: Iterable[Question],
+                       rows_to: Callable[[set[str]], Iterable[LearnedFlow]], *,
+                       each: Callable[[Outcome], None] | None = None) -> Summary:
+    """`simulate` from the store's summary of the table: one decision per distinct question
+    (the table's names for an address are the replayer's, so the flow's own do not change it);
+    only the rows to an address with a blocked question are read whole (`rows_to`), to count
+    and show them as `simulate` does. `each` sees the blocked outcomes only."""
+    summary = Summary()
+    blocked: set[tuple[str, int | None, str, int | None, str | None]] = set()
+    for dst, port, proto, uid, cgroup, n, _names in questions:
+        summary.flows += n
+        decision, _name = replayer.ask(dst, port, proto, uid, cgroup, ())
+        if decision.verdict != "accept":
+            blocked.add((dst, port, proto, uid, cgroup))
+    if not blocked:
+        return summary
+    for flow in rows_to({q[0] for q in blocked}):
+        if (flow.dst, flow.port, flow.proto, flow.uid, flow.cgroup) not in blocked:
+            continue
+        outcome = replayer.replay(flow)
+        f = flow
+        summary.add_blocked(f.exe, f.names, f.dst, f.port, f.proto, outcome.decision.rule, 1,
+                            f.count, outcome.regression, classified(f))
         if each is not None:
             each(outcome)
     return summary

@@ -98,7 +98,16 @@ def suggest(flows: Iterable[LearnedFlow], *, per_host: bool = False,
     `upstream_hint`: name servers to use when the flows show none (resolv.conf's); `taken`:
     rule names already in use (`--against`); `user_known`: whether a user name exists here
     (else the rule names the uid: `check` refuses an unknown user)."""
-    t = collect(flows, per_host=per_host, on_feed=on_feed, keep=keep)
+    return suggest_table(collect(flows, per_host=per_host, on_feed=on_feed, keep=keep),
+                         per_host=per_host, use_dns=use_dns, upstream_hint=upstream_hint,
+                         taken=taken, fold=fold, user_known=user_known)
+
+
+def suggest_table(t: Table, *, per_host: bool = False, use_dns: bool | None = None,
+                  upstream_hint: Sequence[str] = (), taken: Iterable[str] = (), fold: int = FOLD,
+                  user_known: Callable[[str], bool] = _user_known) -> Suggestion:
+    """`suggest` from a table already collected (`aggregate.collect_summary`: the store's
+    summary of a big table)."""
     banned_names = t.banned_names()
     named = any(t.names.get(dst) for s in t.services.values() for dst, _p in s.seen
                 if dst not in t.banned)

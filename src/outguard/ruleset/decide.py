@@ -68,8 +68,8 @@ def _destination(ruleset: Ruleset, rule: IRRule, flow: Flow, dst: tuple[int, int
         return None
     value, version = dst
     if rule.inline is not None and ruleset.sources[rule.inline].addrset.contains(value, version):
-        names = [n for n in rule.names if flow.dst in ruleset.resolved.get(n, ())]
-        via = f" (resolved from {names[0]})" if names else ""
+        name = index_of(ruleset).resolved_from(ruleset.resolved, rule, flow.dst)
+        via = f" (resolved from {name})" if name is not None else ""
         return f"{flow.dst} is in its destinations{via}"
     for key in rule.lists:
         if ruleset.sources[key].addrset.contains(value, version):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from outguard.ruleset.ir import IRRule, Ruleset
@@ -80,6 +80,8 @@ class DecisionIndex:
     wildcard: dict[str, list[str]]  # the part after "*." → its sources
     # rule ids per name, made when `decide` first asks (`names`), bounded
     _ids: dict[str, frozenset[RuleId]] = field(default_factory=dict, repr=False, compare=False)
+    # per rule, address → the first of its names resolved to it, made when `decide` first asks
+    _via: dict[RuleId, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, ruleset: Ruleset) -> DecisionIndex:
@@ -123,6 +125,19 @@ class DecisionIndex:
         if self.wildcard:
             groups += [self.rules_of(self.wildcard, up) for up in suffixes(name)]
         return _in_order([g for g in groups if g] or [[]])
+
+    def resolved_from(self, resolved: Mapping[str, Sequence[str]], rule: IRRule,
+                      dst: str | None) -> str | None:
+        """The first of `rule`'s names (in its order) that `resolved` answered with `dst`:
+        `decide` explains an address match by it (a rule of 400 names is not scanned per
+        flow)."""
+        via = self._via.get((rule.section, rule.index))
+        if via is None:
+            via = self._via[(rule.section, rule.index)] = {}
+            for name in rule.names:
+                for address in resolved.get(name, ()):
+                    via.setdefault(address, name)
+        return None if dst is None else via.get(dst)
 
     def names(self, rule: IRRule, name: str) -> bool:
         """Whether `rule` names `name` (already normalised): `decide` asks this per rule."""

@@ -37,6 +37,20 @@ MIGRATION = """
     CREATE TABLE flow_books (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# `journey.aggregate.collect`'s service of a flow: its unit, else its executable. The summary's
+# GROUP BY must spell it exactly so for SQLite to walk `flows_service` instead of sorting.
+SERVICE = ("CASE WHEN unit IS NOT NULL AND unit != '' THEN 'unit:' || unit"
+           " ELSE 'exe:' || COALESCE(NULLIF(exe, ''), '?') END")
+# Migration 5: indexes in the order `flowsummary` groups by, each holding every column its query
+# reads, so a million rows are summarised by walking an index (no sort, no table lookups):
+# suggest's (service, destination, protocol, severity), simulate's (destination, port,
+# protocol, uid, cgroup).
+INDEXES = f"""
+    CREATE INDEX flows_service ON flows({SERVICE}, dst, proto, severity, port, exe, uid, user,
+        unit, cgroup, names, count, first_seen, last_seen);
+    CREATE INDEX flows_question ON flows(dst, port, proto, uid, cgroup, names, last_seen);
+"""
+
 _COLUMNS = ("k", "exe", "cmdline", "user", "uid", "unit", "cgroup", "container", "dst", "port",
             "proto", "names", "count", "first_seen", "last_seen", "decision", "signature",
             "severity")
@@ -99,10 +113,11 @@ def read(db: sqlite3.Connection, since: datetime | None) -> list[LearnedFlow]:
     ValueError/TypeError/KeyError for a row no outguard wrote."""
     where, args = ("", []) if since is None else (" WHERE last_seen >= ?", [since.timestamp()])
     rows = db.execute(f"SELECT * FROM flows{where} ORDER BY last_seen DESC, k", args).fetchall()
-    return [_flow(r) for r in rows]
+    return [flow_of_row(r) for r in rows]
 
 
-def _flow(r: sqlite3.Row) -> LearnedFlow:
+def flow_of_row(r: sqlite3.Row) -> LearnedFlow:
+    """A row as the flow it records."""
     return LearnedFlow(
         exe=r["exe"], cmdline=tuple(str(a) for a in json.loads(r["cmdline"])), user=r["user"],
         uid=r["uid"], unit=r["unit"], cgroup=r["cgroup"], container=r["container"],

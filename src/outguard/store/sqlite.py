@@ -10,17 +10,20 @@ retention by size can give pages back to the file system.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from outguard.events import SEVERITIES, Classification, Incident, LearnedFlow
-from outguard.store import flowrows
+from outguard.store import flowrows, flowsummary
 from outguard.store.base import MAX_FLOWS, Query, Retention, StoreError, TopRow
+
+T = TypeVar("T")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: incidents
@@ -51,6 +54,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: learned flows (issue 16) and their books
     flowrows.MIGRATION,
+    # 5: the learned flows summarised by walking indexes (`flowsummary`)
+    flowrows.INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = ("id", "process", "dst", "dport", "rule", "proto", "signature", "title", "severity",
@@ -205,6 +210,39 @@ class SQLiteStore:
         with self._lock:
             try:
                 return flowrows.read(self._db, since)
+            except sqlite3.Error as exc:
+                raise StoreError(f"event store {self.path} cannot be read: {exc}"
+                                 f"{_hint(exc)}") from exc
+            except (ValueError, TypeError, KeyError) as exc:  # a row written by no outguard
+                raise StoreError(f"event store {self.path} holds a damaged flow: {exc}") from exc
+
+    def flows_iter(self, since: datetime | None = None) -> Iterator[LearnedFlow]:
+        """`flows`, one at a time: a million rows never held at once."""
+        rows = self._reading(lambda db: flowsummary.iterate(db, since))
+        while True:
+            chunk = self._reading(lambda _db: list(itertools.islice(rows, 2000)))
+            if not chunk:
+                return
+            yield from chunk
+
+    def flows_summary(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """`read` (one of `flowsummary`'s functions, bound to its arguments, its rows consumed
+        inside `read`) over the learned table, with the store's lock and errors."""
+        def sorting(db: sqlite3.Connection) -> T:
+            # a GROUP BY over a million rows sorts them: a 64 MiB cache lets the sorter work
+            # in memory runs (2 MiB, the default, spills to many small files, ~4x slower)
+            before = db.execute("PRAGMA cache_size").fetchone()[0]
+            db.execute("PRAGMA cache_size = -65536")
+            try:
+                return read(db)
+            finally:
+                db.execute(f"PRAGMA cache_size = {int(before)}")
+        return self._reading(sorting)
+
+    def _reading(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return read(self._db)
             except sqlite3.Error as exc:
                 raise StoreError(f"event store {self.path} cannot be read: {exc}"
                                  f"{_hint(exc)}") from exc
