@@ -51,7 +51,9 @@ def flows(draw: st.DrawFn) -> LearnedFlow:
 
 
 TABLES = st.lists(flows(), max_size=25)
-SETTINGS = settings(max_examples=120, deadline=None,
+# derandomized: CI sees the same examples every run (a local run with --hypothesis-seed or a
+# larger max_examples explores further)
+SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -97,7 +99,8 @@ def test_suggest_is_deterministic(table: list[LearnedFlow], rnd: object) -> None
     assert render(suggest(shuffled)) == first
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(TABLES, TABLES)
 def test_against_fills_what_the_user_policy_misses(
         first: list[LearnedFlow], later: list[LearnedFlow]) -> None:
@@ -110,9 +113,12 @@ def test_against_fills_what_the_user_policy_misses(
     with tempfile.TemporaryDirectory() as tmp:
         _s, text, user = suggested(first, Path(tmp))
         names = LearnedNames(table)
-        replayer = Replayer(lower_policy(user, resolver=names.resolver), names=names)
+        lowered = lower_policy(user, resolver=names.resolver)
+        replayer = Replayer(lowered, names=names)
         s = suggest(table, keep=lambda f: replayer.replay(f).blocked,
-                    use_dns=user.doc.dns is not None,
+                    use_dns=lowered.dns is not None,
+                    upstreams=[host for host, _port in lowered.dns.upstreams]
+                    if lowered.dns is not None else None,
                     taken=[r.name for r in user.doc.allow])
         merged_text = merge(text, "p.yaml", s)
         rest = iter(merged_text.splitlines())

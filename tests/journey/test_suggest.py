@@ -177,3 +177,15 @@ def test_the_header_says_to_apply_with_verify_and_a_confirmation() -> None:
     """The suggested file told a newcomer to apply with --confirm-timeout but not --verify."""
     text = render(suggest([flow("203.0.113.7", 443, names=("api.example.com",)), DNS]))
     assert "`outguard apply POLICY --verify --confirm-timeout 120`" in text
+
+
+def test_dns_to_a_name_server_outside_the_kept_upstreams_is_listed_as_refused() -> None:
+    """`--against` a policy whose dns: names other upstreams: a later week's DNS straight to
+    another name server is blocked by it, and was neither allowed nor listed."""
+    other = flow("203.0.113.2", 53, "tcp")
+    s = suggest([flow("203.0.113.7", 443, names=("api.example.com",)), DNS, other],
+                use_dns=True, upstreams=["192.0.2.53"])
+    assert s.upstreams == ["192.0.2.53"]
+    (refused,) = [r for r in s.refused if r.dst == "203.0.113.2"]
+    assert (refused.port, refused.proto) == (53, "tcp") and "dns.upstreams" in refused.why
+    assert not [r for r in s.refused if r.dst == "192.0.2.53"]

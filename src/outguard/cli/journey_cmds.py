@@ -194,7 +194,8 @@ def _against(path: Path, source: Source, per_host: bool, state: Path, hint: list
 
     suggestion = build(source(), per_host=per_host, on_feed=_feed_check(state, policy),
                        keep=missing, use_dns=ruleset.dns is not None, upstream_hint=hint,
-                       taken=taken)
+                       upstreams=[host for host, _port in ruleset.dns.upstreams]
+                       if ruleset.dns is not None else None, taken=taken)
     suggestion.notes += [f"{n} learned flows are blocked by your rule {rule}: nothing added for"
                          " them" for rule, n in sorted(denied.items())]
     merged = merge(text, str(path), suggestion)

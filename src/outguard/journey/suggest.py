@@ -92,19 +92,23 @@ def suggest(flows: Iterable[LearnedFlow], *, per_host: bool = False,
             on_feed: Callable[[str], str | None] = lambda _d: None,
             keep: Callable[[LearnedFlow], bool] | None = None,
             use_dns: bool | None = None, upstream_hint: Sequence[str] = (),
+            upstreams: Sequence[str] | None = None,
             taken: Iterable[str] = (), fold: int = FOLD,
             user_known: Callable[[str], bool] = _user_known) -> Suggestion:
     """The suggested policy's parts. `use_dns` None: a `dns:` section when names are used;
-    `upstream_hint`: name servers to use when the flows show none (resolv.conf's); `taken`:
-    rule names already in use (`--against`); `user_known`: whether a user name exists here
-    (else the rule names the uid: `check` refuses an unknown user)."""
+    `upstream_hint`: name servers to use when the flows show none (resolv.conf's);
+    `upstreams`: the name servers of a `dns:` section that is kept (`--against`: the user's),
+    instead of those the flows show; `taken`: rule names already in use (`--against`);
+    `user_known`: whether a user name exists here (else the rule names the uid: `check`
+    refuses an unknown user)."""
     return suggest_table(collect(flows, per_host=per_host, on_feed=on_feed, keep=keep),
                          per_host=per_host, use_dns=use_dns, upstream_hint=upstream_hint,
-                         taken=taken, fold=fold, user_known=user_known)
+                         upstreams=upstreams, taken=taken, fold=fold, user_known=user_known)
 
 
 def suggest_table(t: Table, *, per_host: bool = False, use_dns: bool | None = None,
-                  upstream_hint: Sequence[str] = (), taken: Iterable[str] = (), fold: int = FOLD,
+                  upstream_hint: Sequence[str] = (), upstreams: Sequence[str] | None = None,
+                  taken: Iterable[str] = (), fold: int = FOLD,
                   user_known: Callable[[str], bool] = _user_known) -> Suggestion:
     """`suggest` from a table already collected (`aggregate.collect_summary`: the store's
     summary of a big table)."""
@@ -112,7 +116,9 @@ def suggest_table(t: Table, *, per_host: bool = False, use_dns: bool | None = No
     named = any(t.names.get(dst) for s in t.services.values() for dst, _p in s.seen
                 if dst not in t.banned)
     want_dns = named if use_dns is None else use_dns
-    upstreams = _upstreams(t, upstream_hint) if want_dns else []
+    if upstreams is None or not want_dns:
+        upstreams = _upstreams(t, upstream_hint) if want_dns else []
+    upstreams = list(upstreams)
     out = Suggestion([], upstreams, [], loopback=t.loopback, total=t.total)
     if want_dns and not upstreams:
         out.notes.append("no DNS server was seen and none was given: no dns: section, so host"
@@ -166,6 +172,11 @@ def _destinations(t: Table, service: Service, upstreams: set[str], banned_names:
             continue
         if upstreams and proto in ("tcp", "udp") and 53 in seen.ports:
             out.through_resolver += seen.evidence.flows
+            if dst not in upstreams:  # asked directly, it is blocked: say so, and how to fix
+                refuse(refused, dst, 53, proto, "DNS to a name server that is not in"
+                       " dns.upstreams: after `outguard dns install` the host asks outguard's"
+                       " resolver, which asks only its upstreams (add it there if you use it)",
+                       seen.evidence)
             if dst in upstreams and seen.ports == {53}:
                 continue
             seen.ports.discard(53)  # any server: the resolver asks its upstreams instead
