@@ -11,8 +11,8 @@ from outguard.ruleset.lower import lower
 from outguard.ruleset.probes import (
     BLOCKED,
     ELSEWHERE,
-    FAILED,
     LET_OUT,
+    NO_ROUTE,
     REACHED,
     SENT,
     choose,
@@ -76,7 +76,11 @@ def test_a_probe_per_rule_and_ip_version_and_one_for_the_default() -> None:
     (0, "timeout", {}, True, LET_OUT, False),
     (0, "timeout", {}, False, ELSEWHERE, False),
     (5, "eperm", {"lockdown": 1}, False, BLOCKED, True),
-    (1, "noroute", {}, False, FAILED, False),
+    (1, "noroute", {}, False, NO_ROUTE, False),  # an allowed destination: unreachable
+    # one that must be blocked, with no route (a namespace with no default route): nothing
+    # left the host, so no mismatch (a newcomer's `apply --verify` was rolled back for it)
+    (5, "noroute", {}, False, NO_ROUTE, True),
+    (0, "noroute", {}, False, NO_ROUTE, True),
 ])
 def test_judge(index: int, raw: str, moved: dict[str, int], guard: bool, outcome: str,
                ok: bool) -> None:

@@ -38,6 +38,9 @@ Resolve = Callable[[str], list[str]]
 REACHED, SENT, BLOCKED, ELSEWHERE, LET_OUT, FAILED, AUDITED = (
     "reached", "sent", "blocked by outguard", "blocked elsewhere", "let out", "failed",
     "logged by outguard (audit)")
+# A probe the host has no route for never reaches the output hook: nothing leaves, so a probe
+# that must be blocked is no mismatch (and not tested); one that must be reached is.
+NO_ROUTE = "not sent: no route"
 # the default's probe goes to one of these, the first that no rule decides (documentation
 # addresses: nothing real answers them; verify's guard keeps them on the host anyway)
 DEFAULT_TARGETS = (("192.0.2.201", 9), ("203.0.113.201", 9), ("198.51.100.201", 9),
@@ -225,6 +228,8 @@ def judge(spec: ProbeSpec, raw: str, moved: dict[str, int], guard_moved: bool) -
         outcome = SENT
     elif raw in ("timeout", "eperm"):
         outcome = ELSEWHERE
+    elif raw == "noroute":
+        outcome = NO_ROUTE
     else:
         outcome = FAILED
     expected = spec.expect
@@ -235,7 +240,7 @@ def judge(spec: ProbeSpec, raw: str, moved: dict[str, int], guard_moved: bool) -
         ok = outcome in (REACHED, SENT)
         want = f"allowed by {expected.rule}"
     else:
-        ok = outcome == BLOCKED
+        ok = outcome in (BLOCKED, NO_ROUTE)
         want = f"blocked by {expected.rule}"
     detail = f"expected {want}; {outcome}" + (f" ({by})" if by else "") + f" [{raw}]"
     if ok and by is not None and by != expected.rule:
