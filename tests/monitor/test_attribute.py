@@ -8,6 +8,7 @@ The real thing is tested against real processes in tests/kernel/test_attribution
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -206,3 +207,13 @@ def test_index_rereads_have_a_budget(proc: FakeProc) -> None:
         assert index.find([424242 + step], uid=0, since=clock.now) == {}
         assert index.fd_scans - scans <= 10  # the budget (refilled at 10/s), not 61
     assert index.budget_exhausted >= 3
+
+
+def test_a_socket_without_process_keeps_the_packets_user(proc: FakeProc) -> None:
+    """sock_diag reports a TIME_WAIT socket with uid 0: nobody's closed curl was learned (and
+    suggested) as root's, and the suggested `for: {user: root}` rule blocked nobody."""
+    diag = FakeDiag({("tcp", 40001): SocketInfo(0, 0, "TIME_WAIT", 2)})
+    attributor = Attributor(diag, proc=str(proc.root))
+    pkt = replace(_pkt(sport=40001), uid=65534)
+    got = attributor.attribute(pkt)
+    assert (got.failure_kind, got.uid, got.user) == ("orphan", 65534, "nobody")

@@ -322,8 +322,10 @@ class Attributor:
                               " not found (closed before it could be looked up)",
                               "closed" if pkt.uid is not None else "no-socket", pkt.uid)
         if sock.inode == 0:
+            # a TIME_WAIT socket says uid 0 whoever owned it: the packet's uid (the socket's
+            # owner when it sent) is the truth; a learned flow of nobody was recorded as root's
             return self._fail("the socket has no process any more (closing or orphaned)",
-                              "orphan", sock.uid)
+                              "orphan", pkt.uid if pkt.uid is not None else sock.uid)
         hit = self._by_inode.get(sock.inode)
         if hit is not None:
             self._by_inode.move_to_end(sock.inode)
