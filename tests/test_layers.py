@@ -36,6 +36,7 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("store", "alerts"),
     ("monitor",),  # decode consumers: attribute, classify, aggregate, agent
     ("proxy",),  # the egress proxy: decides with ruleset.decide, knows clients by monitor's attribution
+    ("fleet",),  # many hosts, one PostgreSQL: the central API and the agent's side (service runs it)
     ("service",),  # the daemon's composition: kernel objects and tasks
     ("lab",),
     ("cli",),
