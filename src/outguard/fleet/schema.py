@@ -80,7 +80,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 PARTITIONED = ("incidents", "flows")
-_LOCK = 0x6F67_666C  # pg_advisory_xact_lock key of migrations and partition DDL ("ogfl")
+LOCK = 0x6F67_666C  # pg_advisory_xact_lock key of migrations and partition DDL ("ogfl")
 
 
 class SchemaError(OutguardError):
@@ -105,7 +105,7 @@ def _too_new(found: int) -> SchemaError:
 def migrate(conn: psycopg.Connection) -> tuple[int, int]:
     """Bring the schema to SCHEMA_VERSION, one transaction per migration: (from, to)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS og_schema (version integer NOT NULL)")
         if conn.execute("SELECT count(*) FROM og_schema").fetchone() == (0,):
             conn.execute("INSERT INTO og_schema VALUES (0)")
@@ -114,7 +114,7 @@ def migrate(conn: psycopg.Connection) -> tuple[int, int]:
         raise _too_new(start)
     for number in range(start + 1, SCHEMA_VERSION + 1):
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
             # another `init` may have run it while we waited for the lock
             if current_version(conn) >= number:
                 continue
@@ -153,7 +153,7 @@ def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> None:
     """Create the day partitions of both tables that `days` need, in one transaction. Replicas
     may race here: the advisory lock makes the second wait and then find them made."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
         for table in PARTITIONED:
             have = set(existing_partitions(conn, table))
             for day in sorted(set(days) - have):
@@ -167,7 +167,7 @@ def drop_before(conn: psycopg.Connection, cutoff: date) -> list[str]:
     """Retention: drop every day partition older than `cutoff`; the names dropped."""
     dropped = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
         for table in PARTITIONED:
             for day in existing_partitions(conn, table):
                 if day < cutoff:
