@@ -166,7 +166,7 @@ def top(conn: psycopg.Connection, by: str, since: datetime, *, host: str | None 
     key = {"process": "record->'process'->>'exe'", "host": "host",
            "destination": "record->>'dst' || coalesce(':' || (record->>'dport'), '')"}[by]
     rows = conn.execute(
-        f"SELECT {key} AS k, count(*), sum((record->>'count')::bigint), max(ts),"
+        f"SELECT {key} AS k, count(*), sum((record->>'count')::bigint)::bigint, max(ts),"
         f" max({_RANK}) FROM ({_LATEST}) AS latest GROUP BY k"
         " ORDER BY 3 DESC NULLS LAST, 4 DESC LIMIT %(limit)s",
         {"since": since, "hosts": _host_ids(conn, host), "limit": limit}).fetchall()
