@@ -128,3 +128,28 @@ def test_report_validation_and_wait_bounds(replicas: Replicas) -> None:
         (row,) = ops.hosts(conn)
     assert row["host"] == "web-1" and row["mode"] == "enforce" and row["last_seen"]
     assert row["blocked_rate"] == 1.5
+
+
+def test_https_with_the_given_certificate(db: str, tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=fleet.test", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    servers = Replicas(db, count=1, tls=(str(cert), str(key)))
+    try:
+        url = servers.urls[0]
+        assert url.startswith("https://")
+        with pytest.raises(httpx.ConnectError):  # not the system's trust: refused
+            httpx.get(url + "/v1/policy")
+        tok = token(db)
+        got = httpx.post(url + "/v1/enroll", verify=ssl.create_default_context(cafile=cert),
+                         json={"token": tok, "host": "web-1", "agent_version": "t"})
+        assert got.status_code == 201
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP to the TLS port
+            httpx.get(url.replace("https", "http") + "/v1/policy")
+    finally:
+        servers.stop()

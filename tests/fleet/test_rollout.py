@@ -79,11 +79,17 @@ def test_waves_advance_on_reports(replicas: Replicas, tmp_path: Path) -> None:
 
 def test_one_wave_advances_once_under_concurrent_reports(replicas: Replicas,
                                                           tmp_path: Path) -> None:
-    hosts = _fleet(replicas, 12)
-    pushed = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=6, waves=[50.0, 100.0])
+    hosts = _fleet(replicas, 16)
+    pushed = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=8, waves=[50.0, 100.0])
     wave0 = [h for h in hosts if h.name in pushed.waves[0]]
     bodies = [h.policy().json() for h in wave0]
-    threads = [threading.Thread(target=h.report, args=(b["version"], b["rollout_id"], "applied"))
+    go = threading.Barrier(len(wave0))
+
+    def report(h: SimHost, body: dict) -> None:
+        go.wait()  # all at once, over both replicas
+        h.report(body["version"], body["rollout_id"], "applied")
+
+    threads = [threading.Thread(target=report, args=(h, b))
                for h, b in zip(wave0, bodies, strict=True)]
     for t in threads:
         t.start()
