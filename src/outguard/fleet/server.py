@@ -75,6 +75,10 @@ def _json(body: BaseModel | dict[str, Any], status: int = 200,
 
 
 async def _body(request: Request, model: type[M]) -> M:
+    return (await _raw_body(request, model))[0]
+
+
+async def _raw_body(request: Request, model: type[M]) -> tuple[M, bytes]:
     """The request's body as `model`: 413 past MAX_BODY (counted as it arrives, whatever
     Content-Length says), 400 not a JSON object, 422 the wrong shape, naming the field."""
     length = request.headers.get("content-length")
@@ -86,14 +90,15 @@ async def _body(request: Request, model: type[M]) -> M:
         if size > MAX_BODY:
             raise HttpError(413, f"body larger than {MAX_BODY} bytes")
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        data = orjson.loads(b"".join(chunks))
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise HttpError(400, "the body must be a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), raw
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -192,12 +197,12 @@ def _on_report(state: _State, host_id: int, rep: ReportRequest) -> None:
 async def _items(request: Request, table: str, model: type[IncidentBatch] | type[FlowBatch]
                  ) -> Response:
     host = await _host(request)
-    batch = await _body(request, model)
+    batch, raw = await _raw_body(request, model)
     items = batch.incidents if isinstance(batch, IncidentBatch) else batch.flows
     state = _state(request)
     async with state.pool.connection() as conn:
         try:
-            new = await db.insert_items(conn, table, host.id, items, state.known_days)
+            new = await db.insert_items(conn, table, host.id, items, raw, state.known_days)
         except psycopg.errors.UntranslatableCharacter as exc:
             raise HttpError(422, f"{table}: a record holds text PostgreSQL refuses: {exc}") from None
     return _json(BatchResponse(accepted=new, duplicates=len(items) - new))

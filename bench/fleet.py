@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Fleet: incidents through the API into PostgreSQL, beside `COPY` of the same rows.
+
+    .venv/bin/python bench/fleet.py [--rows N] [--batch B] [--clients C] [--replicas R]
+
+Issue target: the API's sustained rows/s >= 0.5x `COPY` of the same rows from one client. Both
+go to one private PostgreSQL cluster (tests/fleet/pgserver.py: Debian's binaries, a temporary
+directory, a unix socket, durable settings: fsync and synchronous_commit on) with the fleet
+schema. outguard: `outguard fleet serve` replicas (plain HTTP on 127.0.0.1), C concurrent
+clients, one enrolled host each, POSTing pre-encoded batches of B incidents (each ~650 bytes of
+JSON, an `Incident.to_json()`), round robin over the replicas; every batch is one transaction
+(validate, partition check, INSERT ... unnest ON CONFLICT DO NOTHING). Peer: one psycopg client
+`COPY incidents (...) FROM STDIN` of the same rows in one transaction. The tables are emptied
+between runs; runs alternate API, COPY, and the medians are compared. Holds flock
+/tmp/og-bench.lock while timing. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import benchlib as bl
+
+sys.path.insert(0, str(bl.REPO_DIR))
+sys.path.insert(0, str(bl.REPO_DIR / "src"))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import psycopg  # noqa: E402
+
+from outguard.fleet import ops, schema  # noqa: E402
+from tests.fleet.pgserver import PgServer, _free_port  # noqa: E402
+
+
+def record(n: int) -> dict[str, object]:
+    return {"id": f"{n:016x}", "severity": "high", "signature": "jndi-ldap",
+            "title": "Java process to LDAP port: JNDI callback", "count": 1 + n % 7,
+            "first_seen": "2026-12-03T10:00:00+00:00", "last_seen": "2026-12-03T10:00:05+00:00",
+            "process": {"exe": "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "pid": 4242 + n % 100,
+                        "uid": 998, "user": "tomcat", "cmdline": ["java", "-jar", "/srv/app.jar"],
+                        "unit": "app.service", "container": None, "ppid": 1, "parent": "/sbin/init",
+                        "attribution_failure": None},
+            "dst": f"203.0.113.{n % 250}", "dport": 1389, "proto": "tcp", "rule": "default",
+            "action": "dropped", "names": ["evil.example"], "feed": None,
+            "classifications": [{"signature": "jndi-ldap", "title": "JNDI callback",
+                                 "severity": "high"}]}
+
+
+def start_replicas(dsn: str, count: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    procs, urls = [], []
+    for _ in range(count):
+        port = _free_port()
+        procs.append(subprocess.Popen(
+            [str(bl.VENV_PYTHON), "-m", "outguard", "fleet", "serve", "--db", dsn, "--no-tls",
+             "--listen", f"127.0.0.1:{port}", "--rate", "100000", "--pool-size", "12"]))
+        urls.append(f"http://127.0.0.1:{port}")
+    for url in urls:
+        bl.wait_for(lambda url=url: _up(url), f"fleet serve at {url}", 30)
+    return procs, urls
+
+
+def _up(url: str) -> bool:
+    try:
+        httpx.get(url + "/v1/nothing", timeout=1)
+        return True
+    except httpx.TransportError:
+        return False
+
+
+def enrol(dsn: str, url: str, n: int) -> list[tuple[int, str]]:
+    out = []
+    with ops.connect(dsn) as conn:
+        for i in range(n):
+            tok = ops.enroll_token(conn, None, timedelta(hours=1))
+            got = httpx.post(url + "/v1/enroll", json={"token": tok, "host": f"bench-{i}",
+                                                       "agent_version": "bench"}).json()
+            out.append((got["host_id"], got["credential"]))
+    return out
+
+
+def api_run(urls: list[str], hosts: list[tuple[int, str]], bodies: list[list[bytes]]) -> float:
+    """Every client sends its batches; seconds until the last answer."""
+    errors: list[str] = []
+    go = threading.Barrier(len(hosts) + 1)
+
+    def client(k: int) -> None:
+        url = urls[k % len(urls)]
+        with httpx.Client(base_url=url, timeout=120, headers={
+                "Authorization": f"Bearer {hosts[k][1]}",
+                "Content-Type": "application/json"}) as http:
+            go.wait()
+            for body in bodies[k]:
+                got = http.post("/v1/incidents", content=body)
+                if got.status_code != 200:
+                    errors.append(got.text)
+                    return
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(hosts))]
+    for t in threads:
+        t.start()
+    go.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - start
+    if errors:
+        raise bl.BenchError(f"API refused a batch: {errors[0]}")
+    return took
+
+
+def copy_run(dsn: str, rows: list[tuple[int, str, object, datetime, str]]) -> float:
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(
+                "COPY incidents (host_id, id, day, ts, record) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        got = conn.execute("SELECT count(*) FROM incidents").fetchone()
+        return int(got[0]) if got else 0
+
+
+def truncate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE incidents")
+        conn.execute("CHECKPOINT")  # neither run pays for the other's dirty pages
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    with PgServer(fast=False) as pg:
+        dsn = pg.dsn()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            schema.migrate(conn)
+        procs, urls = start_replicas(dsn, args.replicas)
+        try:
+            hosts = enrol(dsn, urls[0], args.clients)
+            per = args.rows // args.clients
+            now = time.time()
+            bodies, copy_rows, n = [], [], 0
+            for host_id, _cred in hosts:
+                mine = []
+                for start in range(0, per, args.batch):
+                    items = []
+                    for _ in range(min(args.batch, per - start)):
+                        rec, key = record(n), uuid.uuid4().hex
+                        items.append({"id": key, "ts": now, "record": rec})
+                        copy_rows.append((host_id, key, datetime.fromtimestamp(now, UTC).date(),
+                                          datetime.fromtimestamp(now, UTC),
+                                          orjson.dumps(rec).decode()))
+                        n += 1
+                    mine.append(orjson.dumps({"incidents": items}))
+                bodies.append(mine)
+            total = n
+            api_times, copy_times = [], []
+            with open("/tmp/og-bench.lock", "w") as lock:
+                bl.log("waiting for /tmp/og-bench.lock")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                for rep in range(args.repeats):
+                    truncate(dsn)
+                    api_times.append(api_run(urls, hosts, bodies))
+                    if count(dsn) != total:
+                        raise bl.BenchError(f"API stored {count(dsn)} rows of {total}")
+                    truncate(dsn)
+                    copy_times.append(copy_run(dsn, copy_rows))
+                    if count(dsn) != total:
+                        raise bl.BenchError(f"COPY stored {count(dsn)} rows of {total}")
+                    bl.log(f"run {rep + 1}: API {total / api_times[-1]:,.0f} rows/s,"
+                           f" COPY {total / copy_times[-1]:,.0f} rows/s")
+        finally:
+            for proc in procs:
+                with contextlib.suppress(Exception):
+                    bl.stop_process(proc, "fleet serve")  # type: ignore[arg-type]
+    api = total / bl.median(api_times)
+    peer = total / bl.median(copy_times)
+    return {"rows": total, "batch": args.batch, "clients": args.clients,
+            "replicas": args.replicas, "api_rows_per_s": round(api),
+            "copy_rows_per_s": round(peer), "ratio": round(api / peer, 3), "target": 0.5,
+            "cpus": os.cpu_count()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    bl.install_signal_handlers()
+    result = measure(args)
+    print(f"API  {result['api_rows_per_s']:>9,} rows/s  ({args.clients} clients, batches of"
+          f" {args.batch}, {args.replicas} replicas)")
+    print(f"COPY {result['copy_rows_per_s']:>9,} rows/s  (one client, one transaction)")
+    print(f"ratio API/COPY {result['ratio']:.3f} (target >= 0.5)")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
