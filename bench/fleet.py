@@ -35,12 +35,12 @@ import benchlib as bl
 sys.path.insert(0, str(bl.REPO_DIR))
 sys.path.insert(0, str(bl.REPO_DIR / "src"))
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
-import psycopg  # noqa: E402
+import httpx
+import orjson
+import psycopg
 
-from outguard.fleet import ops, schema  # noqa: E402
-from tests.fleet.pgserver import PgServer, _free_port  # noqa: E402
+from outguard.fleet import ops, schema
+from tests.fleet.pgserver import PgServer, _free_port
 
 
 def record(n: int) -> dict[str, object]:
@@ -119,15 +119,41 @@ def api_run(urls: list[str], hosts: list[tuple[int, str]], bodies: list[list[byt
     return took
 
 
-def copy_run(dsn: str, rows: list[tuple[int, str, object, datetime, str]]) -> float:
-    with psycopg.connect(dsn) as conn:
-        start = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(
-                "COPY incidents (host_id, id, day, ts, record) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        return time.perf_counter() - start
+def copy_run(conn: psycopg.Connection, rows: list[tuple[int, str, object, datetime, str]]
+             ) -> float:
+    start = time.perf_counter()
+    with conn.cursor() as cur, cur.copy(
+            "COPY incidents (host_id, id, day, ts, record) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()
+    return time.perf_counter() - start
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_side(pg: PgServer, replicas: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far of the cluster's processes (the postmaster's children; backends that
+    exited are not counted: the pools keep theirs), of the replicas and of this process."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == master:
+                kids.append(int(entry.name))
+    return {"postgres": _cpu(master) + sum(_cpu(k) for k in kids),
+            "replicas": sum(_cpu(p.pid) for p in replicas), "clients": _cpu(os.getpid())}
 
 
 def count(dsn: str) -> int:
@@ -168,20 +194,29 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
                 bodies.append(mine)
             total = n
             api_times, copy_times = [], []
-            with open("/tmp/og-bench.lock", "w") as lock:
+            with open("/tmp/og-bench.lock", "w") as lock, psycopg.connect(dsn) as copier:
                 bl.log("waiting for /tmp/og-bench.lock")
                 fcntl.flock(lock, fcntl.LOCK_EX)
+                load = os.getloadavg()[0]  # the machine is shared: say how busy it was
                 for rep in range(args.repeats):
                     truncate(dsn)
+                    before = cpu_by_side(pg, procs)
                     api_times.append(api_run(urls, hosts, bodies))
+                    after = cpu_by_side(pg, procs)
+                    api_cpu = {k: round(after[k] - before[k], 2) for k in after}
                     if count(dsn) != total:
                         raise bl.BenchError(f"API stored {count(dsn)} rows of {total}")
                     truncate(dsn)
-                    copy_times.append(copy_run(dsn, copy_rows))
+                    before = cpu_by_side(pg, procs)
+                    copy_times.append(copy_run(copier, copy_rows))
+                    after = cpu_by_side(pg, procs)
+                    copy_cpu = {k: round(after[k] - before[k], 2) for k in after}
                     if count(dsn) != total:
                         raise bl.BenchError(f"COPY stored {count(dsn)} rows of {total}")
-                    bl.log(f"run {rep + 1}: API {total / api_times[-1]:,.0f} rows/s,"
-                           f" COPY {total / copy_times[-1]:,.0f} rows/s")
+                    bl.log(f"run {rep + 1}: API {total / api_times[-1]:,.0f} rows/s"
+                           f" in {api_times[-1]:.2f}s (CPU s: {api_cpu}),"
+                           f" COPY {total / copy_times[-1]:,.0f} rows/s in {copy_times[-1]:.2f}s"
+                           f" (CPU s: {copy_cpu})")
         finally:
             for proc in procs:
                 with contextlib.suppress(Exception):
@@ -191,7 +226,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     return {"rows": total, "batch": args.batch, "clients": args.clients,
             "replicas": args.replicas, "api_rows_per_s": round(api),
             "copy_rows_per_s": round(peer), "ratio": round(api / peer, 3), "target": 0.5,
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), "load_before": load,
+            "cpu_seconds_last_run": {"api": api_cpu, "copy": copy_cpu}}
 
 
 def main() -> int:
