@@ -39,7 +39,8 @@ def db(dsn: str) -> str:
 class Replicas:
     """`outguard fleet serve` processes against one database: their base URLs."""
 
-    def __init__(self, dsn: str, count: int = 2, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, dsn: str, count: int = 2, tls: tuple[str, str] | None = None,
+                 rate: float = 500) -> None:
         import os
         import subprocess
         import sys
@@ -57,7 +58,7 @@ class Replicas:
                 port = _free_port()
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn,
-                     "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", "500",
+                     "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", str(rate),
                      *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--no-tls"])],
                     env={**os.environ, "PYTHONUNBUFFERED": "1"}))
                 self.urls.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}")

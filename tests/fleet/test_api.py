@@ -153,3 +153,33 @@ def test_https_with_the_given_certificate(db: str, tmp_path) -> None:
             httpx.get(url.replace("https", "http") + "/v1/policy")
     finally:
         servers.stop()
+
+
+def test_flows_are_stored_once_per_host_and_id(replicas: Replicas) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    flow = {"exe": "/usr/bin/curl", "dst": "203.0.113.5", "port": 443, "proto": "tcp",
+            "count": 3, "names": ["api.example"]}
+    body = {"flows": [{"id": "f1", "ts": 1_800_000_000.0, "record": flow},
+                      {"id": "f1", "ts": 1_800_000_000.0, "record": flow}]}
+    got = a.http.post("/v1/flows", json=body)
+    assert got.status_code == 200 and got.json() == {"accepted": 1, "duplicates": 1}
+    assert a.http.post("/v1/flows", json=body).json() == {"accepted": 0, "duplicates": 2}
+    (row,) = rows(replicas.dsn, "SELECT host_id, id, record FROM flows")
+    assert row == (a.host_id, "f1", flow)
+    late = a.http.post("/v1/flows", json={"flows": [{"id": "f2", "ts": 5e9, "record": {}}]})
+    assert late.status_code == 422 and "flows.0.ts" in late.json()["error"]
+
+
+def test_the_rate_per_host_is_bounded_with_retry_after(db: str) -> None:
+    servers = Replicas(db, count=1, rate=1)  # burst 3, then 1/s
+    try:
+        a = SimHost(servers.urls[0], db, "web-1")
+        codes = [a.policy().status_code for _ in range(6)]
+        assert codes[:3] == [204, 204, 204] and 429 in codes[3:], codes
+        refused = a.policy()
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "too many requests" in refused.json()["error"]
+        b = SimHost(servers.urls[0], db, "web-2")  # another host has its own bucket
+        assert b.policy().status_code == 204
+    finally:
+        servers.stop()
