@@ -5,6 +5,7 @@ change nothing when refused, exactly-once rows under resending."""
 from __future__ import annotations
 
 import httpx
+import psycopg
 import pytest
 
 from outguard.fleet import ops
@@ -183,3 +184,32 @@ def test_the_rate_per_host_is_bounded_with_retry_after(db: str) -> None:
         assert b.policy().status_code == 204
     finally:
         servers.stop()
+
+
+def test_a_database_outage_is_503_with_retry_after() -> None:
+    from outguard.fleet import schema
+    from tests.fleet.pgserver import PgServer
+
+    with PgServer() as pg:  # its own cluster: this test stops it
+        dsn = pg.create_db()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            schema.migrate(conn)
+        servers = Replicas(dsn, count=1)
+        try:
+            a = SimHost(servers.urls[0], dsn, "web-1")
+            pg.halt()
+            got = a.incidents([incident(1)])
+            assert got.status_code == 503, got.text
+            assert got.headers["retry-after"] == "5" and "database" in got.json()["error"]
+        finally:
+            servers.stop()
+
+
+def test_an_expired_enrol_token_is_refused(replicas: Replicas) -> None:
+    tok = token(replicas.dsn)
+    with psycopg.connect(replicas.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE enroll_tokens SET expires = now() - interval '1 second'")
+    got = httpx.post(replicas.urls[0] + "/v1/enroll",
+                     json={"token": tok, "host": "web-1", "agent_version": "t"})
+    assert got.status_code == 401 and "expired" in got.json()["error"]
+    assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(0,)]

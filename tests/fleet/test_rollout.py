@@ -194,3 +194,16 @@ def test_lockdown_and_pushes_wake_long_polls_on_every_replica(replicas: Replicas
         assert when - start < 3.0, f"{name} woke after {when - start:.1f}s"
     again = hosts[0].policy(wait=1, etag=answers["web-00"][1].headers["etag"])
     assert again.status_code == 304
+
+
+def test_a_wave_advances_by_the_periodic_check_after_its_soak(replicas: Replicas,
+                                                              tmp_path: Path) -> None:
+    hosts = _fleet(replicas, 3)
+    v = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=1, waves=[100.0], soak_seconds=1.5)
+    (canary,) = [h for h in hosts if h.name in v.waves[0]]
+    body = canary.policy().json()
+    canary.report(body["version"], body["rollout_id"], "applied")
+    reported = time.monotonic()
+    assert _status(replicas.dsn)["wave"] == 0  # soaking: no report will come to advance it
+    _until(lambda: _status(replicas.dsn)["wave"] == 1)
+    assert time.monotonic() - reported >= 1.4

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -222,6 +222,10 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]
             return await handler(request)
         except HttpError as exc:
             return _json({"error": exc.message}, exc.status, exc.headers)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # the database is away or saturated: the agent's outbox keeps the rows, retry later
+            return _json({"error": f"database unavailable: {type(exc).__name__}"}, 503,
+                         {"Retry-After": "5"})
     return run
 
 
@@ -258,7 +262,7 @@ def create_app(settings: Settings) -> Starlette:
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
             schema.check_version(conn)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            settings.dsn, min_size=2, max_size=settings.pool_size, open=False,
+            settings.dsn, min_size=2, max_size=settings.pool_size, open=False, timeout=10,
             kwargs={"autocommit": True})
         sync_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             settings.dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
