@@ -87,7 +87,8 @@ async def insert_items(conn: psycopg.AsyncConnection, table: str, host_id: int,
                        items: list[Item], raw: bytes, known: set[date]) -> int:
     """Insert a batch of `table` rows ("incidents" or "flows") for `host_id`; how many were new.
     `raw` is the request body `items` were validated from: PostgreSQL reads the rows out of it
-    itself (one jsonb parameter), ~3x faster than arrays of re-serialised records."""
+    itself (one jsonb parameter, one pass of jsonb_to_recordset), ~3x faster than arrays of
+    re-serialised records."""
     if not items:
         return 0
     today = datetime.now(UTC).date()
@@ -97,10 +98,9 @@ async def insert_items(conn: psycopg.AsyncConnection, table: str, host_id: int,
     # the day as `day_of` computes it, so the partitions just made are the ones rows go to
     query = sql.SQL(
         "INSERT INTO {} (host_id, id, day, ts, record)"
-        " SELECT %(host)s, e->>'id', least(greatest((to_timestamp((e->>'ts')::float8)"
-        " AT TIME ZONE 'UTC')::date, %(today)s::date - 1), %(today)s::date + 1),"
-        " to_timestamp((e->>'ts')::float8), e->'record'"
-        " FROM jsonb_array_elements((%(body)s::jsonb)->{}) AS e"
+        " SELECT %(host)s, x.id, least(greatest((to_timestamp(x.ts) AT TIME ZONE 'UTC')::date,"
+        " %(today)s::date - 1), %(today)s::date + 1), to_timestamp(x.ts), x.record"
+        " FROM jsonb_to_recordset((%(body)s::jsonb)->{}) AS x(id text, ts float8, record jsonb)"
         " ON CONFLICT DO NOTHING").format(sql.Identifier(table), sql.Literal(table))
     # one statement in autocommit: atomic by itself, and no BEGIN/COMMIT round trips
     cur = await conn.execute(query, {"host": host_id, "today": today, "body": raw.decode("utf-8")})
