@@ -207,3 +207,15 @@ def test_a_wave_advances_by_the_periodic_check_after_its_soak(replicas: Replicas
     assert _status(replicas.dsn)["wave"] == 0  # soaking: no report will come to advance it
     _until(lambda: _status(replicas.dsn)["wave"] == 1)
     assert time.monotonic() - reported >= 1.4
+
+
+def test_a_waiting_poll_returns_when_its_lockdown_ends(replicas: Replicas) -> None:
+    (host,) = _fleet(replicas, 1)
+    with ops.connect(replicas.dsn) as conn:
+        ops.lockdown(conn, "web-*", 2.0)
+    locked = host.policy()
+    assert locked.status_code == 200 and locked.json()["lockdown_until"]
+    start = time.monotonic()
+    ended = host.policy(wait=30, etag=locked.headers["etag"])
+    assert ended.status_code == 204  # no version, and no lockdown any more
+    assert 1.0 < time.monotonic() - start < 4.0

@@ -164,8 +164,12 @@ async def get_policy(request: Request) -> Response:
         left = deadline - time.monotonic()
         if tag != seen or left <= 0:
             break
+        if got.lockdown_until is not None:  # its end changes the answer: wake for it
+            left = min(left, max(0.0, got.lockdown_until - time.time()) + 0.05)
+        # no periodic re-read: a NOTIFY (or the listener's reconnect) is what wakes a waiter,
+        # so 10,000 waiting hosts cost the database nothing until something changes
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=min(left, 5.0))
+            await asyncio.wait_for(changed.wait(), timeout=left)
     headers = {"ETag": tag}
     if tag == seen:
         return Response(status_code=304, headers=headers)
@@ -292,11 +296,11 @@ def create_app(settings: Settings) -> Starlette:
                      exception_handlers={HTTPException: _http_error})
 
 
-def serve(settings: Settings, host: str, port: int, certfile: str | None, keyfile: str | None
-          ) -> None:
+def serve(settings: Settings, host: str, port: int, certfile: str | None, keyfile: str | None,
+          max_connections: int = 10_000) -> None:
     """Run the API until SIGTERM/SIGINT (uvicorn's own handling: it drains requests first)."""
     import uvicorn  # noqa: PLC0415 (only `serve` needs the server)
 
     uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=certfile,
                 ssl_keyfile=keyfile, log_level="warning", access_log=False,
-                limit_concurrency=2000, timeout_graceful_shutdown=5)
+                limit_concurrency=max_connections, timeout_graceful_shutdown=5)
