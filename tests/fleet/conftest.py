@@ -54,12 +54,16 @@ class Replicas:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
         try:
-            for _ in range(count):
+            for index in range(count):
                 port = _free_port()
+                # the second replica LISTENs through --listen-db (same cluster): the option's
+                # path is what a PgBouncer deployment uses
+                listen = ["--listen-db", dsn] if index == 1 else []
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn,
                      "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", str(rate),
-                     *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--no-tls"])],
+                     *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--no-tls"]),
+                     *listen],
                     env={**os.environ, "PYTHONUNBUFFERED": "1"}))
                 self.urls.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}")
             deadline = time.monotonic() + 30

@@ -56,6 +56,7 @@ class Settings:
     pool_size: int = 10
     tick_seconds: float = 5.0  # the periodic rollout check
     retention_days: int = 30
+    listen_dsn: str | None = None  # LISTEN's own, when `dsn` is a transaction-mode PgBouncer
 
 
 @dataclass
@@ -272,7 +273,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
         await pool.open()
         sync_pool.open()
-        state = _State(settings, pool, sync_pool, db.Notifier(settings.dsn),
+        state = _State(settings, pool, sync_pool, db.Notifier(settings.listen_dsn or settings.dsn),
                        RateLimiter(settings.rate, settings.burst))
         app.state.fleet = state
         try:
