@@ -213,3 +213,26 @@ def test_an_expired_enrol_token_is_refused(replicas: Replicas) -> None:
                      json={"token": tok, "host": "web-1", "agent_version": "t"})
     assert got.status_code == 401 and "expired" in got.json()["error"]
     assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(0,)]
+
+
+def test_one_name_enrolled_at_once_with_two_tokens_gets_one_host(replicas: Replicas) -> None:
+    import threading
+
+    tokens = [token(replicas.dsn) for _ in range(6)]
+    codes: list[int] = []
+    go = threading.Barrier(len(tokens))
+
+    def enrol(tok: str, url: str) -> None:
+        go.wait()
+        codes.append(httpx.post(url + "/v1/enroll", json={"token": tok, "host": "twin",
+                                                          "agent_version": "t"}).status_code)
+
+    threads = [threading.Thread(target=enrol, args=(t, replicas.urls[i % 2]))
+               for i, t in enumerate(tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [201, 409, 409, 409, 409, 409]
+    assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(1,)]
+    assert rows(replicas.dsn, "SELECT count(*) FROM enroll_tokens WHERE used IS NOT NULL") == [(1,)]

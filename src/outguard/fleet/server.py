@@ -131,7 +131,11 @@ async def post_enroll(request: Request) -> Response:
     _limit(state, ("peer", request.client.host if request.client else "?"))
     req = await _body(request, EnrollRequest)
     async with state.pool.connection() as conn:
-        got = await enroll(conn, req)
+        try:
+            got = await enroll(conn, req)
+        except psycopg.errors.UniqueViolation:
+            # another token enrolled this name at the same moment (the token stays unspent)
+            raise HttpError(409, f"host: {req.host!r} is already enrolled") from None
     return _json(got, 201)
 
 
