@@ -111,6 +111,7 @@ def serve(dsn: str, listen: str, tls_cert: str | None, tls_key: str | None, no_t
     host, _sep, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.UsageError(f"--listen: {listen!r} is not HOST:PORT")
+    _with_conn(dsn, lambda _conn: None)  # a schema too old or too new: refused, said plainly
     try:
         run_server(Settings(dsn, rate=rate, burst=rate * 3, pool_size=pool_size,
                             tick_seconds=tick, retention_days=retention_days,
