@@ -3,6 +3,7 @@ retention drops whole day partitions (and the rows in them)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -66,3 +67,25 @@ def test_a_rows_day_stays_within_a_day_of_the_servers() -> None:
     assert day_of(noon - 30 * 86400, today) == date(2026, 12, 2)  # an old outbox: yesterday
     assert day_of(noon + 400 * 86400, today) == date(2026, 12, 4)  # a clock far ahead
     assert day_of(1e300, today) == today
+
+
+def test_the_servers_housekeeping_keeps_retention_and_makes_tomorrow(db: str) -> None:
+    from tests.fleet.conftest import Replicas
+
+    today = datetime.now(UTC).date()
+    with psycopg.connect(db, autocommit=True) as conn:
+        schema.ensure_partitions(conn, [today - timedelta(days=45), today - timedelta(days=29)])
+        conn.execute("DROP TABLE " + schema.partition_name("incidents", today + timedelta(days=1)))
+    servers = Replicas(db, count=1)  # --retention-days 30 (the default), a tick every 0.3 s
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with psycopg.connect(db, autocommit=True) as conn:
+                days = schema.existing_partitions(conn, "incidents")
+            if today - timedelta(days=45) not in days and today + timedelta(days=1) in days:
+                break
+            assert time.monotonic() < deadline, days
+            time.sleep(0.2)
+        assert today - timedelta(days=29) in days
+    finally:
+        servers.stop()
