@@ -134,7 +134,7 @@ _LATEST = (
     "SELECT DISTINCT ON (i.host_id, i.record->>'id') h.name AS host, i.ts, i.record"
     " FROM incidents i JOIN hosts h ON h.id = i.host_id WHERE i.ts >= %(since)s"
     " AND (%(hosts)s::bigint[] IS NULL OR i.host_id = ANY(%(hosts)s))"
-    " ORDER BY i.host_id, i.record->>'id', i.ts DESC")
+    " ORDER BY i.host_id, i.record->>'id', i.ts DESC, i.received DESC")
 _RANK = ("CASE record->>'severity' WHEN 'low' THEN 1 WHEN 'medium' THEN 2 WHEN 'high' THEN 3"
          " WHEN 'critical' THEN 4 ELSE 0 END")
 
