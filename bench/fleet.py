@@ -8,9 +8,9 @@ go to one private PostgreSQL cluster (tests/fleet/pgserver.py: Debian's binaries
 directory, a unix socket, durable settings: fsync and synchronous_commit on) with the fleet
 schema. outguard: `outguard fleet serve` replicas (plain HTTP on 127.0.0.1), C concurrent
 clients, one enrolled host each, POSTing pre-encoded batches of B incidents (each ~650 bytes of
-JSON, an `Incident.to_json()`), round robin over the replicas; every batch is one transaction
-(validate, partition check, INSERT ... unnest ON CONFLICT DO NOTHING). Peer: one psycopg client
-`COPY incidents (...) FROM STDIN` of the same rows in one transaction. The tables are emptied
+JSON, an `Incident.to_json()`), round robin over the replicas; every batch is one statement
+(validate, partition check, INSERT ... FROM jsonb_to_recordset ON CONFLICT). Peer: one psycopg
+client `COPY incidents (...) FROM STDIN` of the same rows in one transaction. The tables are emptied
 between runs; runs alternate API, COPY, and the medians are compared. Holds flock
 /tmp/og-bench.lock while timing. Not a test.
 """

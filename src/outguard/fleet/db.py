@@ -1,9 +1,9 @@
 """The API's hot path in PostgreSQL: rows in, the host's policy out, wake-ups across replicas.
 
 Place in the data flow: `fleet.server` handlers call these with a connection from its async
-pool. Incidents and flows go in as one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
-NOTHING` per batch (one round trip, exactly-once rows under at-least-once sending); their day
-partitions are made on first need. `Notifier` holds one LISTEN connection per replica: any
+pool. Incidents and flows go in as one `INSERT ... SELECT FROM jsonb_to_recordset($body) ON
+CONFLICT ...` per batch (one round trip, exactly-once rows under at-least-once sending); their
+day partitions are made on first need. `Notifier` holds one LISTEN connection per replica: any
 replica's (or operator's) `NOTIFY og_fleet` wakes every long-poll waiting on any replica.
 """
 
@@ -117,7 +117,8 @@ async def insert_items(conn: psycopg.AsyncConnection, table: str, host_id: int,
         " AT TIME ZONE 'UTC')::date, %(today)s::date - 1), %(today)s::date + 1),"
         " to_timestamp(x.ts), x.record FROM jsonb_to_recordset((%(body)s::jsonb)->{})"
         " AS x(id text, ts float8, record jsonb)"
-        " ORDER BY x.id, x.record->>'last_seen' DESC NULLS LAST").format(sql.Identifier(table), sql.Literal(table))
+        " ORDER BY x.id, x.record->>'last_seen' DESC NULLS LAST").format(
+            sql.Identifier(table), sql.Literal(table))
     query = sql.Composed([query, sql.SQL(_ON_CONFLICT[table])])
     # one statement in autocommit: atomic by itself, and no BEGIN/COMMIT round trips
     cur = await conn.execute(query, {"host": host_id, "today": today, "body": raw.decode("utf-8")})
