@@ -40,7 +40,7 @@ import orjson
 import psycopg
 
 from outguard.fleet import ops, schema
-from tests.fleet.pgserver import PgServer, _free_port
+from tests.fleet.pgserver import DIE_WITH_PARENT, PgServer, _free_port
 
 
 def record(n: int) -> dict[str, object]:
@@ -62,8 +62,9 @@ def start_replicas(dsn: str, count: int) -> tuple[list[subprocess.Popen[bytes]],
     for _ in range(count):
         port = _free_port()
         procs.append(subprocess.Popen(
-            [str(bl.VENV_PYTHON), "-m", "outguard", "fleet", "serve", "--db", dsn, "--no-tls",
-             "--listen", f"127.0.0.1:{port}", "--rate", "100000", "--pool-size", "12"]))
+            [*DIE_WITH_PARENT, str(bl.VENV_PYTHON), "-m", "outguard", "fleet", "serve", "--db",
+             dsn, "--no-tls", "--listen", f"127.0.0.1:{port}", "--rate", "100000",
+             "--pool-size", "12"]))
         urls.append(f"http://127.0.0.1:{port}")
     for url in urls:
         bl.wait_for(lambda url=url: _up(url), f"fleet serve at {url}", 30)
