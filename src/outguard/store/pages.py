@@ -1,0 +1,101 @@
+"""Keyset pages over the incidents table, for the dashboard (`outguard.web`).
+
+Place in the data flow: store → **pages** → web. `SQLiteStore.incidents_page` runs `page_sql`;
+a page is never an OFFSET (a deep OFFSET walks every row before it): it starts below a cursor,
+the (last_seen, rowid) of the last row shown, and walks the `incidents_last_seen` index
+(rowid is in every index entry, so the order needs no sort). A row keeps its rowid when the
+agent updates it (`INSERT … ON CONFLICT DO UPDATE`), so a cursor stays valid while incidents
+arrive. There is no total count either: COUNT(*) over a million rows costs more than a page.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from outguard.events import SEVERITIES
+
+PAGE_MAX = 500
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the last row's last_seen (Unix seconds) and rowid."""
+
+    last_seen: float
+    rowid: int
+
+    def text(self) -> str:
+        return f"{self.last_seen!r}_{self.rowid}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """The inverse of `text`; ValueError for anything else."""
+        seen, sep, rowid = text.partition("_")
+        if not sep:
+            raise ValueError(f"{text!r} is not a page cursor")
+        return cls(float(seen), int(rowid))
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    before: Cursor | None = None  # rows after this one in the order (older)
+    min_severity: str | None = None
+    rule: str | None = None  # exact decision key, or a bare name in any section
+    process: str | None = None  # substring of the process (exe path)
+    signature: str | None = None
+    limit: int = 50
+
+
+def _rank_at_least(severity: str) -> tuple[str, list[Any]]:
+    wanted = list(SEVERITIES[SEVERITIES.index(severity):])
+    return f"severity IN ({', '.join('?' * len(wanted))})", wanted
+
+
+def page_sql(q: PageQuery) -> tuple[str, list[Any]]:
+    """The SELECT of one page (limit + 1 rows: the extra one says whether another follows)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if q.before is not None:
+        # `last_seen <= ?` alone is what the index can seek to; the rest drops the ties shown
+        clauses.append("last_seen <= ? AND (last_seen < ? OR rowid < ?)")
+        args += [q.before.last_seen, q.before.last_seen, q.before.rowid]
+    if q.min_severity is not None:
+        sql, more = _rank_at_least(q.min_severity)
+        clauses.append(sql)
+        args += more
+    if q.rule is not None and ":" not in q.rule:
+        clauses.append("(rule = ? OR substr(rule, instr(rule, ':') + 1) = ?)")
+        args += [q.rule, q.rule]
+    elif q.rule is not None:
+        clauses.append("rule = ?")
+        args.append(q.rule)
+    if q.process is not None:
+        clauses.append("instr(process, ?) > 0")
+        args.append(q.process)
+    if q.signature is not None:
+        clauses.append("signature = ?")
+        args.append(q.signature)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    # Either index yields the rows in page order (rowid ends every index entry), so nothing is
+    # sorted: an exact rule walks its part of incidents_rule (rule, last_seen); anything else
+    # walks incidents_last_seen, newest first, until the page is full
+    index = "incidents_rule" if q.rule is not None and ":" in q.rule else "incidents_last_seen"
+    limit = max(1, min(q.limit, PAGE_MAX))
+    return (f"SELECT rowid AS _rowid, * FROM incidents INDEXED BY {index}{where}"
+            " ORDER BY last_seen DESC, rowid DESC LIMIT ?", [*args, limit + 1])
+
+
+def dns_names_sql(limit: int) -> tuple[str, list[Any]]:
+    """The names the resolver refused most recently: DNS incidents are rows whose rule is
+    `dns:<rule>` and whose `dst` is the name (`monitor.dns_incidents`); the rule index finds
+    them without a scan of the packet incidents."""
+    return ("SELECT dst AS name, rule, SUM(count) AS queries, MAX(last_seen) AS last,"
+            " COUNT(DISTINCT process) AS processes FROM incidents"
+            " WHERE rule >= 'dns:' AND rule < 'dns;' GROUP BY dst, rule"
+            " ORDER BY last DESC LIMIT ?", [limit])
+
+
+def rows(db: sqlite3.Connection, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+    return db.execute(sql, args).fetchall()

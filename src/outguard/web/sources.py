@@ -1,0 +1,121 @@
+"""What the dashboard reads, and from where: the store, the state directory, the agent's parts.
+
+Place in the data flow: `service.webserve` builds `Sources` from the running agent (its kernel
+counters, metrics registry, feeds, applied policy); the routes of `outguard.web.app` read only
+through it. The store is opened read-only with a connection of its own (WAL lets it read beside
+the agent's writer thread), and every blocking read runs on a worker thread (`call`), never on
+the agent's event loop. `Sampler` keeps the last hour of the rule counters for the sparklines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from outguard.feeds.freshness import FeedFreshness
+from outguard.policy.loaded import Policy
+from outguard.store import StoreError
+from outguard.store.sqlite import SQLiteStore
+
+T = TypeVar("T")
+Counters = dict[str, tuple[int, int]]  # kernel counter name → (packets, bytes)
+
+
+class Reader:
+    """The store, opened read-only on first use (the agent makes and migrates the file first;
+    until then, and while it cannot be opened, every read raises StoreError)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._store: SQLiteStore | None = None
+
+    def store(self) -> SQLiteStore:
+        if self._store is None:
+            self._store = SQLiteStore(self.path, readonly=True)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+@dataclass
+class Sources:
+    state_dir: Path
+    store_path: Path
+    counters: Callable[[], Counters] | None = None  # None: no kernel (a test's source)
+    metrics: Callable[[], bytes] | None = None  # the Prometheus text, for /metrics
+    feeds: Callable[[], list[FeedFreshness]] = list
+    policy: Callable[[], Policy | None] = lambda: None  # the policy the agent serves
+    reader: Reader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = Reader(self.store_path)
+
+    async def call(self, fn: Callable[[SQLiteStore], T]) -> T:
+        """`fn(store)` on a worker thread: SQLite blocks."""
+        return await asyncio.to_thread(lambda: fn(self.reader.store()))
+
+    def read_counters(self) -> Counters:
+        if self.counters is None:
+            return {}
+        with contextlib.suppress(Exception):  # an unreadable kernel is shown as no counters
+            return dict(self.counters())
+        return {}
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class Sampler:
+    """Packets per decision key, sampled every `every` seconds for the last `span` seconds:
+    the overview's sparklines (the kernel keeps totals only)."""
+
+    def __init__(self, read: Callable[[], dict[str, int]], *, every: float = 30.0,
+                 span: float = 3600.0) -> None:
+        self.read, self.every = read, every
+        self.samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
+            maxlen=max(2, int(span / every) + 1))
+
+    def sample(self, now: float | None = None) -> None:
+        with contextlib.suppress(Exception):  # a failed read leaves a gap, not a dead task
+            self.samples.append((time.time() if now is None else now, dict(self.read())))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+
+    def series(self, key: str) -> list[int]:
+        """Packets counted per interval (the differences of the totals; a reset counts 0)."""
+        totals = [s.get(key, 0) for _t, s in self.samples]
+        return [max(0, b - a) for a, b in itertools.pairwise(totals)]
+
+
+def status_of(src: Sources, now: float) -> dict[str, Any]:
+    """`outguard status --json`'s dictionary, from the state directory and the kernel's counters
+    the agent reads (the table's objects and rules are not read here: no drift check)."""
+    from outguard import agentstate  # noqa: PLC0415
+    from outguard.apply.status import status  # noqa: PLC0415
+    from outguard.state import StateDir  # noqa: PLC0415
+
+    counters = src.read_counters()
+    state = StateDir(src.state_dir)
+    table = bool(counters) if src.counters is not None else state.read("applied") is not None
+    info = status(state, counters, table, agent=agentstate.read(src.state_dir),
+                  clock=lambda: now)
+    info["problems"] = [p for p in info["problems"] if not p.startswith("drift unknown")]
+    return info
+
+
+def store_error(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
