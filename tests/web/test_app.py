@@ -151,16 +151,10 @@ def test_cursor_text_round_trips() -> None:
         Cursor.parse("nonsense")
 
 
-def test_metrics_need_the_token_unless_served_apart(state: Path) -> None:
+def test_metrics_need_the_token(state: Path) -> None:
     c, token = client(state, metrics=lambda: b"outguard_x 1\n")
     assert c.get("/metrics").status_code == 401
     assert c.get("/metrics", headers={"authorization": f"Bearer {token}"}).text == "outguard_x 1\n"
-    app, _keys = app_for(state, metrics=lambda: b"outguard_x 1\n")
-    from outguard.web.app import build
-
-    opened = TestClient(build(app.state.web.sources, app.state.web.keys, metrics_open=True))
-    assert opened.get("/metrics").status_code == 200
-    assert opened.get("/").status_code == 401
 
 
 def test_a_missing_store_is_said_not_crashed(tmp_path: Path) -> None:

@@ -63,9 +63,9 @@ async def metrics(request: Request) -> Response:
 
 
 def build(sources: Sources, keys: Secrets, *, sampler: Sampler | None = None,
-          secure: bool = False, metrics_open: bool = False) -> Starlette:
-    """The application. `metrics_open`: /metrics answers without the token (only when the
-    agent serves the metrics on a listener of their own as well, `--metrics-listen`)."""
+          secure: bool = False) -> Starlette:
+    """The application. Its /metrics needs the token like every page: Prometheus without one
+    scrapes the agent's own listener (`--metrics-listen`), kept apart from the dashboard."""
     web = Web(sources, keys, sampler or Sampler(lambda: {}), secure)
     routes: list[BaseRoute] = [
         Route("/login", login_form, methods=["GET"]),
@@ -75,8 +75,6 @@ def build(sources: Sources, keys: Secrets, *, sampler: Sampler | None = None,
         *pages.ROUTES, *learned.ROUTES, *api.ROUTES,
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
-    opened = ("/metrics",) if metrics_open else ()
-    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys,
-                                                          open_paths=opened)])
+    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys)])
     app.state.web = web
     return app

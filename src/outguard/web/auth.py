@@ -7,8 +7,8 @@ Place in the data flow: every request passes `Gate` (an ASGI middleware) before 
 login form, which sets an HttpOnly, SameSite=Strict cookie holding a value derived from the
 token (the token itself never sits in a browser). Every state-changing request (anything but
 GET/HEAD) also needs the CSRF value (derived from the token too) in a form field or the
-`X-CSRF-Token` header, and a same-origin `Origin` when the browser sends one. `/metrics` is
-open only when the agent was told to serve it without the token (`open_paths`).
+`X-CSRF-Token` header, and a same-origin `Origin` when the browser sends one. The dashboard's
+`/metrics` needs the token too: the token-free endpoint is the agent's `--metrics-listen`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ TOKEN_FILE = "web.token"
 COOKIE = "og_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-OPEN = ("/login", "/static/")  # the login form and its style: nothing else without the token
 SAFE_METHODS = ("GET", "HEAD")
 
 # script-src 'self': no inline script runs, whatever a cmdline or DNS name smuggles into a page
@@ -112,8 +111,8 @@ class Gate:
     request but the login form, the origin check on state-changing ones. The CSRF value is
     checked by the routes that change state (`csrf_ok`), where the form body is parsed."""
 
-    def __init__(self, app: ASGIApp, keys: Secrets, *, open_paths: tuple[str, ...] = ()) -> None:
-        self.app, self.keys, self.open_paths = app, keys, open_paths
+    def __init__(self, app: ASGIApp, keys: Secrets) -> None:
+        self.app, self.keys = app, keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +123,7 @@ class Gate:
         if scope["method"] not in SAFE_METHODS and not _same_origin(headers):
             await _plain(send, 403, "cross-origin request refused\n", [])
             return
-        allowed = (path == "/login" or path.startswith("/static/") or path in self.open_paths
+        allowed = (path == "/login" or path.startswith("/static/")
                    or self.keys.bearer_ok(headers.get("authorization"))
                    or self.keys.cookie_ok(headers.get("cookie")))
         if not allowed:

@@ -12,62 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
 from collections.abc import Generator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from outguard.errors import OutguardError
+from outguard.web.listen import WebOptions, check
 
-DEFAULT_LISTEN = "127.0.0.1:8765"
 log = logging.getLogger("outguard.web")
-
-
-@dataclass(frozen=True)
-class WebOptions:
-    listen: str = DEFAULT_LISTEN  # HOST:PORT, [v6]:PORT
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`127.0.0.1:8765`, `[::1]:8765`, `localhost:8765` → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise OutguardError(f"web: {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check(opts: WebOptions) -> tuple[str, int]:
-    """The address to bind; refuses a non-loopback one without TLS, and half a TLS pair."""
-    host, port = parse_listen(opts.listen)
-    if (opts.tls_cert is None) != (opts.tls_key is None):
-        raise OutguardError("web: give both web.tls_cert and web.tls_key, or neither")
-    if not is_loopback(host) and not opts.tls:
-        raise OutguardError(f"web: refusing to serve the dashboard on {host}, which is not a"
-                            " loopback address, without TLS: its token would cross the network"
-                            " in clear (set web.tls_cert and web.tls_key, or listen on"
-                            " 127.0.0.1 and use an SSH tunnel)")
-    return host, port
 
 
 class _Embedded(uvicorn.Server):
@@ -89,6 +45,7 @@ class WebServer:
             except (OSError, ssl.SSLError) as exc:
                 raise OutguardError(f"web: cannot load the TLS certificate and key: {exc}") from exc
         self.sock = self._bind(self.host, port)
+        self.port: int = self.sock.getsockname()[1]  # the one bound (0 asks for a free one)
         config = uvicorn.Config(
             app, lifespan="off", log_level="warning", access_log=False,
             timeout_graceful_shutdown=2, ssl_certfile=str(opts.tls_cert) if opts.tls else None,
@@ -109,10 +66,6 @@ class WebServer:
             raise OutguardError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc}"
                                 ) from exc
         return sock
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
 
     @property
     def url(self) -> str:

@@ -119,3 +119,15 @@ def status_of(src: Sources, now: float) -> dict[str, Any]:
 
 def store_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+
+
+def rule_packets(src: Sources) -> dict[str, int]:
+    """Packets per decision key ("deny:tor") of the applied policy, from the kernel's counters:
+    what the sampler records."""
+    from outguard.state import StateDir  # noqa: PLC0415
+
+    snap = StateDir(src.state_dir).snapshot("applied")
+    if snap is None:
+        return {}
+    counters = src.read_counters()
+    return {key: counters.get(name, (0, 0))[0] for key, name in snap.counters.items()}

@@ -1,0 +1,105 @@
+"""The dashboard served by the agent itself (`AgentOptions.web`, what `outguard run --web`
+sets): a real listener on loopback inside the agent's event loop, the token on the wire, the
+live feed delivering an incident the agent made from a packet, and the refusals of where it
+may listen. Packets come from a `MemorySource` (no kernel needed here; tests/web/test_browser.py
+does the same with NFLOG in a namespace)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from outguard.errors import OutguardError
+from outguard.events import Attribution, BlockedPacket
+from outguard.monitor.agent import MemorySource
+from outguard.policy.webconf import WebConfig
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
+from outguard.web.auth import TOKEN_FILE
+from outguard.web.listen import WebOptions, check
+
+XSS = "<script>alert(1)</script>"
+
+
+class Procs:
+    def attribute(self, pkt: BlockedPacket) -> Attribution:
+        return Attribution(pid=4242, exe="/usr/bin/python3", cmdline=("python3", "-c", XSS),
+                           user="app", uid=1000)
+
+
+def packet(dst: str) -> BlockedPacket:
+    return BlockedPacket(time=datetime.now(UTC), prefix="og:default", family=4, proto="tcp",
+                         src="192.0.2.2", dst=dst, sport=40000, dport=443, uid=1000)
+
+
+def test_the_agent_serves_the_dashboard_and_streams_new_incidents(tmp_path: Path) -> None:
+    source = MemorySource()
+    opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
+                        web=WebOptions("127.0.0.1:0"))
+    with AgentHandle(opts, source=source, attributor=Procs()) as agent:
+        web = agent.running.web
+        assert web is not None and web.url.startswith("http://127.0.0.1:")
+        token = (tmp_path / TOKEN_FILE).read_text().strip()
+        assert httpx.get(web.url).status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        assert httpx.get(web.url, headers=auth).status_code == 200
+        got: list[str] = []
+        with httpx.stream("GET", f"{web.url}api/stream?severity=info", headers=auth,
+                          timeout=5) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            pushed = time.monotonic()
+            agent.call_soon(lambda: source.push(packet("203.0.113.50")))
+            for line in lines:
+                if line.startswith("data: "):
+                    got.append(line)
+                    break
+            took = time.monotonic() - pushed
+        assert "203.0.113.50" in got[0] and took < 2.0, took
+        # escaped in the page, kept as text in the JSON
+        (inc,) = httpx.get(f"{web.url}api/incidents", headers=auth).json()["incidents"]
+        assert inc["process"]["cmdline"] == ["python3", "-c", XSS]
+        page = httpx.get(f"{web.url}incidents/{inc['id']}", headers=auth).text
+        assert XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # the listener is gone with the agent
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(web.url, timeout=2)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8765", "192.0.2.1:8765", "[2001:db8::1]:8765",
+                                    "[::]:8765"])
+def test_no_remote_listener_without_tls(listen: str) -> None:
+    with pytest.raises(OutguardError, match="not a loopback address"):
+        check(WebOptions(listen))
+    with pytest.raises(ValueError, match="needs TLS"):
+        WebConfig(listen=listen)
+
+
+def test_loopback_and_tls_pairs() -> None:
+    assert check(WebOptions("127.0.0.1:8765")) == ("127.0.0.1", 8765)
+    assert check(WebOptions("[::1]:0")) == ("::1", 0)
+    assert check(WebOptions("192.0.2.1:443", Path("c.pem"), Path("k.pem"))) == ("192.0.2.1", 443)
+    with pytest.raises(OutguardError, match="both"):
+        check(WebOptions("127.0.0.1:8765", Path("c.pem"), None))
+    with pytest.raises(OutguardError, match="HOST:PORT"):
+        check(WebOptions("8765"))
+    assert WebConfig().listen == "127.0.0.1:8765"
+
+
+def test_a_taken_port_fails_the_start(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
+                            web=WebOptions(f"127.0.0.1:{taken.getsockname()[1]}"))
+        with pytest.raises(OutguardError, match="cannot listen"):
+            AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
+    finally:
+        taken.close()
