@@ -31,11 +31,13 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD")
 
 # script-src 'self': no inline script runs, whatever a cmdline or DNS name smuggles into a page
+# same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` with a form POST,
+# and the origin check would refuse the dashboard's own login form (tests/web/test_browser.py)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()),
            (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-           (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
+           (b"referrer-policy", b"same-origin"), (b"cache-control", b"no-store")]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
