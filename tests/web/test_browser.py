@@ -160,10 +160,12 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
         # filters: severity, rule, process
         Select(driver.find_element(By.ID, "f-severity")).select_by_value("high")
         driver.find_element(By.ID, "f-apply").click()
+        wait_for(lambda: "severity=high" in driver.current_url, 5)
         assert not any(ATTACKER in r.text for r in rows(driver))
         driver.get(f"{url}incidents")
         Select(driver.find_element(By.ID, "f-rule")).select_by_value("deny:ldap-out")
         driver.find_element(By.ID, "f-apply").click()
+        wait_for(lambda: "rule=deny" in driver.current_url, 5)
         assert [ATTACKER in r.text for r in rows(driver)] == [True]
         driver.get(f"{url}incidents?process=no-such-process")
         assert rows(driver) == []
@@ -171,6 +173,7 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
         assert {ATTACKER in r.text for r in rows(driver)} == {True, False}
         # the incident's page: the command line is text, and nothing of it ran
         driver.find_element(By.CSS_SELECTOR, "#incident-rows tr a").click()
+        wait_for(lambda: "/incidents/" in driver.current_url, 5)
         cmdline = driver.find_element(By.ID, "d-cmdline").text
         assert XSS in cmdline, cmdline
         with pytest.raises(NoAlertPresentException):
