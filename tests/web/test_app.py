@@ -126,6 +126,9 @@ def test_incidents_api_filters_and_pages(state: Path) -> None:
         "incidents"]] == ["inc-0000002"]
     assert [i["id"] for i in c.get("/api/incidents?process=java", headers=auth).json()[
         "incidents"]] == ["inc-0000002"]
+    page = c.get("/incidents", headers=auth).text
+    assert [r for r in ("default", "deny:ldap", "deny:tor") if f'<option value="{r}"' in page] == [
+        "default", "deny:ldap", "deny:tor"]
     first = c.get("/api/incidents?limit=2", headers=auth).json()
     assert len(first["incidents"]) == 2 and first["next"]
     rest = c.get(f"/api/incidents?limit=2&before={first['next']}", headers=auth).json()

@@ -70,6 +70,24 @@ def test_the_agent_serves_the_dashboard_and_streams_new_incidents(tmp_path: Path
         httpx.get(web.url, timeout=2)
 
 
+def test_keep_alive_answers_do_not_wait_for_delayed_acks(tmp_path: Path) -> None:
+    """Trial run (bench/web.py): every keep-alive answer took ~45 ms, whatever it was, because
+    the listener was made without IPPROTO_TCP and asyncio then leaves Nagle on."""
+    opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
+                        web=WebOptions("127.0.0.1:0"))
+    with AgentHandle(opts, source=MemorySource(), attributor=Procs()) as agent:
+        web = agent.running.web
+        assert web is not None
+        with httpx.Client(base_url=web.url) as client:
+            client.get("login")
+            took = []
+            for _ in range(10):
+                start = time.monotonic()
+                assert client.get("login").status_code == 200
+                took.append(time.monotonic() - start)
+    assert sorted(took)[5] < 0.03, took
+
+
 @pytest.mark.parametrize("listen", ["0.0.0.0:8765", "192.0.2.1:8765", "[2001:db8::1]:8765",
                                     "[::]:8765"])
 def test_no_remote_listener_without_tls(listen: str) -> None:

@@ -87,6 +87,17 @@ def page_sql(q: PageQuery) -> tuple[str, list[Any]]:
             " ORDER BY last_seen DESC, rowid DESC LIMIT ?", [*args, limit + 1])
 
 
+# The distinct rules by a skip-scan of incidents_rule: one index seek per rule (a policy has a
+# few dozen), where SELECT DISTINCT walks every row's entry (~0.1 s for a million incidents)
+RULES_SQL = """
+WITH RECURSIVE r(rule) AS (
+    SELECT MIN(rule) FROM incidents
+    UNION ALL
+    SELECT (SELECT MIN(rule) FROM incidents WHERE rule > r.rule) FROM r WHERE r.rule IS NOT NULL
+) SELECT rule FROM r WHERE rule IS NOT NULL
+"""
+
+
 def dns_names_sql(limit: int) -> tuple[str, list[Any]]:
     """The names the resolver refused most recently: DNS incidents are rows whose rule is
     `dns:<rule>` and whose `dst` is the name (`monitor.dns_incidents`); the rule index finds

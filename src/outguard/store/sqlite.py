@@ -308,6 +308,10 @@ class SQLiteStore:
         found = self._incidents(self._read("SELECT * FROM incidents WHERE id = ?", [incident_id]))
         return found[0] if found else None
 
+    def rule_names(self) -> list[str]:
+        """Every rule that has incidents, in order (`pages.RULES_SQL`: a seek per rule)."""
+        return [r[0] for r in self._read(pages.RULES_SQL, [])]
+
     def dns_names(self, limit: int = 200) -> list[sqlite3.Row]:
         """The names the resolver refused, most recent first (`pages.dns_names_sql`)."""
         return self._read(*pages.dns_names_sql(limit))

@@ -16,7 +16,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from outguard.events import SEVERITIES, Incident, severity_rank
@@ -90,8 +90,7 @@ async def page(src: Sources, filters: Filters, before: Cursor | None,
 
 
 async def rules(src: Sources) -> list[str]:
-    since = datetime.now(UTC) - timedelta(days=30)
-    return await src.call(lambda s: s.rules(since))
+    return await src.call(lambda s: s.rule_names())
 
 
 async def detail(src: Sources, incident_id: str) -> tuple[Incident | None, list[str]]:
