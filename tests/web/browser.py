@@ -47,6 +47,7 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
                 "--disable-sync", "--disable-component-update", "--disable-default-apps",
                 "--metrics-recording-only", "--no-default-browser-check"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports, JS errors
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
         yield driver

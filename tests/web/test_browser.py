@@ -6,7 +6,8 @@ and sock_diag in a namespace pair this test creates (og-w19d-*), the policy appl
 - a connect the policy blocks, made by a process whose command line holds `<script>`, appears
   on the open incidents page within 2 s, without a reload (a marker set in the page survives);
 - the filters (severity, rule, process) keep and drop the right rows;
-- the incident's page shows that command line as text, and no script of it ran.
+- the incident's page shows that command line as text, and no script of it ran;
+- no page has anything refused by its own Content-Security-Policy, and no script error.
 
 Screenshots of every page go to $OG_WEB_SHOTS (default: a temporary directory, removed);
 with OG_WEB_README_SHOT=1 the incidents page is also copied to docs/dashboard.png.
@@ -138,6 +139,9 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
         assert "deny:ldap-out" in driver.find_element(By.ID, "counters").text
         assert len(driver.find_elements(By.CSS_SELECTOR, "#counters svg.spark")) == 3
         blocked_connect(topo, OTHER, 80).wait(10)  # one for the default rule first
+        if shutil.which("curl"):  # and another process (a richer screenshot)
+            subprocess.run(["ip", "netns", "exec", topo.server, "curl", "-s", "-m", "1",
+                            f"http://{OTHER}:8080/"], check=False)
         agent.wait_for_incidents(1, timeout=3.0)
         time.sleep(1.5)  # the sampler's next samples: a sparkline with a peak
         driver.refresh()
@@ -184,6 +188,11 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
             driver.get(f"{url}{page}")
             assert driver.find_element(By.TAG_NAME, "h1").text
             driver.save_screenshot(str(shots / f"{page}.png"))
+        # nothing the pages need was refused by their own CSP, and no script failed
+        refused = [e["message"] for e in driver.get_log("browser")
+                   if "Content Security Policy" in e["message"] or e["level"] == "SEVERE"]
+        # the one failure the test asked for: the wrong token's 401
+        assert [m for m in refused if "/login - " not in m] == [], refused
         # without the session the pages are refused again
         driver.delete_all_cookies()
         driver.get(f"{url}incidents")

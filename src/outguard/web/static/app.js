@@ -20,10 +20,14 @@ function incidentRow(inc) {
   const tr = document.createElement("tr");
   tr.dataset.id = inc.id;
   tr.className = "sev-" + inc.severity + " fresh";
-  tr.appendChild(cell(inc.last_seen.replace(/\.\d+/, "")));
+  const when = cell(inc.last_seen.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", ""));
+  when.className = "when";
+  tr.appendChild(when);
   tr.appendChild(cell(inc.severity));
   tr.appendChild(cell(inc.process.exe, "/incidents/" + encodeURIComponent(inc.id)));
-  tr.appendChild(cell(inc.destination));
+  const dst = cell(inc.destination);
+  dst.className = "dst";
+  tr.appendChild(dst);
   tr.appendChild(cell(inc.rule));
   tr.appendChild(cell(inc.title));
   const count = cell(String(inc.count));
