@@ -166,3 +166,22 @@ def test_a_missing_store_is_said_not_crashed(tmp_path: Path) -> None:
     assert page.status_code == 200 and "no event store" in page.text
     api = c.get("/api/incidents", headers={"authorization": f"Bearer {token}"})
     assert api.status_code == 503
+
+
+def test_explain_uses_the_policy_in_service_lowered_once(state: Path, tmp_path: Path) -> None:
+    from outguard.pipeline import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\ndeny:\n  - name: ldap\n    to: [198.51.100.7]\n    ports: [1389]\n"
+                    "allow:\n  - name: web\n    to: [203.0.113.9]\n    ports: [443]\n")
+    policy = load_policy(path)
+    c, token = client(state, policy=lambda: policy)
+    auth = {"authorization": f"Bearer {token}"}
+    got = c.get("/api/incidents/inc-0000002", headers=auth).json()["explain"]
+    assert got[0].startswith("deny (drop) by deny:ldap: deny rule 'ldap' matches") and len(got) == 1
+    # the policy allows now what the kernel's default rule blocked then: both are said
+    changed = c.get("/api/incidents/inc-0000001", headers=auth).json()["explain"]
+    assert changed[0].startswith("allow (accept) by allow:web") and "was default" in changed[1]
+    sources = c.app.state.web.sources  # type: ignore[attr-defined]
+    first = sources.ruleset()
+    assert sources.ruleset() is first  # not lowered again for the same policy

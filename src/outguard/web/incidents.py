@@ -107,14 +107,12 @@ def explain(src: Sources, inc: Incident) -> list[str]:
     would leave the machine)."""
     if inc.proto == "dns":
         return [f"a query for {inc.dst} was refused by outguard's resolver under rule {inc.rule}"]
-    policy = src.policy()
-    if policy is None:
-        return ["no policy is in service: nothing to explain"]
-    from outguard.pipeline import lower_policy  # noqa: PLC0415
     from outguard.ruleset.decide import Flow, decide  # noqa: PLC0415
 
     try:
-        ruleset = lower_policy(policy, resolver=lambda _name: [])
+        ruleset = src.ruleset()
+        if ruleset is None:
+            return ["no policy is in service: nothing to explain"]
         proto = inc.proto if inc.proto in ("tcp", "udp", "icmp") else "other"
         got = decide(ruleset, Flow(dst=inc.dst, port=inc.dport, proto=proto,  # type: ignore[arg-type]
                                    uid=inc.uid))

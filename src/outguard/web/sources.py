@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from outguard.feeds.freshness import FeedFreshness
 from outguard.policy.loaded import Policy
+from outguard.ruleset.ir import Ruleset
 from outguard.store import StoreError
 from outguard.store.sqlite import SQLiteStore
 
@@ -56,9 +57,24 @@ class Sources:
     feeds: Callable[[], list[FeedFreshness]] = list
     policy: Callable[[], Policy | None] = lambda: None  # the policy the agent serves
     reader: Reader = field(init=False)
+    # the policy in service, lowered once for the explains (a feed's million entries make
+    # lowering take seconds): kept until the agent serves another policy object
+    _lowered: tuple[Policy, Ruleset] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reader = Reader(self.store_path)
+
+    def ruleset(self) -> Ruleset | None:
+        """The policy in service as a ruleset, its host names not resolved (a DNS lookup per
+        page view would leave the machine); None when no policy is served."""
+        policy = self.policy()
+        if policy is None:
+            return None
+        if self._lowered is None or self._lowered[0] is not policy:
+            from outguard.pipeline import lower_policy  # noqa: PLC0415
+
+            self._lowered = (policy, lower_policy(policy, resolver=lambda _name: []))
+        return self._lowered[1]
 
     async def call(self, fn: Callable[[SQLiteStore], T]) -> T:
         """`fn(store)` on a worker thread: SQLite blocks."""
