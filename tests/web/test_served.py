@@ -121,3 +121,51 @@ def test_a_taken_port_fails_the_start(tmp_path: Path) -> None:
             AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
     finally:
         taken.close()
+
+
+def _self_signed(where: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (./dev setup)")
+    cert, key = where / "web.crt", where / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_serves_https_and_a_secure_cookie(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    opts = AgentOptions(policy=None, state_dir=tmp_path / "state", apply=False, alerts=[],
+                        web=WebOptions("127.0.0.1:0", cert, key))
+    with AgentHandle(opts, source=MemorySource(), attributor=Procs()) as agent:
+        web = agent.running.web
+        assert web is not None and web.url.startswith("https://")
+        token = (tmp_path / "state" / TOKEN_FILE).read_text().strip()
+        with httpx.Client(base_url=web.url, verify=str(cert)) as client:
+            got = client.post("login", data={"token": token}, follow_redirects=False)
+            assert got.status_code == 303 and "; Secure" in got.headers["set-cookie"]
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP gets no answer
+            httpx.get(web.url.replace("https://", "http://"), timeout=5)
+
+
+def test_a_bad_tls_pair_fails_the_start(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("not a certificate\n")
+    opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
+                        web=WebOptions("127.0.0.1:0", tmp_path / "c.pem", tmp_path / "k.pem"))
+    with pytest.raises(OutguardError, match="TLS certificate"):
+        AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
+
+
+def test_run_refuses_a_remote_dashboard_without_tls_before_anything() -> None:
+    from click.testing import CliRunner
+
+    from outguard.cli.main import cli
+
+    got = CliRunner().invoke(cli, ["run", "--no-apply", "--web", "0.0.0.0:8765"])
+    assert got.exit_code == 2 and "not a loopback address" in got.output
+    got = CliRunner().invoke(cli, ["run", "--no-apply", "--web-tls-cert", "c.pem"])
+    assert got.exit_code == 2 and "need --web" in got.output
