@@ -1,7 +1,7 @@
 """`outguard run --web` as a user runs it: the real CLI in a namespace this test creates
 (og-w19d-*; `--netns` re-executes the command inside it, so the dashboard's loopback is the
-namespace's), the token file made 0600, the dashboard answering there, and SIGTERM still
-stopping the agent (uvicorn must not take the agent's signal handlers)."""
+namespace's), the token file made 0600, the dashboard answering there, and SIGTERM stopping
+the agent and its dashboard with it, exit status 0."""
 
 from __future__ import annotations
 
