@@ -100,3 +100,25 @@ def test_charts_escape_their_labels() -> None:
     chart = bars([(XSS, 3), ("b", 1)])
     assert XSS not in chart and "&lt;script&gt;" in chart
     assert "nothing blocked" in bars([])
+
+
+def test_live_filters_match_what_the_pages_filter() -> None:
+    from outguard.web.incidents import Filters
+
+    inc = incident(1, rule="deny:tor", severity="high", process="/usr/bin/java")
+    assert Filters.of({"severity": "medium", "rule": "tor", "process": "java"}).matches(inc)
+    assert Filters.of({"rule": "deny:tor"}).matches(inc)
+    assert not Filters.of({"severity": "critical"}).matches(inc)
+    assert not Filters.of({"rule": "allow:tor"}).matches(inc)
+    assert not Filters.of({"process": "python"}).matches(inc)
+    assert Filters.of({"severity": "bogus", "rule": " ", "process": ""}) == Filters()
+
+
+def test_overview_api_is_the_status_json(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure()
+    state.set_pending(Pending(token="t", deadline=time.time() + 55, watchdog_pid=1,
+                              policy_hash="ab" * 32))
+    got = _client(tmp_path).get("/api/overview").json()
+    assert got["pending_confirmation"]["policy_hash"] == "ab" * 32
+    assert got["mode"] is None and "counters" in got

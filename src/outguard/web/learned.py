@@ -23,6 +23,7 @@ from outguard.web.sources import Sources, store_error
 
 SHOWN = 100
 WINDOW = timedelta(days=7)
+KEEP = 60.0  # seconds a suggestion is shown again before it is made anew
 
 
 def recent_flows(src: Sources, limit: int = SHOWN) -> list[LearnedFlow]:
@@ -54,7 +55,8 @@ def _gather(src: Sources) -> dict[str, Any]:
     out: dict[str, Any] = {"error": None, "flows": [], "suggestion": None}
     try:
         out["flows"] = recent_flows(src)
-        out["suggestion"] = suggested(src) if out["flows"] else None
+        out["suggestion"] = src.kept("suggestion", lambda: suggested(src), KEEP) \
+            if out["flows"] else None
     except Exception as exc:  # no store yet, or a damaged one: the applied side still shows
         out["error"] = store_error(exc)
     out["applied"] = applied_text(src)

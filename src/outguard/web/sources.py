@@ -60,9 +60,22 @@ class Sources:
     # the policy in service, lowered once for the explains (a feed's million entries make
     # lowering take seconds): kept until the agent serves another policy object
     _lowered: tuple[Policy, Ruleset] | None = field(default=None, init=False, repr=False)
+    _kept: dict[str, tuple[float, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reader = Reader(self.store_path)
+
+    def kept(self, key: str, make: Callable[[], T], seconds: float) -> T:
+        """`make()`, reused for `seconds` (a suggestion over a million learned flows takes
+        seconds: not once per page view)."""
+        now = time.monotonic()
+        got = self._kept.get(key)
+        if got is not None and now - got[0] < seconds:
+            value: T = got[1]
+            return value
+        value = make()
+        self._kept[key] = (now, value)
+        return value
 
     def ruleset(self) -> Ruleset | None:
         """The policy in service as a ruleset, its host names not resolved (a DNS lookup per
