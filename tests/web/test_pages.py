@@ -122,3 +122,32 @@ def test_overview_api_is_the_status_json(tmp_path: Path) -> None:
     got = _client(tmp_path).get("/api/overview").json()
     assert got["pending_confirmation"]["policy_hash"] == "ab" * 32
     assert got["mode"] is None and "counters" in got
+
+
+def test_the_live_feed_sends_new_incidents_and_says_when_it_cannot_keep_up(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from outguard.web.incidents import BURST, Filters, stream
+    from outguard.web.sources import Sources
+
+    store_with(tmp_path / "events.db", [incident(0, when=datetime.now(UTC) - timedelta(1))])
+    sources = Sources(state_dir=tmp_path, store_path=tmp_path / "events.db")
+
+    async def first_events(count: int, n: int) -> list[str]:
+        stop = asyncio.Event()
+        events = stream(sources, Filters(), stop, poll=0.05)
+        assert (await anext(events)).startswith("retry:")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        store_with(tmp_path / "events.db", [incident(1000 + i, when=later) for i in range(count)])
+        got = [await anext(events) for _ in range(n)]
+        stop.set()
+        await events.aclose()
+        return got
+
+    few = asyncio.run(first_events(2, 2))
+    assert all(e.startswith("event: incident\n") for e in few)
+    assert "inc-0000000" not in "".join(few)  # what was there before the page opened is not sent
+    many = asyncio.run(first_events(BURST + 50, 1))
+    assert many == ["event: gap\ndata: {}\n\n"]
+    sources.close()

@@ -26,6 +26,7 @@ from outguard.store.sqlite import SQLiteStore
 from outguard.web.sources import Sources
 
 POLL = 0.5
+BURST = 200  # incidents read per poll; beyond them the page is told to reload (`gap`)
 KEEPALIVE = 15.0
 
 
@@ -139,7 +140,9 @@ async def stream(src: Sources, filters: Filters, stop: asyncio.Event,
     yield "retry: 1000\n\n"
     quiet = 0.0
     while not stop.is_set():
-        got = await src.call(functools.partial(_since, Query(since=since, limit=200)))
+        got = await src.call(functools.partial(_since, Query(since=since, limit=BURST)))
+        if len(got) == BURST:  # more changed in one poll than are read: the page says so
+            yield "event: gap\ndata: {}\n\n"
         fresh = [i for i in reversed(got) if seen.get(i.id) != (i.last_seen, i.count)]
         for inc in fresh:
             seen[inc.id] = (inc.last_seen, inc.count)

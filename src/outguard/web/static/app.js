@@ -52,6 +52,9 @@ function startLive() {
     }
     rows.insertBefore(incidentRow(inc), rows.firstChild);
   });
+  source.addEventListener("gap", () => {
+    live.textContent = "live: more incidents arrived than the page shows: reload for all of them";
+  });
   source.addEventListener("open", () => { live.classList.add("on"); });
   source.addEventListener("error", () => { live.classList.remove("on"); });
 }
