@@ -88,15 +88,14 @@ class Served:
     """The dashboard over the store, served by uvicorn on its own loop and thread."""
 
     def __init__(self, state: Path, store: Path) -> None:
-        from outguard.web.app import build
+        from outguard.policy.webconf import WebConfig
+        from outguard.web.app import WebServer, build
         from outguard.web.auth import Secrets, load_token
-        from outguard.web.listen import WebOptions
-        from outguard.web.server import WebServer
         from outguard.web.sources import Sources
 
         self.token = load_token(state)
         self.app = build(Sources(state_dir=state, store_path=store), Secrets(self.token))
-        self.server = WebServer(self.app, WebOptions("127.0.0.1:0"))
+        self.server = WebServer(self.app, WebConfig(listen="127.0.0.1:0"))
         self.url = self.server.url.rstrip("/")
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()

@@ -30,10 +30,10 @@ import httpx
 import pytest
 
 from outguard.kernel import netns as ns
+from outguard.policy.webconf import WebConfig
 from outguard.service.options import AgentOptions
 from outguard.service.runner import AgentHandle
 from outguard.web.auth import TOKEN_FILE
-from outguard.web.listen import WebOptions
 from tests.kernel.conftest import kernel_skip_reason
 from tests.kernel.topology import Topology, build
 from tests.web.browser import browser_skip_reason, chromium
@@ -127,7 +127,7 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
     from selenium.webdriver.support.ui import Select
 
     opts = AgentOptions(policy=topo.write_policy(POLICY), state_dir=topo.state_dir,
-                        netns=topo.server, web=WebOptions("127.0.0.1:0"), web_sample_every=1.0)
+                        netns=topo.server, web=WebConfig(listen="127.0.0.1:0"), web_sample_every=1.0)
     with AgentHandle(opts) as agent, chromium() as driver:
         assert agent.running.web is not None
         url = agent.running.web.url

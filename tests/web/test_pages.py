@@ -15,8 +15,8 @@ from outguard.events import LearnedFlow
 from outguard.feeds.freshness import FeedFreshness
 from outguard.state import Pending, StateDir
 from outguard.store.sqlite import SQLiteStore
+from outguard.web.pages import bars, sparkline
 from outguard.web.sources import Sampler
-from outguard.web.svg import bars, sparkline
 from tests.web.fixtures import XSS, app_for, incident, store_with
 
 

@@ -20,7 +20,6 @@ from outguard.policy.webconf import WebConfig
 from outguard.service.options import AgentOptions
 from outguard.service.runner import AgentHandle
 from outguard.web.auth import TOKEN_FILE
-from outguard.web.listen import WebOptions, check
 
 XSS = "<script>alert(1)</script>"
 
@@ -39,7 +38,7 @@ def packet(dst: str) -> BlockedPacket:
 def test_the_agent_serves_the_dashboard_and_streams_new_incidents(tmp_path: Path) -> None:
     source = MemorySource()
     opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
-                        web=WebOptions("127.0.0.1:0"))
+                        web=WebConfig(listen="127.0.0.1:0"))
     with AgentHandle(opts, source=source, attributor=Procs()) as agent:
         web = agent.running.web
         assert web is not None and web.url.startswith("http://127.0.0.1:")
@@ -70,11 +69,38 @@ def test_the_agent_serves_the_dashboard_and_streams_new_incidents(tmp_path: Path
         httpx.get(web.url, timeout=2)
 
 
+def test_an_open_live_feed_does_not_hold_the_agent_back(tmp_path: Path) -> None:
+    import threading
+
+    opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
+                        web=WebConfig(listen="127.0.0.1:0"))
+    agent = AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
+    web = agent.running.web
+    assert web is not None
+    token = (tmp_path / TOKEN_FILE).read_text().strip()
+    opened = threading.Event()
+
+    def watch() -> None:
+        with httpx.stream("GET", f"{web.url}api/stream", timeout=30,
+                          headers={"authorization": f"Bearer {token}"}) as stream:
+            for _line in stream.iter_lines():
+                opened.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert opened.wait(5)
+    start = time.monotonic()
+    agent.stop()
+    assert time.monotonic() - start < 1.5
+    reader.join(5)
+    assert not reader.is_alive()  # the stream ended with the agent
+
+
 def test_keep_alive_answers_do_not_wait_for_delayed_acks(tmp_path: Path) -> None:
     """Trial run (bench/web.py): every keep-alive answer took ~45 ms, whatever it was, because
     the listener was made without IPPROTO_TCP and asyncio then leaves Nagle on."""
     opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
-                        web=WebOptions("127.0.0.1:0"))
+                        web=WebConfig(listen="127.0.0.1:0"))
     with AgentHandle(opts, source=MemorySource(), attributor=Procs()) as agent:
         web = agent.running.web
         assert web is not None
@@ -89,23 +115,22 @@ def test_keep_alive_answers_do_not_wait_for_delayed_acks(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8765", "192.0.2.1:8765", "[2001:db8::1]:8765",
-                                    "[::]:8765"])
+                                    "[::]:8765", "example.org:8765"])
 def test_no_remote_listener_without_tls(listen: str) -> None:
-    with pytest.raises(OutguardError, match="not a loopback address"):
-        check(WebOptions(listen))
-    with pytest.raises(ValueError, match="needs TLS"):
+    with pytest.raises(ValueError, match="not a loopback address, without TLS"):
         WebConfig(listen=listen)
 
 
 def test_loopback_and_tls_pairs() -> None:
-    assert check(WebOptions("127.0.0.1:8765")) == ("127.0.0.1", 8765)
-    assert check(WebOptions("[::1]:0")) == ("::1", 0)
-    assert check(WebOptions("192.0.2.1:443", Path("c.pem"), Path("k.pem"))) == ("192.0.2.1", 443)
-    with pytest.raises(OutguardError, match="both"):
-        check(WebOptions("127.0.0.1:8765", Path("c.pem"), None))
-    with pytest.raises(OutguardError, match="HOST:PORT"):
-        check(WebOptions("8765"))
     assert WebConfig().listen == "127.0.0.1:8765"
+    for listen in ("127.0.0.1:8765", "[::1]:0", "localhost:8765", "127.9.9.9:1"):
+        WebConfig(listen=listen)
+    WebConfig(listen="192.0.2.1:443", tls_cert=Path("c.pem"), tls_key=Path("k.pem"))
+    with pytest.raises(ValueError, match="both"):
+        WebConfig(listen="127.0.0.1:8765", tls_cert=Path("c.pem"))
+    for bad in ("8765", "127.0.0.1:", "127.0.0.1:65536", ":80"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            WebConfig(listen=bad)
 
 
 def test_a_taken_port_fails_the_start(tmp_path: Path) -> None:
@@ -116,7 +141,7 @@ def test_a_taken_port_fails_the_start(tmp_path: Path) -> None:
     taken.listen(1)
     try:
         opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
-                            web=WebOptions(f"127.0.0.1:{taken.getsockname()[1]}"))
+                            web=WebConfig(listen=f"127.0.0.1:{taken.getsockname()[1]}"))
         with pytest.raises(OutguardError, match="cannot listen"):
             AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
     finally:
@@ -140,7 +165,7 @@ def _self_signed(where: Path) -> tuple[Path, Path]:
 def test_tls_serves_https_and_a_secure_cookie(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     opts = AgentOptions(policy=None, state_dir=tmp_path / "state", apply=False, alerts=[],
-                        web=WebOptions("127.0.0.1:0", cert, key))
+                        web=WebConfig(listen="127.0.0.1:0", tls_cert=cert, tls_key=key))
     with AgentHandle(opts, source=MemorySource(), attributor=Procs()) as agent:
         web = agent.running.web
         assert web is not None and web.url.startswith("https://")
@@ -155,7 +180,8 @@ def test_tls_serves_https_and_a_secure_cookie(tmp_path: Path) -> None:
 def test_a_bad_tls_pair_fails_the_start(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("not a certificate\n")
     opts = AgentOptions(policy=None, state_dir=tmp_path, apply=False, alerts=[],
-                        web=WebOptions("127.0.0.1:0", tmp_path / "c.pem", tmp_path / "k.pem"))
+                        web=WebConfig(listen="127.0.0.1:0", tls_cert=tmp_path / "c.pem",
+                                          tls_key=tmp_path / "k.pem"))
     with pytest.raises(OutguardError, match="TLS certificate"):
         AgentHandle(opts, source=MemorySource(), attributor=Procs()).start()
 

@@ -61,18 +61,19 @@ _STORE_OPTIONS = [
 
 def _web(listen: str | None, cert: Path | None, key: Path | None) -> Any:
     """`--web`'s options, checked now (a bad address is a usage error, before any apply)."""
-    from outguard.web.listen import WebOptions, check  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from outguard.policy.webconf import WebConfig  # noqa: PLC0415
 
     if listen is None:
         if cert is not None or key is not None:
             raise click.UsageError("--web-tls-cert/--web-tls-key need --web HOST:PORT")
         return None
-    opts = WebOptions(listen, cert, key)
     try:
-        check(opts)
-    except OutguardError as exc:
-        raise click.BadParameter(str(exc), param_hint="--web") from exc
-    return opts
+        return WebConfig(listen=listen, tls_cert=cert, tls_key=key)
+    except ValidationError as exc:
+        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter(why, param_hint="--web") from exc
 
 
 def _store_options(fn: Any) -> Any:

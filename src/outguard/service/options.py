@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TextIO
 
 from outguard.policy.alertconf import AlertSpec
+from outguard.policy.webconf import WebConfig
 from outguard.store.base import Retention
-from outguard.web.listen import WebOptions
 
 STORE_NAME = "events.db"
 
@@ -42,7 +42,7 @@ class AgentOptions:
     learn_decide: bool = True  # record the decision of the policy in force with each flow
     policy_text: str | None = None  # what to apply instead of the file's text (`learn` adds
     # `learn: true` to it)
-    web: WebOptions | None = None  # the dashboard (`--web`), served by the agent
+    web: WebConfig | None = None  # the dashboard (`--web`), served by the agent
     web_sample_every: float = 30.0  # seconds between the dashboard's counter samples
 
     def store_location(self) -> str | Path:

@@ -61,7 +61,7 @@ from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from outguard.dns.supervisor import DnsHandle
-    from outguard.web.server import WebServer
+    from outguard.web.app import WebServer
 
 log = logging.getLogger("outguard.monitor")
 

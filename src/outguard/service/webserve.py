@@ -3,7 +3,7 @@
 Place in the data flow: `runner.run_agent` calls `start` once the agent's parts run; this
 builds the dashboard's `Sources` from them — the kernel's counters the agent already reads,
 its metrics registry, the feeds it keeps, the policy it serves — and runs two tasks on the
-agent's loop until `stop`: uvicorn serving `web.app` (`web.server`) and the sampler of the rule
+agent's loop until `stop`: uvicorn serving `web.app` (`WebServer`) and the sampler of the rule
 counters (the overview's sparklines). The listener is bound here, before the agent reports that
 it started: a taken port or a refused address fails the start.
 """
@@ -18,12 +18,11 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from outguard.monitor.metrics import Metrics
+from outguard.policy.webconf import WebConfig
 from outguard.service.live import Live
 from outguard.service.options import AgentOptions
-from outguard.web.app import build
+from outguard.web.app import WebServer, build
 from outguard.web.auth import TOKEN_FILE, Secrets, load_token
-from outguard.web.listen import WebOptions
-from outguard.web.server import WebServer
 from outguard.web.sources import Counters, Sampler, Sources, rule_packets
 
 log = logging.getLogger("outguard.web")
@@ -34,14 +33,11 @@ def _store_path(opts: AgentOptions) -> Path:
     return Path(str(opts.store_location()).removeprefix("sqlite://"))
 
 
-def _of_policy(live: Live) -> WebOptions | None:
+def _of_policy(live: Live) -> WebConfig | None:
     """The served policy's `web:` section, when `--web` was not given (read at the start: a
     new `web:` takes a restart of the agent)."""
     policy = live.settings.policy if live.settings is not None else None
-    conf = policy.doc.web if policy is not None else None
-    if conf is None:
-        return None
-    return WebOptions(conf.listen, conf.tls_cert, conf.tls_key)
+    return policy.doc.web if policy is not None else None
 
 
 def start(opts: AgentOptions, counters: Callable[[], Counters] | None, metrics: Metrics,
@@ -55,16 +51,15 @@ def start(opts: AgentOptions, counters: Callable[[], Counters] | None, metrics: 
         metrics=lambda: generate_latest(metrics.registry), feeds=live.feeds.freshness,
         policy=lambda: live.settings.policy if live.settings is not None else None)
     sampler = Sampler(lambda: rule_packets(sources), every=opts.web_sample_every)
-    app = build(sources, Secrets(load_token(opts.state_dir)), sampler=sampler,
+    app = build(sources, Secrets(load_token(opts.state_dir)), sampler=sampler, stop=stop,
                 secure=web.tls)
     server = WebServer(app, web)
     log.info("dashboard on %s (token in %s)", server.url, opts.state_dir / TOKEN_FILE)
 
     async def serving() -> None:
-        try:
+        try:  # the live feeds end with `stop`, the agent's, at once
             await server.serve(stop)
         finally:
-            app.state.web.stop.set()  # the live feeds end with the server
             sources.close()
 
     tasks += [asyncio.create_task(serving(), name="outguard-web"),

@@ -1,11 +1,20 @@
-"""The incidents: filters, pages, one incident's detail with the explain of its decision, and
-the live feed over Server-Sent Events.
+"""The incidents: filters, pages, one incident's detail with the explain of its decision, the
+live feed over Server-Sent Events, and the JSON API.
 
 Place in the data flow: store (`SQLiteStore.incidents_page`, `incident`, `query`) → here →
-the routes of `outguard.web.app` (HTML and `/api/incidents`). The live feed polls the store's
-`last_seen` index twice a second for rows seen since the last poll and sends those that match
-the page's filters; the agent's batch writer writes every 0.2 s, so a blocked packet is on the
-page well within a second or two.
+the HTML pages (`outguard.web.pages`) and the API routes below (`ROUTES`), which need the same
+token or session as the pages (`auth.Gate`); the page's script (`static/app.js`) reads
+`/api/stream` and builds its rows from the JSON with textContent.
+
+    GET /api/incidents?severity=high&rule=deny:tor&process=java&before=CURSOR&limit=50
+        {"incidents": [...], "next": CURSOR or null}
+    GET /api/incidents/ID     {"incident": {...}, "explain": ["..."]}
+    GET /api/stream?severity=…&rule=…&process=…   text/event-stream, event `incident`
+    GET /api/overview         `outguard status --json`'s dictionary
+
+The live feed polls the store's `last_seen` index twice a second for rows seen since the last
+poll and sends those that match the page's filters; the agent's batch writer writes every
+0.2 s, so a blocked packet is on the page well within a second or two.
 """
 
 from __future__ import annotations
@@ -14,16 +23,21 @@ import asyncio
 import contextlib
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
 from outguard.events import SEVERITIES, Incident, severity_rank
 from outguard.store import Query
 from outguard.store.pages import Cursor, PageQuery
 from outguard.store.sqlite import SQLiteStore
-from outguard.web.sources import Sources
+from outguard.web.sources import Sources, status_of, store_error, web_of
 
 POLL = 0.5
 BURST = 200  # incidents read per poll; beyond them the page is told to reload (`gap`)
@@ -158,3 +172,48 @@ async def stream(src: Sources, filters: Filters, stop: asyncio.Event,
             yield ": keepalive\n\n"
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), poll)
+
+
+def _limit(text: str | None) -> int:
+    try:
+        return max(1, min(500, int(text or 50)))
+    except ValueError:
+        return 50
+
+
+async def api_page(request: Request) -> Response:
+    web = web_of(request)
+    params = request.query_params
+    try:
+        rows, nxt = await page(web.sources, Filters.of(params),
+                                   cursor_of(params.get("before")), _limit(params.get("limit")))
+    except Exception as exc:
+        return JSONResponse({"error": store_error(exc)}, status_code=503)
+    return JSONResponse({"incidents": [row(i) for i in rows],
+                         "next": nxt.text() if nxt is not None else None})
+
+
+async def api_one(request: Request) -> Response:
+    found, explained = await detail(web_of(request).sources,
+                                        request.path_params["incident_id"])
+    if found is None:
+        return JSONResponse({"error": "no such incident"}, status_code=404)
+    return JSONResponse({"incident": row(found), "explain": explained})
+
+
+async def api_stream(request: Request) -> Response:
+    web = web_of(request)
+    events = stream(web.sources, Filters.of(request.query_params), web.stop)
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"x-accel-buffering": "no"})
+
+
+async def api_overview(request: Request) -> Response:
+    info = await asyncio.to_thread(status_of, web_of(request).sources, time.time())
+    return JSONResponse(info)
+
+
+ROUTES = [
+    Route("/api/incidents", api_page), Route("/api/incidents/{incident_id}", api_one),
+    Route("/api/stream", api_stream), Route("/api/overview", api_overview),
+]

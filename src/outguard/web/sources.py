@@ -5,6 +5,8 @@ counters, metrics registry, feeds, applied policy); the routes of `outguard.web.
 through it. The store is opened read-only with a connection of its own (WAL lets it read beside
 the agent's writer thread), and every blocking read runs on a worker thread (`call`), never on
 the agent's event loop. `Sampler` keeps the last hour of the rule counters for the sparklines.
+`Web` holds them for the routes (`web_of(request)`) and renders the pages: Jinja2 with
+autoescape on, so a cmdline, a DNS name or a path is text in every page, whatever it holds.
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jinja2 import Environment, PackageLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
 from outguard.feeds.freshness import FeedFreshness
 from outguard.policy.loaded import Policy
 from outguard.ruleset.ir import Ruleset
 from outguard.store import StoreError
 from outguard.store.sqlite import SQLiteStore
+from outguard.web.auth import CSRF_FIELD, Secrets
 
 T = TypeVar("T")
 Counters = dict[str, tuple[int, int]]  # kernel counter name → (packets, bytes)
@@ -160,3 +167,33 @@ def rule_packets(src: Sources) -> dict[str, int]:
         return {}
     counters = src.read_counters()
     return {key: counters.get(name, (0, 0))[0] for key, name in snap.counters.items()}
+
+
+NAV = (("/", "Overview"), ("/incidents", "Incidents"), ("/top", "Top"), ("/feeds", "Feeds"),
+       ("/dns", "DNS"), ("/learned", "Learned"))
+
+
+@dataclass
+class Web:
+    """What every route reads: the sources, the keys, the sampler, the templates."""
+
+    sources: Sources
+    keys: Secrets
+    sampler: Sampler
+    secure: bool = False  # served over TLS: the cookie says Secure
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    env: Environment = field(default_factory=lambda: Environment(
+        loader=PackageLoader("outguard.web", "templates"), autoescape=True,
+        trim_blocks=True, lstrip_blocks=True))
+
+    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(
+            nav=NAV, path=request.url.path, csrf=self.keys.csrf, csrf_field=CSRF_FIELD, **ctx)
+        return HTMLResponse(html, status_code=status)
+
+
+def web_of(request: Request) -> Web:
+    got: Web = request.app.state.web
+    return got
+
+
