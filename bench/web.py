@@ -144,6 +144,8 @@ def cases(store: SQLiteStore) -> list[tuple[str, str, Callable[[SQLiteStore], An
         ("api: rule deny:ldap-out", "/api/incidents?rule=deny:ldap-out", page(rule="deny:ldap-out")),
         ("api: process (1 of 200 apps)", "/api/incidents?process=/opt/app17/",
          page(process="/opt/app17/")),
+        ("api: process matching none", "/api/incidents?process=no-such-process",
+         page(process="no-such-process")),
         ("api: one incident", f"/api/incidents/{deep.id}", lambda s: s.incident(deep.id)),
         ("page: /incidents", "/incidents", with_rules(limit=50)),
         ("page: /incidents filtered", "/incidents?severity=high&rule=deny:tor",

@@ -6,6 +6,7 @@ the (last_seen, rowid) of the last row shown, and walks the `incidents_last_seen
 (rowid is in every index entry, so the order needs no sort). A row keeps its rowid when the
 agent updates it (`INSERT … ON CONFLICT DO UPDATE`), so a cursor stays valid while incidents
 arrive. There is no total count either: COUNT(*) over a million rows costs more than a page.
+A filter that no index holds (process, severity) walks a bounded number of rows per page.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 from outguard.events import SEVERITIES
 
 PAGE_MAX = 500
+# A filtered page walks at most this many incidents (~30 ms): a filter that matches few or
+# none gives a short page and a cursor to walk on from, never a scan of the whole table
+SCAN = 20_000
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class PageQuery:
     process: str | None = None  # substring of the process (exe path)
     signature: str | None = None
     limit: int = 50
+    scan: int = SCAN  # with row filters: index entries walked at most (see `page_sql`)
 
 
 def _rank_at_least(severity: str) -> tuple[str, list[Any]]:
@@ -53,14 +58,28 @@ def _rank_at_least(severity: str) -> tuple[str, list[Any]]:
     return f"severity IN ({', '.join('?' * len(wanted))})", wanted
 
 
-def page_sql(q: PageQuery) -> tuple[str, list[Any]]:
-    """The SELECT of one page (limit + 1 rows: the extra one says whether another follows)."""
+def _seek(q: PageQuery) -> tuple[str, list[str], list[Any]]:
+    """The index a page walks and what the walk itself does: start below the cursor, stay in
+    one rule. Either index yields the rows in page order (rowid ends every index entry), so
+    nothing is sorted: an exact rule walks its part of incidents_rule (rule, last_seen), the
+    rest walks incidents_last_seen, newest first."""
     clauses: list[str] = []
     args: list[Any] = []
     if q.before is not None:
         # `last_seen <= ?` alone is what the index can seek to; the rest drops the ties shown
         clauses.append("last_seen <= ? AND (last_seen < ? OR rowid < ?)")
         args += [q.before.last_seen, q.before.last_seen, q.before.rowid]
+    exact = q.rule is not None and ":" in q.rule
+    if exact:
+        clauses.append("rule = ?")
+        args.append(q.rule)
+    return ("incidents_rule" if exact else "incidents_last_seen"), clauses, args
+
+
+def _filters(q: PageQuery) -> tuple[list[str], list[Any]]:
+    """What is tested row by row, in the table (no index holds it)."""
+    clauses: list[str] = []
+    args: list[Any] = []
     if q.min_severity is not None:
         sql, more = _rank_at_least(q.min_severity)
         clauses.append(sql)
@@ -68,23 +87,45 @@ def page_sql(q: PageQuery) -> tuple[str, list[Any]]:
     if q.rule is not None and ":" not in q.rule:
         clauses.append("(rule = ? OR substr(rule, instr(rule, ':') + 1) = ?)")
         args += [q.rule, q.rule]
-    elif q.rule is not None:
-        clauses.append("rule = ?")
-        args.append(q.rule)
     if q.process is not None:
         clauses.append("instr(process, ?) > 0")
         args.append(q.process)
     if q.signature is not None:
         clauses.append("signature = ?")
         args.append(q.signature)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    # Either index yields the rows in page order (rowid ends every index entry), so nothing is
-    # sorted: an exact rule walks its part of incidents_rule (rule, last_seen); anything else
-    # walks incidents_last_seen, newest first, until the page is full
-    index = "incidents_rule" if q.rule is not None and ":" in q.rule else "incidents_last_seen"
-    limit = max(1, min(q.limit, PAGE_MAX))
-    return (f"SELECT rowid AS _rowid, * FROM incidents INDEXED BY {index}{where}"
-            " ORDER BY last_seen DESC, rowid DESC LIMIT ?", [*args, limit + 1])
+    return clauses, args
+
+
+def _where(clauses: list[str]) -> str:
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def limit_of(q: PageQuery) -> int:
+    return max(1, min(q.limit, PAGE_MAX))
+
+
+def page_sql(q: PageQuery, floor: Cursor | None = None) -> tuple[str, list[Any]]:
+    """The SELECT of one page (limit + 1 rows: the extra one says whether another follows),
+    walking no further than `floor` (inclusive), where the page's bounded walk ends
+    (`scan_end_sql`): a filter no index holds cannot make it walk the whole table."""
+    index, seek, args = _seek(q)
+    if floor is not None:
+        seek.append("last_seen >= ? AND (last_seen > ? OR rowid >= ?)")
+        args += [floor.last_seen, floor.last_seen, floor.rowid]
+    filters, more = _filters(q)
+    return (f"SELECT rowid AS _rowid, * FROM incidents INDEXED BY {index}"
+            f"{_where(seek + filters)} ORDER BY last_seen DESC, rowid DESC LIMIT ?",
+            [*args, *more, limit_of(q) + 1])
+
+
+def scan_end_sql(q: PageQuery) -> tuple[str, list[Any]] | None:
+    """The last of the `q.scan` incidents a filtered page may walk, read from the index alone
+    (a few ms); None when the page has no row filter (its walk ends with the page)."""
+    if not _filters(q)[0]:
+        return None
+    index, seek, args = _seek(q)
+    return (f"SELECT last_seen, rowid FROM incidents INDEXED BY {index}{_where(seek)}"
+            " ORDER BY last_seen DESC, rowid DESC LIMIT 1 OFFSET ?", [*args, q.scan - 1])
 
 
 # The distinct rules by a skip-scan of incidents_rule: one index seek per rule (a policy has a

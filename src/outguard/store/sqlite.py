@@ -297,12 +297,16 @@ class SQLiteStore:
                                           " DESC LIMIT ?", [*args, q.limit]))
 
     def incidents_page(self, q: pages.PageQuery) -> tuple[list[Incident], pages.Cursor | None]:
-        """One page of incidents, newest first, and the cursor of the next page (`pages`)."""
-        rows = self._read(*pages.page_sql(q))
-        more = len(rows) > max(1, min(q.limit, pages.PAGE_MAX))
-        rows = rows[:-1] if more else rows
-        nxt = pages.Cursor(rows[-1]["last_seen"], rows[-1]["_rowid"]) if more else None
-        return self._incidents(rows), nxt
+        """One page of incidents, newest first, and the cursor of the next page (`pages`):
+        a filtered page may be short and still have one (its walk was bounded)."""
+        end = pages.scan_end_sql(q)
+        walked = self._read(*end) if end is not None else []
+        floor = pages.Cursor(walked[0][0], walked[0][1]) if walked else None
+        rows = self._read(*pages.page_sql(q, floor))
+        if len(rows) > pages.limit_of(q):
+            rows = rows[:-1]
+            return self._incidents(rows), pages.Cursor(rows[-1]["last_seen"], rows[-1]["_rowid"])
+        return self._incidents(rows), floor  # short: the walk ended at the floor, or the table
 
     def incident(self, incident_id: str) -> Incident | None:
         found = self._incidents(self._read("SELECT * FROM incidents WHERE id = ?", [incident_id]))

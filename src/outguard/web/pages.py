@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from outguard.events import SEVERITIES, LearnedFlow
+from outguard.store.pages import SCAN
 from outguard.web import incidents as inc
 from outguard.web.sources import Sources, status_of, store_error, web_of
 
@@ -68,7 +69,7 @@ async def incident_list(request: Request) -> Response:
         rows, nxt, rules, error = [], None, [], store_error(exc)
     return web.render(request, "incidents.html", rows=rows, next=nxt, filters=filters,
                       rules=rules, severities=SEVERITIES, error=error,
-                      destination=inc.destination, first_page=before is None)
+                      destination=inc.destination, first_page=before is None, scan=SCAN)
 
 
 async def incident_detail(request: Request) -> Response:
