@@ -195,3 +195,35 @@ def test_run_refuses_a_remote_dashboard_without_tls_before_anything() -> None:
     assert got.exit_code == 2 and "not a loopback address" in got.output
     got = CliRunner().invoke(cli, ["run", "--no-apply", "--web-tls-cert", "c.pem"])
     assert got.exit_code == 2 and "need --web" in got.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_policy_web_section_starts_the_dashboard(tmp_path: Path) -> None:
+    port = _free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'version: 1\nweb:\n  listen: "127.0.0.1:{port}"\n')
+    # --no-apply with nothing applied: the agent serves this file (what the shipped unit does
+    # with the applied policy)
+    opts = AgentOptions(policy=policy, state_dir=tmp_path / "state", apply=False, alerts=[],
+                        dns=False, feeds=False)
+    with AgentHandle(opts, source=MemorySource(), attributor=Procs()) as agent:
+        web = agent.running.web
+        assert web is not None and web.url == f"http://127.0.0.1:{port}/"
+        assert httpx.get(web.url).status_code == 401
+
+
+def test_check_refuses_a_remote_web_section_without_tls(tmp_path: Path) -> None:
+    from outguard.errors import PolicyError
+    from outguard.pipeline import load_policy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: 1\nweb:\n  listen: "0.0.0.0:8765"\n')
+    with pytest.raises(PolicyError, match="not a loopback address"):
+        load_policy(policy)
