@@ -121,31 +121,88 @@ def login(driver: Any, url: str, token: str) -> None:
     wait_for(lambda: driver.current_url == url, 5)
 
 
-def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
+def check_filters(driver: Any, url: str) -> None:
+    """Severity, rule and process filters keep and drop the right rows."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    Select(driver.find_element(By.ID, "f-severity")).select_by_value("high")
+    driver.find_element(By.ID, "f-apply").click()
+    wait_for(lambda: "severity=high" in driver.current_url, 5)
+    assert not any(ATTACKER in r.text for r in rows(driver))
+    driver.get(f"{url}incidents")
+    Select(driver.find_element(By.ID, "f-rule")).select_by_value("deny:ldap-out")
+    driver.find_element(By.ID, "f-apply").click()
+    wait_for(lambda: "rule=deny" in driver.current_url, 5)
+    assert [ATTACKER in r.text for r in rows(driver)] == [True]
+    driver.get(f"{url}incidents?process=no-such-process")
+    assert rows(driver) == []
+    driver.get(f"{url}incidents?process=python")
+    assert {ATTACKER in r.text for r in rows(driver)} == {True, False}
+
+
+def check_incident_page(driver: Any, shots: Path) -> None:
+    """The newest incident's page (the blocked connect): its command line is text, nothing of
+    it ran, and the explain names the rule."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, "#incident-rows tr a").click()
+    wait_for(lambda: "/incidents/" in driver.current_url, 5)
+    cmdline = driver.find_element(By.ID, "d-cmdline").text
+    assert XSS in cmdline, cmdline
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018
+    assert "deny:ldap-out" in driver.find_element(By.ID, "explain").text
+    driver.save_screenshot(str(shots / "incident.png"))
+
+
+def check_other_pages(driver: Any, url: str, shots: Path) -> None:
+    """Top, feeds, DNS, learned render; nothing any page needed was refused by its own CSP,
+    and no script failed (Chromium's console)."""
+    from selenium.webdriver.common.by import By
+
+    for page in ("top", "feeds", "dns", "learned"):
+        driver.get(f"{url}{page}")
+        assert driver.find_element(By.TAG_NAME, "h1").text
+        driver.save_screenshot(str(shots / f"{page}.png"))
+    refused = [e["message"] for e in driver.get_log("browser")
+               if "Content Security Policy" in e["message"] or e["level"] == "SEVERE"]
+    # the one failure the test asked for: the wrong token's 401
+    assert [m for m in refused if "/login - " not in m] == [], refused
+
+
+def overview(topo: Topology, agent: AgentHandle, driver: Any, shots: Path) -> None:
+    """The applied policy's mode and counters with their sparklines, after two blocked
+    connects by two processes."""
+    from selenium.webdriver.common.by import By
+
+    assert driver.find_element(By.ID, "mode").text == "enforce"
+    assert "deny:ldap-out" in driver.find_element(By.ID, "counters").text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#counters svg.spark")) == 3
+    blocked_connect(topo, OTHER, 80).wait(10)  # one for the default rule first
+    if shutil.which("curl"):  # and another process (a richer screenshot)
+        subprocess.run(["ip", "netns", "exec", topo.server, "curl", "-s", "-m", "1",
+                        f"http://{OTHER}:8080/"], check=False)
+    agent.wait_for_incidents(1, timeout=3.0)
+    time.sleep(1.5)  # the sampler's next samples: a sparkline with a peak
+    driver.refresh()
+    driver.save_screenshot(str(shots / "overview.png"))
+
+
+def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
     opts = AgentOptions(policy=topo.write_policy(POLICY), state_dir=topo.state_dir,
-                        netns=topo.server, web=WebConfig(listen="127.0.0.1:0"), web_sample_every=1.0)
+                        netns=topo.server, web=WebConfig(listen="127.0.0.1:0"),
+                        web_sample_every=1.0)
     with AgentHandle(opts) as agent, chromium() as driver:
         assert agent.running.web is not None
         url = agent.running.web.url
         token = (topo.state_dir / TOKEN_FILE).read_text().strip()
         assert httpx.get(f"{url}api/incidents").status_code == 401
         login(driver, url, token)
-        # the overview: mode, the applied policy, its counters with sparklines
-        assert driver.find_element(By.ID, "mode").text == "enforce"
-        assert "deny:ldap-out" in driver.find_element(By.ID, "counters").text
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#counters svg.spark")) == 3
-        blocked_connect(topo, OTHER, 80).wait(10)  # one for the default rule first
-        if shutil.which("curl"):  # and another process (a richer screenshot)
-            subprocess.run(["ip", "netns", "exec", topo.server, "curl", "-s", "-m", "1",
-                            f"http://{OTHER}:8080/"], check=False)
-        agent.wait_for_incidents(1, timeout=3.0)
-        time.sleep(1.5)  # the sampler's next samples: a sparkline with a peak
-        driver.refresh()
-        driver.save_screenshot(str(shots / "overview.png"))
+        overview(topo, agent, driver, shots)
         # the incidents page, open while the blocked connect happens
         driver.get(f"{url}incidents")
         live = driver.find_element(By.ID, "live")
@@ -161,38 +218,9 @@ def test_dashboard_in_chromium(topo: Topology, shots: Path) -> None:
         driver.save_screenshot(str(shots / "incidents.png"))
         if os.environ.get("OG_WEB_README_SHOT"):
             shutil.copy(shots / "incidents.png", ROOT / "docs" / "dashboard.png")
-        # filters: severity, rule, process
-        Select(driver.find_element(By.ID, "f-severity")).select_by_value("high")
-        driver.find_element(By.ID, "f-apply").click()
-        wait_for(lambda: "severity=high" in driver.current_url, 5)
-        assert not any(ATTACKER in r.text for r in rows(driver))
-        driver.get(f"{url}incidents")
-        Select(driver.find_element(By.ID, "f-rule")).select_by_value("deny:ldap-out")
-        driver.find_element(By.ID, "f-apply").click()
-        wait_for(lambda: "rule=deny" in driver.current_url, 5)
-        assert [ATTACKER in r.text for r in rows(driver)] == [True]
-        driver.get(f"{url}incidents?process=no-such-process")
-        assert rows(driver) == []
-        driver.get(f"{url}incidents?process=python")
-        assert {ATTACKER in r.text for r in rows(driver)} == {True, False}
-        # the incident's page: the command line is text, and nothing of it ran
-        driver.find_element(By.CSS_SELECTOR, "#incident-rows tr a").click()
-        wait_for(lambda: "/incidents/" in driver.current_url, 5)
-        cmdline = driver.find_element(By.ID, "d-cmdline").text
-        assert XSS in cmdline, cmdline
-        with pytest.raises(NoAlertPresentException):
-            driver.switch_to.alert.text  # noqa: B018
-        assert "deny:ldap-out" in driver.find_element(By.ID, "explain").text
-        driver.save_screenshot(str(shots / "incident.png"))
-        for page in ("top", "feeds", "dns", "learned"):
-            driver.get(f"{url}{page}")
-            assert driver.find_element(By.TAG_NAME, "h1").text
-            driver.save_screenshot(str(shots / f"{page}.png"))
-        # nothing the pages need was refused by their own CSP, and no script failed
-        refused = [e["message"] for e in driver.get_log("browser")
-                   if "Content Security Policy" in e["message"] or e["level"] == "SEVERE"]
-        # the one failure the test asked for: the wrong token's 401
-        assert [m for m in refused if "/login - " not in m] == [], refused
+        check_filters(driver, url)
+        check_incident_page(driver, shots)
+        check_other_pages(driver, url, shots)
         # without the session the pages are refused again
         driver.delete_all_cookies()
         driver.get(f"{url}incidents")
