@@ -127,7 +127,7 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.sample()
+            await asyncio.to_thread(self.sample)  # the state files and the kernel's counters
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
 
