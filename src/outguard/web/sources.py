@@ -133,7 +133,9 @@ class Sampler:
 
     def series(self, key: str) -> list[int]:
         """Packets counted per interval (the differences of the totals; a reset counts 0)."""
-        totals = [s.get(key, 0) for _t, s in self.samples]
+        # list(): one C-level copy, so a sample appended meanwhile (the sampler's worker
+        # thread) cannot break the walk
+        totals = [s.get(key, 0) for _t, s in list(self.samples)]
         return [max(0, b - a) for a, b in itertools.pairwise(totals)]
 
 
