@@ -151,3 +151,20 @@ def test_the_live_feed_sends_new_incidents_and_says_when_it_cannot_keep_up(
     many = asyncio.run(first_events(BURST + 50, 1))
     assert many == ["event: gap\ndata: {}\n\n"]
     sources.close()
+
+
+def test_the_incidents_page_links_to_older_ones_keeping_its_filters(tmp_path: Path) -> None:
+    import re
+
+    store_with(tmp_path / "events.db", [incident(n, process="/usr/bin/java" if n % 2 else
+                                                 "/usr/bin/curl") for n in range(130)])
+    c = _client(tmp_path)
+    seen: list[str] = []
+    url = "/incidents?process=java"
+    while url:
+        page = c.get(url.replace("&amp;", "&")).text
+        seen += re.findall(r'<tr data-id="(inc-\d+)"', page)
+        older = re.search(r'id="older" href="([^"]+)"', page)
+        url = older.group(1) if older else ""
+        assert not older or "process=java" in url
+    assert seen == [f"inc-{n:07d}" for n in range(129, 0, -2)]
