@@ -23,6 +23,7 @@ import asyncio
 import fcntl
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -180,6 +181,7 @@ def measure(db: Path, n: int) -> list[dict[str, Any]]:
     finally:
         bare.close()
         served.close()
+        shutil.rmtree(state, ignore_errors=True)
     return out
 
 
@@ -198,10 +200,7 @@ def main() -> int:
                   f"({db.stat().st_size / 1e6:.0f} MB)")
         rows = measure(db, args.requests)
     finally:
-        if args.keep is None:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # (--keep's store is elsewhere: kept)
     print(f"{'case':32} {'web p50':>9} {'web p95':>9} {'store p50':>10} {'store p95':>10}"
           f" {'ratio':>6}")
     for r in rows:
