@@ -197,7 +197,9 @@ def test_a_database_outage_is_503_with_retry_after() -> None:
         servers = Replicas(dsn, count=1)
         try:
             a = SimHost(servers.urls[0], dsn, "web-1")
+            assert httpx.get(servers.urls[0] + "/healthz").json() == {"ok": True}
             pg.halt()
+            assert httpx.get(servers.urls[0] + "/healthz", timeout=15).status_code == 503
             got = a.incidents([incident(1)])
             assert got.status_code == 503, got.text
             assert got.headers["retry-after"] == "5" and "database" in got.json()["error"]
