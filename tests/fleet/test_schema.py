@@ -89,3 +89,23 @@ def test_the_servers_housekeeping_keeps_retention_and_makes_tomorrow(db: str) ->
         assert today - timedelta(days=29) in days
     finally:
         servers.stop()
+
+
+def test_an_older_schema_is_migrated_step_by_step(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE og_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO og_schema VALUES (1)")
+        conn.execute(schema.MIGRATIONS[0])  # a database made by the first release
+        with pytest.raises(schema.SchemaError, match="needs"):
+            schema.check_version(conn)
+        assert schema.migrate(conn) == (1, schema.SCHEMA_VERSION)
+        schema.check_version(conn)
+
+
+def test_policy_versions_are_immutable(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO policy_versions (text, sha256, source) VALUES ('a', 'b', 'c')")
+        for sql in ("UPDATE policy_versions SET text = 'x'", "DELETE FROM policy_versions"):
+            with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
+                conn.execute(sql)
+        assert conn.execute("SELECT text FROM policy_versions").fetchall() == [("a",)]
