@@ -60,7 +60,7 @@ LAZY_HELP: dict[str, str] = {
               " for the default; exit 1 when any outcome differs from the policy.",
     "suggest": "A reviewable policy from the learned flows.",
     "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
-                " anything that got out when learned would be.",
+                " anything that got out when learned and is not classified would be.",
     "doctor": "Check the host: kernel, state directory, ports, units.",
     "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
     "fleet": "Many hosts, one PostgreSQL: the fleet API server and the operator's commands.",
