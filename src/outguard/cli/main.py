@@ -204,7 +204,7 @@ def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: 
         local = []
     try:
         run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds",
-                    local)
+                    local, state_dir_path)
     except OutguardError as exc:
         fail(exc)
 
