@@ -147,3 +147,11 @@ def test_no_suggested_rule_is_covered_by_another_and_nothing_breaks(table: list[
         simulate(lower_policy(policy, resolver=names.resolver), table, names=names,
                  each=lambda o: broken.append(o) if o.regression else None)
         assert all(o.flow.port == 53 for o in broken), text
+
+
+def test_the_indexed_lookup_is_entry_covers() -> None:
+    entries = ["a.test", "*.test", "b.a.test", "*.a.test", "test", "203.0.113.1", "x.b.test"]
+    for outer in entries:
+        shape = Shape(None, (outer,), "any", ())
+        for inner in entries:
+            assert shape.takes(inner) == entry_covers(outer, inner), (outer, inner)

@@ -36,7 +36,7 @@ from outguard.journey.aggregate import (
     collect,
     refuse,
 )
-from outguard.journey.cover import Owner, Shape, covering, redundant
+from outguard.journey.cover import Index, Owner, Shape, redundant
 from outguard.journey.psl import registrable, wildcard_safe
 from outguard.policy import accounts
 
@@ -174,6 +174,7 @@ def _fold_unattributed(plans: dict[str, tuple[Dests, Owner]]) -> None:
                 for proto, sig_ports in _signatures(ports):
                     shapes.append(Shape(owner, (entry,), proto, tuple(ranges(sig_ports))))
                     where.append((group, entry))
+    index = Index(shapes)
     for group, (dests, owner) in plans.items():
         if not _unattributed(group) or not shapes:
             continue
@@ -181,7 +182,7 @@ def _fold_unattributed(plans: dict[str, tuple[Dests, Owner]]) -> None:
             ports, evidence, _r = dests[entry]
             for proto in sorted(ports):
                 seen = sorted(ports[proto], key=lambda p: -1 if p is None else p)
-                found = [covering(shapes, owner, entry, proto, port) for port in seen]
+                found = [index.covering(owner, entry, proto, port) for port in seen]
                 if None in found:
                     ports[proto] = {p for p, i in zip(seen, found, strict=True) if i is None}
                     continue
