@@ -60,7 +60,7 @@ LAZY_HELP: dict[str, str] = {
               " for the default; exit 1 when any outcome differs from the policy.",
     "suggest": "A reviewable policy from the learned flows.",
     "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
-                " anything that got out when learned would be.",
+                " anything that got out when learned and is not classified would be.",
     "doctor": "Check the host: kernel, state directory, ports, units.",
     "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
     "fleet": "Many hosts, one PostgreSQL: the fleet API server and the operator's commands.",
@@ -204,7 +204,7 @@ def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: 
         local = []
     try:
         run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds",
-                    local)
+                    local, state_dir_path)
     except OutguardError as exc:
         fail(exc)
 

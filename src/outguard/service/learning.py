@@ -46,7 +46,8 @@ def learning(forced: bool, policy: Policy | None) -> bool:
 
 def decider(policy_now: Callable[[], Policy | None]) -> Decide:
     """The decisions of the policy in force for learned flows (`ruleset.decide`); "" when no
-    policy is in force. A flow with names is decided by the first name an allow rule takes
+    policy is in force; "RULE audit" for what an audit-mode policy would block (it got out).
+    A flow with names is decided by the first name an allow rule takes
     (the resolver would have put its address in that rule's set), else by its first name."""
     lowered: dict[str, Ruleset] = {}
 
@@ -68,7 +69,10 @@ def decider(policy_now: Callable[[], Policy | None]) -> Decide:
                                          cgroup=f.cgroup, name=name))
                          for name in (f.names or (None,))]
             allowed = next((d for d in decisions if d.action == "allow"), decisions[0])
-            out.append(allowed.rule)
+            # audit mode logs what it would block and lets it out: say so, as the kernel's
+            # log prefix does ("og:default audit"), so that simulate knows it got out
+            audit = allowed.action == "deny" and allowed.verdict == "accept"
+            out.append(f"{allowed.rule} audit" if audit else allowed.rule)
         return out
     return decide_all
 
