@@ -59,10 +59,15 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     # what the monitor could see: blocked, logged, not logged (over the per-flow log rate)
     info["logging"] = log_figures(counters)
     info["monitor"] = report
+    from outguard.fleet import status as fleet_status  # noqa: PLC0415
+
+    info["fleet"] = fleet_status.read(state_dir_path)
     if as_json:
         click.echo(json.dumps(info, indent=1))
     else:
         _print(info, present, now)
+        for line in fleet_status.lines(info["fleet"]):
+            click.echo(line)
     if check and info["problems"]:
         sys.exit(CHECK_FAILED)
 

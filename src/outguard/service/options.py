@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from outguard.fleet.agent import FleetOptions
 from outguard.policy.alertconf import AlertSpec
 from outguard.store.base import Retention
 
@@ -41,6 +42,7 @@ class AgentOptions:
     learn_decide: bool = True  # record the decision of the policy in force with each flow
     policy_text: str | None = None  # what to apply instead of the file's text (`learn` adds
     # `learn: true` to it)
+    fleet: FleetOptions | None = None  # `run --fleet URL`: follow the fleet server (fleet.agent)
 
     def store_location(self) -> str | Path:
         return self.store if self.store is not None else self.state_dir / STORE_NAME
