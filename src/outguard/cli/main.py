@@ -38,6 +38,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "outguard.cli.journey_cmds:simulate",
     "doctor": "outguard.cli.doctor_cmd:doctor",
     "proxy": "outguard.cli.proxy_cmd:proxy",
+    "fleet": "outguard.cli.fleet_cmd:fleet",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -62,6 +63,7 @@ LAZY_HELP: dict[str, str] = {
                 " anything that got out when learned would be.",
     "doctor": "Check the host: kernel, state directory, ports, units.",
     "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
+    "fleet": "Many hosts, one PostgreSQL: the fleet API server and the operator's commands.",
 }
 
 

@@ -1,0 +1,130 @@
+"""The fleet API against a real PostgreSQL and two `fleet serve` replicas: enrolment,
+credentials, a host confined to its own rows and policy, bounded and validated requests that
+change nothing when refused, exactly-once rows under resending."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from outguard.fleet import ops
+from tests.fleet.conftest import Replicas
+from tests.fleet.hosts import SimHost, incident, rows, token
+
+POLICY = "version: 1\nmode: enforce\nallow:\n  - name: web\n    to: [203.0.113.10]\n" \
+         "    ports: [443]\n    proto: tcp\n"
+
+
+def _counts(dsn: str) -> tuple[int, ...]:
+    return tuple(rows(dsn, f"SELECT count(*) FROM {t}")[0][0]
+                 for t in ("hosts", "incidents", "flows", "policy_versions", "rollouts"))
+
+
+def test_enrol_then_rows_are_exactly_once_across_replicas(replicas: Replicas) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    items = [incident(1), incident(2)]
+    first = a.incidents(items, ids=["k1", "k2"])
+    assert first.status_code == 200 and first.json() == {"accepted": 2, "duplicates": 0}
+    # the answer was lost, the agent sends again — through the other replica
+    b = httpx.post(replicas.urls[1] + "/v1/incidents",
+                   headers={"Authorization": f"Bearer {a.credential}"},
+                   json={"incidents": [{"id": "k1", "ts": 0, "record": items[0]}]})
+    again = a.incidents(items + [incident(3)], ids=["k1", "k2", "k3"])
+    assert again.json() == {"accepted": 1, "duplicates": 2}
+    assert b.status_code == 200
+    got = rows(replicas.dsn, "SELECT host_id, id FROM incidents ORDER BY id")
+    # the resend with another ts (0: far past) lands in another day's partition: the key is
+    # (host, id, day), as FLEET-API.md says — same ts, same row
+    assert [r[1] for r in got if r[1] != "k1"] == ["k2", "k3"]
+    assert all(r[0] == a.host_id for r in got)
+
+
+def test_a_host_sees_only_its_own_and_cannot_act_as_operator(replicas: Replicas,
+                                                            tmp_path) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    b = SimHost(replicas.urls[1], replicas.dsn, "web-2")
+    (tmp_path / "p.yaml").write_text(POLICY)
+    with ops.connect(replicas.dsn) as conn:
+        ops.push(conn, tmp_path / "p.yaml", "web-1", 1, [100], 5, 0)
+    assert a.policy().status_code == 200
+    assert b.policy().status_code == 204  # b's credential gets b's (none), never a's
+    # a body naming another host changes nothing: host_id comes from the credential
+    b.incidents([incident(9)], ids=["from-b"])
+    assert rows(replicas.dsn, "SELECT host_id FROM incidents") == [(b.host_id,)]
+    # there is no endpoint for reading incidents, pushing or enrolling others with a credential
+    for method, path in (("GET", "/v1/incidents"), ("POST", "/v1/push"),
+                         ("POST", "/v1/policy"), ("GET", "/v1/hosts")):
+        got = b.http.request(method, path, json={})
+        assert got.status_code in (404, 405) and "error" in got.json(), (path, got.text)
+
+
+def test_credentials_revocation_and_token_replay(replicas: Replicas) -> None:
+    url = replicas.urls[0]
+    a = SimHost(url, replicas.dsn, "db-1")
+    tok = token(replicas.dsn)
+    ok = httpx.post(url + "/v1/enroll", json={"token": tok, "host": "db-2",
+                                              "agent_version": "t"})
+    assert ok.status_code == 201
+    before = _counts(replicas.dsn)
+    replay = httpx.post(replicas.urls[1] + "/v1/enroll",
+                        json={"token": tok, "host": "db-3", "agent_version": "t"})
+    assert replay.status_code == 409 and replay.json() == {"error": "enrol token already used"}
+    unknown = httpx.post(url + "/v1/enroll", json={"token": "nope", "host": "x",
+                                                   "agent_version": "t"})
+    assert unknown.status_code == 401
+    bound = token(replicas.dsn, "db-9")
+    other = httpx.post(url + "/v1/enroll", json={"token": bound, "host": "db-8",
+                                                 "agent_version": "t"})
+    assert other.status_code == 403 and "db-9" in other.json()["error"]
+    assert httpx.get(url + "/v1/policy").status_code == 401
+    assert httpx.get(url + "/v1/policy", headers={"Authorization": "Bearer forged"}
+                     ).status_code == 401
+    assert _counts(replicas.dsn) == before
+    assert a.policy().status_code == 204
+    with ops.connect(replicas.dsn) as conn:
+        ops.revoke(conn, "db-1")
+    for u in replicas.urls:
+        got = httpx.get(u + "/v1/policy", headers={"Authorization": f"Bearer {a.credential}"})
+        assert got.status_code == 403 and "revoked" in got.json()["error"]
+    assert a.incidents([incident(1)]).status_code == 403
+    assert _counts(replicas.dsn) == before
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"incidents": [{"id": "a", "ts": "yesterday", "record": {}}]}', 422, "incidents.0.ts"),
+    (b'{"incidents": [{"id": 5, "ts": 1.0, "record": {}}]}', 422, "incidents.0.id"),
+    (b'{"incidents": [], "host_id": 7}', 422, "host_id"),
+    (b'{"incidents": [{"id": "", "ts": 1.0, "record": {}}]}', 422, "incidents.0.id"),
+    (b'{"incidents": "many"}', 422, "incidents"),
+    (b'{"incidents": [' + b",".join([b'{"id": "x", "ts": 1, "record": {}}'] * 1001) + b"]}",
+     422, "incidents"),
+    (b'{"incidents": [{"id": "a", "ts": 1.0, "record": {"x": "' + b"a" * (1 << 20) + b'"}}]}',
+     413, "larger than"),
+    (b'{"incidents": [{"id": "a", "ts": 1.0, "record": {"x": "\\u0000"}}]}', 422, "refuses"),
+])
+def test_bad_requests_are_refused_naming_what_and_change_nothing(
+        replicas: Replicas, body: bytes, status: int, words: str) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    before = _counts(replicas.dsn)
+    got = a.http.post("/v1/incidents", content=body,
+                      headers={"Content-Type": "application/json"})
+    assert got.status_code == status, got.text
+    assert words in got.json()["error"]
+    assert _counts(replicas.dsn) == before
+
+
+def test_report_validation_and_wait_bounds(replicas: Replicas) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    bad = a.http.post("/v1/report", json={"version": 1, "rollout_id": None, "result": "fine",
+                                          "detail": "", "mode": None, "agent_version": "t",
+                                          "lockdown_until": None, "blocked_rate": 0})
+    assert bad.status_code == 422 and "result" in bad.json()["error"]
+    assert a.policy(wait=61).status_code == 400
+    assert a.http.get("/v1/policy", params={"wait": "soon"}).status_code == 400
+    a.report(None, None, "running", blocked_rate=1.5)
+    with ops.connect(replicas.dsn) as conn:
+        (row,) = ops.hosts(conn)
+    assert row["host"] == "web-1" and row["mode"] == "enforce" and row["last_seen"]
+    assert row["blocked_rate"] == 1.5

@@ -1,0 +1,54 @@
+"""The schema against a real PostgreSQL: migrations once and idempotent, a newer schema refused,
+retention drops whole day partitions (and the rows in them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from outguard.fleet import schema
+
+
+def test_init_creates_then_is_idempotent(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert schema.current_version(conn) == 0
+        with pytest.raises(schema.SchemaError, match="fleet init"):
+            schema.check_version(conn)
+        assert schema.migrate(conn) == (0, schema.SCHEMA_VERSION)
+        assert schema.migrate(conn) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
+        schema.check_version(conn)
+        today = datetime.now(UTC).date()
+        assert today in schema.existing_partitions(conn, "incidents")
+        assert today in schema.existing_partitions(conn, "flows")
+
+
+def test_a_schema_newer_than_the_code_is_refused_and_untouched(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE og_schema SET version = %s", (schema.SCHEMA_VERSION + 1,))
+        conn.execute("CREATE TABLE from_the_future (x int)")
+        with pytest.raises(schema.SchemaError, match="newer than this outguard"):
+            schema.migrate(conn)
+        with pytest.raises(schema.SchemaError, match="upgrade outguard"):
+            schema.check_version(conn)
+        assert schema.current_version(conn) == schema.SCHEMA_VERSION + 1
+        assert conn.execute("SELECT to_regclass('from_the_future')").fetchone() != (None,)
+
+
+def test_retention_drops_old_partitions_with_their_rows(db: str) -> None:
+    today = datetime.now(UTC).date()
+    old = [today - timedelta(days=d) for d in (40, 31, 30, 2)]
+    with psycopg.connect(db, autocommit=True) as conn:
+        schema.ensure_partitions(conn, old)
+        for day in [*old, today]:
+            ts = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+            conn.execute("INSERT INTO incidents (host_id, id, day, ts, record) VALUES"
+                         " (1, %s, %s, %s, '{}')", (f"i{day}", day, ts))
+        dropped = schema.drop_before(conn, today - timedelta(days=30))
+        assert sorted(dropped) == sorted(schema.partition_name(t, d) for t in schema.PARTITIONED
+                                         for d in old[:2])
+        left = schema.existing_partitions(conn, "incidents")
+        assert old[0] not in left and old[1] not in left and old[2] in left
+        ids = {r[0] for r in conn.execute("SELECT id FROM incidents").fetchall()}
+        assert ids == {f"i{d}" for d in [*old[2:], today]}
