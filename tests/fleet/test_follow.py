@@ -39,12 +39,15 @@ LOCKED = dataclasses.replace(APPLIED2, lockdown_until=NOW + 60, etag=f'"2-{NOW +
     (LOCKED, answer(2, None), [fl.Lift()]),  # withdrawn
     (LOCKED, PolicyAnswer(204), [fl.Lift()]),
     (dataclasses.replace(LOCKED, lockdown_until=NOW - 1), answer(2, None), []),  # ended itself
-    (APPLIED2, PolicyAnswer(204), []),  # an operator's own lockdown is not the fleet's to lift
+    (APPLIED2, PolicyAnswer(204, etag='"none"'), []),  # an operator's lockdown is not the fleet's
+    (S0, PolicyAnswer(200, PolicyResponse(version=0, policy="", rollout_id=None,
+                                          lockdown_until=NOW + 9), '"0-x"'),
+     [fl.Lockdown(NOW + 9)]),  # a lockdown alone: no version to apply
 ])
 def test_on_answer(state: fl.Follow, got: PolicyAnswer, actions: list[fl.Action]) -> None:
     new, acts = fl.on_answer(state, got, NOW)
     assert acts == actions
-    if got.status == 200:
+    if got.status in (200, 204):
         assert new.etag == got.etag
     if got.status == 304:
         assert new == state

@@ -316,7 +316,7 @@ class FleetAgent:
         while time.monotonic() < deadline:
             try:
                 assert self.client is not None
-                await self.client.report(body)
+                await self.client.report_fresh(body)
                 return True
             except FleetError as exc:
                 log.warning("fleet: report failed (%s)", exc)

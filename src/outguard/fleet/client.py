@@ -182,7 +182,7 @@ class FleetClient:
     """The requests of an enrolled host (its credential on every one)."""
 
     def __init__(self, url: str, ca: Path | None, cred: Credential) -> None:
-        self.url, self.cred = url, cred
+        self.url, self.ca, self.cred = url, ca, cred
         self.http = make_http(url, ca, cred.credential)
 
     async def policy(self, etag: str | None, wait: float) -> PolicyAnswer:
@@ -192,8 +192,9 @@ class FleetClient:
         resp = await _send(self.http, "GET", "policy", params={"wait": f"{wait:g}"},
                            headers=headers,
                            timeout=httpx.Timeout(REQUEST_TIMEOUT + wait, connect=CONNECT_TIMEOUT))
-        if resp.status_code in (204, 304):
-            return PolicyAnswer(resp.status_code, etag=etag if resp.status_code == 304 else None)
+        if resp.status_code in (204, 304):  # a 204's ETag ("none") is long-polled on too
+            return PolicyAnswer(resp.status_code, etag=resp.headers.get("ETag")
+                                or (etag if resp.status_code == 304 else None))
         got = _parse(wire.PolicyResponse, resp)
         return PolicyAnswer(200, got, resp.headers.get("ETag")
                             or wire.etag(got.version, got.lockdown_until))
@@ -201,6 +202,14 @@ class FleetClient:
     async def report(self, body: wire.ReportRequest) -> None:
         await _send(self.http, "POST", "report", content=body.model_dump_json(),
                     headers={"Content-Type": "application/json"})
+
+    async def report_fresh(self, body: wire.ReportRequest) -> None:
+        """The report on a new connection: the proof that the host still *connects* to the
+        server (a kept-alive connection is established traffic, which any policy lets
+        through: it would confirm a policy that blocks every new connection to the server)."""
+        async with make_http(self.url, self.ca, self.cred.credential) as http:
+            await _send(http, "POST", "report", content=body.model_dump_json(),
+                        headers={"Content-Type": "application/json", "Connection": "close"})
 
     async def post_items(self, kind: str, items: list[wire.Item]) -> wire.BatchResponse:
         """POST /v1/incidents or /v1/flows."""

@@ -14,7 +14,8 @@ Rules:
   the server withdraws it (null, or 204) — only one the fleet put in: a lockdown an operator
   typed on the host is not the fleet's to lift; an expired one lifts itself in the kernel;
 - the ETag is kept only once every action of an answer is done, so an action that failed is
-  attempted again at the next answer.
+  attempted again at the next answer; a 204 has one too (the server long-polls on it);
+- version 0 is no version (a lockdown sent to a host that has none assigned).
 """
 
 from __future__ import annotations
@@ -71,13 +72,13 @@ def on_answer(state: Follow, answer: PolicyAnswer, now: float) -> tuple[Follow, 
         return state, []
     have = _live(state.lockdown_until, now)
     if answer.status == 204 or answer.policy is None:
-        return dataclasses.replace(state, etag=None), [Lift()] if have is not None else []
+        return dataclasses.replace(state, etag=answer.etag), [Lift()] if have is not None else []
     p = answer.policy
     actions: list[Action] = []
     want = _live(p.lockdown_until, now)
     if want != have:  # first: an emergency brake does not wait for an apply and its verify
         actions.append(Lockdown(want) if want is not None else Lift())
-    if p.version != state.tried:
+    if p.version > 0 and p.version != state.tried:  # 0: a lockdown alone, no version yet
         actions.append(Apply(p.version, p.policy, p.rollout_id))
     return dataclasses.replace(state, etag=answer.etag), actions
 
