@@ -81,7 +81,7 @@ class FleetAgent:
                  ops: HostOps | None = None) -> None:
         self.opts, self.state_dir, self.outbox = opts, state_dir, outbox
         self.publish, self.blocked = publish, blocked
-        self.ops = ops or HostOps(state_dir, verify_probes=opts.verify)
+        self.ops = ops or HostOps(state_dir, verify_probes=opts.verify, server=opts.url)
         self.state = self._load()
         self.client: FleetClient | None = None
         self.senders: list[Sender] = []

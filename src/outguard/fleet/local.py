@@ -17,11 +17,13 @@ or without the server).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from outguard.apply import lockdown as ld
 from outguard.apply.recovery import FailClosedError, confirm, rollback
@@ -29,6 +31,8 @@ from outguard.apply.run import apply_policy
 from outguard.apply.verify import describe, roll_back_failed, roll_back_mismatch, verify
 from outguard.errors import OutguardError
 from outguard.kernel.libnft import Nft
+from outguard.pipeline import load_applied, lower_policy
+from outguard.ruleset.decide import Flow, decide
 from outguard.state import StateDir, write_private
 
 CANDIDATE = Path("fleet") / "candidate.yaml"
@@ -67,8 +71,8 @@ class HostOps:
     """The kernel side, for one state directory in this process's network namespace."""
 
     def __init__(self, state_dir: Path, *, verify_probes: bool = True,
-                 probe_timeout: float = 2.0) -> None:
-        self.state_dir = state_dir
+                 probe_timeout: float = 2.0, server: str | None = None) -> None:
+        self.state_dir, self.server = state_dir, server
         self.state = StateDir(state_dir)
         self.verify_probes, self.probe_timeout = verify_probes, probe_timeout
 
@@ -125,5 +129,34 @@ class HostOps:
             if until is None:
                 ld.end(self.state, nft)
                 return "lockdown lifted"
-            got = ld.start(self.state, nft, until - time.time(), []).lockdown
-            return f"lockdown until {got.until_text}" if got is not None else "no lockdown"
+            keep = self.server_rules()
+            got = ld.start(self.state, nft, until - time.time(), keep).lockdown
+        kept = f", keeping {', '.join(keep)} (the fleet server)" if keep else ""
+        return f"lockdown until {got.until_text}{kept}" if got is not None else "no lockdown"
+
+    def server_rules(self) -> list[str]:
+        """The applied policy's allow rules that let this host reach its fleet server: a
+        lockdown from the fleet keeps them, or the host could not hear it lifted early (nor
+        report). None applied, or none that allows it: nothing is kept."""
+        if self.server is None:
+            return []
+        url = urlsplit(self.server)
+        if url.hostname is None:
+            return []
+        policy = load_applied(self.state)
+        if policy is None:
+            return []
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = {ai[4][0] for ai in socket.getaddrinfo(url.hostname, port,
+                                                               proto=socket.IPPROTO_TCP)}
+        except OSError:
+            return []
+        ruleset = lower_policy(policy)
+        keep = []
+        for addr in sorted(addresses):
+            got = decide(ruleset, Flow(dst=str(addr), port=port, proto="tcp", uid=os.geteuid(),
+                                       gid=os.getegid()))
+            if got.action == "allow" and got.rule.startswith("allow:"):
+                keep.append(got.rule.removeprefix("allow:"))
+        return list(dict.fromkeys(keep))
