@@ -270,7 +270,9 @@ class FleetAgent:
         self._save()
 
     async def _apply(self, act: fl.Apply) -> None:
+        t0 = time.monotonic()
         res = await asyncio.to_thread(self.ops.apply, act.text, self.opts.confirm_timeout)
+        t1 = time.monotonic()
         if not res.ok:
             self.state = fl.after_apply(self.state, act, res.result, res.detail, res.mode)
             self._save()
@@ -282,6 +284,7 @@ class FleetAgent:
         deadline = time.monotonic() + max(1.0, self.opts.confirm_timeout * 0.7)
         body = self._body("applied", act.version, act.rollout_id, res.detail, res.mode)
         if await self._report_until(body, deadline):
+            t2 = time.monotonic()
             try:
                 await asyncio.to_thread(self.ops.confirm, act.text)
             except OutguardError as exc:
@@ -290,7 +293,9 @@ class FleetAgent:
             else:
                 self.state = fl.reported(fl.after_apply(self.state, act, "applied",
                                                         res.detail, res.mode))
-                log.info("fleet policy version %d applied and confirmed", act.version)
+                log.info("fleet policy version %d applied and confirmed (apply and verify %.0f"
+                         " ms, report %.0f ms, confirm %.0f ms)", act.version, (t1 - t0) * 1e3,
+                         (t2 - t1) * 1e3, (time.monotonic() - t2) * 1e3)
         else:
             try:
                 done = await asyncio.to_thread(self.ops.rollback)
