@@ -153,3 +153,11 @@ def test_nothing_committed_is_lost_when_the_process_is_killed(tmp_path: Path) ->
     b = box.books("incidents")
     assert b.balanced and b.pending == len(ids) == box.pending_counted("incidents")
     assert len(ids) % 5 == 0  # a put is whole or not at all
+
+
+def test_put_without_replace_keeps_the_first_record(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.put("flows", [("f", 1.0, {"count": 1})], replace=False)
+    box.put("flows", [("f", 1.0, {"count": 4})], replace=False)  # a delta: not the flow
+    (item,) = box.take("flows", 10)
+    assert item.record == {"count": 1} and box.books("flows").enqueued == 1

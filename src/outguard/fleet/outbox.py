@@ -110,10 +110,13 @@ class Outbox:
     def _tx(self) -> _Tx:
         return _Tx(self)
 
-    def put(self, kind: str, items: Iterable[tuple[str, float, dict[str, Any]]]) -> int:
+    def put(self, kind: str, items: Iterable[tuple[str, float, dict[str, Any]]], *,
+            replace: bool = True) -> int:
         """Queue (id, ts, record) items of `kind` in one transaction; how many were dropped
-        because the bound was reached. OutboxError when it cannot be written (nothing of the
-        call is then kept: the caller tries again)."""
+        because the bound was reached. `replace`: a record replaces the one of the same id
+        still waiting (a whole newer copy); else the first stays (records that are deltas).
+        OutboxError when it cannot be written (nothing of the call is then kept: the caller
+        tries again)."""
         _check(kind)
         dropped = 0
         with self._tx() as db:
@@ -124,7 +127,7 @@ class Outbox:
                 row = db.execute("SELECT seq, sent FROM items WHERE kind = ? AND id = ?",
                                  (kind, item_id)).fetchone()
                 if row is not None:
-                    if not row[1]:  # still waiting: the newest copy goes
+                    if replace and not row[1]:  # still waiting: the newest copy goes
                         db.execute("UPDATE items SET record = ?, ts = ? WHERE seq = ?",
                                    (text, ts, row[0]))
                     continue

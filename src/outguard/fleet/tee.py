@@ -3,7 +3,8 @@
 Place in the data flow: where the monitor produces an incident — `store.writer.BatchWriter`
 writes it (its own thread), `monitor.learn` records learned flows — **Teed** writes the local
 store first, then queues the same rows in `fleet.outbox.Outbox` for `fleet.sender`. The local
-store stays the agent's own record: the fleet is a copy. When the outbox cannot be written the
+store stays the agent's own record: the fleet is a copy (of a learned flow: as first learned;
+the running count stays local). When the outbox cannot be written the
 call raises `StoreError`, so the writer keeps the batch and tries again (a store write is an
 upsert by id: writing it twice is harmless), counted and alerted like a failing store.
 """
@@ -49,7 +50,10 @@ class Teed:
         if not items:
             return
         try:
-            dropped = self.outbox.put(kind, items)
+            # an incident is handed over whole (the aggregator's running copy): the newest
+            # replaces a waiting one; a learned flow comes as the delta of a flush (the store
+            # adds its count up): the first stays, the server's row is the flow as first learned
+            dropped = self.outbox.put(kind, items, replace=kind == "incidents")
         except OutboxError as exc:
             raise StoreError(str(exc)) from exc
         if dropped:
