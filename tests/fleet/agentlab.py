@@ -46,7 +46,8 @@ allow:
     to: [{SERVER_IP}]
     ports: [{PORT}]
     proto: tcp
-{extra_allow}options:
+{extra_allow}learn: true
+options:
   default_action: drop
   log_rate: 1000/second
 alerts:
@@ -78,6 +79,13 @@ class Host:
         db = sqlite3.connect(f"file:{self.events_db}?mode=ro", uri=True)
         try:
             return {row[0] for row in db.execute("SELECT id FROM incidents")}
+        finally:
+            db.close()
+
+    def local_flow_count(self) -> int:
+        db = sqlite3.connect(f"file:{self.events_db}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT count(*) FROM flows").fetchone()[0])
         finally:
             db.close()
 

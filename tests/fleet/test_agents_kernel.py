@@ -130,6 +130,17 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
             assert books["dropped"] == 0 and server == local, h.name
             assert burst == {(f"{BLOCKED_NET}{1 + k}", 9000) for k in range(60)}, h.name
 
+    # ... and the flows they learned (`learn: true`), each once, as the local store has them
+    for h in lab.hosts:
+        lab.wait(f"{h.name}'s flows sent", lambda h=h: h.outbox_books()["flows"]["pending"] == 0
+                 and h.outbox_books()["flows"]["enqueued"] > 0, 30)
+        server_flows = lab.sql("SELECT count(*), count(DISTINCT f.id) FROM flows f JOIN hosts h"
+                               " ON h.id = f.host_id WHERE h.name = %s", h.name)[0]
+        books = h.outbox_books()["flows"]
+        assert books["balanced"] and server_flows == (books["sent"], books["sent"]), \
+            (h.name, books, server_flows)
+        assert server_flows[0] == h.local_flow_count() - books["dropped"], h.name
+
     # 3. the fleet's lockdown, kept to the server, and lifted
     h1 = lab.hosts[1]
     lab.fleet_cli("lockdown", "--to", h1.name, "--for", "120s")

@@ -67,6 +67,10 @@ def fleet_setup(kw: dict[str, Any], policy: Path | None, no_apply: bool, netns: 
             raise click.UsageError("give the POLICY to apply, or --no-apply to serve what is"
                                    " applied in the state directory")
         return None, policy, not no_apply
+    import logging  # noqa: PLC0415
+
+    # httpx logs every request at INFO: a long-poll and a batch post every few seconds
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         enrolled = load_credential(state_dir) is not None
     except FleetError as exc:
