@@ -39,7 +39,8 @@ def db(dsn: str) -> str:
 class Replicas:
     """`outguard fleet serve` processes against one database: their base URLs."""
 
-    def __init__(self, dsn: str, count: int = 2, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, dsn: str, count: int = 2, tls: tuple[str, str] | None = None,
+                 rate: float = 500) -> None:
         import os
         import subprocess
         import sys
@@ -53,20 +54,25 @@ class Replicas:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
         try:
-            for _ in range(count):
+            for index in range(count):
                 port = _free_port()
+                # the second replica LISTENs through --listen-db (same cluster): the option's
+                # path is what a PgBouncer deployment uses
+                listen = ["--listen-db", dsn] if index == 1 else []
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn, "--no-tls",
-                     "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", "500", *extra],
+                    [sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn,
+                     "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", str(rate),
+                     *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--no-tls"]),
+                     *listen],
                     env={**os.environ, "PYTHONUNBUFFERED": "1"}))
-                self.urls.append(f"http://127.0.0.1:{port}")
+                self.urls.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}")
             deadline = time.monotonic() + 30
             for url, proc in zip(self.urls, self.procs, strict=True):
                 while True:
                     if proc.poll() is not None:
                         raise RuntimeError(f"fleet serve exited with {proc.returncode}")
                     try:
-                        httpx.get(url + "/v1/nothing", timeout=1)
+                        httpx.get(url + "/v1/nothing", timeout=1, verify=False)
                         break
                     except httpx.TransportError:
                         if time.monotonic() > deadline:

@@ -74,12 +74,15 @@ class PgServer:
             raise
         return self
 
+    def halt(self) -> None:
+        """Stop the server now (an outage), keeping its files until `stop`."""
+        if self._started:
+            self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._started = False
+
     def stop(self) -> None:
         try:
-            if self._started:
-                self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
-                          "stop")
-                self._started = False
+            self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

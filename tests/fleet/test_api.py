@@ -5,6 +5,7 @@ change nothing when refused, exactly-once rows under resending."""
 from __future__ import annotations
 
 import httpx
+import psycopg
 import pytest
 
 from outguard.fleet import ops
@@ -128,3 +129,110 @@ def test_report_validation_and_wait_bounds(replicas: Replicas) -> None:
         (row,) = ops.hosts(conn)
     assert row["host"] == "web-1" and row["mode"] == "enforce" and row["last_seen"]
     assert row["blocked_rate"] == 1.5
+
+
+def test_https_with_the_given_certificate(db: str, tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=fleet.test", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    servers = Replicas(db, count=1, tls=(str(cert), str(key)))
+    try:
+        url = servers.urls[0]
+        assert url.startswith("https://")
+        with pytest.raises(httpx.ConnectError):  # not the system's trust: refused
+            httpx.get(url + "/v1/policy")
+        tok = token(db)
+        got = httpx.post(url + "/v1/enroll", verify=ssl.create_default_context(cafile=cert),
+                         json={"token": tok, "host": "web-1", "agent_version": "t"})
+        assert got.status_code == 201
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP to the TLS port
+            httpx.get(url.replace("https", "http") + "/v1/policy")
+    finally:
+        servers.stop()
+
+
+def test_flows_are_stored_once_per_host_and_id(replicas: Replicas) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+    flow = {"exe": "/usr/bin/curl", "dst": "203.0.113.5", "port": 443, "proto": "tcp",
+            "count": 3, "names": ["api.example"]}
+    body = {"flows": [{"id": "f1", "ts": 1_800_000_000.0, "record": flow},
+                      {"id": "f1", "ts": 1_800_000_000.0, "record": flow}]}
+    got = a.http.post("/v1/flows", json=body)
+    assert got.status_code == 200 and got.json() == {"accepted": 1, "duplicates": 1}
+    assert a.http.post("/v1/flows", json=body).json() == {"accepted": 0, "duplicates": 2}
+    (row,) = rows(replicas.dsn, "SELECT host_id, id, record FROM flows")
+    assert row == (a.host_id, "f1", flow)
+    late = a.http.post("/v1/flows", json={"flows": [{"id": "f2", "ts": 5e9, "record": {}}]})
+    assert late.status_code == 422 and "flows.0.ts" in late.json()["error"]
+
+
+def test_the_rate_per_host_is_bounded_with_retry_after(db: str) -> None:
+    servers = Replicas(db, count=1, rate=1)  # burst 3, then 1/s
+    try:
+        a = SimHost(servers.urls[0], db, "web-1")
+        codes = [a.policy().status_code for _ in range(6)]
+        assert codes[:3] == [204, 204, 204] and 429 in codes[3:], codes
+        refused = a.policy()
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "too many requests" in refused.json()["error"]
+        b = SimHost(servers.urls[0], db, "web-2")  # another host has its own bucket
+        assert b.policy().status_code == 204
+    finally:
+        servers.stop()
+
+
+def test_a_database_outage_is_503_with_retry_after() -> None:
+    from outguard.fleet import schema
+    from tests.fleet.pgserver import PgServer
+
+    with PgServer() as pg:  # its own cluster: this test stops it
+        dsn = pg.create_db()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            schema.migrate(conn)
+        servers = Replicas(dsn, count=1)
+        try:
+            a = SimHost(servers.urls[0], dsn, "web-1")
+            pg.halt()
+            got = a.incidents([incident(1)])
+            assert got.status_code == 503, got.text
+            assert got.headers["retry-after"] == "5" and "database" in got.json()["error"]
+        finally:
+            servers.stop()
+
+
+def test_an_expired_enrol_token_is_refused(replicas: Replicas) -> None:
+    tok = token(replicas.dsn)
+    with psycopg.connect(replicas.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE enroll_tokens SET expires = now() - interval '1 second'")
+    got = httpx.post(replicas.urls[0] + "/v1/enroll",
+                     json={"token": tok, "host": "web-1", "agent_version": "t"})
+    assert got.status_code == 401 and "expired" in got.json()["error"]
+    assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(0,)]
+
+
+def test_one_name_enrolled_at_once_with_two_tokens_gets_one_host(replicas: Replicas) -> None:
+    import threading
+
+    tokens = [token(replicas.dsn) for _ in range(6)]
+    codes: list[int] = []
+    go = threading.Barrier(len(tokens))
+
+    def enrol(tok: str, url: str) -> None:
+        go.wait()
+        codes.append(httpx.post(url + "/v1/enroll", json={"token": tok, "host": "twin",
+                                                          "agent_version": "t"}).status_code)
+
+    threads = [threading.Thread(target=enrol, args=(t, replicas.urls[i % 2]))
+               for i, t in enumerate(tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [201, 409, 409, 409, 409, 409]
+    assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(1,)]
+    assert rows(replicas.dsn, "SELECT count(*) FROM enroll_tokens WHERE used IS NOT NULL") == [(1,)]

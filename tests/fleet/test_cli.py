@@ -76,3 +76,9 @@ def test_operator_commands(replicas: Replicas, tmp_path: Path) -> None:
     assert "no host 'nope'" in run("revoke", "--db", db, "nope", code=1)
     assert "dropped 0 partition(s)" in run("prune", "--db", db, "--keep-days", "30")
     assert "aborted" in run("rollout", "abort", "--db", db)
+
+
+def test_serve_refuses_a_database_without_the_schema(dsn: str) -> None:
+    out = run("serve", "--db", dsn, "--no-tls", "--listen", "127.0.0.1:9", code=1)
+    assert "version 0, this outguard needs" in out and "fleet init" in out
+    assert "--tls-cert" in run("serve", "--db", dsn, "--listen", "127.0.0.1:9", code=2)

@@ -79,11 +79,17 @@ def test_waves_advance_on_reports(replicas: Replicas, tmp_path: Path) -> None:
 
 def test_one_wave_advances_once_under_concurrent_reports(replicas: Replicas,
                                                           tmp_path: Path) -> None:
-    hosts = _fleet(replicas, 12)
-    pushed = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=6, waves=[50.0, 100.0])
+    hosts = _fleet(replicas, 16)
+    pushed = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=8, waves=[50.0, 100.0])
     wave0 = [h for h in hosts if h.name in pushed.waves[0]]
     bodies = [h.policy().json() for h in wave0]
-    threads = [threading.Thread(target=h.report, args=(b["version"], b["rollout_id"], "applied"))
+    go = threading.Barrier(len(wave0))
+
+    def report(h: SimHost, body: dict) -> None:
+        go.wait()  # all at once, over both replicas
+        h.report(body["version"], body["rollout_id"], "applied")
+
+    threads = [threading.Thread(target=report, args=(h, b))
                for h, b in zip(wave0, bodies, strict=True)]
     for t in threads:
         t.start()
@@ -188,3 +194,28 @@ def test_lockdown_and_pushes_wake_long_polls_on_every_replica(replicas: Replicas
         assert when - start < 3.0, f"{name} woke after {when - start:.1f}s"
     again = hosts[0].policy(wait=1, etag=answers["web-00"][1].headers["etag"])
     assert again.status_code == 304
+
+
+def test_a_wave_advances_by_the_periodic_check_after_its_soak(replicas: Replicas,
+                                                              tmp_path: Path) -> None:
+    hosts = _fleet(replicas, 3)
+    v = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=1, waves=[100.0], soak_seconds=1.5)
+    (canary,) = [h for h in hosts if h.name in v.waves[0]]
+    body = canary.policy().json()
+    canary.report(body["version"], body["rollout_id"], "applied")
+    reported = time.monotonic()
+    assert _status(replicas.dsn)["wave"] == 0  # soaking: no report will come to advance it
+    _until(lambda: _status(replicas.dsn)["wave"] == 1)
+    assert time.monotonic() - reported >= 1.4
+
+
+def test_a_waiting_poll_returns_when_its_lockdown_ends(replicas: Replicas) -> None:
+    (host,) = _fleet(replicas, 1)
+    with ops.connect(replicas.dsn) as conn:
+        ops.lockdown(conn, "web-*", 2.0)
+    locked = host.policy()
+    assert locked.status_code == 200 and locked.json()["lockdown_until"]
+    start = time.monotonic()
+    ended = host.policy(wait=30, etag=locked.headers["etag"])
+    assert ended.status_code == 204  # no version, and no lockdown any more
+    assert 1.0 < time.monotonic() - start < 4.0

@@ -52,3 +52,17 @@ def test_retention_drops_old_partitions_with_their_rows(db: str) -> None:
         assert old[0] not in left and old[1] not in left and old[2] in left
         ids = {r[0] for r in conn.execute("SELECT id FROM incidents").fetchall()}
         assert ids == {f"i{d}" for d in [*old[2:], today]}
+
+
+def test_a_rows_day_stays_within_a_day_of_the_servers() -> None:
+    from datetime import date
+
+    from outguard.fleet.db import day_of
+
+    today = date(2026, 12, 3)
+    noon = datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()
+    assert day_of(noon, today) == today
+    assert day_of(noon - 86400, today) == date(2026, 12, 2)
+    assert day_of(noon - 30 * 86400, today) == date(2026, 12, 2)  # an old outbox: yesterday
+    assert day_of(noon + 400 * 86400, today) == date(2026, 12, 4)  # a clock far ahead
+    assert day_of(1e300, today) == today

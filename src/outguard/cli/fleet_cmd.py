@@ -93,8 +93,13 @@ def init(dsn: str) -> None:
               help="Drop day partitions older than this (0: never; `fleet prune` by hand).")
 @click.option("--tick", type=click.FloatRange(0.2, 300), default=5.0, show_default=True,
               help="Seconds between periodic rollout checks.")
+@click.option("--listen-db", "listen_dsn", default=None, metavar="DSN",
+              help="PostgreSQL for LISTEN, when --db is a transaction-mode PgBouncer.")
+@click.option("--max-connections", type=click.IntRange(10), default=10_000, show_default=True,
+              help="Open connections (each waiting long-poll holds one); beyond: 503.")
 def serve(dsn: str, listen: str, tls_cert: str | None, tls_key: str | None, no_tls: bool,
-          rate: float, pool_size: int, retention_days: int, tick: float) -> None:
+          rate: float, pool_size: int, retention_days: int, tick: float,
+          listen_dsn: str | None, max_connections: int) -> None:
     """The fleet API (HTTPS); run as many replicas as needed behind any load balancer."""
     from outguard.fleet.server import Settings  # noqa: PLC0415
     from outguard.fleet.server import serve as run_server  # noqa: PLC0415
@@ -106,10 +111,12 @@ def serve(dsn: str, listen: str, tls_cert: str | None, tls_key: str | None, no_t
     host, _sep, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.UsageError(f"--listen: {listen!r} is not HOST:PORT")
+    _with_conn(dsn, lambda _conn: None)  # a schema too old or too new: refused, said plainly
     try:
         run_server(Settings(dsn, rate=rate, burst=rate * 3, pool_size=pool_size,
-                            tick_seconds=tick, retention_days=retention_days),
-                   host.strip("[]"), int(port), tls_cert, tls_key)
+                            tick_seconds=tick, retention_days=retention_days,
+                            listen_dsn=listen_dsn),
+                   host.strip("[]"), int(port), tls_cert, tls_key, max_connections)
     except OutguardError as exc:
         fail(exc)
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +56,7 @@ class Settings:
     pool_size: int = 10
     tick_seconds: float = 5.0  # the periodic rollout check
     retention_days: int = 30
+    listen_dsn: str | None = None  # LISTEN's own, when `dsn` is a transaction-mode PgBouncer
 
 
 @dataclass
@@ -75,6 +76,10 @@ def _json(body: BaseModel | dict[str, Any], status: int = 200,
 
 
 async def _body(request: Request, model: type[M]) -> M:
+    return (await _raw_body(request, model))[0]
+
+
+async def _raw_body(request: Request, model: type[M]) -> tuple[M, bytes]:
     """The request's body as `model`: 413 past MAX_BODY (counted as it arrives, whatever
     Content-Length says), 400 not a JSON object, 422 the wrong shape, naming the field."""
     length = request.headers.get("content-length")
@@ -86,16 +91,16 @@ async def _body(request: Request, model: type[M]) -> M:
         if size > MAX_BODY:
             raise HttpError(413, f"body larger than {MAX_BODY} bytes")
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        data = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise HttpError(400, "the body must be a JSON object")
-    try:
-        return model.model_validate(data)
+        # pydantic's own JSON parser: one pass, no intermediate Python objects to walk twice
+        return model.model_validate_json(raw), raw
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise HttpError(400, f"malformed JSON: {first['msg']}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise HttpError(400, "the body must be a JSON object") from None
         where = ".".join(str(p) for p in first["loc"]) or "body"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise HttpError(422, f"{where}: {first['msg']}{more}") from None
@@ -126,7 +131,11 @@ async def post_enroll(request: Request) -> Response:
     _limit(state, ("peer", request.client.host if request.client else "?"))
     req = await _body(request, EnrollRequest)
     async with state.pool.connection() as conn:
-        got = await enroll(conn, req)
+        try:
+            got = await enroll(conn, req)
+        except psycopg.errors.UniqueViolation:
+            # another token enrolled this name at the same moment (the token stays unspent)
+            raise HttpError(409, f"host: {req.host!r} is already enrolled") from None
     return _json(got, 201)
 
 
@@ -160,8 +169,12 @@ async def get_policy(request: Request) -> Response:
         left = deadline - time.monotonic()
         if tag != seen or left <= 0:
             break
+        if got.lockdown_until is not None:  # its end changes the answer: wake for it
+            left = min(left, max(0.0, got.lockdown_until - time.time()) + 0.05)
+        # no periodic re-read: a NOTIFY (or the listener's reconnect) is what wakes a waiter,
+        # so 10,000 waiting hosts cost the database nothing until something changes
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=min(left, 5.0))
+            await asyncio.wait_for(changed.wait(), timeout=left)
     headers = {"ETag": tag}
     if tag == seen:
         return Response(status_code=304, headers=headers)
@@ -192,12 +205,12 @@ def _on_report(state: _State, host_id: int, rep: ReportRequest) -> None:
 async def _items(request: Request, table: str, model: type[IncidentBatch] | type[FlowBatch]
                  ) -> Response:
     host = await _host(request)
-    batch = await _body(request, model)
+    batch, raw = await _raw_body(request, model)
     items = batch.incidents if isinstance(batch, IncidentBatch) else batch.flows
     state = _state(request)
     async with state.pool.connection() as conn:
         try:
-            new = await db.insert_items(conn, table, host.id, items, state.known_days)
+            new = await db.insert_items(conn, table, host.id, items, raw, state.known_days)
         except psycopg.errors.UntranslatableCharacter as exc:
             raise HttpError(422, f"{table}: a record holds text PostgreSQL refuses: {exc}") from None
     return _json(BatchResponse(accepted=new, duplicates=len(items) - new))
@@ -218,6 +231,10 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]
             return await handler(request)
         except HttpError as exc:
             return _json({"error": exc.message}, exc.status, exc.headers)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # the database is away or saturated: the agent's outbox keeps the rows, retry later
+            return _json({"error": f"database unavailable: {type(exc).__name__}"}, 503,
+                         {"Retry-After": "5"})
     return run
 
 
@@ -254,13 +271,13 @@ def create_app(settings: Settings) -> Starlette:
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
             schema.check_version(conn)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            settings.dsn, min_size=2, max_size=settings.pool_size, open=False,
+            settings.dsn, min_size=2, max_size=settings.pool_size, open=False, timeout=10,
             kwargs={"autocommit": True})
         sync_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             settings.dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
         await pool.open()
         sync_pool.open()
-        state = _State(settings, pool, sync_pool, db.Notifier(settings.dsn),
+        state = _State(settings, pool, sync_pool, db.Notifier(settings.listen_dsn or settings.dsn),
                        RateLimiter(settings.rate, settings.burst))
         app.state.fleet = state
         try:
@@ -284,11 +301,11 @@ def create_app(settings: Settings) -> Starlette:
                      exception_handlers={HTTPException: _http_error})
 
 
-def serve(settings: Settings, host: str, port: int, certfile: str | None, keyfile: str | None
-          ) -> None:
+def serve(settings: Settings, host: str, port: int, certfile: str | None, keyfile: str | None,
+          max_connections: int = 10_000) -> None:
     """Run the API until SIGTERM/SIGINT (uvicorn's own handling: it drains requests first)."""
     import uvicorn  # noqa: PLC0415 (only `serve` needs the server)
 
     uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=certfile,
                 ssl_keyfile=keyfile, log_level="warning", access_log=False,
-                limit_concurrency=2000, timeout_graceful_shutdown=5)
+                limit_concurrency=max_connections, timeout_graceful_shutdown=5)

@@ -18,6 +18,7 @@ API_PREFIX = "/v1"
 MAX_BODY = 1 << 20  # bytes: a larger body is refused with 413 before it is read whole
 MAX_BATCH = 1000  # incidents or flows in one POST
 MAX_WAIT = 60.0  # seconds a policy long-poll may wait
+MAX_TS = 4_102_444_800.0  # 2100-01-01: a time past it is a broken clock, refused
 HOST_PATTERN = r"^[A-Za-z0-9.-]{1,253}$"
 _HOST_RE = re.compile(HOST_PATTERN)
 
@@ -94,7 +95,7 @@ class Item(_Wire):
     batch sent again after a lost answer adds no row."""
 
     id: ItemId
-    ts: float  # unix seconds: the row's time, which picks its day partition
+    ts: float = Field(ge=0, lt=MAX_TS)  # unix seconds: the row's time (picks its day partition)
     record: dict[str, Any]
 
 
