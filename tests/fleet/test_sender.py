@@ -68,8 +68,8 @@ def test_outage_then_recovery_loses_nothing(tmp_path: Path) -> None:
         task = asyncio.get_running_loop().create_task(sender.run(stop))
         await asyncio.sleep(1.0)  # the server is away: failures, backoff
         assert sender.stats.failures >= 3 and sender.stats.posts == 0
+        server.b.fail_next = 2  # when it is back, its database is away for two posts
         await asyncio.to_thread(server.start)
-        server.b.fail_next = 2  # and then its database is away for two posts
         for _ in range(200):
             if box.books("incidents").pending == 0:
                 break
@@ -183,3 +183,20 @@ async def _drain_ca(url: str, box: Outbox, ca: Path) -> int:
     finally:
         await client.close()
     return box.books("incidents").sent
+
+
+def test_an_outbox_error_does_not_end_the_sender(tiny: Tiny, tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    fill(box, 3)
+    box.close()  # every take fails now
+
+    async def scenario() -> Sender:
+        client = FleetClient(tiny.url, None, Credential(tiny.url, "h", 1, "cred-1"))
+        sender = Sender(box, "incidents", client.post_items, cap=0.05)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        await sender.run(stop)  # returns at the stop, not with the error
+        await client.close()
+        return sender
+
+    assert asyncio.run(scenario()).stats.outbox_errors >= 3

@@ -48,7 +48,7 @@ from outguard.fleet.client import (
     load_credential,
     save_credential,
 )
-from outguard.fleet.local import HostOps
+from outguard.fleet.local import Applied, HostOps
 from outguard.fleet.outbox import DEFAULT_BOUND, KINDS, Outbox
 from outguard.fleet.sender import Sender, backoff
 from outguard.state import write_private
@@ -242,10 +242,15 @@ class FleetAgent:
             else:
                 first, attempt, self.reachable = False, 0, True
                 self.policy_answers += 1
-                await self._handle(answer)
-                await self._report_pending()
                 quick = time.monotonic() - began < min(1.0, wait / 2)
                 pause = self.opts.poll if wait > 0 and answer.status != 200 and quick else 0.0
+                try:
+                    await self._handle(answer)
+                except Exception as exc:  # a bug must not end the fleet part: log, go on
+                    log.error("fleet: handling the policy answer failed", exc_info=exc)
+                    self.state = fl.failed(self.state)
+                    pause = self.opts.cap
+                await self._report_pending()
             await self._pause(stop, pause)
 
     async def _handle(self, answer: PolicyAnswer) -> None:
@@ -271,7 +276,10 @@ class FleetAgent:
 
     async def _apply(self, act: fl.Apply) -> None:
         t0 = time.monotonic()
-        res = await asyncio.to_thread(self.ops.apply, act.text, self.opts.confirm_timeout)
+        try:
+            res = await asyncio.to_thread(self.ops.apply, act.text, self.opts.confirm_timeout)
+        except OSError as exc:  # the state directory (the kernel's errors are in `res`)
+            res = Applied(False, "apply_failed", f"cannot apply: {exc}")
         t1 = time.monotonic()
         if not res.ok:
             self.state = fl.after_apply(self.state, act, res.result, res.detail, res.mode)

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from outguard.fleet import wire
 from outguard.fleet.client import FleetError, RefusedError, ThrottledError
-from outguard.fleet.outbox import Item, Outbox
+from outguard.fleet.outbox import Item, Outbox, OutboxError
 
 log = logging.getLogger("outguard.fleet")
 Post = Callable[[str, list[wire.Item]], Awaitable[wire.BatchResponse]]
@@ -55,6 +55,7 @@ class SenderStats:
     attempt: int = 0  # consecutive failures now (0: the last post went through)
     last_error: str | None = None
     last_ok: float = 0.0  # unix time of the last accepted post
+    outbox_errors: int = 0  # the outbox could not be read or written
 
 
 class Sender:
@@ -73,7 +74,13 @@ class Sender:
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: send what waits, wait when nothing does or after a failure."""
         while not stop.is_set():
-            pause = await self.step()
+            try:
+                pause = await self.step()
+            except OutboxError as exc:  # the disk: the monitor's store reports it too
+                self.stats.outbox_errors += 1
+                if self.stats.outbox_errors == 1:
+                    log.error("fleet: %s; the sender tries again", exc)
+                pause = self.cap
             if pause > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
