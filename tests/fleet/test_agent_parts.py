@@ -16,9 +16,10 @@ from outguard.cli.fleetrun import fleet_setup
 from outguard.events import Incident, LearnedFlow
 from outguard.fleet import follow as fl
 from outguard.fleet import status
-from outguard.fleet.agent import FOLLOW, OUTBOX, FleetAgent, FleetOptions, families
+from outguard.fleet.agent import FOLLOW, OUTBOX, FleetAgent, FleetOptions
 from outguard.fleet.client import Credential, save_credential
 from outguard.fleet.outbox import Outbox
+from outguard.fleet.status import families
 from outguard.fleet.tee import Teed, flow_id
 from outguard.monitor.metrics import Metrics
 from outguard.store import Query

@@ -25,12 +25,10 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from outguard import __version__
 from outguard.errors import OutguardError
@@ -370,32 +368,3 @@ class FleetAgent:
         self._samples = [s for s in self._samples if now - s[0] <= 60.0]
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return max(0.0, (n1 - n0) / (t1 - t0)) if t1 > t0 else 0.0
-
-
-def families(agent: FleetAgent) -> Callable[[], Iterator[Metric]]:
-    """Prometheus families: the outbox's books per kind, the senders, the server's state."""
-    def collect() -> Iterator[Metric]:
-        names = ("enqueued", "sent", "dropped", "rejected")
-        counters = {n: CounterMetricFamily(f"outguard_fleet_outbox_{n}", f"Outbox items {n}"
-                                           " (enqueued = sent + pending + dropped + rejected)",
-                                           labels=["kind"]) for n in names}
-        pending = GaugeMetricFamily("outguard_fleet_outbox_pending", "Outbox items waiting"
-                                    " for the fleet server", labels=["kind"])
-        for kind in KINDS:
-            books = agent.outbox.books(kind)
-            for n in names:
-                counters[n].add_metric([kind], getattr(books, n))
-            pending.add_metric([kind], books.pending)
-        failures = CounterMetricFamily("outguard_fleet_post_failures", "Batch posts that did"
-                                       " not go through (retried)", labels=["kind"])
-        for sender in agent.senders:
-            failures.add_metric([sender.kind], sender.stats.failures)
-        up = GaugeMetricFamily("outguard_fleet_server_reachable", "1 if the last request to"
-                               " the fleet server got an answer")
-        up.add_metric([], 1.0 if agent.reachable else 0.0)
-        version = GaugeMetricFamily("outguard_fleet_policy_version", "The fleet policy version"
-                                    " in force (-1: none)")
-        version.add_metric([], float(agent.state.version if agent.state.version is not None
-                                     else -1))
-        yield from (*counters.values(), pending, failures, up, version)
-    return collect

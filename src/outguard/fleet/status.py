@@ -1,20 +1,25 @@
-"""The fleet agent's part of `outguard status`: the outbox's books and the policy it follows.
+"""The fleet agent's figures: its part of `outguard status` (the outbox's books and the
+policy it follows) and its Prometheus families.
 
-Place in the data flow: reads what the running (or stopped) agent keeps in STATE_DIR/fleet —
-the outbox (`fleet.outbox.read_books`, read-only) and follow.json (`fleet.follow`) — and
-nothing else; `cli.status_cmd` prints `lines` and puts `read` into `--json`.
+Place in the data flow: `read` takes what the running (or stopped) agent keeps in
+STATE_DIR/fleet — the outbox (`fleet.outbox.read_books`, read-only) and follow.json
+(`fleet.follow`) — and nothing else; `cli.status_cmd` prints `lines` and puts `read` into
+`--json`. `families` is watched by the agent's metrics endpoint (`service.fleetpart`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from outguard.fleet import follow as fl
-from outguard.fleet.agent import FOLLOW, OUTBOX
+from outguard.fleet.agent import FOLLOW, OUTBOX, FleetAgent
 from outguard.fleet.client import CREDENTIAL, FleetError, load_credential
-from outguard.fleet.outbox import read_books
+from outguard.fleet.outbox import KINDS, read_books
 
 
 def read(state_dir: Path) -> dict[str, Any] | None:
@@ -57,3 +62,32 @@ def lines(doc: dict[str, Any] | None) -> list[str]:
                    f" rejected" + ("" if b["balanced"] else "  <-- BOOKS DO NOT BALANCE")
                    + ("  <-- DROPPED" if b["dropped"] else ""))
     return out
+
+
+def families(agent: FleetAgent) -> Callable[[], Iterator[Metric]]:
+    """Prometheus families: the outbox's books per kind, the senders, the server's state."""
+    def collect() -> Iterator[Metric]:
+        names = ("enqueued", "sent", "dropped", "rejected")
+        counters = {n: CounterMetricFamily(f"outguard_fleet_outbox_{n}", f"Outbox items {n}"
+                                           " (enqueued = sent + pending + dropped + rejected)",
+                                           labels=["kind"]) for n in names}
+        pending = GaugeMetricFamily("outguard_fleet_outbox_pending", "Outbox items waiting"
+                                    " for the fleet server", labels=["kind"])
+        for kind in KINDS:
+            books = agent.outbox.books(kind)
+            for n in names:
+                counters[n].add_metric([kind], getattr(books, n))
+            pending.add_metric([kind], books.pending)
+        failures = CounterMetricFamily("outguard_fleet_post_failures", "Batch posts that did"
+                                       " not go through (retried)", labels=["kind"])
+        for sender in agent.senders:
+            failures.add_metric([sender.kind], sender.stats.failures)
+        up = GaugeMetricFamily("outguard_fleet_server_reachable", "1 if the last request to"
+                               " the fleet server got an answer")
+        up.add_metric([], 1.0 if agent.reachable else 0.0)
+        version = GaugeMetricFamily("outguard_fleet_policy_version", "The fleet policy version"
+                                    " in force (-1: none)")
+        version.add_metric([], float(agent.state.version if agent.state.version is not None
+                                     else -1))
+        yield from (*counters.values(), pending, failures, up, version)
+    return collect

@@ -17,8 +17,9 @@ import logging
 from dataclasses import dataclass
 
 from outguard.errors import OutguardError
-from outguard.fleet.agent import OUTBOX, FleetAgent, families
+from outguard.fleet.agent import OUTBOX, FleetAgent
 from outguard.fleet.outbox import Outbox, OutboxError
+from outguard.fleet.status import families
 from outguard.fleet.tee import Teed
 from outguard.monitor.agent import Agent
 from outguard.monitor.metrics import Metrics
