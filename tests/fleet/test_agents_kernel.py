@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from outguard.kernel import netns as ns
-from tests.fleet.agentlab import BLOCKED_NET, AgentLab, Host, policy_text
+from tests.fleet.agentlab import BLOCKED_NET, URL, AgentLab, Host, policy_text
 from tests.fleet.pgserver import available
 from tests.kernel.conftest import kernel_skip_reason
 
@@ -129,6 +130,15 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
         else:
             assert books["dropped"] == 0 and server == local, h.name
             assert burst == {(f"{BLOCKED_NET}{1 + k}", 9000) for k in range(60)}, h.name
+
+    h9 = lab.hosts[-1]
+    shown = subprocess.run([sys.executable, "-m", "outguard", "status", "--netns", h9.netns,
+                            "--state-dir", str(h9.state)], capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    b9 = h9.outbox_books()["incidents"]
+    assert f"enrolled with {URL} as {h9.name}" in shown, shown
+    assert (f"outbox incidents: {b9['enqueued']} enqueued = {b9['sent']} sent + 0 pending +"
+            f" {b9['dropped']} dropped (full) + 0 rejected  <-- DROPPED") in shown, shown
 
     # ... and the flows they learned (`learn: true`), each once, as the local store has them
     for h in lab.hosts:
