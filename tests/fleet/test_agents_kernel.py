@@ -10,7 +10,8 @@ One scenario, in order (each step needs the state the one before left):
    which drops (counted) what it cannot hold, and its books balance;
 3. the fleet's lockdown reaches a host (keeping the rule to the server) and is lifted again;
 4. a version that cuts a host off its server is rolled back by the host itself and reported
-   `rolled_back` once it is back;
+   `rolled_back` once it is back; one whose verify fails is rolled back and reported
+   `verify_failed` with the probe that differed;
 5. an agent that starts while the server is away applies its last policy (its kernel table was
    deleted meanwhile) and alerts locally; its incidents of that time arrive when the server is
    back.
@@ -174,6 +175,20 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
     assert _table_policy(h2) == p1.read_text()
     lab.wait("rolled_back reported", lambda: lab.sql(
         "SELECT result FROM rollout_hosts WHERE rollout_id = 2") == [("rolled_back",)], 60)
+
+    # 4b. a version whose verify fails (an allowed destination nothing answers): rolled back
+    h3 = lab.hosts[3]
+    lab.fleet_cli("rollout", "abort")  # the halted rollout 2 (a push waits for it)
+    bad = lab.root / "unverifiable.yaml"
+    bad.write_text(policy_text("unverifiable", extra_allow=(
+        "  - name: nobody-answers\n    to: [192.0.2.99]\n    ports: [443]\n    proto: tcp\n")))
+    lab.fleet_cli("push", str(bad), "--to", h3.name, "--canary", "0", "--waves", "100%",
+                  "--soak", "0")
+    lab.wait("h03's verify failed", lambda: h3.follow().get("result") == "verify_failed", 60)
+    assert h3.follow()["version"] == 1 and "nobody-answers" in h3.follow()["detail"]
+    assert _table_policy(h3) == p1.read_text()
+    lab.wait("verify_failed reported", lambda: lab.sql(
+        "SELECT result FROM rollout_hosts WHERE rollout_id = 3") == [("verify_failed",)], 60)
 
     # 5. a start while the server is away: the last policy, a local alert
     h0 = lab.hosts[0]
