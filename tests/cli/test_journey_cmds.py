@@ -50,7 +50,8 @@ def test_suggest_from_a_file_then_simulate(tmp_path: Path) -> None:
     text = out.read_text()
     assert "api.example.com" in text and "203.0.113.10" not in text
     assert "jndi-callback (critical)" in text
-    assert run("check", str(out), "--state-dir", str(tmp_path)).exit_code == 0
+    checked = run("check", str(out), "--state-dir", str(tmp_path))
+    assert checked.exit_code == 0, checked.output
     result = run("simulate", str(out), "--flows", str(_file(tmp_path)),
                  "--state-dir", str(tmp_path))
     assert result.exit_code == 0, result.output

@@ -60,6 +60,23 @@ _STORE_OPTIONS = [
 ]
 
 
+def _web(listen: str | None, cert: Path | None, key: Path | None) -> Any:
+    """`--web`'s options, checked now (a bad address is a usage error, before any apply)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from outguard.policy.webconf import WebConfig  # noqa: PLC0415
+
+    if listen is None:
+        if cert is not None or key is not None:
+            raise click.UsageError("--web-tls-cert/--web-tls-key need --web HOST:PORT")
+        return None
+    try:
+        return WebConfig(listen=listen, tls_cert=cert, tls_key=key)
+    except ValidationError as exc:
+        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter(why, param_hint="--web") from exc
+
+
 def _store_options(fn: Any) -> Any:
     for option in reversed(_STORE_OPTIONS):
         fn = option(fn)
@@ -76,10 +93,18 @@ def _store_options(fn: Any) -> Any:
               help="Extra signature file(s): add, replace or disable signatures.")
 @click.option("--no-apply", is_flag=True, help="Do not apply: serve the policy applied in the"
               " state directory (POLICY, if given, only while nothing is applied).")
+@click.option("--web", "web_listen", metavar="HOST:PORT", default=None,
+              help="Serve the dashboard here (e.g. 127.0.0.1:8765; its token is"
+                   " STATE_DIR/web.token). Another address than loopback needs --web-tls-*.")
+@click.option("--web-tls-cert", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM certificate for the dashboard (HTTPS).")
+@click.option("--web-tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM private key of --web-tls-cert.")
 @fleet_options
 @kernel_options
 def run(policy: Path | None, metrics_listen: str | None, store: str | None,
-        signatures: tuple[Path, ...], no_apply: bool, netns: str | None,
+        signatures: tuple[Path, ...], no_apply: bool, web_listen: str | None,
+        web_tls_cert: Path | None, web_tls_key: Path | None, netns: str | None,
         state_dir_path: Path, **fleet: Any) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
@@ -110,13 +135,16 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     logging.basicConfig(level=logging.INFO, format="outguard: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=apply, store=store,
-                        signatures=signatures, metrics_listen=metrics_listen, fleet=fleet_opts)
+                        signatures=signatures, metrics_listen=metrics_listen,
+                        web=_web(web_listen, web_tls_cert, web_tls_key), fleet=fleet_opts)
 
     watchdogs: list[Watchdog] = []
 
     def started(running: Running) -> None:
         where = f" in network namespace {netns}" if netns else ""
         metrics = (f", metrics on http://{metrics_listen}/metrics" if metrics_listen else "")
+        if running.web is not None:
+            metrics += f", dashboard on {running.web.url}"
         click.echo(f"outguard: monitoring{where}, serving {running.reloader.stats.serving};"
                    f" events in {opts.store_location()}{metrics}", err=True)
         running.reloader.on_status = lambda text: notify(f"STATUS={text}")

@@ -9,17 +9,15 @@ resolved to a blocked destination, `Agent.names_of`; its refused queries become 
 beside the packet drops, `monitor.dns_incidents`), the feed schedule, and the watch that keeps
 `for: {unit: …}` rules on their units' cgroups (`service.cgroupwatch`). Then it runs `Agent.run` until
 `stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
-SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
-feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
-(`service.health`).
+SIGHUP). The metrics watch the kernel's counters, the alert budget, the resolver and the feeds
+(`monitor.metrics`); a failing store is alerted and counted, the agent runs on (`service.health`);
+the dashboard is served with `--web` (`service.webserve`).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
     with AgentHandle(AgentOptions(policy=None, apply=False, netns="og-lab-server",
-                                  state_dir=state, nflog_group=0)) as agent:
-        ...trigger the JNDI lookup...
+                                  state_dir=state, nflog_group=0)) as agent:  # JNDI lookup, then:
         incidents = agent.wait_for_incidents(1, timeout=1.0, query=Query(min_severity="critical"))
-        agent.alerts            # every alert the sinks were given, as dicts
     # leaving the block stops the agent and flushes the store
 """
 
@@ -49,7 +47,7 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.loaded import Policy
-from outguard.service import fleetpart, learning
+from outguard.service import fleetpart, learning, webserve
 from outguard.service.cgroupwatch import CgroupWatch
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
@@ -66,6 +64,7 @@ if TYPE_CHECKING:
     from outguard.dns.supervisor import DnsHandle
     from outguard.fleet.agent import FleetAgent
     from outguard.fleet.outbox import Outbox
+    from outguard.web.app import WebServer
 
 log = logging.getLogger("outguard.monitor")
 
@@ -107,12 +106,12 @@ class Running:
     live: Live
     reloader: Reloader
     metrics_server: MetricsServer | None = None
+    web: WebServer | None = None  # the dashboard (`--web`)
     learn_books: dict[str, Any] | None = None  # when it learned: its books at the end
     fleet: FleetAgent | None = None  # with --fleet
 
     @property
-    def dns(self) -> DnsHandle | None:
-        """The resolver in service, when the policy has a `dns:` section."""
+    def dns(self) -> DnsHandle | None:  # the resolver in service (the policy has `dns:`)
         return self.live.dns
 
 
@@ -247,10 +246,11 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
                             reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks += _watchers(opts, reloader, stop, kernel=source is None)
+        web = webserve.start(opts, parts.counters, parts.metrics, live, stop, tasks)
         fleet = fleetpart.start(opts, parts.outbox, live, parts.metrics, agent, stop)
         tasks += [fleet.task] if fleet is not None else []
         running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
-                          reloader, parts.server, fleet=fleet.agent if fleet else None)
+                          reloader, parts.server, web, fleet=fleet.agent if fleet else None)
         learn_task = None if learn is None else learning.task(
             learn, attributor, parts.store, stop, classifier=settings.classifier,
             names_of=live.names_of, counter=parts.counters,
@@ -281,7 +281,7 @@ def _watchers(opts: AgentOptions, reloader: Reloader, stop: asyncio.Event, *,
 
 
 def _group(opts: AgentOptions, policy: Policy) -> int:
-    return opts.nflog_group if opts.nflog_group is not None else policy.doc.options.nflog_group
+    return policy.doc.options.nflog_group if opts.nflog_group is None else opts.nflog_group
 
 
 class AgentHandle:
@@ -324,7 +324,7 @@ class AgentHandle:
         return self._running.result(0)
 
     @property
-    def alerts(self) -> list[dict[str, Any]]:
+    def alerts(self) -> list[dict[str, Any]]:  # every alert the sinks were given, as dicts
         return list(self.running.memory.alerts)
 
     @property
