@@ -103,3 +103,24 @@ def test_confirmed_push_stays_and_lockdown_keeps_the_server_rule(netns: str,
     assert StateDir(state).last_rollback() is None
     in_ns(netns, state, "print(ops.lockdown(None))")
     assert not (state / "lockdown.json").exists()
+
+
+def test_a_restart_inside_the_window_takes_the_waiting_apply_over(netns: str,
+                                                                   tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    a, b, c = policy("version A"), policy("version B"), policy("version C")
+    in_ns(netns, state, f"ops.apply({a!r}, 30)\nops.confirm({a!r})")
+    out = in_ns(netns, state, f"r = ops.apply({b!r}, 30)\nprint(r.ok, r.detail)")  # killed
+    assert out.startswith("True applied (")
+    pending = StateDir(state).pending()
+    assert pending is not None
+    # another version while B waits: refused, nothing changes
+    out = in_ns(netns, state, f"r = ops.apply({c!r}, 30)\nprint(r.ok, r.result, r.detail)")
+    assert out.startswith("False apply_failed") and "waits for `outguard confirm`" in out, out
+    # the restarted agent is given B again: it takes the waiting apply over and confirms it
+    out = in_ns(netns, state, f"r = ops.apply({b!r}, 30)\nprint(r.ok, r.mode, r.detail)\n"
+                              f"print(ops.confirm({b!r}))")
+    assert out.startswith("True enforce the waiting apply of this version taken over"), out
+    assert StateDir(state).pending() is None and StateDir(state).policy_text("applied") == b
+    time.sleep(0.3)
+    assert not Path(f"/proc/{pending.watchdog_pid}").exists() or not watchdog_alive(pending)

@@ -16,6 +16,7 @@ or without the server).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from outguard.apply import lockdown as ld
-from outguard.apply.recovery import FailClosedError, confirm, rollback
+from outguard.apply.recovery import FailClosedError, confirm, rollback, watchdog_alive
 from outguard.apply.run import apply_policy
 from outguard.apply.verify import describe, roll_back_failed, roll_back_mismatch, verify
 from outguard.errors import OutguardError
@@ -97,35 +98,56 @@ class HostOps:
 
     def apply(self, text: str, confirm_timeout: float) -> Applied:
         """Apply `text` with a confirmation window, then verify it (rolled back on a
-        mismatch). `ok` means applied and waiting for `confirm`."""
+        mismatch). `ok` means applied and waiting for `confirm`. The same version already
+        applied and waiting for its confirmation (the agent restarted inside the window) is
+        taken over as it is: a new apply would be refused while that one waits."""
         path = self.state_dir / CANDIDATE
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(path, text)
         self.state.ensure()
         with self._nft() as nft:
-            try:
-                report = apply_policy(path, self.state, nft, confirm_timeout=confirm_timeout,
-                                      spawn_watchdog=_spawn_watchdog(self.state_dir))
-            except FailClosedError as exc:
-                return Applied(False, "apply_failed", f"{exc.cause}; {exc.done}")
-            except OutguardError as exc:
-                return Applied(False, "apply_failed", str(exc))
+            if self._waiting_for(text):
+                what, mode = "the waiting apply of this version taken over", self._mode()
+            else:
+                try:
+                    report = apply_policy(path, self.state, nft, confirm_timeout=confirm_timeout,
+                                          spawn_watchdog=_spawn_watchdog(self.state_dir))
+                except FailClosedError as exc:
+                    return Applied(False, "apply_failed", f"{exc.cause}; {exc.done}")
+                except OutguardError as exc:
+                    return Applied(False, "apply_failed", str(exc))
+                what = f"applied ({report.rules} rules, {report.timings['total_ms']:.0f} ms)"
+                mode = report.mode
             if not self.verify_probes:
-                return Applied(True, "applied", f"applied ({report.rules} rules)", report.mode)
-            t0 = time.monotonic()
-            try:
-                checked = verify(self.state, nft, timeout=self.probe_timeout)
-            except OutguardError as exc:
-                done = roll_back_failed(self.state, nft, f"verify could not run: {exc}")
-                return Applied(False, "verify_failed", f"verify could not run: {exc}; {done}")
-            if not checked.ok:
-                done = roll_back_mismatch(self.state, nft, checked)
-                bad = [line for line in describe(checked) if line.startswith("FAIL")]
-                return Applied(False, "verify_failed", "; ".join([*bad[:5], done]))
-        return Applied(True, "applied", f"applied and verified ({report.rules} rules,"
-                                        f" {len(checked.outcomes)} probes; apply"
-                                        f" {report.timings['total_ms']:.0f} ms, verify"
-                                        f" {(time.monotonic() - t0) * 1e3:.0f} ms)", report.mode)
+                return Applied(True, "applied", what, mode)
+            return self._verify(nft, what, mode)
+
+    def _verify(self, nft: Nft, what: str, mode: str | None) -> Applied:
+        t0 = time.monotonic()
+        try:
+            checked = verify(self.state, nft, timeout=self.probe_timeout)
+        except OutguardError as exc:
+            done = roll_back_failed(self.state, nft, f"verify could not run: {exc}")
+            return Applied(False, "verify_failed", f"verify could not run: {exc}; {done}")
+        if not checked.ok:
+            done = roll_back_mismatch(self.state, nft, checked)
+            bad = [line for line in describe(checked) if line.startswith("FAIL")]
+            return Applied(False, "verify_failed", "; ".join([*bad[:5], done]))
+        return Applied(True, "applied", f"{what}; verified ({len(checked.outcomes)} probes,"
+                                        f" {(time.monotonic() - t0) * 1e3:.0f} ms)", mode)
+
+    def _waiting_for(self, text: str) -> bool:
+        try:
+            pending = self.state.pending()
+        except OutguardError:
+            return False  # damaged: the apply says what to do about it
+        return (pending is not None and time.time() < pending.deadline - 1.0
+                and pending.policy_hash == hashlib.sha256(text.encode()).hexdigest()
+                and watchdog_alive(pending))
+
+    def _mode(self) -> str | None:
+        policy = load_applied(self.state)
+        return policy.doc.mode if policy is not None else None
 
     def confirm(self, text: str) -> str:
         """Keep what `apply` applied; it becomes the last good policy."""
