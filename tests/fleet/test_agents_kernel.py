@@ -6,8 +6,9 @@ One scenario, in order (each step needs the state the one before left):
 1. every agent enrols with its token and follows the fleet; a push reaches every host, which
    applies and verifies it and reports `applied` from under it;
 2. a burst of blocked packets on every host while the server, and then its database, are away
-   for 10 s each: every incident arrives exactly once; one host's outbox has a small bound,
-   which drops (counted) what it cannot hold, and its books balance;
+   for 10 s each (one agent is SIGKILLed and restarted meanwhile): every incident arrives
+   exactly once; one host's outbox has a small bound, which drops (counted) what it cannot
+   hold, and its books balance;
 3. the fleet's lockdown reaches a host (keeping the rule to the server) and is lifted again;
 4. a version that cuts a host off its server is rolled back by the host itself and reported
    `rolled_back` once it is back; one whose verify fails is rolled back and reported
@@ -100,6 +101,18 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
     t0 = time.monotonic()
     lab.stop_server()
     _burst_all(lab, 10, 30)
+    # one agent is killed (SIGKILL) with its burst waiting in the outbox, and started again
+    h4 = lab.hosts[4 % HOSTS]
+    lab.wait("h04's burst in its outbox", lambda: h4.outbox_books()["incidents"]["pending"]
+             >= 30, 20)
+    assert h4.proc is not None
+    h4.proc.kill()
+    h4.proc.wait()
+    h4.proc = None
+    mark = h4.log.stat().st_size
+    lab.start_agent(h4, None, "--fleet-confirm-timeout", "10")
+    lab.wait("h04 monitoring again", lambda: b"outguard: monitoring" in
+             h4.log.read_bytes()[mark:], 30)
     _until(t0, OUTAGE_S)
     lab.start_server()
     t0 = time.monotonic()
