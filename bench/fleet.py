@@ -8,9 +8,9 @@ go to one private PostgreSQL cluster (tests/fleet/pgserver.py: Debian's binaries
 directory, a unix socket, durable settings: fsync and synchronous_commit on) with the fleet
 schema. outguard: `outguard fleet serve` replicas (plain HTTP on 127.0.0.1), C concurrent
 clients, one enrolled host each, POSTing pre-encoded batches of B incidents (each ~650 bytes of
-JSON, an `Incident.to_json()`), round robin over the replicas; every batch is one transaction
-(validate, partition check, INSERT ... unnest ON CONFLICT DO NOTHING). Peer: one psycopg client
-`COPY incidents (...) FROM STDIN` of the same rows in one transaction. The tables are emptied
+JSON, an `Incident.to_json()`), round robin over the replicas; every batch is one statement
+(validate, partition check, INSERT ... FROM jsonb_to_recordset ON CONFLICT). Peer: one psycopg
+client `COPY incidents (...) FROM STDIN` of the same rows in one transaction. The tables are emptied
 between runs; runs alternate API, COPY, and the medians are compared. Holds flock
 /tmp/og-bench.lock while timing. Not a test.
 """
@@ -40,7 +40,7 @@ import orjson
 import psycopg
 
 from outguard.fleet import ops, schema
-from tests.fleet.pgserver import PgServer, _free_port
+from tests.fleet.pgserver import DIE_WITH_PARENT, PgServer, _free_port
 
 
 def record(n: int) -> dict[str, object]:
@@ -62,8 +62,9 @@ def start_replicas(dsn: str, count: int) -> tuple[list[subprocess.Popen[bytes]],
     for _ in range(count):
         port = _free_port()
         procs.append(subprocess.Popen(
-            [str(bl.VENV_PYTHON), "-m", "outguard", "fleet", "serve", "--db", dsn, "--no-tls",
-             "--listen", f"127.0.0.1:{port}", "--rate", "100000", "--pool-size", "12"]))
+            [*DIE_WITH_PARENT, str(bl.VENV_PYTHON), "-m", "outguard", "fleet", "serve", "--db",
+             dsn, "--no-tls", "--listen", f"127.0.0.1:{port}", "--rate", "100000",
+             "--pool-size", "12"]))
         urls.append(f"http://127.0.0.1:{port}")
     for url in urls:
         bl.wait_for(lambda url=url: _up(url), f"fleet serve at {url}", 30)

@@ -48,7 +48,7 @@ class Replicas:
 
         import httpx
 
-        from tests.fleet.pgserver import _free_port
+        from tests.fleet.pgserver import DIE_WITH_PARENT, _free_port
 
         self.dsn = dsn
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -60,7 +60,7 @@ class Replicas:
                 # path is what a PgBouncer deployment uses
                 listen = ["--listen-db", dsn] if index == 1 else []
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn,
+                    [*DIE_WITH_PARENT, sys.executable, "-m", "outguard", "fleet", "serve", "--db", dsn,
                      "--listen", f"127.0.0.1:{port}", "--tick", "0.3", "--rate", str(rate),
                      *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--no-tls"]),
                      *listen],

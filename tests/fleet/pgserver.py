@@ -28,6 +28,11 @@ def available() -> str | None:
     return None
 
 
+# A prefix for a child server's command: it gets SIGTERM when the process that started it dies
+# (even killed), so that no server outlives a run (util-linux's setpriv, no preexec_fn).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

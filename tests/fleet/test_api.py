@@ -197,7 +197,9 @@ def test_a_database_outage_is_503_with_retry_after() -> None:
         servers = Replicas(dsn, count=1)
         try:
             a = SimHost(servers.urls[0], dsn, "web-1")
+            assert httpx.get(servers.urls[0] + "/healthz").json() == {"ok": True}
             pg.halt()
+            assert httpx.get(servers.urls[0] + "/healthz", timeout=15).status_code == 503
             got = a.incidents([incident(1)])
             assert got.status_code == 503, got.text
             assert got.headers["retry-after"] == "5" and "database" in got.json()["error"]
@@ -236,3 +238,26 @@ def test_one_name_enrolled_at_once_with_two_tokens_gets_one_host(replicas: Repli
     assert sorted(codes) == [201, 409, 409, 409, 409, 409]
     assert rows(replicas.dsn, "SELECT count(*) FROM hosts") == [(1,)]
     assert rows(replicas.dsn, "SELECT count(*) FROM enroll_tokens WHERE used IS NOT NULL") == [(1,)]
+
+
+def test_an_incident_sent_again_as_it_grows_keeps_its_newest_form(replicas: Replicas) -> None:
+    a = SimHost(replicas.urls[0], replicas.dsn, "web-1")
+
+    def send(count: int, last_seen: str) -> dict:
+        rec = incident(1, count=count) | {"last_seen": last_seen}
+        got = a.http.post("/v1/incidents", json={"incidents": [
+            {"id": "inc1", "ts": 1_800_000_000.0, "record": rec}]})
+        assert got.status_code == 200, got.text
+        return got.json()
+
+    assert send(1, "2026-12-03T10:00:00+00:00") == {"accepted": 1, "duplicates": 0}
+    assert send(1, "2026-12-03T10:00:00+00:00") == {"accepted": 0, "duplicates": 1}  # resend
+    assert send(5, "2026-12-03T10:05:00+00:00") == {"accepted": 1, "duplicates": 0}  # it grew
+    assert send(3, "2026-12-03T10:02:00+00:00") == {"accepted": 0, "duplicates": 1}  # late, older
+    assert rows(replicas.dsn, "SELECT id, record->'count' FROM incidents") == [("inc1", 5)]
+    twice = a.http.post("/v1/incidents", json={"incidents": [
+        {"id": "inc2", "ts": 1_800_000_000.0,
+         "record": incident(2, count=2) | {"last_seen": "2026-12-03T11:00:00+00:00"}},
+        {"id": "inc2", "ts": 1_800_000_000.0, "record": incident(2, count=1)}]})
+    assert twice.json() == {"accepted": 1, "duplicates": 1}  # one row: the batch's newest
+    assert rows(replicas.dsn, "SELECT record->'count' FROM incidents WHERE id = 'inc2'") == [(2,)]

@@ -219,3 +219,18 @@ def test_a_waiting_poll_returns_when_its_lockdown_ends(replicas: Replicas) -> No
     ended = host.policy(wait=30, etag=locked.headers["etag"])
     assert ended.status_code == 204  # no version, and no lockdown any more
     assert 1.0 < time.monotonic() - start < 4.0
+
+
+def test_a_late_failure_of_an_earlier_wave_halts_and_reverts_that_host(replicas: Replicas,
+                                                                       tmp_path: Path) -> None:
+    hosts = _fleet(replicas, 3)
+    v = _push(replicas.dsn, tmp_path / "p.yaml", V1, canary=1, waves=[100.0])
+    (canary,) = [h for h in hosts if h.name in v.waves[0]]
+    body = canary.policy().json()
+    canary.report(body["version"], body["rollout_id"], "applied")
+    assert _status(replicas.dsn)["wave"] == 1  # soak 0: the next wave at once
+    # the canary's own watchdog rolled it back later (e.g. its confirmation never came)
+    canary.report(v.version, v.rollout_id, "rolled_back", detail="no confirmation")
+    status = _status(replicas.dsn)
+    assert status["state"] == "halted" and "rolled_back" in status["reason"]
+    assert all(h.policy().status_code == 204 for h in hosts)  # the canary and wave 1

@@ -3,6 +3,7 @@ retention drops whole day partitions (and the rows in them)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -66,3 +67,45 @@ def test_a_rows_day_stays_within_a_day_of_the_servers() -> None:
     assert day_of(noon - 30 * 86400, today) == date(2026, 12, 2)  # an old outbox: yesterday
     assert day_of(noon + 400 * 86400, today) == date(2026, 12, 4)  # a clock far ahead
     assert day_of(1e300, today) == today
+
+
+def test_the_servers_housekeeping_keeps_retention_and_makes_tomorrow(db: str) -> None:
+    from tests.fleet.conftest import Replicas
+
+    today = datetime.now(UTC).date()
+    with psycopg.connect(db, autocommit=True) as conn:
+        schema.ensure_partitions(conn, [today - timedelta(days=45), today - timedelta(days=29)])
+        conn.execute("DROP TABLE " + schema.partition_name("incidents", today + timedelta(days=1)))
+    servers = Replicas(db, count=1)  # --retention-days 30 (the default), a tick every 0.3 s
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with psycopg.connect(db, autocommit=True) as conn:
+                days = schema.existing_partitions(conn, "incidents")
+            if today - timedelta(days=45) not in days and today + timedelta(days=1) in days:
+                break
+            assert time.monotonic() < deadline, days
+            time.sleep(0.2)
+        assert today - timedelta(days=29) in days
+    finally:
+        servers.stop()
+
+
+def test_an_older_schema_is_migrated_step_by_step(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE og_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO og_schema VALUES (1)")
+        conn.execute(schema.MIGRATIONS[0])  # a database made by the first release
+        with pytest.raises(schema.SchemaError, match="needs"):
+            schema.check_version(conn)
+        assert schema.migrate(conn) == (1, schema.SCHEMA_VERSION)
+        schema.check_version(conn)
+
+
+def test_policy_versions_are_immutable(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO policy_versions (text, sha256, source) VALUES ('a', 'b', 'c')")
+        for sql in ("UPDATE policy_versions SET text = 'x'", "DELETE FROM policy_versions"):
+            with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
+                conn.execute(sql)
+        assert conn.execute("SELECT text FROM policy_versions").fetchall() == [("a",)]

@@ -1,9 +1,9 @@
 """The API's hot path in PostgreSQL: rows in, the host's policy out, wake-ups across replicas.
 
 Place in the data flow: `fleet.server` handlers call these with a connection from its async
-pool. Incidents and flows go in as one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
-NOTHING` per batch (one round trip, exactly-once rows under at-least-once sending); their day
-partitions are made on first need. `Notifier` holds one LISTEN connection per replica: any
+pool. Incidents and flows go in as one `INSERT ... SELECT FROM jsonb_to_recordset($body) ON
+CONFLICT ...` per batch (one round trip, exactly-once rows under at-least-once sending); their
+day partitions are made on first need. `Notifier` holds one LISTEN connection per replica: any
 replica's (or operator's) `NOTIFY og_fleet` wakes every long-poll waiting on any replica.
 """
 
@@ -83,25 +83,43 @@ async def _ensure_days(conn: psycopg.AsyncConnection, days: set[date], known: se
     known.update(missing)
 
 
+# What a row sent again does. A learned flow is sent once, as first learned: a resend is a
+# duplicate. An incident is sent again whenever it grows (its count, last_seen) under the same
+# id: the newer form replaces the stored one, an older or equal one (a resend) changes nothing.
+_ON_CONFLICT = {
+    "flows": " ON CONFLICT DO NOTHING",
+    "incidents": " ON CONFLICT (host_id, id, day) DO UPDATE SET ts = EXCLUDED.ts,"
+                 " record = EXCLUDED.record, received = now()"
+                 " WHERE incidents.record IS DISTINCT FROM EXCLUDED.record"
+                 " AND coalesce(EXCLUDED.record->>'last_seen', '')"
+                 " >= coalesce(incidents.record->>'last_seen', '')",
+}
+
+
 async def insert_items(conn: psycopg.AsyncConnection, table: str, host_id: int,
                        items: list[Item], raw: bytes, known: set[date]) -> int:
-    """Insert a batch of `table` rows ("incidents" or "flows") for `host_id`; how many were new.
-    `raw` is the request body `items` were validated from: PostgreSQL reads the rows out of it
-    itself (one jsonb parameter, one pass of jsonb_to_recordset), ~3x faster than arrays of
-    re-serialised records."""
+    """Store a batch of `table` rows ("incidents" or "flows") for `host_id`; how many were new
+    or newer than the stored ones. `raw` is the request body `items` were validated from:
+    PostgreSQL reads the rows out of it itself (one jsonb parameter, one pass of
+    jsonb_to_recordset), ~3x faster than arrays of re-serialised records."""
     if not items:
         return 0
     today = datetime.now(UTC).date()
     # whole days since the epoch first: 1,000 rows of one batch are nearly always one day
     await _ensure_days(conn, {day_of(d * 86400.0, today) for d in {int(i.ts // 86400)
                                                                     for i in items}}, known)
-    # the day as `day_of` computes it, so the partitions just made are the ones rows go to
+    # the day as `day_of` computes it, so the partitions just made are the ones rows go to;
+    # one row per id (the newest of a batch that names one twice: an update may not touch a
+    # row twice in one statement)
     query = sql.SQL(
         "INSERT INTO {} (host_id, id, day, ts, record)"
-        " SELECT %(host)s, x.id, least(greatest((to_timestamp(x.ts) AT TIME ZONE 'UTC')::date,"
-        " %(today)s::date - 1), %(today)s::date + 1), to_timestamp(x.ts), x.record"
-        " FROM jsonb_to_recordset((%(body)s::jsonb)->{}) AS x(id text, ts float8, record jsonb)"
-        " ON CONFLICT DO NOTHING").format(sql.Identifier(table), sql.Literal(table))
+        " SELECT DISTINCT ON (x.id) %(host)s, x.id, least(greatest((to_timestamp(x.ts)"
+        " AT TIME ZONE 'UTC')::date, %(today)s::date - 1), %(today)s::date + 1),"
+        " to_timestamp(x.ts), x.record FROM jsonb_to_recordset((%(body)s::jsonb)->{})"
+        " AS x(id text, ts float8, record jsonb)"
+        " ORDER BY x.id, x.record->>'last_seen' DESC NULLS LAST").format(
+            sql.Identifier(table), sql.Literal(table))
+    query = sql.Composed([query, sql.SQL(_ON_CONFLICT[table])])
     # one statement in autocommit: atomic by itself, and no BEGIN/COMMIT round trips
     cur = await conn.execute(query, {"host": host_id, "today": today, "body": raw.decode("utf-8")})
     return max(cur.rowcount, 0)

@@ -107,21 +107,26 @@ def _lock(conn: psycopg.Connection, rid: int, *, skip_locked: bool = False) -> _
     return _Row(*row) if row is not None else None
 
 
-def _revert(conn: psycopg.Connection, r: _Row, wave: int | None) -> None:
-    """The hosts that took the version (of `wave`, or all) get their previous one back."""
+def _revert(conn: psycopg.Connection, r: _Row, wave: int | None, host_id: int | None = None
+            ) -> None:
+    """The hosts that took the version (of `wave`, or all; and `host_id`) get their previous
+    one back."""
     conn.execute(
         "UPDATE hosts h SET assigned_version = rh.previous_version, assigned_rollout = NULL"
         " FROM rollout_hosts rh WHERE h.id = rh.host_id AND rh.rollout_id = %s"
-        " AND rh.assigned IS NOT NULL AND (%s::int IS NULL OR rh.wave = %s)"
+        " AND rh.assigned IS NOT NULL"
+        " AND (%s::int IS NULL OR rh.wave = %s OR rh.host_id = %s::bigint)"
         " AND h.assigned_version = %s",
-        (r.id, wave, wave, r.version))
+        (r.id, wave, wave, host_id, r.version))
     notify(conn)
 
 
-def _halt(conn: psycopg.Connection, r: _Row, reason: str) -> None:
+def _halt(conn: psycopg.Connection, r: _Row, reason: str, host_id: int | None = None) -> None:
+    """Stop the rollout: the current wave, and the host that failed (it may be of an earlier
+    wave), go back to their previous version; the later waves are never assigned."""
     conn.execute("UPDATE rollouts SET state = 'halted', reason = %s WHERE id = %s",
                  (reason, r.id))
-    _revert(conn, r, r.wave)
+    _revert(conn, r, r.wave, host_id)
 
 
 def _jumped(conn: psycopg.Connection, r: _Row) -> str | None:
@@ -177,7 +182,7 @@ def on_report(conn: psycopg.Connection, host_id: int, rep: ReportRequest) -> Non
             if rep.result in FAILED_RESULTS and r.state == "running":
                 name = conn.execute("SELECT name FROM hosts WHERE id = %s", (host_id,)).fetchone()
                 _halt(conn, r, f"host {name[0] if name else host_id} reported {rep.result}:"
-                               f" {rep.detail}")
+                               f" {rep.detail}", host_id)
                 return
         if r.state == "running":
             _advance(conn, r)

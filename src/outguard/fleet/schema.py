@@ -77,6 +77,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX incidents_ts ON incidents (ts);
     CREATE INDEX flows_ts ON flows (ts);
     """,
+    # 2: a stored policy version can never change or go away (hosts and rollouts refer to it)
+    """
+    CREATE FUNCTION og_policy_version_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'policy version % is immutable: push a new version', OLD.version;
+    END $$;
+    CREATE TRIGGER policy_versions_immutable BEFORE UPDATE OR DELETE ON policy_versions
+        FOR EACH ROW EXECUTE FUNCTION og_policy_version_immutable();
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 PARTITIONED = ("incidents", "flows")

@@ -224,6 +224,17 @@ async def post_flows(request: Request) -> Response:
     return await _items(request, "flows", FlowBatch)
 
 
+async def get_health(request: Request) -> Response:
+    """For the load balancer: 200 when this replica reaches the database and is listening for
+    changes (else its long-polls would miss them), 503 otherwise. No credential, no detail."""
+    state = _state(request)
+    if not state.notifier.listening.is_set():
+        raise HttpError(503, "not listening for changes")
+    async with state.pool.connection() as conn:
+        await conn.execute("SELECT 1")
+    return _json(OkResponse(ok=True))
+
+
 def _guard(handler: Callable[[Request], Awaitable[Response]]
            ) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
@@ -292,7 +303,8 @@ def create_app(settings: Settings) -> Starlette:
             await pool.close()
             sync_pool.close()
 
-    routes = [Route("/v1/enroll", _guard(post_enroll), methods=["POST"]),
+    routes = [Route("/healthz", _guard(get_health), methods=["GET"]),
+              Route("/v1/enroll", _guard(post_enroll), methods=["POST"]),
               Route("/v1/policy", _guard(get_policy), methods=["GET"]),
               Route("/v1/report", _guard(post_report), methods=["POST"]),
               Route("/v1/incidents", _guard(post_incidents), methods=["POST"]),
