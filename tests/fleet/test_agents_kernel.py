@@ -42,8 +42,10 @@ OUTAGE_S = 10.0
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[AgentLab]:
-    if reason := kernel_skip_reason() or available():
+    if reason := kernel_skip_reason():
         pytest.skip(reason)
+    if why := available():
+        pytest.fail(why)  # as tests/fleet/conftest.py: a missing PostgreSQL fails, never skips
     built = AgentLab(HOSTS).build()
     try:
         yield built

@@ -74,6 +74,8 @@ class FleetOptions:
 
 
 class FleetAgent:
+    """One host's fleet side (see the module docstring); `service.fleetpart` runs it."""
+
     def __init__(self, opts: FleetOptions, state_dir: Path, outbox: Outbox, *,
                  publish: Publish, blocked: Callable[[], int] = lambda: 0,
                  ops: HostOps | None = None) -> None:
