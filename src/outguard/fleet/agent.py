@@ -360,8 +360,9 @@ class FleetAgent:
             await self._report_pending()
             s = self.state
             with contextlib.suppress(FleetError):
+                last = f"; last version tried {s.tried}: {s.result}" if s.result else ""
                 await self.client.report(self._body("running", s.version, s.rollout_id,
-                                                    "heartbeat", s.mode))
+                                                    f"heartbeat{last}", s.mode))
 
     def blocked_rate(self, now: float | None = None) -> float:
         """Blocked packets per second over the last minute (from the monitor's count)."""
