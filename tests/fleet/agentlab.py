@@ -101,8 +101,10 @@ class Host:
 
 
 class AgentLab:
-    def __init__(self, hosts: int) -> None:
+    def __init__(self, hosts: int, *, tls: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}lab-"))
+        self.tls = tls  # serve HTTPS with a certificate of a CA made here (`ca`)
+        self.url = URL.replace("http://", "https://") if tls else URL
         self.root.chmod(0o755)
         self.hosts = [Host(self, i) for i in range(hosts)]
         self.pg: PgServer | None = None
@@ -115,6 +117,8 @@ class AgentLab:
     def build(self) -> AgentLab:
         try:
             self._net()
+            if self.tls:
+                self._certs()
             self.pg = PgServer().start()
             self.dsn = self.pg.create_db()
             import psycopg
@@ -150,11 +154,30 @@ class AgentLab:
 
     # the server ----------------------------------------------------------------------------
 
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca.pem"
+
+    def _certs(self) -> None:
+        """A CA, and the server's certificate for its address signed by it (openssl)."""
+        def ssl(*argv: str) -> None:
+            subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=60)
+        r = self.root
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(r / "ca.key"),
+            "-out", str(self.ca), "-days", "1", "-subj", "/CN=og-w20b test CA")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(r / "srv.key"), "-out",
+            str(r / "srv.csr"), "-subj", f"/CN={SERVER_IP}")
+        (r / "ext").write_text(f"subjectAltName=IP:{SERVER_IP}\n")
+        ssl("x509", "-req", "-in", str(r / "srv.csr"), "-CA", str(self.ca), "-CAkey",
+            str(r / "ca.key"), "-CAcreateserial", "-out", str(r / "srv.pem"), "-days", "1",
+            "-extfile", str(r / "ext"))
+
     def start_server(self) -> None:
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the child's
         self.server = subprocess.Popen(
             ns.exec_argv(SERVER_NS, [sys.executable, "-m", "outguard", "fleet", "serve", "--db",
-                                     self.dsn, "--no-tls", "--listen", f"{SERVER_IP}:{PORT}",
+                                     self.dsn, *self._tls_args(), "--listen",
+                                     f"{SERVER_IP}:{PORT}",
                                      "--tick", "0.3", "--rate", "1000"]),
             stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
@@ -163,13 +186,19 @@ class AgentLab:
             if self.server.poll() is not None:
                 raise RuntimeError(f"fleet serve exited: {(self.root / 'server.log').read_text()}")
             probe = subprocess.run(ns.exec_argv(SERVER_NS, [
-                "curl", "-s", "-o", "/dev/null", "-m", "1", f"{URL}/v1/nothing"]),
+                "curl", "-s", "-o", "/dev/null", "-m", "1",
+                *(["--cacert", str(self.ca)] if self.tls else []), f"{self.url}/v1/nothing"]),
                 capture_output=True, check=False)
             if probe.returncode == 0:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError("fleet serve does not answer")
             time.sleep(0.1)
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return ["--no-tls"]
+        return ["--tls-cert", str(self.root / "srv.pem"), "--tls-key", str(self.root / "srv.key")]
 
     def stop_server(self) -> None:
         if self.server is not None and self.server.poll() is None:
@@ -214,10 +243,12 @@ class AgentLab:
 
     # the agents ----------------------------------------------------------------------------
 
-    def start_agent(self, h: Host, policy: Path | None, *extra: str) -> None:
+    def start_agent(self, h: Host, policy: Path | None, *extra: str, ca: bool = True) -> None:
         h.state.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "outguard", "run", "--netns", h.netns, "--state-dir",
-                str(h.state), "--fleet", URL, "--fleet-host", h.name, *extra]
+                str(h.state), "--fleet", self.url, "--fleet-host", h.name, *extra]
+        if self.tls and ca:
+            argv += ["--fleet-ca", str(self.ca)]
         if not (h.state / "fleet" / "credential.json").exists():
             argv += ["--enroll", token(self.dsn, h.name)]
         if policy is not None:
