@@ -192,7 +192,7 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
         "SELECT result FROM rollout_hosts WHERE rollout_id = 2") == [("rolled_back",)], 60)
 
     # 4b. a version whose verify fails (an allowed destination nothing answers): rolled back
-    h3 = lab.hosts[3]
+    h3 = lab.hosts[3 % HOSTS]
     lab.fleet_cli("rollout", "abort")  # the halted rollout 2 (a push waits for it)
     bad = lab.root / "unverifiable.yaml"
     bad.write_text(policy_text("unverifiable", extra_allow=(

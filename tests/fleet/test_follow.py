@@ -31,6 +31,7 @@ LOCKED = dataclasses.replace(APPLIED2, lockdown_until=NOW + 60, etag=f'"2-{NOW +
     (APPLIED2, answer(3), [fl.Apply(3, "v3", 3)]),
     (APPLIED2, PolicyAnswer(304, etag='"2-0"'), []),
     (dataclasses.replace(APPLIED2, version=1, result="verify_failed"), answer(2), []),  # tried
+    (dataclasses.replace(APPLIED2, version=1, result="rolled_back"), answer(1), []),  # reverted
     (APPLIED2, answer(2, NOW + 60), [fl.Lockdown(NOW + 60)]),
     (APPLIED2, answer(3, NOW + 60), [fl.Lockdown(NOW + 60), fl.Apply(3, "v3", 3)]),  # brake 1st
     (APPLIED2, answer(2, NOW - 5), []),  # expired: nothing to put in

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from outguard.apply.recovery import watchdog_alive
+from outguard.cli.fleetrun import fleet_setup
+from outguard.fleet.client import Credential, save_credential
 from outguard.kernel import netns as ns
 from outguard.state import StateDir
 from tests.kernel.conftest import kernel_skip_reason, new_netns
@@ -114,6 +116,14 @@ def test_a_restart_inside_the_window_takes_the_waiting_apply_over(netns: str,
     assert out.startswith("True applied (")
     pending = StateDir(state).pending()
     assert pending is not None
+    # `run --fleet` started now does not apply its last good policy (refused while B waits):
+    # it serves what is applied, and the fleet agent takes B over
+    save_credential(state, Credential("http://198.51.100.1:8080", "h", 1, "c"))
+    got = fleet_setup({"fleet_url": "http://198.51.100.1:8080", "enroll_token": None,
+                       "fleet_ca": None, "fleet_host": None, "fleet_confirm_timeout": 30.0,
+                       "fleet_no_verify": False, "fleet_outbox_bound": None},
+                      None, False, netns, state)
+    assert got[1:] == (None, False)
     # another version while B waits: refused, nothing changes
     out = in_ns(netns, state, f"r = ops.apply({c!r}, 30)\nprint(r.ok, r.result, r.detail)")
     assert out.startswith("False apply_failed") and "waits for `outguard confirm`" in out, out

@@ -86,6 +86,23 @@ def fleet_setup(kw: dict[str, Any], policy: Path | None, no_apply: bool, netns: 
                         host=host or default_host(netns), verify=not no_verify,
                         confirm_timeout=confirm,
                         outbox_bound=bound if bound is not None else DEFAULT_BOUND)
-    if good.exists():
+    if good.exists() and not _confirmation_waits(state_dir):
         return opts, good, not no_apply
-    return opts, None, False  # nothing yet: serve what is applied until the fleet sends one
+    # nothing yet: serve what is applied until the fleet sends one; or a pushed version still
+    # waits for its confirmation (the agent stopped inside the window): an apply now would be
+    # refused, and the fleet agent takes that apply over when the server gives it the version
+    return opts, None, False
+
+
+def _confirmation_waits(state_dir: Path) -> bool:
+    import time  # noqa: PLC0415
+
+    from outguard.apply.recovery import watchdog_alive  # noqa: PLC0415
+    from outguard.errors import OutguardError  # noqa: PLC0415
+    from outguard.state import StateDir  # noqa: PLC0415
+
+    try:
+        pending = StateDir(state_dir).pending()
+    except OutguardError:
+        return False
+    return pending is not None and time.time() < pending.deadline and watchdog_alive(pending)

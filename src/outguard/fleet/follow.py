@@ -8,7 +8,8 @@ nor forgets a result it has not reported yet.
 
 Rules:
 - a version is acted on once (`tried`): a version that failed to apply is reported and not
-  tried again; only a new version is (the server halts a rollout on a failure);
+  tried again; only a new version is (the server halts a rollout on a failure, and gives the
+  host the version before, which is the one in force: nothing to do);
 - `version` is the one in force (the last applied and confirmed);
 - a lockdown is put in while the server's `lockdown_until` is in the future, and lifted when
   the server withdraws it (null, or 204) — only one the fleet put in: a lockdown an operator
@@ -78,7 +79,8 @@ def on_answer(state: Follow, answer: PolicyAnswer, now: float) -> tuple[Follow, 
     want = _live(p.lockdown_until, now)
     if want != have:  # first: an emergency brake does not wait for an apply and its verify
         actions.append(Lockdown(want) if want is not None else Lift())
-    if p.version > 0 and p.version != state.tried:  # 0: a lockdown alone, no version yet
+    # 0: a lockdown alone, no version yet; the version in force: a halted rollout gave it back
+    if p.version > 0 and p.version not in (state.tried, state.version):
         actions.append(Apply(p.version, p.policy, p.rollout_id))
     return dataclasses.replace(state, etag=answer.etag), actions
 
