@@ -207,11 +207,14 @@ def summary(books: dict[str, Any] | None) -> str:
     src = books["source"]
     lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
     kernel = books["kernel_new_flows"]
+    # flows (process, user, destination, port) and connections are different units: say
+    # which number is which, or "81 flows (70 counted)" reads like books that do not add up
     line = (f"outguard: learned {books['recorded']} new flow(s)"
-            f" ({books['counted']} counted in the kernel, {books['unattributed']} without a"
-            f" process), {books['answers']} DNS answer(s)")
+            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
     if kernel is not None:
-        line += f"; the kernel counted {kernel}, {lost} lost"
+        line += (f"; the kernel counted {kernel} new connection(s): {books['counted']} read from"
+                 f" its counting sets, {books['kernel_logged'] or 0} logged one by one,"
+                 f" {lost} lost")
         line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
     return line
 

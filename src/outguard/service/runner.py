@@ -243,8 +243,8 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         if parts.store_error is not None:
             log.error("%s; the agent runs on and tries again at every write", parts.store_error)
             parts.trouble(parts.store_error, 0)
-        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
-                            reapply=(lambda: _apply(opts)) if opts.apply else None)
+        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(), learning_on=learn
+                            is not None, reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks += _watchers(opts, reloader, stop, kernel=source is None)
         web = webserve.start(opts, parts.counters, parts.metrics, live, stop, tasks)
         fleet = fleetpart.start(opts, parts.outbox, live, parts.metrics, agent, stop)
