@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from outguard.cli.common import fail, kernel_options
+from outguard.cli.fleetrun import fleet_options, fleet_setup
 from outguard.errors import OutguardError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -99,11 +100,12 @@ def _store_options(fn: Any) -> Any:
               help="PEM certificate for the dashboard (HTTPS).")
 @click.option("--web-tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="PEM private key of --web-tls-cert.")
+@fleet_options
 @kernel_options
 def run(policy: Path | None, metrics_listen: str | None, store: str | None,
         signatures: tuple[Path, ...], no_apply: bool, web_listen: str | None,
         web_tls_cert: Path | None, web_tls_key: Path | None, netns: str | None,
-        state_dir_path: Path) -> None:
+        state_dir_path: Path, **fleet: Any) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
     Every blocked packet is attributed to a process, classified, aggregated into incidents,
@@ -113,15 +115,18 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     reload`) reloads them, and first applies POLICY again unless --no-apply. A reload that
     fails changes nothing and is logged, alerted and counted. The store is flushed on exit;
     the policy stays applied.
+
+    With --fleet URL the agent also follows a fleet server (see `outguard fleet`): it applies
+    the version assigned to this host with a confirmation window and a verify, reports the
+    result, puts in the fleet's lockdowns, and sends incidents and learned flows through a
+    local outbox. Whatever the server does, the host keeps enforcing, monitoring and alerting.
     """
     from outguard.cli.sdnotify import Watchdog, notify, watchdog_interval  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
     from outguard.service.options import AgentOptions  # noqa: PLC0415
     from outguard.service.runner import Running, run_agent  # noqa: PLC0415
 
-    if policy is None and not no_apply:
-        raise click.UsageError("give the POLICY to apply, or --no-apply to serve what is"
-                               " applied in the state directory")
+    fleet_opts, policy, apply = fleet_setup(fleet, policy, no_apply, netns, state_dir_path)
     if metrics_listen is not None:
         try:
             parse_listen(metrics_listen)
@@ -129,9 +134,9 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
             raise click.BadParameter(str(exc), param_hint="--metrics-listen") from exc
     logging.basicConfig(level=logging.INFO, format="outguard: %(levelname)s: %(message)s",
                         stream=sys.stderr)
-    opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
+    opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=apply, store=store,
                         signatures=signatures, metrics_listen=metrics_listen,
-                        web=_web(web_listen, web_tls_cert, web_tls_key))
+                        web=_web(web_listen, web_tls_cert, web_tls_key), fleet=fleet_opts)
 
     watchdogs: list[Watchdog] = []
 
