@@ -128,7 +128,13 @@ def test_report_validation_and_wait_bounds(replicas: Replicas) -> None:
     with ops.connect(replicas.dsn) as conn:
         (row,) = ops.hosts(conn)
     assert row["host"] == "web-1" and row["mode"] == "enforce" and row["last_seen"]
-    assert row["blocked_rate"] == 1.5
+    assert row["blocked_rate"] == 1.5 and row["last_result"] == "running"
+    # a heartbeat after a failed apply keeps that failure as the host's last result
+    a.report(None, None, "verify_failed", blocked_rate=0.0)
+    a.report(None, None, "running", blocked_rate=0.0)
+    with ops.connect(replicas.dsn) as conn:
+        (row,) = ops.hosts(conn)
+    assert row["last_result"] == "verify_failed"
 
 
 def test_https_with_the_given_certificate(db: str, tmp_path) -> None:

@@ -149,13 +149,18 @@ async def record_report(conn: psycopg.AsyncConnection, host_id: int, rep: Report
     """The report as the host's heartbeat and state; the rollout's part is `fleet.rollout`'s.
     Whether the host is in a rollout still going (its blocked rate then matters)."""
     took = rep.result in ("applied", "running") and rep.version is not None
+    beat = rep.result == "running"
     cur = await conn.execute(
         "UPDATE hosts SET last_seen = now(), agent_version = %s, mode = %s,"
-        " reported_lockdown = %s, blocked_rate = %s, last_result = %s, last_detail = %s,"
+        " reported_lockdown = %s, blocked_rate = %s,"
+        # a heartbeat ("running") keeps the last apply's result: `fleet hosts` showed
+        # "running" for a host whose last push failed verify
+        " last_result = CASE WHEN %s THEN COALESCE(last_result, %s) ELSE %s END,"
+        " last_detail = CASE WHEN %s AND last_result IS NOT NULL THEN last_detail ELSE %s END,"
         " applied_version = CASE WHEN %s THEN %s ELSE applied_version END WHERE id = %s"
         " RETURNING assigned_rollout",
-        (rep.agent_version, rep.mode, rep.lockdown_until, rep.blocked_rate, rep.result,
-         rep.detail, took, rep.version, host_id))
+        (rep.agent_version, rep.mode, rep.lockdown_until, rep.blocked_rate, beat, rep.result,
+         rep.result, beat, rep.detail, took, rep.version, host_id))
     row = await cur.fetchone()
     return row is not None and row[0] is not None
 
