@@ -152,6 +152,12 @@ def decide_addresses(ruleset: Ruleset, addrs: Sequence[IPAddress], port: int, wh
     return last
 
 
+def for_proxy(ruleset: Ruleset) -> Ruleset:
+    """The ruleset as the proxy decides with it: without the kernel's proxy rules, which say
+    what happens around the proxy (redirected into it, or dropped unless it sends)."""
+    return dataclasses.replace(ruleset, proxy=None) if ruleset.proxy is not None else ruleset
+
+
 def needs_process(ruleset: Ruleset) -> bool:
     """Whether a rule needs more of the client than its socket's uid (its gid or cgroup)."""
     return any(r.match.gid is not None or r.match.cgroup is not None

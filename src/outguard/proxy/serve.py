@@ -32,6 +32,7 @@ from outguard.policy import accounts
 from outguard.policy.proxyconf import DEFAULT_USER, ProxyConfig, listen_endpoints
 from outguard.proxy.resolve import Resolve, outguard_resolver, system_resolve
 from outguard.proxy.server import Proxy, Record
+from outguard.proxy.transparent import Transparent
 from outguard.proxy.who import SocketIdentity
 from outguard.ruleset.ir import Ruleset
 
@@ -59,11 +60,20 @@ def proxy_user(config: ProxyConfig) -> ProxyUser:
     return ProxyUser(config.user, *found)
 
 
-def bind(config: ProxyConfig) -> list[socket.socket]:
-    """Listening sockets for every `listen` entry (all or none)."""
+def transparent_endpoints(config: ProxyConfig) -> list[tuple[str, int]]:
+    """Where redirected connections arrive: the kernel's redirect of a local process's
+    connection goes to 127.0.0.1 or ::1, at `transparent_port`."""
+    if not config.transparent:
+        return []
+    return [("127.0.0.1", config.transparent_port), ("::1", config.transparent_port)]
+
+
+def bind(config: ProxyConfig, endpoints: list[tuple[str, int]] | None = None
+         ) -> list[socket.socket]:
+    """Listening sockets for every `listen` entry, or for `endpoints` (all or none)."""
     out: list[socket.socket] = []
     try:
-        for addr, port in listen_endpoints(config):
+        for addr, port in listen_endpoints(config) if endpoints is None else endpoints:
             family = socket.AF_INET6 if ":" in addr else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             out.append(sock)
@@ -135,6 +145,18 @@ def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
     loop.run_in_executor(None, reload).add_done_callback(done)
 
 
+def _bind_all(config: ProxyConfig) -> tuple[list[socket.socket], list[socket.socket]]:
+    """(every listening socket, the transparent ones among them): all or none."""
+    sockets = bind(config)
+    try:
+        redirected = bind(config, transparent_endpoints(config))
+    except ProxyStartError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets + redirected, redirected
+
+
 async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | None = None,
                 on_ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None,
@@ -144,7 +166,7 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
     With `reload`, SIGHUP swaps the ruleset for new requests (`proxy:` itself is read at
     start only: a change of listen, user or limits needs a restart)."""
     user = proxy_user(config) if os.geteuid() == 0 else None
-    sockets = bind(config)
+    sockets, redirected = _bind_all(config)
     try:
         privsep.raise_fd_limit()
         diag, fast = SockDiag(), SockDiag()
@@ -167,8 +189,10 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
                 raise ProxyStartError(f"cannot serve metrics on {metrics_listen}: {exc}") from exc
         if user is not None:
             privsep.drop_privileges(user.uid, user.gid)
-        servers = [await asyncio.start_server(proxy.handle, sock=sock, limit=1 << 16)
-                   for sock in sockets]
+        bent = Transparent(proxy, config.transparent_port)
+        servers = [await asyncio.start_server(
+            bent.handle if sock in redirected else proxy.handle, sock=sock, limit=1 << 16)
+            for sock in sockets]
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_cancel)
@@ -177,8 +201,10 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, _on_hup, loop, reload, current)
         who = f"as {user.name} (uid {user.uid})" if user else f"as uid {os.geteuid()}"
+        bent_to = (f"; redirected connections (ports {', '.join(map(str, config.transparent))})"
+                   f" on port {config.transparent_port}" if config.transparent else "")
         if on_ready is not None:
-            on_ready(f"outguard proxy: listening on {', '.join(config.listen)} {who}")
+            on_ready(f"outguard proxy: listening on {', '.join(config.listen)} {who}{bent_to}")
         await stop.wait()
         for server in servers:
             server.close()

@@ -67,9 +67,14 @@ class Record:
 
 
 class RefusedError(Exception):
-    def __init__(self, status: int, reason: str, rule: str | None = None) -> None:
+    """A request the proxy answers itself; `answer` is what the client gets (an HTTP error
+    response, unless a TLS alert is what the client can read)."""
+
+    def __init__(self, status: int, reason: str, rule: str | None = None,
+                 answer: bytes | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.rule = status, reason, rule
+        self.answer = answer if answer is not None else http.error_response(status, reason, rule)
 
 
 class Proxy:
@@ -85,6 +90,17 @@ class Proxy:
         self.on_record = on_record
         self.active = 0
         self.counts: Counter[tuple[str, str]] = Counter()  # (allowed|refused, rule)
+        self._seen: Ruleset | None = None
+        self._rules: Ruleset | None = None
+
+    def rules(self) -> Ruleset:
+        """The ruleset the proxy decides with: the current one without its kernel-only
+        proxy rules (`only_egress` would refuse every client, `transparent` accept every one:
+        they say what the kernel does around the proxy, not what the proxy decides)."""
+        current = self.ruleset()
+        if current is not self._seen or self._rules is None:
+            self._seen, self._rules = current, guard.for_proxy(current)
+        return self._rules
 
     # --- connections ----------------------------------------------------------------------
 
@@ -98,7 +114,7 @@ class Proxy:
                 return
             await self._serve(reader, writer)
         except RefusedError as exc:
-            await _answer(writer, http.error_response(exc.status, exc.reason, exc.rule))
+            await _answer(writer, exc.answer)
         except (ConnectionError, TimeoutError, OSError):
             pass  # the client went away or timed out
         except Exception:  # one connection's bug must not stop the proxy
@@ -110,7 +126,7 @@ class Proxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
         client = await self.identify(peer[0], peer[1], local[0], local[1],
-                                     guard.needs_process(self.ruleset()))
+                                     guard.needs_process(self.rules()))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
         while True:
             request = await self._next_request(conn, reader)
@@ -172,10 +188,13 @@ class Proxy:
         if self.on_record is not None:
             self.on_record(record)
 
-    async def _decide(self, method: str, target: Target, port: int,
-                      client: Client) -> tuple[list[IPAddress], Verdict]:
-        """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none."""
-        ruleset = self.ruleset()
+    async def _decide(self, method: str, target: Target, port: int, client: Client,
+                      orig: IPAddress | None = None) -> tuple[list[IPAddress], Verdict]:
+        """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none.
+        With `orig` (a redirected connection's original destination) the only address is
+        `orig`, and it must be one the name resolves to: a forged Host or server name opens
+        nothing."""
+        ruleset = self.rules()
         if target.name is not None:
             verdict = guard.decide_name(ruleset, target.name, port, client.who)
             if verdict.allowed:
@@ -190,10 +209,15 @@ class Proxy:
             assert target.addr is not None
             addrs = [target.addr]
             verdict = guard.decide_addresses(ruleset, addrs, port, client.who)
+        if verdict.allowed and orig is not None and orig not in addrs:
+            verdict = Verdict(False, "proxy:not-this-address",
+                              f"the connection went to {orig}, which is not an address of"
+                              f" {target} (a Host header or TLS server name that does not"
+                              " belong to the destination)")
         if not verdict.allowed:
             await self._refused(method, target, port, client, verdict, 403)
             raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
-        return addrs, verdict
+        return ([orig] if orig is not None else addrs), verdict
 
     async def _open(self, addrs: list[IPAddress], port: int) -> Streams:
         """A connection to the first checked address that answers (literal: no lookup)."""
@@ -245,13 +269,17 @@ class Proxy:
     # --- plain HTTP -----------------------------------------------------------------------
 
     async def _forward(self, conn: h11.Connection, request: h11.Request, client: Client,
-                       down: Streams) -> None:
+                       down: Streams, orig: tuple[IPAddress, int] | None = None) -> None:
+        """One request, forwarded; `orig`: a redirected connection's original destination
+        (the request is origin-form, its Host header names the target)."""
         method = request.method.decode("ascii", "replace")
         try:
-            where = http.parse_absolute(request.target)
+            where = (http.parse_absolute(request.target) if orig is None
+                     else http.parse_origin(request, orig[1]))
         except BadHostError as exc:
             raise RefusedError(400, str(exc)) from None
-        addrs, verdict = await self._decide(method, where.target, where.port, client)
+        addrs, verdict = await self._decide(method, where.target, where.port, client,
+                                            orig[0] if orig is not None else None)
         up = await self._open(addrs, where.port)
         try:
             upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
