@@ -28,6 +28,7 @@ API4, API6, OTHER4, OTHER6 = "203.0.113.10", "2001:db8:10::10", "203.0.113.20", 
 ORIGIN = r'''
 import http.server, ssl, socket, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a tunnel carries more than one request
     def do_GET(self):
         body = f"hello from {self.headers['Host']} at {self.connection.getsockname()[0]}".encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body)))

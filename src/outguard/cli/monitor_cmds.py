@@ -75,19 +75,21 @@ def _store_options(fn: Any) -> Any:
               help="Extra signature file(s): add, replace or disable signatures.")
 @click.option("--no-apply", is_flag=True, help="Do not apply: serve the policy applied in the"
               " state directory (POLICY, if given, only while nothing is applied).")
+@click.option("--no-proxy", is_flag=True, help="Do not start the egress proxy of the"
+              " policy's `proxy:` section (run `outguard proxy serve` yourself).")
 @kernel_options
 def run(policy: Path | None, metrics_listen: str | None, store: str | None,
-        signatures: tuple[Path, ...], no_apply: bool, netns: str | None,
+        signatures: tuple[Path, ...], no_apply: bool, no_proxy: bool, netns: str | None,
         state_dir_path: Path) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
     Every blocked packet is attributed to a process, classified, aggregated into incidents,
-    stored, and alerted through the policy's `alerts:` section. The resolver (`dns:`), feeds,
-    alerts and classifier follow the policy applied in the state directory: a new `outguard
-    apply` (or rollback) reaches them within a second, all at once. SIGHUP (`systemctl
-    reload`) reloads them, and first applies POLICY again unless --no-apply. A reload that
-    fails changes nothing and is logged, alerted and counted. The store is flushed on exit;
-    the policy stays applied.
+    stored, and alerted through the policy's `alerts:` section. The resolver (`dns:`), the
+    egress proxy (`proxy:`), feeds, alerts and classifier follow the policy applied in the
+    state directory: a new `outguard apply` (or rollback) reaches them within a second, all
+    at once. SIGHUP (`systemctl reload`) reloads them, and first applies POLICY again unless
+    --no-apply. A reload that fails changes nothing and is logged, alerted and counted. The
+    store is flushed on exit; the policy stays applied.
     """
     from outguard.cli.sdnotify import Watchdog, notify, watchdog_interval  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
@@ -105,7 +107,8 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     logging.basicConfig(level=logging.INFO, format="outguard: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
-                        signatures=signatures, metrics_listen=metrics_listen)
+                        signatures=signatures, metrics_listen=metrics_listen,
+                        proxy=not no_proxy)
 
     watchdogs: list[Watchdog] = []
 

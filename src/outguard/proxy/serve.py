@@ -30,6 +30,7 @@ from outguard.monitor.attribute import Attributor
 from outguard.monitor.metrics import Families, Metrics, MetricsServer
 from outguard.policy import accounts
 from outguard.policy.proxyconf import DEFAULT_USER, ProxyConfig, listen_endpoints
+from outguard.proxy import control
 from outguard.proxy.resolve import Resolve, outguard_resolver, system_resolve
 from outguard.proxy.server import Proxy, Record
 from outguard.proxy.transparent import Transparent
@@ -103,7 +104,7 @@ def log_record(record: Record) -> None:
         "decision": "allowed" if v.allowed else "refused", "method": record.method,
         "host": record.host, "port": record.port, "status": record.status, "rule": v.rule,
         "reason": v.reason, "audit": v.audit, "uid": c.who.uid, "user": c.user, "pid": c.pid,
-        "exe": c.exe, "unit": c.unit}), flush=True)
+        "exe": c.exe, "unit": c.unit, "client": c.ends[0] if c.ends else None}), flush=True)
 
 
 def proxy_families(proxy: Proxy) -> Families:
@@ -145,6 +146,14 @@ def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
     loop.run_in_executor(None, reload).add_done_callback(done)
 
 
+def _as_child(loop: asyncio.AbstractEventLoop, reload_text: Callable[[str], Ruleset],
+              current: list[Ruleset], proxy: Proxy, stop: asyncio.Event) -> None:
+    """`outguard run`'s child: policies on stdin (its end stops the proxy), counts on stdout."""
+    control.StdinPolicies(loop, lambda text: _on_hup(loop, lambda: reload_text(text), current),
+                          stop.set)
+    control.every(loop, lambda: proxy.active)
+
+
 def _bind_all(config: ProxyConfig) -> tuple[list[socket.socket], list[socket.socket]]:
     """(every listening socket, the transparent ones among them): all or none."""
     sockets = bind(config)
@@ -161,10 +170,12 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
                 on_ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None,
                 reload: Callable[[], Ruleset] | None = None,
-                metrics_listen: str | None = None) -> Proxy:
+                metrics_listen: str | None = None,
+                reload_text: Callable[[str], Ruleset] | None = None) -> Proxy:
     """Serve until SIGINT/SIGTERM (or `stop`); the proxy (with its counts) when it ends.
     With `reload`, SIGHUP swaps the ruleset for new requests (`proxy:` itself is read at
-    start only: a change of listen, user or limits needs a restart)."""
+    start only: a change of listen, user or limits needs a restart). With `reload_text`,
+    the agent's child: policies come on stdin, status goes to stdout (`control`)."""
     user = proxy_user(config) if os.geteuid() == 0 else None
     sockets, redirected = _bind_all(config)
     try:
@@ -200,6 +211,8 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
             loop.add_signal_handler(sig, stop.set)
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, _on_hup, loop, reload, current)
+        if reload_text is not None:
+            _as_child(loop, reload_text, current, proxy, stop)
         who = f"as {user.name} (uid {user.uid})" if user else f"as uid {os.geteuid()}"
         bent_to = (f"; redirected connections (ports {', '.join(map(str, config.transparent))})"
                    f" on port {config.transparent_port}" if config.transparent else "")
