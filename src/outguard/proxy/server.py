@@ -104,6 +104,15 @@ class Proxy:
 
     # --- connections ----------------------------------------------------------------------
 
+    def keep(self, tunnel_done: asyncio.Future[None]) -> None:
+        """A tunnel that runs on after its connection's coroutine ended: still a connection."""
+        if not tunnel_done.done():
+            self.active += 1
+            tunnel_done.add_done_callback(self._tunnel_ended)
+
+    def _tunnel_ended(self, _done: asyncio.Future[None]) -> None:
+        self.active -= 1
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server's callback: one client connection, start to end."""
         self.active += 1
@@ -262,7 +271,7 @@ class Proxy:
             self._record("CONNECT", target, port, client, verdict, 200)
             up[1].write(data)
             del data, first, hello  # an open tunnel keeps only what it needs
-            await tunnel.relay(down, up, self.limits.idle_timeout)
+            self.keep(await tunnel.hand_over(down, up, self.limits.idle_timeout))
         finally:
             up[1].close()
 

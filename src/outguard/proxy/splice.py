@@ -1,17 +1,17 @@
 """A decided tunnel's bytes moved by the kernel: splice(2) through a pipe, never into Python.
 
 Place in the data flow: `tunnel.relay` hands both ends of an open tunnel here (on Linux).
-Each end's socket is taken out of asyncio's transport (a duplicate descriptor, then the
-transport is closed: the socket lives on in the duplicate, nothing is sent), and each direction
+Each end's socket is taken out of asyncio's transport (the transport's socket object gives
+up its descriptor, then the transport is closed: nothing is sent), and each direction
 moves data socket → pipe → socket with `os.splice` on the event loop's readiness callbacks:
 up to `PIPE_SIZE` bytes per call, without a copy into user space. A full receiver stops the
 sender's reading until the pipe is drained (flow control), an end of file is passed on as a
 half-close, and the tunnel ends when both directions ended, on an error (reset), or when
 neither direction moved for the idle timeout.
 
-An idle tunnel holds its two sockets and a timer, and no pipe: a direction takes a pipe when
-data arrives and gives it back once it is drained, so 10,000 idle tunnels cost 20,000
-descriptors, not 60,000 (`bench/proxy.py` measures the memory).
+An idle tunnel holds its two sockets and a timer, and no pipe: a direction takes a pipe (from
+a small pool) when data arrives and gives it back once it is drained, so 10,000 idle tunnels
+cost 20,000 descriptors, not 60,000 (`bench/proxy.py` measures the memory).
 """
 
 from __future__ import annotations
@@ -28,6 +28,29 @@ PIPE_SIZE = 1 << 20  # per busy direction: fewer calls per megabyte (fs.pipe-max
 F_SETPIPE_SZ = 1031  # linux/fcntl.h
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+# Drained pipes, kept for the next direction that has data: a burst costs no pipe2/fcntl, and
+# the descriptors held in pipes stay bounded by how many directions move data at once.
+_POOL: list[tuple[int, int]] = []
+POOL_MAX = 16
+
+
+def _take_pipe() -> tuple[int, int]:
+    if _POOL:
+        return _POOL.pop()
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # a smaller pipe works, only slower
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    return r, w
+
+
+def _give_pipe(pipe: tuple[int, int], empty: bool) -> None:
+    if empty and len(_POOL) < POOL_MAX:
+        _POOL.append(pipe)
+    else:  # bytes still in it (a tunnel that ended early) must not reach another tunnel
+        os.close(pipe[0])
+        os.close(pipe[1])
 
 
 class _Direction:
@@ -51,10 +74,11 @@ class _Direction:
 
     def readable(self) -> None:
         if self.pipe is None:
-            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            with contextlib.suppress(OSError):  # a smaller pipe works, only slower
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            self.pipe = (r, w)
+            try:
+                self.pipe = _take_pipe()
+            except OSError:  # out of descriptors for a pipe: this burst is copied instead
+                self._copy()
+                return
         try:
             n = os.splice(self.src, self.pipe[1], PIPE_SIZE, flags=_FLAGS)
         except OSError as exc:
@@ -66,6 +90,19 @@ class _Direction:
             self.eof = True
         self.in_pipe += n
         self.count += n
+        self.tunnel.last = time.monotonic()
+        self.flush()
+
+    def _copy(self) -> None:
+        """One read through Python, sent as `first` (no pipe to be had)."""
+        try:
+            data = os.read(self.src, 1 << 16)
+        except OSError as exc:
+            if exc.errno not in _AGAIN:
+                self.tunnel.close()
+            return
+        self.eof = not data
+        self.first, self.count = data, self.count + len(data)
         self.tunnel.last = time.monotonic()
         self.flush()
 
@@ -102,8 +139,7 @@ class _Direction:
 
     def _release(self) -> None:
         if self.pipe is not None:
-            os.close(self.pipe[0])
-            os.close(self.pipe[1])
+            _give_pipe(self.pipe, empty=self.in_pipe == 0)
             self.pipe = None
 
     def close(self) -> None:
@@ -146,19 +182,25 @@ class SpliceTunnel:
 
 
 def detach(writer: asyncio.StreamWriter) -> socket.socket:
-    """The stream's socket as a socket of our own (a duplicate descriptor); the transport is
-    closed: its socket stays open through ours, and nothing is sent on it."""
-    sock = writer.get_extra_info("socket")
-    own = socket.socket(fileno=os.dup(sock.fileno()))
+    """The stream's socket as a socket of our own; the transport is closed without closing
+    it, and nothing is sent on it. The transport's socket object gives up its descriptor
+    (`socket.detach`: no duplicate, which would need a second descriptor per end at the
+    moment the proxy is fullest); a transport without one (not asyncio's selector
+    transport) is left a duplicate to close."""
+    inner = getattr(writer.transport, "_sock", None)
+    if isinstance(inner, socket.socket):
+        own = socket.socket(inner.family, inner.type, inner.proto, fileno=inner.detach())
+    else:
+        own = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
     own.setblocking(False)
     writer.transport.close()
     return own
 
 
-async def relay(down: tuple[socket.socket, bytes, bool], up: tuple[socket.socket, bytes, bool],
-                idle: float) -> tuple[int, int]:
+def start(down: tuple[socket.socket, bytes, bool], up: tuple[socket.socket, bytes, bool],
+          idle: float) -> SpliceTunnel:
     """(socket, bytes to send it first, its end of file seen) for the client and the
-    upstream: copy both ways until both ended, an error, or `idle`; (bytes up, bytes down)."""
+    upstream: copy both ways until both ended, an error, or `idle` (`SpliceTunnel.done`)."""
     tunnel = SpliceTunnel(idle)
     tunnel.socks = {down[0].fileno(): down[0], up[0].fileno(): up[0]}
     # what one end's reader had buffered came from that end: it goes to the other first
@@ -167,5 +209,12 @@ async def relay(down: tuple[socket.socket, bytes, bool], up: tuple[socket.socket
     tunnel.ways = [upward, downward]
     upward.start()
     downward.start()
+    return tunnel
+
+
+async def relay(down: tuple[socket.socket, bytes, bool], up: tuple[socket.socket, bytes, bool],
+                idle: float) -> tuple[int, int]:
+    """`start`, awaited: (bytes up, bytes down)."""
+    tunnel = start(down, up, idle)
     await tunnel.done
-    return upward.count, downward.count
+    return tunnel.ways[0].count, tunnel.ways[1].count

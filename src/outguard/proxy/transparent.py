@@ -113,7 +113,7 @@ class Transparent:
             self.proxy._record("TLS", target, port, client, verdict, 200)
             up[1].write(data)
             del data, first, hello
-            await tunnel.relay(down, up, self.proxy.limits.idle_timeout)
+            self.proxy.keep(await tunnel.hand_over(down, up, self.proxy.limits.idle_timeout))
         finally:
             up[1].close()
 

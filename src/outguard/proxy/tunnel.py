@@ -155,6 +155,22 @@ def _take(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], tunnel: _T
     return side
 
 
+async def hand_over(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                    upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                    idle: float) -> asyncio.Future[None]:
+    """Start relaying the tunnel; its end, as a future. On Linux the tunnel runs by itself
+    (`splice`: callbacks, no task), so the caller's coroutine, its streams and its HTTP state
+    can end now: an idle tunnel then costs only its sockets and a few small objects.
+    Elsewhere the relay is awaited here, and the future is done when it returns."""
+    if SPLICE:
+        ends = [await _handover(streams) for streams in (client, upstream)]
+        return splice.start(ends[0], ends[1], idle).done
+    await relay(client, upstream, idle)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 idle: float) -> tuple[int, int]:
