@@ -76,7 +76,11 @@ def bind(config: ProxyConfig, endpoints: list[tuple[str, int]] | None = None
     try:
         for addr, port in listen_endpoints(config) if endpoints is None else endpoints:
             family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say they are
+            # TCP, and an accepted socket inherits proto 0 otherwise (Nagle then holds a
+            # response's second write for the client's delayed ACK: 40 ms per kept-alive
+            # request)
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             out.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:

@@ -169,8 +169,8 @@ class Proxy:
                 deadline = time.monotonic() + wait
             try:
                 # never more than the limit at once: h11 bounds only a head still incomplete
-                data = await asyncio.wait_for(reader.read(self.limits.header_bytes + 1),
-                                              deadline - time.monotonic())
+                async with asyncio.timeout_at(loop_deadline(deadline)):
+                    data = await reader.read(self.limits.header_bytes + 1)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0] and first:
                     return None  # an idle kept-alive connection: close it quietly
@@ -233,8 +233,8 @@ class Proxy:
         errors = []
         for addr in addrs:
             try:
-                return await asyncio.wait_for(asyncio.open_connection(str(addr), port),
-                                              self.limits.connect_timeout)
+                async with asyncio.timeout(self.limits.connect_timeout):
+                    return await asyncio.open_connection(str(addr), port)
             except TimeoutError:
                 errors.append(f"{addr}: no answer in {self.limits.connect_timeout:g}s")
             except OSError as exc:
@@ -359,13 +359,21 @@ async def _event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: fl
         if event is not h11.NEED_DATA:
             return event  # type: ignore[return-value]  # NEED_DATA is excluded just above
         try:
-            data = await asyncio.wait_for(reader.read(65536), timeout)
+            async with asyncio.timeout(timeout):
+                data = await reader.read(65536)
         except TimeoutError:
             raise RefusedError(408 if side == "client" else 502,
                           f"the {side} sent nothing for {timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise RefusedError(status, f"the {side}'s connection failed: {exc}") from None
         conn.receive_data(data)
+
+
+def loop_deadline(monotonic: float) -> float:
+    """A `time.monotonic()` deadline on the running loop's clock (`asyncio.timeout_at`: a
+    timer, where `wait_for` would start a task per read)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic - time.monotonic())
 
 
 async def _answer(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -83,8 +83,8 @@ class Transparent:
             return  # not redirected: someone connected to this port directly
         client = await self.proxy.identify(peer[0], peer[1], str(orig), port,
                                            needs_process(self.proxy.rules()))
-        first = await asyncio.wait_for(down[0].read(tunnel.CHUNK),
-                                       self.proxy.limits.header_timeout)
+        async with asyncio.timeout(self.proxy.limits.header_timeout):
+            first = await down[0].read(tunnel.CHUNK)
         if first[:1] == b"\x16":
             await self._tls(down, first, client, orig, port)
         else:

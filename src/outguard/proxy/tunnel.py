@@ -41,7 +41,8 @@ async def read_hello(reader: asyncio.StreamReader, first: bytes, timeout: float)
                 raise ValueError("a ClientHello longer than one TLS record")
         left = deadline - time.monotonic()
         try:
-            chunk = await asyncio.wait_for(reader.read(CHUNK), max(left, 0.001))
+            async with asyncio.timeout(max(left, 0.001)):
+                chunk = await reader.read(CHUNK)
         except TimeoutError:
             raise ValueError("no ClientHello in time") from None
         if not chunk:
