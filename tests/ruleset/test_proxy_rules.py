@@ -98,3 +98,15 @@ def test_a_missing_proxy_user_stops_the_compile() -> None:
     rs.proxy = ProxySettings("outguard-proxy", None, (80, 443))
     with pytest.raises(ResolverUserError, match=r"proxy\.user 'outguard-proxy' does not exist"):
         compile_ruleset(rs)
+
+
+def test_exports_say_they_drop_the_kernel_rules_around_the_proxy() -> None:
+    from outguard.export.targets import export
+
+    for target in ("iptables", "ufw"):
+        out = export(target, ruleset(", only_egress: true, transparent: [443]"))
+        dropped = [f for f in out.fidelity if f.rule == "proxy"]
+        assert len(dropped) == 1 and dropped[0].level == "dropped", out.report()
+        assert "only_egress and transparent" in dropped[0].how and not out.exact
+        plain = export(target, ruleset(""))
+        assert not [f for f in plain.fidelity if f.rule == "proxy"]
