@@ -138,18 +138,18 @@ class Proxy:
                                      guard.needs_process(self.rules()))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
         while True:
-            request = await self._next_request(conn, reader)
+            request = await self.next_request(conn, reader)
             if request is None:
                 return
             if request.method == b"CONNECT":
                 await self._connect(conn, request, client, (reader, writer))
                 return
-            await self._forward(conn, request, client, (reader, writer))
+            await self.forward(conn, request, client, (reader, writer))
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
-    async def _next_request(self, conn: h11.Connection,
+    async def next_request(self, conn: h11.Connection,
                             reader: asyncio.StreamReader) -> h11.Request | None:
         """The next request head; None when the client closed between requests."""
         first = conn.their_state is h11.IDLE and not conn.trailing_data[0]
@@ -182,22 +182,22 @@ class Proxy:
 
     # --- decisions ------------------------------------------------------------------------
 
-    async def _refused(self, method: str, target: Target, port: int, client: Client,
+    async def refused(self, method: str, target: Target, port: int, client: Client,
                        verdict: Verdict, status: int) -> None:
         """Record a refusal with the client's process (looked up now if it was not yet: a
         refusal is rare and is what someone will investigate)."""
         if not client.full and client.ends is not None:
             client = await self.identify(*client.ends, True)
-        self._record(method, target, port, client, verdict, status)
+        self.record(method, target, port, client, verdict, status)
 
-    def _record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
+    def record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
                 status: int) -> None:
         self.counts["allowed" if verdict.allowed else "refused", verdict.rule] += 1
         record = Record(method, str(target), port, client, verdict, status)
         if self.on_record is not None:
             self.on_record(record)
 
-    async def _decide(self, method: str, target: Target, port: int, client: Client,
+    async def decide(self, method: str, target: Target, port: int, client: Client,
                       orig: IPAddress | None = None) -> tuple[list[IPAddress], Verdict]:
         """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none.
         With `orig` (a redirected connection's original destination) the only address is
@@ -210,7 +210,7 @@ class Proxy:
                 try:
                     addrs = await self.resolve(target.name)
                 except ResolveError as exc:
-                    await self._refused(method, target, port, client, verdict, 502)
+                    await self.refused(method, target, port, client, verdict, 502)
                     raise RefusedError(502, str(exc)) from None
                 checked = guard.decide_addresses(ruleset, addrs, port, client.who, target.name)
                 verdict = verdict if checked.allowed else checked
@@ -224,11 +224,11 @@ class Proxy:
                               f" {target} (a Host header or TLS server name that does not"
                               " belong to the destination)")
         if not verdict.allowed:
-            await self._refused(method, target, port, client, verdict, 403)
+            await self.refused(method, target, port, client, verdict, 403)
             raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
         return ([orig] if orig is not None else addrs), verdict
 
-    async def _open(self, addrs: list[IPAddress], port: int) -> Streams:
+    async def open_upstream(self, addrs: list[IPAddress], port: int) -> Streams:
         """A connection to the first checked address that answers (literal: no lookup)."""
         errors = []
         for addr in addrs:
@@ -249,8 +249,8 @@ class Proxy:
             target, port = split_authority(request.target.decode("ascii", "replace"), None)
         except BadHostError as exc:
             raise RefusedError(400, f"bad CONNECT target: {exc}") from None
-        addrs, verdict = await self._decide("CONNECT", target, port, client)
-        up = await self._open(addrs, port)
+        addrs, verdict = await self.decide("CONNECT", target, port, client)
+        up = await self.open_upstream(addrs, port)
         try:
             while not isinstance(conn.next_event(), h11.EndOfMessage | h11.PAUSED):
                 pass  # a CONNECT has no body; h11 pauses at its end
@@ -265,10 +265,10 @@ class Proxy:
                 data, problem = b"", str(exc)
             if problem is not None:
                 refusal = Verdict(False, "proxy:sni", problem)
-                await self._refused("CONNECT", target, port, client, refusal, 403)
+                await self.refused("CONNECT", target, port, client, refusal, 403)
                 await _answer(down[1], tunnel.ALERT_UNRECOGNIZED_NAME)
                 return
-            self._record("CONNECT", target, port, client, verdict, 200)
+            self.record("CONNECT", target, port, client, verdict, 200)
             up[1].write(data)
             del data, first, hello  # an open tunnel keeps only what it needs
             self.keep(await tunnel.hand_over(down, up, self.limits.idle_timeout))
@@ -277,7 +277,7 @@ class Proxy:
 
     # --- plain HTTP -----------------------------------------------------------------------
 
-    async def _forward(self, conn: h11.Connection, request: h11.Request, client: Client,
+    async def forward(self, conn: h11.Connection, request: h11.Request, client: Client,
                        down: Streams, orig: tuple[IPAddress, int] | None = None) -> None:
         """One request, forwarded; `orig`: a redirected connection's original destination
         (the request is origin-form, its Host header names the target)."""
@@ -287,9 +287,9 @@ class Proxy:
                      else http.parse_origin(request, orig[1]))
         except BadHostError as exc:
             raise RefusedError(400, str(exc)) from None
-        addrs, verdict = await self._decide(method, where.target, where.port, client,
+        addrs, verdict = await self.decide(method, where.target, where.port, client,
                                             orig[0] if orig is not None else None)
-        up = await self._open(addrs, where.port)
+        up = await self.open_upstream(addrs, where.port)
         try:
             upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
             up[1].write(upconn.send(h11.Request(
@@ -300,7 +300,7 @@ class Proxy:
                               or b"")
             await self._copy_body(conn, down[0], upconn, up[1])
             status = await self._copy_response(upconn, up[0], conn, down[1])
-            self._record(method, where.target, where.port, client, verdict, status)
+            self.record(method, where.target, where.port, client, verdict, status)
         finally:
             up[1].close()
 

@@ -8,7 +8,7 @@ Per connection: the original destination is read from conntrack (`SO_ORIGINAL_DS
 `IP6T_SO_ORIGINAL_DST`: a getsockopt on the accepted socket, no netlink); the client is found
 by its socket's real ends (its address and port to the original destination); the name comes
 from the first bytes: a TLS ClientHello's server name (peeked, never decrypted) or an HTTP
-request's Host header. The name is decided as a CONNECT to it would be (`Proxy._decide`), and
+request's Host header. The name is decided as a CONNECT to it would be (`Proxy.decide`), and
 then the original destination must be one of the addresses it resolves to: a forged server
 name or Host header (an allowed name sent to an attacker's address) opens nothing. The proxy
 connects to the original destination only (no second choice of address).
@@ -100,17 +100,17 @@ class Transparent:
             target = parse_host(hello.sni)
         except (ValueError, BadHostError) as exc:
             where = parse_host(str(orig))
-            await self.proxy._refused("TLS", where, port, client,
+            await self.proxy.refused("TLS", where, port, client,
                                       Verdict(False, "proxy:sni", str(exc)), 403)
             raise RefusedError(403, str(exc), answer=tunnel.ALERT_UNRECOGNIZED_NAME) from None
         try:
-            _addrs, verdict = await self.proxy._decide("TLS", target, port, client, orig)
+            _addrs, verdict = await self.proxy.decide("TLS", target, port, client, orig)
         except RefusedError as exc:
             raise RefusedError(exc.status, exc.reason, exc.rule,
                                answer=ALERT_ACCESS_DENIED) from None
-        up = await self.proxy._open([orig], port)
+        up = await self.proxy.open_upstream([orig], port)
         try:
-            self.proxy._record("TLS", target, port, client, verdict, 200)
+            self.proxy.record("TLS", target, port, client, verdict, 200)
             up[1].write(data)
             del data, first, hello
             self.proxy.keep(await tunnel.hand_over(down, up, self.proxy.limits.idle_timeout))
@@ -123,12 +123,12 @@ class Transparent:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=proxy.limits.header_bytes)
         conn.receive_data(first)
         while True:
-            request = await proxy._next_request(conn, down[0])
+            request = await proxy.next_request(conn, down[0])
             if request is None:
                 return
             if request.method == b"CONNECT":
                 raise RefusedError(400, "CONNECT on a redirected connection")
-            await proxy._forward(conn, request, client, down, orig)
+            await proxy.forward(conn, request, client, down, orig)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
