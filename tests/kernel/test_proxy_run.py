@@ -52,6 +52,16 @@ get()
 '''
 
 
+# a client that asks for a name no rule allows and keeps its connection open for a while
+ASKER = r'''
+import socket, time
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"GET http://held.example.test/ HTTP/1.1\r\nHost: held.example.test\r\n\r\n")
+print(s.recv(200).split(b"\r\n")[0].decode(), flush=True)
+time.sleep(5)
+'''
+
+
 def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -80,18 +90,32 @@ def test_run_serves_the_proxy_records_refusals_and_reloads_without_dropping_tunn
         assert (incident.dst, incident.dport, incident.uid) == ("other.example.test", 80, NOBODY)
         assert incident.user == "nobody" and incident.action == "refused"
         assert any(a.get("rule") == "proxy:default" for a in agent.alerts), agent.alerts
+        # another user's client: the proxy (its own user) cannot see the process; the agent
+        # (root) finds it while the client's connection is still open
+        held = subprocess.Popen(ns.exec_argv(lab.topo.server, [
+            "setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+            sys.executable, "-c", ASKER]), stdout=subprocess.PIPE, text=True)
+        try:
+            assert held.stdout is not None and "403" in held.stdout.readline()
+            found = agent.wait_for_incidents(1, timeout=10, query=Query(rule="proxy:default",
+                                                                        process="python"))
+            assert [(i.dst, i.uid, i.pid) for i in found] == [
+                ("held.example.test", NOBODY, held.pid)], agent.incidents()
+        finally:
+            held.kill()
+            held.wait()
         metrics = agent.running.metrics
         assert metrics.value("outguard_proxy_requests_total", decision="allowed",
                              rule="allow:api") == 1
         assert metrics.value("outguard_proxy_requests_total", decision="refused",
-                             rule="default") == 1
+                             rule="default") == 2
         assert metrics.value("outguard_proxy_up") == 1
         report = agent.running.agent.report()
         assert report.proxy is not None and report.proxy["requests"] == {"allowed": 1,
-                                                                         "refused": 1}
+                                                                         "refused": 2}
         lines = status_lines({}, {"pid": 1, "updated": time.time(), **report.__dict__})
         assert any("proxy: listening on 127.0.0.1:3128, [::1]:3128;" in line and
-                   "requests allowed 1, refused 1" in line for line in lines), lines
+                   "requests allowed 1, refused 2" in line for line in lines), lines
 
         holder = subprocess.Popen(ns.exec_argv(lab.topo.server, [
             "setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",

@@ -2,7 +2,8 @@
 
 Place in the data flow: `outguard proxy serve --agent` (the agent's child, `service.proxyrun`)
 writes one JSON line per decided request → `ProxyRecords.handle` → a refusal becomes an
-`Event` (the client's uid, process and unit as the proxy found them) → the agent's classifier
+`Event` (the client's uid, process and unit as the proxy found them, or as the agent finds
+them: the proxy, as its own user, sees only its own user's processes) → the agent's classifier
 → `Agent.record` (aggregate, store, alert: the path of a blocked packet); every decision is
 counted per rule for the metrics (`outguard_proxy_requests_total{decision,rule}`) and for
 `outguard status` (`report`).
@@ -83,8 +84,10 @@ class ProxyRecords:
     `classifier()`."""
 
     def __init__(self, record: Callable[[Event], None],
-                 classifier: Callable[[], Classifier]) -> None:
-        self.record, self.classifier = record, classifier
+                 classifier: Callable[[], Classifier],
+                 attribute: Callable[[BlockedPacket], Attribution | None] = lambda _p: None,
+                 ) -> None:
+        self.record, self.classifier, self.attribute = record, classifier, attribute
         self.counts: Counter[tuple[str, str]] = Counter()
         self.listening: list[str] = []
         self.transparent: list[int] = []
@@ -107,8 +110,26 @@ class ProxyRecords:
         self.counts[str(decision), rule] += 1
         event = event_of(doc)
         if event is not None:
+            event.attribution = self._process(doc, event.attribution)
             event.classifications = self.classifier().classify(event)
             self.record(event)
+
+    def _process(self, doc: dict[str, Any], att: Attribution) -> Attribution:
+        """The client's process, found by the agent (root: every /proc) when the proxy (its
+        own user) could not: the client's socket to the proxy, while it is still open."""
+        ends = doc.get("ends")
+        if att.pid is not None or not isinstance(ends, list) or len(ends) != 4:
+            return att
+        try:
+            src, sport, dst, dport = str(ends[0]), int(ends[1]), str(ends[2]), int(ends[3])
+        except (TypeError, ValueError):
+            return att
+        found = self.attribute(BlockedPacket(
+            time=datetime.now(UTC), prefix="proxy", family=6 if ":" in src else 4,
+            proto="tcp", src=src, dst=dst, sport=sport, dport=dport, uid=att.uid))
+        if found is None or found.pid is None:
+            return att
+        return found
 
     def stopped(self) -> None:
         self.running, self.connections = False, 0

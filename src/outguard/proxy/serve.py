@@ -108,7 +108,8 @@ def log_record(record: Record) -> None:
         "decision": "allowed" if v.allowed else "refused", "method": record.method,
         "host": record.host, "port": record.port, "status": record.status, "rule": v.rule,
         "reason": v.reason, "audit": v.audit, "uid": c.who.uid, "user": c.user, "pid": c.pid,
-        "exe": c.exe, "unit": c.unit, "client": c.ends[0] if c.ends else None}), flush=True)
+        "exe": c.exe, "unit": c.unit, "client": c.ends[0] if c.ends else None,
+        "ends": list(c.ends) if c.ends else None}), flush=True)
 
 
 def proxy_families(proxy: Proxy) -> Families:

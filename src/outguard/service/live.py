@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.sinks import Sink, build_sink
-from outguard.events import Event
+from outguard.events import Attribution, BlockedPacket, Event
 from outguard.feeds.lookup import FeedIndex
 from outguard.monitor.agent import Agent, PacketSource
 from outguard.monitor.aggregate import Aggregator
@@ -82,7 +82,8 @@ class Live:
         self.feeds = FeedWatch(load_feeds_policy, opts.state_dir, opts.netns, self.publish)
         self.agent: Agent | None = None
         self.proxy: ProxyRun | None = None
-        self.proxy_records = ProxyRecords(self._proxy_event, self._classifier)
+        self.proxy_records = ProxyRecords(self._proxy_event, self._classifier,
+                                          self._proxy_client)
         metrics.watch(self.proxy_records.families())
         self._events: EventSink | None = None
         self._closers: list[Callable[[], None]] = []
@@ -95,6 +96,19 @@ class Live:
     def _classifier(self) -> Classifier:
         assert self.settings is not None
         return self.settings.classifier
+
+    def _proxy_client(self, pkt: BlockedPacket) -> Attribution | None:
+        """A proxy client's process, by the agent's attributor (sock_diag and /proc as root);
+        None with an attributor that answers later (a test's)."""
+        if self.agent is None:
+            return None
+        found = self.agent.attributor.attribute(pkt)
+        if isinstance(found, Attribution):
+            return found
+        close = getattr(found, "close", None)  # a coroutine nobody will await
+        if callable(close):
+            close()
+        return None
 
     def _proxy_event(self, event: Event) -> None:
         """A refused proxy request: the blocked packet's path (aggregate, store, alert)."""
