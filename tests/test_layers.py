@@ -35,7 +35,8 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("apply",),  # plan, execute, recover
     ("store", "alerts"),
     ("monitor",),  # decode consumers: attribute, classify, aggregate, agent
-    ("proxy",),  # the egress proxy: decides with ruleset.decide, knows clients by monitor's attribution
+    ("proxy", "web"),  # the egress proxy (decides with ruleset.decide); the dashboard (reads the store)
+    ("fleet",),  # many hosts, one PostgreSQL: the central API and the agent's side (service runs it)
     ("service",),  # the daemon's composition: kernel objects and tasks
     ("lab",),
     ("cli",),

@@ -127,13 +127,13 @@ class Event:
     feed: str | None = None  # feed name when the drop came from a feed set
 
 
-Key = tuple[str, str, int | None, str]  # (process, dst, dport, rule)
+Key = tuple[str, int | None, str, int | None, str]  # (process, uid, dst, dport, rule)
 
 
 @dataclass
 class Incident:
-    """The blocked packets of one flow — (process, destination, port, rule) — within a window
-    of each other, as `monitor.aggregate` joins them: what is stored and alerted."""
+    """The blocked packets of one flow — (process, user, destination, port, rule) — within a
+    window of each other, as `monitor.aggregate` joins them: what is stored and alerted."""
 
     id: str
     process: str  # exe path, else argv[0], else "uid:N", else "?"
@@ -164,7 +164,7 @@ class Incident:
 
     @property
     def key(self) -> Key:
-        return (self.process, self.dst, self.dport, self.rule)
+        return (self.process, self.uid, self.dst, self.dport, self.rule)
 
     def to_json(self) -> dict[str, Any]:
         """The form alerts, `events --json` and the webhook body share."""

@@ -158,7 +158,8 @@ def test_json_gives_the_ports_of_each_decision(good: Path) -> None:
     result = run("explain", str(good), "--to", "203.0.113.10", "--port", "80", "--json",
                  "--proto", "tcp")
     assert json.loads(result.stdout) == [{
-        "destination": "203.0.113.10", "name": None, "proto": "tcp", "ports": None,
+        "destination": "203.0.113.10", "name": None, "proto": "tcp", "for": None,
+        "ports": [[80, 80]],
         "action": "allow",
         "verdict": "accept", "blocked": False, "audit": False, "rule": "allow:web-api",
         "reason": "allow rule 'web-api' matches: 203.0.113.10 is in its destinations;"

@@ -50,13 +50,18 @@ def test_suggest_from_a_file_then_simulate(tmp_path: Path) -> None:
     text = out.read_text()
     assert "api.example.com" in text and "203.0.113.10" not in text
     assert "jndi-callback (critical)" in text
-    assert run("check", str(out), "--state-dir", str(tmp_path)).exit_code == 0
+    checked = run("check", str(out), "--state-dir", str(tmp_path))
+    assert checked.exit_code == 0, checked.output
     result = run("simulate", str(out), "--flows", str(_file(tmp_path)),
                  "--state-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "BLOCK  /usr/bin/java (root) -> evil.example (198.51.100.7) tcp/1389: default" \
         in result.output
-    assert "4 flows replayed: 1 would be blocked, 0 of them got out when learned" in result.output
+    # the JNDI callback got out while learning (nothing was blocked): said so, exit 0 all
+    # the same (blocking a classified flow is what the policy is for)
+    assert ("4 flows replayed: 1 would be blocked, 1 of them got out when learned, 1 classified"
+            " medium or worse; 0 got out and are not classified") in result.output
+    assert "default  [jndi-callback (critical), got out when learned]" in result.output
 
 
 def test_suggest_and_simulate_from_the_store(tmp_path: Path) -> None:

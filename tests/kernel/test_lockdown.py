@@ -223,20 +223,53 @@ def test_a_lockdown_leaves_rollback_going_to_the_policy_before(topology: Topolog
     assert topo.status()["policy_hash"] == first != second
 
 
-def test_status_flags_a_lockdown_a_rollback_took_out_of_the_kernel(topology: Topology) -> None:
+def test_a_rollback_keeps_the_lockdown_in_the_kernel(topology: Topology) -> None:
+    # the snapshot rolled back to was compiled before the lockdown: it came back without it,
+    # and `rollback` lifted the emergency brake (found in session 7, fixed in session 8)
+    topo = topology
+    topo.add_addresses(WEB4)
+    first = topo.apply(POLICY).policy_hash
+    topo.apply(POLICY.replace("name: api", "name: api2"))
+    _lockdown(topo, "--for", "10m")
+    proc = topo.cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert "stays in force" in proc.stdout + proc.stderr
+    status = topo.status_cli()
+    assert status["policy_hash"] == first
+    assert status["lockdown"]["in_kernel"] is True and status["problems"] == []
+    assert topo.passes(Probe(WEB4, 443)) == [False]
+
+
+def test_status_flags_a_lockdown_the_kernel_does_not_hold(topology: Topology) -> None:
+    from outguard.state import StateDir
+
     topo = topology
     topo.add_addresses(WEB4)
     topo.apply(POLICY)
-    topo.apply(POLICY.replace("name: api", "name: api2"))
-    _lockdown(topo, "--for", "10m")
+    got = _lockdown(topo, "--for", "10m")
     assert topo.status_cli()["problems"] == []
-    assert topo.cli("rollback").returncode == 0
+    record = {"until": got["lockdown"]["until"], "keep": []}  # type: ignore[index]
+    StateDir(topo.state_dir).set_lockdown(None)
+    topo.apply(POLICY)  # compiled without it; then the record alone says one is in force
+    StateDir(topo.state_dir).set_lockdown(record)
     status = topo.status_cli()
     assert status["lockdown"]["in_kernel"] is False
     assert any("lockdown" in p for p in status["problems"]), status["problems"]
-    _lockdown(topo, "--for", "10m")  # puts it back
-    assert topo.status_cli()["problems"] == []
+
+
+def test_restore_after_a_reboot_brings_back_a_lockdown_made_without_a_policy(
+        topology: Topology) -> None:
+    topo = topology
+    topo.add_addresses(WEB4)
+    _lockdown(topo, "--for", "10m")
     assert topo.passes(Probe(WEB4, 443)) == [False]
+    subprocess.run(["ip", "netns", "exec", topo.server, "nft", "delete", "table", "inet",
+                    "outguard"], check=True)  # what a reboot does to the kernel's tables
+    assert topo.passes(Probe(WEB4, 443)) == [True]
+    proc = topo.cli("restore")
+    assert proc.returncode == 0, proc.stderr
+    assert topo.passes(Probe(WEB4, 443)) == [False]
+    assert topo.status_cli()["lockdown"]["in_kernel"] is True
 
 
 class _NoLockdownKernel:

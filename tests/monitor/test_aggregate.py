@@ -34,9 +34,20 @@ def test_key_parts_each_split_incidents() -> None:
     agg = Aggregator()
     base = agg.add(classified(event())).incident.id
     others = [event(exe="/usr/bin/wget"), event(dst="203.0.113.8"), event(dport=80),
-              event(rule="deny:x")]
+              event(rule="deny:x"), event(uid=0, user="root")]
     ids = {agg.add(classified(e)).incident.id for e in others}
-    assert base not in ids and len(ids) == 4
+    assert base not in ids and len(ids) == 5
+
+
+def test_one_binary_run_by_two_users_is_two_incidents_each_naming_its_user() -> None:
+    # a newcomer's trial: bash's /dev/tcp connect as nobody, then as root, was one incident
+    # filed under root (the latest packet), and nobody's attempt was named nowhere
+    agg = Aggregator()
+    first = agg.add(classified(event(exe="/usr/bin/bash", uid=65534, user="nobody"))).incident
+    second = agg.add(classified(event(exe="/usr/bin/bash", uid=0, user="root", at=1))).incident
+    assert first is not second
+    assert (first.uid, first.user, first.count) == (65534, "nobody", 1)
+    assert (second.uid, second.user, second.count) == (0, "root", 1)
 
 
 def test_after_the_window_a_new_incident_starts() -> None:

@@ -110,3 +110,14 @@ def test_a_registry_feed_is_warned_where_it_is_used(view: HostView, tmp_path: Pa
     got = reach_warnings(policy, view)
     assert [(w.path, w.line) for w in got] == [("deny[0].to[0]", 6)]
     assert "www.spamhaus.org does not resolve now and no allow rule names it" in got[0].message
+
+
+def test_a_namespace_without_its_own_resolv_conf_is_said_to_read_the_hosts(
+        tmp_path: Path) -> None:
+    # `check --netns X` named /etc/netns/X/resolv.conf, a file that did not exist: `ip netns
+    # exec` bind-mounts it only when it exists, and otherwise the namespace reads the host's
+    assert HostView.of_netns("og-x", etc=tmp_path).shown == "/etc/resolv.conf"
+    (tmp_path / "og-x").mkdir()
+    (tmp_path / "og-x" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    assert HostView.of_netns("og-x", etc=tmp_path).shown == str(tmp_path / "og-x/resolv.conf")
+    assert HostView.of_netns(None, etc=tmp_path).shown == "/etc/resolv.conf"

@@ -163,3 +163,20 @@ def test_the_policy_given_is_compared_with_what_is_applied(tmp_path: Path, caplo
         assert agent.reloads.serving.startswith("policy ")
     assert "is not what is applied" in caplog.text  # type: ignore[attr-defined]
 
+
+
+def test_a_reload_that_turns_learning_on_says_it_waits_for_the_next_start(
+        tmp_path: Path, caplog: object) -> None:
+    # a newcomer's trial: `learn: true` applied to a running agent was "reloaded" and nothing
+    # more, and `flows` said "no flows learned" until the agent was restarted
+    import logging
+
+    policy = tmp_path / "policy.yaml"
+    write_applied(tmp_path / "state", SINK.format(sink="stdout: json"), policy)
+    with caplog.at_level(logging.WARNING), agent_on(tmp_path) as (agent, _source):  # type: ignore[attr-defined]
+        write_applied(tmp_path / "state", SINK.format(sink="stdout: json") + "learn: true\n",
+                      policy)
+        stats = agent.wait_for_reloads(1)
+        assert stats.ok == 1, stats.last_error
+    said = [r.getMessage() for r in caplog.records]  # type: ignore[attr-defined]
+    assert any("learn: true" in m and "next start" in m for m in said), said

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from outguard.apply.lockrecord import current_lockdown
 from outguard.apply.run import reapply
 from outguard.apply.transact import Kernel
-from outguard.errors import OutguardError
+from outguard.errors import OutguardError, StateError
 from outguard.nftables import nft_tx
 from outguard.nftables.nft import compile_lockdown
 from outguard.nftables.nft_lockdown import Lockdown
@@ -26,7 +26,7 @@ from outguard.pipeline import load_applied
 from outguard.policy.model import Options
 from outguard.state import StateDir
 
-__all__ = ["LockdownError", "LockdownReport", "current_lockdown", "end", "start"]
+__all__ = ["LockdownError", "LockdownReport", "current_lockdown", "end", "reinstate", "start"]
 
 
 class LockdownError(OutguardError):
@@ -82,6 +82,29 @@ def end(state: StateDir, kernel: Kernel) -> LockdownReport:
                                             " nothing changed"])
     warnings = _put(state, kernel, None, with_policy)
     return LockdownReport(None, with_policy, warnings)
+
+
+def reinstate(state: StateDir, kernel: Kernel, now: float | None = None) -> str | None:
+    """After `rollback` or `restore` committed a stored ruleset (compiled before the lockdown
+    was put in, or a lockdown table a reboot emptied), put the lockdown in force back: a
+    watchdog's rollback must not lift the emergency brake. Says what it did (None: no lockdown
+    in force, or the kernel already holds it); a failure is said loudly, never raised — the
+    rollback itself stands."""
+    try:
+        got = current_lockdown(state, now)
+    except StateError as exc:
+        return f"WARNING: {exc}: a lockdown may have been lifted"
+    if got is None:
+        return None
+    try:
+        objects = kernel.objects()
+        if objects is not None and "lockdown" in objects[0]:
+            return None
+        _put(state, kernel, got, state.snapshot("applied") is not None)
+    except OutguardError as exc:
+        return (f"WARNING: the lockdown until {got.until_text} could not be put back ({exc}):"
+                " egress is NOT locked down; run `outguard lockdown --for ...` again")
+    return f"the lockdown until {got.until_text} stays in force (put back in the kernel)"
 
 
 def _put(state: StateDir, kernel: Kernel, lockdown: Lockdown | None,

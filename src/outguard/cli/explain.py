@@ -15,19 +15,25 @@ words the answers. Three things it must not get wrong:
 - Audit mode blocks nothing: a deny is worded "would be denied (audit: logged, not blocked)".
 - Without `--proto`, TCP and UDP are both asked and both answered: a destination allowed only
   on udp/123 (NTP) is not "denied" because a default protocol was assumed.
+- Without `--user`/`--group`, no user is assumed either: the answer is for a socket no `for:`
+  names, and then for each `for:` of the policy whose answer differs ("ALLOW ... for user root").
+- With `dns:`, an address the resolver put into a name rule's set (the state directory's saved
+  resolver state, `explain_sets`) is decided with that name too, as the kernel's set match does.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import click
 
+from outguard.cli.explain_sets import InSet, read_in_sets, until_text
 from outguard.errors import OutguardError
 from outguard.pipeline import load_policy, lower_policy
 from outguard.policy import accounts
@@ -41,6 +47,7 @@ from outguard.ruleset.lower import system_resolver
 Ranges = list[tuple[int, int]]
 HOSTS = Path("/etc/hosts")
 _AUDIT = " (audit mode: logged, not blocked)"
+ANYONE = "users no for: rule names"  # the answer without --user/--group, when a for: differs
 
 
 @dataclass
@@ -55,6 +62,7 @@ class Answer:
     resolver: str | None = None  # with dns: what outguard's resolver does with the name
     note: str | None = None
     expires: str | None = None  # the deciding rule's `expires:` (ISO 8601, UTC)
+    who: str | None = None  # whose sockets: None = as asked; "user root", or ANYONE
 
 
 def _id(value: str | None, kind: Literal["user", "group"]) -> int | None:
@@ -159,11 +167,30 @@ def _per_address(ruleset: Ruleset, name: str, addresses: list[str], flow: Flow,
     return out
 
 
+def _through_sets(ruleset: Ruleset, dest: str, flow: Flow, local: Collection[str],
+                  sets: Sequence[InSet]) -> list[Answer]:
+    """An address in name rules' sets: decided with each name (as the kernel's set match),
+    then as the bare address it is once the entries expire."""
+    out: list[Answer] = []
+    for s in sets:
+        out += _answers(ruleset, replace(flow, dst=dest, name=s.name), dest, s.name, local,
+                        note=f"{dest} is in the addresses the resolver put in for {s.name}"
+                             f" ({s.rule}, @{s.set_name}) until {until_text(s)} unless it is"
+                             f" answered again ({s.source})")
+    bare = _answers(ruleset, replace(flow, dst=dest), dest, None, local,
+                    note="the address alone: what decides it once the resolver's entries"
+                         " above expire")
+    return out + bare
+
+
 def explain(ruleset: Ruleset, dest: str, flow: Flow, hosts: Path = HOSTS,
-            local: Collection[str] = ()) -> list[Answer]:
+            local: Collection[str] = (), sets: Sequence[InSet] = ()) -> list[Answer]:
     """The answers for `dest` (an address or a host name) and the rest of `flow`; `local`:
-    the host's own addresses (the kernel sends traffic to them through `lo`)."""
+    the host's own addresses (the kernel sends traffic to them through `lo`); `sets`: where
+    the resolver put the address `dest` into name rules' sets (`explain_sets.read_in_sets`)."""
     if parse_ip(dest) is not None:
+        if sets:
+            return _through_sets(ruleset, dest, flow, local, sets)
         return _answers(ruleset, replace(flow, dst=dest), dest, None, local)
     try:
         name = parse_target(dest)
@@ -210,6 +237,11 @@ def _reason(a: Answer, proto: str) -> str:
                                      "the port is one of its ports")
 
 
+def _same(a: Answer, b: Answer) -> bool:
+    """Whether two answers are port groups of one question (destination, name, whose)."""
+    return (a.destination, a.name, a.who) == (b.destination, b.name, b.who)
+
+
 def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> str:
     lines: list[str] = []
     for i, a in enumerate(answers):
@@ -220,17 +252,18 @@ def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> 
         elif a.every_port:
             where = f"{proto}, any port"
         elif a.ports is not None:
-            last = i + 1 == len(answers) or answers[i + 1].destination != a.destination
+            last = i + 1 == len(answers) or not _same(answers[i + 1], a)
             where = f"{proto} " + ("any other port" if last and len(a.ports) > 1
                                    else _ports_text(a.ports))
         else:
             where = proto
         head, verdict = _outcome(a.decision, audit)
-        lines.append(f"{head:5}  {shown} {where}: {verdict}")
+        who = f" ({a.who})" if a.who is not None else ""
+        lines.append(f"{head:5}  {shown} {where}{who}: {verdict}")
         lines.append(f"       {_reason(a, proto).removesuffix(_AUDIT)}")
         if a.expires is not None:
             lines.append(f"       until {a.expires}: the rule expires then (`expires:`)")
-        if i + 1 < len(answers) and answers[i + 1].destination == a.destination:
+        if i + 1 < len(answers) and _same(answers[i + 1], a):
             continue  # what is said of the destination follows its last port group
         if a.resolver is not None and a.resolver.startswith("answers"):
             lines.append(f"       outguard's resolver {a.resolver}")
@@ -239,10 +272,12 @@ def render(answers: list[Answer], port: int | None, proto: str, audit: bool) -> 
     return "\n".join(lines) + "\n"
 
 
-def as_json(answers: list[Answer], proto: str, audit: bool) -> list[dict[str, Any]]:
+def as_json(answers: list[Answer], proto: str, audit: bool,
+            port: int | None = None) -> list[dict[str, Any]]:
+    asked = [[port, port]] if port is not None and proto in ("tcp", "udp") else None
     return [{
-        "destination": a.destination, "name": a.name, "proto": proto,
-        "ports": "any" if a.every_port else a.ports,
+        "destination": a.destination, "name": a.name, "proto": proto, "for": a.who,
+        "ports": "any" if a.every_port else a.ports if a.ports is not None else asked,
         "action": a.decision.action, "verdict": a.decision.verdict,
         "blocked": a.decision.verdict != "accept",
         "audit": audit and a.decision.action == "deny",
@@ -250,25 +285,72 @@ def as_json(answers: list[Answer], proto: str, audit: bool) -> list[dict[str, An
         "resolver": a.resolver, "note": a.note, "expires": a.expires} for a in answers]
 
 
+def owners(ruleset: Ruleset) -> list[tuple[str, Flow]]:
+    """Each distinct `for:` of the policy: its words, and a flow whose socket it matches."""
+    out: dict[tuple[int | None, int | None, str | None], str] = {}
+    for rule in ruleset.rules():
+        m = rule.match
+        if (m.uid, m.gid, m.cgroup) == (None, None, None) or (m.uid, m.gid, m.cgroup) in out:
+            continue
+        words = []
+        if m.uid is not None:
+            words.append(f"user {accounts.user_name(m.uid) or m.uid}")
+        if m.gid is not None:
+            words.append(f"group {m.gid}")
+        if m.cgroup is not None:
+            unit = m.cgroup.removeprefix("system.slice/")
+            words.append(f"unit {unit}" if unit != m.cgroup and "/" not in unit
+                         else f"cgroup /{m.cgroup}")
+        out[(m.uid, m.gid, m.cgroup)] = " ".join(words)
+    return [(words, Flow(uid=u, gid=g, cgroup=c)) for (u, g, c), words in out.items()]
+
+
+def _shape(answers: list[Answer]) -> list[tuple[Any, ...]]:
+    return [(a.destination, a.name, a.ports, a.every_port, a.decision.action,
+             a.decision.verdict, a.decision.rule) for a in answers]
+
+
+def explain_anyone(ruleset: Ruleset, dest: str, flow: Flow, local: Collection[str] = (),
+                   sets: Sequence[InSet] = (), hosts: Path = HOSTS) -> list[Answer]:
+    """No user or group asked: the answer for a socket no `for:` names, then for each `for:`
+    whose answer differs (marked `who`); unmarked when no `for:` changes anything."""
+    base = explain(ruleset, dest, flow, hosts, local, sets)
+    more: list[Answer] = []
+    for words, who in owners(ruleset):
+        got = explain(ruleset, dest, replace(flow, uid=who.uid, gid=who.gid, cgroup=who.cgroup),
+                      hosts, local, sets)
+        if _shape(got) != _shape(base):
+            more += [replace(a, who=words) for a in got]
+    if more:
+        base = [replace(a, who=ANYONE) for a in base]
+    return base + more
+
+
 def run_explain(policy: Path, dest: str, port: int | None, proto: str | None,
                 user: str | None, group: str | None, json_out: bool,
-                feed_dir: Path | None = None, local: Collection[str] = ()) -> None:
+                feed_dir: Path | None = None, local: Collection[str] = (),
+                state_dir: Path | None = None) -> None:
     """Load and lower POLICY, then print the answers for `dest` (`proto` None: tcp and udp);
-    `local`: the host's own addresses, accepted like 127.0.0.1 (`oif lo`)."""
+    `local`: the host's own addresses, accepted like 127.0.0.1 (`oif lo`); `state_dir`:
+    where the agent saves its resolver's state (what it put in the name rules' sets)."""
     ruleset = lower_policy(load_policy(policy, feed_dir=feed_dir))
     uid, gid = _id(user, "user"), _id(group, "group")
+    sets = read_in_sets(ruleset, state_dir, dest, time.time()) \
+        if state_dir is not None and parse_ip(dest) is not None else []
     audit = ruleset.mode == "audit"
     deadlines = {r.counter: r.match.until.isoformat() for r in ruleset.rules()
                  if r.match.until is not None}
     docs: list[dict[str, Any]] = []
     for each in [proto] if proto is not None else ["tcp", "udp"]:
         flow_proto: FlowProto = "tcp" if each == "tcp" else "udp" if each == "udp" else "icmp"
-        answers = explain(ruleset, dest, Flow(port=port, proto=flow_proto, uid=uid, gid=gid),
-                          local=local)
+        asked = Flow(port=port, proto=flow_proto, uid=uid, gid=gid)
+        answers = explain(ruleset, dest, asked, local=local, sets=sets) \
+            if uid is not None or gid is not None else \
+            explain_anyone(ruleset, dest, asked, local, sets)
         for a in answers:
             a.expires = deadlines.get(a.decision.rule)
         if json_out:
-            docs += as_json(answers, each, audit)
+            docs += as_json(answers, each, audit, port)
         else:
             click.echo(render(answers, port, each, audit), nl=False)
     if json_out:

@@ -212,7 +212,7 @@ def simulate(policy: Path, flows_file: Path | None, since: str | None, as_json: 
              show_all: bool, netns: str | None, state_dir: Path | None,
              store: str | None) -> None:
     """Replay the learned flows through POLICY: what would it block? Exit 1 if anything that
-    got out when learned would be."""
+    got out when learned and is not classified would be."""
     from outguard.journey.simulate import Outcome  # noqa: PLC0415
     from outguard.journey.simulate import simulate as replay  # noqa: PLC0415
     from outguard.pipeline import load_policy, lower_policy  # noqa: PLC0415
@@ -305,19 +305,21 @@ def _line(o: Any) -> str:
     port = f"/{f.port}" if f.port is not None else ""
     where = f"{o.name or (f.names[0] if f.names else f.dst)} ({f.dst})" if f.names else f.dst
     head = "BLOCK" if o.blocked else "ALLOW"
-    mark = "  [got out when learned]" if o.regression else \
-        f"  [{f.signature} ({f.severity})]" if f.severity and o.blocked else ""
+    marks = [f"{f.signature} ({f.severity})"] if f.severity and o.blocked else []
+    marks += ["got out when learned"] if o.got_out else []
+    mark = f"  [{', '.join(marks)}]" if marks else ""
     who = f.unit or f.user or "?"
     return f"{head}  {f.exe or '?'} ({who}) -> {where} {f.proto}{port}: {o.decision.rule}{mark}"
 
 
 def _print_summary(summary: Any, audit: bool) -> None:
     click.echo(f"{summary.flows} flows replayed: {summary.blocked} would be blocked"
-               f"{' (audit mode: logged, not blocked)' if audit else ''}, {summary.regressions}"
+               f"{' (audit mode: logged, not blocked)' if audit else ''}, {summary.got_out}"
                " of them got out when learned, "
-               f"{summary.classified_blocked} classified medium or worse")
+               f"{summary.classified_blocked} classified medium or worse;"
+               f" {summary.regressions} got out and are not classified (what it would break)")
     for exe, b in sorted(summary.by_process.items(), key=lambda kv: (-kv[1].flows, kv[0])):
         click.echo(f"  {exe}: {b.flows} flows ({b.connections} connections),"
-                   f" {b.regressions} got out when learned")
+                   f" {b.got_out} got out when learned, {b.regressions} not classified")
         for where, rules in sorted(b.destinations.items()):
             click.echo(f"    {where}: {', '.join(sorted(rules))}")

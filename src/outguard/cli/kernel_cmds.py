@@ -19,7 +19,7 @@ import click
 
 from outguard.cli.aws_cmd import apply_aws, aws_options
 from outguard.cli.common import confirm_command, fail, kernel_options
-from outguard.errors import OutguardError, PolicyError
+from outguard.errors import OutguardError, PolicyError, StateError
 
 # Removed as backends (issue 14: a backend is whole or export-only); still accepted as values
 # so that the error says what to do instead.
@@ -146,17 +146,22 @@ def confirm(netns: str | None, state_dir_path: Path) -> None:
 @kernel_options
 def rollback(allow_remove: bool, netns: str | None, state_dir_path: Path) -> None:
     """Restore the previously applied policy (with --remove: none, remove the table)."""
+    from outguard.apply.lockdown import reinstate  # noqa: PLC0415
     from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
+    state = StateDir(state_dir_path)
     try:
         with Nft() as nft:
-            message = do_rollback(StateDir(state_dir_path), nft, allow_remove=allow_remove)
+            message = do_rollback(state, nft, allow_remove=allow_remove)
+            kept = reinstate(state, nft)
     except OutguardError as exc:
         fail(exc)
         return
     click.echo(message)
+    if kept is not None:
+        click.echo(kept, err=kept.startswith("WARNING"))
     if "removed" in message:
         _dns_hint(netns)
 
@@ -212,18 +217,29 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 
     No policy is read and no name resolved; an apply that was never confirmed is rolled back
     first. Fails when nothing was ever applied here."""
+    from outguard.apply.lockdown import current_lockdown, reinstate  # noqa: PLC0415
     from outguard.apply.recovery import restore as do_restore  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
+    state = StateDir(state_dir_path)
+    where = f" in network namespace {netns}" if netns else ""
     try:
         with Nft() as nft:
-            message = do_restore(StateDir(state_dir_path), nft, time.time())
+            try:
+                message = do_restore(state, nft, time.time())
+            except StateError:
+                # a lockdown put in with no policy: the boot brings it back until its end
+                if state.snapshot("applied") is not None or current_lockdown(state) is None:
+                    raise
+                message = "nothing was applied here; a lockdown is in force"
+            kept = reinstate(state, nft)
     except OutguardError as exc:
         fail(exc)
         return
-    where = f" in network namespace {netns}" if netns else ""
     click.echo(message + where)
+    if kept is not None:
+        click.echo(kept, err=kept.startswith("WARNING"))
 
 
 @click.command(name="_watchdog", hidden=True)
@@ -233,8 +249,8 @@ def restore(netns: str | None, state_dir_path: Path) -> None:
 @click.option("--base", default=None)
 def watchdog(state_dir: Path, token: str, deadline: float, base: str | None) -> None:
     """Roll back at DEADLINE unless the pending confirmation TOKEN was confirmed."""
+    from outguard.apply.lockdown import reinstate  # noqa: PLC0415
     from outguard.apply.recovery import rollback as do_rollback  # noqa: PLC0415
-    from outguard.errors import StateError  # noqa: PLC0415
     from outguard.kernel.libnft import Nft  # noqa: PLC0415
     from outguard.state import StateDir  # noqa: PLC0415
 
@@ -252,6 +268,9 @@ def watchdog(state_dir: Path, token: str, deadline: float, base: str | None) -> 
         try:
             with Nft() as nft:
                 message = do_rollback(state, nft, token=token, base=base)
+                kept = reinstate(state, nft)
+            if kept is not None:
+                message = f"{message}; {kept}"
             break
         except OutguardError as exc:
             message = f"rollback failed (attempt {attempt + 1} of 3): {exc}"

@@ -48,7 +48,7 @@ def up_summary(result: lifecycle.UpResult) -> str:
         f"  ip netns exec {t.SERVER_NS} curl http://api.example.test/",
         f"  outguard apply --netns {t.SERVER_NS} --state-dir {paths.state_dir} "
         "examples/lab-policy.yaml",
-        "Remove it with: outguard lab down",
+        "Remove it with: outguard lab down (from a clone: .venv/bin/outguard lab down)",
     ]
     return "\n".join(lines)
 
@@ -125,7 +125,8 @@ def _journey(down_after: bool) -> None:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     click.echo(f"\njourney {'complete' if result.ok else 'FAILED: see the ✗ above'} ({timings})")
     if not down_after:
-        click.echo("The lab stays up; remove it with: outguard lab down")
+        click.echo("The lab stays up; remove it with: outguard lab down"
+                   " (from a clone: .venv/bin/outguard lab down)")
     if not result.ok:
         sys.exit(1)
 

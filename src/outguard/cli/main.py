@@ -38,6 +38,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "outguard.cli.journey_cmds:simulate",
     "doctor": "outguard.cli.doctor_cmd:doctor",
     "proxy": "outguard.cli.proxy_cmd:proxy",
+    "fleet": "outguard.cli.fleet_cmd:fleet",
 }
 # Their help's first paragraph, so that `outguard --help` lists them without importing them
 # (the lab alone took ~470 ms); tests/cli/test_main.py keeps these equal to the commands' own.
@@ -59,9 +60,10 @@ LAZY_HELP: dict[str, str] = {
               " for the default; exit 1 when any outcome differs from the policy.",
     "suggest": "A reviewable policy from the learned flows.",
     "simulate": "Replay the learned flows through POLICY: what would it block? Exit 1 if"
-                " anything that got out when learned would be.",
+                " anything that got out when learned and is not classified would be.",
     "doctor": "Check the host: kernel, state directory, ports, units.",
     "proxy": "outguard's egress proxy: HTTP and CONNECT, decided by the policy, by name and user.",
+    "fleet": "Many hosts, one PostgreSQL: the fleet API server and the operator's commands.",
 }
 
 
@@ -202,7 +204,7 @@ def explain(policy: Path, dest: str, port: int | None, proto: str | None, user: 
         local = []
     try:
         run_explain(policy, dest, port, proto, user, group, as_json, state_dir_path / "feeds",
-                    local)
+                    local, state_dir_path)
     except OutguardError as exc:
         fail(exc)
 

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from outguard.cli.common import fail, kernel_options
+from outguard.cli.fleetrun import fleet_options, fleet_setup
 from outguard.errors import OutguardError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -59,6 +60,23 @@ _STORE_OPTIONS = [
 ]
 
 
+def _web(listen: str | None, cert: Path | None, key: Path | None) -> Any:
+    """`--web`'s options, checked now (a bad address is a usage error, before any apply)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from outguard.policy.webconf import WebConfig  # noqa: PLC0415
+
+    if listen is None:
+        if cert is not None or key is not None:
+            raise click.UsageError("--web-tls-cert/--web-tls-key need --web HOST:PORT")
+        return None
+    try:
+        return WebConfig(listen=listen, tls_cert=cert, tls_key=key)
+    except ValidationError as exc:
+        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter(why, param_hint="--web") from exc
+
+
 def _store_options(fn: Any) -> Any:
     for option in reversed(_STORE_OPTIONS):
         fn = option(fn)
@@ -75,12 +93,21 @@ def _store_options(fn: Any) -> Any:
               help="Extra signature file(s): add, replace or disable signatures.")
 @click.option("--no-apply", is_flag=True, help="Do not apply: serve the policy applied in the"
               " state directory (POLICY, if given, only while nothing is applied).")
+@click.option("--web", "web_listen", metavar="HOST:PORT", default=None,
+              help="Serve the dashboard here (e.g. 127.0.0.1:8765; its token is"
+                   " STATE_DIR/web.token). Another address than loopback needs --web-tls-*.")
+@click.option("--web-tls-cert", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM certificate for the dashboard (HTTPS).")
+@click.option("--web-tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM private key of --web-tls-cert.")
 @click.option("--no-proxy", is_flag=True, help="Do not start the egress proxy of the"
               " policy's `proxy:` section (run `outguard proxy serve` yourself).")
+@fleet_options
 @kernel_options
 def run(policy: Path | None, metrics_listen: str | None, store: str | None,
-        signatures: tuple[Path, ...], no_apply: bool, no_proxy: bool, netns: str | None,
-        state_dir_path: Path) -> None:
+        signatures: tuple[Path, ...], no_apply: bool, web_listen: str | None,
+        web_tls_cert: Path | None, web_tls_key: Path | None, no_proxy: bool,
+        netns: str | None, state_dir_path: Path, **fleet: Any) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
     Every blocked packet is attributed to a process, classified, aggregated into incidents,
@@ -90,15 +117,18 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     at once. SIGHUP (`systemctl reload`) reloads them, and first applies POLICY again unless
     --no-apply. A reload that fails changes nothing and is logged, alerted and counted. The
     store is flushed on exit; the policy stays applied.
+
+    With --fleet URL the agent also follows a fleet server (see `outguard fleet`): it applies
+    the version assigned to this host with a confirmation window and a verify, reports the
+    result, puts in the fleet's lockdowns, and sends incidents and learned flows through a
+    local outbox. Whatever the server does, the host keeps enforcing, monitoring and alerting.
     """
     from outguard.cli.sdnotify import Watchdog, notify, watchdog_interval  # noqa: PLC0415
     from outguard.monitor.metrics import parse_listen  # noqa: PLC0415
     from outguard.service.options import AgentOptions  # noqa: PLC0415
     from outguard.service.runner import Running, run_agent  # noqa: PLC0415
 
-    if policy is None and not no_apply:
-        raise click.UsageError("give the POLICY to apply, or --no-apply to serve what is"
-                               " applied in the state directory")
+    fleet_opts, policy, apply = fleet_setup(fleet, policy, no_apply, netns, state_dir_path)
     if metrics_listen is not None:
         try:
             parse_listen(metrics_listen)
@@ -106,8 +136,9 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
             raise click.BadParameter(str(exc), param_hint="--metrics-listen") from exc
     logging.basicConfig(level=logging.INFO, format="outguard: %(levelname)s: %(message)s",
                         stream=sys.stderr)
-    opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=not no_apply, store=store,
+    opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=apply, store=store,
                         signatures=signatures, metrics_listen=metrics_listen,
+                        web=_web(web_listen, web_tls_cert, web_tls_key), fleet=fleet_opts,
                         proxy=not no_proxy)
 
     watchdogs: list[Watchdog] = []
@@ -115,6 +146,8 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
     def started(running: Running) -> None:
         where = f" in network namespace {netns}" if netns else ""
         metrics = (f", metrics on http://{metrics_listen}/metrics" if metrics_listen else "")
+        if running.web is not None:
+            metrics += f", dashboard on {running.web.url}"
         click.echo(f"outguard: monitoring{where}, serving {running.reloader.stats.serving};"
                    f" events in {opts.store_location()}{metrics}", err=True)
         running.reloader.on_status = lambda text: notify(f"STATUS={text}")

@@ -59,10 +59,19 @@ def status(as_json: bool, check: bool, netns: str | None, state_dir_path: Path) 
     # what the monitor could see: blocked, logged, not logged (over the per-flow log rate)
     info["logging"] = log_figures(counters)
     info["monitor"] = report
+    info["fleet"] = None
+    fleet_lines: list[str] = []
+    if (state_dir_path / "fleet").is_dir():  # only then: the fleet's modules take time to load
+        from outguard.fleet import status as fleet_status  # noqa: PLC0415
+
+        info["fleet"] = fleet_status.read(state_dir_path)
+        fleet_lines = fleet_status.lines(info["fleet"])
     if as_json:
         click.echo(json.dumps(info, indent=1))
     else:
         _print(info, present, now)
+        for line in fleet_lines:
+            click.echo(line)
     if check and info["problems"]:
         sys.exit(CHECK_FAILED)
 

@@ -36,8 +36,12 @@ MEDIUM = severity_rank("medium")
 
 
 def recorded_allowed(flow: LearnedFlow) -> bool:
-    """Whether the flow got out when it was learned: no policy, or one that allowed it."""
-    return flow.decision == "" or flow.decision.startswith(("allow:", "builtin:"))
+    """Whether the flow got out when it was learned: no policy (learning alone blocks
+    nothing), one that allowed it, or one in audit mode that would have blocked it (the
+    learner records "default audit", "deny:x audit", as the kernel's log prefix says). A
+    classified flow got out too when this says so: the classifier only names it."""
+    d = flow.decision
+    return d == "" or d.startswith(("allow:", "builtin:")) or d.endswith(" audit")
 
 
 def classified(flow: LearnedFlow) -> bool:
@@ -57,9 +61,15 @@ class Outcome:
         return self.decision.verdict != "accept"
 
     @property
+    def got_out(self) -> bool:
+        """It would be blocked now and got out when learned (classified or not)."""
+        return self.blocked and recorded_allowed(self.flow)
+
+    @property
     def regression(self) -> bool:
-        """It got out when learned, is not classified, and would be blocked now."""
-        return self.blocked and recorded_allowed(self.flow) and not classified(self.flow)
+        """It got out when learned, is not classified, and would be blocked now: something
+        that worked would break (a classified flow blocked is what the policy is for)."""
+        return self.got_out and not classified(self.flow)
 
     def to_json(self) -> dict[str, Any]:
         f = self.flow
@@ -69,7 +79,7 @@ class Outcome:
                 "severity": f.severity, "action": self.decision.action,
                 "verdict": self.decision.verdict, "blocked": self.blocked,
                 "rule": self.decision.rule, "name": self.name, "reason": self.decision.reason,
-                "regression": self.regression}
+                "got_out": recorded_allowed(f), "regression": self.regression}
 
 
 @dataclass
@@ -78,6 +88,7 @@ class Blocked:
 
     flows: int = 0
     connections: int = 0
+    got_out: int = 0
     regressions: int = 0
     destinations: dict[str, set[str]] = field(default_factory=dict)  # "dst proto/port" → rules
 
@@ -86,7 +97,8 @@ class Blocked:
 class Summary:
     flows: int = 0
     blocked: int = 0
-    regressions: int = 0
+    got_out: int = 0  # blocked now, and got out when learned
+    regressions: int = 0  # of those, not classified: what would break
     classified_blocked: int = 0
     by_process: dict[str, Blocked] = field(default_factory=dict)
 
@@ -95,19 +107,22 @@ class Summary:
         if o.blocked:
             f = o.flow
             self.add_blocked(f.exe, f.names, f.dst, f.port, f.proto, o.decision.rule, 1, f.count,
-                             o.regression, classified(f))
+                             recorded_allowed(f), classified(f))
 
     def add_blocked(self, exe: str | None, names: Sequence[str], dst: str, port: int | None,
-                    proto: str, rule: str, n: int, connections: int, regression: bool,
+                    proto: str, rule: str, n: int, connections: int, got_out: bool,
                     is_classified: bool) -> None:
         """`n` blocked flows alike (the store's summary groups them; `flows` is not counted).
         Each process lists its 50 smallest destinations, whatever order the flows came in."""
+        regression = got_out and not is_classified
         self.blocked += n
+        self.got_out += n * got_out
         self.regressions += n * regression
         self.classified_blocked += n * is_classified
         got = self.by_process.setdefault(exe or "?", Blocked())
         got.flows += n
         got.connections += connections
+        got.got_out += n * got_out
         got.regressions += n * regression
         where = f"{names[0] if names else dst} {proto}{'' if port is None else f'/{port}'}"
         shown = got.destinations
@@ -121,10 +136,11 @@ class Summary:
         shown[where].add(rule)
 
     def to_json(self) -> dict[str, Any]:
-        return {"flows": self.flows, "blocked": self.blocked, "regressions": self.regressions,
+        return {"flows": self.flows, "blocked": self.blocked, "got_out": self.got_out,
+                "regressions": self.regressions,
                 "classified_blocked": self.classified_blocked,
                 "by_process": {exe: {"flows": b.flows, "connections": b.connections,
-                                     "regressions": b.regressions,
+                                     "got_out": b.got_out, "regressions": b.regressions,
                                      "destinations": {d: sorted(r) for d, r in
                                                       sorted(b.destinations.items())}}
                                for exe, b in sorted(self.by_process.items())}}
@@ -302,7 +318,7 @@ def simulate_questions(replayer: Replayer, questions: Iterable[Question],
         outcome = replayer.replay(flow)
         f = flow
         summary.add_blocked(f.exe, f.names, f.dst, f.port, f.proto, outcome.decision.rule, 1,
-                            f.count, outcome.regression, classified(f))
+                            f.count, recorded_allowed(f), classified(f))
         if each is not None:
             each(outcome)
     return summary

@@ -36,6 +36,7 @@ from outguard.journey.aggregate import (
     collect,
     refuse,
 )
+from outguard.journey.cover import Index, Owner, Shape, redundant
 from outguard.journey.psl import registrable, wildcard_safe
 from outguard.policy import accounts
 
@@ -126,19 +127,80 @@ def suggest_table(t: Table, *, per_host: bool = False, use_dns: bool | None = No
     refused = dict(t.refused)
     names_taken = set(taken)
     bases: dict[str, int] = {}
+    uid_names = _uid_names(t)
+    plans: dict[str, tuple[Dests, Owner]] = {}
     for group in sorted(t.services):
         service = t.services[group]
         dests = _destinations(t, service, set(upstreams), banned_names, refused, out)
         if upstreams:
             dests = _fold(dests, banned_names, fold)
+        plans[group] = (dests, _owner(service, per_host, user_known, uid_names))
+    _fold_unattributed(plans)
+    for group, (dests, owner) in plans.items():
         if dests:
             base = _unique_base(_base(group), bases)
-            owner = _owner(service, per_host, user_known)
             out.rules += _rules(base, dests, owner, names_taken)
+    out.rules = _without_covered(out.rules)
     out.refused = sorted(refused.values(), key=lambda r: (r.dst, r.port or 0, r.proto, r.why))
     for r in out.refused:
         r.names = tuple(sorted(t.names.get(r.dst, ())))
     return out
+
+
+def _uid_names(t: Table) -> dict[int, str]:
+    """A user name for each uid any service saw it with: a "uid:N" flow (no process found)
+    is then `for: {user: NAME}` like its user's process rules, and comparable with them."""
+    out: dict[int, str] = {}
+    for group in sorted(t.services):
+        for uid, name in sorted(t.services[group].users.items()):
+            out.setdefault(uid, name)
+    return out
+
+
+def _unattributed(group: str) -> bool:
+    return group.startswith("exe:uid:")
+
+
+def _fold_unattributed(plans: dict[str, tuple[Dests, Owner]]) -> None:
+    """A "uid:N" flow (a socket gone before its process was found) to a destination, protocol
+    and port a process rule of the same user (or one without `for:`) already allows is that
+    rule's: its evidence is counted there and it makes no rule of its own. What no process
+    rule allows stays in the uid's rule (its evidence too: it is kept per protocol only)."""
+    shapes: list[Shape] = []
+    where: list[tuple[str, str]] = []  # (group, entry) of each shape
+    for group, (dests, owner) in plans.items():
+        if not _unattributed(group):
+            for entry, (ports, _e, _r) in dests.items():
+                for proto, sig_ports in _signatures(ports):
+                    shapes.append(Shape(owner, (entry,), proto, tuple(ranges(sig_ports))))
+                    where.append((group, entry))
+    index = Index(shapes)
+    for group, (dests, owner) in plans.items():
+        if not _unattributed(group) or not shapes:
+            continue
+        for entry in list(dests):
+            ports, evidence, _r = dests[entry]
+            for proto in sorted(ports):
+                seen = sorted(ports[proto], key=lambda p: -1 if p is None else p)
+                found = [index.covering(owner, entry, proto, port) for port in seen]
+                if None in found:
+                    ports[proto] = {p for p, i in zip(seen, found, strict=True) if i is None}
+                    continue
+                g, e = where[found[0] or 0]
+                plans[g][0][e][1].setdefault(proto, Evidence()).merge(
+                    evidence.pop(proto, Evidence()))
+                del ports[proto]
+            if not ports:
+                del dests[entry]
+
+
+def _without_covered(rules: list[SuggestedRule]) -> list[SuggestedRule]:
+    """No rule that another suggested rule wholly allows: its evidence goes to that one."""
+    gone = redundant([Shape(r.owner, tuple(e.value for e in r.to), r.proto, tuple(r.ports))
+                      for r in rules])
+    for i, j in sorted(gone.items()):
+        rules[j].evidence.merge(rules[i].evidence)
+    return [r for i, r in enumerate(rules) if i not in gone]
 
 
 def _upstreams(t: Table, hint: Sequence[str]) -> list[str]:
@@ -146,14 +208,14 @@ def _upstreams(t: Table, hint: Sequence[str]) -> list[str]:
     return seen or list(dict.fromkeys(hint))
 
 
-# A destination's ports per protocol, and its evidence
-Dests = dict[str, tuple[dict[str, set[int | None]], Evidence, str | None]]
+# A destination's ports per protocol, its evidence per protocol, its review remark
+Dests = dict[str, tuple[dict[str, set[int | None]], dict[str, Evidence], str | None]]
 
 
 def _destinations(t: Table, service: Service, upstreams: set[str], banned_names: set[str],
                   refused: dict[RefusedKey, Refused],
                   out: Suggestion) -> Dests:
-    """`to` entry → (proto → ports, evidence, review remark)."""
+    """`to` entry → (proto → ports, proto → evidence, review remark)."""
     dests: Dests = {}
     for (dst, proto), seen in sorted(service.seen.items()):
         names = t.names.get(dst, set())
@@ -185,9 +247,9 @@ def _destinations(t: Table, service: Service, upstreams: set[str], banned_names:
         entries = sorted(names - banned_names) or [dst]
         review = None if names else "no DNS name was ever seen for this address"
         for entry in entries:
-            ports, evidence, _r = dests.setdefault(entry, ({}, Evidence(), review))
+            ports, evidence, _r = dests.setdefault(entry, ({}, {}, review))
             ports.setdefault(proto, set()).update(seen.ports)
-            evidence.merge(seen.evidence)
+            evidence.setdefault(proto, Evidence()).merge(seen.evidence)
     return dests
 
 
@@ -206,12 +268,13 @@ def _fold(dests: Dests, banned_names: set[str], fold: int) -> Dests:
         if len(names) < fold or not wildcard_safe(domain) or any(
                 b.endswith("." + domain) for b in banned_names):
             continue
-        ports, evidence, _r = dests.get("*." + domain, ({}, Evidence(), None))
+        ports, evidence, _r = dests.get("*." + domain, ({}, {}, None))
         for name in names:
             got, ev, _r = dests.pop(name)
             for proto, seen in got.items():
                 ports.setdefault(proto, set()).update(seen)
-            evidence.merge(ev)
+            for proto, e in ev.items():
+                evidence.setdefault(proto, Evidence()).merge(e)
         dests["*." + domain] = (ports, evidence, None)
     return dests
 
@@ -249,6 +312,14 @@ def _signatures(ports: dict[str, set[int | None]]) -> list[tuple[str, Ports]]:
     return sigs
 
 
+def _in_signature(got: str, proto: str, ports: Ports) -> bool:
+    """Whether flows of protocol `got` are among those a rule of (proto, ports) allows:
+    their evidence is that rule's (an address on tcp/443 and udp/123 counts once in each)."""
+    if proto == "any":
+        return not ports or got in ("tcp", "udp")
+    return got == proto
+
+
 def _rules(base: str, dests: Dests, owner: dict[str, str | int] | None,
            taken: set[str]) -> list[SuggestedRule]:
     by_sig: dict[tuple[str, Ports], list[str]] = {}
@@ -259,7 +330,9 @@ def _rules(base: str, dests: Dests, owner: dict[str, str | int] | None,
     for (proto, ports), entries in sorted(by_sig.items()):
         evidence = Evidence()
         for entry in entries:
-            evidence.merge(dests[entry][1])
+            for got_proto, e in dests[entry][1].items():
+                if _in_signature(got_proto, proto, ports):
+                    evidence.merge(e)
         suffix = "" if len(by_sig) == 1 else f"-{proto}{ports[0] if ports else ''}"
         name = _free(f"{base}{suffix}", taken)
         out.append(SuggestedRule(name, [Entry(e, dests[e][2]) for e in entries], proto,
@@ -267,8 +340,8 @@ def _rules(base: str, dests: Dests, owner: dict[str, str | int] | None,
     return out
 
 
-def _owner(service: Service, per_host: bool,
-           user_known: Callable[[str], bool]) -> dict[str, str | int] | None:
+def _owner(service: Service, per_host: bool, user_known: Callable[[str], bool],
+           uid_names: dict[int, str]) -> Owner:
     if per_host:
         return None
     units = service.units
@@ -279,7 +352,7 @@ def _owner(service: Service, per_host: bool,
     if len(service.uids) == 1 and None not in service.uids:
         uid = next(iter(service.uids))
         assert uid is not None
-        name = service.users.get(uid)
+        name = service.users.get(uid, uid_names.get(uid))
         return {"user": name if name is not None and user_known(name) else uid}
     return None
 

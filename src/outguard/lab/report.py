@@ -181,7 +181,7 @@ def format_report(
             "The lab is still up. Try for example:",
             f"  ip netns exec {t.SERVER_NS} curl http://{t.host('api').fqdn}/",
             f"  ip netns exec {t.SERVER_NS} nft list table inet outguard",
-            "Remove it with: outguard lab down",
+            "Remove it with: outguard lab down (from a clone: .venv/bin/outguard lab down)",
         ]
     else:
         lines += ["", "The lab has been removed."]

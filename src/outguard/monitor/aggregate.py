@@ -3,8 +3,10 @@
 Place in the data flow: classify → **aggregate** → store / alerts. Pure: the clock comes in
 with each event (`event.packet.time`), nothing here does I/O.
 
-The same (process, destination, port, rule) within `window` of its last packet is one incident
-with a count and first/last seen; later packets start a new incident. An alert goes out for the
+The same (process, user, destination, port, rule) within `window` of its last packet is one
+incident with a count and first/last seen; later packets start a new incident. The user is part
+of the key: one shell binary run by `nobody` and by root is two incidents, or a root reverse
+shell could be filed under the first user's name. An alert goes out for the
 first packet of an incident, and again when its severity rises; after that at most one per
 `realert` per incident (a summary with the count so far). Each severity has its own budget of
 `burst` alerts per minute, so that a flood (a scan, a miner retrying) cannot become an alert
@@ -56,14 +58,15 @@ class Aggregator:
     def add(self, event: Event) -> Update:
         pkt, att = event.packet, event.attribution
         now = pkt.time
-        key: Key = (process_key(event), pkt.dst, pkt.dport, pkt.rule)
+        uid = att.uid if att.uid is not None else pkt.uid
+        key: Key = (process_key(event), uid, pkt.dst, pkt.dport, pkt.rule)
         top = event.classifications[0] if event.classifications else None
         inc = self.open.get(key)
         new = inc is None or now - inc.last_seen > self.window
         if new:
             inc = Incident(
                 id=uuid.UUID(bytes=os.urandom(16), version=4).hex, process=key[0], dst=pkt.dst,
-                dport=pkt.dport, rule=pkt.rule, proto=pkt.proto,
+                dport=pkt.dport, rule=pkt.rule, proto=pkt.proto, uid=uid,
                 signature=top.signature if top else "blocked",
                 title=top.title if top else "outbound connection outside the policy",
                 severity=top.severity if top else "low", first_seen=now, last_seen=now)
@@ -74,7 +77,6 @@ class Aggregator:
             inc.last_seen = max(inc.last_seen, now)
         # the latest packet tells the most about who is behind the flow now
         inc.pid = att.pid if att.pid is not None else inc.pid
-        inc.uid = next((u for u in (att.uid, pkt.uid, inc.uid) if u is not None), None)
         inc.user = att.user or inc.user
         inc.cmdline = att.cmdline or inc.cmdline
         inc.unit = att.unit or inc.unit

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from outguard.errors import Problem
 from outguard.policy.addresses import AddrSet
 from outguard.policy.loaded import Policy, format_path
-from outguard.policy.model import Rule
+from outguard.policy.model import Owner, Rule
 
 _PROTOS = {"tcp": {"tcp"}, "udp": {"udp"}, "icmp": {"icmp"}, "any": {"tcp", "udp", "icmp", "other"}}
 
@@ -39,8 +39,34 @@ def _plain_addresses(rule: Rule) -> AddrSet | None:
     return AddrSet.of(rule.to)
 
 
+def _cgroup_of(owner: Owner) -> str | None:
+    """The cgroup the `for:` names, as the kernel matches it (a unit is system.slice/UNIT)."""
+    if owner.unit is not None:
+        return f"system.slice/{owner.unit}"
+    return None if owner.cgroup is None else owner.cgroup.strip("/")
+
+
+def owner_covers(outer: Owner | None, inner: Owner | None) -> bool:
+    """Whether every socket `inner`'s `for:` matches, `outer`'s matches too: no `for:` is
+    everyone; else each condition of `outer` is one of `inner`'s (the same user or group as
+    written, the same cgroup or one above it: the kernel matches a cgroup's descendants).
+    A user by name and the same user by uid are not compared (that needs the machine)."""
+    if outer is None:
+        return True
+    if inner is None:
+        return False
+    for field in ("user", "group"):
+        mine = getattr(outer, field)
+        if mine is not None and str(mine) != str(getattr(inner, field)):
+            return False
+    cgroup, theirs = _cgroup_of(outer), _cgroup_of(inner)
+    if cgroup is None:
+        return True
+    return theirs is not None and (theirs == cgroup or theirs.startswith(cgroup + "/"))
+
+
 def _shadows(earlier: Rule, later: Rule, outer: AddrSet | None, inner: AddrSet | None) -> bool:
-    if earlier.owner is not None or earlier.expires is not None:
+    if not owner_covers(earlier.owner, later.owner) or earlier.expires is not None:
         return False
     if not _PROTOS[later.proto] <= _PROTOS[earlier.proto] or not _ports_cover(earlier, later):
         return False
@@ -177,7 +203,7 @@ def _denied_allows(ordered: list[tuple[str, int, Rule]], shadowed: set[int], war
     allow, so that part of the allow rule never decides anything."""
     blockers = [(i, rule, AddrSet.of(rule.to or [])) for section, i, rule in ordered
                 if section == "deny" and rule.ports is None and rule.proto == "any"
-                and rule.owner is None and rule.expires is None and rule.to is not None
+                and rule.expires is None and rule.to is not None
                 and any(t.kind in ("addr", "net") for t in rule.to)]
     if not blockers:
         return
@@ -189,7 +215,7 @@ def _denied_allows(ordered: list[tuple[str, int, Rule]], shadowed: set[int], war
                 continue
             inner = AddrSet.of([target])
             for deny_index, deny, addrs in blockers:
-                if addrs.covers(inner):
+                if owner_covers(deny.owner, rule.owner) and addrs.covers(inner):
                     warn((section, index, "to", j), f"{target.value} is blocked by"
                          f" deny[{deny_index}] {deny.name!r} (deny beats allow): allowing it"
                          " does nothing")

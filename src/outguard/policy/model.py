@@ -26,6 +26,7 @@ from outguard.policy.dnsconf import DnsConfig
 from outguard.policy.feedconf import FeedDef
 from outguard.policy.proxyconf import ProxyConfig
 from outguard.policy.targets import Target, parse_target
+from outguard.policy.webconf import WebConfig
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 _RATE = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*(second|minute|hour|day)\s*$")
@@ -292,6 +293,8 @@ class PolicyDoc(_Strict):
         " same rules, by name and by who asks."))
     alerts: list[AlertSpec] = Field(default_factory=list, description=(
         "Where `outguard run` sends incidents: stdout, syslog, webhook, email."))
+    web: WebConfig | None = Field(default=None, description=(
+        "The dashboard `outguard run` serves: listen (loopback by default), tls_cert, tls_key."))
     learn: StrictBool = Field(default=False, description=(
         "Record every new outbound flow (process, user, unit, names) while enforcing, as"
         " `outguard learn` does: `outguard flows` lists them, `suggest` reads them."))

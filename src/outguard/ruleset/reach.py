@@ -54,8 +54,12 @@ class HostView:
     resolve: Callable[[str], list[str]] = field(default=_system_resolver)
 
     @classmethod
-    def of_netns(cls, netns: str | None) -> HostView:
-        return cls(shown=f"/etc/netns/{netns}/resolv.conf") if netns else cls()
+    def of_netns(cls, netns: str | None, etc: Path = Path("/etc/netns")) -> HostView:
+        # `ip netns exec` bind-mounts the namespace's own file only when there is one; without
+        # it the namespace reads the host's, and the message must name the file really read
+        if netns and (etc / netns / "resolv.conf").exists():
+            return cls(shown=str(etc / netns / "resolv.conf"))
+        return cls()
 
 
 def _servers(path: Path) -> tuple[list[str], bool] | None:

@@ -46,7 +46,8 @@ def learning(forced: bool, policy: Policy | None) -> bool:
 
 def decider(policy_now: Callable[[], Policy | None]) -> Decide:
     """The decisions of the policy in force for learned flows (`ruleset.decide`); "" when no
-    policy is in force. A flow with names is decided by the first name an allow rule takes
+    policy is in force; "RULE audit" for what an audit-mode policy would block (it got out).
+    A flow with names is decided by the first name an allow rule takes
     (the resolver would have put its address in that rule's set), else by its first name."""
     lowered: dict[str, Ruleset] = {}
 
@@ -68,7 +69,10 @@ def decider(policy_now: Callable[[], Policy | None]) -> Decide:
                                          cgroup=f.cgroup, name=name))
                          for name in (f.names or (None,))]
             allowed = next((d for d in decisions if d.action == "allow"), decisions[0])
-            out.append(allowed.rule)
+            # audit mode logs what it would block and lets it out: say so, as the kernel's
+            # log prefix does ("og:default audit"), so that simulate knows it got out
+            audit = allowed.action == "deny" and allowed.verdict == "accept"
+            out.append(f"{allowed.rule} audit" if audit else allowed.rule)
         return out
     return decide_all
 
@@ -207,11 +211,14 @@ def summary(books: dict[str, Any] | None) -> str:
     src = books["source"]
     lost = src.get("lost", 0) + src.get("malformed", 0) + books["dropped"]
     kernel = books["kernel_new_flows"]
+    # flows (process, user, destination, port) and connections are different units: say
+    # which number is which, or "81 flows (70 counted)" reads like books that do not add up
     line = (f"outguard: learned {books['recorded']} new flow(s)"
-            f" ({books['counted']} counted in the kernel, {books['unattributed']} without a"
-            f" process), {books['answers']} DNS answer(s)")
+            f" ({books['unattributed']} without a process), {books['answers']} DNS answer(s)")
     if kernel is not None:
-        line += f"; the kernel counted {kernel}, {lost} lost"
+        line += (f"; the kernel counted {kernel} new connection(s): {books['counted']} read from"
+                 f" its counting sets, {books['kernel_logged'] or 0} logged one by one,"
+                 f" {lost} lost")
         line += ": books balance" if books["balanced"] else ": BOOKS DO NOT BALANCE"
     return line
 

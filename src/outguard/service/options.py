@@ -12,7 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from outguard.fleet.agent import FleetOptions
 from outguard.policy.alertconf import AlertSpec
+from outguard.policy.webconf import WebConfig
 from outguard.store.base import Retention
 
 STORE_NAME = "events.db"
@@ -42,6 +44,9 @@ class AgentOptions:
     learn_decide: bool = True  # record the decision of the policy in force with each flow
     policy_text: str | None = None  # what to apply instead of the file's text (`learn` adds
     # `learn: true` to it)
+    fleet: FleetOptions | None = None  # `run --fleet URL`: follow the fleet server (fleet.agent)
+    web: WebConfig | None = None  # the dashboard (`--web`), served by the agent
+    web_sample_every: float = 30.0  # seconds between the dashboard's counter samples
 
     def store_location(self) -> str | Path:
         return self.store if self.store is not None else self.state_dir / STORE_NAME

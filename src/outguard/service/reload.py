@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge
 from outguard.errors import OutguardError
 from outguard.policy.loaded import Policy
 from outguard.service import applied as ap
+from outguard.service import learning
 from outguard.service.live import Live
 from outguard.service.settings import AgentSettings, file_policy, prepare
 
@@ -81,8 +82,10 @@ def load_settings(opts: AgentOptions) -> AgentSettings:
 class Reloader:
     def __init__(self, opts: AgentOptions, live: Live, metrics: Metrics,
                  request: asyncio.Event, *,
-                 reapply: Callable[[], Any] | None = None, poll: float = ap.POLL_S) -> None:
+                 reapply: Callable[[], Any] | None = None, poll: float = ap.POLL_S,
+                 learning_on: bool | None = None) -> None:
         self.opts, self.live, self.request, self.reapply = opts, live, request, reapply
+        self.learning_on = learning_on  # whether the agent started its learner (None: unknown)
         self.poll = poll
         self.stats = ReloadStats(serving=live.settings.origin if live.settings else "")
         self._reloads = Counter("outguard_policy_reloads", "Policy reloads of the agent, by"
@@ -179,6 +182,13 @@ class Reloader:
         self._alerted = self._failed_key = None
         log.info("reloaded (%s): the resolver, feeds, alerts and classifier now serve %s",
                  why, settings.origin)
+        wants = learning.learning(self.opts.learn, settings.policy)
+        if self.learning_on is not None and wants != self.learning_on:
+            # the learner's NFLOG groups are bound before the first apply, at start only
+            log.warning("the policy now says learn: %s, but the agent %s: that takes effect at"
+                        " the agent's next start (systemctl restart outguard)",
+                        "true" if wants else "false",
+                        "is not learning" if wants else "keeps learning until then")
         if self.on_status is not None:
             self.on_status(f"serving {settings.origin}")
 

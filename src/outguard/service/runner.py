@@ -9,17 +9,15 @@ resolved to a blocked destination, `Agent.names_of`; its refused queries become 
 beside the packet drops, `monitor.dns_incidents`), the feed schedule, and the watch that keeps
 `for: {unit: …}` rules on their units' cgroups (`service.cgroupwatch`). Then it runs `Agent.run` until
 `stop` is set, while `service.reload` keeps those parts on the applied policy (a new apply,
-SIGHUP). The metrics also watch the kernel's counters, the alert budget, the resolver and the
-feeds (`monitor.metrics`); a store that fails is alerted and counted, and the agent runs on
-(`service.health`).
+SIGHUP). The metrics watch the kernel's counters, the alert budget, the resolver and the feeds
+(`monitor.metrics`); a failing store is alerted and counted, the agent runs on (`service.health`);
+the dashboard is served with `--web` (`service.webserve`).
 
 `AgentHandle` runs the same on a thread of its own, for callers that are not asyncio (the lab):
 
     with AgentHandle(AgentOptions(policy=None, apply=False, netns="og-lab-server",
-                                  state_dir=state, nflog_group=0)) as agent:
-        ...trigger the JNDI lookup...
+                                  state_dir=state, nflog_group=0)) as agent:  # JNDI lookup, then:
         incidents = agent.wait_for_incidents(1, timeout=1.0, query=Query(min_severity="critical"))
-        agent.alerts            # every alert the sinks were given, as dicts
     # leaving the block stops the agent and flushes the store
 """
 
@@ -49,11 +47,12 @@ from outguard.monitor.metrics import (
     suppressed_families,
 )
 from outguard.policy.loaded import Policy
-from outguard.service import learning
+from outguard.service import fleetpart, learning, webserve
 from outguard.service.cgroupwatch import CgroupWatch
 from outguard.service.health import StoreTrouble, kernel_counters, open_store_late
 from outguard.service.live import Live
 from outguard.service.options import AgentOptions
+from outguard.service.parts import MemorySink, default_attributor, default_source
 from outguard.service.reload import Reloader, ReloadStats, current_policy, load_settings
 from outguard.service.settings import AgentSettings, file_policy
 from outguard.service.switchsource import SwitchSource
@@ -63,44 +62,11 @@ from outguard.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from outguard.dns.supervisor import DnsHandle
+    from outguard.fleet.agent import FleetAgent
+    from outguard.fleet.outbox import Outbox
+    from outguard.web.app import WebServer
 
 log = logging.getLogger("outguard.monitor")
-
-
-class MemorySink:
-    """Keeps every alert it is given (the handle's view of what was alerted). Internal: not a
-    sink of the policy, so not in the alert metrics, and it does not widen what is alerted."""
-
-    name = "memory"
-    internal = True
-
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-
-    async def send(self, alert: dict[str, Any]) -> None:
-        self.alerts.append(alert)
-
-    async def close(self) -> None:
-        return None
-
-
-def default_source(group: int, netns: str | None) -> PacketSource:
-    from outguard.kernel.nflog import NflogSource  # noqa: PLC0415 - needs netlink
-
-    return NflogSource(group, netns=netns)
-
-
-def default_attributor(netns: str | None) -> tuple[Attributor, Callable[[], None]]:
-    """sock_diag (in `netns`) + /proc; and how to release it."""
-    from outguard.kernel.sockdiag import SockDiag  # noqa: PLC0415 - needs netlink
-    from outguard.monitor.attribute import Attributor as ProcAttributor  # noqa: PLC0415
-
-    diag = SockDiag(netns=netns)
-    try:
-        return ProcAttributor(diag), diag.close
-    except BaseException:
-        diag.close()
-        raise
 
 
 def _apply(opts: AgentOptions) -> Any:
@@ -140,11 +106,12 @@ class Running:
     live: Live
     reloader: Reloader
     metrics_server: MetricsServer | None = None
+    web: WebServer | None = None  # the dashboard (`--web`)
     learn_books: dict[str, Any] | None = None  # when it learned: its books at the end
+    fleet: FleetAgent | None = None  # with --fleet
 
     @property
-    def dns(self) -> DnsHandle | None:
-        """The resolver in service, when the policy has a `dns:` section."""
+    def dns(self) -> DnsHandle | None:  # the resolver in service (the policy has `dns:`)
         return self.live.dns
 
 
@@ -164,10 +131,13 @@ class _Parts:
     server: MetricsServer | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     counters: Callable[[], dict[str, tuple[int, int]]] | None = None  # the kernel's, by name
+    outbox: Outbox | None = None  # with --fleet: what waits for the fleet server
 
 
 def _build(opts: AgentOptions, group: int, source: PacketSource | None) -> _Parts:
     store, store_error = open_store_late(opts.store_location())
+    outbox = fleetpart.outbox_for(opts)
+    store = fleetpart.tee(store, outbox)  # with --fleet: incidents and flows to the outbox too
     src: PacketSource = source if source is not None else SwitchSource(
         lambda g: default_source(g, opts.netns), group)
     metrics = Metrics(lambda: getattr(src, "stats", None))
@@ -188,7 +158,8 @@ def _build(opts: AgentOptions, group: int, source: PacketSource | None) -> _Part
     metrics.watch(resolver_families(
         lambda: in_service.dns.stats() if in_service.dns is not None else None))
     metrics.watch(feed_families(in_service.feeds.freshness))
-    return _Parts(store, store_error, memory, src, metrics, trouble, writer, aggregator, live)
+    return _Parts(store, store_error, memory, src, metrics, trouble, writer, aggregator, live,
+                  outbox=outbox)
 
 
 def _watch_kernel(opts: AgentOptions, parts: _Parts, source: PacketSource | None,
@@ -222,6 +193,20 @@ async def _close(parts: _Parts, tasks: list[asyncio.Task[None]]) -> None:
     if parts.server is not None:
         parts.server.close()
     parts.store.close()
+    if parts.outbox is not None:
+        parts.outbox.close()
+
+
+async def _first_settings(opts: AgentOptions) -> tuple[AgentSettings | None, int, bool]:
+    """What is known before anything is bound: the settings (None while a policy is still to
+    be applied), the NFLOG group, whether to learn."""
+    if opts.apply:
+        assert opts.policy is not None
+        given = await asyncio.to_thread(file_policy(opts.policy, opts.state_dir))
+        return None, _group(opts, given), learning.learning(opts.learn, given)
+    settings = await asyncio.to_thread(load_settings, opts)
+    _note_other_file(opts, settings)
+    return settings, settings.nflog_group, learning.learning(opts.learn, settings.policy)
 
 
 async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
@@ -232,16 +217,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
     `reload` is SIGHUP (see `service.reload`)."""
     if opts.apply and opts.policy is None:
         raise OutguardError("nothing to apply: give a policy, or do not apply")
-    settings: AgentSettings | None = None
-    if opts.apply:
-        assert opts.policy is not None
-        given = await asyncio.to_thread(file_policy(opts.policy, opts.state_dir))
-        group, learn_on = _group(opts, given), learning.learning(opts.learn, given)
-    else:
-        settings = await asyncio.to_thread(load_settings, opts)
-        group = settings.nflog_group
-        learn_on = learning.learning(opts.learn, settings.policy)
-        _note_other_file(opts, settings)
+    settings, group, learn_on = await _first_settings(opts)
     parts = _build(opts, group, source)
     live = parts.live
     tasks: list[asyncio.Task[None]] = []
@@ -267,11 +243,14 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         if parts.store_error is not None:
             log.error("%s; the agent runs on and tries again at every write", parts.store_error)
             parts.trouble(parts.store_error, 0)
-        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(),
-                            reapply=(lambda: _apply(opts)) if opts.apply else None)
+        reloader = Reloader(opts, live, parts.metrics, reload or asyncio.Event(), learning_on=learn
+                            is not None, reapply=(lambda: _apply(opts)) if opts.apply else None)
         tasks += _watchers(opts, reloader, stop, kernel=source is None)
+        web = webserve.start(opts, parts.counters, parts.metrics, live, stop, tasks)
+        fleet = fleetpart.start(opts, parts.outbox, live, parts.metrics, agent, stop)
+        tasks += [fleet.task] if fleet is not None else []
         running = Running(agent, parts.store, parts.writer, parts.metrics, parts.memory, live,
-                          reloader, parts.server)
+                          reloader, parts.server, web, fleet=fleet.agent if fleet else None)
         learn_task = None if learn is None else learning.task(
             learn, attributor, parts.store, stop, classifier=settings.classifier,
             names_of=live.names_of, counter=parts.counters,
@@ -284,6 +263,7 @@ async def run_agent(opts: AgentOptions, stop: asyncio.Event, *,
         if learn is not None and learn_task is not None:
             await learn_task  # its last flush, before the store closes
             running.learn_books = learning.books(learn)
+        await fleetpart.finish(fleet)  # after the last flushes: what waits goes now, or later
         return running
     finally:
         await _close(parts, tasks)
@@ -301,7 +281,7 @@ def _watchers(opts: AgentOptions, reloader: Reloader, stop: asyncio.Event, *,
 
 
 def _group(opts: AgentOptions, policy: Policy) -> int:
-    return opts.nflog_group if opts.nflog_group is not None else policy.doc.options.nflog_group
+    return policy.doc.options.nflog_group if opts.nflog_group is None else opts.nflog_group
 
 
 class AgentHandle:
@@ -344,7 +324,7 @@ class AgentHandle:
         return self._running.result(0)
 
     @property
-    def alerts(self) -> list[dict[str, Any]]:
+    def alerts(self) -> list[dict[str, Any]]:  # every alert the sinks were given, as dicts
         return list(self.running.memory.alerts)
 
     @property

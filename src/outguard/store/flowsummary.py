@@ -29,7 +29,7 @@ _BAD = tuple(s for s in SEVERITIES if severity_rank(s) >= severity_rank("medium"
 _BAD_SQL = f"severity IN ({', '.join(repr(s) for s in _BAD)})"
 # `journey.simulate.recorded_allowed`, in SQL
 _GOT_OUT = ("(decision = '' OR substr(decision, 1, 6) = 'allow:'"
-            " OR substr(decision, 1, 8) = 'builtin:')")
+            " OR substr(decision, 1, 8) = 'builtin:' OR decision LIKE '% audit')")
 
 
 def _since(since: datetime | None, more: str = "") -> tuple[str, list[Any]]:

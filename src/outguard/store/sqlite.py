@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from outguard.events import SEVERITIES, Classification, Incident, LearnedFlow
-from outguard.store import flowrows, flowsummary
+from outguard.store import flowrows, flowsummary, pages
 from outguard.store.base import MAX_FLOWS, Query, Retention, StoreError, TopRow
 
 T = TypeVar("T")
@@ -293,8 +293,34 @@ class SQLiteStore:
 
     def query(self, q: Query) -> list[Incident]:
         where, args = self._where(q)
-        rows = self._read(f"SELECT * FROM incidents{where} ORDER BY last_seen DESC LIMIT ?",
-                          [*args, q.limit])
+        return self._incidents(self._read(f"SELECT * FROM incidents{where} ORDER BY last_seen"
+                                          " DESC LIMIT ?", [*args, q.limit]))
+
+    def incidents_page(self, q: pages.PageQuery) -> tuple[list[Incident], pages.Cursor | None]:
+        """One page of incidents, newest first, and the cursor of the next page (`pages`):
+        a filtered page may be short and still have one (its walk was bounded)."""
+        end = pages.scan_end_sql(q)
+        walked = self._read(*end) if end is not None else []
+        floor = pages.Cursor(walked[0][0], walked[0][1]) if walked else None
+        rows = self._read(*pages.page_sql(q, floor))
+        if len(rows) > pages.limit_of(q):
+            rows = rows[:-1]
+            return self._incidents(rows), pages.Cursor(rows[-1]["last_seen"], rows[-1]["_rowid"])
+        return self._incidents(rows), floor  # short: the walk ended at the floor, or the table
+
+    def incident(self, incident_id: str) -> Incident | None:
+        found = self._incidents(self._read("SELECT * FROM incidents WHERE id = ?", [incident_id]))
+        return found[0] if found else None
+
+    def rule_names(self) -> list[str]:
+        """Every rule that has incidents, in order (`pages.RULES_SQL`: a seek per rule)."""
+        return [r[0] for r in self._read(pages.RULES_SQL, [])]
+
+    def dns_names(self, limit: int = 200) -> list[sqlite3.Row]:
+        """The names the resolver refused, most recent first (`pages.dns_names_sql`)."""
+        return self._read(*pages.dns_names_sql(limit))
+
+    def _incidents(self, rows: list[sqlite3.Row]) -> list[Incident]:
         try:
             return [_incident(r) for r in rows]
         except (ValueError, TypeError, KeyError) as exc:  # a row written by no outguard
