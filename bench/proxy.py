@@ -1,24 +1,29 @@
-"""Egress proxy benchmark: outguard's proxy beside tinyproxy, same run, same namespace, same
-origin and clients.
+"""Egress proxy benchmark: outguard's proxy beside tinyproxy and Squid, same run, same namespace,
+same origin and clients.
 
-    sudo .venv/bin/python bench/proxy.py [--seconds 5] [--tunnels 10000]
+    sudo .venv/bin/python bench/proxy.py [--seconds 5] [--tunnels 9900] [--prefix og-bench-]
 
-One namespace (`og-bench-proxy-<hex>`, lo only): the origin (bench/tools/proxy_peer.py) on
-198.51.100.10 (HTTP on :80, echo on :443), outguard's proxy on 127.0.0.1:3128 (`outguard
-proxy serve`, as outguard-proxy, resolving through /etc/netns/NAME/hosts) and tinyproxy on
-127.0.0.1:3129. Measured alternately for both:
-- HTTP requests/s through the proxy, new connection per request: `ab -X -n N -c 32`;
-  with `ab -k` too (ab speaks HTTP/1.0 keep-alive: neither proxy keeps 1.0 clients alive);
+One namespace (`<prefix>proxy-<hex>`, lo only): the origin (bench/tools/proxy_peer.py) on
+198.51.100.10 (HTTP on :80, echo or 100 MB on :443), outguard's proxy on 127.0.0.1:3128
+(`outguard proxy serve`, as outguard-proxy, resolving through /etc/netns/NAME/hosts),
+tinyproxy on :3129 and Squid on :3130 (no cache, no logs). Each measurement is taken for the
+three proxies one after the other, while holding flock /tmp/og-bench.lock:
 - CONNECT setups/s: CONNECT, 4 bytes each way, close; 32 at once (proxy_peer.py connect);
-- bulk: 100 MB through each proxy with curl, against the same download direct;
-- memory: RSS of the proxy process with TUNNELS idle tunnels open.
-Prints the figures and the ratios outguard/tinyproxy; never a pass/fail gate. Squid is not in
-this run yet.
+- HTTP requests/s with `wrk` (HTTP/1.1, 32 connections): kept alive, and with
+  `Connection: close` (a new connection per request);
+- bulk: 100 MB down a CONNECT tunnel (proxy_peer.py tunnelbulk) and 100 MB of a plain HTTP
+  GET (curl), each against the same download direct;
+- added latency: GETs at a fixed rate, a new connection each (open loop), p50/p99 through the
+  proxy minus direct;
+- memory: RSS of the proxy process at rest and with TUNNELS idle tunnels open (10,000 do not
+  fit: a tunnel holds two descriptors in the proxy, and this machine's hard limit is 20,000).
+Prints the figures and the ratios outguard/tinyproxy and outguard/Squid; never a pass/fail gate.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import re
 import secrets
@@ -61,7 +66,31 @@ Allow 127.0.0.1
 ConnectPort 443
 LogLevel Critical
 """
-PROXIES = {"outguard": "127.0.0.1:3128", "tinyproxy": "127.0.0.1:3129"}
+SQUID = """http_port 127.0.0.1:3130
+pid_filename {tmp}/squid.pid
+cache_log {tmp}/squid-cache.log
+access_log none
+cache_store_log none
+cache deny all
+cache_mem 8 MB
+max_filedescriptors 20000
+shutdown_lifetime 1 seconds
+coredump_dir {tmp}
+acl SSL_ports port 443
+acl CONNECT method CONNECT
+acl localhost src 127.0.0.1/32
+http_access deny CONNECT !SSL_ports
+http_access allow localhost
+http_access deny all
+"""
+PROXIES = {"outguard": "127.0.0.1:3128", "tinyproxy": "127.0.0.1:3129", "squid": "127.0.0.1:3130"}
+PEERS = ("tinyproxy", "squid")
+WRK = """wrk.method = "GET"
+wrk.path = "http://api.example.test/"
+wrk.headers["Host"] = "api.example.test"
+%s
+"""
+LOCK = "/tmp/og-bench.lock"
 
 
 def ns_exec(netns: str, argv: list[str]) -> list[str]:
@@ -84,14 +113,20 @@ def start(cleanup: object, netns: str, argv: list[str], ready: str | None,
     return proc
 
 
-def ab(netns: str, proxy: str, n: int, keep_alive: bool) -> float:
-    argv = ["ab", "-q", "-n", str(n), "-c", "32", "-X", proxy, *(["-k"] if keep_alive else []),
-            "http://api.example.test/"]
-    out = run(argv, netns=netns, timeout=300).stdout
-    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
-    if failed:
-        raise BenchError(f"ab through {proxy}: {failed} failed requests")
-    return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def wrk(netns: str, proxy: str, seconds: float, close: bool, tmp: str) -> float:
+    script = Path(tmp) / ("wrk-close.lua" if close else "wrk-keep.lua")
+    script.write_text(WRK % ('wrk.headers["Connection"] = "close"' if close else ""))
+    out = run(["wrk", "-t", "2", "-c", "32", "-d", f"{seconds:g}s", "-s", str(script),
+               f"http://{proxy}/"], netns=netns, timeout=seconds + 60).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise BenchError(f"wrk through {proxy}: {errors.group(1)} failed requests\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def peer(netns: str, *args: str, timeout: float = 300) -> dict[str, float]:
+    out = run([sys.executable, str(PEER), *args], netns=netns, timeout=timeout).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def bulk(netns: str, proxy: str | None) -> float:
@@ -116,21 +151,84 @@ def tunnels_rss(netns: str, proxy: str, pid: int, count: int, cleanup: object) -
     return mem
 
 
+def start_all(cleanup: object, netns: str, tmp: Path) -> dict[str, subprocess.Popen[str]]:
+    (tmp / "policy.yaml").write_text(POLICY)
+    (tmp / "tinyproxy.conf").write_text(TINYPROXY)
+    (tmp / "squid.conf").write_text(SQUID.format(tmp=tmp))
+    tmp.chmod(0o777)  # Squid writes its pid and log as its own user
+    start(cleanup, netns, [sys.executable, str(PEER), "origin", ORIGIN], "ready")
+    procs = {
+        "outguard": start(cleanup, netns, [str(OUTGUARD), "proxy", "serve",
+                                            str(tmp / "policy.yaml")],
+                          "listening", stderr_ready=True),
+        "tinyproxy": start(cleanup, netns, ["tinyproxy", "-d", "-c",
+                                             str(tmp / "tinyproxy.conf")], None),
+        "squid": start(cleanup, netns, ["squid", "-N", "-f", str(tmp / "squid.conf")], None),
+    }
+    time.sleep(2)
+    return procs
+
+
+def measure(netns: str, procs: dict[str, subprocess.Popen[str]], args: argparse.Namespace,
+            tmp: Path, cleanup: object) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    results: dict[str, dict[str, float]] = {name: {} for name in PROXIES}
+    direct = {"bulk_tunnel_mbit_s": peer(netns, "tunnelbulk", "direct")["mbit_s"],
+              "bulk_http_mbit_s": bulk(netns, None)}
+    lat = peer(netns, "latency", "direct", str(args.rate), str(args.seconds))
+    direct |= {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]}
+    steps = [
+        ("connect_setups_per_s", lambda p: peer(netns, "connect", p, str(args.seconds),
+                                                "32")["setups_per_s"]),
+        ("http_rps_keepalive", lambda p: wrk(netns, p, args.seconds, False, str(tmp))),
+        ("http_rps_new_conn", lambda p: wrk(netns, p, args.seconds, True, str(tmp))),
+        ("bulk_tunnel_vs_direct", lambda p: peer(netns, "tunnelbulk", p)["mbit_s"]
+         / direct["bulk_tunnel_mbit_s"]),
+        ("bulk_http_vs_direct", lambda p: bulk(netns, p) / direct["bulk_http_mbit_s"]),
+    ]
+    # latency first: the floods after it leave ~60,000 connections in TIME_WAIT to the origin
+    for name, proxy in PROXIES.items():
+        log(f"latency at {args.rate:g}/s: {name}")
+        lat = peer(netns, "latency", proxy, str(args.rate), str(args.seconds))
+        results[name]["added_p50_ms"] = lat["p50_ms"] - direct["p50_ms"]
+        results[name]["added_p99_ms"] = lat["p99_ms"] - direct["p99_ms"]
+    for key, fn in steps:
+        for name, proxy in PROXIES.items():
+            log(f"{key}: {name}")
+            results[name][key] = fn(proxy)
+    for name, proxy in PROXIES.items():
+        log(f"memory: {name}, {args.tunnels} idle tunnels")
+        results[name]["rss_mb_idle"] = rss_mb(procs[name].pid)
+        results[name][f"rss_mb_{args.tunnels}_tunnels"] = tunnels_rss(
+            netns, proxy, procs[name].pid, args.tunnels, cleanup)
+    return results, direct
+
+
+def report(results: dict[str, dict[str, float]], direct: dict[str, float]) -> None:
+    print(f"{'':28} {'outguard':>10} {'tinyproxy':>10} {'squid':>10} {'/tiny':>7} {'/squid':>7}")
+    for key in results["outguard"]:
+        o = results["outguard"][key]
+        t, q = results["tinyproxy"].get(key), results["squid"].get(key)
+        print(f"{key:28} {o:10.2f} {t or 0:10.2f} {q or 0:10.2f}"
+              f" {fmt_ratio(ratio(o, t)):>7} {fmt_ratio(ratio(o, q)):>7}")
+    print(f"direct: {json.dumps(direct)}")
+    print(json.dumps({"results": results, "direct": direct}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--requests", type=int, default=5000)
-    # 10,000 needs 20,000+ descriptors in the proxy: more than this container's hard limit
-    parser.add_argument("--tunnels", type=int, default=9000)
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s for latency")
+    parser.add_argument("--tunnels", type=int, default=9900)
+    parser.add_argument("--prefix", default=NS_PREFIX, help="the namespace's name prefix")
     args = parser.parse_args()
     require_root()
     install_signal_handlers()
-    for tool in ("ab", "tinyproxy", "curl", "prlimit"):
+    for tool in ("wrk", "tinyproxy", "squid", "curl", "prlimit"):
         if shutil.which(tool) is None:
-            raise BenchError(f"needs {tool} (Debian: apache2-utils, tinyproxy, curl, util-linux)")
-    netns = f"{NS_PREFIX}proxy-{secrets.token_hex(3)}"
-    results: dict[str, dict[str, float]] = {name: {} for name in PROXIES}
-    with cleanup_scope() as cleanup, tempfile.TemporaryDirectory() as tmp:
+            raise BenchError(f"needs {tool} (Debian: wrk, tinyproxy, squid, curl, util-linux)")
+    netns = f"{args.prefix}proxy-{secrets.token_hex(3)}"
+    with cleanup_scope() as cleanup, tempfile.TemporaryDirectory() as tmp, \
+            open(LOCK, "w") as lock:
         run(["ip", "netns", "add", netns])
         cleanup.push("namespace", lambda: run(["ip", "netns", "del", netns], check=False))
         run(["ip", "link", "set", "lo", "up"], netns=netns)
@@ -139,38 +237,11 @@ def main() -> None:
         etc.mkdir(parents=True)
         cleanup.push("/etc/netns entry", lambda: shutil.rmtree(etc))
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n{ORIGIN} api.example.test\n")
-        Path(tmp).chmod(0o755)
-        (Path(tmp) / "policy.yaml").write_text(POLICY)
-        (Path(tmp) / "tinyproxy.conf").write_text(TINYPROXY)
-        start(cleanup, netns, [sys.executable, str(PEER), "origin", ORIGIN], "ready")
-        procs = {
-            "outguard": start(cleanup, netns, [str(OUTGUARD), "proxy", "serve",
-                                                str(Path(tmp) / "policy.yaml")],
-                              "listening", stderr_ready=True),
-            "tinyproxy": start(cleanup, netns, ["tinyproxy", "-d", "-c",
-                                                 str(Path(tmp) / "tinyproxy.conf")], None),
-        }
-        time.sleep(1)
-        direct = bulk(netns, None)
-        for name, proxy in PROXIES.items():
-            log(f"{name}: requests, CONNECT setups, bulk, {args.tunnels} idle tunnels")
-            r = results[name]
-            r["http_rps_new_conn"] = ab(netns, proxy, args.requests, keep_alive=False)
-            r["http_rps_ab_k"] = ab(netns, proxy, args.requests, keep_alive=True)
-            out = run([sys.executable, str(PEER), "connect", proxy, str(args.seconds), "32"],
-                      netns=netns, timeout=120).stdout
-            r["connect_setups_per_s"] = json.loads(out)["setups_per_s"]
-            r["bulk_mbit_s"] = bulk(netns, proxy)
-            r["bulk_vs_direct"] = r["bulk_mbit_s"] / direct
-            r["rss_mb_idle"] = rss_mb(procs[name].pid)
-            r[f"rss_mb_{args.tunnels}_tunnels"] = tunnels_rss(netns, proxy, procs[name].pid,
-                                                              args.tunnels, cleanup)
-    print(f"{'':32} {'outguard':>12} {'tinyproxy':>12} {'ratio':>8}")
-    for key in results["outguard"]:
-        o, t = results["outguard"][key], results["tinyproxy"].get(key)
-        print(f"{key:32} {o:12.1f} {t or 0:12.1f} {fmt_ratio(ratio(o, t)):>8}")
-    print(f"{'direct bulk Mbit/s':32} {direct:12.1f}")
-    print(json.dumps({"results": results, "direct_bulk_mbit_s": direct}))
+        procs = start_all(cleanup, netns, Path(tmp))
+        log(f"waiting for {LOCK}")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one benchmark at a time on this machine
+        results, direct = measure(netns, procs, args, Path(tmp), cleanup)
+    report(results, direct)
 
 
 if __name__ == "__main__":

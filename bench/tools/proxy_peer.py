@@ -1,8 +1,13 @@
 """The proxy benchmark's origin and load client (run inside the benchmark's namespace).
 
     proxy_peer.py origin ADDR                 HTTP on :80 (keep-alive, "ok"; /big: 100 MB), echo on :443
+                                              (a first message "big\n": 100 MB back, then close)
     proxy_peer.py connect PROXY SECONDS CONC  CONNECT setups/s (CONNECT, ping, echo, close)
     proxy_peer.py idle PROXY COUNT            open COUNT idle tunnels, print "open N", wait for stdin EOF
+    proxy_peer.py tunnelbulk PROXY|direct     100 MB down a CONNECT tunnel (or straight): Mbit/s
+    proxy_peer.py latency PROXY|direct RATE SECONDS
+                                              GET at a fixed rate (open loop), new connection
+                                              each: p50/p99 ms from connect to the whole answer
 
 One JSON line per measurement on stdout. Both proxies are driven by this same client, so its own
 cost is the same on both sides of a ratio.
@@ -13,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import socket
 import sys
 import time
 
+ORIGIN = "198.51.100.10"  # bench/proxy.py's origin (api.example.test)
 BIG = 100 * 1024 * 1024
 CHUNK = b"x" * (1 << 20)
 
@@ -46,9 +53,17 @@ async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while data := await reader.read(65536):
+        data = await reader.read(65536)
+        if data == b"big\n":
+            for _ in range(BIG // len(CHUNK)):
+                writer.write(CHUNK)
+                await writer.drain()
+            writer.close()
+            return
+        while data:
             writer.write(data)
             await writer.drain()
+            data = await reader.read(65536)
     except ConnectionError:
         pass
     writer.close()
@@ -108,10 +123,68 @@ async def idle(proxy: tuple[str, int], count: int) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
+def tunnelbulk(proxy: tuple[str, int] | None) -> None:
+    """100 MB down a tunnel (or from the origin directly), read with large receives."""
+    sock = socket.create_connection(proxy or (ORIGIN, 443))
+    if proxy is not None:
+        sock.sendall(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        if b" 200" not in head:
+            raise RuntimeError(head.decode("latin-1"))
+    start = time.monotonic()
+    sock.sendall(b"big\n")
+    buf, got = bytearray(1 << 20), 0
+    while n := sock.recv_into(buf):
+        got += n
+    took = time.monotonic() - start
+    if got != BIG:
+        raise RuntimeError(f"got {got} bytes of {BIG}")
+    print(json.dumps({"mbit_s": got * 8 / took / 1e6}))
+
+
+async def _get(proxy: tuple[str, int] | None) -> float:
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection(*(proxy or (ORIGIN, 80)))
+    target = b"http://api.example.test/" if proxy else b"/"
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: api.example.test\r\n"
+                 b"Connection: close\r\n\r\n")
+    await reader.read()
+    took = time.monotonic() - start
+    writer.close()
+    return took
+
+
+async def latency(proxy: tuple[str, int] | None, rate: float, seconds: float) -> None:
+    """Open loop: a request every 1/rate s, whatever the answers do."""
+    tasks = []
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        tasks.append(asyncio.ensure_future(_get(proxy)))
+    times = sorted(await asyncio.gather(*tasks))
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
+    print(json.dumps({"p50_ms": pick(0.5), "p99_ms": pick(0.99), "n": len(times)}))
+
+
+def _proxy(text: str) -> tuple[str, int] | None:
+    if text == "direct":
+        return None
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
 def main() -> None:
     kind = sys.argv[1]
     if kind == "origin":
         asyncio.run(origin(sys.argv[2]))
+    if kind == "tunnelbulk":
+        tunnelbulk(_proxy(sys.argv[2]))
+        return
+    if kind == "latency":
+        asyncio.run(latency(_proxy(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])))
+        return
     host, _, port = sys.argv[2].rpartition(":")
     proxy = (host, int(port))
     if kind == "connect":

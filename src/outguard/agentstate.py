@@ -40,6 +40,9 @@ class AgentReport:
     store_lost: int = 0
     store_pending: int = 0
     stopped: bool = False
+    # the egress proxy, while the agent runs one: running, listening, connections, requests
+    # (by decision) and rules ("refused default": count)
+    proxy: dict[str, Any] | None = None
 
 
 def write(state_dir: Path, report: AgentReport, clock: Clock = system_clock) -> None:
@@ -117,8 +120,21 @@ def status_lines(logging: dict[str, dict[str, int]], report: dict[str, Any] | No
                f" {_counts(report.get('alerts_suppressed'))}; dropped by a full sink queue:"
                f" {_counts(report.get('alerts_dropped'))}; failed:"
                f" {_counts(report.get('alerts_failed'))}")
+    out += _proxy_lines(report.get("proxy"))
     lost, errors = report.get("store_lost", 0), report.get("store_errors", 0)
     out.append(f"  store: {errors} failed writes, {lost} incident updates lost, "
                f"{report.get('store_pending', 0)} waiting" + ("  <-- LOST INCIDENTS" if lost
                                                                else ""))
     return out
+
+
+def _proxy_lines(proxy: Any) -> list[str]:
+    if not isinstance(proxy, dict):
+        return []
+    where = ", ".join(map(str, proxy.get("listening") or [])) or "?"
+    state = f"listening on {where}" if proxy.get("running") else "NOT RUNNING (restarting)"
+    bent = proxy.get("transparent") or []
+    if bent and proxy.get("running"):
+        state += f", ports {', '.join(map(str, bent))} redirected into it"
+    return [f"  proxy: {state}; {proxy.get('connections', 0)} connections open; requests"
+            f" {_counts(proxy.get('requests'))}"]

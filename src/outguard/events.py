@@ -44,7 +44,8 @@ def render_prefix(key: str, verdict: Literal["drop", "reject", "accept"]) -> str
 def parse_prefix(prefix: str) -> tuple[str, str | None]:
     """(rule, action) of an NFLOG prefix: `og:deny:x reject` → ("deny:x", "rejected"). The rule
     of a prefix that is not outguard's is the prefix; its action is unknown (None). A refused
-    DNS query (`og:dns:<rule>`, from the resolver) is "refused", or "logged-only" in audit."""
+    DNS query (`og:dns:<rule>`, from the resolver) or proxy request (`og:proxy:<rule>`) is
+    "refused", or "logged-only" in audit."""
     got = _PARSED.get(prefix)
     if got is not None:
         return got
@@ -52,7 +53,7 @@ def parse_prefix(prefix: str) -> tuple[str, str | None]:
         got = (prefix, None)
     else:
         rule, _sep, word = prefix[len(PREFIX):].partition(" ")
-        if rule.startswith("dns:"):
+        if rule.startswith(("dns:", "proxy:")):  # a refused query or proxy request
             got = (rule, LOGGED_ONLY if word == "audit" else REFUSED)
         else:
             got = (rule, _ACTIONS.get(word))

@@ -84,8 +84,8 @@ def lower_policy(policy: Policy, *, resolver: Resolver = system_resolver,
                  resolve_timeout: float = RESOLVE_TIMEOUT, now: datetime | None = None,
                  warnings: list[str] | None = None, create_dns_user: bool = False) -> Ruleset:
     """The policy's IR (`ruleset.lower`). With `create_dns_user` (apply, the agent: what runs
-    the resolver) the resolver's missing default user is created, since the kernel rule needs
-    its uid; `check`, `compile` and `plan` never create users."""
+    the resolver) the resolver's and the proxy's missing default users are created, since the
+    kernel rules need their uids; `check`, `compile` and `plan` never create users."""
     ruleset = lower(policy, resolver=resolver, now=now, resolve_timeout=resolve_timeout,
                     warnings=warnings)
     if create_dns_user and ruleset.dns is not None:
@@ -94,6 +94,13 @@ def lower_policy(policy: Policy, *, resolver: Resolver = system_resolver,
         dns = ensure(ruleset.dns)
         if dns is not ruleset.dns:
             ruleset = dataclasses.replace(ruleset, dns=dns)
+    proxy = ruleset.proxy
+    if create_dns_user and proxy is not None and proxy.kernel_rules and proxy.uid is None:
+        # the kernel's proxy rules name the proxy's uid: its missing default user is made now
+        from outguard.kernel.privsep import create_system_user  # noqa: PLC0415 - useradd
+
+        uid, _gid = create_system_user(proxy.user, "outguard egress proxy")
+        ruleset = dataclasses.replace(ruleset, proxy=dataclasses.replace(proxy, uid=uid))
     return ruleset
 
 

@@ -31,10 +31,13 @@ def test_hosts_match_the_documented_topology() -> None:
         "backup.example.test": ("203.0.113.12",),
         "ntp.example.test": ("203.0.113.40", "2001:db8::40"),
         "attacker.example.test": ("198.51.100.66", "2001:db8:bad::66"),
+        "cloud-a.example.test": ("203.0.113.50",),
+        "cloud-b.example.test": ("203.0.113.51",),
     }
     assert {x.label for x in t.SERVICE_LISTENERS} == {
         "api:80/http", "api:443/https", "mirror:80/http", "unlisted:80/http", "backup:80/http",
-        "ntp:123/ntp", "attacker:1389/ldap", "attacker:8080/http",
+        "ntp:123/ntp", "attacker:1389/ldap", "attacker:8080/http", "cloud-a:80/http",
+        "cloud-b:80/http",
     }
 
 

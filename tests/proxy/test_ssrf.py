@@ -1,5 +1,5 @@
 """The SSRF corpus: every request goes through the proxy's real decision path
-(`Proxy._decide`: parse, decide by name, resolve, check every answer), with a table resolver.
+(`Proxy.decide`: parse, decide by name, resolve, check every answer), with a table resolver.
 
 The classes covered: Smokescreen's advisories (CVE-2022-24825 and CVE-2022-29188: a deny or
 allow list read one way by the guard and another by the resolver or the connect call: address
@@ -195,7 +195,7 @@ def _outcome(proxy: Proxy, authority: str, uid: int | None) -> str:
     except BadHostError:
         return BAD
     try:
-        _addrs, verdict = asyncio.run(proxy._decide("CONNECT", target, port,
+        _addrs, verdict = asyncio.run(proxy.decide("CONNECT", target, port,
                                                     Client(Who(uid=uid))))
     except RefusedError as exc:
         assert exc.status == 403, exc.reason
@@ -217,7 +217,7 @@ def test_ssrf_corpus(authority: str, uid: int | None, expected: str) -> None:
 
 def test_a_refusal_names_the_rule_and_why() -> None:
     with pytest.raises(RefusedError) as caught:
-        asyncio.run(_proxy()._decide("GET", *split_authority("meta.cdn.example.test:80", None),
+        asyncio.run(_proxy().decide("GET", *split_authority("meta.cdn.example.test:80", None),
                                      Client(Who(uid=0))))
     assert caught.value.rule == "proxy:never-reach"
     assert "169.254.169.254" in caught.value.reason
@@ -225,7 +225,7 @@ def test_a_refusal_names_the_rule_and_why() -> None:
 
 def test_a_name_that_does_not_resolve_is_a_502() -> None:
     with pytest.raises(RefusedError) as caught:
-        asyncio.run(_proxy()._decide("GET", *split_authority("gone.cdn.example.test:80", None),
+        asyncio.run(_proxy().decide("GET", *split_authority("gone.cdn.example.test:80", None),
                                      Client(Who(uid=0))))
     assert caught.value.status == 502
 
@@ -238,7 +238,7 @@ def test_audit_mode_lets_policy_refusals_through_marked_but_never_the_never_reac
         raise AssertionError("not used")
 
     proxy = Proxy(lambda: ruleset, table_resolver(DNS), nobody, ProxyLimits())
-    _addrs, verdict = asyncio.run(proxy._decide("GET", *split_authority("other.example.test:80",
+    _addrs, verdict = asyncio.run(proxy.decide("GET", *split_authority("other.example.test:80",
                                                                          None),
                                                 Client(Who(uid=0))))
     assert verdict.allowed and verdict.audit and verdict.rule == "default"

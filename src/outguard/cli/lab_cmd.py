@@ -129,3 +129,24 @@ def _journey(down_after: bool) -> None:
                    " (from a clone: .venv/bin/outguard lab down)")
     if not result.ok:
         sys.exit(1)
+
+
+@lab.command("proxy-demo")
+def proxy_demo_cmd() -> None:
+    """A cloud API whose address moves, reached by name through the egress proxy both
+    times, while the direct way out stays closed (`proxy: {only_egress: true}`).
+
+    Needs a lab that is up (`outguard lab up`); applies its own policy there. Exits 1 if a
+    step does not show what it should.
+    """
+    from outguard.lab import lifecycle, proxydemo  # noqa: PLC0415
+
+    if not lifecycle.is_up():
+        raise click.ClickException("the lab is not up: `outguard lab up` first")
+    try:
+        result = proxydemo.run(say=_progress)
+    except OutguardError as exc:
+        raise _fail(exc) from exc
+    click.echo("\n".join(result.lines()))
+    if not result.ok:
+        sys.exit(1)

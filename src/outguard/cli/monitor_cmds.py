@@ -100,21 +100,23 @@ def _store_options(fn: Any) -> Any:
               help="PEM certificate for the dashboard (HTTPS).")
 @click.option("--web-tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="PEM private key of --web-tls-cert.")
+@click.option("--no-proxy", is_flag=True, help="Do not start the egress proxy of the"
+              " policy's `proxy:` section (run `outguard proxy serve` yourself).")
 @fleet_options
 @kernel_options
 def run(policy: Path | None, metrics_listen: str | None, store: str | None,
         signatures: tuple[Path, ...], no_apply: bool, web_listen: str | None,
-        web_tls_cert: Path | None, web_tls_key: Path | None, netns: str | None,
-        state_dir_path: Path, **fleet: Any) -> None:
+        web_tls_cert: Path | None, web_tls_key: Path | None, no_proxy: bool,
+        netns: str | None, state_dir_path: Path, **fleet: Any) -> None:
     """The agent: apply POLICY, then monitor what it blocks until SIGTERM.
 
     Every blocked packet is attributed to a process, classified, aggregated into incidents,
-    stored, and alerted through the policy's `alerts:` section. The resolver (`dns:`), feeds,
-    alerts and classifier follow the policy applied in the state directory: a new `outguard
-    apply` (or rollback) reaches them within a second, all at once. SIGHUP (`systemctl
-    reload`) reloads them, and first applies POLICY again unless --no-apply. A reload that
-    fails changes nothing and is logged, alerted and counted. The store is flushed on exit;
-    the policy stays applied.
+    stored, and alerted through the policy's `alerts:` section. The resolver (`dns:`), the
+    egress proxy (`proxy:`), feeds, alerts and classifier follow the policy applied in the
+    state directory: a new `outguard apply` (or rollback) reaches them within a second, all
+    at once. SIGHUP (`systemctl reload`) reloads them, and first applies POLICY again unless
+    --no-apply. A reload that fails changes nothing and is logged, alerted and counted. The
+    store is flushed on exit; the policy stays applied.
 
     With --fleet URL the agent also follows a fleet server (see `outguard fleet`): it applies
     the version assigned to this host with a confirmation window and a verify, reports the
@@ -136,7 +138,8 @@ def run(policy: Path | None, metrics_listen: str | None, store: str | None,
                         stream=sys.stderr)
     opts = AgentOptions(policy=policy, state_dir=state_dir_path, apply=apply, store=store,
                         signatures=signatures, metrics_listen=metrics_listen,
-                        web=_web(web_listen, web_tls_cert, web_tls_key), fleet=fleet_opts)
+                        web=_web(web_listen, web_tls_cert, web_tls_key), fleet=fleet_opts,
+                        proxy=not no_proxy)
 
     watchdogs: list[Watchdog] = []
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 
 from outguard.errors import OutguardError
-from outguard.export.fidelity import Export
+from outguard.export.fidelity import Export, RuleFidelity
 from outguard.ruleset.ir import Ruleset
 
 Exporter = Callable[..., Export]
@@ -84,4 +84,15 @@ def export(name: str, ruleset: Ruleset, opts: Mapping[str, str] | None = None) -
         if key not in known:
             raise OutguardError(f"target {name} has no option {key!r}")
         kwargs[key.replace("-", "_")] = value
-    return fn(ruleset, **kwargs)
+    out = fn(ruleset, **kwargs)
+    proxy = ruleset.proxy
+    if proxy is not None and proxy.kernel_rules:
+        # outguard's own nftables rules around its proxy: no target writes them (`--strict`
+        # fails on this, as on any rule the target could not take)
+        what = " and ".join(w for w, on in (("only_egress", proxy.only_egress),
+                                           ("transparent", proxy.transparent)) if on)
+        out.fidelity.append(RuleFidelity("proxy", "dropped", (
+            f"proxy: {what} is outguard's nftables rules (ports 80/443 closed to all but"
+            f" {proxy.user}, or redirected into its proxy); {name} gets none of it: close"
+            " them with the target's own means, or run outguard on the host")))
+    return out

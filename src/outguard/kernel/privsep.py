@@ -77,6 +77,17 @@ def spawn_child(module: str, args: Sequence[str], pass_fds: Sequence[int]) -> Ch
         raise KernelError(f"cannot start {module}: {exc}") from exc
 
 
+def spawn_piped(module: str, args: Sequence[str]) -> Child:
+    """`python -m module args...` with its stdin and stdout as pipes to this process (a child
+    that is told things and reports back: `service.proxyrun`); stderr is ours."""
+    argv = [sys.executable, "-m", module, *args]
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                close_fds=True)
+    except OSError as exc:
+        raise KernelError(f"cannot start {module}: {exc}") from exc
+
+
 def enter_netns(name: str) -> None:
     """Move this (single-threaded) process into network namespace `name`."""
     path = os.path.join(NETNS_DIR, name)

@@ -50,7 +50,13 @@ def dnsmasq_argv(paths: t.LabPaths, binary: str = "dnsmasq") -> list[str]:
         f"--auth-zone={t.ZONE}",
         f"--auth-ttl={t.DNS_TTL}",
         *(host_record_option(h) for h in t.HOSTS),
+        f"--addn-hosts={paths.cloud_hosts}",  # cloud.example.test, which the proxy demo moves
     ]
+
+
+def cloud_hosts_text(address: str) -> str:
+    """The `--addn-hosts` file that points cloud.example.test at `address`."""
+    return f"{address} {t.CLOUD}\n"
 
 
 def build_query(qname: str, qtype: int, txid: int) -> bytes:

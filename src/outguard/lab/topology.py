@@ -82,7 +82,11 @@ HOSTS: tuple[Host, ...] = (
     Host("backup", "203.0.113.12", None, "HTTP 80, allowed for user nobody only"),
     Host("ntp", "203.0.113.40", "2001:db8::40", "NTP time server, UDP 123"),
     Host("attacker", "198.51.100.66", "2001:db8:bad::66", "LDAP 1389 and HTTP 8080 (JNDI)"),
+    # the cloud API of the proxy demo: cloud.example.test moves from one to the other
+    Host("cloud-a", "203.0.113.50", None, "a cloud API's address (cloud.example.test), HTTP 80"),
+    Host("cloud-b", "203.0.113.51", None, "the same API's next address, HTTP 80"),
 )
+CLOUD = f"cloud.{ZONE}"  # not a --host-record: dnsmasq reads it from `LabPaths.cloud_hosts`
 
 LISTENERS: tuple[Listener, ...] = (
     Listener("dns", 53, "dns"),
@@ -94,6 +98,8 @@ LISTENERS: tuple[Listener, ...] = (
     Listener("ntp", 123, "ntp"),
     Listener("attacker", 1389, "ldap"),
     Listener("attacker", 8080, "http"),
+    Listener("cloud-a", 80, "http"),
+    Listener("cloud-b", 80, "http"),
 )
 
 SERVICE_LISTENERS: tuple[Listener, ...] = tuple(x for x in LISTENERS if x.kind != "dns")
@@ -156,6 +162,12 @@ class LabPaths:
     def dnsmasq_log(self) -> Path:
         """dnsmasq's own log, with one `auth[TYPE] NAME from ADDR` line per query."""
         return self.root / "dnsmasq.log"
+
+    @property
+    def cloud_hosts(self) -> Path:
+        """dnsmasq's `--addn-hosts` file: where cloud.example.test points now (SIGHUP reads it
+        again: the proxy demo moves the name)."""
+        return self.root / "cloud.hosts"
 
     @property
     def tls_dir(self) -> Path:

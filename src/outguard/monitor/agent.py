@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from outguard import agentstate
 from outguard.alerts.dispatch import Dispatcher
@@ -106,6 +106,8 @@ class Agent:
         self.packets = 0
         self.running = asyncio.Event()
         self._report = agentstate.AgentReport(pid=os.getpid(), started=time.time())
+        # the egress proxy's part of the report, while one runs (`service.live`)
+        self.proxy_report: Callable[[], dict[str, Any] | None] = lambda: None
         self._report_failed = False
 
     async def _attribute(self, pkt: BlockedPacket) -> Attribution:
@@ -153,6 +155,7 @@ class Agent:
         r.alerts_failed = {n: st.failed for n, st in sinks.items() if st.failed}
         r.store_errors, r.store_lost = self.writer.errors, self.writer.lost
         r.store_pending = self.writer.pending
+        r.proxy = self.proxy_report()
         return r
 
     async def write_report(self, *, stopped: bool = False) -> None:

@@ -65,6 +65,8 @@ class NftChain:
     name: str
     hook: str | None = None  # "output" / "forward" for base chains
     rules: list[NftRule] = field(default_factory=list)
+    kind: str = "filter"  # a base chain's type: filter, or nat (`nft_proxy.NAT_CHAIN`)
+    prio: int = 0
 
 
 @dataclass

@@ -5,7 +5,9 @@ Layout, chosen so that a new connection costs a handful of lookups however many 
     output (hook)   ct established,related accept · oif lo accept · ICMPv6 ND accept
                     · [a lockdown: meta time < end jump lockdown (`nft_lockdown`)]
                     · [dns: the resolver's uid to its upstreams accept] · jump deny
-                    · [dns: other DNS goto v_default] · jump allow · counter "default" goto v_default
+                    · [dns: other DNS goto v_default] · [proxy: `nft_proxy`] · jump allow
+                    · counter "default" goto v_default
+    nat_output      [proxy: transparent: redirect into the proxy (`nft_proxy`)]
     deny / allow    `ip daddr vmap @m_…` for the section's inline addresses (hash map for single
                     addresses, interval map for prefixes) → goto the address's group chain;
                     then the "loose" rules in order: list references (`ip daddr @l_…`) and rules
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from outguard.errors import ResolverUserError
-from outguard.nftables import nft_learn, nft_lockdown
+from outguard.nftables import nft_learn, nft_lockdown, nft_proxy
 from outguard.nftables.model import (
     ADDR,
     BASE_CHAINS,
@@ -260,9 +262,14 @@ class _Builder:
             chain.rules.append(nft_lockdown.entry(self.lockdown))
         if not self.default:  # a lockdown with no policy applied: nothing else is filtered
             return
+        proxy = self.rs.proxy if hook == "output" else None
+        if proxy is not None:
+            chain.rules.extend(nft_proxy.redirected_in(proxy))
         for section in ("deny", "allow"):
             if hook == "output":
                 chain.rules.extend(self.dns_rules(before=section))
+            if proxy is not None and section == "allow":
+                chain.rules.extend(nft_proxy.own_and_only(proxy))
             if section in self.out.chains:
                 chain.rules.append(NftRule([{"jump": {"target": section}}]))
         chain.rules.append(NftRule([{"counter": DEFAULT.counter}, {"goto": {"target": "v_default"}}]))
@@ -304,6 +311,8 @@ class _Builder:
         for hook in BASE_CHAINS:
             if hook == "output" or (hook == "forward" and rs.forward):
                 self.hook_chain(hook, hook)
+        if rs.proxy is not None and self.default:
+            nft_proxy.nat_chain(self.out, rs.proxy)
         if rs.learn:
             nft_learn.build(self.out, rs.nflog_group)
             self.out.chain("input", "input").rules.extend(dns_copy_rules(rs.nflog_group))

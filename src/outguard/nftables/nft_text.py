@@ -91,6 +91,8 @@ def expr_text(expr: dict[str, Any]) -> str:
     if kind == "set":
         stmts = "".join(f" {expr_text(e)}" for e in body.get("stmt", []))
         return f"{body['op']} {body['set']} {{ {_left(body['elem'])}{stmts} }}"
+    if kind == "redirect":
+        return f"redirect to :{body['port']}"
     if kind == "reject":
         return "reject with tcp reset" if body["type"] == "tcp reset" else \
             f"reject with icmpx {body['expr']}"

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from outguard.nftables.model import BASE_CHAINS, FAMILY, TABLE, Compiled, NftChain, NftSet
+from outguard.nftables.nft_proxy import NAT_CHAIN
 from outguard.ruleset.keys import SetName
 
 Cmd = dict[str, Any]
@@ -94,7 +95,7 @@ def _chain_decl(compiled: Compiled, name: str) -> Cmd:
     chain = compiled.chains[name]
     if chain.hook is None:
         return {"add": {"chain": _obj(name=name)}}
-    return {"add": {"chain": _obj(name=name, type="filter", hook=chain.hook, prio=0,
+    return {"add": {"chain": _obj(name=name, type=chain.kind, hook=chain.hook, prio=chain.prio,
                                   policy="accept")}}
 
 
@@ -343,7 +344,7 @@ def _flushes(changed: list[str], gone: list[str]) -> list[Cmd]:
     nothing jumps into it, and with policy accept an empty one filters nothing — so that it
     stops filtering even if the kernel refuses the cleanup."""
     return [{"flush": {"chain": _obj(name=n)}}
-            for n in [*changed, *(n for n in gone if n in BASE_CHAINS)]]
+            for n in [*changed, *(n for n in gone if n in (*BASE_CHAINS, NAT_CHAIN))]]
 
 
 def _cleanup(table: Cmd, gone: Inventory) -> list[Cmd]:

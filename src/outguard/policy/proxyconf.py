@@ -3,6 +3,9 @@
     proxy:
       listen: ["127.0.0.1:3128", "[::1]:3128"]   # the default
       user: outguard-proxy        # the uid it runs as after binding; created if missing; not root
+      only_egress: false          # true: tcp 80/443 leave the host only from the proxy's user
+      transparent: []             # [80, 443]: other users' connections to them go to the proxy
+      transparent_port: 3129      # where redirected connections arrive (127.0.0.1 and ::1)
       limits:
         connections: 1024         # client connections at once; one more gets 503
         header_bytes: 16384       # a request's line and headers together
@@ -10,9 +13,9 @@
         idle_timeout: 300         # seconds a kept-alive connection or tunnel may sit silent
         connect_timeout: 10       # seconds to connect to an upstream (per address)
 
-Referred to by `policy.model.PolicyDoc.proxy`; `proxy.serve` reads it. `only_egress` and
-`transparent` are issue 18's next steps; until the proxy does them, a policy that asks for them
-is refused here rather than silently half-served.
+Referred to by `policy.model.PolicyDoc.proxy`; `proxy.serve` reads it, and `ruleset.lower`
+carries `only_egress` and `transparent` into the IR (`ProxySettings`): the kernel rules that
+close the way around the proxy, or bend it into the proxy, are compiled from there.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from outguard.errors import Problem
 from outguard.policy import accounts
@@ -29,6 +32,8 @@ from outguard.policy.dnsconf import UserRef, parse_endpoint
 
 DEFAULT_USER = "outguard-proxy"
 DEFAULT_LISTEN = ("127.0.0.1:3128", "[::1]:3128")
+TRANSPARENT_PORTS = (80, 443)
+ONLY_EGRESS_PORTS = (80, 443)  # what `only_egress` closes to everyone but the proxy
 
 
 class ProxyLimits(BaseModel):
@@ -55,9 +60,13 @@ class ProxyConfig(BaseModel):
         "The unprivileged user the proxy runs as after binding (outguard-proxy is created if"
         " missing; any other user must exist; never root)."))
     only_egress: bool = Field(default=False, description=(
-        "Not supported yet: must be false."))
+        "Let TCP to ports 80 and 443 leave the host only from the proxy's user (a kernel rule):"
+        " every other process must go through the proxy."))
     transparent: list[int] = Field(default_factory=list, description=(
-        "Not supported yet: must be empty."))
+        "Ports (80 for HTTP, 443 for TLS) whose outbound connections of every user but the"
+        " proxy's are redirected into the proxy (nftables nat), decided by Host or TLS SNI."))
+    transparent_port: int = Field(default=3129, ge=1, le=65535, description=(
+        "The port on 127.0.0.1 and [::1] where redirected connections arrive."))
     limits: ProxyLimits = Field(default_factory=ProxyLimits, description=(
         "connections, header_bytes, header_timeout, idle_timeout, connect_timeout."))
 
@@ -76,21 +85,25 @@ class ProxyConfig(BaseModel):
             raise ValueError("an address is listed twice")
         return value
 
-    @field_validator("only_egress")
-    @classmethod
-    def _only_egress(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("only_egress is not supported yet (issue 18): keep the proxy's"
-                             " users' direct egress closed with deny/allow rules for now")
-        return value
-
     @field_validator("transparent")
     @classmethod
     def _transparent(cls, value: list[Any]) -> list[Any]:
-        if value:
-            raise ValueError("transparent mode is not supported yet (issue 18): point clients"
-                             " at the proxy (HTTP_PROXY/HTTPS_PROXY)")
+        # the proxy learns the name from the bytes: a Host header on 80, a TLS server name on
+        # 443; another port's protocol it could not read, so it is not redirected
+        for port in value:
+            if port not in TRANSPARENT_PORTS:
+                raise ValueError(f"{port!r}: transparent takes 80 (HTTP) and 443 (TLS) only")
+        if len(set(value)) != len(value):
+            raise ValueError("a port is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> ProxyConfig:
+        if self.transparent and any(port == self.transparent_port
+                                    for _addr, port in listen_endpoints(self)):
+            raise ValueError(f"transparent_port {self.transparent_port} is a `listen` port too:"
+                             " redirected connections need a port of their own")
+        return self
 
 
 def listen_endpoints(config: ProxyConfig) -> list[tuple[str, int]]:

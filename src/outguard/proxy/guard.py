@@ -56,8 +56,13 @@ class Verdict:
     audit: bool = False  # allowed only because the policy is in audit mode
 
 
+_BY_VERSION = {v: tuple((int(n.network_address), int(n.netmask)) for n in NEVER_REACH
+                        if n.version == v) for v in (4, 6)}
+
+
 def never_reach(addr: IPAddress) -> bool:
-    return any(addr.version == net.version and addr in net for net in NEVER_REACH)
+    value = int(addr)  # integer masks: this runs for every facet of every answer
+    return any(value & mask == net for net, mask in _BY_VERSION[addr.version])
 
 
 def _verdict(d: Decision) -> Verdict:
@@ -150,6 +155,12 @@ def decide_addresses(ruleset: Ruleset, addrs: Sequence[IPAddress], port: int, wh
             return last
     assert last is not None
     return last
+
+
+def for_proxy(ruleset: Ruleset) -> Ruleset:
+    """The ruleset as the proxy decides with it: without the kernel's proxy rules, which say
+    what happens around the proxy (redirected into it, or dropped unless it sends)."""
+    return dataclasses.replace(ruleset, proxy=None) if ruleset.proxy is not None else ruleset
 
 
 def needs_process(ruleset: Ruleset) -> bool:

@@ -5,8 +5,9 @@ Place in the data flow: `server` parses requests with h11 (a strict, size-limite
 parser: its `max_incomplete_event_size` bounds the request head) and asks here what a request
 targets and what to forward. Pure.
 
-Absolute-form targets only (`GET http://host[:port]/path`): an origin-form target means the
-client did not know it talks to a proxy (transparent mode is not there yet), and
+Absolute-form targets (`GET http://host[:port]/path`) from clients that know the proxy;
+origin-form (`GET /path`, the Host header names the target) only on a redirected connection
+(transparent mode: `parse_origin`, the port is the one the client connected to), and
 `GET https://…` would make the proxy originate TLS itself; both get 400. Credentials in a URL
 (`http://user@host/`) are refused: `allowed.example@evil.example` is the classic confusion of
 two URL parsers. The Host header is replaced with the URL's authority (RFC 9112 §3.2.2), so the
@@ -16,6 +17,7 @@ upstream sees the host that was decided.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from outguard.proxy.target import BadHostError, Target, split_authority
 
@@ -62,6 +64,24 @@ def parse_absolute(raw: bytes) -> HttpTarget:
     target, port = split_authority(authority, 80)
     host = str(target)
     return HttpTarget(target, port, host if port == 80 else f"{host}:{port}", path.encode())
+
+
+def parse_origin(request: Any, port: int) -> HttpTarget:
+    """A redirected connection's request (transparent mode): origin-form `/path`, the target
+    named by its Host header (one, as RFC 9112 §3.2 demands), the port the client connected
+    to. BadHostError otherwise."""
+    target = bytes(request.target)
+    if not target.startswith(b"/"):
+        raise BadHostError("a redirected connection sends origin-form requests (/path)")
+    hosts = [v for n, v in request.headers if n == b"host"]
+    if len(hosts) != 1:
+        raise BadHostError("a request needs exactly one Host header here")
+    try:
+        host, _port = split_authority(hosts[0].decode("ascii"), port)
+    except UnicodeDecodeError:
+        raise BadHostError("a Host header that is not ASCII") from None
+    name = str(host)
+    return HttpTarget(host, port, name if port == 80 else f"{name}:{port}", target)
 
 
 def forward_headers(headers: list[tuple[bytes, bytes]], authority: str) -> list[tuple[bytes, bytes]]:

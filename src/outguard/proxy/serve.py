@@ -30,8 +30,10 @@ from outguard.monitor.attribute import Attributor
 from outguard.monitor.metrics import Families, Metrics, MetricsServer
 from outguard.policy import accounts
 from outguard.policy.proxyconf import DEFAULT_USER, ProxyConfig, listen_endpoints
+from outguard.proxy import control
 from outguard.proxy.resolve import Resolve, outguard_resolver, system_resolve
 from outguard.proxy.server import Proxy, Record
+from outguard.proxy.transparent import Transparent
 from outguard.proxy.who import SocketIdentity
 from outguard.ruleset.ir import Ruleset
 
@@ -59,13 +61,26 @@ def proxy_user(config: ProxyConfig) -> ProxyUser:
     return ProxyUser(config.user, *found)
 
 
-def bind(config: ProxyConfig) -> list[socket.socket]:
-    """Listening sockets for every `listen` entry (all or none)."""
+def transparent_endpoints(config: ProxyConfig) -> list[tuple[str, int]]:
+    """Where redirected connections arrive: the kernel's redirect of a local process's
+    connection goes to 127.0.0.1 or ::1, at `transparent_port`."""
+    if not config.transparent:
+        return []
+    return [("127.0.0.1", config.transparent_port), ("::1", config.transparent_port)]
+
+
+def bind(config: ProxyConfig, endpoints: list[tuple[str, int]] | None = None
+         ) -> list[socket.socket]:
+    """Listening sockets for every `listen` entry, or for `endpoints` (all or none)."""
     out: list[socket.socket] = []
     try:
-        for addr, port in listen_endpoints(config):
+        for addr, port in listen_endpoints(config) if endpoints is None else endpoints:
             family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say they are
+            # TCP, and an accepted socket inherits proto 0 otherwise (Nagle then holds a
+            # response's second write for the client's delayed ACK: 40 ms per kept-alive
+            # request)
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             out.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -93,7 +108,8 @@ def log_record(record: Record) -> None:
         "decision": "allowed" if v.allowed else "refused", "method": record.method,
         "host": record.host, "port": record.port, "status": record.status, "rule": v.rule,
         "reason": v.reason, "audit": v.audit, "uid": c.who.uid, "user": c.user, "pid": c.pid,
-        "exe": c.exe, "unit": c.unit}), flush=True)
+        "exe": c.exe, "unit": c.unit, "client": c.ends[0] if c.ends else None,
+        "ends": list(c.ends) if c.ends else None}), flush=True)
 
 
 def proxy_families(proxy: Proxy) -> Families:
@@ -135,16 +151,38 @@ def _on_hup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Ruleset],
     loop.run_in_executor(None, reload).add_done_callback(done)
 
 
+def _as_child(loop: asyncio.AbstractEventLoop, reload_text: Callable[[str], Ruleset],
+              current: list[Ruleset], proxy: Proxy, stop: asyncio.Event) -> None:
+    """`outguard run`'s child: policies on stdin (its end stops the proxy), counts on stdout."""
+    control.StdinPolicies(loop, lambda text: _on_hup(loop, lambda: reload_text(text), current),
+                          stop.set)
+    control.every(loop, lambda: proxy.active)
+
+
+def _bind_all(config: ProxyConfig) -> tuple[list[socket.socket], list[socket.socket]]:
+    """(every listening socket, the transparent ones among them): all or none."""
+    sockets = bind(config)
+    try:
+        redirected = bind(config, transparent_endpoints(config))
+    except ProxyStartError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets + redirected, redirected
+
+
 async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | None = None,
                 on_ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None,
                 reload: Callable[[], Ruleset] | None = None,
-                metrics_listen: str | None = None) -> Proxy:
+                metrics_listen: str | None = None,
+                reload_text: Callable[[str], Ruleset] | None = None) -> Proxy:
     """Serve until SIGINT/SIGTERM (or `stop`); the proxy (with its counts) when it ends.
     With `reload`, SIGHUP swaps the ruleset for new requests (`proxy:` itself is read at
-    start only: a change of listen, user or limits needs a restart)."""
+    start only: a change of listen, user or limits needs a restart). With `reload_text`,
+    the agent's child: policies come on stdin, status goes to stdout (`control`)."""
     user = proxy_user(config) if os.geteuid() == 0 else None
-    sockets = bind(config)
+    sockets, redirected = _bind_all(config)
     try:
         privsep.raise_fd_limit()
         diag, fast = SockDiag(), SockDiag()
@@ -167,8 +205,10 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
                 raise ProxyStartError(f"cannot serve metrics on {metrics_listen}: {exc}") from exc
         if user is not None:
             privsep.drop_privileges(user.uid, user.gid)
-        servers = [await asyncio.start_server(proxy.handle, sock=sock, limit=1 << 16)
-                   for sock in sockets]
+        bent = Transparent(proxy, config.transparent_port)
+        servers = [await asyncio.start_server(
+            bent.handle if sock in redirected else proxy.handle, sock=sock, limit=1 << 16)
+            for sock in sockets]
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_cancel)
@@ -176,9 +216,13 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
             loop.add_signal_handler(sig, stop.set)
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, _on_hup, loop, reload, current)
+        if reload_text is not None:
+            _as_child(loop, reload_text, current, proxy, stop)
         who = f"as {user.name} (uid {user.uid})" if user else f"as uid {os.geteuid()}"
+        bent_to = (f"; redirected connections (ports {', '.join(map(str, config.transparent))})"
+                   f" on port {config.transparent_port}" if config.transparent else "")
         if on_ready is not None:
-            on_ready(f"outguard proxy: listening on {', '.join(config.listen)} {who}")
+            on_ready(f"outguard proxy: listening on {', '.join(config.listen)} {who}{bent_to}")
         await stop.wait()
         for server in servers:
             server.close()

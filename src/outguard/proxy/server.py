@@ -67,9 +67,14 @@ class Record:
 
 
 class RefusedError(Exception):
-    def __init__(self, status: int, reason: str, rule: str | None = None) -> None:
+    """A request the proxy answers itself; `answer` is what the client gets (an HTTP error
+    response, unless a TLS alert is what the client can read)."""
+
+    def __init__(self, status: int, reason: str, rule: str | None = None,
+                 answer: bytes | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.rule = status, reason, rule
+        self.answer = answer if answer is not None else http.error_response(status, reason, rule)
 
 
 class Proxy:
@@ -85,8 +90,28 @@ class Proxy:
         self.on_record = on_record
         self.active = 0
         self.counts: Counter[tuple[str, str]] = Counter()  # (allowed|refused, rule)
+        self._seen: Ruleset | None = None
+        self._rules: Ruleset | None = None
+
+    def rules(self) -> Ruleset:
+        """The ruleset the proxy decides with: the current one without its kernel-only
+        proxy rules (`only_egress` would refuse every client, `transparent` accept every one:
+        they say what the kernel does around the proxy, not what the proxy decides)."""
+        current = self.ruleset()
+        if current is not self._seen or self._rules is None:
+            self._seen, self._rules = current, guard.for_proxy(current)
+        return self._rules
 
     # --- connections ----------------------------------------------------------------------
+
+    def keep(self, tunnel_done: asyncio.Future[None]) -> None:
+        """A tunnel that runs on after its connection's coroutine ended: still a connection."""
+        if not tunnel_done.done():
+            self.active += 1
+            tunnel_done.add_done_callback(self._tunnel_ended)
+
+    def _tunnel_ended(self, _done: asyncio.Future[None]) -> None:
+        self.active -= 1
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server's callback: one client connection, start to end."""
@@ -98,7 +123,7 @@ class Proxy:
                 return
             await self._serve(reader, writer)
         except RefusedError as exc:
-            await _answer(writer, http.error_response(exc.status, exc.reason, exc.rule))
+            await _answer(writer, exc.answer)
         except (ConnectionError, TimeoutError, OSError):
             pass  # the client went away or timed out
         except Exception:  # one connection's bug must not stop the proxy
@@ -110,21 +135,21 @@ class Proxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
         client = await self.identify(peer[0], peer[1], local[0], local[1],
-                                     guard.needs_process(self.ruleset()))
+                                     guard.needs_process(self.rules()))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
         while True:
-            request = await self._next_request(conn, reader)
+            request = await self.next_request(conn, reader)
             if request is None:
                 return
             if request.method == b"CONNECT":
                 await self._connect(conn, request, client, (reader, writer))
                 return
-            await self._forward(conn, request, client, (reader, writer))
+            await self.forward(conn, request, client, (reader, writer))
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
-    async def _next_request(self, conn: h11.Connection,
+    async def next_request(self, conn: h11.Connection,
                             reader: asyncio.StreamReader) -> h11.Request | None:
         """The next request head; None when the client closed between requests."""
         first = conn.their_state is h11.IDLE and not conn.trailing_data[0]
@@ -144,8 +169,8 @@ class Proxy:
                 deadline = time.monotonic() + wait
             try:
                 # never more than the limit at once: h11 bounds only a head still incomplete
-                data = await asyncio.wait_for(reader.read(self.limits.header_bytes + 1),
-                                              deadline - time.monotonic())
+                async with asyncio.timeout_at(loop_deadline(deadline)):
+                    data = await reader.read(self.limits.header_bytes + 1)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0] and first:
                     return None  # an idle kept-alive connection: close it quietly
@@ -157,32 +182,35 @@ class Proxy:
 
     # --- decisions ------------------------------------------------------------------------
 
-    async def _refused(self, method: str, target: Target, port: int, client: Client,
+    async def refused(self, method: str, target: Target, port: int, client: Client,
                        verdict: Verdict, status: int) -> None:
         """Record a refusal with the client's process (looked up now if it was not yet: a
         refusal is rare and is what someone will investigate)."""
         if not client.full and client.ends is not None:
             client = await self.identify(*client.ends, True)
-        self._record(method, target, port, client, verdict, status)
+        self.record(method, target, port, client, verdict, status)
 
-    def _record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
+    def record(self, method: str, target: Target, port: int, client: Client, verdict: Verdict,
                 status: int) -> None:
         self.counts["allowed" if verdict.allowed else "refused", verdict.rule] += 1
         record = Record(method, str(target), port, client, verdict, status)
         if self.on_record is not None:
             self.on_record(record)
 
-    async def _decide(self, method: str, target: Target, port: int,
-                      client: Client) -> tuple[list[IPAddress], Verdict]:
-        """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none."""
-        ruleset = self.ruleset()
+    async def decide(self, method: str, target: Target, port: int, client: Client,
+                      orig: IPAddress | None = None) -> tuple[list[IPAddress], Verdict]:
+        """The addresses to connect to, checked, and the verdict; RefusedError(403/502) if none.
+        With `orig` (a redirected connection's original destination) the only address is
+        `orig`, and it must be one the name resolves to: a forged Host or server name opens
+        nothing."""
+        ruleset = self.rules()
         if target.name is not None:
             verdict = guard.decide_name(ruleset, target.name, port, client.who)
             if verdict.allowed:
                 try:
                     addrs = await self.resolve(target.name)
                 except ResolveError as exc:
-                    await self._refused(method, target, port, client, verdict, 502)
+                    await self.refused(method, target, port, client, verdict, 502)
                     raise RefusedError(502, str(exc)) from None
                 checked = guard.decide_addresses(ruleset, addrs, port, client.who, target.name)
                 verdict = verdict if checked.allowed else checked
@@ -190,18 +218,23 @@ class Proxy:
             assert target.addr is not None
             addrs = [target.addr]
             verdict = guard.decide_addresses(ruleset, addrs, port, client.who)
+        if verdict.allowed and orig is not None and orig not in addrs:
+            verdict = Verdict(False, "proxy:not-this-address",
+                              f"the connection went to {orig}, which is not an address of"
+                              f" {target} (a Host header or TLS server name that does not"
+                              " belong to the destination)")
         if not verdict.allowed:
-            await self._refused(method, target, port, client, verdict, 403)
+            await self.refused(method, target, port, client, verdict, 403)
             raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
-        return addrs, verdict
+        return ([orig] if orig is not None else addrs), verdict
 
-    async def _open(self, addrs: list[IPAddress], port: int) -> Streams:
+    async def open_upstream(self, addrs: list[IPAddress], port: int) -> Streams:
         """A connection to the first checked address that answers (literal: no lookup)."""
         errors = []
         for addr in addrs:
             try:
-                return await asyncio.wait_for(asyncio.open_connection(str(addr), port),
-                                              self.limits.connect_timeout)
+                async with asyncio.timeout(self.limits.connect_timeout):
+                    return await asyncio.open_connection(str(addr), port)
             except TimeoutError:
                 errors.append(f"{addr}: no answer in {self.limits.connect_timeout:g}s")
             except OSError as exc:
@@ -216,8 +249,8 @@ class Proxy:
             target, port = split_authority(request.target.decode("ascii", "replace"), None)
         except BadHostError as exc:
             raise RefusedError(400, f"bad CONNECT target: {exc}") from None
-        addrs, verdict = await self._decide("CONNECT", target, port, client)
-        up = await self._open(addrs, port)
+        addrs, verdict = await self.decide("CONNECT", target, port, client)
+        up = await self.open_upstream(addrs, port)
         try:
             while not isinstance(conn.next_event(), h11.EndOfMessage | h11.PAUSED):
                 pass  # a CONNECT has no body; h11 pauses at its end
@@ -232,27 +265,31 @@ class Proxy:
                 data, problem = b"", str(exc)
             if problem is not None:
                 refusal = Verdict(False, "proxy:sni", problem)
-                await self._refused("CONNECT", target, port, client, refusal, 403)
+                await self.refused("CONNECT", target, port, client, refusal, 403)
                 await _answer(down[1], tunnel.ALERT_UNRECOGNIZED_NAME)
                 return
-            self._record("CONNECT", target, port, client, verdict, 200)
+            self.record("CONNECT", target, port, client, verdict, 200)
             up[1].write(data)
             del data, first, hello  # an open tunnel keeps only what it needs
-            await tunnel.relay(down, up, self.limits.idle_timeout)
+            self.keep(await tunnel.hand_over(down, up, self.limits.idle_timeout))
         finally:
             up[1].close()
 
     # --- plain HTTP -----------------------------------------------------------------------
 
-    async def _forward(self, conn: h11.Connection, request: h11.Request, client: Client,
-                       down: Streams) -> None:
+    async def forward(self, conn: h11.Connection, request: h11.Request, client: Client,
+                       down: Streams, orig: tuple[IPAddress, int] | None = None) -> None:
+        """One request, forwarded; `orig`: a redirected connection's original destination
+        (the request is origin-form, its Host header names the target)."""
         method = request.method.decode("ascii", "replace")
         try:
-            where = http.parse_absolute(request.target)
+            where = (http.parse_absolute(request.target) if orig is None
+                     else http.parse_origin(request, orig[1]))
         except BadHostError as exc:
             raise RefusedError(400, str(exc)) from None
-        addrs, verdict = await self._decide(method, where.target, where.port, client)
-        up = await self._open(addrs, where.port)
+        addrs, verdict = await self.decide(method, where.target, where.port, client,
+                                            orig[0] if orig is not None else None)
+        up = await self.open_upstream(addrs, where.port)
         try:
             upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
             up[1].write(upconn.send(h11.Request(
@@ -263,7 +300,7 @@ class Proxy:
                               or b"")
             await self._copy_body(conn, down[0], upconn, up[1])
             status = await self._copy_response(upconn, up[0], conn, down[1])
-            self._record(method, where.target, where.port, client, verdict, status)
+            self.record(method, where.target, where.port, client, verdict, status)
         finally:
             up[1].close()
 
@@ -322,13 +359,21 @@ async def _event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: fl
         if event is not h11.NEED_DATA:
             return event  # type: ignore[return-value]  # NEED_DATA is excluded just above
         try:
-            data = await asyncio.wait_for(reader.read(65536), timeout)
+            async with asyncio.timeout(timeout):
+                data = await reader.read(65536)
         except TimeoutError:
             raise RefusedError(408 if side == "client" else 502,
                           f"the {side} sent nothing for {timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise RefusedError(status, f"the {side}'s connection failed: {exc}") from None
         conn.receive_data(data)
+
+
+def loop_deadline(monotonic: float) -> float:
+    """A `time.monotonic()` deadline on the running loop's clock (`asyncio.timeout_at`: a
+    timer, where `wait_for` would start a task per read)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic - time.monotonic())
 
 
 async def _answer(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -18,6 +18,7 @@ facet is checked by `guard`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -93,8 +94,11 @@ def _plain(addr: IPAddress) -> IPAddress:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_host(text: str) -> Target:
-    """The host of a request (no port), normalised. BadHostError if it cannot be read safely."""
+    """The host of a request (no port), normalised. BadHostError if it cannot be read safely.
+    Pure, and asked the same few names again and again: cached (IDNA is the costly part of a
+    request's decision; a refusal raises and is not cached)."""
     if not text or len(text) > 300:
         raise BadHostError("an empty or over-long host")
     if any(ord(c) <= 32 or c in "/\\@?#" for c in text):

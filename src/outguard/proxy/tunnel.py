@@ -13,14 +13,18 @@ send buffer pauses the other side's reading) and half-closes passed on.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
+from outguard.proxy import splice
 from outguard.proxy.target import BadHostError, Target, parse_host
 from outguard.proxy.tls import MAX_HELLO, Hello, needed, parse_hello
 
 # a fatal TLS alert: unrecognized_name (112), in a TLS 1.0 record every client reads
 ALERT_UNRECOGNIZED_NAME = b"\x15\x03\x01\x00\x02\x02\x70"
 CHUNK = 65536
+SPLICE = hasattr(os, "splice")  # Linux, Python 3.10+
 
 
 async def read_hello(reader: asyncio.StreamReader, first: bytes, timeout: float) -> tuple[bytes, Hello]:
@@ -37,7 +41,8 @@ async def read_hello(reader: asyncio.StreamReader, first: bytes, timeout: float)
                 raise ValueError("a ClientHello longer than one TLS record")
         left = deadline - time.monotonic()
         try:
-            chunk = await asyncio.wait_for(reader.read(CHUNK), max(left, 0.001))
+            async with asyncio.timeout(max(left, 0.001)):
+                chunk = await reader.read(CHUNK)
         except TimeoutError:
             raise ValueError("no ClientHello in time") from None
         if not chunk:
@@ -121,6 +126,20 @@ class _Tunnel:
             self.done.set_result(None)
 
 
+async def _handover(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+                    ) -> tuple[socket.socket, bytes, bool]:
+    """The stream's socket for `splice`, with what its reader had buffered (for the other
+    end) and whether it saw the end of file; what its writer held is sent first."""
+    reader, writer = streams
+    writer.transport.set_write_buffer_limits(high=0)
+    await writer.drain()  # with a limit of 0: until the transport's buffer is empty
+    buffered = getattr(reader, "_buffer", None)  # asyncio's StreamReader keeps it there
+    pending = bytes(buffered) if buffered else b""
+    if buffered:
+        buffered.clear()
+    return splice.detach(writer), pending, reader.at_eof()
+
+
 def _take(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], tunnel: _Tunnel) -> _Side:
     """The stream's transport under a `_Side`; what the stream had buffered, and an end of
     file it saw, are not lost in the handover."""
@@ -137,10 +156,30 @@ def _take(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], tunnel: _T
     return side
 
 
+async def hand_over(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                    upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                    idle: float) -> asyncio.Future[None]:
+    """Start relaying the tunnel; its end, as a future. On Linux the tunnel runs by itself
+    (`splice`: callbacks, no task), so the caller's coroutine, its streams and its HTTP state
+    can end now: an idle tunnel then costs only its sockets and a few small objects.
+    Elsewhere the relay is awaited here, and the future is done when it returns."""
+    if SPLICE:
+        ends = [await _handover(streams) for streams in (client, upstream)]
+        return splice.start(ends[0], ends[1], idle).done
+    await relay(client, upstream, idle)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 idle: float) -> tuple[int, int]:
-    """Copy both ways until both sides closed or the tunnel idled out: (bytes up, bytes down)."""
+    """Copy both ways until both sides closed or the tunnel idled out: (bytes up, bytes down).
+    On Linux by splice(2) (`splice`), else through asyncio protocols."""
+    if SPLICE:
+        ends = [await _handover(streams) for streams in (client, upstream)]
+        return await splice.relay(ends[0], ends[1], idle)
     tunnel = _Tunnel(idle)
     down, up = _take(client, tunnel), _take(upstream, tunnel)
     down.peer, up.peer = up, down

@@ -6,9 +6,11 @@ case. Which rules name a DNS name comes from `index.DecisionIndex`, the tables t
 proves resolver ≡ decide ≡ table over random policies). Precedence, exactly as the kernel
 evaluates it: loopback (127/8, ::1 and the host's own addresses, given as `local`: the kernel's
 `oif lo`) and established traffic are accepted; with `dns:`, the resolver's own queries to its
-upstreams; then the first matching deny rule; then other DNS (dropped: it must go through the
-resolver); then the first matching allow rule; then the default (enforce: drop or reject;
-audit: accept, logged).
+upstreams; with `proxy: {transparent}`, other users' connections to those ports (redirected
+into the proxy, which decides them by name); then the first matching deny rule; then other DNS
+(dropped: it must go through the resolver); with `proxy: {only_egress}`, TCP to 80/443 (the
+proxy's uid: accepted, it decided by name; anyone else: the default); then the first matching
+allow rule; then the default (enforce: drop or reject; audit: accept, logged).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Literal
 
 from outguard.policy.addresses import packet_address
 from outguard.ruleset.index import index_of, normalize
-from outguard.ruleset.ir import IRRule, Ruleset
+from outguard.ruleset.ir import IRRule, ProxySettings, Ruleset
 from outguard.ruleset.keys import RuleKey, dns_ports
 
 FlowProto = Literal["tcp", "udp", "icmp", "other"]
+PROXY = "builtin:proxy"  # what the proxy sends, and what is redirected into it
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,32 @@ def _dns(ruleset: Ruleset, flow: Flow, dst: tuple[int, int] | None) -> Decision 
         return Decision("allow", "accept", "builtin:dns",
                         f"outguard's resolver (uid {dns.uid}) asks its upstream {flow.dst}")
     return None
+
+
+def _proxy_redirect(proxy: ProxySettings, flow: Flow) -> Decision | None:
+    """`transparent`: the kernel redirects other users' TCP to these ports into the proxy."""
+    if flow.proto == "tcp" and flow.port in proxy.transparent and flow.uid != proxy.uid:
+        return Decision("allow", "accept", PROXY,
+                        f"tcp port {flow.port} is redirected into outguard's proxy (transparent),"
+                        " which decides by the Host header or TLS server name")
+    return None
+
+
+def _proxy_only(proxy: ProxySettings, flow: Flow, blocked: Literal["accept", "drop", "reject"],
+                audit: str) -> Decision | None:
+    """The proxy's own connections to its ports are accepted (`only_egress`, `transparent`);
+    with `only_egress`, TCP to 80/443 leaves from no other uid."""
+    if flow.proto != "tcp" or flow.port not in proxy.own_ports:
+        return None
+    if proxy.uid is not None and flow.uid == proxy.uid:
+        return Decision("allow", "accept", PROXY,
+                        f"outguard's proxy (uid {proxy.uid}) connects to port {flow.port}: it"
+                        " decided the request by name itself")
+    if flow.port not in proxy.only_egress:
+        return None
+    return Decision("deny", blocked, "default",
+                    f"tcp port {flow.port} leaves only through outguard's proxy (proxy:"
+                    f" only_egress){audit}")
 
 
 def _other_conditions(rule: IRRule, flow: Flow, now: datetime) -> str | None:
@@ -163,6 +192,8 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None, *,
     audit = " (audit mode: logged, not blocked)" if ruleset.mode == "audit" else ""
     # the resolver's own queries to its upstreams come before deny: a deny rule or feed that
     # covers an upstream must not cut every name resolution of the host
+    if ruleset.proxy is not None and (bent := _proxy_redirect(ruleset.proxy, flow)) is not None:
+        return bent
     if ruleset.dns is not None and (dns := _dns(ruleset, flow, dst)) is not None:
         return dns
     for rule in ruleset.deny:
@@ -175,6 +206,9 @@ def decide(ruleset: Ruleset, flow: Flow, now: datetime | None = None, *,
         return Decision("deny", blocked, "default",
                         f"DNS goes through outguard's resolver at {ruleset.dns.listen[0]}, and only"
                         f" it reaches upstream servers{audit}")
+    if ruleset.proxy is not None and \
+            (only := _proxy_only(ruleset.proxy, flow, blocked, audit)) is not None:
+        return only
     for rule in ruleset.allow:
         why = rule_matches(ruleset, rule, flow, now)
         if why is not None:

@@ -193,6 +193,29 @@ class DnsSettings:
         return max(ttl, self.min_ttl) + self.grace
 
 
+@dataclass(frozen=True)
+class ProxySettings:
+    """The kernel's part of the `proxy:` section: who the proxy is, and which of other users'
+    connections must go through it (`only_egress`: dropped; `transparent`: redirected)."""
+
+    user: str  # as the policy names it
+    uid: int | None  # None while the default user does not exist yet (apply creates it)
+    only_egress: tuple[int, ...] = ()  # tcp ports only the proxy's uid may send to
+    transparent: tuple[int, ...] = ()  # tcp ports whose connections are redirected to it
+    transparent_port: int = 3129  # where they arrive, on 127.0.0.1 and ::1
+
+    @property
+    def kernel_rules(self) -> bool:
+        """Does the ruleset hold rules about the proxy's uid?"""
+        return bool(self.only_egress or self.transparent)
+
+    @property
+    def own_ports(self) -> tuple[int, ...]:
+        """The ports the proxy's own connections go to without the allow rules: it decided
+        them by name, and the kernel's addresses of a name may be older than the proxy's."""
+        return tuple(sorted({*self.only_egress, *self.transparent}))
+
+
 @dataclass
 class Ruleset:
     mode: Literal["enforce", "audit"]
@@ -208,6 +231,7 @@ class Ruleset:
     dns: DnsSettings | None = None  # the policy's `dns:` section: names go to resolver-filled sets
     list_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # list key → its names
     learn: bool = False  # log every new outbound flow and copy DNS answers (`learn: true`)
+    proxy: ProxySettings | None = None  # the policy's `proxy:` section, as the kernel needs it
 
     def rules(self) -> tuple[IRRule, ...]:
         return self.deny + self.allow

@@ -22,8 +22,19 @@ from outguard.policy.dnsconf import resolver_ids
 from outguard.policy.lint import as_utc
 from outguard.policy.loaded import LoadedList, Policy, format_path
 from outguard.policy.model import Rule
+from outguard.policy.proxyconf import ONLY_EGRESS_PORTS
 from outguard.policy.targets import Target, parse_target
-from outguard.ruleset.ir import DnsSettings, Elements, IRRule, Match, OwnSource, Ruleset, Section, Source
+from outguard.ruleset.ir import (
+    DnsSettings,
+    Elements,
+    IRRule,
+    Match,
+    OwnSource,
+    ProxySettings,
+    Ruleset,
+    Section,
+    Source,
+)
 from outguard.ruleset.keys import SetName
 
 Resolver = Callable[[str], list[str]]
@@ -213,7 +224,19 @@ def lower(policy: Policy, *, resolver: Resolver = system_resolver,
         forward=doc.options.forward, sources=sources,
         deny=tuple(rules["deny"]), allow=tuple(rules["allow"]), policy_digest=policy.digest,
         resolved={k: tuple(t.value for t in v) for k, v in resolved.items()},
-        dns=settings, list_names=list_names, learn=doc.learn)
+        dns=settings, list_names=list_names, learn=doc.learn, proxy=_proxy(policy))
+
+
+def _proxy(policy: Policy) -> ProxySettings | None:
+    """The `proxy:` section's kernel part, with the proxy user's uid (None while the missing
+    default user is not created yet; `load` refused any other missing user, and root)."""
+    config = policy.doc.proxy
+    if config is None:
+        return None
+    found = accounts.user_ids(config.user)
+    return ProxySettings(str(config.user), found[0] if found is not None else None,
+                         ONLY_EGRESS_PORTS if config.only_egress else (),
+                         tuple(sorted(config.transparent)), config.transparent_port)
 
 
 def _has_names(rule: Rule, policy: Policy) -> bool:

@@ -2,8 +2,8 @@
 
 Place in the data flow: `service.settings.AgentSettings` → **Live** → what the agent's loop
 uses: the alert dispatcher and its sinks, the classifier, the DNS resolver, the feed schedule
-and index, the NFLOG group. `runner.run_agent` starts them (`start`); `service.reload`
-replaces them in three steps:
+and index, the NFLOG group, the egress proxy (`service.proxyrun`). `runner.run_agent` starts
+them (`start`); `service.reload` replaces them in three steps:
 
 - `stage`: build what the new settings need and the running parts cannot take over: new sinks
   (always: a sink holds its own connection), a socket bound to a new NFLOG group, a resolver
@@ -29,11 +29,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from outguard.alerts.dispatch import Dispatcher
 from outguard.alerts.sinks import Sink, build_sink
+from outguard.events import Attribution, BlockedPacket, Event
 from outguard.feeds.lookup import FeedIndex
 from outguard.monitor.agent import Agent, PacketSource
 from outguard.monitor.aggregate import Aggregator
+from outguard.monitor.classify import Classifier
 from outguard.monitor.metrics import Metrics
+from outguard.monitor.proxy_incidents import ProxyRecords
+from outguard.policy.loaded import Policy
 from outguard.service.feedwatch import FeedWatch
+from outguard.service.proxyrun import ProxyRun, step
 from outguard.service.settings import AgentSettings
 from outguard.service.switchsource import SwitchSource
 from outguard.store.writer import BatchWriter
@@ -76,6 +81,10 @@ class Live:
         self.dns: DnsHandle | None = None
         self.feeds = FeedWatch(load_feeds_policy, opts.state_dir, opts.netns, self.publish)
         self.agent: Agent | None = None
+        self.proxy: ProxyRun | None = None
+        self.proxy_records = ProxyRecords(self._proxy_event, self._classifier,
+                                          self._proxy_client)
+        metrics.watch(self.proxy_records.families())
         self._events: EventSink | None = None
         self._closers: list[Callable[[], None]] = []
         self._retiring: set[asyncio.Task[Any]] = set()
@@ -83,6 +92,51 @@ class Live:
     def publish(self, alert: dict[str, Any]) -> None:
         """To the sinks in service now (DNS incidents, feed and reload alerts come this way)."""
         self.dispatcher.publish(alert)
+
+    def _classifier(self) -> Classifier:
+        assert self.settings is not None
+        return self.settings.classifier
+
+    def _proxy_client(self, pkt: BlockedPacket) -> Attribution | None:
+        """A proxy client's process, by the agent's attributor (sock_diag and /proc as root);
+        None with an attributor that answers later (a test's)."""
+        if self.agent is None:
+            return None
+        found = self.agent.attributor.attribute(pkt)
+        if isinstance(found, Attribution):
+            return found
+        close = getattr(found, "close", None)  # a coroutine nobody will await
+        if callable(close):
+            close()
+        return None
+
+    def _proxy_event(self, event: Event) -> None:
+        """A refused proxy request: the blocked packet's path (aggregate, store, alert)."""
+        if self.agent is not None:
+            self.agent.record(self.aggregator.add(event))
+
+    def _proxy(self, settings: AgentSettings) -> None:
+        """The proxy for the new settings: started, told the new policy, restarted (a new
+        `proxy:` section) or stopped (none any more)."""
+        policy = settings.policy if self.opts.proxy else None
+        wanted = policy is not None and policy.doc.proxy is not None
+        running = self.proxy
+        if running is not None:
+            change = step(running.config, policy.doc.proxy if policy is not None else None)
+            if change == "same" and policy is not None:
+                running.send(policy)
+                return
+            self.proxy = None
+            self._retire(self._replace_proxy(running, policy if wanted else None))
+        elif wanted and policy is not None:
+            self.proxy = ProxyRun(policy, self.opts.netns, self.proxy_records)
+            self.proxy.start()
+
+    async def _replace_proxy(self, old: ProxyRun, policy: Policy | None) -> None:
+        await old.close()  # its sockets first: the new one binds the same ports
+        if policy is not None and self.proxy is None:
+            self.proxy = ProxyRun(policy, self.opts.netns, self.proxy_records)
+            self.proxy.start()
 
     def names_of(self, destination: str) -> tuple[str, ...]:
         return self.dns.names_of(destination) if self.dns is not None else ()
@@ -102,10 +156,13 @@ class Live:
         if settings.feeds:
             self.feeds.start()
         self.settings = settings
+        self._proxy(settings)
 
     def attach(self, agent: Agent) -> None:
         self.agent = agent
         agent.names_known = self.dns is not None
+        agent.proxy_report = lambda: (self.proxy_records.report() if self.proxy is not None
+                                      else None)
 
     async def _serve(self, settings: AgentSettings) -> DnsHandle:
         from outguard.dns.supervisor import serve_dns  # noqa: PLC0415
@@ -210,6 +267,7 @@ class Live:
             assert isinstance(self.source, SwitchSource)
             self.source.switch(staged.source, settings.nflog_group)
         self.settings = settings
+        self._proxy(settings)
         self._retire(old_dispatcher.close())
         if old_dns is not None:
             self._retire(old_dns.close())
@@ -234,5 +292,8 @@ class Live:
         if self.dns is not None:
             await self.dns.close()  # before its event sink and the store writer close
             self.dns = None
+        if self.proxy is not None:
+            await self.proxy.close()
+            self.proxy = None
         for closer in self._closers:
             closer()

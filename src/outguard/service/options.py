@@ -38,6 +38,7 @@ class AgentOptions:
     retention: Retention = field(default_factory=Retention)
     stdout: TextIO | None = None  # where `stdout:` sinks write (tests)
     dns: bool = True  # run the resolver when the policy has a `dns:` section
+    proxy: bool = True  # run the egress proxy when the policy has a `proxy:` section
     feeds: bool = True  # update `@feed:` lists on their schedule and tag drops with the feed
     learn: bool = False  # record every new outbound flow (`outguard learn`; or `learn: true`)
     learn_decide: bool = True  # record the decision of the policy in force with each flow
