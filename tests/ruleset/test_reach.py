@@ -121,3 +121,26 @@ def test_a_namespace_without_its_own_resolv_conf_is_said_to_read_the_hosts(
     (tmp_path / "og-x" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
     assert HostView.of_netns("og-x", etc=tmp_path).shown == str(tmp_path / "og-x/resolv.conf")
     assert HostView.of_netns(None, etc=tmp_path).shown == "/etc/resolv.conf"
+
+
+@pytest.mark.parametrize(("extra", "warned"), [
+    ("", True),
+    ("  - {name: root-web, to: [203.0.113.20], ports: [443], proto: tcp, for: {user: root}}\n",
+     True),
+    ("  - {name: proxy-out, to: [203.0.113.20], ports: [80, 443], proto: tcp,"
+     " for: {user: nobody}}\n", False),
+    ("  - {name: all-web, to: [203.0.113.20], ports: [80]}\n", False),
+])
+def test_a_proxy_whose_user_no_rule_lets_out_is_warned(
+        extra: str, warned: bool, tmp_path: Path) -> None:
+    # a newcomer's trial: every request through the proxy ended in a 502 after 20 s, and
+    # `check` said nothing (the proxy connects as its own user, which the policy blocked)
+    ok = HostView(resolv_conf=tmp_path / "none", resolved_conf=tmp_path / "none")
+    text = ("version: 1\nproxy: {user: nobody}\nallow:\n"
+            "  - {name: dns, to: [192.0.2.53], ports: [53]}\n" + extra)
+    got = [m for m in _warnings(text, ok, tmp_path) if "proxy" in m]
+    assert bool(got) == warned, got
+    if warned:
+        assert "only_egress: true" in got[0] and "for: {user: nobody}" in got[0]
+    only = text.replace("{user: nobody}", "{user: nobody, only_egress: true}", 1)
+    assert not [m for m in _warnings(only, ok, tmp_path) if "proxy" in m]

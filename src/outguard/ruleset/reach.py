@@ -163,6 +163,26 @@ def _feed_warnings(policy: Policy, ruleset: Ruleset, view: HostView,
     return out
 
 
+def _proxy_warning(ruleset: Ruleset) -> list[str]:
+    """The proxy connects as its own user: without `only_egress` (whose kernel rule lets that
+    user out on 80 and 443) an allow rule must, or every request through it ends in a 502
+    after the connect timeout (a newcomer's trial: nothing said why)."""
+    proxy = ruleset.proxy
+    if proxy is None or 80 in proxy.own_ports or 443 in proxy.own_ports:
+        return []
+    for rule in ruleset.allow:
+        m = rule.match
+        if m.proto in ("any", "tcp") and (m.uid is None or m.uid == proxy.uid) and \
+                m.gid is None and m.cgroup is None and \
+                (not m.ports or any(lo <= p <= hi for lo, hi in m.ports for p in (80, 443))):
+            return []
+    return [f"the proxy connects as user {proxy.user}, and no allow rule lets that user out on"
+            " TCP 80 or 443: every request through it fails (502 after the connect timeout)."
+            " Set `proxy.only_egress: true` (the kernel then lets the proxy, and only the"
+            " proxy, out on 80 and 443) or add a rule such as `- {name: proxy-out, to: [...],"
+            f" ports: [80, 443], proto: tcp, for: {{user: {proxy.user}}}}}`"]
+
+
 def _resolve(names: set[str], view: HostView) -> dict[str, list[str]]:
     if not names:
         return {}
@@ -192,4 +212,6 @@ def reach_warnings(policy: Policy, view: HostView | None = None) -> list[Problem
             warn(("mode",) if ("mode",) in policy.positions.values else (), text)
     for text, where in _feed_warnings(policy, ruleset, view):
         warn(where, text)
+    for text in _proxy_warning(ruleset):
+        warn(("proxy",), text)
     return out
