@@ -250,6 +250,15 @@ def test_slow_clients_and_failing_upstreams(netns: str) -> None:
         got = await exchange(b"GET http://down.example.test/ HTTP/1.1\r\nHost: a\r\n\r\n",
                              wait=10)
         assert status(got) == 502 and b"cannot connect" in got
+        # an allowed request whose upstream cannot be reached is logged and counted, and
+        # its answer names the rule (a newcomer's trial: no line, no count, no rule header)
+        assert b"X-Outguard-Rule: allow:web" in got
+        got = await exchange(b"CONNECT down.example.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                             wait=10)
+        assert status(got) == 502 and b"X-Outguard-Rule: allow:web" in got
+        assert [(r.method, r.status) for r in records if r.host.startswith("down.")] == \
+            [("GET", 502), ("CONNECT", 502)]
+        assert proxy.counts["allowed", "allow:web"] >= 2
         assert proxy.active == 0
 
     run_scenario(netns, scenario)

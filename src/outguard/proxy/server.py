@@ -228,6 +228,17 @@ class Proxy:
             raise RefusedError(403, f"{target}:{port} refused: {verdict.reason}", verdict.rule)
         return ([orig] if orig is not None else addrs), verdict
 
+    async def upstream(self, method: str, target: Target, port: int, client: Client,
+                       addrs: list[IPAddress], verdict: Verdict) -> Streams:
+        """`open_upstream` for an allowed request; one that cannot be reached is logged and
+        counted as allowed with status 502 (it was silent: no line, no count), and its answer
+        names the rule that allowed it."""
+        try:
+            return await self.open_upstream(addrs, port)
+        except RefusedError as exc:
+            self.record(method, target, port, client, verdict, 502)
+            raise RefusedError(502, exc.reason, verdict.rule) from None
+
     async def open_upstream(self, addrs: list[IPAddress], port: int) -> Streams:
         """A connection to the first checked address that answers (literal: no lookup)."""
         errors = []
@@ -250,7 +261,7 @@ class Proxy:
         except BadHostError as exc:
             raise RefusedError(400, f"bad CONNECT target: {exc}") from None
         addrs, verdict = await self.decide("CONNECT", target, port, client)
-        up = await self.open_upstream(addrs, port)
+        up = await self.upstream("CONNECT", target, port, client, addrs, verdict)
         try:
             while not isinstance(conn.next_event(), h11.EndOfMessage | h11.PAUSED):
                 pass  # a CONNECT has no body; h11 pauses at its end
@@ -289,7 +300,7 @@ class Proxy:
             raise RefusedError(400, str(exc)) from None
         addrs, verdict = await self.decide(method, where.target, where.port, client,
                                             orig[0] if orig is not None else None)
-        up = await self.open_upstream(addrs, where.port)
+        up = await self.upstream(method, where.target, where.port, client, addrs, verdict)
         try:
             upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
             up[1].write(upconn.send(h11.Request(

@@ -108,7 +108,7 @@ class Transparent:
         except RefusedError as exc:
             raise RefusedError(exc.status, exc.reason, exc.rule,
                                answer=ALERT_ACCESS_DENIED) from None
-        up = await self.proxy.open_upstream([orig], port)
+        up = await self.proxy.upstream("TLS", target, port, client, [orig], verdict)
         try:
             self.proxy.record("TLS", target, port, client, verdict, 200)
             up[1].write(data)
