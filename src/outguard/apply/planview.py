@@ -150,8 +150,10 @@ def _switch_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> 
     new_rules = _rule_texts(switch)
     old_rules = _rule_texts(old_stored or [])
     flushed = [name for kind, name, _o in _objects(switch, "flush") if kind == "chain"]
-    lines = [f"    ~ set {name}: emptied and filled with the cgroup as it is now"
-             for kind, name, _o in _objects(switch, "flush") if kind == "set"]
+    lines = [f"    + set {name} (filled by the packet path: made with the rules that fill it)"
+             for kind, name, _o in _objects(switch, "add") if kind == "set"]
+    lines += [f"    ~ set {name}: emptied and filled with the cgroup as it is now"
+              for kind, name, _o in _objects(switch, "flush") if kind == "set"]
     same = 0
     for chain in flushed:
         if chain not in plan.compiled.chains:

@@ -1,0 +1,147 @@
+"""The FQDN sets keep their addresses across applies, and the resolver answers while no table
+holds its sets (nothing applied yet, or `outguard remove`d): the newcomer trial's defects.
+
+Real pieces only: the agent (`AgentHandle`) with its resolver process in the server namespace
+(`ogt-<hex>`), dnsmasq authoritative for example.test in the peer namespace, nftables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+import dns.exception
+import dns.rcode
+import pytest
+
+from outguard.apply.applyplan import make_plan
+from outguard.apply.recovery import rollback
+from outguard.kernel.fqdnsets import FqdnSets
+from outguard.ruleset.keys import SetName
+from outguard.service.options import AgentOptions
+from outguard.service.runner import AgentHandle
+from outguard.state import StateDir
+from tests.kernel.dnsenv import UPSTREAM, DnsWorld, addresses, connect, dns_world, nft_set
+from tests.kernel.topology import Topology
+
+pytestmark = pytest.mark.kernel
+
+V4, V6 = "203.0.113.11", "2001:db8:10::10"
+RECORDS = {"api.example.test": [V4, V6]}
+POLICY = f"""
+version: 1
+dns:
+  listen: "127.0.0.1:53"
+  upstreams: ["{UPSTREAM}"]
+allow:
+  - name: curl
+    to: [api.example.test]
+    ports: [80]
+"""
+
+
+def _wait(w: DnsWorld) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if w.ask("api.example.test", timeout=0.3).rcode() == dns.rcode.NOERROR:
+                return
+        except (OSError, dns.exception.Timeout):
+            pass
+        assert time.monotonic() < deadline, "the agent's resolver did not answer"
+        time.sleep(0.1)
+
+
+def _sets() -> tuple[str, str]:
+    base = SetName.fqdn_base("allow", "curl", ["api.example.test"])
+    return f"{base}_4", f"{base}_6"
+
+
+def _held(topo: Topology) -> tuple[bool, bool]:
+    four, six = _sets()
+    return V4 in nft_set(topo, four), V6 in nft_set(topo, six)
+
+
+def _filled(w: DnsWorld, topo: Topology) -> None:
+    """Resolve the allowed name through the agent: both sets hold its addresses."""
+    assert sorted(addresses(w.ask("api.example.test", "A"))) == [V4]
+    assert sorted(addresses(w.ask("api.example.test", "AAAA"))) == [V6]
+    assert _held(topo) == (True, True)
+
+
+@pytest.mark.parametrize("extra", ["learn: true\n", "mode: audit\n", "learn: true\nmode: audit\n"])
+def test_a_learn_toggle_keeps_the_name_sets(topology: Topology, extra: str) -> None:
+    """Defect 1: `learn: true` added to an applied `dns:` policy emptied every name set; a
+    client using the address it had (a JVM, nginx) was blocked until the name was asked again."""
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=300)
+        first = topology.write_policy(POLICY, "policy.yaml")
+        topology.apply(first)
+        opts = AgentOptions(policy=None, state_dir=topology.state_dir, netns=topology.server,
+                            apply=False, feeds=False)
+        with AgentHandle(opts):
+            _wait(w)
+            _filled(w, topology)
+            assert connect(topology, V4, 80) == "refused"  # reached the peer
+            second = topology.write_policy(extra + POLICY, "policy4.yaml")
+            plan = topology.cli("plan", str(second))
+            assert plan.returncode == 0, plan.stderr
+            four, six = _sets()
+            assert four not in plan.stdout and six not in plan.stdout, plan.stdout
+            report = topology.apply(second)
+            # apply did what plan said: a delta, no whole table made again behind its back
+            assert "replaces the whole table" not in plan.stdout
+            assert (report.method, report.warnings) == ("delta", []), report
+            assert _held(topology) == (True, True), (nft_set(topology, four),
+                                                     nft_set(topology, six))
+            assert connect(topology, V4, 80) == "refused"
+            assert connect(topology, V6, 80) == "refused"
+            # and back: the sets keep their addresses when learn goes again
+            topology.apply(first)
+            assert _held(topology) == (True, True)
+
+
+# Each a change a policy may get between two applies; every ordered pair is applied in turn.
+VARIANTS: dict[str, Callable[[str], str]] = {
+    "base": lambda p: p,
+    "learn": lambda p: "learn: true\n" + p,
+    "audit": lambda p: "mode: audit\n" + p,
+    "reject": lambda p: "options:\n  default_action: reject\n" + p,
+    "forward": lambda p: "options:\n  forward: true\n" + p,
+    "rule": lambda p: p + "  - name: ntp\n    to: [198.51.100.123]\n    ports: [123]\n"
+                          "    proto: udp\n",
+    "learn+forward": lambda p: "learn: true\noptions:\n  forward: true\n" + p,
+}
+
+
+def _fill(topo: Topology) -> None:
+    """What the resolver writes for api.example.test (`kernel.fqdnsets`, as the agent does)."""
+    four, six = _sets()
+    FqdnSets(topo.kernel()).write([(four, V4, 600), (six, V6, 600)])
+
+
+def test_name_sets_keep_their_addresses_across_every_pair_of_policies(
+        topology: Topology) -> None:
+    """For every ordered pair (a, b) of the variants: a applied and its name sets filled, b
+    applied: the apply is the delta `plan` showed (no table made anew behind its back), and the
+    sets still hold the addresses; `rollback` to a keeps them too."""
+    state = StateDir(topology.state_dir)
+    failures = []
+    for a, b in itertools.permutations(VARIANTS, 2):
+        pa = topology.write_policy(VARIANTS[a](POLICY), "a.yaml")
+        pb = topology.write_policy(VARIANTS[b](POLICY), "b.yaml")
+        topology.apply(pa)
+        _fill(topology)
+        plan = make_plan(pb, state, topology.kernel())
+        report = topology.apply(pb)
+        if (report.method, report.warnings) != (plan.method, []) or _held(topology) != (True,
+                                                                                     True):
+            failures.append(f"{a} → {b}: {report.method} (plan: {plan.method})"
+                            f" {report.warnings} held={_held(topology)}")
+            continue
+        rollback(state, topology.kernel())
+        if _held(topology) != (True, True):
+            failures.append(f"{a} → {b} → rollback: held={_held(topology)}")
+    assert not failures, "\n".join(failures)
