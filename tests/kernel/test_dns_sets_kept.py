@@ -8,6 +8,7 @@ Real pieces only: the agent (`AgentHandle`) with its resolver process in the ser
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ import pytest
 
 from outguard.apply.applyplan import make_plan
 from outguard.apply.recovery import rollback
+from outguard.dns.supervisor import _table_probe
+from outguard.errors import KernelError
 from outguard.kernel.fqdnsets import FqdnSets
 from outguard.ruleset.keys import SetName
 from outguard.service.options import AgentOptions
@@ -145,3 +148,97 @@ def test_name_sets_keep_their_addresses_across_every_pair_of_policies(
         if _held(topology) != (True, True):
             failures.append(f"{a} → {b} → rollback: held={_held(topology)}")
     assert not failures, "\n".join(failures)
+
+
+def _no_table_errors(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if r.levelno >= logging.ERROR
+               and "no outguard table in the kernel holds the DNS sets" in r.getMessage())
+
+
+def _failed(topo: Topology) -> list[str]:
+    got = topo.cli("dns", "log", "--json")
+    assert got.returncode == 0, got.stderr
+    return [line for line in got.stdout.splitlines() if '"failed"' in line]
+
+
+def test_after_remove_the_resolver_still_answers(topology: Topology,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 2: after `outguard remove`, with the agent still serving its last policy, an
+    allowed name got SERVFAIL once its cached answer expired (the write into the gone sets
+    failed). No table: egress is open, nothing to fill: the answer goes, logged once."""
+    caplog.set_level(logging.INFO, logger="outguard.dns")
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=2)
+        # no floor, no grace: a set entry lives as long as its answer (2 s), so an ask 2 s on
+        # writes the sets again (with the defaults, 300 s + 60 s on)
+        policy = topology.write_policy(POLICY.replace(
+            f'upstreams: ["{UPSTREAM}"]', f'upstreams: ["{UPSTREAM}"]\n  min_ttl: 0\n  grace: 0'))
+        topology.apply(policy)
+        opts = AgentOptions(policy=None, state_dir=topology.state_dir, netns=topology.server,
+                            apply=False, feeds=False)
+        with AgentHandle(opts):
+            _wait(w)
+            _filled(w, topology)
+            removed = topology.cli("remove")
+            assert removed.returncode == 0, removed.stderr
+            time.sleep(2.5)  # the answers and their set entries expired
+            for qtype, want in (("A", V4), ("AAAA", V6), ("A", V4)):
+                got = w.ask("api.example.test", qtype)
+                assert got.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(got.rcode())
+                assert addresses(got) == [want]
+            assert connect(topology, V4, 80) == "refused"  # no table: egress is open
+            assert _no_table_errors(caplog) == 1  # loud, once
+            assert _failed(topology) == []
+            # applied again: the next answer fills the new table's sets (none was counted
+            # as held while there was no table)
+            topology.apply(policy)
+            time.sleep(2.5)  # the agent follows the apply, the answers expire
+            _filled(w, topology)
+            assert connect(topology, V4, 80) == "refused"
+
+
+def test_before_the_first_apply_the_resolver_answers(topology: Topology,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 3: `outguard run --no-apply POLICY` serves the file while nothing is applied (the
+    README's step before `dns install` and `apply`): its resolver must answer then, and the
+    apply that follows must find the names' sets filled as soon as they are asked again."""
+    caplog.set_level(logging.INFO, logger="outguard.dns")
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=300)
+        policy = topology.write_policy(POLICY)
+        opts = AgentOptions(policy=policy, state_dir=topology.state_dir, netns=topology.server,
+                            apply=False, feeds=False)
+        with AgentHandle(opts):
+            _wait(w)
+            got = w.ask("api.example.test", "AAAA")
+            assert got.rcode() == dns.rcode.NOERROR and addresses(got) == [V6]
+            assert _no_table_errors(caplog) == 1
+            report = topology.apply(policy)
+            assert report.method == "full"  # the first apply
+            deadline = time.monotonic() + 10
+            while _held(topology) != (True, True):  # the cached answers are written again
+                assert time.monotonic() < deadline, "the sets were not filled after the apply"
+                w.ask("api.example.test", "A")
+                w.ask("api.example.test", "AAAA")
+                time.sleep(0.2)
+            assert connect(topology, V4, 80) == "refused"
+            assert _failed(topology) == []
+
+
+def test_a_failed_write_with_the_table_there_still_fails(topology: Topology) -> None:
+    """Fail closed: only the absence of our table lets a failed write pass as "nothing to
+    fill"; with the table there (its sets not those written to), the write stays an error."""
+    four, _six = _sets()
+    kernel = topology.kernel()
+    sets = FqdnSets(kernel, _table_probe(kernel))
+    topology.apply("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n")
+    with pytest.raises(KernelError):
+        sets.write([(four, V4, 60)])
+    removed = topology.cli("remove")
+    assert removed.returncode == 0, removed.stderr
+    assert sets.write([(four, V4, 60)]) is False
+    assert FqdnSets(kernel).write([]) is True
+    with pytest.raises(KernelError):  # no way to tell: an error, as before
+        FqdnSets(kernel).write([(four, V4, 60)])

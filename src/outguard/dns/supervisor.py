@@ -242,19 +242,21 @@ class DnsHandle:
             raise ipc.IpcError(f"unknown message {kind!r:.40}")
 
     async def _write(self, rid: Any, items: list[SetItem], out: asyncio.StreamWriter) -> None:
-        error = None
+        error, held = None, False
         try:
             unknown = sorted({s for s, _a, _t in items} - self.sets - self.old_sets)
             if unknown:
                 error = f"no such set in the policy: {', '.join(unknown)}"
             else:
                 try:
-                    await self.writer.write(items)
+                    held = await self.writer.write(items)
                 except KernelError as exc:
                     error = str(exc)
         finally:
             self._writes -= 1
-        self._reply(out, {"t": "done", "id": rid, "error": error})
+        # held False: no table of ours, nothing filtered; the answer goes, the resolver does
+        # not count the addresses as in the kernel (a later apply's sets need them written)
+        self._reply(out, {"t": "done", "id": rid, "error": error, "held": held})
 
     async def _who(self, rid: Any, proto: str, addr: str, port: int,
                    out: asyncio.StreamWriter) -> None:
@@ -342,6 +344,15 @@ class DnsHandle:
         await self.resources.aclose()
 
 
+def _table_probe(kernel: JsonKernel) -> Callable[[], bool] | None:
+    """Does our table exist? By the kernel's netlink listing of names (`Nft.objects`: None
+    when there is no such table), for a writer that cannot fill sets (`FqdnSets`)."""
+    objects = getattr(kernel, "objects", None)
+    if not callable(objects):
+        return None
+    return lambda: objects() is not None
+
+
 def _quietly(close: Callable[[], Any]) -> Callable[[], None]:
     """A release step whose failure is logged, not raised: the steps after it still run, and
     the error that made serve_dns give up is the one its caller sees."""
@@ -384,7 +395,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
             stack.callback(_quietly(jsonl.close))
             events = jsonl
         attr = attributor if attributor is not None else thread.call(sockdiag_attributor, None)
-        writer = SetWriter(FqdnSets(kernel))
+        writer = SetWriter(FqdnSets(kernel, _table_probe(kernel)))
         stack.callback(_quietly(writer.close))
         listen = settings.listen
 
