@@ -7,10 +7,13 @@ Real pieces only: the agent (`AgentHandle`) with its resolver process in the ser
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dns.exception
 import dns.rcode
@@ -18,7 +21,6 @@ import pytest
 
 from outguard.apply.applyplan import make_plan
 from outguard.apply.recovery import rollback
-from outguard.dns.supervisor import _table_probe
 from outguard.errors import KernelError
 from outguard.kernel.fqdnsets import FqdnSets
 from outguard.ruleset.keys import SetName
@@ -73,11 +75,26 @@ def _filled(w: DnsWorld, topo: Topology) -> None:
     assert _held(topo) == (True, True)
 
 
+@contextlib.contextmanager
+def _resolv_conf(topo: Topology) -> Iterator[None]:
+    """The server namespace asks the agent's resolver (what `outguard dns install --netns`
+    does): `verify` then resolves the rules' names through it."""
+    etc = Path("/etc/netns") / topo.server
+    assert topo.server.startswith("ogt-") and not etc.exists()
+    etc.mkdir(parents=True)
+    try:
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        yield
+    finally:
+        shutil.rmtree(etc)
+
+
 @pytest.mark.parametrize("extra", ["learn: true\n", "mode: audit\n", "learn: true\nmode: audit\n"])
 def test_a_learn_toggle_keeps_the_name_sets(topology: Topology, extra: str) -> None:
     """Defect 1: `learn: true` added to an applied `dns:` policy emptied every name set; a
-    client using the address it had (a JVM, nginx) was blocked until the name was asked again."""
-    with dns_world(topology) as w:
+    client using the address it had (a JVM, nginx) was blocked until the name was asked again,
+    and `apply --verify` failed and rolled back. (`mode: audit` alone: a control.)"""
+    with dns_world(topology) as w, _resolv_conf(topology):
         w.set_hosts(RECORDS, reload=False)
         w.start_dnsmasq(ttl=300)
         first = topology.write_policy(POLICY, "policy.yaml")
@@ -93,10 +110,22 @@ def test_a_learn_toggle_keeps_the_name_sets(topology: Topology, extra: str) -> N
             assert plan.returncode == 0, plan.stderr
             four, six = _sets()
             assert four not in plan.stdout and six not in plan.stdout, plan.stdout
-            report = topology.apply(second)
+            # as the trial did it: the probes of `--verify` (uid 65534 to the name's addresses,
+            # resolved through the agent) pass right after the commit, nothing is rolled back
+            applied = topology.cli("apply", str(second), "--verify", "--confirm-timeout", "60",
+                                   "--timings")
+            assert applied.returncode == 0, applied.stdout + applied.stderr
+            out = applied.stdout + applied.stderr
+            probes = sorted(" ".join(line.split()) for line in out.splitlines()
+                            if "allow:curl" in line)
+            assert probes == ["ok allow:curl tcp 203.0.113.11:80 reached",
+                              "ok allow:curl tcp [2001:db8:10::10]:80 reached"], out
+            confirmed = topology.cli("confirm")
+            assert confirmed.returncode == 0, confirmed.stderr
             # apply did what plan said: a delta, no whole table made again behind its back
             assert "replaces the whole table" not in plan.stdout
-            assert (report.method, report.warnings) == ("delta", []), report
+            assert '"method": "delta"' in applied.stderr, applied.stderr
+            assert "warning" not in applied.stderr, applied.stderr
             assert _held(topology) == (True, True), (nft_set(topology, four),
                                                      nft_set(topology, six))
             assert connect(topology, V4, 80) == "refused"
@@ -230,9 +259,11 @@ def test_before_the_first_apply_the_resolver_answers(topology: Topology,
 def test_a_failed_write_with_the_table_there_still_fails(topology: Topology) -> None:
     """Fail closed: only the absence of our table lets a failed write pass as "nothing to
     fill"; with the table there (its sets not those written to), the write stays an error."""
+    from outguard.dns.supervisor import table_probe  # new here: old code has none
+
     four, _six = _sets()
     kernel = topology.kernel()
-    sets = FqdnSets(kernel, _table_probe(kernel))
+    sets = FqdnSets(kernel, table_probe(kernel))
     topology.apply("version: 1\nallow:\n  - name: web\n    to: [203.0.113.10]\n")
     with pytest.raises(KernelError):
         sets.write([(four, V4, 60)])

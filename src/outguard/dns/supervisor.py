@@ -344,7 +344,7 @@ class DnsHandle:
         await self.resources.aclose()
 
 
-def _table_probe(kernel: JsonKernel) -> Callable[[], bool] | None:
+def table_probe(kernel: JsonKernel) -> Callable[[], bool] | None:
     """Does our table exist? By the kernel's netlink listing of names (`Nft.objects`: None
     when there is no such table), for a writer that cannot fill sets (`FqdnSets`)."""
     objects = getattr(kernel, "objects", None)
@@ -395,7 +395,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
             stack.callback(_quietly(jsonl.close))
             events = jsonl
         attr = attributor if attributor is not None else thread.call(sockdiag_attributor, None)
-        writer = SetWriter(FqdnSets(kernel, _table_probe(kernel)))
+        writer = SetWriter(FqdnSets(kernel, table_probe(kernel)))
         stack.callback(_quietly(writer.close))
         listen = settings.listen
 
