@@ -110,6 +110,9 @@ def test_a_learn_toggle_keeps_the_name_sets(topology: Topology, extra: str) -> N
             assert plan.returncode == 0, plan.stderr
             four, six = _sets()
             assert four not in plan.stdout and six not in plan.stdout, plan.stdout
+            # learning's sets are made in the switch, with the rules that fill them, and said so
+            made = [line for line in plan.stdout.splitlines() if "made with the rules" in line]
+            assert len(made) == (4 if "learn" in extra else 0), plan.stdout
             # as the trial did it: the probes of `--verify` (uid 65534 to the name's addresses,
             # resolved through the agent) pass right after the commit, nothing is rolled back
             applied = topology.cli("apply", str(second), "--verify", "--confirm-timeout", "60",
@@ -259,7 +262,7 @@ def test_before_the_first_apply_the_resolver_answers(topology: Topology,
 def test_a_failed_write_with_the_table_there_still_fails(topology: Topology) -> None:
     """Fail closed: only the absence of our table lets a failed write pass as "nothing to
     fill"; with the table there (its sets not those written to), the write stays an error."""
-    from outguard.dns.supervisor import table_probe  # new here: old code has none
+    from outguard.kernel.fqdnsets import table_probe  # new here: old code has none
 
     four, _six = _sets()
     kernel = topology.kernel()

@@ -6,8 +6,9 @@ Place in the data flow: `outguard run` (`service.runner`) and `outguard dns serv
 (which binds, then drops to that user: see `kernel.privsep` for why a process), and answers its
 requests over `dns.ipc`:
 - `write`: FQDN set entries, checked (a set of the policy, an address of its family, a bounded
-  timeout), batched into libnftables transactions (`SetWriter`), answered when committed, so
-  the resolver releases an answer only once the kernel holds its addresses;
+  timeout), batched into libnftables transactions (`SetWriter`), answered when committed (or
+  when no table of ours exists: `kernel.fqdnsets`), so an answer leaves once the kernel holds
+  its addresses;
 - `attr`: the process behind a client's socket (sock_diag + /proc, root's to read);
 - `event`, `names`, `stats`, `save`: the DNS event log / incidents (`EventSink`), the names the
   monitor asks about (`names_of`), counters (`stats()`), the cache file.
@@ -45,7 +46,7 @@ from outguard.dns.resolver import Stats
 from outguard.dns.setwriter import SetWriter
 from outguard.dns.user import ensure
 from outguard.errors import KernelError, OutguardError
-from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
+from outguard.kernel.fqdnsets import FqdnSets, JsonKernel, table_probe
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import Child, spawn_child
 from outguard.ruleset.ir import DnsSettings, Ruleset
@@ -254,8 +255,6 @@ class DnsHandle:
                     error = str(exc)
         finally:
             self._writes -= 1
-        # held False: no table of ours, nothing filtered; the answer goes, the resolver does
-        # not count the addresses as in the kernel (a later apply's sets need them written)
         self._reply(out, {"t": "done", "id": rid, "error": error, "held": held})
 
     async def _who(self, rid: Any, proto: str, addr: str, port: int,
@@ -342,15 +341,6 @@ class DnsHandle:
         """Stop the resolver and release everything `serve_dns` acquired for it."""
         self._closing = True
         await self.resources.aclose()
-
-
-def table_probe(kernel: JsonKernel) -> Callable[[], bool] | None:
-    """Does our table exist? By the kernel's netlink listing of names (`Nft.objects`: None
-    when there is no such table), for a writer that cannot fill sets (`FqdnSets`)."""
-    objects = getattr(kernel, "objects", None)
-    if not callable(objects):
-        return None
-    return lambda: objects() is not None
 
 
 def _quietly(close: Callable[[], Any]) -> Callable[[], None]:

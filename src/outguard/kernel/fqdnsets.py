@@ -49,6 +49,15 @@ def commands(items: Sequence[tuple[str, str, int]]) -> list[dict[str, Any]]:
     return cmds
 
 
+def table_probe(kernel: JsonKernel) -> Callable[[], bool] | None:
+    """Does our table exist? By the kernel's netlink listing of names (`Nft.objects`: None
+    when there is no such table); None for a kernel that cannot list."""
+    objects = getattr(kernel, "objects", None)
+    if not callable(objects):
+        return None
+    return lambda: objects() is not None
+
+
 class FqdnSets:
     """The writer the resolver calls (from a worker thread: `write` blocks ~0.2 ms).
     `has_table`: does `inet outguard` exist now (None: assume it does, every failure is one)."""
