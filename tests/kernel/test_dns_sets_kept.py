@@ -148,6 +148,8 @@ VARIANTS: dict[str, Callable[[str], str]] = {
     "rule": lambda p: p + "  - name: ntp\n    to: [198.51.100.123]\n    ports: [123]\n"
                           "    proto: udp\n",
     "learn+forward": lambda p: "learn: true\noptions:\n  forward: true\n" + p,
+    "proxy": lambda p: "proxy: {}\n" + p,
+    "learn+deny": lambda p: "learn: true\ndeny:\n  - name: bad\n    to: [198.51.100.66]\n" + p,
 }
 
 
