@@ -20,8 +20,10 @@ import dns.rcode
 import pytest
 
 from outguard.apply.applyplan import make_plan
+from outguard.apply.executor import execute
 from outguard.apply.recovery import rollback
 from outguard.errors import KernelError
+from outguard.kernel import netns as ns
 from outguard.kernel.fqdnsets import FqdnSets
 from outguard.ruleset.keys import SetName
 from outguard.service.options import AgentOptions
@@ -278,3 +280,31 @@ def test_a_failed_write_with_the_table_there_still_fails(topology: Topology) -> 
     assert FqdnSets(kernel).write([]) is True
     with pytest.raises(KernelError):  # no way to tell: an error, as before
         FqdnSets(kernel).write([(four, V4, 60)])
+
+
+def test_a_refused_delta_says_so_and_keeps_the_name_sets(topology: Topology) -> None:
+    """When the kernel refuses the planned delta (here: a chain deleted by hand between plan
+    and apply), apply replaces the whole table: it says so (not what `plan` showed), and the
+    name sets, made anew, start with the addresses of the resolver's saved cache."""
+    with dns_world(topology) as w:
+        w.set_hosts(RECORDS, reload=False)
+        w.start_dnsmasq(ttl=300)
+        topology.apply(topology.write_policy(POLICY))
+        opts = AgentOptions(policy=None, state_dir=topology.state_dir, netns=topology.server,
+                            apply=False, feeds=False)
+        with AgentHandle(opts):
+            _wait(w)
+            _filled(w, topology)
+        # the agent saved its resolver's cache when it stopped
+        state = StateDir(topology.state_dir)
+        plan = make_plan(topology.write_policy("learn: true\n" + POLICY, "b.yaml"), state,
+                         topology.kernel())
+        assert plan.method == "delta"
+        for cmd in ("flush chain inet outguard output", "delete chain inet outguard output"):
+            ns.run(topology.server, ["nft", *cmd.split()])
+        with state.locked():
+            report = execute(plan, topology.kernel())
+        assert report.method == "full"
+        assert any("refused the planned delta" in w for w in report.warnings), report.warnings
+        assert _held(topology) == (True, True)
+        assert connect(topology, V4, 80) == "refused"

@@ -109,7 +109,7 @@ class ApplyPlan:
     state: StateDir = field(repr=False)
     listing_failed: bool = False  # the record was not trusted and the kernel could not list
     timings: dict[str, float] = field(default_factory=dict)  # load_ms, compile_ms
-    # FQDN sets → the addresses they start with when made (`apply.prefill`): never stored
+    # new FQDN sets → the addresses they start with (`dns.cache.prefill`): never stored
     prefill: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @property
@@ -260,7 +260,7 @@ def make_plan(path: Path, state: StateDir, kernel: Kernel, *,
     _warn_missing_cgroups(plan)
     plan.inventory = nft_tx.Inventory.of(compiled)
     plan.held = record.held(compiled)
-    plan.prefill = dns_prefill(plan.ruleset, plan.compiled, plan.state, at)
+    plan.prefill = dns_prefill(plan.ruleset, plan.compiled, set(plan.held.sets), plan.state, at)
     if plan.held.chains or plan.held.sets or plan.held.counters:
         plan.phases = nft_tx.delta_phases(compiled, plan.held, plan._elements(plan.fills),
                                           plan.inventory)

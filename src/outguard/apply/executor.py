@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outguard.apply.applyplan import ApplyPlan
+from outguard.apply.prefill import dns_prefill
 from outguard.apply.transact import Kernel, Watched, rule_digests, run, switch
 from outguard.clock import Clock, system_clock
 from outguard.errors import KernelError, StateError
@@ -114,7 +115,9 @@ def _send(plan: ApplyPlan, watched: Watched) -> tuple[str, nft_tx.Inventory, str
             raise
         # the kernel does not hold what we recorded (someone changed or removed the table):
         # replace the whole table instead, still in one transaction. Not what `plan` showed:
-        # said, since every set is made again (FQDN sets from the saved DNS cache, `prefill`)
+        # said, since every set is made again; the FQDN sets the kernel held get their
+        # addresses from the resolver's saved cache, as new ones do (`apply.prefill`)
+        plan.prefill.update(dns_prefill(plan.ruleset, plan.compiled, plan.prefill, plan.state))
         run(watched, plan.full_commands(), plan.text)
         return "full", inventory, (
             f"the kernel refused the planned delta ({str(exc).strip()[:200]}): the whole table"

@@ -2,30 +2,31 @@
 
 With `dns:`, a rule that gains or loses a name gets a new kernel set (its name follows the
 rule's names), otherwise empty: clients that keep an answer (a JVM, nginx resolving at start)
-would be cut off until they ask again. So the planner fills each set it makes from the cache
-file the agent saves (every 30 s and when it stops) for the names the NEW policy puts into that
-set, each address with what its old entry had left. Every FQDN set of the policy gets its
-prefill, not only those the kernel lacks: a delta makes only the new ones (it leaves the others
-as they are, elements and all), but when the whole table is replaced (the kernel refused the
-delta, or could not be listed) the sets the kernel held are made again too, and must not come
-back empty. Read here, never written. Pure apart from reading that file (and the policy's DNS
+would be cut off until they ask again. So the planner fills each new set from the cache file
+the agent saves (every 30 s and when it stops) for the names the NEW policy puts into that set,
+each address with what its old entry had left. A delta leaves the sets the kernel holds as they
+are, elements and all; when the kernel refuses it and the whole table is replaced instead, the
+executor asks here again for those sets too (they are made anew: they must not come back
+empty). Read here, never written. Pure apart from reading that file (and the policy's DNS
 blocklists, which decide what the resolver answers).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from outguard.nftables.model import Compiled
 from outguard.ruleset.ir import Ruleset
 from outguard.state import StateDir
 
 
-def dns_prefill(ruleset: Ruleset, compiled: Compiled, state: StateDir,
+def dns_prefill(ruleset: Ruleset, compiled: Compiled, held: Collection[str], state: StateDir,
                 now: float | None = None) -> dict[str, list[tuple[str, int]]]:
-    """FQDN set name → [(address, seconds left)], for every FQDN set of `compiled`."""
+    """FQDN set name → [(address, seconds left)], for the sets not in `held` (the kernel's, or
+    those given theirs already)."""
     dns = ruleset.dns
-    new = [n for n, s in compiled.sets.items() if s.timeout]
+    new = [n for n, s in compiled.sets.items() if s.timeout and n not in held]
     if dns is None or not new:
         return {}
     from outguard.dns import cache as dcache  # noqa: PLC0415 - only policies with `dns:`
