@@ -151,6 +151,7 @@ VARIANTS: dict[str, Callable[[str], str]] = {
                           "    proto: udp\n",
     "learn+forward": lambda p: "learn: true\noptions:\n  forward: true\n" + p,
     "proxy": lambda p: "proxy: {}\n" + p,
+    "log_rate": lambda p: "options:\n  log_rate: 1/minute\n" + p,  # new log gate sets
     "learn+deny": lambda p: "learn: true\ndeny:\n  - name: bad\n    to: [198.51.100.66]\n" + p,
 }
 
