@@ -54,7 +54,7 @@ def test_a_refused_write_fails_alone() -> None:
             writer.close()
 
     ok, bad, ok2 = asyncio.run(main())
-    assert ok is None and ok2 is None
+    assert ok is True and ok2 is True  # committed (False: no table to hold them)
     assert isinstance(bad, KernelError)
 
 
@@ -90,7 +90,39 @@ def test_close_settles_the_writes_still_queued() -> None:
         return await _settled(first, second), writer
 
     (first, second), writer = asyncio.run(main())
-    assert first is None  # it was in the kernel: committed
+    assert first is True  # it was in the kernel: committed
     assert isinstance(second, KernelError)
     with pytest.raises(KernelError, match="closed"):
         asyncio.run(writer.write(ITEM))
+
+
+class Tableless(Kernel):
+    """Refuses every write; `table` says whether our table exists (None: cannot tell)."""
+
+    def __init__(self, table: bool | None) -> None:
+        super().__init__(crash=KernelError("No such file or directory"))
+        self.table = table
+
+    def has_table(self) -> bool:
+        if self.table is None:
+            raise KernelError("netlink said no")
+        return self.table
+
+
+@pytest.mark.parametrize(("table", "settled"), [(False, False), (True, KernelError),
+                                                (None, KernelError)])
+def test_a_write_without_our_table_is_skipped_not_failed(table: bool | None,
+                                                          settled: Any) -> None:
+    """No table of ours (nothing applied, `outguard remove`): nothing is filtered, the answer
+    goes (False: not held); with the table there, or no way to tell, the write fails (closed)."""
+    kernel = Tableless(table)
+
+    async def main() -> list[Any]:
+        writer = SetWriter(FqdnSets(kernel, kernel.has_table))
+        try:
+            return await _settled(writer.write(ITEM), writer.write(ITEM))
+        finally:
+            writer.close()
+
+    for got in asyncio.run(main()):
+        assert got is settled if isinstance(settled, bool) else isinstance(got, settled)

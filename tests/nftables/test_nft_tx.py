@@ -257,7 +257,36 @@ def test_delta_against_itself_changes_nothing(new: Compiled) -> None:
 
 def test_delta_against_an_empty_inventory_creates_everything(new: Compiled) -> None:
     full = _kinds(nft_tx.full(new))[3:]
-    assert _kinds(nft_tx.delta(new, Inventory()))[1:] == full
+    got = _kinds(nft_tx.delta(new, Inventory()))[1:]
+    # the same commands; the sets the packet path fills (learning's) come in the switch, with
+    # the rules that fill them, after the other objects: still before any rule
+    dynamic = {n for n, s in new.sets.items() if s.element_timeout is not None}
+    assert dynamic
+    assert sorted(got) == sorted(full)
+    assert [k for k in got if k[2] not in dynamic] == [k for k in full if k[2] not in dynamic]
+    first_rule = next(i for i, k in enumerate(got) if k[1] == "rule")
+    assert all(i < first_rule for i, k in enumerate(got) if k[2] in dynamic)
+
+
+def test_sets_the_packet_path_fills_are_made_in_the_switch(new: Compiled) -> None:
+    """nft gives a set the `dynamic` flag only when the rule that fills it comes in the same
+    transaction (JSON cannot declare it), and the kernel refuses an `update @set` rule into a
+    set made without it: a delta that made learning's sets in `prepare` was refused, and apply
+    replaced the whole table, emptying the DNS-filled sets (tests/kernel/test_dns_sets_kept)."""
+    learning = compiled_of("learn: true\n" + NEW)
+    phases = nft_tx.delta_phases(learning, Inventory.of(new))
+    dynamic = {n for n, s in learning.sets.items() if s.element_timeout is not None} \
+        - set(new.sets)
+    assert dynamic
+    made_early = {n for _v, k, n in _kinds(phases.prepare) if k == "set"}
+    made_in_switch = {n for v, k, n in _kinds(phases.switch) if (v, k) == ("add", "set")}
+    assert dynamic <= made_in_switch and not dynamic & made_early
+    # a refused switch made none of them: the undo deletes only what `prepare` made
+    assert not dynamic & {n for v, _k, n in _kinds(phases.undo) if v == "delete"}
+    # and a rollback to such a policy does the same
+    stored = nft_tx.stored_phases(nft_tx.full(learning), Inventory.of(new))
+    assert dynamic <= {n for v, k, n in _kinds(stored.switch) if (v, k) == ("add", "set")}
+    assert not dynamic & {n for _v, k, n in _kinds(stored.prepare) if k == "set"}
 
 
 def test_delta_of_unchanged_list_files_keeps_their_sets() -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outguard.apply.applyplan import ApplyPlan
+from outguard.apply.prefill import dns_prefill
 from outguard.apply.transact import Kernel, Watched, rule_digests, run, switch
 from outguard.clock import Clock, system_clock
 from outguard.errors import KernelError, StateError
@@ -51,7 +52,7 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
         watched.clean = False  # someone committed since the plan read the generation
     new_pending = _start_watchdog(plan, confirm_timeout, spawn_watchdog, now)
     try:
-        method, inventory = _send(plan, watched)
+        method, inventory, refused = _send(plan, watched)
     except BaseException:
         if new_pending is not None:
             state.clear_pending()
@@ -71,7 +72,7 @@ def execute(plan: ApplyPlan, kernel: Kernel, *, confirm_timeout: float | None = 
     snap.fallback = fallback
     state.write(snap, plan.policy.text, plan.stored_form())
     return ApplyReport(plan.policy.digest, plan.policy.doc.mode, len(plan.ruleset.rules()),
-                       list(plan.warnings), method,
+                       [*plan.warnings, *([refused] if refused else [])], method,
                        {"load_ms": 0.0, "commit_ms": (t_commit - t0) * 1000}, new_pending)
 
 
@@ -93,9 +94,10 @@ def _start_watchdog(plan: ApplyPlan, confirm_timeout: float | None,
     return pending
 
 
-def _send(plan: ApplyPlan, watched: Watched) -> tuple[str, nft_tx.Inventory]:
+def _send(plan: ApplyPlan, watched: Watched) -> tuple[str, nft_tx.Inventory, str | None]:
     """The plan's transactions; the method used ("delta", or "full" when the kernel refused
-    the delta) and what the kernel holds afterwards (with what a refused cleanup left)."""
+    the delta), what the kernel holds afterwards (with what a refused cleanup left), and a
+    warning when that was not what the plan said."""
     inventory = plan.inventory
     try:
         if plan.phases is None:
@@ -108,14 +110,20 @@ def _send(plan: ApplyPlan, watched: Watched) -> tuple[str, nft_tx.Inventory]:
             inventory = nft_tx.Inventory(inventory.chains + gone.chains,
                                          inventory.sets + gone.sets,
                                          inventory.counters + gone.counters, inventory.rules)
-    except KernelError:
+    except KernelError as exc:
         if plan.phases is None:
             raise
         # the kernel does not hold what we recorded (someone changed or removed the table):
-        # replace the whole table instead, still in one transaction
+        # replace the whole table instead, still in one transaction. Not what `plan` showed:
+        # said, since every set is made again; the FQDN sets the kernel held get their
+        # addresses from the resolver's saved cache, as new ones do (`apply.prefill`)
+        plan.prefill.update(dns_prefill(plan.ruleset, plan.compiled, plan.prefill, plan.state))
         run(watched, plan.full_commands(), plan.text)
-        return "full", inventory
-    return plan.method, inventory
+        return "full", inventory, (
+            f"the kernel refused the planned delta ({str(exc).strip()[:200]}): the whole table"
+            " was replaced instead (every set made again; the DNS-filled sets from the"
+            " resolver's saved cache)")
+    return plan.method, inventory, None
 
 
 def _read_back(plan: ApplyPlan, method: str,

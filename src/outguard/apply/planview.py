@@ -116,9 +116,15 @@ def _kernel_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> 
     if plan.phases is None:
         cmds = plan.full_commands()
         kinds = [k for k, _n, _o in _objects(cmds, "add")]
-        return [f"  one transaction replaces the whole table: {kinds.count('chain')} chains,"
-                f" {kinds.count('set') + kinds.count('map')} sets and maps,"
-                f" {kinds.count('counter')} counters, {kinds.count('rule')} rules"]
+        lines = [f"  one transaction replaces the whole table: {kinds.count('chain')} chains,"
+                 f" {kinds.count('set') + kinds.count('map')} sets and maps,"
+                 f" {kinds.count('counter')} counters, {kinds.count('rule')} rules"]
+        fqdn = [n for n, s in plan.compiled.sets.items() if s.timeout]
+        if fqdn:  # made anew: what they start with is the resolver's saved cache, no more
+            lines.append(f"    the {len(fqdn)} DNS-filled sets are made anew with the"
+                         f" {sum(len(plan.prefill.get(n, ())) for n in fqdn)} addresses of the"
+                         " resolver's saved cache")
+        return lines
     phases, out = plan.phases, []
     made = _made(phases.prepare, _counts(phases.prepare), fills, set(plan.held.chains))
     if made:
@@ -150,8 +156,10 @@ def _switch_lines(plan: ApplyPlan, old_stored: list[Cmd] | None, full: bool) -> 
     new_rules = _rule_texts(switch)
     old_rules = _rule_texts(old_stored or [])
     flushed = [name for kind, name, _o in _objects(switch, "flush") if kind == "chain"]
-    lines = [f"    ~ set {name}: emptied and filled with the cgroup as it is now"
-             for kind, name, _o in _objects(switch, "flush") if kind == "set"]
+    lines = [f"    + set {name} (filled by the packet path: made with the rules that fill it)"
+             for kind, name, _o in _objects(switch, "add") if kind == "set"]
+    lines += [f"    ~ set {name}: emptied and filled with the cgroup as it is now"
+              for kind, name, _o in _objects(switch, "flush") if kind == "set"]
     same = 0
     for chain in flushed:
         if chain not in plan.compiled.chains:

@@ -1,11 +1,14 @@
-"""What a new FQDN set starts with when apply makes it: the resolver's saved answers.
+"""What an FQDN set starts with when apply makes it: the resolver's saved answers.
 
 With `dns:`, a rule that gains or loses a name gets a new kernel set (its name follows the
 rule's names), otherwise empty: clients that keep an answer (a JVM, nginx resolving at start)
 would be cut off until they ask again. So the planner fills each new set from the cache file
 the agent saves (every 30 s and when it stops) for the names the NEW policy puts into that set,
-each address with what its old entry had left. Read here, never written. Pure apart from
-reading that file (and the policy's DNS blocklists, which decide what the resolver answers).
+each address with what its old entry had left. A delta leaves the sets the kernel holds as they
+are, elements and all; when the kernel refuses it and the whole table is replaced instead, the
+executor asks here again for those sets too (they are made anew: they must not come back
+empty). Read here, never written. Pure apart from reading that file (and the policy's DNS
+blocklists, which decide what the resolver answers).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from outguard.state import StateDir
 
 def dns_prefill(ruleset: Ruleset, compiled: Compiled, held: Collection[str], state: StateDir,
                 now: float | None = None) -> dict[str, list[tuple[str, int]]]:
-    """New FQDN set name → [(address, seconds left)], for the sets not in `held` (the kernel's)."""
+    """FQDN set name → [(address, seconds left)], for the sets not in `held` (the kernel's, or
+    those given theirs already)."""
     dns = ruleset.dns
     new = [n for n, s in compiled.sets.items() if s.timeout and n not in held]
     if dns is None or not new:

@@ -113,13 +113,16 @@ class Agent:
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
-    async def write(self, items: list[SetItem]) -> None:
+    async def write(self, items: list[SetItem]) -> bool:
+        """True: the kernel holds them; False: no table of ours to hold them (nothing is
+        filtered: the answer goes all the same)."""
         try:
             got = await self.request({"t": "write", "items": [list(i) for i in items]})
         except (TimeoutError, ConnectionError) as exc:  # the answer is SERVFAIL, not released
             raise OutguardError(f"the agent did not write the kernel sets: {exc!r}") from exc
         if got.get("error"):
             raise OutguardError(f"kernel set write failed: {got['error']}")
+        return got.get("held") is not False
 
     async def attribute(self, q: Query, client: tuple[str, int], tcp: bool) -> Client:
         got = await self.request({"t": "attr", "proto": "tcp" if tcp else "udp",

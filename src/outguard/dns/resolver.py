@@ -39,7 +39,8 @@ from outguard.ruleset.ir import DnsSettings
 from outguard.ruleset.names import NamePolicy, NameVerdict
 
 log = logging.getLogger("outguard.dns")
-SetWrite = Callable[[list[SetItem]], Awaitable[None]]
+# False: no table of ours holds sets now (nothing is filtered), the items are not held
+SetWrite = Callable[[list[SetItem]], Awaitable[bool | None]]
 Ask = Callable[[Query], Awaitable[bytes]]
 HOT_MAX = 4096
 _RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
@@ -240,9 +241,10 @@ class Resolver:
             del self._inflight[key]
 
     async def _write(self, items: list[SetItem], now: float) -> None:
-        await self.write(items)
+        held = await self.write(items)
         self.stats.set_writes += 1
-        self.tracker.written(items, now)
+        if held is not False:  # else written again at the next answer: a table may come
+            self.tracker.written(items, now)
 
     async def _blocked_event(self, q: Query, client: tuple[str, int], tcp: bool,
                              verdict: NameVerdict, rcode: int, action: str,

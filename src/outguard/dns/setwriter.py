@@ -25,7 +25,7 @@ from outguard.errors import KernelError
 from outguard.kernel.fqdnsets import FqdnSets
 
 log = logging.getLogger("outguard.dns")
-_Pending = list[tuple[list[SetItem], asyncio.Future[None]]]
+_Pending = list[tuple[list[SetItem], asyncio.Future[bool]]]
 
 
 def _fail(batch: _Pending, exc: KernelError) -> None:
@@ -45,16 +45,17 @@ class SetWriter:
         self.closed = False
         self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
 
-    async def write(self, items: list[SetItem]) -> None:
-        """Put `items` into the kernel's sets; returns once committed, KernelError if not."""
+    async def write(self, items: list[SetItem]) -> bool:
+        """Put `items` into the kernel's sets; returns once committed (True), or skipped because
+        no table of ours exists (False, `FqdnSets.write`); KernelError if refused."""
         if self.closed:
             raise KernelError("the DNS set writer is closed")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append((items, fut))
         if not self.flushing:
             self.flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
-        await fut
+        return await fut
 
     async def _flush(self) -> None:
         batch: _Pending = []
@@ -80,14 +81,14 @@ class SetWriter:
                 continue
             items = [i for its, _f in group for i in its]
             try:
-                await loop.run_in_executor(self.pool, self.sets.write, items)
+                held = await loop.run_in_executor(self.pool, self.sets.write, items)
             except KernelError as exc:
                 if len(group) == 1:  # retried alone: this answer's own failure
                     _fail(group, exc)
                 continue  # a batch failed: retry each answer alone (next group)
             for _i, fut in group:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(held)
 
     def close(self) -> None:
         """Fail the writes still queued, let the one in the kernel finish, stop the thread."""

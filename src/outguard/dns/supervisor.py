@@ -6,8 +6,9 @@ Place in the data flow: `outguard run` (`service.runner`) and `outguard dns serv
 (which binds, then drops to that user: see `kernel.privsep` for why a process), and answers its
 requests over `dns.ipc`:
 - `write`: FQDN set entries, checked (a set of the policy, an address of its family, a bounded
-  timeout), batched into libnftables transactions (`SetWriter`), answered when committed, so
-  the resolver releases an answer only once the kernel holds its addresses;
+  timeout), batched into libnftables transactions (`SetWriter`), answered when committed (or
+  when no table of ours exists: `kernel.fqdnsets`), so an answer leaves once the kernel holds
+  its addresses;
 - `attr`: the process behind a client's socket (sock_diag + /proc, root's to read);
 - `event`, `names`, `stats`, `save`: the DNS event log / incidents (`EventSink`), the names the
   monitor asks about (`names_of`), counters (`stats()`), the cache file.
@@ -45,7 +46,7 @@ from outguard.dns.resolver import Stats
 from outguard.dns.setwriter import SetWriter
 from outguard.dns.user import ensure
 from outguard.errors import KernelError, OutguardError
-from outguard.kernel.fqdnsets import FqdnSets, JsonKernel
+from outguard.kernel.fqdnsets import FqdnSets, JsonKernel, table_probe
 from outguard.kernel.netns import NetnsThread
 from outguard.kernel.privsep import Child, spawn_child
 from outguard.ruleset.ir import DnsSettings, Ruleset
@@ -242,19 +243,19 @@ class DnsHandle:
             raise ipc.IpcError(f"unknown message {kind!r:.40}")
 
     async def _write(self, rid: Any, items: list[SetItem], out: asyncio.StreamWriter) -> None:
-        error = None
+        error, held = None, False
         try:
             unknown = sorted({s for s, _a, _t in items} - self.sets - self.old_sets)
             if unknown:
                 error = f"no such set in the policy: {', '.join(unknown)}"
             else:
                 try:
-                    await self.writer.write(items)
+                    held = await self.writer.write(items)
                 except KernelError as exc:
                     error = str(exc)
         finally:
             self._writes -= 1
-        self._reply(out, {"t": "done", "id": rid, "error": error})
+        self._reply(out, {"t": "done", "id": rid, "error": error, "held": held})
 
     async def _who(self, rid: Any, proto: str, addr: str, port: int,
                    out: asyncio.StreamWriter) -> None:
@@ -384,7 +385,7 @@ async def serve_dns(settings: DnsSettings, ruleset: Ruleset, *, state_dir: Path,
             stack.callback(_quietly(jsonl.close))
             events = jsonl
         attr = attributor if attributor is not None else thread.call(sockdiag_attributor, None)
-        writer = SetWriter(FqdnSets(kernel))
+        writer = SetWriter(FqdnSets(kernel, table_probe(kernel)))
         stack.callback(_quietly(writer.close))
         listen = settings.listen
 

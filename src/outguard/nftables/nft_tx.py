@@ -203,6 +203,12 @@ class Phases:
       its walk through the old rules before the commit flipped the generation looks into the
       map after it, misses, and falls to the default drop (an allowed probe dropped in ~1 of 25
       runs of 100 re-applies on a loaded machine): old maps and sets must outlive the switch.
+    One exception: a set the packet path fills (`update @set`, `add @set`: learning's, the log
+    gate's) is made in the switch, with the rules that fill it. nft gives such a set the
+    `dynamic` flag only when the rule that fills it comes in the same transaction, JSON cannot
+    declare the flag (nft 1.0.6: "Invalid set flag"), and the kernel refuses (EINVAL) a rule
+    that updates a set made without it. A miss there while the switch commits costs a log line
+    or a learned flow's key, never a verdict.
     `undo` removes what `prepare` made, for when the switch is refused: the kernel then holds
     exactly what it held before."""
 
@@ -232,13 +238,16 @@ def delta_phases(compiled: Compiled, before: Inventory,
     changed = [n for n in before.chains if n in compiled.chains
                and before.rules.get(n) != digests.get(n)]
     refill = set(changed).union(new_chains)
-    prepare = [table, *_objects(compiled, new_sets, new_counters,
+    dynamic = [n for n in new_sets if compiled.sets[n].element_timeout is not None]
+    early = [n for n in new_sets if n not in dynamic]
+    prepare = [table, *_objects(compiled, early, new_counters,
                                 [*new_chains, *_redeclared(compiled.chains, before)], elements_of)]
     gone = leftovers(compiled, before)
-    switch = [table, *(c for n in refreshed(compiled, before)
-                       for c in _refill(n, elements_of(compiled.sets[n]))),
+    switch = [table, *_objects(compiled, dynamic, [], [], elements_of),
+              *(c for n in refreshed(compiled, before)
+                for c in _refill(n, elements_of(compiled.sets[n]))),
               *_flushes(changed, gone.chains), *_rules(compiled, refill.__contains__)]
-    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
+    undo = [table, *_deletions(early, new_chains, new_counters)]
     return Phases(prepare, switch, _cleanup(table, gone), undo)
 
 
@@ -318,15 +327,25 @@ def stored_phases(stored: list[Cmd], before: Inventory) -> Phases:
     new_counters = [n for n in got.counters if n not in known_counters]
     new_chains = [n for n in got.chains if n not in known_chains]
     gone = before.without(got.inventory())
+    # as in `delta_phases`: a set the packet path fills is made with the rules that fill it
+    dynamic = [n for n in new_sets if _dynamic(got.sets[n][0])]
+    early = [n for n in new_sets if n not in dynamic]
     prepare = [table, *({"add": {"counter": _obj(name=n)}} for n in new_counters),
                *(got.chains[n] for n in [*new_chains, *_redeclared(got.chains, before)]),
-               *(c for n in new_sets for c in got.sets[n])]
+               *(c for n in early for c in got.sets[n])]
     kept_cgroups = [n for n in got.sets if SetName.kind_of(n) == "c" and n in known_sets]
-    switch = [table, *(c for n in kept_cgroups for c in _refill(n, None) + got.sets[n][1:]),
+    switch = [table, *(c for n in dynamic for c in got.sets[n]),
+              *(c for n in kept_cgroups for c in _refill(n, None) + got.sets[n][1:]),
               *_flushes([n for n in got.chains if n in known_chains], gone.chains),
               *got.rules]
-    undo = [table, *_deletions(new_sets, new_chains, new_counters)]
+    undo = [table, *_deletions(early, new_chains, new_counters)]
     return Phases(prepare, switch, _cleanup(table, gone), undo)
+
+
+def _dynamic(decl: Cmd) -> bool:
+    """Is this stored declaration a set the packet path fills (`set_decl`: its own timeout)?"""
+    body = decl.get("add", {})
+    return isinstance(body, dict) and "timeout" in body.get("set", {})
 
 
 def _redeclared(chains: Iterable[str], before: Inventory) -> list[str]:
