@@ -126,3 +126,30 @@ def test_expire_forgets_closed_incidents() -> None:
     gone = agg.expire(T0 + timedelta(seconds=15))
     assert [g.dport for g in gone] == [443]
     assert len(agg.open) == 1
+
+
+def test_a_connect_seen_first_without_its_process_is_one_incident_named_after_it() -> None:
+    # under load the first SYN was logged before its process could be found and the
+    # retransmit after: two incidents, `uid:1000` and curl's (a clean-clone run's browser test)
+    agg = Aggregator()
+    first = agg.add(classified(event(exe=None, pid=None))).incident
+    assert first.process == "uid:1000"
+    second = agg.add(classified(event(at=1))).incident
+    assert second is first and first.process == "/usr/bin/curl" and first.count == 2
+    assert first.pid == 4242 and first.attribution_failure is None
+    # and a later unattributed packet of that flow joins it, keeping its process
+    third = agg.add(classified(event(exe=None, pid=None, at=2))).incident
+    assert third is first and first.count == 3 and first.process == "/usr/bin/curl"
+    assert first.attribution_failure is None and len(agg.open) == 1
+    # another user's unattributed packet to the same place is not joined
+    other = agg.add(classified(event(exe=None, pid=None, uid=33, at=3))).incident
+    assert other is not first and len(agg.open) == 2
+
+
+def test_after_its_window_an_unattributed_packet_starts_its_own_incident() -> None:
+    agg = Aggregator(window=timedelta(seconds=10))
+    named = agg.add(classified(event())).incident
+    later = agg.add(classified(event(exe=None, pid=None, at=30))).incident
+    assert later is not named and later.process == "uid:1000"
+    agg.expire(T0 + timedelta(seconds=100))
+    assert agg.open == {} and agg._named == {}

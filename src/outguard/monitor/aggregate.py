@@ -54,12 +54,39 @@ class Aggregator:
     _alerted_rank: dict[str, int] = field(default_factory=dict)
     _sent: dict[str, deque[datetime]] = field(default_factory=dict)
     suppressed: Counter[str] = field(default_factory=Counter)  # by severity
+    _named: dict[tuple[int | None, str, int | None, str], Key] = field(default_factory=dict)
+
+    def _joined(self, key: Key, now: datetime) -> Key:
+        """The key a packet joins. The first SYN of a connect is often logged before its
+        process can be found, a retransmit after it: an unattributed packet (`uid:N`) joins
+        the open incident of the same user and flow whose process is known, and a packet whose
+        process is known takes over the open `uid:N` incident of its flow, naming it. One
+        connect is then one incident (it was two under load: `uid:0` and python's)."""
+        process, uid, dst, dport, rule = key
+        flow = (uid, dst, dport, rule)
+        anon = f"uid:{uid}" if uid is not None else "?"
+        current = self.open.get(key)
+        if current is not None and now - current.last_seen <= self.window:
+            return key
+        if process == anon:
+            named = self._named.get(flow)
+            inc = self.open.get(named) if named is not None else None
+            return named if named is not None and inc is not None and \
+                now - inc.last_seen <= self.window else key
+        self._named[flow] = key
+        anon_key: Key = (anon, uid, dst, dport, rule)
+        inc = self.open.get(anon_key)
+        if inc is not None and now - inc.last_seen <= self.window:
+            del self.open[anon_key]
+            inc.process = process
+            self.open[key] = inc
+        return key
 
     def add(self, event: Event) -> Update:
         pkt, att = event.packet, event.attribution
         now = pkt.time
         uid = att.uid if att.uid is not None else pkt.uid
-        key: Key = (process_key(event), uid, pkt.dst, pkt.dport, pkt.rule)
+        key = self._joined((process_key(event), uid, pkt.dst, pkt.dport, pkt.rule), now)
         top = event.classifications[0] if event.classifications else None
         inc = self.open.get(key)
         new = inc is None or now - inc.last_seen > self.window
@@ -81,7 +108,7 @@ class Aggregator:
         inc.cmdline = att.cmdline or inc.cmdline
         inc.unit = att.unit or inc.unit
         inc.container = att.container or inc.container
-        inc.attribution_failure = att.failure if att.pid is None else None
+        inc.attribution_failure = att.failure if inc.pid is None else None
         inc.ppid = att.ppid if att.pid is not None else inc.ppid
         inc.parent = att.parent_exe if att.pid is not None else inc.parent
         inc.names = event.names or inc.names
@@ -123,6 +150,7 @@ class Aggregator:
         """Forget incidents whose window has passed (they are complete in the store)."""
         gone = [k for k, inc in self.open.items() if now - inc.last_seen > self.window]
         out = [self.open.pop(k) for k in gone]
+        self._named = {flow: k for flow, k in self._named.items() if k in self.open}
         for inc in out:
             self._last_alert.pop(inc.id, None)
             self._alerted_rank.pop(inc.id, None)
