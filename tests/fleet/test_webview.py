@@ -161,3 +161,44 @@ def test_no_database_is_said_on_the_page(tmp_path: Path) -> None:
     client = TestClient(build("postgresql:///nothing?host=/nonexistent", keys, "hint"))
     got = client.get("/", headers={"Authorization": "Bearer t"})
     assert got.status_code == 503 and "cannot connect to the fleet database" in got.text
+
+
+def test_the_command_serves_the_view_with_its_token_file(db: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.fleet.pgserver import DIE_WITH_PARENT, _free_port
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "outguard", "fleet", "web", "--db", db, "--listen",
+         "198.51.100.1:8766", "--token-file", str(tmp_path / "t")],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "not a loopback address" in refused.stderr
+    port = _free_port()
+    path = tmp_path / "dir" / "token"
+    proc = subprocess.Popen(
+        [*DIE_WITH_PARENT, sys.executable, "-m", "outguard", "fleet", "web", "--db", db,
+         "--listen", f"127.0.0.1:{port}", "--token-file", str(path)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "fleet web exited"
+            try:
+                got = httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert got.status_code == 401
+        token = path.read_text().strip()
+        got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert got.status_code == 200 and "No host has enrolled yet." in got.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
