@@ -300,3 +300,40 @@ def prune(dsn: str, keep_days: int) -> None:
     dropped = _with_conn(dsn, lambda c: ops.prune(c, keep_days))
     click.echo(f"dropped {len(dropped)} partition(s)" + (f": {', '.join(dropped)}" if dropped
                                                           else ""))
+
+
+@fleet.command("web")
+@_db
+@click.option("--listen", default="127.0.0.1:8766", show_default=True, metavar="HOST:PORT",
+              help="Not loopback only with --tls-cert/--tls-key.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The view's token (made, 0600, when the file does not exist).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+def web(dsn: str, listen: str, token_file: Path, tls_cert: str | None,
+        tls_key: str | None) -> None:
+    """The fleet view: hosts, incidents, rollouts in a browser (read-only)."""
+    import uvicorn  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from outguard.fleet.webview import build  # noqa: PLC0415
+    from outguard.policy.webconf import WebConfig, split_listen  # noqa: PLC0415
+    from outguard.web.auth import Secrets, load_token_file  # noqa: PLC0415
+
+    try:
+        opts = WebConfig(listen=listen, tls_cert=Path(tls_cert) if tls_cert else None,
+                         tls_key=Path(tls_key) if tls_key else None)
+    except ValidationError as exc:
+        raise click.UsageError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                               ) from None
+    _with_conn(dsn, lambda _conn: None)  # a schema too old or too new: refused, said plainly
+    try:
+        keys = Secrets(load_token_file(token_file))
+    except OSError as exc:
+        fail(OutguardError(f"--token-file: {exc}"))
+        return
+    host, port = split_listen(opts.listen)
+    app = build(dsn, keys, f"the token is in {token_file}", secure=opts.tls)
+    click.echo(f"fleet view on {'https' if opts.tls else 'http'}://{listen}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -184,3 +184,88 @@ def prune(conn: psycopg.Connection, keep_days: int) -> list[str]:
     if keep_days < 3:
         raise OpsError("--keep-days: at least 3")
     return schema.drop_before(conn, datetime.now(UTC).date() - timedelta(days=keep_days))
+
+
+# One page of `events` for the fleet view, newest first, by keyset (ts, host id, incident id):
+# the page after a cursor bounds `day` from above too (a day's margin), so that PostgreSQL
+# reads only the partitions between the window's start and the cursor, however deep the page.
+# Agents send an incident under its first_seen (stable), so its latest form keeps its ts.
+_PAGE = (
+    "SELECT DISTINCT ON (i.host_id, i.record->>'id') i.host_id, h.name AS host,"
+    " i.record->>'id' AS iid, i.ts, i.record"
+    " FROM incidents i JOIN hosts h ON h.id = i.host_id WHERE i.ts >= %(since)s"
+    " AND i.day >= (%(since)s::timestamptz AT TIME ZONE 'UTC')::date - 1"
+    " AND (%(until)s::timestamptz IS NULL OR (i.ts <= %(until)s"
+    "      AND i.day <= (%(until)s::timestamptz AT TIME ZONE 'UTC')::date + 1))"
+    " AND (%(hosts)s::bigint[] IS NULL OR i.host_id = ANY(%(hosts)s))"
+    " ORDER BY i.host_id, i.record->>'id', i.ts DESC, i.received DESC")
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a page of `events_page` ended: the last row's (ts, host id, incident id)."""
+
+    ts: datetime
+    host_id: int
+    iid: str
+
+    def text(self) -> str:
+        # ISO, not a float: microseconds exact, so no row is skipped or shown twice
+        return f"{self.ts.isoformat()}~{self.host_id}~{self.iid}"
+
+    @classmethod
+    def parse(cls, text: str) -> PageCursor:
+        try:
+            ts, host_id, iid = text.split("~", 2)
+            when = datetime.fromisoformat(ts)
+            if when.tzinfo is None:
+                raise ValueError(ts)
+            return cls(when, int(host_id), iid)
+        except ValueError:
+            raise OpsError(f"before: {text!r} is not a page cursor") from None
+
+
+PAGE_SQL = (
+    f"SELECT host_id, host, iid, ts, record FROM ({_PAGE}) AS latest"
+    f" WHERE {_RANK} >= %(rank)s"
+    " AND (%(rule)s::text IS NULL OR record->>'rule' = %(rule)s"
+    "      OR split_part(record->>'rule', ':', 2) = %(rule)s)"
+    " AND (%(until)s::timestamptz IS NULL"
+    "      OR (ts, host_id, iid) < (%(until)s, %(bhost)s::bigint, %(bid)s::text))"
+    " ORDER BY ts DESC, host_id DESC, iid DESC LIMIT %(limit)s")
+
+
+def page_params(since: datetime, before: PageCursor | None, host_ids: list[int] | None,
+                rule: str | None, severity: str | None, limit: int) -> dict[str, Any]:
+    """PAGE_SQL's parameters (tests EXPLAIN it with them: partitions pruned)."""
+    rank = ["info", "low", "medium", "high", "critical"].index(severity) if severity else 0
+    return {"since": since, "hosts": host_ids, "rank": rank, "rule": rule,
+            "until": before.ts if before else None, "bhost": before.host_id if before else None,
+            "bid": before.iid if before else None, "limit": limit}
+
+
+def events_page(conn: psycopg.Connection, since: datetime, *, before: PageCursor | None = None,
+                host: str | None = None, rule: str | None = None,
+                severity: str | None = None, limit: int = 50
+                ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    """`events`'s rows (host glob, rule, at least `severity`), `limit` at a time after
+    `before`; the cursor of the next page, or None at the end."""
+    rows = conn.execute(PAGE_SQL, page_params(
+        since, before, _host_ids(conn, host), rule, severity, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = PageCursor(rows[-1][3], int(rows[-1][0]), str(rows[-1][2])) if more else None
+    return [{"host": r[1], "ts": r[3].isoformat(), **r[4]} for r in rows], cursor
+
+
+def rollouts(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rollouts, newest first: state, wave (1-based, of how many), why halted."""
+    rows = conn.execute(
+        "SELECT r.id, r.version, r.selector, r.state, r.current_wave, r.waves, r.reason,"
+        " r.created, (SELECT count(*) FROM rollout_hosts rh WHERE rh.rollout_id = r.id),"
+        " (SELECT count(*) FROM rollout_hosts rh WHERE rh.rollout_id = r.id"
+        "  AND rh.result = 'applied') FROM rollouts r ORDER BY r.id DESC LIMIT %s",
+        (limit,)).fetchall()
+    return [{"id": r[0], "version": r[1], "selector": r[2], "state": r[3], "wave": r[4] + 1,
+             "waves": r[5], "reason": r[6], "created": r[7].isoformat(timespec="seconds"),
+             "hosts": r[8], "applied": r[9]} for r in rows]

@@ -14,6 +14,7 @@ version its previous one. An assignment change NOTIFYs, so the hosts' long-polls
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import math
 from dataclasses import dataclass
@@ -74,17 +75,26 @@ def create(conn: psycopg.Connection, version: int, selector: str, waves: list[li
 
 
 def _start_wave(conn: psycopg.Connection, rid: int, version: int, wave: int) -> None:
+    _assign(conn, rid, version, wave, None)
+    conn.execute("UPDATE rollouts SET current_wave = %s, wave_started = now() WHERE id = %s",
+                 (wave, rid))
+
+
+def _assign(conn: psycopg.Connection, rid: int, version: int, wave: int,
+            host_ids: list[int] | None) -> None:
+    """The hosts of `wave` (only `host_ids`, when given) take `version`; what they had is kept
+    for a revert, their blocked rate as the baseline of the rate-jump check."""
     conn.execute(
         "UPDATE rollout_hosts rh SET previous_version = h.assigned_version,"
         " baseline_rate = coalesce(h.blocked_rate, 0), assigned = now()"
-        " FROM hosts h WHERE h.id = rh.host_id AND rh.rollout_id = %s AND rh.wave = %s",
-        (rid, wave))
+        " FROM hosts h WHERE h.id = rh.host_id AND rh.rollout_id = %s AND rh.wave = %s"
+        " AND (%s::bigint[] IS NULL OR rh.host_id = ANY(%s))",
+        (rid, wave, host_ids, host_ids))
     conn.execute(
         "UPDATE hosts h SET assigned_version = %s, assigned_rollout = %s FROM rollout_hosts rh"
-        " WHERE h.id = rh.host_id AND rh.rollout_id = %s AND rh.wave = %s",
-        (version, rid, rid, wave))
-    conn.execute("UPDATE rollouts SET current_wave = %s, wave_started = now() WHERE id = %s",
-                 (wave, rid))
+        " WHERE h.id = rh.host_id AND rh.rollout_id = %s AND rh.wave = %s"
+        " AND (%s::bigint[] IS NULL OR rh.host_id = ANY(%s))",
+        (version, rid, rid, wave, host_ids, host_ids))
     notify(conn)
 
 
@@ -149,8 +159,11 @@ def _advance(conn: psycopg.Connection, r: _Row) -> None:
     if reason:
         _halt(conn, r, reason)
         return
+    # coalesce: bool_and skips NULLs, and a host that has not reported yet has a NULL result
+    # (without it one host's `applied` finished its whole wave)
     row = conn.execute(
-        "SELECT bool_and(result = 'applied'), extract(epoch FROM now() - max(reported))"
+        "SELECT bool_and(coalesce(result = 'applied', false)),"
+        " extract(epoch FROM now() - max(reported))"
         " FROM rollout_hosts WHERE rollout_id = %s AND wave = %s", (r.id, r.wave)).fetchone()
     if row is None or not row[0] or float(row[1]) < r.soak:
         return
@@ -188,6 +201,66 @@ def on_report(conn: psycopg.Connection, host_id: int, rep: ReportRequest) -> Non
             _advance(conn, r)
 
 
+# Hosts enrolled after a push (the late-host rule; README "Fleet"): a host the push did not see
+# (it enrolled, or was enrolled again after a revoke, since) whose name matches the --to glob of
+# a running or paused rollout joins that rollout's LAST wave: it takes the version when the last
+# wave starts, at once when the last wave has started already, and then counts in that wave like
+# any of its hosts (the wave is done when it too reported applied; its failure halts). Until
+# then, and when no such rollout runs (a halted or aborted one adopts no one), a host with no
+# version gets the fleet's current version for its name: that of the latest rollout that finished
+# (`done`) whose glob matches it.
+def _adopt(conn: psycopg.Connection, r: _Row, host_id: int | None) -> list[int]:
+    """Put the late hosts matching `r`'s glob (`host_id` alone, when given) in its last wave;
+    the ids put. The caller holds `r`'s row lock."""
+    got = conn.execute("SELECT selector FROM rollouts WHERE id = %s", (r.id,)).fetchone()
+    assert got is not None
+    late = conn.execute(
+        "SELECT h.id, h.name FROM hosts h WHERE h.revoked IS NULL"
+        " AND (%s::bigint IS NULL OR h.id = %s) AND NOT EXISTS (SELECT 1 FROM rollout_hosts rh"
+        " WHERE rh.rollout_id = %s AND rh.host_id = h.id)", (host_id, host_id, r.id)).fetchall()
+    ids = [int(i) for i, name in late if fnmatch.fnmatchcase(name, got[0])]
+    if not ids:
+        return []
+    last = r.waves - 1
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO rollout_hosts (rollout_id, host_id, wave) VALUES (%s, %s, %s)"
+                        " ON CONFLICT DO NOTHING", [(r.id, i, last) for i in ids])
+    if r.wave == last:  # the last wave has started: they take the version now
+        _assign(conn, r.id, r.version, last, ids)
+    return ids
+
+
+def current_version(conn: psycopg.Connection, name: str) -> int | None:
+    """The fleet's current version for host `name`: the latest finished rollout's whose glob
+    matches it; None when none does."""
+    for version, selector in conn.execute(
+            "SELECT version, selector FROM rollouts WHERE state = 'done' ORDER BY id DESC"):
+        if fnmatch.fnmatchcase(name, selector):
+            return int(version)
+    return None
+
+
+def on_enroll(conn: psycopg.Connection, host_id: int) -> None:
+    """The late-host rule for a host that has just enrolled. Locks the active rollout's row
+    first, then the host's, as every other step does (no deadlock with a report's step)."""
+    with conn.transaction():
+        active = conn.execute("SELECT id FROM rollouts WHERE state = ANY(%s) ORDER BY id DESC"
+                              " LIMIT 1", (["running", "paused"],)).fetchone()
+        r = _lock(conn, int(active[0])) if active else None
+        host = conn.execute("SELECT name, assigned_version FROM hosts WHERE id = %s"
+                            " AND revoked IS NULL FOR UPDATE", (host_id,)).fetchone()
+        if host is None:
+            return
+        if host[1] is None:
+            version = current_version(conn, host[0])
+            if version is not None:
+                conn.execute("UPDATE hosts SET assigned_version = %s WHERE id = %s",
+                             (version, host_id))
+                notify(conn)
+        if r is not None and r.state in ("running", "paused"):
+            _adopt(conn, r, host_id)
+
+
 def tick(conn: psycopg.Connection) -> None:
     """Advance every running rollout whose wave is due; a rollout another replica is busy
     with is skipped (it is being looked at already)."""
@@ -197,6 +270,7 @@ def tick(conn: psycopg.Connection) -> None:
         with conn.transaction():
             r = _lock(conn, rid, skip_locked=True)
             if r is not None and r.state == "running":
+                _adopt(conn, r, None)
                 _advance(conn, r)
 
 
@@ -229,6 +303,7 @@ def resume(conn: psycopg.Connection, rid: int | None) -> int:
                                + (" (a halted one: abort it, fix the policy, push again)"
                                   if r.state == "halted" else ""))
         conn.execute("UPDATE rollouts SET state = 'running' WHERE id = %s", (r.id,))
+        _adopt(conn, r, None)
         _advance(conn, _Row(r.id, r.version, r.waves, r.wave, "running", r.max_rate_jump, r.soak))
     return r.id
 

@@ -136,7 +136,16 @@ async def post_enroll(request: Request) -> Response:
         except psycopg.errors.UniqueViolation:
             # another token enrolled this name at the same moment (the token stays unspent)
             raise HttpError(409, f"host: {req.host!r} is already enrolled") from None
+    # the late-host rule (rollout.on_enroll): its own transaction, after the enrolment's; should
+    # it fail, the housekeeping tick adopts the host into a running rollout all the same
+    with contextlib.suppress(psycopg.Error):
+        await run_in_threadpool(_on_enroll, state, got.host_id)
     return _json(got, 201)
+
+
+def _on_enroll(state: _State, host_id: int) -> None:
+    with state.sync_pool.connection() as conn:
+        rollout.on_enroll(conn, host_id)
 
 
 def _wait_param(request: Request) -> float:

@@ -48,14 +48,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def load_token(state_dir: Path) -> str:
     """The dashboard's token: read, or made (0600) when the file does not exist yet."""
-    path = state_dir / TOKEN_FILE
+    return load_token_file(state_dir / TOKEN_FILE)
+
+
+def load_token_file(path: Path) -> str:
+    """The token in `path`, made (0600, its directory 0700) when the file does not exist yet:
+    the dashboard's, or the fleet view's (`outguard fleet web --token-file`)."""
     try:
         text = path.read_text().strip()
         if text:
             return text
     except FileNotFoundError:
         pass
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     os.chmod(path, 0o600)
