@@ -62,7 +62,8 @@ def test_token_file_is_private_and_every_page_needs_it(fleet, tmp_path: Path) ->
     client, token, _db = fleet
     assert (tmp_path / "view" / "token").stat().st_mode & 0o777 == 0o600
     for page in ("/", "/incidents", "/rollouts"):
-        assert client.get(page).status_code == 401
+        refused = client.get(page)
+        assert refused.status_code == 401 and "view/token" in refused.text, refused.text
         assert client.get(page, headers={"Authorization": "Bearer nope"}).status_code == 401
         got = client.get(page, headers={"Accept": "text/html"}, follow_redirects=False)
         assert got.status_code == 303 and got.headers["location"] == "/login"

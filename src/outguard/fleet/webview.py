@@ -173,6 +173,6 @@ def build(dsn: str, keys: Secrets, token_hint: str, *, secure: bool = False,
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys)])
+    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys, token_hint=token_hint)])
     app.state.fleet = FleetWeb(dsn, keys, token_hint, secure, page_size)
     return app

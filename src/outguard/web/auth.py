@@ -118,8 +118,9 @@ class Gate:
     request but the login form, the origin check on state-changing ones. The CSRF value is
     checked by the routes that change state (`csrf_ok`), where the form body is parsed."""
 
-    def __init__(self, app: ASGIApp, keys: Secrets) -> None:
-        self.app, self.keys = app, keys
+    def __init__(self, app: ASGIApp, keys: Secrets,
+                 token_hint: str = "STATE_DIR/web.token") -> None:
+        self.app, self.keys, self.token_hint = app, keys, token_hint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,7 +151,7 @@ class Gate:
         if wants_page:
             await _plain(send, 303, "login first\n", [(b"location", b"/login")])
             return
-        await _plain(send, 401, "the dashboard needs its token (STATE_DIR/web.token)\n",
+        await _plain(send, 401, f"the dashboard needs its token ({self.token_hint})\n",
                      [(b"www-authenticate", b'Bearer realm="outguard"')])
 
 
