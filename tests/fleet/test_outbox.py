@@ -49,17 +49,23 @@ def test_bound_drops_new_items_and_counts_them(tmp_path: Path) -> None:
     assert box.pending_counted("incidents") == b.pending
 
 
-def test_update_while_waiting_replaces_after_sent_is_not_requeued(tmp_path: Path) -> None:
+def test_an_incident_that_grows_is_sent_again_and_a_late_ack_keeps_the_newer_copy(
+        tmp_path: Path) -> None:
+    # a newcomer's trial: an incident of count 8 on the host was 1 in the fleet for good
     box = Outbox(tmp_path / "o.db")
     box.put("incidents", [("a", 1.0, {"count": 1}), ("b", 2.0, {"count": 1})])
     box.put("incidents", [("a", 1.0, {"count": 7})])
     got = box.take("incidents", 10)
-    assert [(i.id, i.record["count"]) for i in got] == [("a", 7), ("b", 1)]  # order kept
-    box.ack("incidents", [got[0].seq])
-    box.put("incidents", [("a", 1.0, {"count": 9})])  # the server has "a": ignored
-    assert [i.id for i in box.take("incidents", 10)] == ["b"]
+    assert [(i.id, i.record["count"]) for i in got] == [("b", 1), ("a", 7)]
+    box.ack("incidents", [i.seq for i in got])
+    box.put("incidents", [("a", 1.0, {"count": 9})])  # sent, and grown: it goes again
+    again = box.take("incidents", 10)
+    assert [(i.id, i.record["count"]) for i in again] == [("a", 9)]
+    box.put("incidents", [("a", 1.0, {"count": 12})])  # grows while that copy is in flight
+    box.ack("incidents", [again[0].seq])  # the ack of count 9 does not settle count 12
+    assert [(i.id, i.record["count"]) for i in box.take("incidents", 10)] == [("a", 12)]
     b = box.books("incidents")
-    assert (b.enqueued, b.sent, b.pending) == (2, 1, 1) and b.balanced
+    assert (b.enqueued, b.sent, b.pending) == (3, 2, 1) and b.balanced
 
 
 def test_reject_counts_and_never_sends_again(tmp_path: Path) -> None:

@@ -8,10 +8,13 @@ dropped and counted, never lost in silence. Below the bound nothing is lost, acr
 and a killed process too (every put is one committed transaction, `synchronous=FULL`).
 
 Keys. An item is (kind, id): the incident's id, or a learned flow's key digest. The server
-inserts by (host, id) and ignores a repeat, so sending is at-least-once and rows exactly-once.
-A later update of an item still waiting replaces its record in place (the server gets the
-newest copy); an update of one already sent is not queued again (the server would ignore it),
-as long as the sent id is remembered (the last `keep_sent` of them).
+inserts by (host, id) and keeps one row, so sending is at-least-once and rows exactly-once.
+An incident grows after it is first sent (its count, last seen, a risen severity): a later
+update (`replace`) replaces a waiting copy, and queues one already sent again — the server
+replaces its row with the copy whose `last_seen` is newer (a trial found the fleet's counts
+frozen at the first copy). The updated item goes to the back with a new seq, so an `ack` of
+the copy a sender took before the update leaves the newer one waiting. Learned flows are
+deltas (`replace=False`): the first record stays.
 
 Books, per kind, kept in the same transactions as the items, so they balance after a crash:
 `enqueued` (new items handed over, the dropped ones included) = `sent` + `pending` +
@@ -31,7 +34,7 @@ from typing import Any
 
 KINDS = ("incidents", "flows")
 DEFAULT_BOUND = 100_000  # waiting items per kind; an incident record is ~1 KB: ~100 MB at most
-DEFAULT_KEEP_SENT = 20_000  # sent ids remembered, so an update of a sent item is not re-queued
+DEFAULT_KEEP_SENT = 20_000  # sent ids remembered (beyond them an update is queued as new)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -127,9 +130,18 @@ class Outbox:
                 row = db.execute("SELECT seq, sent FROM items WHERE kind = ? AND id = ?",
                                  (kind, item_id)).fetchone()
                 if row is not None:
-                    if replace and not row[1]:  # still waiting: the newest copy goes
-                        db.execute("UPDATE items SET record = ?, ts = ? WHERE seq = ?",
-                                   (text, ts, row[0]))
+                    if not replace:
+                        continue
+                    if row[1]:  # sent: the newer copy goes again (the server keeps the newest)
+                        if pending + new >= self.bound:
+                            dropped += 1
+                            continue
+                        new += 1
+                    # a new seq: an `ack` of the copy a sender took before this update must
+                    # not mark the newer one sent
+                    db.execute("DELETE FROM items WHERE seq = ?", (row[0],))
+                    db.execute("INSERT INTO items (kind, id, ts, record) VALUES (?, ?, ?, ?)",
+                               (kind, item_id, ts, text))
                     continue
                 if pending + new >= self.bound:
                     dropped += 1
