@@ -82,7 +82,16 @@ def test_status_lines_and_families(tmp_path: Path) -> None:
     assert "enrolled with https://fleet.example:8443 as web-1 (host id 4)" in text
     assert "in force: 3; last tried 4: verify_failed (not reported yet)" in text
     assert "incidents: 3 enqueued = 1 sent + 1 pending + 1 dropped (full) + 0 rejected" in text
-    assert "<-- DROPPED" in text and "DO NOT BALANCE" not in text
+    assert "<-- DROPPED" in text and "DO NOT BALANCE" not in text and "lockdown" not in text
+    # a fleet lockdown in force is shown as a time; one the kernel has ended, not at all (a
+    # trial saw `fleet lockdown until 1796324440` minutes after it had lifted)
+    import time as _time
+
+    for until, shown in ((_time.time() + 600, True), (_time.time() - 5, False)):
+        (tmp_path / FOLLOW).write_text(fl.dump(fl.Follow(version=3, tried=4, result="applied",
+                                                         reported=True, lockdown_until=until)))
+        text = "\n".join(status.lines(status.read(tmp_path)))
+        assert ("fleet lockdown until 20" in text) == shown, text
     agent = FleetAgent(FleetOptions(url="https://fleet.example:8443"), tmp_path, box,
                        publish=lambda _a: None)
     metrics = Metrics()
@@ -123,8 +132,9 @@ def test_tee_queues_incidents_and_flows_beside_the_store(tmp_path: Path) -> None
     store.record_flows([dataclasses.replace(flow, count=4)])
     assert {i.id for i in store.query(Query())} == {"inc1", "inc2"}
     got = box.take("incidents", 10)
-    assert [(i.id, i.record["count"], i.ts) for i in got] == [("inc1", 5, T0.timestamp()),
-                                                             ("inc2", 1, T0.timestamp())]
+    # the updated one goes to the back (a new seq, so an older copy's ack cannot settle it)
+    assert [(i.id, i.record["count"], i.ts) for i in got] == [("inc2", 1, T0.timestamp()),
+                                                             ("inc1", 5, T0.timestamp())]
     flows = box.take("flows", 10)
     # a flow's record is the delta of a flush: the first one stays (the flow as first learned)
     assert [f.id for f in flows] == [flow_id(flow)] and flows[0].record["count"] == 1

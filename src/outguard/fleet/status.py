@@ -10,7 +10,9 @@ STATE_DIR/fleet — the outbox (`fleet.outbox.read_books`, read-only) and follow
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,10 @@ def read(state_dir: Path) -> dict[str, Any] | None:
     return out
 
 
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def lines(doc: dict[str, Any] | None) -> list[str]:
     if doc is None:
         return []
@@ -52,7 +58,10 @@ def lines(doc: dict[str, Any] | None) -> list[str]:
                         else f"not enrolled (no {CREDENTIAL})")]
     f = doc.get("follow")
     if f:
-        lock = f"; fleet lockdown until {f['lockdown_until']:.0f}" if f["lockdown_until"] else ""
+        until = f["lockdown_until"]
+        # an ended lockdown is the kernel's doing (meta time): the record is not cleared then
+        lock = (f"; fleet lockdown until {_when(until)}" if until and until > time.time()
+                else "")
         out.append(f"  policy version in force: {f['version'] if f['version'] is not None else 'none'};"
                    f" last tried {f['tried']}: {f['result']}"
                    f"{'' if f['reported'] else ' (not reported yet)'}{lock}")
