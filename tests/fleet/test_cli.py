@@ -82,3 +82,17 @@ def test_serve_refuses_a_database_without_the_schema(dsn: str) -> None:
     out = run("serve", "--db", dsn, "--no-tls", "--listen", "127.0.0.1:9", code=1)
     assert "version 0, this outguard needs" in out and "fleet init" in out
     assert "--tls-cert" in run("serve", "--db", dsn, "--listen", "127.0.0.1:9", code=2)
+
+
+def test_serve_says_where_it_listens_and_warns_of_plain_http_off_the_loopback(capsys) -> None:
+    # a trial: `fleet serve --listen 198.51.100.1:8449 --no-tls` served in silence
+    from outguard.cli.fleet_cmd import _say_where
+
+    _say_where("198.51.100.1", "8449", no_tls=True)
+    err = capsys.readouterr().err
+    assert "http://198.51.100.1:8449/v1/" in err and "WARNING: --no-tls" in err
+    _say_where("::1", "8449", no_tls=True)
+    err = capsys.readouterr().err
+    assert "http://[::1]:8449/v1/" in err and "WARNING" not in err
+    _say_where("198.51.100.1", "8443", no_tls=False)
+    assert "WARNING" not in capsys.readouterr().err

@@ -112,6 +112,7 @@ def serve(dsn: str, listen: str, tls_cert: str | None, tls_key: str | None, no_t
     if not host or not port.isdigit():
         raise click.UsageError(f"--listen: {listen!r} is not HOST:PORT")
     _with_conn(dsn, lambda _conn: None)  # a schema too old or too new: refused, said plainly
+    _say_where(host.strip("[]"), port, no_tls)
     try:
         run_server(Settings(dsn, rate=rate, burst=rate * 3, pool_size=pool_size,
                             tick_seconds=tick, retention_days=retention_days,
@@ -119,6 +120,25 @@ def serve(dsn: str, listen: str, tls_cert: str | None, tls_key: str | None, no_t
                    host.strip("[]"), int(port), tls_cert, tls_key, max_connections)
     except OutguardError as exc:
         fail(exc)
+
+
+def _say_where(host: str, port: str, no_tls: bool) -> None:
+    """One line at start (the server said nothing: a trial could not tell where or how it
+    listened), and a loud one for plain HTTP off the loopback: enrol tokens and host
+    credentials then cross the network in clear unless a balancer in front terminates TLS."""
+    import ipaddress  # noqa: PLC0415
+
+    scheme = "http" if no_tls else "https"
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"outguard fleet serve: {scheme}://{shown}:{port}/v1/", err=True)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if no_tls and not loopback:
+        click.echo(f"WARNING: --no-tls on {host}, not a loopback address: enrol tokens and host"
+                   " credentials cross the network in clear; only behind a balancer that"
+                   " terminates TLS on this host's network", err=True)
 
 
 @fleet.command("enroll-token")
