@@ -101,6 +101,15 @@ def forward_headers(headers: list[tuple[bytes, bytes]], authority: str,
     return out
 
 
+def client_keeps(request: Any) -> bool:
+    """Whether the client's connection stays open after this request (HTTP/1.1 without
+    Connection: close): only then is an upstream connection worth keeping for it (else the
+    proxy would close it first, and its closes would fill the proxy's ports with TIME_WAIT)."""
+    if bytes(request.http_version) != b"1.1":
+        return False
+    return not any(n == b"connection" and b"close" in v.lower() for n, v in request.headers)
+
+
 def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream response's end-to-end headers (h11 frames the body for the client)."""
     named = {v.strip().lower() for n, v in headers if n == b"connection" for v in v.split(b",")}

@@ -137,7 +137,8 @@ class Proxy:
                     slot.close()
                     await self._connect(conn, request, client, (reader, writer))
                     return
-                await self.forward(conn, request, client, (reader, writer), slot=slot)
+                await self.forward(conn, request, client, (reader, writer),
+                                   slot=slot if http.client_keeps(request) else None)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
