@@ -185,8 +185,10 @@ def measure(netns: str, procs: dict[str, subprocess.Popen[str]], args: argparse.
          / direct["bulk_tunnel_mbit_s"]),
         ("bulk_http_vs_direct", lambda p: bulk(netns, p) / direct["bulk_http_mbit_s"]),
     ]
+    only = set(filter(None, args.only.split(",")))
+    steps = [step for step in steps if not only or step[0] in only]
     # latency first: the floods after it leave ~60,000 connections in TIME_WAIT to the origin
-    for name, proxy in PROXIES.items():
+    for name, proxy in PROXIES.items() if not only or "latency" in only else ():
         log(f"latency at {args.rate:g}/s: {name}")
         lat = peer(netns, "latency", proxy, str(args.rate), str(args.seconds))
         results[name]["added_p50_ms"] = lat["p50_ms"] - direct["p50_ms"]
@@ -195,7 +197,7 @@ def measure(netns: str, procs: dict[str, subprocess.Popen[str]], args: argparse.
         for name, proxy in PROXIES.items():
             log(f"{key}: {name}")
             results[name][key] = fn(proxy)
-    for name, proxy in PROXIES.items():
+    for name, proxy in PROXIES.items() if not only or "memory" in only else ():
         log(f"memory: {name}, {args.tunnels} idle tunnels")
         results[name]["rss_mb_idle"] = rss_mb(procs[name].pid)
         results[name][f"rss_mb_{args.tunnels}_tunnels"] = tunnels_rss(
@@ -220,6 +222,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s for latency")
     parser.add_argument("--tunnels", type=int, default=9900)
     parser.add_argument("--prefix", default=NS_PREFIX, help="the namespace's name prefix")
+    parser.add_argument("--only", default="", help="comma-separated figures to take (e.g."
+                        " connect_setups_per_s,http_rps_keepalive); default: all")
     args = parser.parse_args()
     require_root()
     install_signal_handlers()

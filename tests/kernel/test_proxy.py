@@ -49,17 +49,27 @@ class Upstream:
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
+        self.connections: list[str] = []  # the address each HTTP connection came to
         self.tunnelled: list[bytes] = []
 
     async def http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+        self.connections.append(writer.get_extra_info("sockname")[0])
+        while await self.answer(reader, writer):  # /keep…: the connection stays open
+            pass
+        writer.close()
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
         self.requests.append(head)
         path = head.split(b" ")[1]
         if path == b"/hang":
             await asyncio.sleep(30)
         elif path == b"/reset":
             writer.transport.abort()
-            return
+            return False
         elif path == b"/redirect":
             writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1/secret\r\n"
                          b"Content-Length: 0\r\n\r\n")
@@ -71,7 +81,7 @@ class Upstream:
         else:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         await writer.drain()
-        writer.close()
+        return path.startswith(b"/keep")
 
     async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read(65536)
@@ -293,6 +303,38 @@ def test_too_many_clients_get_503(netns: str) -> None:
         assert status(got) == 503
         for _reader, writer in idle:
             writer.close()
+
+    run_scenario(netns, scenario)
+
+
+def test_a_kept_alive_client_reuses_its_upstream_connection_only_where_a_check_allows(
+        netns: str) -> None:
+    """Every request is decided again: a kept upstream connection carries the next request
+    to the same host:port at a checked address; a new policy refuses it, and an answer that
+    moved opens a new connection to the new, checked address."""
+    async def scenario(proxy: Proxy, upstream: Upstream, records: list[Record]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", 3128)
+
+        async def get(path: str) -> bytes:
+            writer.write(f"GET http://api.example.test{path} HTTP/1.1\r\nHost: a\r\n\r\n"
+                         .encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(header(head, "Content-Length") or 0)
+            return head + await reader.readexactly(length)
+
+        for path in ("/keep1", "/keep2", "/keep3"):
+            assert status(await get(path)) == 200
+        assert upstream.connections == [UP4]  # three requests, one upstream connection
+        proxy.resolve = table_resolver(DNS | {"api.example.test": [UP6]})
+        assert status(await get("/keep4")) == 200
+        assert upstream.connections == [UP4, UP6]  # the old address was not checked: not reused
+        stricter = lower(load_text("version: 1\n"), now=datetime.now(UTC))
+        proxy.ruleset = lambda: stricter
+        writer.write(b"GET http://api.example.test/keep5 HTTP/1.1\r\nHost: a\r\n\r\n")
+        got = await asyncio.wait_for(reader.read(65536), 5)
+        assert status(got) == 403 and header(got, "X-Outguard-Rule") == "default"
+        assert len(upstream.requests) == 4 and len(records) == 5
+        writer.close()
 
     run_scenario(netns, scenario)
 

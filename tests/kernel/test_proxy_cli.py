@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from outguard.kernel import netns as ns
+from outguard.proxy.resolve import SYSTEM_TTL
 
 pytestmark = pytest.mark.kernel
 
@@ -219,12 +221,14 @@ def test_metrics_count_requests_by_decision_and_rule(lab: Lab) -> None:
 def test_a_moving_address_is_followed_by_name_and_a_move_into_private_space_refused(
         lab: Lab) -> None:
     """The cloud case: the name's address changes between two requests (the system resolver
-    reads the namespace's hosts file afresh); the proxy follows it by name. When the answer
-    moves to a private or loopback address, the request is refused at connect time."""
+    reads the namespace's hosts file afresh); the proxy follows it by name once its
+    answer's time is out (`SYSTEM_TTL`: getaddrinfo tells no TTL). When the answer moves to a
+    private or loopback address, the request is refused at connect time."""
     netns, _tmp, _proxy = lab
     hosts = Path("/etc/netns") / netns / "hosts"
 
     def served_at() -> str:
+        time.sleep(SYSTEM_TTL + 0.1)  # the proxy's last answer has expired
         got = curl(netns, "-x", "http://127.0.0.1:3128", "-D", "-", "http://api.example.test/")
         line = next((x for x in got.stdout.splitlines() if x.lower().startswith("x-served-at:")), "")
         return line.split(":", 1)[1].strip() if line else got.stdout + got.stderr
@@ -236,5 +240,6 @@ def test_a_moving_address_is_followed_by_name_and_a_move_into_private_space_refu
     for inside in ("127.0.0.1", "10.0.0.7", "169.254.169.254", "::ffff:127.0.0.1"):
         hosts.write_text(HOSTS.replace("198.51.100.10 api.example.test", "198.51.100.10")
                          + f"{inside} api.example.test\n")
+        time.sleep(SYSTEM_TTL + 0.1)
         got = curl(netns, "-x", "http://127.0.0.1:3128", "http://api.example.test/")
         assert "< X-Outguard-Rule: proxy:never-reach" in got.stderr, (inside, got.stderr)

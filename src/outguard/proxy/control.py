@@ -4,7 +4,7 @@ Place in the data flow: `service.proxyrun` starts `outguard proxy serve POLICY -
 keeps both pipes. Each stdin line is one JSON object `{"policy": TEXT}`: the policy the agent
 now serves, lowered here (beside POLICY's path, so its list files resolve as for the agent) and
 swapped in for new requests, open tunnels untouched (`serve`'s reload). Stdout carries one JSON
-line per decided request (`serve.log_record`), `{"listening": [...]}` once bound, and
+line per decided request (`serve.Lines`), `{"listening": [...]}` once bound, and
 `{"connections": N}` every few seconds: the agent turns refusals into incidents, counts the
 rest per rule, and shows the proxy in `outguard status` and its metrics.
 

@@ -84,9 +84,10 @@ def parse_origin(request: Any, port: int) -> HttpTarget:
     return HttpTarget(host, port, name if port == 80 else f"{name}:{port}", target)
 
 
-def forward_headers(headers: list[tuple[bytes, bytes]], authority: str) -> list[tuple[bytes, bytes]]:
-    """The request's end-to-end headers, with Host set to `authority` and Connection: close
-    (one upstream connection per request; the client's connection stays kept alive)."""
+def forward_headers(headers: list[tuple[bytes, bytes]], authority: str,
+                    keep: bool = False) -> list[tuple[bytes, bytes]]:
+    """The request's end-to-end headers, with Host set to `authority`, and Connection: close
+    unless the upstream connection is to be `keep`t for the client's next request."""
     named = {v.strip().lower() for n, v in headers if n == b"connection" for v in v.split(b",")}
     out = [(b"host", authority.encode())]
     out += [(n, v) for n, v in headers
@@ -95,8 +96,18 @@ def forward_headers(headers: list[tuple[bytes, bytes]], authority: str) -> list[
         # the body's framing is hop-by-hop, but a chunked body stays chunked upstream (h11
         # accepts only chunked; without a framing header the body would be refused)
         out.append((b"transfer-encoding", b"chunked"))
-    out.append((b"connection", b"close"))
+    if not keep:
+        out.append((b"connection", b"close"))
     return out
+
+
+def client_keeps(request: Any) -> bool:
+    """Whether the client's connection stays open after this request (HTTP/1.1 without
+    Connection: close): only then is an upstream connection worth keeping for it (else the
+    proxy would close it first, and its closes would fill the proxy's ports with TIME_WAIT)."""
+    if bytes(request.http_version) != b"1.1":
+        return False
+    return not any(n == b"connection" and b"close" in v.lower() for n, v in request.headers)
 
 
 def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

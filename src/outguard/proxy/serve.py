@@ -31,7 +31,7 @@ from outguard.monitor.metrics import Families, Metrics, MetricsServer
 from outguard.policy import accounts
 from outguard.policy.proxyconf import DEFAULT_USER, ProxyConfig, listen_endpoints
 from outguard.proxy import control
-from outguard.proxy.resolve import Resolve, outguard_resolver, system_resolve
+from outguard.proxy.resolve import Cached, Resolve, outguard_resolver, system_timed
 from outguard.proxy.server import Proxy, Record
 from outguard.proxy.transparent import Transparent
 from outguard.proxy.who import SocketIdentity
@@ -96,20 +96,42 @@ def bind(config: ProxyConfig, endpoints: list[tuple[str, int]] | None = None
 
 
 def resolver_for(ruleset: Ruleset) -> Resolve:
+    """outguard's resolver when the policy has `dns:`, else the system's; answers kept for
+    their TTL (`resolve.Cached`)."""
     if ruleset.dns is not None:
-        return outguard_resolver(*ruleset.dns.listen)
-    return system_resolve
+        return Cached(outguard_resolver(*ruleset.dns.listen))
+    return Cached(system_timed)
 
 
-def log_record(record: Record) -> None:
-    """One JSON line per decided request, on stdout."""
+class Lines:
+    """One JSON line per decided request, on stdout: the lines of one turn of the event loop
+    go out in one write, at the end of that turn (a write and a flush per request cost more
+    than the request's decision; no line waits for anything but the loop's current turn)."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def __call__(self, record: Record) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(record_line(record))
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+
+
+def record_line(record: Record) -> str:
+    """A decided request as its JSON line."""
     c, v = record.client, record.verdict
-    print(json.dumps({
+    return json.dumps({
         "decision": "allowed" if v.allowed else "refused", "method": record.method,
         "host": record.host, "port": record.port, "status": record.status, "rule": v.rule,
         "reason": v.reason, "audit": v.audit, "uid": c.who.uid, "user": c.user, "pid": c.pid,
         "exe": c.exe, "unit": c.unit, "client": c.ends[0] if c.ends else None,
-        "ends": list(c.ends) if c.ends else None}), flush=True)
+        "ends": list(c.ends) if c.ends else None})
 
 
 def proxy_families(proxy: Proxy) -> Families:
@@ -194,8 +216,9 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
     endpoint: MetricsServer | None = None
     try:
         current = [ruleset]
+        lines = Lines()
         proxy = Proxy(lambda: current[0], resolve or resolver_for(ruleset), identity,
-                      config.limits, on_record=log_record)
+                      config.limits, on_record=lines)
         if metrics_listen is not None:  # bound before the drop, as the listeners
             metrics = Metrics()
             metrics.watch(proxy_families(proxy))
@@ -226,6 +249,7 @@ async def serve(config: ProxyConfig, ruleset: Ruleset, *, resolve: Resolve | Non
         await stop.wait()
         for server in servers:
             server.close()
+        lines.flush()
         print(json.dumps({"requests": {f"{k[0]} {k[1]}": n for k, n in proxy.counts.items()}}),
               file=sys.stderr)
         return proxy

@@ -26,14 +26,15 @@ from dataclasses import dataclass
 import h11
 
 from outguard.policy.proxyconf import ProxyLimits
-from outguard.proxy import guard, http, tunnel
+from outguard.proxy import exchange, guard, http, tunnel
+from outguard.proxy.exchange import RefusedError, Slot, Streams, Upstream
 from outguard.proxy.guard import Verdict, Who
 from outguard.proxy.resolve import Resolve, ResolveError
 from outguard.proxy.target import BadHostError, IPAddress, Target, split_authority
 from outguard.ruleset.ir import Ruleset
 
 log = logging.getLogger("outguard.proxy")
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+__all__ = ["Client", "Proxy", "RefusedError", "Streams"]  # RefusedError, Streams: from exchange
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,6 @@ class Record:
     client: Client
     verdict: Verdict
     status: int
-
-
-class RefusedError(Exception):
-    """A request the proxy answers itself; `answer` is what the client gets (an HTTP error
-    response, unless a TLS alert is what the client can read)."""
-
-    def __init__(self, status: int, reason: str, rule: str | None = None,
-                 answer: bytes | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.rule = status, reason, rule
-        self.answer = answer if answer is not None else http.error_response(status, reason, rule)
 
 
 class Proxy:
@@ -137,17 +127,23 @@ class Proxy:
         client = await self.identify(peer[0], peer[1], local[0], local[1],
                                      guard.needs_process(self.rules()))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header_bytes)
-        while True:
-            request = await self.next_request(conn, reader)
-            if request is None:
-                return
-            if request.method == b"CONNECT":
-                await self._connect(conn, request, client, (reader, writer))
-                return
-            await self.forward(conn, request, client, (reader, writer))
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
-            conn.start_next_cycle()
+        slot = Slot()
+        try:
+            while True:
+                request = await self.next_request(conn, reader)
+                if request is None:
+                    return
+                if request.method == b"CONNECT":
+                    slot.close()
+                    await self._connect(conn, request, client, (reader, writer))
+                    return
+                await self.forward(conn, request, client, (reader, writer),
+                                   slot=slot if http.client_keeps(request) else None)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        finally:
+            slot.close()
 
     async def next_request(self, conn: h11.Connection,
                             reader: asyncio.StreamReader) -> h11.Request | None:
@@ -289,9 +285,12 @@ class Proxy:
     # --- plain HTTP -----------------------------------------------------------------------
 
     async def forward(self, conn: h11.Connection, request: h11.Request, client: Client,
-                       down: Streams, orig: tuple[IPAddress, int] | None = None) -> None:
+                       down: Streams, orig: tuple[IPAddress, int] | None = None,
+                       slot: Slot | None = None) -> None:
         """One request, forwarded; `orig`: a redirected connection's original destination
-        (the request is origin-form, its Host header names the target)."""
+        (the request is origin-form, its Host header names the target); `slot`: the client
+        connection's kept upstream connection (without: one upstream connection for this
+        request alone)."""
         method = request.method.decode("ascii", "replace")
         try:
             where = (http.parse_absolute(request.target) if orig is None
@@ -300,84 +299,53 @@ class Proxy:
             raise RefusedError(400, str(exc)) from None
         addrs, verdict = await self.decide(method, where.target, where.port, client,
                                             orig[0] if orig is not None else None)
-        up = await self.upstream(method, where.target, where.port, client, addrs, verdict)
-        try:
-            upconn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
-            up[1].write(upconn.send(h11.Request(
-                method=request.method, target=where.path,
-                headers=http.forward_headers(list(request.headers), where.authority))) or b"")
+        key = (str(where.target), where.port)
+        up = slot.take(key, addrs) if slot is not None else None  # only to a checked address
+        again = False
+        while True:
+            if up is None:
+                up = Upstream.opened(key, await self.upstream(
+                    method, where.target, where.port, client, addrs, verdict))
+            try:
+                status = await self._exchange(conn, request, where, up, down, slot, again)
+            except BaseException:
+                up.close()
+                raise
+            if status is not None:
+                break
+            up.close()  # a kept connection the upstream had closed: once more, on a new one
+            up, again = None, True
+        self.record(method, where.target, where.port, client, verdict, status)
+        if slot is not None:
+            slot.give(up)
+        else:
+            up.close()
+
+    async def _exchange(self, conn: h11.Connection, request: h11.Request, where: http.HttpTarget,
+                        up: Upstream, down: Streams, slot: Slot | None, again: bool) -> int | None:
+        """The request to `up`, its response to the client: the status; None when `up` was
+        a reused connection that failed before any answer and no body byte went up."""
+        upconn, writer = up.conn, up.streams[1]
+        writer.write(upconn.send(h11.Request(
+            method=request.method, target=where.path,
+            headers=http.forward_headers(list(request.headers), where.authority,
+                                         keep=slot is not None))) or b"")
+        sent = False
+        if again:  # the body was empty, and read from the client the first time
+            writer.write(upconn.send(h11.EndOfMessage()) or b"")
+        else:
             if conn.client_is_waiting_for_100_continue:
                 down[1].write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
                               or b"")
-            await self._copy_body(conn, down[0], upconn, up[1])
-            status = await self._copy_response(upconn, up[0], conn, down[1])
-            self.record(method, where.target, where.port, client, verdict, status)
-        finally:
-            up[1].close()
-
-    async def _copy_body(self, src: h11.Connection, reader: asyncio.StreamReader,
-                         dst: h11.Connection, writer: asyncio.StreamWriter) -> None:
-        """The request body, as it comes, to the upstream."""
-        while True:
-            event = await _event(src, reader, self.limits.idle_timeout, "client")
-            if isinstance(event, h11.Data):
-                writer.write(dst.send(h11.Data(data=event.data)) or b"")
-                await writer.drain()
-            elif isinstance(event, h11.EndOfMessage):
-                writer.write(dst.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
-                return
-
-    async def _copy_response(self, src: h11.Connection, reader: asyncio.StreamReader,
-                             dst: h11.Connection, writer: asyncio.StreamWriter) -> int:
-        """The upstream's response, as it comes, to the client; its status."""
-        status = 0
-        while True:
-            try:
-                event = await _event(src, reader, self.limits.idle_timeout, "upstream")
-            except RefusedError:
-                if status:  # the head went out already: all the proxy can do is close
-                    raise ConnectionError("the upstream failed mid-response") from None
-                raise
-            if isinstance(event, h11.InformationalResponse):
-                continue  # 100 Continue was ours to give; 1xx others are not forwarded
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                writer.write(dst.send(h11.Response(
-                    status_code=status, reason=event.reason,
-                    headers=http.response_headers(list(event.headers)))) or b"")
-            elif isinstance(event, h11.Data):
-                writer.write(dst.send(h11.Data(data=event.data)) or b"")
-            elif isinstance(event, h11.EndOfMessage):
-                writer.write(dst.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
-                return status
-            await writer.drain()
-
-
-async def _event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float,
-                 side: str) -> h11.Event | type[h11.PAUSED]:
-    """The next h11 event of one side; RefusedError(400/502) when that side breaks the protocol,
-    stalls for `timeout` or closes early."""
-    status = 400 if side == "client" else 502
-    while True:
+            sent = await exchange.copy_body(conn, down[0], upconn, writer,
+                                            self.limits.idle_timeout)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise RefusedError(status, f"malformed HTTP from the {side}: {exc}") from None
-        if isinstance(event, h11.ConnectionClosed):
-            raise RefusedError(status, f"the {side} closed the connection early")
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[return-value]  # NEED_DATA is excluded just above
-        try:
-            async with asyncio.timeout(timeout):
-                data = await reader.read(65536)
-        except TimeoutError:
-            raise RefusedError(408 if side == "client" else 502,
-                          f"the {side} sent nothing for {timeout:g}s") from None
-        except (ConnectionError, OSError) as exc:
-            raise RefusedError(status, f"the {side}'s connection failed: {exc}") from None
-        conn.receive_data(data)
+            return await exchange.copy_response(upconn, up.streams[0], conn, down[1],
+                                                self.limits.idle_timeout)
+        except RefusedError:
+            if up.reused and not sent:
+                return None
+            raise
 
 
 def loop_deadline(monotonic: float) -> float:
