@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from outguard.events import Classification
 from outguard.store.pages import Cursor
-from outguard.web.auth import COOKIE, CSP, TOKEN_FILE, load_token
+from outguard.web.auth import COOKIE, CSP, TOKEN_FILE, Secrets, load_token
 from tests.web.fixtures import XSS, app_for, incident, store_with
 
 
@@ -185,3 +185,19 @@ def test_explain_uses_the_policy_in_service_lowered_once(state: Path, tmp_path: 
     sources = c.app.state.web.sources  # type: ignore[attr-defined]
     first = sources.ruleset()
     assert sources.ruleset() is first  # not lowered again for the same policy
+
+
+def test_the_login_form_and_a_refusal_name_the_token_file_really_used(state: Path) -> None:
+    # a trial under --netns: the form said /var/lib/outguard/web.token, the file was
+    # /var/lib/outguard/netns/NAME/web.token
+    from outguard.web.app import build
+    from outguard.web.sources import Sources
+
+    where = str(state / "netns" / "og-x" / TOKEN_FILE)
+    keys = Secrets(load_token(state))
+    app = build(Sources(state_dir=state, store_path=state / "events.db"), keys,
+                token_path=where)
+    c = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert f"sudo cat {where}" in c.get("/login").text
+    assert where in c.post("/login", data={"token": "wrong"}).text
+    assert where in c.get("/api/overview").text

@@ -58,6 +58,7 @@ class WebConfig(BaseModel):
         if self.tls_cert is None and not is_loopback(host):
             raise ValueError(f"refusing to serve the dashboard on {host}, which is not a"
                              " loopback address, without TLS: its token would cross the network"
-                             " in clear (set tls_cert and tls_key, or listen on 127.0.0.1 and"
+                             " in clear (set web.tls_cert and web.tls_key — on the command line"
+                             " --web-tls-cert and --web-tls-key —, or listen on 127.0.0.1 and"
                              " use an SSH tunnel)")
         return self

@@ -52,7 +52,7 @@ def start(opts: AgentOptions, counters: Callable[[], Counters] | None, metrics: 
         policy=lambda: live.settings.policy if live.settings is not None else None)
     sampler = Sampler(lambda: rule_packets(sources), every=opts.web_sample_every)
     app = build(sources, Secrets(load_token(opts.state_dir)), sampler=sampler, stop=stop,
-                secure=web.tls)
+                secure=web.tls, token_path=str(opts.state_dir / TOKEN_FILE))
     server = WebServer(app, web)
     log.info("dashboard on %s (token in %s)", server.url, opts.state_dir / TOKEN_FILE)
 

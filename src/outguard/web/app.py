@@ -41,8 +41,14 @@ log = logging.getLogger("outguard.web")
 
 STATIC = Path(__file__).parent / "static"
 
+def _hint(web: Web) -> str:
+    return (f"The dashboard's token is in {web.token_path} (readable by root only):"
+            f" sudo cat {web.token_path}")
+
+
 async def login_form(request: Request) -> Response:
-    return web_of(request).render(request, "login.html", error=None)
+    web = web_of(request)
+    return web.render(request, "login.html", error=None, hint=_hint(web))
 
 
 async def login(request: Request) -> Response:
@@ -51,8 +57,8 @@ async def login(request: Request) -> Response:
     form = await request.form()
     token = str(form.get("token", "")).strip()
     if not web.keys.bearer_ok(f"Bearer {token}"):
-        return web.render(request, "login.html", status=401,
-                          error="that is not the token in STATE_DIR/web.token")
+        return web.render(request, "login.html", status=401, hint=_hint(web),
+                          error=f"that is not the token in {web.token_path}")
     response = RedirectResponse("/", status_code=303)
     response.headers["set-cookie"] = web.keys.set_cookie(web.secure)
     return response
@@ -78,11 +84,13 @@ async def metrics(request: Request) -> Response:
 
 
 def build(sources: Sources, keys: Secrets, *, sampler: Sampler | None = None,
-          secure: bool = False, stop: asyncio.Event | None = None) -> Starlette:
+          secure: bool = False, stop: asyncio.Event | None = None,
+          token_path: str = "STATE_DIR/web.token") -> Starlette:
     """The application. Its /metrics needs the token like every page: Prometheus without one
     scrapes the agent's own listener (`--metrics-listen`), kept apart from the dashboard.
     `stop` (the agent's) ends the live feeds at once, before the server waits for them."""
-    web = Web(sources, keys, sampler or Sampler(lambda: {}), secure, stop or asyncio.Event())
+    web = Web(sources, keys, sampler or Sampler(lambda: {}), secure, stop or asyncio.Event(),
+              token_path)
     routes: list[BaseRoute] = [
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -91,7 +99,8 @@ def build(sources: Sources, keys: Secrets, *, sampler: Sampler | None = None,
         *pages.ROUTES, *incidents.ROUTES,
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys)])
+    app = Starlette(routes=routes, middleware=[Middleware(Gate, keys=keys,
+                                                          token_hint=token_path)])
     app.state.web = web
     return app
 

@@ -184,6 +184,7 @@ class Web:
     sampler: Sampler
     secure: bool = False  # served over TLS: the cookie says Secure
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    token_path: str = "STATE_DIR/web.token"  # where the token is, as the login form says
     env: Environment = field(default_factory=lambda: Environment(
         loader=PackageLoader("outguard.web", "templates"), autoescape=True,
         trim_blocks=True, lstrip_blocks=True))
