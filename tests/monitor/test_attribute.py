@@ -217,3 +217,14 @@ def test_a_socket_without_process_keeps_the_packets_user(proc: FakeProc) -> None
     pkt = replace(_pkt(sport=40001), uid=65534)
     got = attributor.attribute(pkt)
     assert (got.failure_kind, got.uid, got.user) == ("orphan", 65534, "nobody")
+
+
+def test_secret_option_values_are_redacted_from_command_lines() -> None:
+    # a trial: the fleet agent's own blocked connection was an incident whose cmdline held
+    # `--enroll TOKEN`, stored locally, alerted and sent to the fleet's database
+    from outguard.monitor.attribute import redact
+
+    argv = ["outguard", "run", "--fleet", "https://f.example", "--enroll", "s3cret",
+            "--token=abc", "--Password", "pw", "--enrolled", "x", "--enroll"]
+    assert redact(argv) == ("outguard", "run", "--fleet", "https://f.example", "--enroll", "***",
+                            "--token=***", "--Password", "***", "--enrolled", "x", "--enroll")

@@ -58,6 +58,29 @@ class SocketLookup(Protocol):
                ifindex: int = 0) -> SocketInfo | None: ...
 
 
+
+# Options whose value is a secret: an incident is stored, alerted and sent to the fleet, and a
+# command line such as `outguard run --fleet URL --enroll TOKEN` must not carry it there.
+SECRET_OPTIONS = ("--enroll", "--token", "--password", "--passwd", "--secret", "--api-key")
+
+
+def redact(argv: list[str]) -> tuple[str, ...]:
+    """`argv` with the values of SECRET_OPTIONS (`--opt VALUE` and `--opt=VALUE`) replaced."""
+    out: list[str] = []
+    hide = False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+            continue
+        name, eq, _value = arg.partition("=")
+        if name.lower() in SECRET_OPTIONS:
+            out.append(f"{name}=***" if eq else arg)
+            hide = not eq
+            continue
+        out.append(arg)
+    return tuple(out)
+
 def parse_cgroup(text: str) -> tuple[str | None, str | None, str | None]:
     """(cgroup path, systemd unit, container) from the text of ``/proc/<pid>/cgroup``.
 
@@ -282,7 +305,7 @@ class Attributor:
         uid = next((int(line.split()[2]) for line in status.splitlines()
                     if line.startswith("Uid:")), None)  # effective uid
         cgroup, unit, container = parse_cgroup(cgroup_text)
-        facts = _Facts(pid, exe, tuple(raw_cmd.split("\0")[:-1] if raw_cmd else ()), uid,
+        facts = _Facts(pid, exe, redact(raw_cmd.split("\0")[:-1] if raw_cmd else []), uid,
                        ppid or None, cgroup, unit, container)
         if len(self._facts) > 4 * self.cache_size:
             self._facts.clear()
