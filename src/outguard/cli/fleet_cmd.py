@@ -233,7 +233,7 @@ def top(dsn: str, since: str, host: str | None, limit: int, as_json: bool) -> No
         click.echo(json.dumps(got, indent=1))
         return
     for by, rows in got.items():
-        click.echo(f"top blocked {by}s")
+        click.echo(f"top blocked {by}{'es' if by == 'process' else 's'}")
         if rows:
             _table(rows, [by, "packets", "incidents", "worst", "last_seen"])
         click.echo("")
