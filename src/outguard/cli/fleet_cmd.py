@@ -288,7 +288,8 @@ def rollout_cmd(action: str, dsn: str, rid: int | None, as_json: bool) -> None:
         click.echo(json.dumps(got, indent=1))
         return
     click.echo(f"rollout {got['id']}: version {got['version']} to {got['selector']!r},"
-               f" {got['state']}, wave {got['wave'] + 1} of {got['waves']}"
+               # numbered from 0 like `push` and the table below (the canary is wave 0)
+               f" {got['state']}, at wave {got['wave']} (waves 0 to {got['waves'] - 1})"
                + (f" — {got['reason']}" if got["reason"] else ""))
     _table(got["hosts"], ["host", "wave", "assigned", "result", "assigned_version",
                           "previous_version", "detail"])
