@@ -153,7 +153,7 @@ def test_rollouts_page_shows_state_wave_and_why_halted(fleet, tmp_path: Path) ->
         conn.execute("UPDATE rollouts SET state = 'halted', reason = %s WHERE id = %s",
                      (f"host web-01 reported apply_failed: {XSS}", pushed.rollout_id))
     text = _get(client, token, "/rollouts")
-    assert "halted" in text and "1 / 2" in text and "*-01" in text
+    assert "halted" in text and "1 (waves 0 to 1)" in text and "*-01" in text
     assert "apply_failed: &lt;script&gt;" in text
 
 
