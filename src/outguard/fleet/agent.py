@@ -353,16 +353,16 @@ class FleetAgent:
         self._save()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._pause(stop, self.opts.heartbeat)
-            if stop.is_set() or self.client is None:
-                return
+        # the first at once: `fleet hosts` showed a host just enrolled as never seen for the
+        # first `heartbeat` seconds (a trial)
+        while not stop.is_set() and self.client is not None:
             await self._report_pending()
             s = self.state
             with contextlib.suppress(FleetError):
                 last = f"; last version tried {s.tried}: {s.result}" if s.result else ""
                 await self.client.report(self._body("running", s.version, s.rollout_id,
                                                     f"heartbeat{last}", s.mode))
+            await self._pause(stop, self.opts.heartbeat)
 
     def blocked_rate(self, now: float | None = None) -> float:
         """Blocked packets per second over the last minute (from the monitor's count)."""
