@@ -284,14 +284,22 @@ class AgentLab:
                                               str(count), str(port)]),
                        check=True, capture_output=True, timeout=30)
 
-    def wait(self, what: str, cond: Any, timeout: float, step: float = 0.2) -> Any:
+    def wait(self, what: str, cond: Any, timeout: float, step: float = 0.2,
+             host: Host | None = None) -> Any:
+        """`cond()` once true; on a timeout the error carries `host`'s follow state and the end
+        of its agent's log (a clean-clone run once timed out here with nothing to go on)."""
         deadline = time.monotonic() + timeout
         while True:
             got = cond()
             if got:
                 return got
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
+                seen = ""
+                if host is not None:
+                    with contextlib.suppress(OSError):
+                        seen = (f"; {host.name} follow {host.follow()}; its log ends:\n"
+                                f"{host.log.read_text(errors='replace')[-4000:]}")
+                raise AssertionError(f"timed out waiting for {what}{seen}")
             time.sleep(step)
 
     def close(self) -> None:

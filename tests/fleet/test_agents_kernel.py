@@ -170,11 +170,11 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
     # 3. the fleet's lockdown, kept to the server, and lifted
     h1 = lab.hosts[1]
     lab.fleet_cli("lockdown", "--to", h1.name, "--for", "120s")
-    lab.wait("lockdown on h01", lambda: h1.follow().get("lockdown_until"), 30)
+    lab.wait("lockdown on h01", lambda: h1.follow().get("lockdown_until"), 30, host=h1)
     lockdown = json.loads((h1.state / "lockdown.json").read_text())
     assert lockdown["keep"] == ["fleet-server"], lockdown
     lab.fleet_cli("lockdown", "--to", h1.name, "--lift")
-    lab.wait("lockdown lifted on h01", lambda: h1.follow().get("lockdown_until") is None, 30)
+    lab.wait("lockdown lifted on h01", lambda: h1.follow().get("lockdown_until") is None, 30, host=h1)
     assert not (h1.state / "lockdown.json").exists()
 
     # 4. a version that cuts the host off its server: rolled back by the host
@@ -185,7 +185,8 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
     cut.write_text(policy_text("cut").replace(f"ports: [{8080}]", "ports: [9]"))
     lab.fleet_cli("push", str(cut), "--to", h2.name, "--canary", "0", "--waves", "100%",
                   "--soak", "0")
-    lab.wait("h02 rolled back", lambda: h2.follow().get("result") == "rolled_back", 60)
+    lab.wait("h02 rolled back", lambda: h2.follow().get("result") == "rolled_back", 90,
+             host=h2)
     assert h2.follow()["version"] == 1
     assert _table_policy(h2) == p1.read_text()
     lab.wait("rolled_back reported", lambda: lab.sql(
@@ -199,7 +200,7 @@ def test_a_fleet_of_agents(lab: AgentLab) -> None:
         "  - name: nobody-answers\n    to: [192.0.2.99]\n    ports: [443]\n    proto: tcp\n")))
     lab.fleet_cli("push", str(bad), "--to", h3.name, "--canary", "0", "--waves", "100%",
                   "--soak", "0")
-    lab.wait("h03's verify failed", lambda: h3.follow().get("result") == "verify_failed", 60)
+    lab.wait("h03's verify failed", lambda: h3.follow().get("result") == "verify_failed", 60, host=h3)
     assert h3.follow()["version"] == 1 and "nobody-answers" in h3.follow()["detail"]
     assert _table_policy(h3) == p1.read_text()
     lab.wait("verify_failed reported", lambda: lab.sql(
