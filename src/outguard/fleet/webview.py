@@ -25,15 +25,15 @@ from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from outguard.errors import OutguardError
 from outguard.events import SEVERITIES
 from outguard.fleet import ops
-from outguard.web.app import STATIC
-from outguard.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Gate, Secrets
+from outguard.web.app import STATIC, session_ended, session_started
+from outguard.web.auth import CSRF_FIELD, Gate, Secrets
 from outguard.web.pages import WINDOWS, when
 
 T = TypeVar("T")
@@ -146,20 +146,11 @@ async def login(request: Request) -> Response:
     if not fw.keys.bearer_ok(f"Bearer {str(form.get('token', '')).strip()}"):
         return fw.render(request, "login.html", status=401,
                          error=f"that is not the token ({fw.token_hint})")
-    response = RedirectResponse("/", status_code=303)
-    response.headers["set-cookie"] = fw.keys.set_cookie(fw.secure)
-    return response
+    return session_started(fw.keys, fw.secure)
 
 
 async def logout(request: Request) -> Response:
-    fw = _fw(request)
-    form = await request.form()
-    if not fw.keys.csrf_ok(str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER)):
-        return Response("CSRF value missing or wrong\n", status_code=403,
-                        media_type="text/plain")
-    response = RedirectResponse("/login", status_code=303)
-    response.headers["set-cookie"] = f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
-    return response
+    return await session_ended(request, _fw(request).keys)
 
 
 def build(dsn: str, keys: Secrets, token_hint: str, *, secure: bool = False,

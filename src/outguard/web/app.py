@@ -59,20 +59,30 @@ async def login(request: Request) -> Response:
     if not web.keys.bearer_ok(f"Bearer {token}"):
         return web.render(request, "login.html", status=401, hint=_hint(web),
                           error=f"that is not the token in {web.token_path}")
+    return session_started(web.keys, web.secure)
+
+
+def session_started(keys: Secrets, secure: bool) -> Response:
+    """After a good token from the login form: to the first page, with the session cookie
+    (the agent's dashboard and the fleet view share it)."""
     response = RedirectResponse("/", status_code=303)
-    response.headers["set-cookie"] = web.keys.set_cookie(web.secure)
+    response.headers["set-cookie"] = keys.set_cookie(secure)
     return response
 
 
-async def logout(request: Request) -> Response:
-    web = web_of(request)
+async def session_ended(request: Request, keys: Secrets) -> Response:
+    """The logout form: CSRF-checked, then the cookie cleared and back to the login form."""
     form = await request.form()
-    if not web.keys.csrf_ok(str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER)):
+    if not keys.csrf_ok(str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER)):
         return Response("CSRF value missing or wrong\n", status_code=403,
                         media_type="text/plain")
     response = RedirectResponse("/login", status_code=303)
     response.headers["set-cookie"] = f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
     return response
+
+
+async def logout(request: Request) -> Response:
+    return await session_ended(request, web_of(request).keys)
 
 
 async def metrics(request: Request) -> Response:
