@@ -149,15 +149,17 @@ class _Direction:
         self._release()
 
 
-class SpliceTunnel:
+class IdleTunnel:
+    """One timer per open tunnel, re-armed for the time left: the tunnel closes after `idle`
+    seconds without a byte either way (`last` is set by whoever moves data). Subclasses
+    close their own ends and settle `done`."""
+
     def __init__(self, idle: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.idle = idle
         self.last = time.monotonic()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.timer = self.loop.call_later(idle, self._check)
-        self.socks: dict[int, socket.socket] = {}
-        self.ways: list[_Direction] = []
 
     def _check(self) -> None:
         quiet = time.monotonic() - self.last
@@ -165,6 +167,16 @@ class SpliceTunnel:
             self.close()
         else:
             self.timer = self.loop.call_later(self.idle - quiet, self._check)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SpliceTunnel(IdleTunnel):
+    def __init__(self, idle: float) -> None:
+        super().__init__(idle)
+        self.socks: dict[int, socket.socket] = {}
+        self.ways: list[_Direction] = []
 
     def ended(self) -> None:
         if all(way.done for way in self.ways):

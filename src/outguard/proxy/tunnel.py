@@ -99,24 +99,13 @@ class _Side(asyncio.Protocol):
         self.tunnel.close()
 
 
-class _Tunnel:
+class _Tunnel(splice.IdleTunnel):
     """Two transports handed from streams to `_Side` protocols: no task, no stream buffer and
     one timer per open tunnel (an idle tunnel costs a few kB: 10,000 of them stay small)."""
 
     def __init__(self, idle: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.idle = idle
-        self.last = time.monotonic()
-        self.done: asyncio.Future[None] = self.loop.create_future()
-        self.timer = self.loop.call_later(idle, self._check)
+        super().__init__(idle)
         self.sides: list[_Side] = []
-
-    def _check(self) -> None:
-        quiet = time.monotonic() - self.last
-        if quiet >= self.idle:
-            self.close()
-        else:
-            self.timer = self.loop.call_later(self.idle - quiet, self._check)
 
     def close(self) -> None:
         self.timer.cancel()
